@@ -40,9 +40,9 @@ if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
 # The proof by mutation re-checked against evidence/proofs.lock (`make test`, `make proofs`).
-pytest_plugins = ["gate_plugin"]
+pytest_plugins = ["tests.gate_plugin"]
 
-from site_build import BuiltSite, build_site_once  # noqa: E402  (after the environment above)
+from tests.support.site_build import BuiltSite, build_site_once  # noqa: E402  (after the environment above)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Benchmarks, repeatability records and repeatable runs, held to the raw evidence filed with them.
 
-Each test copies a real record the GPU sessions filed (tests/benchmark_evidence_support.py), plants
+Each test copies a real record the GPU sessions filed (tests/support/benchmark_evidence_support.py), plants
 one lie a forger would tell (re-hashing every artifact) and asks the integrity check, in-process,
 for its findings: MFU against tokens/s and the model's shape, medians against per-step rates, a
 repeatability record's legs against their own records and logs, a run filed twice under two ids,
@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmark_evidence_support import as_filed, copied, real_id, real_record
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_found, findings, gate, log_lines, write_log
 
 from contracts.evidence import EvidenceRecord
 from contracts.implied_fields import implied_problems
+from tests.support.benchmark_evidence_support import as_filed, copied, real_id, real_record
+from tests.support.ledger_support import assert_found, findings, gate, log_lines, write_log
 
 
 def _not_found(found: list[str], fragment: str) -> None:

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ledger_support import ROOT, findings
-from train_support import prepared
-
 from benchmarks.repeatability import leg_failures
 from contracts.evidence import EVIDENCE_FILE
+from tests.support.ledger_support import ROOT, findings
+from tests.support.train_support import prepared
 
 
 def filed(command: list[str], ledger: Path) -> tuple[Path, dict[str, Any]]:

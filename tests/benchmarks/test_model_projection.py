@@ -24,7 +24,7 @@ from stack.model.layers import apply_rope, rope_angles
 from stack.model.lora import apply_lora
 from stack.model.projection import project
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from reference_gpt import ReferenceGPT
 
 CONFIG = ModelConfig(vocab=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=40, ctx=24)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_support import prepared
 
 from benchmarks import reference_run
 from contracts.evidence import EVIDENCE_FILE, RunStatus, read_evidence
+from tests.support.train_support import prepared
 
 SMOKE = ["--preset", "smoke", "--device", "cpu", "--set", "train.device='cpu'"]
 SMOKE += [word for value in ("train.steps=6", "train.warmup_steps=1", "eval.every=3", "ckpt.every=3",

@@ -18,14 +18,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
-from artifact_support import build_kinds, write_items
-from tree_snapshot import snapshot, unwritable
 
 import stack.cli
 from stack import artifacts
 from stack.artifacts import BY_NAME, DAMAGE_WORDS, KINDS, NEEDS, identify
 from stack.cli import build_parser, main, values
 from stack.cli.inputs import INPUTS, Input
+from tests.support.artifact_support import build_kinds, write_items
+from tests.support.tree_snapshot import snapshot, unwritable
 
 # A command line for each input, {X} the path under test; every other input is given a kind it
 # takes, so the refusal can only be about {X}. {out} is a fresh path that must stay untouched.

@@ -22,27 +22,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trace_support import save_run, tiny_model
-from train_support import smoke_args, write_corpus
 
 import stack.cli.gates
-from contracts.evidence import sha256_file
 from stack.cli import CRASH_DIR_ENV, data_console, describe, main, os_error_line, values
+from tests.support.artifact_support import reseal
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import smoke_args, write_corpus
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 INTERNAL = re.compile(
     r"^stack gates: internal error: RuntimeError: planted; "
     r"full traceback written to (?P<file>.+\.txt), please report it$"
 )
-
-
-def reseal(checkpoint: Path, name: str) -> None:
-    """Record `name`'s current sha256 and size in the checkpoint's manifest, as if it were written so."""
-    manifest_path = checkpoint / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    target = checkpoint / name
-    manifest["files"][name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
-    manifest_path.write_text(json.dumps(manifest, indent=1))
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from prefs_support import write_pairs
-from train_support import evidence, smoke_args, train, write_corpus
 
 from contracts.spec import load_spec
 from stack.cli import main
@@ -25,8 +23,10 @@ from stack.data.sft_template import load_template, render
 from stack.data.tokenizer_identity import EOT_TOKEN
 from stack.export.runtimes import stack_logits
 from stack.train.trained import load_trained
+from tests.support.paths import DATA
+from tests.support.prefs_support import write_pairs
+from tests.support.train_support import evidence, smoke_args, train, write_corpus
 
-DATA = Path(__file__).parent / "data"
 QUICK = ["train.device='cpu'", "train.batch_size=1", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 CONVERSATION = [
     {"role": "system", "content": "Answer in one word."},

@@ -1,14 +1,14 @@
-"""Round-12 new-user audit K23 and K28: what `stack train` and `stack prepare` say at their end."""
+"""What `stack train` and `stack prepare` say at their end: where the result is and what to run next."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from train_support import prepared
 
 from contracts.evidence import EVIDENCE_FILE, Verdict, read_evidence
 from stack.cli import main
+from tests.support.train_support import prepared
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

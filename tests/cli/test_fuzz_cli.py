@@ -46,16 +46,16 @@ import pytest
 import tomli_w
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_cli_errors import reseal
-from train_support import prepared, smoke_args, train
 
 from contracts.spec import load_spec
 from stack.cli import COMMANDS, CRASH_DIR_ENV, build_parser, main
 from stack.data.prepare import prepare_corpus
+from tests.support.artifact_support import reseal
+from tests.support.train_support import prepared, smoke_args, train
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXPLORE = os.environ.get("GATESTACK_FUZZ") == "explore"
 # Never compared: caches and build output that tools other than `stack` write while tests run.
 UNWATCHED = {".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", ".ruff_cache", "site"}

@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
-from trace_support import save_run
 
 from stack.cli import inspect as inspect_cli
 from stack.cli import main
 from stack.model import GPT
 from stack.train.config import resolve
+from tests.support.trace_support import save_run
 
 MOD = ["model.mod_every=2", "model.mod_capacity=0.25", "model.n_layers=2"]
 

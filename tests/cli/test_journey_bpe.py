@@ -1,7 +1,7 @@
 """The life of a model pretrained with the stack's BPE, through every command that makes a model
 of it, with its own tokenizer all the way (issue #37; docs/life-of-a-model.md walks it by hand).
 
-The walk is tests/journey_support.py's, run once for the module. Beside the journey's own checks,
+The walk is tests/support/journey_support.py's, run once for the module. Beside the journey's own checks,
 the integrity checker is shown rejecting a chain broken two ways: a parent's record left out of
 the ledger, and a child that cites weights its parent's record does not vouch for.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from check_integrity import run_checks
-from journey_support import Journey, JourneyChecks, assert_every_step_ran, walk
 
 from contracts.evidence import EVIDENCE_FILE, REPO_ROOT
 from stack.data.manifest import load_manifest
+from tests.support.journey_support import Journey, JourneyChecks, assert_every_step_ran, walk
 
 INTEGRITY = "GATE-INTEG-001"
 

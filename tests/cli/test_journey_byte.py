@@ -1,15 +1,15 @@
 """The life of a byte-level model through every command that makes a model of it (issue #37).
 
-The walk is tests/journey_support.py's, run once for the module, with the byte tokenizer from
+The walk is tests/support/journey_support.py's, run once for the module, with the byte tokenizer from
 the first prepare to the re-imported export, and checked by its `JourneyChecks`.
 """
 
 from __future__ import annotations
 
 import pytest
-from journey_support import Journey, JourneyChecks, walk
 
 from stack.data.manifest import load_manifest
+from tests.support.journey_support import Journey, JourneyChecks, walk
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,18 @@
 """The life of a Hugging Face Llama-family model brought with its own tokenizer (issue #37).
 
-The model is built offline (tests/hf_fixtures.py: a Llama-3-style byte-level BPE with its special
+The model is built offline (tests/support/hf_fixtures.py: a Llama-3-style byte-level BPE with its special
 tokens, weights written by transformers), imported, and then walked through every command that
-makes a model of it (tests/journey_support.py), its own tokenizer all the way: the lineage starts
+makes a model of it (tests/support/journey_support.py), its own tokenizer all the way: the lineage starts
 at the import, whose parent is a model made elsewhere, named by its weights alone.
 """
 
 from __future__ import annotations
 
 import pytest
-from hf_fixtures import llama_model
-from journey_support import SOURCE, Journey, JourneyChecks, records, walk
 
 from stack.data.manifest import load_manifest
+from tests.support.hf_fixtures import llama_model
+from tests.support.journey_support import SOURCE, Journey, JourneyChecks, records, walk
 
 
 @pytest.fixture(scope="module")

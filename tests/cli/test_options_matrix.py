@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from render_site import GENERATED, render
 from scratch import make_repo
-from train_support import prepared
 
 from contracts import trace_anomaly
 from contracts.errors import GateViolation
@@ -50,6 +49,7 @@ from stack.options_matrix import (
     trained_layers,
 )
 from stack.trace.hooks import SiteHooks
+from tests.support.train_support import prepared
 
 MATRIX = load_matrix()
 ALL = "moe+diff-attn+mod"

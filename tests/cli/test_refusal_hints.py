@@ -1,4 +1,4 @@
-"""Round-12 new-user audit: refusals that send the user to the fix that works."""
+"""Refusals that send the user to the fix that works."""
 
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from record_checks import check_record_truth
-from train_support import prepared, smoke_args, train
 
 from contracts.evidence import Verdict, read_evidence
 from contracts.spec import load_spec
 from stack.model import attention, depth_router, diff_attention
+from tests.support.train_support import prepared, smoke_args, train
 
 # gate → (module, name, planted replacement, the --set items that turn the option on)
 PLANTS: dict[str, tuple[Any, str, Any, tuple[str, ...]]] = {

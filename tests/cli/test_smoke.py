@@ -6,7 +6,7 @@ terminal, without paying an interpreter start and a torch import per leg. One le
 Face export with its parity check, runs the installed console script in a subprocess, to prove
 that `stack` itself starts; it starts as soon as its checkpoint exists and runs beside the
 in-process legs, since the test itself keeps to one thread of a machine that has two. `--nproc`
-has its own subprocess tests in tests/test_dist.py. The integrity check runs in-process too.
+has its own subprocess tests in tests/train/test_dist.py. The integrity check runs in-process too.
 
 When GATESTACK_SMOKE_LEGS names a file, the test writes each leg's wall and CPU time there (JSON);
 benchmarks/smoke.py reads it. The test itself never asserts on time.
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import check_integrity
 import pytest
-from train_support import step_lines, write_corpus
 
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tests.support.train_support import step_lines, write_corpus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LEGS_ENV = "GATESTACK_SMOKE_LEGS"
 
 

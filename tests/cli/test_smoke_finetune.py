@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
-from ft_support import write_jsonl
-from train_support import smoke_args, train, unjudged, write_corpus
 
 from stack.cli import main
+from tests.support.ft_support import write_jsonl
+from tests.support.paths import DATA
+from tests.support.train_support import smoke_args, train, unjudged, write_corpus
 
-DATA = Path(__file__).parent / "data"
 QUICK = ["train.device='cpu'", "train.batch_size=1", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 LORA = ["lora.r=4", "lora.alpha=8", "lora.targets='q,v'"]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefs_support import prepared_pairs
-from trace_support import save_run, tiny_model
-from train_support import prepared, unjudged
-
 from stack.cli import main
+from tests.support.prefs_support import prepared_pairs
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared, unjudged
 
 
 def test_dpo_distill_and_synth_leave_complete_records(tmp_path: Path) -> None:

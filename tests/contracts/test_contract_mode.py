@@ -13,7 +13,7 @@ from pathlib import Path
 
 from contracts.gates import MODE_ENV, Mode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A boundary-level gate fed a NaN loss: GATE-TRAIN-003's finite check before the optimizer step.
 PROBE = """
@@ -41,5 +41,5 @@ def run_without_mode(code: str) -> list[str]:
 
 def test_the_default_mode_is_boundary_and_its_gates_fire() -> None:
     """The probe runs in a fresh interpreter, beyond the reach of a gate forced off in this one, so
-    this shows the mode, not GATE-TRAIN-003 (whose falsifiers are in tests/test_train_gates.py)."""
+    this shows the mode, not GATE-TRAIN-003 (whose falsifiers are in tests/train/test_train_gates.py)."""
     assert run_without_mode(PROBE) == [Mode.BOUNDARY.value, "GATE-TRAIN-003"]

@@ -18,7 +18,7 @@ from contracts.gates import BINDINGS, Outcome, contract_mode, gate_ensure, gate_
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A blocking gate and a warning gate from the real spec: bindings must speak the spec's ids.
 BLOCKING = "GATE-TRAIN-003"

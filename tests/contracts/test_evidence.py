@@ -30,7 +30,7 @@ from contracts.evidence import (
 from contracts.schemas import json_schemas
 from contracts.spec import load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record(run_id: str, metrics: dict) -> EvidenceRecord:

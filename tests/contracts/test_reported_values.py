@@ -21,8 +21,16 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import config_edited, edited, findings
-from train_support import (
+
+from contracts.derive.training import mean_and_stderr
+from contracts.judges import judge
+from stack.train.early_stop import EarlyStopper
+from stack.train.loop import Trainer
+from stack.train.objective import Pretrain, StepLoss
+from stack.train.overfit import OverfitDetector
+from stack.train.presets import PRESETS
+from tests.support.ledger_support import config_edited, edited, findings
+from tests.support.train_support import (
     autocast_of,
     evidence,
     metric_lines,
@@ -32,14 +40,6 @@ from train_support import (
     train,
     verdicts,
 )
-
-from contracts.derive.training import mean_and_stderr
-from contracts.judges import judge
-from stack.train.early_stop import EarlyStopper
-from stack.train.loop import Trainer
-from stack.train.objective import Pretrain, StepLoss
-from stack.train.overfit import OverfitDetector
-from stack.train.presets import PRESETS
 
 
 @pytest.fixture(scope="module")

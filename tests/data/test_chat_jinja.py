@@ -13,10 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hf_fixtures import llama_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import save_run, tiny_model
 
 from stack.cli import main
 from stack.data.chat_jinja import STATE_KEY, jinja_of, render_text
@@ -24,10 +22,12 @@ from stack.data.manifest import load_manifest
 from stack.data.sft_template import ROLES, TemplateFile, Turn, load_template, render
 from stack.data.tokenizer import ByteTokenizer
 from stack.train.trained import load_trained
+from tests.support.hf_fixtures import llama_model
+from tests.support.paths import DATA
+from tests.support.trace_support import save_run, tiny_model
 
 pytest.importorskip("transformers")
 
-DATA = Path(__file__).parent / "data"
 EOS = "<|endoftext|>"
 # Text a template or a message may hold, Jinja's and Python's escapes included.
 PIECES = st.text(

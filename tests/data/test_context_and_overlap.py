@@ -12,15 +12,16 @@ import json
 from pathlib import Path
 
 import pytest
-from ft_support import CTX as FT_CTX
-from ft_support import saved
-from train_support import prepared, smoke_args, train
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.manifest import load_manifest
 from stack.eval import overlap as overlap_module
+from tests.support.ft_support import CTX as FT_CTX
+from tests.support.ft_support import saved
+from tests.support.paths import DATA
+from tests.support.train_support import prepared, smoke_args, train
 
 CTX = 32  # the smoke preset's context
 
@@ -108,7 +109,7 @@ def test_synth_records_each_length_the_context_cuts(
 def test_prepare_pack_len_is_checked_against_the_model_whose_tokenizer_it_takes(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    chat = Path(__file__).parent / "data" / "chat_small.jsonl"
+    chat = DATA / "chat_small.jsonl"
     argv = ["prepare", str(chat), "--format", "chat", "--tokenizer", str(world["run"]), "--val-fraction", "0"]
     assert main([*argv, "--pack-len", str(CTX + 1), "--out", str(tmp_path / "a")]) == 2
     assert f"--pack-len {CTX + 1} is longer than" in _err(capsys) and not (tmp_path / "a").exists()

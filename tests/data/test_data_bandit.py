@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 import torch
 from record_checks import check_record_truth
-from test_data_policy import mixed_corpus
-from train_support import evidence, smoke_args, step_lines, train, unjudged, verdicts
 
 from contracts import rewards
 from contracts.evidence import read_evidence
@@ -24,6 +22,8 @@ from stack.model.consumed import recording
 from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.heldout_reads import to_host, windows_sha256
+from tests.support.data_policy_support import mixed_corpus
+from tests.support.train_support import evidence, smoke_args, step_lines, train, unjudged, verdicts
 
 MIXTURE = (
     "train.steps=12",

@@ -22,10 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import corpora
 import pytest
 import yaml
-from corpora import five_words, loop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from record_checks import check_record_truth
@@ -73,6 +71,9 @@ from stack.data.sft_prepare import prepare_sft
 from stack.data.tokenizer import load_tokenizer
 from stack.data.working_set import DEFAULT_WORKING_SET, HELD_DOCUMENT_BYTES, MIN_WORKING_SET, WorkingSet
 from stack.eval.texts import split_documents, split_text
+from tests.support import corpora
+from tests.support.corpora import five_words, loop
+from tests.support.paths import DATA
 
 SETTINGS = load_settings()
 LEAK = SETTINGS.leak
@@ -989,7 +990,7 @@ def test_chat_examples_are_checked_in_their_first_user_turn(tmp_path: Path) -> N
             {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
         )
 
-    shipped = (Path(__file__).parent / "data" / "chat_small.jsonl").read_text(encoding="utf-8").splitlines()
+    shipped = (DATA / "chat_small.jsonl").read_text(encoding="utf-8").splitlines()
     planted = [
         chat(LEAKS["phrase.txt"], "I can't share that."),
         chat(headed(LEAK.max_headers + 1), "Done."),

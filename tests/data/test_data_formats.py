@@ -19,11 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hf_fixtures import llama3_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_data_prepare import run_cli
-from train_support import WORDS, smoke_args, train
 
 from contracts.judges import judge
 from stack.artifacts import INDEX_FILE
@@ -38,6 +35,9 @@ from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer, safe_pi
 from stack.data.utf8 import Utf8Stream, repaired
 from stack.data.verify import verify_data_dir
 from stack.data.working_set import MIN_WORKING_SET, WorkingSet
+from tests.support.hf_fixtures import llama3_tokenizer
+from tests.support.prepare_support import run_cli
+from tests.support.train_support import WORDS, smoke_args, train
 
 SEP = "<|endoftext|>"
 
@@ -399,7 +399,7 @@ def test_a_file_without_separator_is_cut_into_pieces_that_make_it_up(
     """Pieces of at most --doc-bytes, cut after a newline or between characters, that put back
     together are the file; whatever the batch size they are read in."""
     # no NUL (a file with one is binary), no CR and no leading byte-order mark: the readers
-    # normalise those, which tests/test_line_ends.py holds them to
+    # normalise those, which tests/data/test_line_ends.py holds them to
     data = data.replace(b"\0", b"a").replace(b"\r", b"a")
     data = b"a" + data if data.startswith((b"\xef\xbb\xbf", b"%PDF-")) else data  # a PDF is no text
     path = tmp_path_factory.mktemp("cut") / "file.txt"

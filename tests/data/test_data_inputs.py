@@ -1,4 +1,4 @@
-"""Inputs as people have them (the prepare audit's findings 5-9): compressed files, UTF-16, files that
+"""Inputs as people have them: compressed files, UTF-16, files that
 hold no text, a separator that never occurs, JSONL with a record missing its field, JSON Lines saved
 as .json, a dataset folder with a README, blank files, and options that do not apply.
 
@@ -23,7 +23,6 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import corpora
 import pytest
 import yaml
 import zstandard
@@ -46,6 +45,7 @@ from stack.eval.texts import split_text
 from stack.train.config import resolve
 from stack.train.early_stop import judge_heldout_set
 from stack.train.presets import PRESETS
+from tests.support import corpora
 
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
@@ -74,7 +74,7 @@ def records(texts: list[str], field: str = "text") -> str:
 
 
 TEXTS = [corpora.english_text(i) for i in range(8)]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64)
 
 
@@ -239,7 +239,7 @@ def test_an_oversize_record_is_named_with_its_size_and_line_and_a_fix_that_appli
     assert "raise oversize.max_bytes with --filters FILE" in err and "--doc-sep" not in err
 
 
-# -- finding 7: mis-encoded text is named (tests/test_data_filters.py drops it) -----------------------
+# -- finding 7: mis-encoded text is named (tests/data/test_data_filters.py drops it) -----------------------
 
 
 # -- finding 8: JSONL as found ---------------------------------------------------------------------------

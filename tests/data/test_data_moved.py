@@ -1,4 +1,4 @@
-"""Round-10 user audit K07 and K08, through the real commands.
+"""A DATA_DIR that moved, through the real commands.
 
 K07: a run whose DATA_DIR moved was resumed with `--resume R --data NEWPLACE`, as the refusal
 advised; the resume checked the new place's manifest and trained on it, but R's record kept the old
@@ -23,8 +23,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import findings
-from train_support import evidence, metric_lines, prepared, smoke_args, smoke_start, train
 
 from contracts.errors import BadInput
 from stack.cli import main
@@ -32,6 +30,8 @@ from stack.data.heldout import TRAINING_KNOBS, Shortfall, heldout_batches, heldo
 from stack.data.manifest import load_manifest
 from stack.lens.train import LENS_KNOBS
 from stack.train.config import resolve
+from tests.support.ledger_support import findings
+from tests.support.train_support import evidence, metric_lines, prepared, smoke_args, smoke_start, train
 
 WAIVER = "--waive GATE-EVAL-001 --reason TEXT"
 

@@ -8,7 +8,6 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -26,41 +25,19 @@ from stack.data import mixture
 from stack.data import policy as policy_module
 from stack.data.bandit import Exp3
 from stack.data.curriculum import Phase
-from stack.data.policy import MixturePolicy, build_policy
-from stack.data.prepare import prepare_corpus
-from stack.data.reader import TokenReader
+from stack.data.policy import MixturePolicy
 from stack.data.tokenizer import load_tokenizer
 from stack.train.config import resolve
-
-T = 16
-SOURCES = ("chat", "garbage", "prose")
-BANDIT = {"reward": "improvement", "reference": {}, "warmup_steps": 0, "gamma": 0.1, "eta": 1.0}
-
-
-def _words(seed: int, n: int) -> str:
-    rng = np.random.default_rng(seed)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    return " ".join("".join(rng.choice(letters, int(rng.integers(2, 9)))) for _ in range(n))
-
-
-def mixed_corpus(root: Path) -> Path:
-    """A DATA_DIR of two sources of varied words and one of "region region region" (the 120M run's
-    garbage), each with held-out documents."""
-    texts = {
-        "chat": {f"c{i:02d}.txt": _words(i, 200) for i in range(24)},
-        "prose": {f"p{i:02d}.txt": _words(100 + i, 200) for i in range(24)},
-        "garbage": {f"g{i:02d}.txt": "region " * (200 + i) for i in range(24)},
-    }
-    inputs = []
-    for source, docs in texts.items():
-        for name, text in docs.items():
-            (root / source).mkdir(exist_ok=True)
-            (root / source / name).write_text(text, encoding="utf-8")
-        inputs.append(f"{source}={root / source}")
-    # The diversity filter would drop "region region region"; the mixture's own gates are under test here.
-    waiver = {"garbage": "planted repetitive source: GATE-DATA-011 must see it"}
-    prepare_corpus(inputs, root / "data", val_fraction=0.25, seed=0, no_filter=waiver)
-    return root / "data"
+from tests.support.data_policy_support import (
+    BANDIT,
+    SOURCES,
+    gate_verdict,
+    mixed_corpus,
+    mixture_policy,
+    raw_loss,
+    restored_with_chat_excluded,
+    serve_steps,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,36 +45,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return mixed_corpus(tmp_path_factory.mktemp("policy"))
 
 
-def _reader(data: Path, exclude: list[str] | None = None) -> TokenReader:
-    return TokenReader(data, batch_size=8, seq_len=T, seed=3, exclude=exclude)
-
-
-def _policy(
-    data: Path,
-    phases: list[Phase] | None = None,
-    exclude: list[str] | None = None,
-    bandit: dict | None = None,
-) -> MixturePolicy:
-    phases = phases or [Phase(0, {}, {}, {})]
-    return build_policy(_reader(data, exclude), phases, exclude or [], active=True, bandit=bandit)
-
-
-def _serve(policy: MixturePolicy, first: int, last: int) -> None:
-    """Steps first..last as the loop serves them: policy, one batch, books."""
-    for step in range(first, last + 1):
-        policy.before_step(step)
-        policy.reader.next_batch()
-        policy.after_step()
-
-
 @pytest.fixture
 def ledger() -> Iterator[Ledger]:
     with recording(Ledger()) as active:
         yield active
-
-
-def _verdict(ledger: Ledger, gate_id: str) -> str:
-    return {g.id: g.verdict for g in ledger.gate_results(expected=[gate_id])}[gate_id].value
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -128,9 +79,9 @@ def test_a_default_data_section_saves_and_hashes_as_before() -> None:
 
 def test_shares_that_cannot_sum_to_one_are_bad_input(data: Path) -> None:
     with pytest.raises(BadInput, match=r"caps of the sources add up to 0\.5"):
-        _policy(data, [Phase(0, {}, {"chat": 0.2, "prose": 0.2, "garbage": 0.1}, {})])
+        mixture_policy(data, [Phase(0, {}, {"chat": 0.2, "prose": 0.2, "garbage": 0.1}, {})])
     with pytest.raises(BadInput, match="unknown source 'nope'"):
-        _policy(data, [Phase(0, {"nope": 1.0}, {}, {})])
+        mixture_policy(data, [Phase(0, {"nope": 1.0}, {}, {})])
 
 
 @st.composite
@@ -183,24 +134,19 @@ def test_the_share_tolerance_is_the_thresholds_multinomial_bound() -> None:
 
 @pytest.mark.holds("GATE-DATA-008")
 def test_caps_and_floors_hold_in_what_is_read(data: Path, ledger: Ledger) -> None:
-    policy = _policy(data, [Phase(0, {}, {"garbage": 0.1}, {"chat": 0.5})])
-    _serve(policy, 1, 40)
+    policy = mixture_policy(data, [Phase(0, {}, {"garbage": 0.1}, {"chat": 0.5})])
+    serve_steps(policy, 1, 40)
     realised = policy.close_window(40)
     assert realised["garbage"] <= 0.1 + 0.05 and realised["chat"] >= 0.5 - 0.08
-    assert _verdict(ledger, "GATE-DATA-008") == Verdict.PASS.value
-
-
-def _raw_loss(now: float, _before: float | None, _reference: float | None) -> float:
-    """The 120M run's reward: the lower the loss, the better the source."""
-    return -now
+    assert gate_verdict(ledger, "GATE-DATA-008") == Verdict.PASS.value
 
 
 def _feed_on_repetition(policy: MixturePolicy) -> None:
     """Uniform first steps, then evaluations at which the repetitive source has the lowest loss."""
-    _serve(policy, 1, 4)
+    serve_steps(policy, 1, 4)
     for step in (8, 12, 16):
         policy.update({"chat": 3.0, "prose": 3.0, "garbage": 0.2})
-        _serve(policy, step - 3, step)
+        serve_steps(policy, step - 3, step)
     policy.close_window(16)
 
 
@@ -208,9 +154,11 @@ def _feed_on_repetition(policy: MixturePolicy) -> None:
 def test_a_raw_loss_reward_feeding_a_repetitive_source_past_its_cap_is_caught(
     data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(bandit_module.REWARDS, "improvement", _raw_loss)
+    monkeypatch.setitem(bandit_module.REWARDS, "improvement", raw_loss)
     capped = [Phase(0, {}, {"garbage": 0.2}, {})]
-    _feed_on_repetition(_policy(data, capped, bandit=BANDIT))  # benign: the cap binds the probabilities
+    _feed_on_repetition(
+        mixture_policy(data, capped, bandit=BANDIT)
+    )  # benign: the cap binds the probabilities
     # Plant the bug: the bandit's probabilities are only normalised, the caps never applied.
     monkeypatch.setattr(
         policy_module,
@@ -218,28 +166,13 @@ def test_a_raw_loss_reward_feeding_a_repetitive_source_past_its_cap_is_caught(
         lambda wanted, caps, floors: {n: wanted.get(n, 0.0) / sum(wanted.values()) for n in caps},
     )
     with pytest.raises(GateViolation, match=r"GATE-DATA-008.*garbage's realised share .* above its cap 0.2"):
-        _feed_on_repetition(_policy(data, capped, bandit=BANDIT))
-
-
-def _restored_with_chat_excluded(data: Path) -> MixturePolicy:
-    """A bandit that learned to like chat, saved, and restored by a run that excludes chat."""
-    before = _policy(data, bandit=BANDIT)
-    _serve(before, 1, 4)
-    before.update({"chat": 3.0, "prose": 3.0, "garbage": 3.0})
-    before.update({"chat": 1.0, "prose": 2.9, "garbage": 2.9})
-    state = json.loads(json.dumps(before.state_dict(4)))
-    after = _policy(data, exclude=["chat"], bandit=BANDIT)
-    after.reader.load_state_dict(before.reader.state_dict())
-    after.load_bandit(state)  # the zombie arm's weight comes back with the state
-    _serve(after, 5, 12)
-    after.close_window(12)
-    return after
+        _feed_on_repetition(mixture_policy(data, capped, bandit=BANDIT))
 
 
 @pytest.mark.holds("GATE-DATA-008")
 def test_a_restored_bandit_drops_an_excluded_arm(data: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="stack.data.bandit"):
-        after = _restored_with_chat_excluded(data)
+        after = restored_with_chat_excluded(data)
     assert "carries arm 'chat'" in caplog.text
     assert after.bandit is not None and "chat" not in after.bandit.arms
     assert after.shares_at(13)["chat"] == 0.0
@@ -262,7 +195,7 @@ def test_a_restored_state_that_revives_an_excluded_arm_is_caught(
         lambda sources, caps, floors, exclude: ({n: 1.0 for n in sources}, dict.fromkeys(sources, 0.0)),
     )
     with pytest.raises(GateViolation, match=r"GATE-DATA-008.*excluded source chat has policy share"):
-        _restored_with_chat_excluded(data)
+        restored_with_chat_excluded(data)
 
 
 # -- GATE-DATA-009: curriculum phases -----------------------------------------------------------
@@ -272,13 +205,13 @@ CURRICULUM = [Phase(0, {"garbage": 0.0}, {}, {}), Phase(6, {}, {}, {})]
 
 @pytest.mark.holds("GATE-DATA-009")
 def test_phases_switch_after_their_step(data: Path, ledger: Ledger) -> None:
-    policy = _policy(data, CURRICULUM)
-    _serve(policy, 1, 6)
+    policy = mixture_policy(data, CURRICULUM)
+    serve_steps(policy, 1, 6)
     assert policy.close_window(6)["garbage"] == 0.0
-    _serve(policy, 7, 10)
+    serve_steps(policy, 7, 10)
     assert policy.switches == [{"phase": 1, "step": 7}]
     assert policy.close_window(10)["garbage"] > 0
-    assert _verdict(ledger, "GATE-DATA-009") == Verdict.PASS.value
+    assert gate_verdict(ledger, "GATE-DATA-009") == Verdict.PASS.value
 
 
 @pytest.mark.gate("GATE-DATA-009")
@@ -289,20 +222,20 @@ def test_a_phase_that_switches_a_step_early_is_caught(data: Path, monkeypatch: p
         "phase_at",
         lambda phases, step: max(i for i, p in enumerate(phases) if p.after_step <= step),
     )
-    policy = _policy(data, CURRICULUM)
-    _serve(policy, 1, 5)  # inside: steps before the boundary are served by phase 0 either way
+    policy = mixture_policy(data, CURRICULUM)
+    serve_steps(policy, 1, 5)  # inside: steps before the boundary are served by phase 0 either way
     with pytest.raises(GateViolation, match=r"GATE-DATA-009.*step 6 was served by phase 1"):
-        _serve(policy, 6, 6)
+        serve_steps(policy, 6, 6)
 
 
 # -- GATE-DATA-010: the policy's state through a checkpoint ----------------------------------------
 
 
 def _trained(data: Path) -> MixturePolicy:
-    policy = _policy(data, CURRICULUM, bandit=BANDIT)
-    _serve(policy, 1, 4)
+    policy = mixture_policy(data, CURRICULUM, bandit=BANDIT)
+    serve_steps(policy, 1, 4)
     policy.update({"chat": 3.0, "prose": 3.0, "garbage": 3.0})
-    _serve(policy, 5, 8)
+    serve_steps(policy, 5, 8)
     policy.update({"chat": 2.0, "prose": 2.9, "garbage": 3.0})
     return policy
 
@@ -311,7 +244,7 @@ def _trained(data: Path) -> MixturePolicy:
 def test_the_policy_state_round_trips_bit_for_bit(data: Path) -> None:
     before = _trained(data)
     saved = json.loads(json.dumps(before.state_dict(8)))
-    after = _policy(data, CURRICULUM, bandit=BANDIT)
+    after = mixture_policy(data, CURRICULUM, bandit=BANDIT)
     after.load_state_dict(saved, 8)
     assert after.state_dict(8) == saved
     assert after.shares_at(9) == before.shares_at(9) != after.shares_at(1)
@@ -328,7 +261,7 @@ def test_a_bandit_state_left_out_of_the_checkpoint_is_caught(
     )
     saved = json.loads(json.dumps(_trained(data).state_dict(8)))
     with pytest.raises(GateViolation, match=r"GATE-DATA-010.*the restored policy would give chat"):
-        _policy(data, CURRICULUM, bandit=BANDIT).load_state_dict(saved, 8)
+        mixture_policy(data, CURRICULUM, bandit=BANDIT).load_state_dict(saved, 8)
 
 
 @settings(max_examples=40, deadline=None)
@@ -365,12 +298,12 @@ def test_the_rewards_do_not_pay_for_being_easy() -> None:
 
 
 def _concentrated(data: Path, floors: dict[str, float], caps: dict[str, float]) -> None:
-    policy = _policy(data, [Phase(0, {"garbage": 10.0}, caps, floors)])
+    policy = mixture_policy(data, [Phase(0, {"garbage": 10.0}, caps, floors)])
     policy.profile_sources(load_tokenizer(data).decode, coherence_score)
     repetitive = load_spec().threshold("GATE-DATA-011", "min_compression_ratio")
     ratios = {name: profile["compression_ratio"] for name, profile in policy.profiles.items()}
     assert ratios["garbage"] < repetitive < min(ratios["chat"], ratios["prose"])
-    _serve(policy, 1, 20)
+    serve_steps(policy, 1, 20)
     policy.close_window(20)
 
 
@@ -379,7 +312,7 @@ def test_a_policy_that_concentrates_on_a_repetitive_source_warns(data: Path) -> 
     limit = load_spec().threshold("GATE-DATA-011", "max_suspect_share")
     with recording(Ledger()) as inside:
         _concentrated(data, {}, {"garbage": limit - 0.01})
-    assert _verdict(inside, "GATE-DATA-011") == Verdict.PASS.value
+    assert gate_verdict(inside, "GATE-DATA-011") == Verdict.PASS.value
     with recording(Ledger()) as beyond:
         _concentrated(data, {}, {"garbage": limit + 0.01})
-    assert _verdict(beyond, "GATE-DATA-011") == Verdict.WARN.value
+    assert gate_verdict(beyond, "GATE-DATA-011") == Verdict.WARN.value

@@ -17,15 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_data_policy import (
-    BANDIT,
-    _policy,
-    _raw_loss,
-    _restored_with_chat_excluded,
-    _serve,
-    _verdict,
-    mixed_corpus,
-)
 
 from contracts.coherence import coherence_score
 from contracts.evidence import Verdict
@@ -36,6 +27,15 @@ from stack.data.curriculum import Phase
 from stack.data.manifest import load_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.tokenizer import load_tokenizer
+from tests.support.data_policy_support import (
+    BANDIT,
+    gate_verdict,
+    mixed_corpus,
+    mixture_policy,
+    raw_loss,
+    restored_with_chat_excluded,
+    serve_steps,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,42 +58,42 @@ def test_today_the_repetitive_source_is_filtered_unless_waived_on_record(root: P
     assert waived.waiver and waived.filters == [] and waived.documents_out == waived.documents_in
 
 
-def _raw_loss_bandit(data: Path, caps: dict[str, float]) -> dict[str, float]:
+def raw_loss_bandit(data: Path, caps: dict[str, float]) -> dict[str, float]:
     """The incident's bandit (paid by raw loss) on profiled sources; the shares it served at step 16."""
-    policy = _policy(data, [Phase(0, {}, caps, {})], bandit=BANDIT)
+    policy = mixture_policy(data, [Phase(0, {}, caps, {})], bandit=BANDIT)
     policy.profile_sources(load_tokenizer(data).decode, coherence_score)
     repetitive = load_spec().threshold("GATE-DATA-011", "min_compression_ratio")
     assert policy.profiles["garbage"]["compression_ratio"] < repetitive  # the source is a suspect
-    _serve(policy, 1, 4)
+    serve_steps(policy, 1, 4)
     for step in (8, 12, 16):
         policy.update({"chat": 3.0, "prose": 3.0, "garbage": 0.2})  # garbage is easy to predict
-        _serve(policy, step - 3, step)
+        serve_steps(policy, step - 3, step)
     return policy.close_window(16)
 
 
 @pytest.mark.gate("GATE-DATA-011")
-def test_a_raw_loss_bandit_favouring_the_repetitive_source_is_capped_and_flagged(
+def test_araw_loss_bandit_favouring_the_repetitive_source_is_capped_and_flagged(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(bandit_module.REWARDS, "improvement", _raw_loss)
+    monkeypatch.setitem(bandit_module.REWARDS, "improvement", raw_loss)
     limit = load_spec().threshold("GATE-DATA-011", "max_suspect_share")
     with recording(Ledger()) as uncapped:
-        realised = _raw_loss_bandit(root / "data", {})
+        realised = raw_loss_bandit(root / "data", {})
     assert realised["garbage"] > limit  # the bandit wants it: the incident
-    assert _verdict(uncapped, "GATE-DATA-011") == Verdict.WARN.value  # ... and it is flagged
+    assert gate_verdict(uncapped, "GATE-DATA-011") == Verdict.WARN.value  # ... and it is flagged
     with recording(Ledger()) as capped:
-        realised = _raw_loss_bandit(root / "data", {"garbage": limit})
-    assert _verdict(capped, "GATE-DATA-008") == Verdict.PASS.value  # the cap holds in what is read
-    assert _verdict(capped, "GATE-DATA-011") == Verdict.PASS.value
+        realised = raw_loss_bandit(root / "data", {"garbage": limit})
+    assert gate_verdict(capped, "GATE-DATA-008") == Verdict.PASS.value  # the cap holds in what is read
+    assert gate_verdict(capped, "GATE-DATA-011") == Verdict.PASS.value
     assert realised["garbage"] <= limit + 0.05
 
 
 @pytest.mark.holds("GATE-DATA-006")
 def test_a_zombie_arm_from_a_restored_state_is_never_pulled(root: Path) -> None:
     with recording(Ledger()) as ledger:
-        after = _restored_with_chat_excluded(root / "data")
+        after = restored_with_chat_excluded(root / "data")
         assert after.bandit is not None and "chat" not in after.bandit.arms
-        _serve(after, 13, 24)
+        serve_steps(after, 13, 24)
         assert after.close_window(24)["chat"] == 0.0
-    assert _verdict(ledger, "GATE-DATA-006") == Verdict.PASS.value
+    assert gate_verdict(ledger, "GATE-DATA-006") == Verdict.PASS.value
     assert after.shares_at(25)["chat"] == 0.0

@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ledger_support import edited, findings, gate
 
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.judges import judge
 from contracts.spec import load_spec
 from contracts.split import document_identity, share_tail
 from stack.artifacts import INDEX_FILE
-from stack.cli import main
 from stack.data import prepare as prepare_module
 from stack.data import split as splitting
 from stack.data.corpus import STDLIB_SOURCE, stdlib_dir
@@ -32,35 +30,9 @@ from stack.data.prepare import prepare_corpus
 from stack.data.sft_prepare import prepare_sft
 from stack.data.shards import HEADER, MAGIC, dtype_for
 from stack.data.tokenizer import load_tokenizer
-
-
-def write_docs(root: Path, docs: dict[str, str | bytes]) -> Path:
-    """Write {relative path: text or bytes} under root."""
-    for rel, content in docs.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
-
-
-def text_docs(n: int, seed: int = 0) -> dict[str, str]:
-    """n distinct documents of random words."""
-    rng = np.random.default_rng(seed)
-    words = ["alpha", "beta", "gamma", "delta", "löwe", "数据", "x", "yield", "return", "\n"]
-    return {f"doc{i:03d}.txt": f"doc {i}: " + " ".join(rng.choice(words, 40 + i)) for i in range(n)}
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """Exit code and stderr of `stack ARGV`; a failure must be one line without a traceback."""
-    code = main(list(argv))
-    err = capsys.readouterr().err
-    if code:
-        assert len(err.strip().splitlines()) == 1, err
-        assert "Traceback" not in err
-    return code, err
+from tests.support.ledger_support import edited, findings, gate
+from tests.support.paths import DATA
+from tests.support.prepare_support import run_cli, text_docs, write_docs
 
 
 def shard_tokens(data: Path, split: str) -> np.ndarray:
@@ -410,7 +382,7 @@ def test_a_collector_handed_half_the_share_stops_stack_prepare_by_the_manifests_
 @pytest.mark.gate("GATE-DATA-005")
 def test_half_the_share_stops_a_fine_tuning_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(splitting, "assign_split", _half_the_share(splitting.assign_split))
-    chat = Path(__file__).parent / "data" / "chat_small.jsonl"
+    chat = DATA / "chat_small.jsonl"
     with pytest.raises(GateViolation, match="GATE-DATA-005"):
         prepare_sft([chat], tmp_path / "sft", fmt="chat", pack_len=96, val_fraction=0.5)
 
@@ -557,7 +529,7 @@ def test_copies_on_the_held_out_side_cannot_make_a_wrong_share_look_right() -> N
 
 # -- GATE-DATA-005 check stored: no held-out document is stored as a train one -------------------
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 
 
 def _doubled_chat(root: Path) -> Path:

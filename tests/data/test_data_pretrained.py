@@ -1,6 +1,6 @@
 """`--tokenizer hf:DIR`: a pretrained Hugging Face tokenizer prepares data, trains and samples.
 
-The tokenizers are built offline in both styles real models ship (tests/hf_fixtures.py).
+The tokenizers are built offline in both styles real models ship (tests/support/hf_fixtures.py).
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import llama2_tokenizer, llama3_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train_support import smoke_args, train, write_corpus
 
 from contracts.errors import BadInput
 from stack.cli import main
@@ -24,6 +22,8 @@ from stack.data.reader import TokenReader
 from stack.data.shards import open_split
 from stack.data.tokenizer import PretrainedTokenizer
 from stack.data.verify import verify_data_dir
+from tests.support.hf_fixtures import llama2_tokenizer, llama3_tokenizer
+from tests.support.train_support import smoke_args, train, write_corpus
 
 STYLES = {"llama3": llama3_tokenizer, "llama2": llama2_tokenizer}
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from train_support import prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, sha256_file
@@ -30,6 +29,7 @@ from stack.data.shards import HEADER
 from stack.data.split import INDEX_DTYPE
 from stack.data.windows import WindowTable
 from stack.lens.train import LENS_KNOBS
+from tests.support.train_support import prepared, smoke_args, train
 
 B, T = 4, 16
 

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_support import smoke_args, write_corpus
-from tree_snapshot import snapshot, unwritable
 
 from contracts.errors import EXIT_BAD_INPUT, BadInput
 from contracts.evidence import Verdict, sha256_file
@@ -37,8 +35,10 @@ from stack.data.reader import TokenReader
 from stack.data.shards import HEADER
 from stack.data.tokenizer import BpeTokenizer
 from stack.outputs.lock import exclusive
+from tests.support.train_support import smoke_args, write_corpus
+from tests.support.tree_snapshot import snapshot, unwritable
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHARD = "shards/train-main"
 
 

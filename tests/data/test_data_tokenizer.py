@@ -29,6 +29,7 @@ from stack.data.tokenizer import (
     runs_cut,
     train_bpe,
 )
+from tests.support.paths import DATA
 
 SAMPLE = [
     "def add(a, b):\n    return a + b\n",
@@ -140,7 +141,7 @@ def test_altered_tokenizer_file_is_refused(tmp_path: Path) -> None:
 
 # -- GATE-DATA-007 check round_trip: what prepare stores decodes to the documents' text ------------
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 
 
 def _prefix_space(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,9 +256,8 @@ def test_a_prompt_writes_special_tokens_and_a_corpus_document_does_not(tmp_path:
     """G02: `encode_prompt` (what a user types) makes a chat marker its special id, as transformers
     does; `encode` and `encode_documents` (corpus text) keep it text, so a document cannot smuggle
     one in. The stack's own tokenizers' one special is the end-of-text separator's name."""
-    from hf_fixtures import qwen2_tokenizer
-
     from stack.data.tokenizer import PretrainedTokenizer
+    from tests.support.hf_fixtures import qwen2_tokenizer
 
     hf = PretrainedTokenizer.from_dir(qwen2_tokenizer(tmp_path / "qwen"))
     marker = hf.special_tokens["<|im_start|>"]

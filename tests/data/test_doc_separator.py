@@ -1,7 +1,8 @@
-"""Round-10 mutant audit R158: `stack prepare FILE --doc-sep SEP` whose separator never reaches the
-text reader (stack.data.formats.read_documents hands text_documents no separator). 60 documents were
-read as 1 holding the 59 separators, the held-out split was empty, and every gate and the integrity
-check passed; the manifest's `reading.doc_sep` still stated the separator asked for.
+"""`stack prepare FILE --doc-sep SEP` splits the text at the separator, and the gates see it when it does
+not: planted, a separator that never reaches the text reader (stack.data.formats.read_documents hands
+text_documents no separator), 60 documents were read as 1 holding the 59 separators, the held-out split was
+empty, and every gate and the integrity check passed; the manifest's `reading.doc_sep` still stated the
+separator asked for.
 
 GATE-DATA-014's check `separated` (rev 5) measures each document the reader yields from a text file
 read with --doc-sep, where it is judged (stack.data.prepare_tasks), against contracts.separators:
@@ -19,14 +20,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_caught, check_taken_out, edited, findings, gate
-from test_data_prepare import run_cli, text_docs
 
 import stack.data.formats as formats_module
 import stack.data.prepare_tasks as prepare_tasks_module
 from contracts.doc_cut import within_cut
 from contracts.separators import holds_separator
 from stack.data.corpus import FileRegion
+from tests.support.ledger_support import assert_caught, check_taken_out, edited, findings, gate
+from tests.support.prepare_support import run_cli, text_docs
 
 SEPARATOR = "<|endoftext|>"
 

@@ -1,5 +1,5 @@
-"""Round-12 mutants R223 (an Alpaca record's `input` left out of its example) and R212 (a gzip'd UTF-16
-file skipped as holding no text): GATE-DATA-014's checks `fields` (each rendered fine-tuning example
+"""An Alpaca record's `input` left out of its example, and a gzip'd UTF-16 file skipped as holding no
+text, are caught by GATE-DATA-014's checks `fields` (each rendered fine-tuning example
 holds its record's text fields, contracts.record_fields) and `marks` (no file read as UTF-16 or
 UTF-32 text never made UTF-8, contracts.text_marks), planted through `stack prepare`."""
 
@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train_support import prepared, smoke_args, train
 
 from contracts import curves
 from contracts.file_modes import created_mode, off_mode
@@ -29,6 +28,7 @@ from stack.data.manifest import load_manifest
 from stack.outputs import tensor_files
 from stack.train import tensorboard
 from stack.train.metrics import METRICS_FILE, read_lines
+from tests.support.train_support import prepared, smoke_args, train
 
 
 def _alpaca(tmp_path: Path, n: int = 12) -> Path:

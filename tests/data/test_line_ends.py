@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from train_support import WORDS
 
 from stack.cli import main
 from stack.data.formats import Layout
@@ -21,8 +20,8 @@ from stack.data.prepare import prepare_corpus
 from stack.data.working_set import MIN_WORKING_SET, WorkingSet
 from stack.eval.items import read_items
 from stack.train.config import read_toml
-
-DATA = Path(__file__).parent / "data"
+from tests.support.paths import DATA
+from tests.support.train_support import WORDS
 
 
 def saved(text: str) -> bytes:

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train_support import evidence, prepared, smoke_args, train
 
 from contracts import plan as plan_definition
 from contracts.errors import GateViolation
 from contracts.judges import judge
 from stack.data import mixture
 from stack.data.reader import TokenReader
+from tests.support.train_support import evidence, prepared, smoke_args, train
 
 # Windows of the boundary plans: 401 distinct ids, so a uniform shuffle puts a window right after
 # the one before it 400/401 times per plan on average, with a binomial spread of about 1.

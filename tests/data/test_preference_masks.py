@@ -1,9 +1,9 @@
-"""Round-11 audit R190: a preference row's mask one token late at prepare (`[0] * (len(prompt) + 1) +
-[1] * (len(completion) - 1)`), so each completion's first token sat in the prompt. Prepare wrote it
-(supervised_tokens one fewer per row) and the unmutated `stack dpo` trained on it: DPO's
-log-probabilities skipped the first token of every completion, every gate green. GATE-SFT-001 rev 9
-(check boundary) reads every pair back at its mask (contracts.pair_rows) against the pairs the data
-holds, on the tables prepare writes and on every batch the DPO loss reads."""
+"""A preference row's completion mask starts at the completion's first token. Planted: a mask one token
+late at prepare (`[0] * (len(prompt) + 1) + [1] * (len(completion) - 1)`), so each completion's first token
+sat in the prompt. Prepare wrote it (supervised_tokens one fewer per row) and the unmutated `stack dpo`
+trained on it: DPO's log-probabilities skipped the first token of every completion, every gate green.
+GATE-SFT-001 rev 9 (check boundary) reads every pair back at its mask (contracts.pair_rows) against the
+pairs the data holds, on the tables prepare writes and on every batch the DPO loss reads."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prefs_support import prepared_pairs, write_pairs
-from trace_support import save_run, tiny_model
 
 from contracts.pair_rows import PAIR_ROLES, pair_turns_at_mask, row_bounds
 from contracts.split import example_identity
@@ -24,6 +22,8 @@ from stack.data.prefs_rows import pair_ids, render_pair
 from stack.data.sft_gates import boundary_outcome
 from stack.data.split import index_row
 from stack.data.tokenizer import ByteTokenizer
+from tests.support.prefs_support import prepared_pairs, write_pairs
+from tests.support.trace_support import save_run, tiny_model
 
 ROW = 32  # --pack-len of the prepared pairs
 REAL_ROW = prefs_rows._row

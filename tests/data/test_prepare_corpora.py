@@ -1,7 +1,7 @@
 """The corpora people bring, prepared with the default flags (issue #29): each one either keeps what
 a user would expect, or is refused naming the filter that refused it and what to pass instead.
 
-The corpora are generated (tests/corpora.py): Cyrillic, CJK, Arabic and Devanagari prose, English
+The corpora are generated (tests/support/corpora.py): Cyrillic, CJK, Arabic and Devanagari prose, English
 with Python code, DNA, ABC music notation, CSV tables, one 20 MB file without separators, chat
 records with leaked prompts, and the three corpora the issue found refused: Russian and Chinese
 files in one source, random words from a vocabulary of five, and one big text file. The expected
@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import corpora
 import pytest
 import yaml
 
@@ -30,6 +29,7 @@ from stack.data.prepare import prepare_corpus
 from stack.data.sft_prepare import prepare_sft
 from stack.data.tokenizer import load_tokenizer
 from stack.eval.texts import split_documents
+from tests.support import corpora
 
 MiB = 1 << 20
 

@@ -1,4 +1,4 @@
-"""Round-9 mutant audit, `stack prepare` (R129 --glob, R137 --join): every option that selects or
+"""`stack prepare --glob` and `--join`: every option that selects or
 shapes what enters a DATA_DIR is stated in the record's config (tools/argv_record.STATED_OPTIONS,
 from 1.33.0), held to the command line and to the manifest the prepare wrote
 (contracts.derive.prepare_options), and GATE-DATA-014's check `inputs` (rev 4) holds every file
@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import findings
-from test_data_prepare import run_cli, text_docs, write_docs
 
 import stack.data.corpus as corpus_module
 import stack.data.prepare as prepare_module
 import stack.data.sft_prepare as sft_prepare_module
+from tests.support.ledger_support import findings
+from tests.support.paths import DATA
+from tests.support.prepare_support import run_cli, text_docs, write_docs
 from tools.argv_record import STATED_OPTIONS
 
-DATA = Path(__file__).parent / "data"
 PROMPT_COMPLETION = DATA / "prompt_completion_small.jsonl"
 PREFS = DATA / "prefs_small.jsonl"
 

@@ -20,9 +20,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hf_fixtures import uncased_tokenizer
-from ledger_support import edited, findings, gate
-from train_support import prepared, smoke_args, step_lines, train
 
 from contracts.errors import GateViolation
 from contracts.judges import judge
@@ -43,8 +40,12 @@ from stack.data.sft_template import Rendered
 from stack.data.windows import WindowTable
 from stack.train import loop as loop_module
 from stack.train.objective import Pretrain
+from tests.support.hf_fixtures import uncased_tokenizer
+from tests.support.ledger_support import edited, findings, gate
+from tests.support.paths import DATA
+from tests.support.train_support import prepared, smoke_args, step_lines, train
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 PACK = 96
 B, T = 4, 16
 RUN = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
@@ -774,7 +775,7 @@ def test_one_turn_off_by_one_among_all_fires_and_the_rendering_itself_holds(
         prepare_sft([CHAT], tmp_path / "off", fmt="chat", pack_len=PACK, val_fraction=0.0)
 
 
-PREFS = Path(__file__).parent / "data" / "prefs_small.jsonl"
+PREFS = DATA / "prefs_small.jsonl"
 
 
 @pytest.mark.holds("GATE-SFT-001")

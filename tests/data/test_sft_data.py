@@ -18,7 +18,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_support import findings
 
 from contracts.errors import BadInput, GateViolation
 from contracts.packing import greedy_packing
@@ -32,9 +31,11 @@ from stack.data.sft_prepare import pack, prepare_sft
 from stack.data.sft_reader import SftReader, sft_heldout_batches
 from stack.data.sft_template import Rendered, example_turns, load_template, render
 from stack.data.tokenizer import ByteTokenizer, train_bpe
+from tests.support.ledger_support import findings
+from tests.support.paths import DATA
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
-PROMPT_COMPLETION = Path(__file__).parent / "data" / "prompt_completion_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
+PROMPT_COMPLETION = DATA / "prompt_completion_small.jsonl"
 BYTE = ByteTokenizer()
 EOS = BYTE.eot_id
 
@@ -596,9 +597,7 @@ def test_verify_checks_the_label_files(
 
 
 @pytest.mark.holds("GATE-INTEG-001")
-@pytest.mark.parametrize(
-    ("fmt", "path"), [("chat", CHAT), ("prefs", Path(__file__).parent / "data" / "prefs_small.jsonl")]
-)
+@pytest.mark.parametrize(("fmt", "path"), [("chat", CHAT), ("prefs", DATA / "prefs_small.jsonl")])
 def test_a_fine_tuning_prepare_record_re_derives_clean(tmp_path: Path, fmt: str, path: Path) -> None:
     """Fine-tuning data packs its examples into one stream a shard: GATE-DATA-014's documents
     written are the examples the filters handed on, as `stack prepare` judged them."""
@@ -721,7 +720,7 @@ def test_fine_tuning_data_compressed_or_in_utf16_prepares_as_its_text(
     """Fine-tuning files are read as pretraining text is: a gzip or a UTF-16 file with a byte-order
     mark gives the shards of its plain UTF-8 text (the second prepare audit's finding 5 saw them
     refused as not UTF-8)."""
-    source = CHAT if fmt == "chat" else Path(__file__).parent / "data" / "prefs_small.jsonl"
+    source = CHAT if fmt == "chat" else DATA / "prefs_small.jsonl"
     (tmp_path / f"given{suffix}").write_bytes(encode(source.read_bytes()))
     made = [
         prepare_sft([path], tmp_path / f"data-{n}", fmt=fmt, pack_len=64, val_fraction=0.3)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hf_fixtures import TEXT, llama2_tokenizer, qwen2_tokenizer
-from trace_support import save_run, tiny_model
 
 from contracts.errors import EXIT_BAD_INPUT, BadInput, GateViolation
 from stack.cli import main
@@ -34,9 +32,11 @@ from stack.data.tokenizer_identity import PROBE_TEXT, hf_form, probe_sha256
 from stack.export.hf_tokenizer import STATE_FILE, model_tokenizer
 from stack.train import checkpoint as ckpt
 from stack.train.tokenizer_match import check_data_tokenizer
+from tests.support.hf_fixtures import TEXT, llama2_tokenizer, qwen2_tokenizer
+from tests.support.paths import DATA
+from tests.support.trace_support import save_run, tiny_model
 
 GATE = "GATE-DATA-007"
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")

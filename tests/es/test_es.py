@@ -16,12 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from ledger_support import edited, findings, gate
 from record_checks import check_record_truth
 from safetensors.torch import load_file
-from trace_support import save_run, tiny_model
-from train_support import prepared
-from tree_snapshot import snapshot
 
 from contracts import es_seeds
 from contracts.errors import GateViolation
@@ -37,6 +33,10 @@ from stack.es.settings import EsSettings
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.trained import load_trained
+from tests.support.ledger_support import edited, findings, gate
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared
+from tests.support.tree_snapshot import snapshot
 
 
 @pytest.fixture(scope="module")

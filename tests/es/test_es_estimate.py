@@ -1,4 +1,4 @@
-"""Round-11 mutants R180 and R196: an ES estimate without its 1/σ, and a BPE sample that ignores --seed.
+"""An ES gradient estimate carries its 1/σ, and a BPE sample follows --seed: each planted otherwise.
 
 R180: `stack es` handed Adam ĝ = Σ w_i ε_i / P instead of / (P·σ); Adam's near scale invariance hid
 most of it and every gate passed, since GATE-ES-006 recomputed Adam from the ĝ it was handed. Its
@@ -21,9 +21,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_caught, check_taken_out, edited, findings, gate
-from trace_support import save_run, tiny_model
-from train_support import prepared
 
 from contracts.bpe_sample import selected
 from contracts.evidence import read_evidence
@@ -33,6 +30,9 @@ from stack.data import bpe_sample
 from stack.data.manifest import load_manifest
 from stack.es import estimate
 from stack.es.noise import Member
+from tests.support.ledger_support import assert_caught, check_taken_out, edited, findings, gate
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared
 
 ESTIMATE_RTOL = load_spec().threshold("GATE-ES-006", "estimate_rtol")
 

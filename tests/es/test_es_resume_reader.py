@@ -1,4 +1,4 @@
-"""Round-10 mutant R156: `stack es --resume` that does not restore the data reader.
+"""`stack es --resume` restores the data reader: planted, a resume that does not.
 
 The resumed reader started its plan again, so steps 3–4 evaluated the population on step 1–2's
 windows (step-3 fitness mean −4.2655 → −4.7567); exit 0 and the integrity check OK. Each ES step's
@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import edited, findings, gate
 from record_checks import check_record_truth
-from trace_support import save_run, tiny_model
-from train_support import prepared
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.reader import TokenReader
+from tests.support.ledger_support import edited, findings, gate
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Round-9 user audit J01: a `stack es` run stopped by a signal is continued with `stack es --resume`.
+"""A `stack es` run stopped by a signal is continued with `stack es --resume`.
 
 A scheduler's SIGTERM (or a Ctrl-C) used to end `stack es` at once: no checkpoint of the step
 reached, no record, no resume hint. With no metadata.json of run kind es the directory was taken
@@ -24,16 +24,16 @@ import pytest
 import torch
 from record_checks import check_record_truth
 from safetensors.torch import load_file
-from trace_support import save_run, tiny_model
-from train_support import prepared
 
 from contracts.evidence import EVIDENCE_FILE, read_evidence
 from contracts.spec import load_spec
 from stack.artifacts import identify
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAR = 100000  # a run's steps no test waits for: only a signal ends it
 
 

@@ -16,7 +16,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from train_support import MeanCrossEntropy, characters_for_bytes, prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.gates import measure
@@ -29,6 +28,8 @@ from stack.data.tokenizer import ByteTokenizer as ByteLevel
 from stack.eval import bpb, texts
 from stack.eval.bpb import bits_per_byte, check_round_trip, evaluate_text
 from stack.model.consumed import Consumed
+from tests.support.eval_support import stride_one_past
+from tests.support.train_support import MeanCrossEntropy, characters_for_bytes, prepared, smoke_args, train
 
 GATE = "GATE-EVAL-003"
 TEXT = "Held-out text with a few non-ASCII characters: naïve café, π ≈ 3.14159, 日本語.\n" * 3
@@ -158,15 +159,6 @@ def test_a_one_token_text_cannot_be_scored() -> None:
 # -- the positions the NLL sum took, and the bytes it is divided by --------------------------------
 
 _real_windows = bpb.text_windows
-
-
-def stride_one_past(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The planted bug (M24): full windows of seq_len + 1 tokens taken with stride seq_len + 1, so
-    the first token of every window after the first is never a target."""
-    full, rest = _real_windows(tokens, seq_len)
-    n_full = len(full)
-    spaced = tokens[: n_full * seq_len + 1].unfold(0, seq_len + 1, seq_len + 1).transpose(1, 2)
-    return spaced, rest
 
 
 def _stride_one_short(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 from record_checks import check_record_truth
-from test_bpb import stride_one_past
-from train_support import prepared, smoke_args, train
 
 import contracts.evidence
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, read_evidence, sha256_file
@@ -29,6 +27,8 @@ from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import bpb
 from stack.export import deps, hf
+from tests.support.eval_support import stride_one_past
+from tests.support.train_support import prepared, smoke_args, train
 
 Converter = Callable[[torch.nn.Module], dict[str, torch.Tensor]]
 CRLF_TEXT = "gate evidence model\r\ntoken loss batch\r\nnaïve café, π ≈ 3.14\r\n" * 4
@@ -344,5 +344,5 @@ def test_an_export_states_the_version_of_the_code_that_ran(monkeypatch: pytest.M
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(deps.metadata, "version", not_installed)
-    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     assert deps.versions()[project["project"]["name"]] == project["project"]["version"]

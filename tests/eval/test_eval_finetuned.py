@@ -1,4 +1,4 @@
-"""Round-9 user audit J02: `stack eval RUN_DIR --split val` of a fine-tuned run.
+"""`stack eval RUN_DIR --split val` of a fine-tuned run.
 
 `stack eval` scores the held-out documents of a DATA_DIR of pretraining text, byte for byte. Given
 `--data DATA_DIR` of chat, prompt-completion or preference examples it refused in one line (exit
@@ -18,15 +18,15 @@ import json
 from pathlib import Path
 
 import pytest
-from prefs_support import write_pairs
-from train_support import one_line_cli, write_corpus
 
 from contracts.errors import BadInput
 from stack.artifacts import identify
 from stack.cli import main
 from stack.cli.inputs import input_of
+from tests.support.paths import DATA
+from tests.support.prefs_support import write_pairs
+from tests.support.train_support import one_line_cli, write_corpus
 
-DATA = Path(__file__).parent / "data"
 PROMPT_COMPLETION = DATA / "prompt_completion_small.jsonl"
 QUICK = ["train.device='cpu'", "train.batch_size=1", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 # A held-out set of a few dozen examples, in two batches (early stopping off where it is too noisy).

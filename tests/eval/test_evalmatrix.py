@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ft_support import own_continuations, saved, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_caught, edited, rederive
 from record_checks import check_record_truth
 from site_finetune import finetune_section
-from train_support import MeanCrossEntropy, characters_for_bytes
 
 from contracts.bm25 import bm25
 from contracts.derive.reports import row_summary
@@ -38,6 +35,9 @@ from stack.eval import matrix as matrix_module
 from stack.eval.items import Item
 from stack.eval.matrix import Matrix, Row, RowResult, adapter_outcome
 from stack.eval.retrieval import BM25, Passage, read_passages
+from tests.support.ft_support import own_continuations, saved, write_jsonl
+from tests.support.ledger_support import assert_caught, edited, rederive
+from tests.support.train_support import MeanCrossEntropy, characters_for_bytes
 
 EOT = (ByteTokenizer().eot_id,)
 

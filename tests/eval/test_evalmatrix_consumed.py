@@ -1,4 +1,4 @@
-"""Round-11 mutant audit, evalmatrix and memorization (R172, R173, R192): each bug planted in this
+"""`stack evalmatrix` and `stack memorization` consume what their records state: each bug planted in this
 process through the real command path, beside a benign case just inside.
 
 - R172: `stack evalmatrix --docs` whose reader skips the .md files. GATE-FT-002's check retrieval
@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ft_support import own_continuations, saved, write_jsonl
-from ledger_support import assert_caught, edited, rederive
 from record_checks import check_record_truth
 
 from contracts.evidence import read_evidence
@@ -29,6 +27,8 @@ from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import memorization, retrieval
 from stack.eval import overlap as overlap_module
+from tests.support.ft_support import own_continuations, saved, write_jsonl
+from tests.support.ledger_support import assert_caught, edited, rederive
 
 EOT = (ByteTokenizer().eot_id,)
 PREFIX, CONTINUATION = 8, 32

@@ -1,4 +1,4 @@
-"""Round-10 audit R159: an exact match that compares only the first character.
+"""An exact match compares the whole continuation: planted, a scorer comparing only the first character.
 
 GATE-FT-002 rev 7's check exact held only that every item had an exact match where
 config.exact_match is true. A scorer comparing only the first character of the greedy continuation
@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ft_support import own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_caught, edited, rederive
 from record_checks import check_record_truth
 
 from contracts.derive.reports import row_summary
@@ -27,6 +25,8 @@ from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import completion as completion_module
+from tests.support.ft_support import own_continuations, saved, write_jsonl
+from tests.support.ledger_support import assert_caught, edited, rederive
 
 EOT = (ByteTokenizer().eot_id,)
 

@@ -16,13 +16,10 @@ from typing import Any
 
 import pytest
 import torch
-from ft_support import filler, own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_caught, edited, rederive
 from record_checks import check_record_truth
 from site_finetune import finetune_section
-from train_support import prepared, smoke_args, train
 
 from contracts.derive.reports import memorization_summary
 from contracts.evidence import read_evidence
@@ -33,6 +30,9 @@ from stack.data.sft_template import load_template, render
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import memorization
 from stack.eval.memorization import jsonl_examples, longest_common_run
+from tests.support.ft_support import filler, own_continuations, saved, write_jsonl
+from tests.support.ledger_support import assert_caught, edited, rederive
+from tests.support.train_support import prepared, smoke_args, train
 
 PREFIX, CONTINUATION, N = 8, 32, 20
 

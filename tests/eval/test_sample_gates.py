@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import assert_caught, edited
-from train_support import prepared, smoke_args, train
 
 from contracts.evidence import canonical_sha256, read_evidence
 from contracts.seeds import seeded_state_sha256
@@ -29,6 +27,8 @@ from stack.cli import main
 from stack.model import generate as generate_module
 from stack.model import sampling_checks
 from stack.model.sampling_checks import Window, context_windows
+from tests.support.ledger_support import assert_caught, edited
+from tests.support.train_support import prepared, smoke_args, train
 from tools.trace_tokens import trace_token_problems
 
 # Past the smoke model's context of 32: three windows.
@@ -326,7 +326,7 @@ CHATML_PROMPT = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 @pytest.fixture(scope="module")
 def chat_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A ChatML Qwen2 (its Hugging Face directory) and its `stack import-hf` import."""
-    from hf_fixtures import tiny_chatml_qwen2
+    from tests.support.hf_fixtures import tiny_chatml_qwen2
 
     root = tmp_path_factory.mktemp("chatml")
     source = tiny_chatml_qwen2(root / "hf")

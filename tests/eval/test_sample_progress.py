@@ -1,4 +1,4 @@
-"""`stack sample` on a long request (round-10 user audit K06): progress while it draws, and what was
+"""`stack sample` on a long request: progress while it draws, and what was
 drawn kept when it is interrupted.
 
 The audit's `stack sample R --tokens 1000000` said nothing for minutes, and a SIGTERM threw every
@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from train_support import prepared, smoke_args, train
 
 from contracts.errors import Interrupted
 from stack.cli import main
@@ -27,6 +26,7 @@ from stack.model import generate as generate_module
 from stack.model import sampling_checks
 from stack.model.generate import generate_long
 from stack.train.trained import load_measured
+from tests.support.train_support import prepared, smoke_args, train
 
 # Longer than the default, so the progress shows; past the smoke model's context of 32 many times.
 TOKENS = DEFAULT_TOKENS + 40

@@ -1,4 +1,4 @@
-"""Round-11 mutants R174 and R175: the sample an agreement or parity check compares on is the one
+"""The sample an agreement or parity check compares on is the one
 its record names (GATE-HQQ-002 rev 4, GATE-EXPORT-001 rev 5, GATE-EXPORT-002 rev 4, check sample);
 R181: a lens reading's --csv is its reading (GATE-LENS-006 rev 5, check table).
 
@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 import torch
 from record_checks import check_record_truth
-from test_export_support import make_checkpoint
-from train_support import prepared
 
 from contracts.agreement_sample import heldout_dir
 from contracts.evidence import new_record, read_evidence, write_evidence
@@ -31,6 +29,8 @@ from stack.eval.texts import split_text
 from stack.export import sample as sample_module
 from stack.lens import report as lens_report
 from stack.trace.modes import Result
+from tests.support.export_support import make_checkpoint
+from tests.support.train_support import prepared
 
 QUANTIZE = ["--targets", "*ffn_up*", "--bits", "4"]
 

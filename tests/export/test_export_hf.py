@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_export_support import make_checkpoint
 
 from contracts.errors import GateViolation
 from contracts.spec import load_spec
@@ -27,6 +26,7 @@ from stack.export.exporters import ExportRequest
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 from stack.train.trained import load_trained
+from tests.support.export_support import make_checkpoint
 
 GATE = "GATE-EXPORT-001"
 
@@ -394,7 +394,7 @@ def test_an_export_loads_by_default_in_its_weights_dtype_with_every_field_the_mo
 def test_an_export_record_whose_config_declares_another_dtype_is_caught(tmp_path: Path) -> None:
     """The checker reads the stored dtypes from the weights file again and holds config.json's dtype to
     them: a config.json edited to bfloat16 after the fact (re-hashed as a forger would) is named."""
-    from ledger_support import assert_caught, edited
+    from tests.support.ledger_support import assert_caught, edited
 
     out = tmp_path / "hf"
     assert main(["export", str(make_checkpoint(tmp_path)), "--format", "hf", "--out", str(out)]) == 0

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from test_export_support import make_checkpoint
 
 from contracts.spec import load_spec
 from stack.cli import main
@@ -19,6 +18,7 @@ from stack.export.exporters import ExportRequest
 from stack.export.sample import BUILTIN_TEXT
 from stack.model.config import ModelConfig
 from stack.train.trained import load_trained
+from tests.support.export_support import make_checkpoint
 
 GATE = "GATE-EXPORT-001"
 TEXTS = ["héllo wörld\n\tdef f(x):  return x ** 2  # ☃ 🙂", "", " leading space", "a\r\nb\x00c"]

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_export_support import make_checkpoint
-from train_support import prepared
 
 from contracts.errors import GateViolation
 from contracts.evidence import new_record, sha256_file, write_evidence
@@ -26,6 +24,8 @@ from stack.export.sample import BUILTIN_TEXT, MAX_WINDOWS
 from stack.model.gpt import GPT
 from stack.model.layers import RMSNorm
 from stack.train.trained import load_trained
+from tests.support.export_support import make_checkpoint
+from tests.support.train_support import prepared
 
 GATE = "GATE-EXPORT-002"
 
@@ -281,7 +281,7 @@ def test_an_int8_graph_stores_int8_weights_and_the_checker_reads_them_again(
     """A clean --int8 export's matmul weights and zero-points are all INT8, as the record states and
     the checker reads again; one UINT8 among them fires; a record whose types are edited (export.json
     and the gate alike) is named against the saved graph."""
-    from ledger_support import assert_caught, edited, gate
+    from tests.support.ledger_support import assert_caught, edited, gate
 
     out = tmp_path / "onnx"
     assert main(["export", str(fitted), "--format", "onnx", "--out", str(out), "--int8"]) == 0

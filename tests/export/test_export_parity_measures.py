@@ -1,4 +1,4 @@
-"""Round-11 mutant audit, R178 and R189: what the export's parity gates and a surgery's gate measure.
+"""What the export's parity gates and a surgery's gate measure: the two logits tensors, planted otherwise.
 
 R178: stack.export.parity.compare_logits stated the mean difference as `max_abs_diff`, so every
 parity atol was applied to a mean and every gate passed. GATE-EXPORT-001 rev 5, GATE-EXPORT-002 rev
@@ -15,7 +15,6 @@ source's (contracts.checkpoints.chat_template_sha256); the checker derives it ag
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,21 +23,20 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_support import edited, gate
 from record_checks import check_record_truth
-from test_export_support import make_checkpoint
-from test_peft_format import TARGETS, save_lora_run
-from trace_support import save_run, tiny_model
-from train_support import one_line_cli
 
 from contracts.checkpoints import CHAT_TEMPLATE_KEY, chat_template_sha256
 from contracts.evidence import read_evidence
 from contracts.logits_parity import argmax_agreement, max_abs_difference
 from contracts.spec import load_spec
-from stack.export import parity, runtimes
+from stack.export import parity
 from stack.export.importer import imported_template
 from stack.surgery import output
 from stack.train.config import LoraSection
+from tests.support.export_support import TARGETS, make_checkpoint, plant_shift, save_lora_run, shifted
+from tests.support.ledger_support import edited, gate
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import one_line_cli
 
 EXPORT_HF, EXPORT_ONNX, PEFT, SURGERY = (
     "GATE-EXPORT-001",
@@ -65,24 +63,6 @@ def plant_mean(monkeypatch: pytest.MonkeyPatch, artefact: str | None = None) -> 
         return replace(check, max_abs_diff=float((candidate.double() - reference.double()).abs().mean()))
 
     monkeypatch.setattr(parity, "compare_logits", mean_for_max)
-
-
-def shifted(logits: torch.Tensor, amount: float) -> torch.Tensor:
-    """`logits` with one logit moved by `amount`: a runtime off there alone."""
-    moved = logits.clone()
-    moved[0, 0, 0] += amount
-    return moved
-
-
-def plant_shift(monkeypatch: pytest.MonkeyPatch, name: str, amount: float) -> None:
-    """The runtime `runtimes.<name>` (onnx_logits, logits_of, peft_logits) returning one logit moved."""
-    real: Callable[..., Any] = getattr(runtimes, name)
-
-    def moved(*args: Any) -> Any:
-        got = real(*args)
-        return (shifted(got[0], amount), *got[1:]) if isinstance(got, tuple) else shifted(got, amount)
-
-    monkeypatch.setattr(runtimes, name, moved)
 
 
 def _measured(ledger: Path, gate_id: str) -> dict[str, Any]:

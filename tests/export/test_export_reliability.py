@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
-from test_export_support import make_checkpoint
-from tree_snapshot import snapshot
 
 from contracts.errors import EXIT_BAD_INPUT
 from stack.cli import main
+from tests.support.export_support import make_checkpoint
+from tests.support.tree_snapshot import snapshot
 
 PROMPT = "outputs are never lost"
 

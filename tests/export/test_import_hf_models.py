@@ -1,5 +1,5 @@
 """Checkpoints made elsewhere: Llama- and Qwen2-style directories, written by transformers itself
-with their own tokenizers (tests/hf_fixtures.py), import, match transformers' logits
+with their own tokenizers (tests/support/hf_fixtures.py), import, match transformers' logits
 (GATE-EXPORT-001), and are then traced, bisected, scored and fine-tuned like any run. Data made by
 another tokenizer is refused in GATE-DATA-007's name.
 """
@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 import torch
-from hf_fixtures import VOCAB_PADDING, llama2_tokenizer, llama3_chat_tokenizer, llama_model, qwen2_model
 from record_checks import check_record_truth
 from safetensors.torch import load_file
-from train_support import evidence, smoke_args, train, unjudged, verdicts, write_corpus
 
 from contracts.evidence import EVIDENCE_FILE, read_evidence
 from contracts.judges import judge
@@ -34,6 +32,14 @@ from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.loop import build_optimizer
 from stack.train.trained import load_trained
+from tests.support.hf_fixtures import (
+    VOCAB_PADDING,
+    llama2_tokenizer,
+    llama3_chat_tokenizer,
+    llama_model,
+    qwen2_model,
+)
+from tests.support.train_support import evidence, smoke_args, train, unjudged, verdicts, write_corpus
 
 EXPORT_GATE = "GATE-EXPORT-001"
 TOKENIZER_GATE = "GATE-DATA-007"

@@ -1,4 +1,4 @@
-"""GATE-EXPORT-001's tolerance scales with the stack's own fp32 rounding (round-10 user audit K04).
+"""GATE-EXPORT-001's tolerance scales with the stack's own fp32 rounding.
 
 An ordinary fp32 Llama built by transformers (8 layers of 512, logits near 8) differed from the
 stack's logits by 1.13e-4, float summation order, and `stack import-hf` refused it at the fixed
@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_export_support import run_config
-from test_round11_export import plant_shift
 
 from contracts.judges import judge
 from contracts.spec import load_spec
@@ -27,6 +25,7 @@ from stack.export.importer import fresh_state
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.loop import build_optimizer
+from tests.support.export_support import plant_shift, run_config
 
 GATE = "GATE-EXPORT-001"
 SCALE = 300.0  # the tied embedding scaled: logits in the hundreds, the fp32 rounding past atol / factor

@@ -17,10 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_caught, edited, findings
 from safetensors.torch import load_file
-from trace_support import save_run, tiny_model
-from train_support import one_line_cli
 
 from contracts.evidence import read_evidence
 from contracts.gates import measure
@@ -29,31 +26,16 @@ from stack.cli import main
 from stack.export import peft_format
 from stack.model import lora, names
 from stack.model.adapters import read_manifest
-from stack.model.gpt import GPT
 from stack.train.config import LoraSection, RunConfig, TrainSection
 from stack.train.trained import load_trained
+from tests.support.export_support import TARGETS, save_lora_run, trained_adapters
+from tests.support.ledger_support import assert_caught, edited, findings
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import one_line_cli
 
 pytest.importorskip("peft")
 
 GATE = "GATE-LORA-007"
-TARGETS = "q_proj,v_proj,o_proj,down_proj"  # the HF names, as a peft user writes them
-
-
-def _trained_adapters(model: GPT, seed: int = 1) -> None:
-    """Give every B the small non-zero values a few training steps would."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, wrapper in lora.adapters(model):
-            wrapper.lora_B.copy_(torch.randn(wrapper.lora_B.shape, generator=generator) * 0.05)
-
-
-def save_lora_run(run_dir: Path, section: LoraSection, seed: int = 0) -> GPT:
-    """A run whose checkpoint holds a base (`tiny_model(seed)`) and trained adapters of `section`."""
-    model = tiny_model(seed)
-    lora.apply_lora(model, section.targets, section.r, section.alpha, rslora=section.rslora)
-    _trained_adapters(model)
-    save_run(run_dir, model, config=RunConfig(model=model.config, train=TrainSection(steps=1), lora=section))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +365,7 @@ def test_an_adapter_of_an_option_hf_lacks_is_refused_with_a_way_this_command_off
     section = LoraSection(r=2, targets="q,v")
     model = tiny_model(**option)
     lora.apply_lora(model, section.targets, section.r, section.alpha)
-    _trained_adapters(model)
+    trained_adapters(model)
     save_run(run, model, config=RunConfig(model=model.config, train=TrainSection(steps=1), lora=section))
     code, err = one_line_cli(capsys, "lora", "export", str(run), "--out", str(tmp_path / "peft"))
     assert code == 2 and named in err and "use --format onnx" not in err

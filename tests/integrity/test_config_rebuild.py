@@ -17,11 +17,7 @@ from pathlib import Path
 
 import pytest
 from config_rebuild import CONFIG_CODE, REPO, rebuilt
-from ledger_support import CURRENT_RUN, RECORDS, assert_caught, config_edited, edited, findings, planted
-from prefs_support import prepared_pairs
 from pydantic import BaseModel
-from trace_support import save_run, tiny_model
-from train_support import prepared, smoke_args, train
 
 import stack.cli.train
 import stack.cli.values
@@ -29,8 +25,21 @@ from contracts.evidence import EVIDENCE_FILE, read_evidence
 from stack.cli import main
 from stack.train import presets, tune_settings
 from stack.train.config import RunConfig, resolve
+from tests.support.ledger_support import (
+    CURRENT_RUN,
+    RECORDS,
+    assert_caught,
+    config_edited,
+    edited,
+    findings,
+    planted,
+)
+from tests.support.paths import DATA
+from tests.support.prefs_support import prepared_pairs
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared, smoke_args, train
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from audit import LoadedEvidence, load_evidence
 from check_integrity import Checker, main, run_checks
-from ledger_support import RECORDS
 from scratch import bump_revision, commit_all, make_record, make_repo, passed, write_lock
 
 from contracts.evidence import sha256_file
 from contracts.judges import TEST_FAILED
 from contracts.spec import load_spec_from
+from tests.support.ledger_support import RECORDS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Ids the spec does not define, planted on purpose; the marker keeps the real check off them.
 UNKNOWN = "GATE-NOPE-001"  # integrity: planted
@@ -313,7 +313,7 @@ def test_extra_run_directory_is_checked(repo: tuple[Path, str], tmp_path: Path) 
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--root", str(tmp_path)]) == 2
     assert "no spec/ directory" in capsys.readouterr().err
-    assert main(["--root", str(Path(__file__).parent.parent), "--run", str(tmp_path)]) == 2
+    assert main(["--root", str(Path(__file__).resolve().parents[2]), "--run", str(tmp_path)]) == 2
 
 
 def test_a_broken_spec_in_gatestack_spec_is_one_line_exit_2(tmp_path: Path) -> None:

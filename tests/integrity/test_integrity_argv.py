@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 from argv_record import same_place
-from ledger_support import assert_caught, edited, findings, planted, rederive
-from prefs_support import prepared_pairs
-from trace_support import save_run, tiny_model
-from train_support import prepared, smoke_args, train
 
 from contracts.evidence import EVIDENCE_FILE, canonical_sha256, read_evidence
 from stack.cli import dpo as dpo_cli
 from stack.cli import main, tune_options
+from tests.support.ledger_support import assert_caught, edited, findings, planted, rederive
+from tests.support.prefs_support import prepared_pairs
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared, smoke_args, train
 
 QUICK = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 

@@ -1,4 +1,4 @@
-"""Tamperings of the seventh ledger audit (2026-11-26) that the checker now derives from what the
+"""Tamperings the checker derives from what the
 record's own artifacts, its committed model or the repository at its commit hold: each is planted in
 a copy of a committed record as the audit's plant did it, finished by a perfect forger (every field
 the artifacts derive re-derived, every verdict re-judged, every artifact re-hashed), and the
@@ -31,9 +31,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import (
+
+from benchmarks import train_throughput
+from contracts.model_shape import active_params
+from stack.model.config import ModelConfig
+from tests.support.ledger_support import (
+    ABLATION_RUN,
     CURRENT_RUN,
+    DISTILL_RUN,
+    EXPORT_RUN,
+    LENS_RUN,
+    MEMORIZATION_RUN,
+    PREPARE_RUN,
     RECORDS,
+    SAMPLE_RUN,
+    SFT_RUN,
+    TRACE_RUN,
     Change,
     assert_found,
     findings,
@@ -42,20 +55,6 @@ from ledger_support import (
     log_lines,
     planted,
 )
-from test_integrity_derived import (
-    ABLATION_RUN,
-    DISTILL_RUN,
-    LENS_RUN,
-    MEMORIZATION_RUN,
-    SAMPLE_RUN,
-    SFT_RUN,
-    TRACE_RUN,
-)
-from test_integrity_round5 import EXPORT_RUN, PREPARE_RUN
-
-from benchmarks import train_throughput
-from contracts.model_shape import active_params
-from stack.model.config import ModelConfig
 
 # Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
 OPTIONS_RUN = "bench-train-options-20261122T172734"

@@ -1,4 +1,4 @@
-"""Tamperings of the eighth ledger and mutant audits (2026-11-26) that the checker now derives from
+"""Tamperings the checker derives from
 what a record's own artifacts, its command line, its committed model or the repository at its commit
 hold: each is planted in a copy of a committed record as the audit's plant did it, finished by a
 perfect forger where the field is derived (every field the artifacts derive re-derived, every verdict
@@ -42,23 +42,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import RECORDS, Change, assert_found, findings, forger_finished, gate, planted, rederive
-from test_data_prepare import run_cli, text_docs, write_docs
-from test_integrity_derived import (
+
+import stack.data.prepare as prepare_module
+import stack.data.sft_prepare as sft_prepare_module
+from contracts.likelihood import predicted_positions_sha256
+from tests.support.ledger_support import (
+    ES_RUN,
+    EXPORT_RUN,
+    FINETUNE_RUN,
     LASER_RUN,
     LENS_RUN,
     MEMORIZATION_RUN,
     PATCH_RUN,
     QUANTIZE_RUN,
+    RECORDS,
     SAMPLE_RUN,
     TRACE_RUN,
+    Change,
+    assert_found,
+    findings,
+    forger_finished,
+    gate,
+    planted,
+    rederive,
 )
-from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN
-from test_integrity_round6 import ES_RUN
-
-import stack.data.prepare as prepare_module
-import stack.data.sft_prepare as sft_prepare_module
-from contracts.likelihood import predicted_positions_sha256
+from tests.support.paths import DATA
+from tests.support.prepare_support import run_cli, text_docs, write_docs
 
 
 def _record(run: str) -> dict[str, Any]:
@@ -281,7 +290,7 @@ def test_lens_position_restated_against_trace_json_is_caught(tmp_path: Path) -> 
     assert_found(found, f"config.position is {position - 1}", str(position))
 
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 # `stack eval` of release 0.2.0 (by its repository path) on a committed file, a clean tree.
 EVAL_RUN = "current/eval"
 FORGED = "f" * 64

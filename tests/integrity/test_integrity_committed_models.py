@@ -1,4 +1,4 @@
-"""Tamperings of the sixth ledger audit (2026-11-25) whose records state facts of a committed model,
+"""Tamperings whose records state facts of a committed model,
 or of what a command made from it, that were compared only with each other: each is planted in a
 copy of a committed record of the current spec and finished as a perfect forger would
 (`ledger_support.rederive`: every derived field copied in, every verdict judged again, every
@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import CURRENT_RUN, RECORDS, Change, assert_found, findings, gate, planted, rederive
-from test_integrity_derived import (
+
+from contracts.evidence import EVIDENCE_FILE
+from tests.support.ledger_support import (
     ABLATION_RUN,
+    CURRENT_RUN,
     DISTILL_RUN,
     DPO_RUN,
     EXPORT_RUN,
@@ -35,10 +37,15 @@ from test_integrity_derived import (
     LENS_TRAIN_RUN,
     MEMORIZATION_RUN,
     PATCH_RUN,
+    RECORDS,
     SAMPLE_RUN,
+    Change,
+    assert_found,
+    findings,
+    gate,
+    planted,
+    rederive,
 )
-
-from contracts.evidence import EVIDENCE_FILE
 
 ANOTHER_DIGEST = hashlib.sha256(b"another model").hexdigest()
 

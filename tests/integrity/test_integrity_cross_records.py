@@ -23,9 +23,6 @@ import pytest
 import yaml
 from audit import load_evidence
 from check_integrity import Checker
-from ledger_support import RECORDS, Change, config_edited, edited, findings, gate, planted
-from records_support import Filed, filed_runs
-from train_support import prepared, smoke_args, train
 
 import contracts.evidence
 from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, CodeInfo, canonical_sha256, sha256_file
@@ -33,6 +30,9 @@ from contracts.registry import REGISTRY_FILE, read_registry
 from contracts.retirement import read_retirements
 from contracts.spec import load_spec
 from stack.cli import main
+from tests.support.ledger_support import RECORDS, Change, config_edited, edited, findings, gate, planted
+from tests.support.records_support import Filed, filed_runs
+from tests.support.train_support import prepared, smoke_args, train
 
 OTHER_SHA = "cd" * 32
 

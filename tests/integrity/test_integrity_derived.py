@@ -23,10 +23,25 @@ from typing import Any
 import pytest
 from audit import LoadedEvidence, evidence_paths
 from check_integrity import Checker, run_checks
-from ledger_support import (
+
+from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, canonical_sha256, read_evidence
+from contracts.judges import CHECKS, bare
+from contracts.release_rules import stale_gates
+from contracts.spec import load_spec
+from tests.support.ledger_support import (
     CURRENT_RUN,
+    DISTILL_RUN,
+    DPO_RUN,
+    EXPORT_RUN,
+    LASER_RUN,
+    MEMORIZATION_RUN,
+    PATCH_RUN,
+    QUANTIZE_RUN,
     RECORDS,
     ROOT,
+    SFT_RUN,
+    TRACE_RUN,
     Change,
     assert_caught,
     config_edited,
@@ -39,30 +54,7 @@ from ledger_support import (
     rederive,
     write_log,
 )
-from train_support import prepared, smoke_args, train
-
-from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
-from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, canonical_sha256, read_evidence
-from contracts.judges import CHECKS, bare
-from contracts.release_rules import stale_gates
-from contracts.spec import load_spec
-
-# Records of the current spec (tools/current_records.py, `make fixtures`) whose gates the tests below
-# tamper with (older records are stale for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "current/sft"
-DPO_RUN = "current/dpo"
-DISTILL_RUN = "current/distill"
-EXPORT_RUN = "current/export"
-TRACE_RUN = "current/trace"
-LASER_RUN = "current/laser"
-QUANTIZE_RUN = "current/quantize"
-MEMORIZATION_RUN = "current/memorization"
-PATCH_RUN = "current/patch"
-SAMPLE_RUN = "current/sample"  # `stack sample` of release 0.2.0 (its repository path)
-ABLATION_RUN = "current/ablate"  # `stack trace --ablate` of release 0.2.0
-LENS_RUN = "current/lens"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
-LENS_TRAIN_RUN = "current/lens-train"
-
+from tests.support.train_support import prepared, smoke_args, train
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -1694,11 +1686,10 @@ def test_a_run_over_a_corpus_of_many_shards_holds_its_own_epochs(tmp_path: Path)
     """A window never crosses a shard's end, so a split cut into many shards holds fewer windows
     than its unique tokens would: its steps per epoch are below ⌊unique / tokens per step⌋, and
     the record of such a run, honest, must pass (it was once flagged as forged)."""
-    from train_support import smoke_args, write_corpus
-
     from stack.cli import main as stack
     from stack.data.prepare import prepare_corpus
     from stack.train.presets import PRESETS
+    from tests.support.train_support import smoke_args, write_corpus
 
     data, run, ledger = tmp_path / "data", tmp_path / "run", tmp_path / "ledger"
     prepare_corpus([write_corpus(tmp_path)], data, val_fraction=0.25, seed=0, shard_tokens=700)

@@ -1,10 +1,11 @@
-"""Tamperings of the fifth ledger audit (2026-11-25) that the checker now derives from what the
+"""Tamperings the checker derives from what the
 repository holds: each is planted in a copy of a committed record of spec 1.29.0, its artifacts
 re-hashed as a forger would, and the integrity check must name it; the copy as filed passes.
 
 - a fine-tune's epoch plans said drawn from another seed than the run's (G01);
 - a prepare's dedup rechecks said judged at another Jaccard threshold than its settings (P01: on a
-  fresh record, tests/test_integrity_results.py, the ledger's being stale under GATE-DATA-013 rev 5);
+  fresh record, tests/integrity/test_integrity_results.py, the
+  ledger's being stale under GATE-DATA-013 rev 5);
 - an export naming another end-of-text id than its committed checkpoint's tokenizer has (E02);
 - a lens reading restated for another prompt of the same length (X03);
 - a patching cell that wrote nothing said to have recovered part of the score (W08).
@@ -17,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import findings, gate, planted
 
 from contracts.evidence import canonical_sha256
-
-FINETUNE_RUN = "current/finetune"
-PREPARE_RUN = "current/prepare"
-EXPORT_RUN = "current/export"  # read release 0.2.0 by its repository path
-LENS_RUN = "current/lens"  # a tuned-lens reading of "def main():" on release 0.2.0
-PATCH_RUN = "current/patch"  # a sweep of "import os" against "import re"
+from tests.support.ledger_support import (
+    EXPORT_RUN,
+    FINETUNE_RUN,
+    LENS_RUN,
+    PATCH_RUN,
+    PREPARE_RUN,
+    findings,
+    gate,
+    planted,
+)
 
 
 def _plan_seed(data: dict[str, Any], _run_dir: Path) -> None:

@@ -1,5 +1,4 @@
-"""Tamperings of the round-11 ledger audit (/work/audit11-ledger, ids Y…) the checker now decides, each
-planted in a copy of a committed record as the audit's plant did it:
+"""Tamperings the checker decides, each planted in a copy of a committed record:
 
 - values the code fixes without an option (caught after a perfect forger's finish, `forger_finished`):
   a lens reading's mode against config.lens (Y11), its position against the prompt's last where the
@@ -23,14 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import RECORDS, Change, assert_found, findings, forger_finished, gate, planted
-from test_integrity_derived import (
+
+from tests.support.ledger_support import (
     ABLATION_RUN,
     EXPORT_RUN,
     LENS_RUN,
     LENS_TRAIN_RUN,
     MEMORIZATION_RUN,
     PATCH_RUN,
+    RECORDS,
+    Change,
+    assert_found,
+    findings,
+    forger_finished,
+    gate,
+    planted,
 )
 
 FORGED = "f" * 64

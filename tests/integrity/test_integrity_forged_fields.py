@@ -1,5 +1,5 @@
-"""Tamperings of the ninth ledger audit (2026-11-26) that the checker now decides from what it
-already reads: each is planted in a copy of a committed record as the audit's plant did it,
+"""Tamperings the checker decides from what it
+already reads: each is planted in a copy of a committed record,
 finished by a perfect forger (every field the artifacts derive re-derived, every verdict re-judged,
 every artifact re-hashed), and the integrity check must name it; the records as filed pass.
 
@@ -30,19 +30,27 @@ from typing import Any
 
 import pytest
 from default_sources import RESOLVED, UNRESOLVED, parser_defaults, resolved
-from ledger_support import RECORDS, ROOT, assert_found, findings, forger_finished, gate, planted
 from record_checks import contradictions
-from test_integrity_derived import (
+
+from contracts.judges import judge
+from tests.support.ledger_support import (
+    ES_RUN,
+    EXPORT_RUN,
+    FINETUNE_RUN,
     LENS_TRAIN_RUN,
     MEMORIZATION_RUN,
     PATCH_RUN,
+    PREPARE_RUN,
+    RECORDS,
+    ROOT,
     SAMPLE_RUN,
     TRACE_RUN,
+    assert_found,
+    findings,
+    forger_finished,
+    gate,
+    planted,
 )
-from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN, PREPARE_RUN
-from test_integrity_round6 import ES_RUN
-
-from contracts.judges import judge
 
 FAKE_DIGEST = hashlib.sha256(b"forged").hexdigest()
 

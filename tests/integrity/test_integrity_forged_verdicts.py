@@ -1,5 +1,5 @@
-"""Tamperings of the round-9 ledger audit (2026-11-26) the checker now decides, each planted in a copy
-of a committed record as the audit's plant did it and finished by a perfect forger (`forger_finished`:
+"""Tamperings the checker decides, each planted in a copy
+of a committed record and finished by a perfect forger (`forger_finished`:
 every field the artifacts derive re-derived, every verdict re-judged, every artifact re-hashed):
 
 - joined to the committed ledger in a runs-only check (tools/check_integrity.check_lineage's context):
@@ -24,9 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import (
+
+from contracts.gate_counts import heldout_windows, isolation_positions, pad_appended
+from contracts.spec import load_spec
+from tests.support.ledger_support import (
     CURRENT_RUN,
+    DISTILL_RUN,
+    DPO_RUN,
+    EXPORT_RUN,
+    FINETUNE_RUN,
+    LENS_TRAIN_RUN,
+    PATCH_RUN,
     RECORDS,
+    SFT_RUN,
+    TRACE_RUN,
     Change,
     assert_found,
     findings,
@@ -34,19 +45,6 @@ from ledger_support import (
     gate,
     planted,
 )
-from test_integrity_derived import (
-    DISTILL_RUN,
-    DPO_RUN,
-    EXPORT_RUN,
-    LENS_TRAIN_RUN,
-    PATCH_RUN,
-    SFT_RUN,
-    TRACE_RUN,
-)
-from test_integrity_round5 import FINETUNE_RUN
-
-from contracts.gate_counts import heldout_windows, isolation_positions, pad_appended
-from contracts.spec import load_spec
 
 FORGED = "f" * 64
 

@@ -1,4 +1,4 @@
-"""Tamperings of the round-10 ledger audit (/work/audit11-ledger) that the checker now derives: each
+"""Tamperings the checker derives: each
 is planted in a copy of a committed record of the current spec and finished by a perfect forger
 (`forger_finished`: every field the artifacts derive copied in, every artifact re-hashed), and the
 integrity check must still name the lie:
@@ -24,13 +24,24 @@ from typing import Any
 
 import pytest
 from env_checks import WRITERS, writer_devices
-from ledger_support import ROOT, Change, assert_found, findings, forger_finished, gate, log_lines, planted
 from spec_history import commit_reader
-from test_integrity_derived import DISTILL_RUN, LASER_RUN, SAMPLE_RUN
-from test_integrity_round5 import PREPARE_RUN
-from test_integrity_round6 import ES_RUN
 
 from contracts.spec import load_spec
+from tests.support.ledger_support import (
+    DISTILL_RUN,
+    ES_RUN,
+    LASER_RUN,
+    PREPARE_RUN,
+    ROOT,
+    SAMPLE_RUN,
+    Change,
+    assert_found,
+    findings,
+    forger_finished,
+    gate,
+    log_lines,
+    planted,
+)
 
 OTHER_SHA = hashlib.sha256(b"another manifest").hexdigest()
 # A torch build for CUDA 12.8 and that CUDA: what a forger restates env.torch and env.cuda as.

@@ -1,4 +1,4 @@
-"""Tamperings of the round-10 ledger audit (/work/audit11-ledger) that only the forwards of a
+"""Tamperings that only the forwards of a
 committed model decide, now replayed by the checker (tools/forward_replays.py): each is planted in
 a copy of a committed record of the current spec and finished by a perfect forger
 (`forger_finished`: every field the artifacts derive copied in, every artifact re-hashed), and the
@@ -20,11 +20,19 @@ from typing import Any
 
 import pytest
 from forward_replays import hqq_replay_findings, replay_tolerances
-from ledger_support import RECORDS, Change, assert_found, findings, forger_finished, planted
-from test_integrity_derived import ABLATION_RUN, QUANTIZE_RUN
 
 from contracts.evidence import EvidenceRecord
 from contracts.spec import load_spec
+from tests.support.ledger_support import (
+    ABLATION_RUN,
+    QUANTIZE_RUN,
+    RECORDS,
+    Change,
+    assert_found,
+    findings,
+    forger_finished,
+    planted,
+)
 
 SPEC = load_spec()
 # GATE-INTEG-001's replay_rtol and replay_ratio_rtol, as the checker reads them.

@@ -24,12 +24,12 @@ import pytest
 from check_integrity import CHECKER_FAILED, Checker, main, run_checks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_support import CURRENT_RUN, RECORDS, ROOT, edited
 
 from contracts.evidence import EVIDENCE_FILE, read_evidence
 from contracts.reading import MAX_READ_BYTES
 from contracts.registry import REGISTRY_FILE, read_registry
 from contracts.spec import load_spec
+from tests.support.ledger_support import CURRENT_RUN, RECORDS, ROOT, edited
 
 INTEG = "GATE-INTEG-001"
 # Ledger records of several kinds, each with the files of it a corruption is planted in: a training

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import (
+
+from tests.support.ledger_support import (
     CURRENT_RUN,
     assert_caught,
     edited,
@@ -23,7 +24,7 @@ from ledger_support import (
     rederive,
     write_log,
 )
-from train_support import prepared, smoke_args, train
+from tests.support.train_support import prepared, smoke_args, train
 
 
 def _resume_listed(data: dict[str, Any], run_dir: Path, from_step: int) -> None:

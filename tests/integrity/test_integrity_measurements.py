@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_caught, findings, planted
 
 from contracts.derive.benchmarks import Identity, half_unit, quotient
+from tests.support.ledger_support import assert_caught, findings, planted
 
 
 def _at(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:

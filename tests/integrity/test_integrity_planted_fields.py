@@ -1,6 +1,6 @@
-"""Tamperings of the sixth ledger audit (2026-11-25) that the checker now derives from what the
-repository holds: each is planted in a copy of a committed record of spec 1.29.0 as the audit's
-plant did it (every cited artifact re-hashed, a derived field re-derived where the plant did), and
+"""Tamperings the checker derives from what the
+repository holds: each is planted in a copy of a committed record of spec 1.29.0
+ (every cited artifact re-hashed, a derived field re-derived where the plant did), and
 the integrity check must name it; the copies as filed pass.
 
 - a command line written `python -m stack ...` (U24) is read, so the config it resolves still
@@ -24,13 +24,27 @@ from typing import Any
 
 import pytest
 from check_integrity import run_checks
-from ledger_support import CURRENT_RUN, RECORDS, ROOT, Change, assert_found, findings, gate, planted, rederive
-from test_integrity_derived import DPO_RUN, MEMORIZATION_RUN
-from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN, PREPARE_RUN
+
+from tests.support.ledger_support import (
+    CURRENT_RUN,
+    DPO_RUN,
+    ES_RUN,
+    EXPORT_RUN,
+    FINETUNE_RUN,
+    MEMORIZATION_RUN,
+    PREPARE_RUN,
+    RECORDS,
+    ROOT,
+    SAMPLE_RUN,
+    Change,
+    assert_found,
+    findings,
+    gate,
+    planted,
+    rederive,
+)
 
 EVAL_RUN = "eval-20261125T174951"  # `stack eval` of release 0.2.0 on a repository file, dirty tree
-SAMPLE_RUN = "current/sample"  # `stack sample` of release 0.2.0 by its repository path
-ES_RUN = "current/es"  # ES from release 0.2.0 on the data PREPARE_RUN made
 OTHER_SHA = hashlib.sha256(b"a bpe tokenizer").hexdigest()
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ledger_support import RECORDS, assert_found, findings, forger_finished, planted
-
 from contracts.derive.benchmarks import run_differences
+from tests.support.ledger_support import RECORDS, assert_found, findings, forger_finished, planted
 
 REPEAT_RUN = "bench-repeat-20261126T180411"  # benchmarks/repeatability.py on an H100, eager met
 EAGER_A, EAGER_C = f"{REPEAT_RUN}-eager-A", f"{REPEAT_RUN}-eager-C"

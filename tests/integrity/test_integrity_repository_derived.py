@@ -1,4 +1,4 @@
-"""Tamperings of the third ledger audit (2026-11-25) that the checker now derives from what the
+"""Tamperings the checker derives from what the
 repository holds: each is planted in a copy of a committed record, its artifacts re-hashed as a
 forger would, and the integrity check must name it.
 
@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import RECORDS, assert_caught, findings, gate, planted
 
 from contracts.evidence import canonical_sha256
+from tests.support.ledger_support import RECORDS, assert_caught, findings, gate, planted
 
 DPO_RUN = "dpo-20261125-spec-1.22.0"
 SFT_RUN = "sft-lora-20261125-spec-1.22.0"

@@ -1,4 +1,4 @@
-"""Tamperings of the sixth ledger audit (2026-11-25) that the checker now derives from what the
+"""Tamperings the checker derives from what the
 repository holds: each is planted in a copy of a committed record, its artifacts re-hashed (or every
 field its artifacts derive re-derived, `rederive`) as a forger would, and the integrity check must
 name it; the copy as filed passes.
@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import CURRENT_RUN, Change, assert_caught, findings, gate, planted, rederive
 
 from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.ledger import settle
 from contracts.model_shape import lora_touched
 from contracts.spec import load_spec
+from tests.support.ledger_support import CURRENT_RUN, Change, assert_caught, findings, gate, planted, rederive
 
 MEMORIZATION_RUN = "current/memorization"  # GATE-FT-003 judged at min_verbatim_tokens 32
 SFT_RUN = "current/sft"  # LoRA on q and v, batch 1: an epoch reads each example once

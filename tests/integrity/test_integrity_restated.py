@@ -29,22 +29,7 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import (
-    CURRENT_RUN,
-    RECORDS,
-    Change,
-    assert_caught,
-    edited,
-    findings,
-    gate,
-    log_lines,
-    planted,
-    rederive,
-    write_log,
-)
-from prefs_support import prepared_pairs
 from safetensors.torch import load_file, save_file, save_model
-from train_support import prepared, smoke_args, train
 
 from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.derive.training import FLOAT32_U, kd_loss, kd_roundings, margin_slack
@@ -57,8 +42,24 @@ from stack.model.lora import apply_lora
 from stack.train.checkpoint import optimizer_tensors
 from stack.train.config import LoraSection, RunConfig, TrainSection
 from stack.train.loop import build_optimizer
+from tests.support.ledger_support import (
+    CURRENT_RUN,
+    RECORDS,
+    Change,
+    assert_caught,
+    edited,
+    findings,
+    gate,
+    log_lines,
+    planted,
+    rederive,
+    write_log,
+)
+from tests.support.paths import DATA
+from tests.support.prefs_support import prepared_pairs
+from tests.support.train_support import prepared, smoke_args, train
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 Edit = Callable[[dict[str, Any]], None]
 # An edit of a run's log lines, given its config.
 LogEdit = Callable[[list[dict[str, Any]], dict[str, Any]], None]

@@ -6,7 +6,7 @@ and its record repeats some of them: scores, the weights it made, the checkpoint
 settings, when it wrote them. Each field so restated is derived from the file
 (contracts/derive/reports.py), and a run's id stamps the second it started
 (contracts.evidence.run_id). Each test plants one edit in a copy of a record (a fresh one of
-tests/records_support.py where the ledger has none of today's spec, else the ledger's), the
+tests/support/records_support.py where the ledger has none of today's spec, else the ledger's), the
 cited files re-hashed as a forger would, and asserts the integrity check names the field;
 `test_the_fresh_records_pass_untampered` shows each record passes as its command made it.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import Change, assert_caught, edited, findings, gate, planted, put_field
-from records_support import Filed, filed_runs
 
 from contracts.evidence import canonical_sha256
+from tests.support.ledger_support import Change, assert_caught, edited, findings, gate, planted, put_field
+from tests.support.records_support import Filed, filed_runs
 
 OTHER_SHA = "ab" * 32
 

@@ -1,4 +1,4 @@
-"""Round-12 ledger tamperings (branch s17-derive) the checker decides from a sibling record.
+"""Tamperings the checker decides from a sibling record.
 
 Y96 (round-10 ledger audit): a fine-tune's checkpoint.files restated (state.json's size +1000 bytes,
 re-hashed as a forger would); the memorization record that read that checkpoint states the files as
@@ -6,7 +6,7 @@ the fine-tune wrote them. tools/place_links.py joins a record whose `checkpoint`
 the record of the ledger that wrote it at that place, file by file (sha256 and size), naming both.
 
 The round-9 rows of the same family (X13, X33, X35, X49, X68, X70) are caught already on today's
-records by tests/test_round9_ledgerB9.py.
+records by tests/integrity/test_integrity_forged_verdicts.py.
 """
 
 from __future__ import annotations
@@ -16,9 +16,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ledger_support import RECORDS, assert_found, findings, forger_finished, planted
-from test_integrity_derived import MEMORIZATION_RUN
-from test_integrity_round5 import FINETUNE_RUN
+from tests.support.ledger_support import (
+    FINETUNE_RUN,
+    MEMORIZATION_RUN,
+    RECORDS,
+    assert_found,
+    findings,
+    forger_finished,
+    planted,
+)
 
 # The checkpoint file the audit's plant restated.
 RESTATED_FILE = "state.json"

@@ -27,10 +27,8 @@ from typing import Any
 import pytest
 import yaml
 from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, main, run_checks
-from ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check
 from retirement import blob_bytes, retired_blob
 from scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, git
-from train_support import prepared, smoke_args
 
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord, read_evidence, sha256_file
@@ -38,6 +36,8 @@ from contracts.model_card import model_card
 from contracts.registry import read_registry
 from contracts.retirement import read_retirements
 from contracts.spec import load_spec_from
+from tests.support.ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check
+from tests.support.train_support import prepared, smoke_args
 
 RUN_ID = "scratch-release"
 RECORD = f"{LEDGER_DIR.as_posix()}/{RUN_ID}/{EVIDENCE_FILE}"
@@ -45,7 +45,7 @@ REGISTRY = "evidence/registry.yaml"
 MODEL, VERSION = "scratch-smoke", "0.1.0"
 RELEASE = f"{MODEL}@{VERSION}"
 MODEL_DIR = f"evidence/models/{MODEL}-{VERSION}"
-CHECKER = Path(__file__).resolve().parent.parent / "tools" / "check_integrity.py"
+CHECKER = Path(__file__).resolve().parents[2] / "tools" / "check_integrity.py"
 STACK = Path(sys.executable).with_name("stack")  # the installed CLI
 
 
@@ -758,7 +758,7 @@ def forge_from_artifacts(run: Path) -> None:
     """What a careful forger does after editing a log: every field the artifacts decide, re-derived
     into the record, and every artifact re-hashed."""
     record = read_evidence(run / EVIDENCE_FILE)
-    spec = load_spec_from(Path(__file__).resolve().parent.parent / "spec")
+    spec = load_spec_from(Path(__file__).resolve().parents[2] / "spec")
     data = record.model_dump(mode="json")
     for art in data["artifacts"]:
         if (run / art["path"]).is_file():

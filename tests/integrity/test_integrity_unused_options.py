@@ -1,7 +1,7 @@
-"""Tamperings of the ninth ledger and mutant audits (2026-11-26) that the checker now catches from
+"""Tamperings the checker catches from
 what a record's command line gives: an option the line gives whose config key the record holds as
-none was not used (round-9 mutant audit R139: `stack lens --lens FILE` read the logit lens and said
-`lens: null`; R141: `import-hf --sample-text FILE` measured parity on the default text), so the
+none was not used (planted: `stack lens --lens FILE` read the logit lens and said
+`lens: null`; `import-hf --sample-text FILE` measured parity on the default text), so the
 config holding none against a given value is a violation (tools/argv_record._holds)."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ledger_support import RECORDS, assert_found, findings, forger_finished, planted
-from test_integrity_derived import LENS_RUN
+from tests.support.ledger_support import LENS_RUN, RECORDS, assert_found, findings, forger_finished, planted
 
 
 def _lens_unread(data: dict[str, Any], _run_dir: Path) -> None:

@@ -24,7 +24,7 @@ from contracts.ledger import judged_result
 from contracts.spec import load_spec
 from stack.kernels import flash_attention as fa
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TAIL = {"batch": 1, "heads": 4, "heads_kv": 2, "n": 70, "dim": 16}  # GQA, one tile and a tail
 
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from trace_support import CONFIG, save_run, tiny_model
-from train_support import prepared
 
 from contracts.errors import BadInput
 from stack.cli import main
@@ -21,6 +19,8 @@ from stack.es import rundir as es_rundir
 from stack.model.gpt import GPT
 from stack.train.checkpoint import read_state
 from stack.train.trained import load_trained, resolve_checkpoint
+from tests.support.trace_support import CONFIG, save_run, tiny_model
+from tests.support.train_support import prepared
 
 TUNE = ("--steps", "2", "--batch-size", "2", "--device", "cpu")
 NOTE = "it runs with attention='sdpa', the same numbers (GATE-MODEL-001)"

@@ -21,11 +21,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from ledger_support import edited, findings, gate
 from safetensors import safe_open
 from torch import nn
-from trace_support import save_run, tiny_model
-from train_support import two_layer_run
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, read_evidence
@@ -46,6 +43,9 @@ from stack.lens.residual import capture
 from stack.lens.train import LensTraining, heldout_comparison, train_lens
 from stack.trace.sites import block_input
 from stack.train.trained import load_trained
+from tests.support.ledger_support import edited, findings, gate
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import two_layer_run
 
 PROMPT = "gate evidence model"
 QUICK = LensTraining(steps=4, batch_size=2, seq_len=16, lr=1.0, momentum=0.9, seed=0, heldout_batches=2)

@@ -1,5 +1,5 @@
-"""Round-9 mutant audit, the model built otherwise than its config (R109, R122, R123, R147) and a
-mixture that ignores its configured top_k (R125), through the real commands.
+"""The model is built as its config says, through the real commands: planted, a model built otherwise
+than its config and a mixture that ignores its configured top_k.
 
 GATE-MODEL-003's check structure holds every parameter the model registers (name, shape, whether it
 trains) at step 0 to contracts.model_parameters.implied_parameters of the run's resolved config;
@@ -19,7 +19,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from record_checks import check_record_truth
-from train_support import prepared, smoke_args, train, verdicts
 
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
@@ -33,8 +32,9 @@ from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
 from stack.model.structure import held_parameters
 from stack.train import lora_setup
+from tests.support.paths import DATA
+from tests.support.train_support import prepared, smoke_args, train, verdicts
 
-DATA = Path(__file__).parent / "data"
 STEPS = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 TWO_BLOCKS = ["model.n_layers=2", "model.ctx=64"]
 LORA_ALL = ["lora.r=4", "lora.alpha=8", "lora.targets='q,k,v,attn_out'", "lora.dropout=0.1"]

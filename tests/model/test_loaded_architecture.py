@@ -1,6 +1,6 @@
 """GATE-MODEL-003 in the commands whose record measures a checkpoint's model: `stack eval` and
 `stack sample` hold the model they loaded to the written-out architecture, as the training loop
-does before step 1 (stack.train.trained.load_measured). The round-4 mutant audit's N01 (RoPE
+does before step 1 (stack.train.trained.load_measured). A planted bug (RoPE
 frequencies over the whole head instead of half of it) halted training at once but let `stack
 eval` score the wrong forward of a trained checkpoint.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from trace_support import save_run, tiny_model
 
 from stack.cli import main
 from stack.model import gpt as gpt_module
 from stack.model.config import ModelConfig
+from tests.support.trace_support import save_run, tiny_model
 
 REAL_ROPE = gpt_module.rope_angles
 

@@ -1,5 +1,5 @@
-"""Round-10 audit R167: a mixture-of-depths block's inference threshold set at another capacity than
-mod_capacity. Training is bit for bit; every evaluation, sample and saved model routes otherwise.
+"""A mixture-of-depths block's inference threshold is set at mod_capacity; planted, one set at another
+capacity. Training is bit for bit; every evaluation, sample and saved model routes otherwise.
 GATE-ARCH-008 rev 3 (check inference) holds the threshold to the training batch that set it
 (contracts.depth_routing.threshold_admits), and `--replay` compares the eval lines too."""
 
@@ -18,7 +18,7 @@ from contracts.judges import judge
 from stack.model import depth_router as depth_router_module
 from stack.model.depth_router import split_score
 from stack.model.mod_checks import split_counts
-from tests.train_support import metric_lines, prepared, smoke_args, train, verdicts
+from tests.support.train_support import metric_lines, prepared, smoke_args, train, verdicts
 from tools.replay import replay
 
 MOD = ("model.n_layers=2", "model.mod_every=2", "model.mod_capacity=0.25", "train.steps=4", "eval.every=2")

@@ -19,7 +19,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train_support import prepared, smoke_args, smoke_start, train
 
 from contracts.errors import GateViolation
 from contracts.evidence import Verdict
@@ -38,6 +37,7 @@ from stack.model.layers import Attention, Block, RMSNorm
 from stack.model.lora import LoRALinear, apply_lora
 from stack.model.lora import adapters as adapters_of
 from stack.model.reference import Adapters
+from tests.support.train_support import prepared, smoke_args, smoke_start, train
 
 CONFIG = ModelConfig(vocab=61, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, ctx=48)
 

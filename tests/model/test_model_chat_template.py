@@ -4,7 +4,7 @@ where that template writes them and dropped, counted, where the template cannot 
 The audit's F04: chat data prepared with `--tokenizer` of an imported Llama was rendered with the
 stack's `User:/Assistant:` template, and `stack sft` then replaced the model's own template unsaid.
 F14: one tool call in ten refused a whole chat set with a line cut in the middle of the record.
-The models and their templates are built offline (tests/hf_fixtures.py).
+The models and their templates are built offline (tests/support/hf_fixtures.py).
 """
 
 from __future__ import annotations
@@ -15,12 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hf_fixtures import (
-    CHATML_TOOLS_TEMPLATE,
-    chatml_instruct_tokenizer,
-    llama3_chat_tokenizer,
-    llama_model,
-)
 
 from stack.cli import main
 from stack.data import chat_render, sft_template
@@ -32,6 +26,12 @@ from stack.data.sft_reader import open_labels
 from stack.data.sft_template import load_template
 from stack.data.shards import open_split
 from stack.data.tokenizer import ByteTokenizer, load_tokenizer
+from tests.support.hf_fixtures import (
+    CHATML_TOOLS_TEMPLATE,
+    chatml_instruct_tokenizer,
+    llama3_chat_tokenizer,
+    llama_model,
+)
 
 GATE = "GATE-SFT-001"
 WORDS = ["gate", "holds", "run", "spec", "says", "tokenizer", "drops", "characters", "reader", "corpus"]

@@ -35,7 +35,7 @@ from stack.model.diff_checks import (
 )
 from stack.model.gpt import GPT, param_count_formula
 from stack.model.kv_cache import KVCache
-from tests.train_support import prepared, smoke_args, train, unjudged, verdicts
+from tests.support.train_support import prepared, smoke_args, train, unjudged, verdicts
 
 SHAPE = {
     "vocab": 53,

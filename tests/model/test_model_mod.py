@@ -17,7 +17,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_model, save_model
-from test_train_resume import differences, interrupted_copy
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
@@ -42,7 +41,15 @@ from stack.model.mod_checks import (
     inference_routed,
     reset_inference_routed,
 )
-from tests.train_support import prepared, smoke_args, train, unjudged, verdicts
+from tests.support.train_support import (
+    differences,
+    interrupted_copy,
+    prepared,
+    smoke_args,
+    train,
+    unjudged,
+    verdicts,
+)
 
 SHAPE = {
     "vocab": 53,

@@ -27,7 +27,15 @@ from stack.model.config import ModelConfig
 from stack.model.gpt import GPT, param_count_formula
 from stack.model.moe_checks import ReceivedTokens, check_expert_shares, check_mixtures, routed_counts
 from stack.train import loop
-from tests.train_support import prepared, smoke_args, smoke_trainer, step_lines, train, unjudged, verdicts
+from tests.support.train_support import (
+    prepared,
+    smoke_args,
+    smoke_trainer,
+    step_lines,
+    train,
+    unjudged,
+    verdicts,
+)
 
 SHAPE = {
     "vocab": 53,
@@ -508,6 +516,6 @@ def test_validation_workflow_train_save_reload_sample_inspect(
     } <= names
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
     assert "cannot be exported as a Hugging Face Llama" in capsys.readouterr().err
-    # The trace names the sites of every expert (tests/test_trace_options.py checks them).
+    # The trace names the sites of every expert (tests/trace/test_trace_options.py checks them).
     assert main(["trace", str(run), "--prompt", "gate"]) == 0
     assert "moe.expert3" in capsys.readouterr().out

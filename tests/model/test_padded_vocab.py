@@ -1,7 +1,7 @@
 """A model whose vocabulary is padded past its tokenizer (an imported Qwen2, a student given its
 teacher's padded vocabulary) can produce a padding row's id: every command that shows what a model
 produced leaves such an id out of the text (Tokenizer.text_of), where `stack sample`, `stack lens`
-and `stack trace --ablate --sample` ended in an internal error (the options audit's finding 1).
+and `stack trace --ablate --sample` ended in an internal error.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from trace_support import save_run, tiny_model
 
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
+from tests.support.trace_support import save_run, tiny_model
 
 PADDED = 300  # the byte tokenizer has 257 ids
 

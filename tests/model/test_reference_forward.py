@@ -22,7 +22,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import CONFIG, save_run, tiny_model
 
 from contracts.errors import GateViolation
 from contracts.evidence import EVIDENCE_FILE
@@ -34,6 +33,7 @@ from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.moe import MoE
 from stack.model.reference import Routing, reference_logits
+from tests.support.trace_support import CONFIG, save_run, tiny_model
 
 GATE = "GATE-MODEL-003"
 FORMS = {"train", "eval", "train packed", "eval packed", "cached"}
@@ -41,7 +41,7 @@ MOD = {"mod_every": 2, "mod_capacity": 0.25}
 MOE = {"moe_experts": 4, "moe_top_k": 2}
 DIFF = {"diff_attn": True}
 
-# The audit's patches (/work/audit12-mut/mutants/all/R2NN.patch): owner, method, line before, after.
+# Each planted bug: owner, method, line before, after.
 MUTANTS: dict[str, tuple[type, str, str, str]] = {
     "R206": (
         DepthRoutedBlock,

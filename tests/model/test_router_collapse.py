@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import torch
 from record_checks import check_record_truth
-from train_support import metric_lines, prepared, smoke_args, train
 
 from contracts.evidence import EvidenceRecord
 from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.model.moe import MoE
 from stack.train.loop import Trainer
+from tests.support.train_support import metric_lines, prepared, smoke_args, train
 
 # Router logits that make a token's top-k the favoured experts: far above the others.
 FAVOUR = 20.0

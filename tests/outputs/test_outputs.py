@@ -1,7 +1,7 @@
 """The output rules themselves (stack.outputs), below any command: what --force may replace, how a
 directory is committed or left as it was, and the paths no output may take.
 
-Every command's use of them is held in tests/test_artifacts.py (one row per output option).
+Every command's use of them is held in tests/cli/test_artifacts.py (one row per output option).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tree_snapshot import snapshot
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
@@ -23,6 +22,7 @@ from stack.outputs import lock, ownership, rundir
 from stack.outputs.destination import check_directory, check_file
 from stack.outputs.lock import exclusive
 from stack.outputs.ownership import Earlier
+from tests.support.tree_snapshot import snapshot
 
 NAMES = ("a.bin", "b.json", "sub/c.txt", "sub/deep/d.txt")
 

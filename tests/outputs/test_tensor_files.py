@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from trace_support import tiny_model
 
 from stack.outputs.tensor_files import save_tensors, save_weights
+from tests.support.trace_support import tiny_model
 
 
 @pytest.fixture

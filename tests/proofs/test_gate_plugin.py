@@ -24,7 +24,7 @@ from contracts.judges import judge
 from contracts.proof_lock import LOCK_FILE, entry_problems, read_lock
 from contracts.spec import load_spec, load_spec_from
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 PROVEN = "GATE-INTEG-002"
 INI = "[pytest]\nmarkers =\n    gate(id): a falsifier of the named gate\n    holds(id): holds\n"
 # One process, or two xdist workers sharing the tests out one by one (`make test` runs xdist): the

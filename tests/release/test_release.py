@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 from audit import load_evidence
 from check_integrity import Checker
-from release_support import head, release_argv
 from safetensors.torch import load_file, save_file
-from train_support import prepared, smoke_args, train
 
 import contracts.evidence
 from contracts.errors import BadInput
@@ -28,6 +26,8 @@ from contracts.release_rules import release_problems, stale_gates
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tests.support.release_support import head, release_argv
+from tests.support.train_support import prepared, smoke_args, train
 
 NAME, VERSION = "tiny", "0.1.0"
 KEY = f"{NAME}@{VERSION}"

@@ -7,7 +7,7 @@ release rules hold them to the record as they hold a committed file, the card sa
 fetch them, the readers refuse to start without them (naming the URL), and a copy downloaded
 into the release directory is hashed by the loader and by the integrity check.
 
-The scratch repository is built as in tests/test_release.py: one smoke run filed in its ledger
+The scratch repository is built as in tests/release/test_release.py: one smoke run filed in its ledger
 as made from a clean tree at HEAD, released into a copy of this repository's registry.
 """
 
@@ -23,8 +23,6 @@ import pytest
 import yaml
 from audit import load_evidence
 from check_integrity import Checker
-from release_support import head, release_argv
-from train_support import prepared, smoke_args, train
 
 import contracts.evidence
 from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, CodeInfo, EvidenceRecord, read_evidence
@@ -32,6 +30,8 @@ from contracts.registry import REGISTRY_FILE, read_registry
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tests.support.release_support import head, release_argv
+from tests.support.train_support import prepared, smoke_args, train
 
 NAME, VERSION = "big", "0.1.0"
 RELEASED = f"evidence/models/{NAME}-{VERSION}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ledger_support import ROOT
+from tests.support.ledger_support import ROOT
 from prose_figures import figure_problems
 
 README = ROOT / "README.md"

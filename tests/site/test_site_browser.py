@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 from site_browser import Chromium, find_chromium
-from site_build import BuiltSite
+from tests.support.site_build import BuiltSite
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = find_chromium()
 WIDTHS = (1280, 390)
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed
 
 @pytest.fixture(scope="module")
 def site(built_site: BuiltSite) -> dict[str, Any]:
-    """The pages looked at, in the session's one build of the site (tests/site_build.py)."""
+    """The pages looked at, in the session's one build of the site (tests/support/site_build.py)."""
     pages = {
         name: built_site.out / page.format(run=built_site.run, other=built_site.other)
         for name, page in PAGES.items()

@@ -2,7 +2,7 @@
 
 `mkdocs build --strict` checks the Markdown links of every page, but not anchors into other
 pages nor links inside raw HTML (a source copy's line spans, a badge's cell). This test reads
-the session's one build of the repository's site (tests/site_build.py, a fresh run shown beside
+the session's one build of the repository's site (tests/support/site_build.py, a fresh run shown beside
 the ledger) and follows every relative href and src of the pages people browse.
 """
 
@@ -13,9 +13,9 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import unquote
 
-from site_build import BuiltSite
+from tests.support.site_build import BuiltSite
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LINK_RE = re.compile(r'(?:href|src)="([^"]+)"')
 ANCHOR_RE = re.compile(r'(?:id|name)="([^"]+)"')
 EXTERNAL = ("http:", "https:", "mailto:", "data:", "javascript:")

@@ -16,16 +16,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hf_fixtures import llama3_tokenizer, llama_model
-from prefs_support import write_pairs
-from train_support import write_corpus
 
 import contracts.evidence
-from contracts.evidence import REPO_ROOT, CodeInfo
+from contracts.evidence import REPO_ROOT, CodeInfo, sha256_file
 from contracts.registry import REGISTRY_FILE
 from stack.cli import main
+from tests.support.hf_fixtures import llama3_tokenizer, llama_model
+from tests.support.paths import DATA
+from tests.support.prefs_support import write_pairs
+from tests.support.train_support import write_corpus
 
-DATA = Path(__file__).parent / "data"
 QUICK = ["train.device='cpu'", "train.batch_size=1", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 STEPS = ["train.steps=2", "model.ctx=128"]
 
@@ -115,3 +115,12 @@ def write_items(path: Path, count: int = 4) -> Path:
     items = [{"id": str(i), "prompt": f"Q{i}:", "completion": f" {i}"} for i in range(count)]
     path.write_text("".join(json.dumps(item) + "\n" for item in items))
     return path
+
+
+def reseal(checkpoint: Path, name: str) -> None:
+    """Record `name`'s current sha256 and size in the checkpoint's manifest, as if it were written so."""
+    manifest_path = checkpoint / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    target = checkpoint / name
+    manifest["files"][name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+    manifest_path.write_text(json.dumps(manifest, indent=1))

@@ -1,6 +1,6 @@
 """The real benchmark and repeatability records the tests of benchmark evidence plant tamperings in.
 
-Every test of tests/test_benchmark_evidence.py copies a record the GPU sessions filed, plants one
+Every test of tests/benchmarks/test_benchmark_evidence.py copies a record the GPU sessions filed, plants one
 lie in the copy and asks the integrity check about it, in-process (`findings`). Which records
 those are is decided here and nowhere else: `real_record` is the one place that knows where the
 real records live, so a move of the ledger's records (to test fixtures, say) changes this module
@@ -12,9 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ledger_support import RECORDS, Change, edited
-
 from contracts.evidence import EVIDENCE_FILE, read_evidence
+from tests.support.ledger_support import RECORDS, Change, edited
 
 # What each test needs, by role: the record the GPU session filed for it.
 REAL_RECORDS = {

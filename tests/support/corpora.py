@@ -1,4 +1,5 @@
-"""Small generated corpora of the kinds people bring to `stack prepare`, for tests/test_prepare_corpora.py.
+"""Small generated corpora of the kinds people bring to `stack prepare`, for
+tests/data/test_prepare_corpora.py.
 
 Each generator is seeded, so a corpus is the same bytes on every machine. The text is made up
 (words of letters drawn from a script's alphabet, Zipf-distributed), but each corpus has the

@@ -13,9 +13,8 @@ import json
 import random
 from pathlib import Path
 
-from train_support import WORDS, smoke_args, train, write_corpus
-
 from stack.cli import main
+from tests.support.train_support import WORDS, smoke_args, train, write_corpus
 
 BASE_CTX = 128
 # Above this many examples a set is made of short ones: prepare's gates read every token back.

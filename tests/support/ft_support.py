@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from trace_support import save_run, tiny_model
-from train_support import WORDS
 
 from stack.eval.memorization import GREEDY, continue_greedily
 from stack.model.gpt import GPT
 from stack.model.sampling_checks import DrawTally
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import WORDS
 
 CTX = 64  # room for an 8-token prefix and a 32-token continuation without sliding the window
 

@@ -18,15 +18,15 @@ from pathlib import Path
 
 from check_integrity import run_checks
 from lineage import families, vouched_weights
-from prefs_support import write_pairs
-from train_support import unjudged, write_corpus
 
 from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord, RunStatus, read_evidence
 from stack.cli import main
 from stack.data.manifest import load_manifest
 from stack.export.hf_tokenizer import model_tokenizer
+from tests.support.paths import DATA
+from tests.support.prefs_support import write_pairs
+from tests.support.train_support import unjudged, write_corpus
 
-DATA = Path(__file__).parent / "data"
 TOKENIZER_GATE = "GATE-DATA-007"
 QUICK = ["train.device='cpu'", "train.batch_size=1", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 STEPS = ["train.steps=2"]

@@ -23,7 +23,7 @@ from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The records the tests read (tests/fixtures/records/): the current set, one record of each command
 # under today's spec (`make fixtures` regenerates it in place, tools/current_records.py), and older
 # records kept for the checks that still judge records of their revisions.
@@ -32,6 +32,23 @@ Change = Callable[[dict[str, Any], Path], None]
 # A training record of the current spec: its gates are judged at today's revisions, so what their
 # values restate of the log is derived (a record of an older revision is stale there).
 CURRENT_RUN = "current/mix-run"
+# The current record of each other command, named for the tests that tamper with copies of them.
+SFT_RUN = "current/sft"
+DPO_RUN = "current/dpo"
+DISTILL_RUN = "current/distill"
+EXPORT_RUN = "current/export"  # read release 0.2.0 by its repository path
+TRACE_RUN = "current/trace"
+LASER_RUN = "current/laser"
+QUANTIZE_RUN = "current/quantize"
+MEMORIZATION_RUN = "current/memorization"
+PATCH_RUN = "current/patch"  # a sweep of "import os" against "import re"
+SAMPLE_RUN = "current/sample"  # `stack sample` of release 0.2.0 by its repository path
+ABLATION_RUN = "current/ablate"  # `stack trace --ablate` of release 0.2.0
+LENS_RUN = "current/lens"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
+LENS_TRAIN_RUN = "current/lens-train"
+FINETUNE_RUN = "current/finetune"  # every parameter trained
+PREPARE_RUN = "current/prepare"
+ES_RUN = "current/es"  # ES from release 0.2.0 on the data PREPARE_RUN made
 
 
 def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Path:
@@ -125,7 +142,8 @@ SMOKE_OPTIONS = ("train.warmup_steps", "eval.early_stop")
 
 
 # Options that need an optional package (the tensorboard extra): a record of the tests' making
-# leaves them off, and the package's own tests show their checks required (tests/test_round12_tb.py).
+# leaves them off, and the package's own tests show their checks required
+# (tests/train/test_tensorboard_curves.py).
 EXTRA_OPTIONS = ("train.tensorboard",)
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from train_support import smoke_args, write_corpus
-
 from contracts.evidence import EVIDENCE_FILE
 from stack.cli import main
+from tests.support.paths import DATA
+from tests.support.train_support import smoke_args, write_corpus
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 # A fine-tune's windows are its data's packed length: the run it starts from reads as many.
 PACK_LEN = "64"
 FINE_TUNE = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2", "eval.batches=2"]

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from train_support import prepared, smoke_args, train
 
 from stack.cli import main as stack_main
+from tests.support.train_support import prepared, smoke_args, train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import builtins
 import contextlib
 import json
 import random
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from trace_support import save_run
+from safetensors.torch import load_file
 
 from contracts.evidence import Verdict
 from contracts.spec import Severity, load_spec
@@ -22,9 +23,11 @@ from stack.cli.progress import is_amount_line
 from stack.data.prepare import prepare_corpus
 from stack.data.tokenizer import load_tokenizer
 from stack.model import GPT
+from stack.train import checkpoint as ckpt
 from stack.train.config import resolve
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
+from tests.support.trace_support import save_run
 
 WORDS = [
     "gate",
@@ -236,3 +239,30 @@ def autocast_of(dtype: str | None) -> Callable[[Trainer], contextlib.AbstractCon
     if dtype is None:
         return lambda self: contextlib.nullcontext()
     return lambda self: torch.autocast(self.device.type, dtype=getattr(torch, dtype))
+
+
+COMPARED = ("step", "epoch", "loss", "lr", "grad_norm", "batch_sha256")
+
+
+def differences(a: Path, b: Path) -> list[str]:
+    """Where two runs' step histories or final weights differ (empty when bit-identical)."""
+    found = []
+    lines_a, lines_b = step_lines(a), step_lines(b)
+    if len(lines_a) != len(lines_b):
+        found.append(f"{len(lines_a)} vs {len(lines_b)} steps")
+    for la, lb in zip(lines_a, lines_b, strict=False):
+        found += [f"step {la['step']} {k}" for k in COMPARED if la[k] != lb[k]]
+    wa = load_file(str(ckpt.list_checkpoints(a)[-1] / "model.safetensors"))
+    wb = load_file(str(ckpt.list_checkpoints(b)[-1] / "model.safetensors"))
+    found += [f"weight {k}" for k in wa if not wa[k].equal(wb[k])]
+    return found
+
+
+def interrupted_copy(straight: Path, tmp_path: Path, at_step: int) -> Path:
+    """The straight run as if it had died right after its checkpoint at `at_step`."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    for path in ckpt.list_checkpoints(run):
+        if int(path.name.split("-")[1]) > at_step:
+            shutil.rmtree(path)
+    return run

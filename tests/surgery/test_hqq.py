@@ -15,7 +15,6 @@ import pytest
 import torch
 from record_checks import check_record_truth
 from torch import nn
-from trace_support import save_run, tiny_model
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence
@@ -26,6 +25,7 @@ from stack.model.targets import Target, select_targets
 from stack.surgery import agreement, changes, hqq
 from stack.surgery.hqq import HalfQuadratic, quantise
 from stack.train.trained import load_trained
+from tests.support.trace_support import save_run, tiny_model
 
 QUANTIZE = ["--targets", "ffn_*", "--group-size", "16"]
 
@@ -336,7 +336,7 @@ def test_a_quantize_record_whose_grid_is_not_its_checkpoints_is_caught(source: P
     """The grid a clean run records is the checkpoint's it wrote (at most 16 levels a group at 4 bits);
     a record and surgery.json that say one level fewer (the judge still passes) are named against
     that checkpoint."""
-    from ledger_support import assert_caught, edited, gate
+    from tests.support.ledger_support import assert_caught, edited, gate
 
     out = tmp_path / "out"
     assert main(["quantize", str(source), *QUANTIZE, "--bits", "4", "--out", str(out)]) == 0
@@ -387,7 +387,7 @@ def test_the_stated_group_size_holds_and_the_checker_holds_it_to_the_settings(
     """A clean --group-size 16 run's groups are all 16; a row off by one group size fires, none stated
     holds; a record and surgery.json whose requested size is edited with the rows (the judge passes)
     are named against surgery.json's settings."""
-    from ledger_support import assert_caught, edited, gate
+    from tests.support.ledger_support import assert_caught, edited, gate
 
     out = tmp_path / "out"
     argv = ["quantize", str(source), *QUANTIZE, "--bits", "4"]

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from record_checks import check_record_truth
-from trace_support import save_run, tiny_model
-from train_support import prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
@@ -28,6 +26,8 @@ from stack.model.targets import select, select_targets
 from stack.surgery import laser as laser_module
 from stack.surgery.laser import laser
 from stack.train.trained import load_trained
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared, smoke_args, train
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +338,7 @@ def test_a_surgery_record_whose_selection_is_not_its_command_lines_is_caught(
 ) -> None:
     """The selection GATE-LASER-003 held the targets to is what the record's argv selects of its
     config.toml's model: a record that drops a block from both (so the judge still passes) is named."""
-    from ledger_support import assert_caught, edited, gate
+    from tests.support.ledger_support import assert_caught, edited, gate
 
     out = tmp_path / "out"
     argv = ["laser", str(source), "--targets", "ffn_*", "--layers", "1-2", "--rho", "0.5", "--out", str(out)]

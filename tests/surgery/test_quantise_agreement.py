@@ -1,4 +1,4 @@
-"""Round-12 mutants R204 and R215: a quantisation's held-out agreement is taken against the source
+"""A quantisation's held-out agreement is taken against the source
 as read, on the sample the request asked for (GATE-HQQ-002 rev 5, checks reference and requested).
 
 R204 compared the quantised model with itself (KL 0.0); R208 measured the export's rounding against
@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import torch
 from record_checks import check_record_truth
-from test_export_support import make_checkpoint
 
 from contracts.agreement_sample import FILE_PREFIX, requested_problem
 from contracts.evidence import read_evidence
@@ -28,6 +27,7 @@ from stack.export import exporters
 from stack.export import sample as sample_module
 from stack.model.gpt import GPT
 from stack.surgery import agreement as agreement_module
+from tests.support.export_support import make_checkpoint
 
 QUANTIZE = ["--targets", "*ffn_up*", "--bits", "4"]
 TEXT = "def moving_average(values, width):\n    return [sum(values[i : i + width]) / width]\n" * 40

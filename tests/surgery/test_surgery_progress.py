@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from trace_support import save_run, tiny_model
 
 from stack.cli import main
 from stack.model.targets import select
 from stack.surgery.hqq import HalfQuadratic, quantise
 from stack.surgery.laser import laser
+from tests.support.trace_support import save_run, tiny_model
 
 
 def _targets() -> list:

@@ -21,9 +21,6 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import assert_caught, edited, gate
-from trace_support import tiny_model, tokens
-from train_support import two_layer_run
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence
@@ -32,6 +29,9 @@ from stack.cli import main
 from stack.trace import hooks, patch
 from stack.trace.hooks import Replacement, SiteHooks
 from stack.trace.patch import Forward, Metric, Patches, patch_runs, sweep_sites
+from tests.support.ledger_support import assert_caught, edited, gate
+from tests.support.trace_support import tiny_model, tokens
+from tests.support.train_support import two_layer_run
 
 CLEAN, CORRUPTED = "gate evidence model", "gate manifest model"
 

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import CONFIG, tiny_model, tokens
 
 from contracts.errors import BadInput
 from contracts.spec import load_spec
@@ -24,6 +23,7 @@ from stack.trace.compare import Tolerance, TolerancePolicy, compare_site, parse_
 from stack.trace.modes import two_paths
 from stack.trace.sites import LAYER_SITES, MODEL_SITES, site_names
 from stack.trace.tracer import SiteRecord, trace_forward
+from tests.support.trace_support import CONFIG, tiny_model, tokens
 
 NAMES = site_names(CONFIG.n_layers)
 

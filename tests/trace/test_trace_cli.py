@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import assert_caught, edited, gate
-from trace_support import save_run, tiny_model
 
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import read_evidence
@@ -24,6 +22,8 @@ from stack.trace import modes
 from stack.trace.anomaly import is_anomaly, judged_sites, site_stats
 from stack.trace.sites import TRACE_SCHEMA_VERSION, layout_for
 from stack.trace.tracer import Trace, statistics_sample
+from tests.support.ledger_support import assert_caught, edited, gate
+from tests.support.trace_support import save_run, tiny_model
 from tools.trace_tokens import trace_token_problems
 
 PROMPT = "the gate fired at layer one"
@@ -368,12 +368,11 @@ def test_against_a_checkpoint_of_other_blocks_is_refused_before_either_path_runs
 
 def test_two_paths_of_other_layouts_are_refused_not_calibrated() -> None:
     """The bisection's own check runs before either path is calibrated against fp64."""
-    from trace_support import tokens
-
     from contracts.errors import BadInput
     from stack.trace.calibrate import TracePath
     from stack.trace.modes import two_paths
     from stack.trace.sites import layout_for, site_names
+    from tests.support.trace_support import tokens
 
     dense, routed = tiny_model(), tiny_model(mod_every=1, mod_capacity=0.5)
     names = site_names(3, layout_for(dense.config))
@@ -469,8 +468,9 @@ def test_a_chat_prompt_is_traced_on_its_special_tokens_ids(tmp_path: Path) -> No
     """G02: trace encodes the ChatML markers typed into --prompt as the model's special ids, as
     `stack sample` does (Tokenizer.encode_prompt): config.tokens counts them, and the checker's
     re-derivation (tools/trace_tokens.py) encodes the prompt the same way."""
-    from hf_fixtures import tiny_chatml_qwen2
     from tokenizers import Tokenizer as Backend
+
+    from tests.support.hf_fixtures import tiny_chatml_qwen2
 
     source = tiny_chatml_qwen2(tmp_path / "hf")
     assert main(["import-hf", str(source), "--out", str(tmp_path / "imported")]) == 0

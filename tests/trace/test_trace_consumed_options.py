@@ -1,8 +1,8 @@
-"""Round-9 mutant audit, `stack trace`: options consumed otherwise than the command line asked, each
-recorded honestly (R111 --patch-position, R113 --ablate, R131 --atol). Each mutant is planted here
-by monkeypatching the stack in this process; the run halts at its gate (GATE-PATCH-002 rev 4 check
-asked, GATE-TRACE-003 rev 5 checks ablated and tolerance), and with the gate forced off the
-checker still names the record from its argv, config and trace.json."""
+"""`stack trace` consumes its options as the command line asks; planted, --patch-position, --ablate and
+--atol consumed otherwise than the command line asked, each recorded honestly. Each mutant is planted here
+by monkeypatching the stack in this process; the run halts at its gate (GATE-PATCH-002 rev 4 check asked,
+GATE-TRACE-003 rev 5 checks ablated and tolerance), and with the gate forced off the checker still names
+the record from its argv, config and trace.json."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-from ledger_support import assert_found, edited, findings, gate
-from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
 from contracts.judges import forced_off
 from contracts.trace_tolerance import asked_bounds
 from stack.cli import main
 from stack.trace import compare, modes, patch
+from tests.support.ledger_support import assert_found, edited, findings, gate
+from tests.support.trace_support import save_run, tiny_model
 
 PROMPT = "the gate fired at layer one"
 CLEAN, CORRUPTED = "gate evidence model", "gate manifest model"

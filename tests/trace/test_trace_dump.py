@@ -9,13 +9,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import tiny_model, tokens
 
 from contracts.errors import BadInput
 from stack.trace.calibrate import TracePath, reference_error, run
 from stack.trace.dump import SAMPLE_LIMIT, read_dump, sample_indices, write_dump
 from stack.trace.modes import dumps
 from stack.trace.sites import site_names
+from tests.support.trace_support import tiny_model, tokens
 
 
 def dump_of(path: TracePath, out: Path, idx: torch.Tensor) -> Path:

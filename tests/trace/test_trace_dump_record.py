@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import assert_found, edited, findings
-from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
 from contracts.judges import forced_off
 from stack.cli import main
 from stack.trace import bisect, calibrate, dump
+from tests.support.ledger_support import assert_found, edited, findings
+from tests.support.trace_support import save_run, tiny_model
 
 PROMPT = "the gate fired at layer one"
 

@@ -27,7 +27,7 @@ from stack.trace.sites import site_names
 from stack.trace.tracer import trace_forward
 from stack.train.presets import PRESETS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = (10, 30, 100)  # early, middle, late
 CTX, BATCH = 64, 8
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))

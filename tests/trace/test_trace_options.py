@@ -19,7 +19,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import CONFIG, save_run, tiny_model, tokens
 
 from contracts.errors import BadInput, GateViolation
 from stack.cli import main
@@ -33,6 +32,7 @@ from stack.trace.modes import two_paths
 from stack.trace.patch import check_sites, sweep_sites
 from stack.trace.sites import DENSE, LAYER_SITES, block_layout, layout_for, site_names
 from stack.trace.tracer import trace_forward, unchanged_outcome
+from tests.support.trace_support import CONFIG, save_run, tiny_model, tokens
 
 EXPERTS = 4
 

@@ -18,7 +18,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import save_run, tiny_model
 
 from contracts.derive.reports import slice_problems
 from contracts.errors import GateViolation
@@ -35,6 +34,7 @@ from stack.trace.site_identity import (
     site_deviation,
 )
 from stack.trace.tracer import statistics_slice, trace_forward
+from tests.support.trace_support import save_run, tiny_model
 
 BATCH, LENGTH = 4, 30  # 120 rows: more than identity_sample_rows, so the sample is a sample
 SAMPLE = int(load_spec().threshold("GATE-TRACE-002", "identity_sample_rows"))

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ledger_support import findings
-from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
 from stack.cli import main
 from stack.cli import trace as trace_cli
+from tests.support.ledger_support import findings
+from tests.support.trace_support import save_run, tiny_model
 
 PROMPT = "the gate fired at layer one"
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import tiny_model, tokens
 
 from contracts.errors import BadInput
 from contracts.spec import load_spec
@@ -16,6 +15,7 @@ from stack.model.names import parse_layers
 from stack.trace.anomaly import find_anomalies
 from stack.trace.sites import LAYER_SITES, block_input, inputs_of, select, site_names, split
 from stack.trace.tracer import trace_forward
+from tests.support.trace_support import tiny_model, tokens
 
 
 def test_names_are_the_documented_vocabulary() -> None:

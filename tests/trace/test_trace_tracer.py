@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
-from trace_support import CONFIG, tiny_model, tokens
 
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
@@ -26,6 +25,7 @@ from stack.trace.calibrate import TracePath
 from stack.trace.sites import STATS, site_names
 from stack.trace.stats import site_stats
 from stack.trace.tracer import trace_forward, unchanged_outcome
+from tests.support.trace_support import CONFIG, tiny_model, tokens
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 

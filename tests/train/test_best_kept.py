@@ -16,8 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from record_checks import check_record_truth
-from train_support import evidence, metric_lines, prepared, smoke_args, train
-from tree_snapshot import snapshot
 
 from contracts.checkpoints import BestSoFar, best_checkpoint_of
 from contracts.evidence import read_evidence
@@ -25,6 +23,8 @@ from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
 from stack.train.best_kept import BestWatch
 from stack.train.metrics import read_lines
+from tests.support.train_support import evidence, metric_lines, prepared, smoke_args, train
+from tests.support.tree_snapshot import snapshot
 
 RISING = ("train.lr=1.0", "train.steps=4", "eval.every=2", "ckpt.every=2", "ckpt.keep_last=1")
 

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from train_support import evidence, prepared, step_lines
 
 from stack.train import checkpoint as ckpt
 from stack.train.dist_parity import loss_parity
 from stack.train.launch import verdict
+from tests.support.train_support import evidence, prepared, step_lines
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Each rank reads the same slice: the bug of the "8-GPU run" that saw one GPU's data eight times.
 SAME_SHARD_BUG = """
 import stack.data.reader as reader

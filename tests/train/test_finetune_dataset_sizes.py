@@ -18,9 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from finetune_sizes_support import BASE_CTX, pretrained, write_chats, write_preferences
-from trace_support import save_run, tiny_model
-from train_support import evidence, metric_lines, unjudged
 
 from contracts.heldout import heldout_set_batches
 from contracts.spec import load_spec
@@ -29,6 +26,9 @@ from stack.data.heldout import heldout_split_windows
 from stack.data.manifest import load_manifest
 from stack.data.sft_prepare import aimed_val_fraction
 from stack.train.early_stop import EarlyStopper
+from tests.support.finetune_sizes_support import BASE_CTX, pretrained, write_chats, write_preferences
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import evidence, metric_lines, unjudged
 
 SIZE = "GATE-EVAL-001"
 MIN_BATCHES = load_spec().threshold(SIZE, "min_heldout_batches")

@@ -21,9 +21,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prefs_support import prepared_pairs
-from trace_support import save_run, tiny_model
-from train_support import prepared, smoke_args, step_lines, train
 
 from contracts.errors import GateViolation
 from contracts.gates import measure
@@ -43,8 +40,12 @@ from stack.train.objective import Pretrain, StepLoss, probe_rows
 from stack.train.sft_objective import Sft
 from stack.tune import distill, dpo, pairs
 from stack.tune.distill import KdTerms
+from tests.support.paths import DATA
+from tests.support.prefs_support import prepared_pairs
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared, smoke_args, step_lines, train
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 PACK = 96
 SFT_SETS = [
     "train.device='cpu'",

@@ -19,7 +19,7 @@ from stack.train.coherence import CoherenceMonitor
 GATE = "GATE-TRAIN-005"
 FLOOR = load_spec().threshold(GATE, "min_coherence_score")
 MAX_LOW = load_spec().threshold(GATE, "max_consecutive_low")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DEGENERATE = {
     "empty": "",

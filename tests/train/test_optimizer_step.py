@@ -21,7 +21,6 @@ import pytest
 import torch
 from record_checks import check_record_truth
 from safetensors.torch import load_file
-from train_support import evidence, prepared, smoke_args, smoke_start, step_lines, train
 
 from contracts.evidence import EvidenceRecord, GateResult, read_evidence
 from contracts.judges import judge
@@ -31,6 +30,7 @@ from stack.model import GPT, ModelConfig
 from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.lora_setup import StartWeights
+from tests.support.train_support import evidence, prepared, smoke_args, smoke_start, step_lines, train
 
 
 @pytest.fixture(scope="module")

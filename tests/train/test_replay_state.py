@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import ROOT
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from train_support import evidence, prepared, smoke_args, step_lines, train
 
 from contracts.replay import DIGESTED_STEPS, STATE_KEY
 from stack.train import loop
 from stack.train.resume_check import Rehearsal
+from tests.support.ledger_support import ROOT
+from tests.support.train_support import evidence, prepared, smoke_args, step_lines, train
 
 # The most the mutant moves a weight by: below what a printed loss shows for steps.
 NUDGE = 5e-8

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from train_support import evidence, prepared, smoke_args, train
 
 from contracts.judges import judge
 from contracts.spec import load_spec
@@ -32,6 +31,7 @@ from stack.model.config import ModelConfig
 from stack.model.consumed import EVAL, MIXED, TRAIN, mode_of
 from stack.model.gpt import GPT
 from stack.train.loop import Trainer
+from tests.support.train_support import evidence, prepared, smoke_args, train
 
 # Two evaluations in four steps: a step after an evaluation is the third.
 CADENCE = ("train.steps=4", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2")

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check, findings
-from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
 from contracts.errors import BadInput, GateViolation
 from contracts.gates import measure
@@ -26,8 +24,11 @@ from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 from stack.train.sft_objective import Sft, check_isolation, isolation_outcome
 from stack.train.tasks import OBJECTIVES, objective_for
+from tests.support.ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check, findings
+from tests.support.paths import DATA
+from tests.support.train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
-CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+CHAT = DATA / "chat_small.jsonl"
 PACK = 96
 SFT_STEPS = [
     "train.device='cpu'",

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from train_support import prepared, smoke_args, step_lines, train
 
 from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
+from tests.support.train_support import prepared, smoke_args, step_lines, train
 
 if TYPE_CHECKING:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -20,9 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_check_required
 from record_checks import check_record_truth
-from train_support import prepared, smoke_args, train
 
 from contracts import curves
 from contracts.evidence import read_evidence
@@ -30,6 +28,8 @@ from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
 from stack.train.metrics import METRICS_FILE, read_lines
+from tests.support.ledger_support import assert_check_required
+from tests.support.train_support import prepared, smoke_args, train
 
 pytest.importorskip("tensorboard")
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from record_checks import check_record_truth
-from train_support import prepared, smoke_args, train
 
 from contracts import curves
 from contracts.evidence import read_evidence
@@ -27,6 +26,7 @@ from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
 from stack.train.metrics import METRICS_FILE, ROLLED_BACK_FILE, read_lines
+from tests.support.train_support import prepared, smoke_args, train
 
 pytest.importorskip("tensorboard")
 

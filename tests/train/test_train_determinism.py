@@ -18,7 +18,6 @@ import pytest
 import torch
 from record_checks import check_record_truth
 from repeatability import repeatability_problems
-from train_support import CrossEntropyScaled, evidence, prepared, smoke_args, step_lines, train
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
@@ -26,6 +25,7 @@ from stack.model import gpt as gpt_module
 from stack.model.gpt import GPT
 from stack.train import determinism
 from stack.train.loop import Trainer
+from tests.support.train_support import CrossEntropyScaled, evidence, prepared, smoke_args, step_lines, train
 
 RTOL = load_spec().threshold("GATE-CKPT-003", "nondeterministic_loss_rtol")
 SHORT = ("train.steps=2", "train.warmup_steps=1")  # a smoke run of two steps: every cadence at step 2

@@ -12,20 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import assert_caught, edited
-from trace_support import save_run, tiny_model
-from train_support import (
-    CrossEntropyScaled,
-    autocast_of,
-    evidence,
-    prepared,
-    smoke_args,
-    smoke_trainer,
-    step_lines,
-    train,
-    unjudged,
-    verdicts,
-)
 
 from contracts import schedule
 from contracts.errors import GateViolation
@@ -43,6 +29,20 @@ from stack.train.guards import check_clipped, check_first_loss, check_stability
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
 from stack.train.resume_check import tensors_digest
+from tests.support.ledger_support import assert_caught, edited
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import (
+    CrossEntropyScaled,
+    autocast_of,
+    evidence,
+    prepared,
+    smoke_args,
+    smoke_trainer,
+    step_lines,
+    train,
+    unjudged,
+    verdicts,
+)
 
 
 @pytest.fixture(scope="module")

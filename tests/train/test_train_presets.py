@@ -10,7 +10,7 @@ from stack.model import param_count_formula
 from stack.train.config import resolve
 from stack.train.presets import PRESETS, estimated_memory_bytes
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "training.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "training.md"
 GPU_BYTES = 80 * 10**9  # one 80 GB GPU, as its maker counts
 # vocabulary → (base, gpt2) parameters: what docs/training.md's preset table states
 DOCUMENTED = {

@@ -23,8 +23,6 @@ import torch
 from record_checks import check_record_truth
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts, write_corpus
-from tree_snapshot import snapshot
 
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord, RunStatus, read_evidence
@@ -36,6 +34,16 @@ from stack.data.reader import TokenReader
 from stack.outputs.lock import exclusive
 from stack.train import checkpoint as ckpt
 from stack.train import run as run_module
+from tests.support.train_support import (
+    evidence,
+    prepared,
+    smoke_args,
+    step_lines,
+    train,
+    verdicts,
+    write_corpus,
+)
+from tests.support.tree_snapshot import snapshot
 
 # A corpus that runs out after a few steps: 8 windows of 65 tokens per micro-batch, 8 per step.
 EXHAUSTING = ("train.batch_size=8", "model.ctx=64", "train.grad_accum=8", "train.steps=1000")

@@ -20,7 +20,6 @@ import pytest
 import torch
 from record_checks import check_record_truth
 from safetensors.torch import load_file
-from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence, sha256_file
@@ -30,9 +29,20 @@ from stack.train import checkpoint as ckpt
 from stack.train import loop, rng
 from stack.train.coherence import CoherenceMonitor
 from stack.train.loop import Trainer, TrainState
+from tests.support.train_support import (
+    COMPARED,
+    differences,
+    evidence,
+    interrupted_copy,
+    prepared,
+    smoke_args,
+    step_lines,
+    train,
+    unjudged,
+    verdicts,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPARED = ("step", "epoch", "loss", "lr", "grad_norm", "batch_sha256")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -45,30 +55,6 @@ def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight steps without interruption, a checkpoint every two."""
     run = tmp_path_factory.mktemp("straight") / "run"
     assert train(smoke_args(data, run, "train.steps=8", "ckpt.every=2", "ckpt.keep_last=8")) == 0
-    return run
-
-
-def differences(a: Path, b: Path) -> list[str]:
-    """Where two runs' step histories or final weights differ (empty when bit-identical)."""
-    found = []
-    lines_a, lines_b = step_lines(a), step_lines(b)
-    if len(lines_a) != len(lines_b):
-        found.append(f"{len(lines_a)} vs {len(lines_b)} steps")
-    for la, lb in zip(lines_a, lines_b, strict=False):
-        found += [f"step {la['step']} {k}" for k in COMPARED if la[k] != lb[k]]
-    wa = load_file(str(ckpt.list_checkpoints(a)[-1] / "model.safetensors"))
-    wb = load_file(str(ckpt.list_checkpoints(b)[-1] / "model.safetensors"))
-    found += [f"weight {k}" for k in wa if not wa[k].equal(wb[k])]
-    return found
-
-
-def interrupted_copy(straight: Path, tmp_path: Path, at_step: int) -> Path:
-    """The straight run as if it had died right after its checkpoint at `at_step`."""
-    run = tmp_path / "run"
-    shutil.copytree(straight, run)
-    for path in ckpt.list_checkpoints(run):
-        if int(path.name.split("-")[1]) > at_step:
-            shutil.rmtree(path)
     return run
 
 
@@ -671,7 +657,7 @@ def test_a_resume_refusal_names_a_default_by_its_value(
 
 def test_a_resume_of_a_run_never_filed_files_it_under_its_own_id(straight: Path, tmp_path: Path) -> None:
     """The first filing of a run is its run id, whichever leg it is; a resumed leg of a run the
-    ledger holds is filed as the next leg (tests/test_release.py walks that chain)."""
+    ledger holds is filed as the next leg (tests/release/test_release.py walks that chain)."""
     run = interrupted_copy(straight, tmp_path, at_step=6)
     ledger = tmp_path / "ledger"
     assert train(["train", "--resume", str(run), "--evidence-dir", str(ledger)]) == 0

@@ -17,7 +17,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from trace_support import tiny_model
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import sha256_file
@@ -38,6 +37,7 @@ from stack.model.lora_checks import (
     trained_measured,
     unmerge_measured,
 )
+from tests.support.trace_support import tiny_model
 
 
 def _trained_like(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> None:

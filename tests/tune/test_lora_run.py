@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from record_checks import check_record_truth
 from safetensors.torch import load_file
-from trace_support import save_run
-from train_support import evidence, one_line_cli, prepared, smoke_args, train, unjudged, verdicts
 
 from contracts.evidence import read_evidence
 from contracts.gates import measure
@@ -31,6 +29,16 @@ from stack.model.lora import LoRALinear, adapter_sha256, base_sha256, has_lora
 from stack.train import checkpoint as ckpt
 from stack.train import lora_setup
 from stack.train.trained import load_trained
+from tests.support.trace_support import save_run
+from tests.support.train_support import (
+    evidence,
+    one_line_cli,
+    prepared,
+    smoke_args,
+    train,
+    unjudged,
+    verdicts,
+)
 
 STEPS = ["train.steps=4", "eval.every=4", "ckpt.every=2", "ckpt.keep_last=4", "monitor.sample_every=4"]
 LORA = ["lora.r=4", "lora.alpha=8", "lora.targets='q,v,ffn_*'", "lora.dropout=0.1"]

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from trace_support import tiny_model
 
 from contracts.errors import GateViolation
 from contracts.lora_scale import lora_scale
@@ -16,6 +15,7 @@ from stack.model import adapters as adapter_files
 from stack.model import lora
 from stack.model.adapters import load_adapter, save_adapter
 from stack.model.lora import apply_lora, base_sha256
+from tests.support.trace_support import tiny_model
 
 
 def _saved(tmp_path: Path, rslora: bool) -> Path:

@@ -20,12 +20,9 @@ from typing import Any
 
 import pytest
 from argv_record import option_problems
-from ft_support import own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import assert_caught, edited, gate, rederive
 from record_checks import check_record_truth
-from trace_support import save_run, tiny_model
 
 from contracts.derive.reports import row_summary
 from contracts.evidence import read_evidence
@@ -36,6 +33,9 @@ from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import matrix as matrix_module
 from stack.tune import synth
+from tests.support.ft_support import own_continuations, saved, write_jsonl
+from tests.support.ledger_support import assert_caught, edited, gate, rederive
+from tests.support.trace_support import save_run, tiny_model
 
 # Loose filters, so that a random model's samples are kept; R126's lengths.
 SYNTH_OPTIONS = (

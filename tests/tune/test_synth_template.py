@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trace_support import save_run, tiny_model
 
 from stack.cli import main
 from stack.data.chat_jinja import STATE_KEY, jinja_of
 from stack.data.sft_template import TEMPLATES_DIR, TemplateFile, load_template
+from tests.support.trace_support import save_run, tiny_model
 
 LOOSE = ("--samples", "2", "--min-chars", "1", "--min-coherence", "0.001", "--max-instruction-tokens", "8")
 

@@ -18,10 +18,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_check_required, each_required_check, findings
 from safetensors.torch import load_file
-from trace_support import save_run, tiny_model
-from train_support import prepared, smoke_args, train
 
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
@@ -32,6 +29,9 @@ from stack.train.distill_objective import Distill
 from stack.train.trained import load_trained
 from stack.tune import distill, frozen
 from stack.tune.distill import KdTerms
+from tests.support.ledger_support import assert_check_required, each_required_check, findings
+from tests.support.trace_support import save_run, tiny_model
+from tests.support.train_support import prepared, smoke_args, train
 
 STUDENT = ("--preset", "smoke", "--set", "model.moe_experts=2", "--set", "model.moe_top_k=1")
 

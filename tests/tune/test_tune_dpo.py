@@ -20,10 +20,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_check_required, each_required_check, findings
-from prefs_support import prepared_pairs
 from safetensors.torch import load_file
-from trace_support import save_run, tiny_model
 
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
@@ -38,8 +35,12 @@ from stack.train import dpo_objective
 from stack.train.trained import Trained, load_trained
 from stack.tune import dpo, frozen, pairs
 from stack.tune.dpo import DpoTerms
+from tests.support.ledger_support import assert_check_required, each_required_check, findings
+from tests.support.paths import DATA
+from tests.support.prefs_support import prepared_pairs
+from tests.support.trace_support import save_run, tiny_model
 
-PREFS = Path(__file__).parent / "data" / "prefs_small.jsonl"
+PREFS = DATA / "prefs_small.jsonl"
 CTX = 64
 ROW = 32  # --pack-len of the prepared pairs
 

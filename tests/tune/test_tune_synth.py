@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from record_checks import check_record_truth
-from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
 from contracts.gates import measure
@@ -24,6 +23,7 @@ from stack.data.manifest import load_manifest
 from stack.model.sampling_checks import DrawTally, Sampler
 from stack.tune import synth
 from stack.tune.settings import SynthSettings
+from tests.support.trace_support import save_run, tiny_model
 
 # Loose filters, so that a random model's samples are kept and the file is not empty.
 LOOSE = ("--min-chars", "1", "--min-coherence", "0.001", "--max-instruction-tokens", "12")
@@ -251,10 +251,9 @@ def test_the_template_markers_reach_the_model_as_their_special_ids(
 ) -> None:
     """A ChatML template's `<|im_start|>` is asked as its special id, as `stack prepare --format chat`
     wrote it into the data the model was tuned on; the model's own instruction text stays text."""
-    from hf_fixtures import qwen2_tokenizer
-
     from stack.data.sft_template import load_template
     from stack.data.tokenizer import PretrainedTokenizer
+    from tests.support.hf_fixtures import qwen2_tokenizer
 
     tokenizer = PretrainedTokenizer.from_dir(qwen2_tokenizer(tmp_path / "qwen"))
     (tmp_path / "chatml.yaml").write_text(
