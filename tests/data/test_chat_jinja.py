@@ -23,10 +23,11 @@ from stack.data.sft_template import ROLES, TemplateFile, Turn, load_template, re
 from stack.data.tokenizer import ByteTokenizer
 from stack.train.trained import load_trained
 from tests.support.hf_fixtures import llama_model
+from tests.support.optional import requires
 from tests.support.paths import DATA
 from tests.support.trace_support import save_run, tiny_model
 
-pytest.importorskip("transformers")
+pytestmark = requires("transformers")
 
 EOS = "<|endoftext|>"
 # Text a template or a message may hold, Jinja's and Python's escapes included.

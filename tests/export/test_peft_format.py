@@ -30,10 +30,11 @@ from stack.train.config import LoraSection, RunConfig, TrainSection
 from stack.train.trained import load_trained
 from tests.support.export_support import TARGETS, save_lora_run, trained_adapters
 from tests.support.ledger_support import assert_caught, edited, findings
+from tests.support.optional import requires
 from tests.support.trace_support import save_run, tiny_model
 from tests.support.train_support import one_line_cli
 
-pytest.importorskip("peft")
+pytestmark = requires("peft")
 
 GATE = "GATE-LORA-007"
 

@@ -16,12 +16,13 @@ import pytest
 
 from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
+from tests.support.optional import requires
 from tests.support.train_support import prepared, smoke_args, step_lines, train
 
 if TYPE_CHECKING:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-pytest.importorskip("tensorboard")
+pytestmark = requires("tensorboard")
 
 STEPS = ["train.steps=4", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2", "train.tensorboard=true"]
 

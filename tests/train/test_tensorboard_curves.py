@@ -29,9 +29,10 @@ from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
 from stack.train.metrics import METRICS_FILE, read_lines
 from tests.support.ledger_support import assert_check_required
+from tests.support.optional import requires
 from tests.support.train_support import prepared, smoke_args, train
 
-pytest.importorskip("tensorboard")
+pytestmark = requires("tensorboard")
 
 SETS = ("train.steps=4", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2", "train.tensorboard=true")
 

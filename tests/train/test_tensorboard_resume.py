@@ -26,9 +26,10 @@ from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
 from stack.train.metrics import METRICS_FILE, ROLLED_BACK_FILE, read_lines
+from tests.support.optional import requires
 from tests.support.train_support import prepared, smoke_args, train
 
-pytest.importorskip("tensorboard")
+pytestmark = requires("tensorboard")
 
 SETS = ("train.steps=4", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2")
 ON, OFF = "train.tensorboard=true", "train.tensorboard=false"
