@@ -548,7 +548,7 @@ def test_a_file_inside_the_directory_an_input_takes_is_refused_naming_the_direct
     kind: str,
     name: str,
 ) -> None:
-    """G12: DATA_DIR/manifest.json given to --data (a run's file to --resume, --init-from, sample) is
+    """DATA_DIR/manifest.json given to --data (a run's file to --resume, --init-from, sample) is
     refused with the one fix, its directory, never a route from the file (`stack prepare` of a
     manifest tokenizes it as a corpus)."""
     entry = next(i for i in INPUTS if (i.command, i.option) == (command, option))

@@ -479,7 +479,7 @@ sys.exit(code)
 
 
 def test_sigterm_is_one_line_exit_143_after_the_command_cleans_up() -> None:
-    """Audit F08: SIGTERM, which killed a command outright, is raised through it as SIGINT is (its
+    """SIGTERM, which killed a command outright, is raised through it as SIGINT is (its
     finally blocks run) and ends it with one line and status 143; the handler is put back after."""
     done = subprocess.run(
         [sys.executable, "-c", SIGTERMED],
@@ -515,7 +515,7 @@ def test_running_out_of_memory_is_one_line_naming_what_to_lower(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    """Audit F07: a MemoryError, or torch's allocator refusing, anywhere in a command is bad input:
+    """A MemoryError, or torch's allocator refusing, anywhere in a command is bad input:
     one line saying what ran out and the setting of that command to lower, exit 2, no crash file."""
     module = importlib.import_module(f"stack.cli.{command}")
 
@@ -590,7 +590,7 @@ def test_input_a_reader_cannot_follow_is_one_line_exit_2(
 
 
 def test_a_lone_surrogate_that_may_be_a_name_byte_is_not_blamed_on_json_alone() -> None:
-    """Round-6 audit F12: a path's byte that is not UTF-8 (U+DC80-U+DCFF, Python's stand-in for it)
+    """A path's byte that is not UTF-8 (U+DC80-U+DCFF, Python's stand-in for it)
     that reached a file was reported as a JSON escape of "a text it read"; the line names the byte and
     both causes it can be. Any other lone surrogate comes from JSON alone and is said as before."""
     with pytest.raises(UnicodeEncodeError) as name:

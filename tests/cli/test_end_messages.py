@@ -16,7 +16,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 def test_train_says_each_warning_gate_as_prepare_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """K23: a run's WARN verdicts (GATE-DATA-004's few tokens per parameter on a small corpus) were in
+    """A run's WARN verdicts (GATE-DATA-004's few tokens per parameter on a small corpus) were in
     its record and never on the console; the end of the run now says each, in prepare's words. The
     corpus is the tests' generated one: the docs it was once made of came to hold a split whose
     held-out part was empty, which `stack train` refuses."""
@@ -43,7 +43,7 @@ def _empty_heldout_warning(capsys: pytest.CaptureFixture[str], argv: list[str]) 
 def test_empty_heldout_of_one_document_names_the_cut(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """K28: one document cannot be split by any --val-fraction; the advice names --doc-bytes/--doc-sep."""
+    """One document cannot be split by any --val-fraction; the advice names --doc-bytes/--doc-sep."""
     text = tmp_path / "input.txt"
     text.write_bytes((DOCS / "training.md").read_bytes()[:7719])  # the audit's nanoGPT-sized file
     line = _empty_heldout_warning(capsys, [str(text), "--out", str(tmp_path / "one")])
@@ -56,7 +56,7 @@ def test_empty_heldout_of_one_document_names_the_cut(
 def test_empty_heldout_of_several_documents_names_the_fraction(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """K28: with several documents and none held out, a larger --val-fraction is the fix."""
+    """With several documents and none held out, a larger --val-fraction is the fix."""
     text = tmp_path / "input.txt"
     text.write_text("\n\n".join(f"Document {n} of a few, its own words." for n in range(3)), encoding="utf-8")
     argv = [str(text), "--out", str(tmp_path / "few"), "--doc-sep", "\\n\\n", "--val-fraction", "0.01"]

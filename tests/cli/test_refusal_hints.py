@@ -21,7 +21,7 @@ RECORDS = {
 def test_fine_tuning_records_among_documents_name_their_format(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], shape: str, text_field: str | None
 ) -> None:
-    """K20: a fine-tuning file in a folder of documents was sent from --text-field to --text-field
+    """A fine-tuning file in a folder of documents was sent from --text-field to --text-field
     ("holds an array"), never to the --format that reads it."""
     folder = tmp_path / "in"
     folder.mkdir()

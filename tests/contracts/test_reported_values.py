@@ -364,7 +364,7 @@ def test_agreement_holds(gate_id: str, measured: dict[str, Any]) -> None:
 def test_a_held_out_set_sized_by_the_default_not_eval_batches_stops_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Round-7 R69: the loop hands the objective no eval.batches (`heldout(…, None)`), so a run asked
+    """Planted: the loop hands the objective no eval.batches (`heldout(…, None)`), so a run asked
     for 20 held-out batches scores the spec's minimum at every evaluation while its config says 20.
     GATE-EVAL-002's check asked holds the set scored to the config: exit 3 before the line is written."""
     heldout = Pretrain.heldout

@@ -252,7 +252,7 @@ def test_eval_counts_held_out_documents_of_other_data_that_the_run_trained_on(
 
 
 def _heldout_read_as_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's R03: a DATA_DIR's training documents read as those its index holds out."""
+    """Planted: a DATA_DIR's training documents read as those its index holds out."""
 
     def training_documents(data_dir: Path) -> object:
         index = overlap_module._index(data_dir)

@@ -188,7 +188,7 @@ def test_a_bandit_paid_otherwise_than_its_rule_on_its_own_text_halts(
 
 
 def _stepped_against_the_reward(self: Exp3, losses: dict[str, float]) -> dict[str, float]:
-    """The round-5 audit's Q04: each arm's log-weight moved by −η times its reward (paid right)."""
+    """Each arm's log-weight moved by −η times its reward (paid right)."""
     before = dict(self.log_weights)
     paid = REAL_UPDATE(self, losses)
     self.log_weights.update({arm: before[arm] - self.eta * reward for arm, reward in paid.items()})
@@ -196,7 +196,7 @@ def _stepped_against_the_reward(self: Exp3, losses: dict[str, float]) -> dict[st
 
 
 def _explores_with_all_of_gamma(self: Exp3, step: int, eligible: Any) -> dict[str, float]:
-    """The round-5 audit's Q03: an exploration share of γ for each arm, not γ / K, renormalised."""
+    """An exploration share of γ for each arm, not γ / K, renormalised."""
     wanted = REAL_WANTED(self, step, eligible)
     if not self.exploiting(step, list(wanted)):
         return wanted
@@ -252,7 +252,7 @@ def test_a_bandit_step_just_beyond_its_tolerance_fires_and_just_inside_holds() -
 
 
 def _pulls_assigned(self: Exp3, served: dict[str, int]) -> None:
-    """The round-6 audit's R05: each step's served windows assigned to the pull counts, not added."""
+    """Planted: each step's served windows assigned to the pull counts, not added."""
     for arm in self.arms:
         self.pulls[arm] = served.get(arm, 0)
 
@@ -325,7 +325,7 @@ STATIC = (
 
 
 def _weights_alone(weights: dict[str, float], sizes: dict[str, int]) -> dict[str, float]:
-    """The round-6 audit's R29: each source's weight over the sum of the weights, its size dropped."""
+    """Planted: each source's weight over the sum of the weights, its size dropped."""
     total = sum(weights.values())
     return {name: weights[name] / total for name in sizes}
 

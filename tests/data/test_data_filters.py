@@ -1239,7 +1239,7 @@ def test_a_correct_dedup_on_real_near_duplicates_passes(
 
 
 def _one_byte_shingles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's N21: every offset hashes the same slice, so a shingle depends on one byte."""
+    """Planted: every offset hashes the same slice, so a shingle depends on one byte."""
     hashes = dedup_module.shingle_hashes
     monkeypatch.setattr(dedup_module, "shingle_hashes", lambda data, width: hashes(data, 1))
 
@@ -1304,7 +1304,7 @@ def test_a_near_drop_just_below_the_minhash_allowance_fires() -> None:
 
 
 def _drop_compared_with_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's P14: the recheck compares the dropped document with itself (Jaccard 1.0)."""
+    """Planted: the recheck compares the dropped document with itself (Jaccard 1.0)."""
     monkeypatch.setattr(
         dedup_module, "compared_pair", lambda kept, data, width: compared_pair(data, data, width)
     )
@@ -1318,7 +1318,7 @@ class _NothingFound(dict[bytes, bytes]):
 
 
 def _kept_never_found(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's Q02: the recheck never finds the kept document, so every near drop is "unheld"."""
+    """The recheck never finds the kept document, so every near drop is "unheld"."""
     init = Rechecks.__init__
 
     def planted(self: Rechecks, *args: object) -> None:
@@ -1392,7 +1392,7 @@ def news_corpus(root: Path, shares: dict[str, float]) -> list[str]:
 
 
 def _main_share_for_min_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's R15: the script filter compares a document's share with main_share (0.9)."""
+    """Planted: the script filter compares a document's share with main_share (0.9)."""
     monkeypatch.setattr(
         script_module,
         "mismatch",

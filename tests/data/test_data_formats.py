@@ -645,7 +645,7 @@ def test_every_byte_of_every_format_is_accounted_for(
 
 
 def _tail_never_appended(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's R37: the bytes left in the separator search's tail at the end of the file are
+    """Planted: the bytes left in the separator search's tail at the end of the file are
     never added, so the file's last document loses its last len(sep) − 1 bytes."""
     real = text_input._Between.add
 

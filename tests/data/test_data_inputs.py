@@ -162,7 +162,7 @@ def _tar(texts: list[str]) -> bytes:
 def test_only_a_file_read_as_text_is_said_to_be_cut_by_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Round-6 audit F02: a bundle.tar.gz over --doc-bytes was said to be "cut into about 2 documents",
+    """A bundle.tar.gz over --doc-bytes was said to be "cut into about 2 documents",
     then skipped as a tar archive, two notes that contradict each other. The cut note is said of a
     file the reader reads as text alone, by the sniff the reader skips binaries by."""
     folder = tmp_path / "in"
@@ -578,7 +578,7 @@ def _fs(name: bytes) -> str:
 def test_a_name_that_is_not_utf8_is_written_with_its_bytes_escaped_and_refuses_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Round-6 audit F12: a Latin-1 file name whose document the diversity filter dropped refused the
+    """A Latin-1 file name whose document the diversity filter dropped refused the
     whole corpus (exit 2, "a text it read holds a lone surrogate ... in JSON, \\uD800-\\uDFFF escapes
     must come as high/low pairs"), the drop log could not hold the name. Every name prepare writes or
     says now has its bytes that are not UTF-8 written as \\xNN: the drop log, the manifest's examples,
@@ -656,7 +656,7 @@ def test_a_data_dir_inside_an_input_is_left_out_with_a_note(
 def test_a_named_pipe_given_as_input_is_refused_as_what_it_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-6 audit F16: `stack prepare pipe` said "no files under pipe (hidden files and directories
+    """`stack prepare pipe` said "no files under pipe (hidden files and directories
     are left out); give a directory", of a named pipe. It says what the input is, and the fix."""
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)

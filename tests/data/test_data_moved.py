@@ -56,7 +56,7 @@ def moved_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 
 
 def test_a_resume_given_the_moved_data_records_its_new_place(moved_run: tuple[Path, Path, Path]) -> None:
-    """K07: the record states the checked new place, and the checker holds it to the resume's --data."""
+    """The record states the checked new place, and the checker holds it to the resume's --data."""
     run, _old, moved = moved_run
     assert evidence(run)["metrics"]["data_dir"] == str(moved.resolve())
     assert findings(run) == []
@@ -65,7 +65,7 @@ def test_a_resume_given_the_moved_data_records_its_new_place(moved_run: tuple[Pa
 def test_eval_and_the_next_resume_follow_the_recorded_place(
     moved_run: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """K07: `stack eval R --split val` scores the new place's held-out split, and a plain resume
+    """`stack eval R --split val` scores the new place's held-out split, and a plain resume
     continues without asking for --data again."""
     run, _old, moved = moved_run
     capsys.readouterr()
@@ -77,7 +77,7 @@ def test_eval_and_the_next_resume_follow_the_recorded_place(
 def test_eval_tells_a_gone_data_dir_from_none_recorded(
     moved_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """K07: where the recorded DATA_DIR is gone, eval names it and says to pass its new place; where
+    """Where the recorded DATA_DIR is gone, eval names it and says to pass its new place; where
     none is recorded, it says so (the two were one line)."""
     run, _old, _moved = moved_run
     copy = tmp_path / "run"

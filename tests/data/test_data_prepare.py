@@ -544,7 +544,7 @@ def _doubled_chat(root: Path) -> Path:
 def test_an_example_identity_that_hashes_its_place_stops_a_fine_tuning_prepare(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's R30: the identity a split is drawn from hashes the example's place too, so the two
+    """Planted: the identity a split is drawn from hashes the example's place too, so the two
     copies of an example land apart. Planted wherever prepare takes an example's identity, the
     index, the assignment and the disjointness check all read it and agree; the examples as stored
     do not. Exit 3 naming the gate."""

@@ -128,7 +128,7 @@ LAYOUTS = {
 def test_special_tokens_are_read_where_transformers_reads_them(
     layout: str, tokenizer_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The audit's F06: an eos only in special_tokens_map.json was refused though transformers reads
+    """An eos only in special_tokens_map.json was refused though transformers reads
     it. Each layout resolves to the named tokens AutoTokenizer gives, and documents end with its eos."""
     from transformers import AutoTokenizer
 

@@ -481,7 +481,7 @@ def test_unknown_sources_and_negative_weights_are_bad_input(two_sources: Path, o
 def test_excluding_every_source_names_the_sources_not_the_batch_size(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-7 audit G08: `data.exclude=["main"]`, the only source, was refused as an epoch of 0
+    """`data.exclude=["main"]`, the only source, was refused as an epoch of 0
     windows, "lower batch_size or seq_len, or prepare more text"."""
     assert train(smoke_args(data, tmp_path / "run", 'data.exclude=["main"]')) == 2
     err = capsys.readouterr().err
@@ -566,7 +566,7 @@ def test_reader_bad_input(data: Path, options: dict, needle: str) -> None:
 
 
 def _plan_of_the_first_epoch(self: TokenReader, epoch: int) -> np.ndarray:
-    """The audit's N30: the reader's plan cache ignores the epoch, so every epoch replays the
+    """Planted: the reader's plan cache ignores the epoch, so every epoch replays the
     first's order (its own GATE-DATA-001/002 checks run only when a plan is made: never again)."""
     if self._plan_cache is None:
         self._plan_cache = (epoch, self._epoch_plan(epoch))

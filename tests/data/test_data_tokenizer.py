@@ -89,7 +89,7 @@ def test_the_trainer_gets_every_character_once_and_no_run_longer_than_its_bound(
 
 
 def test_a_long_unbroken_line_trains_no_token_longer_than_the_bound() -> None:
-    """Round-12 user audit K30: one pre-token per unbroken run made the trainer's cost explode (a
+    """One pre-token per unbroken run made the trainer's cost explode (a
     300 KB line of ACGT: minutes, deaf to Ctrl-C; a 3 MB line of one letter: 13 minutes). Cut to
     BPE_TRAIN_RUN, a line of one letter merges up to runs of that length and no further, and the
     text still round-trips (uncut, the merges doubled 'a' to 16384 letters)."""
@@ -145,7 +145,7 @@ CHAT = DATA / "chat_small.jsonl"
 
 
 def _prefix_space(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's R21: train_bpe's byte-level pre-tokenizer adds a prefix space, so every stored
+    """Planted: train_bpe's byte-level pre-tokenizer adds a prefix space, so every stored
     document begins with a space token its text does not have."""
     from tokenizers import pre_tokenizers
 
@@ -253,7 +253,7 @@ def test_the_sample_is_every_held_out_document_and_round_trip_bytes_of_the_rest(
 
 
 def test_a_prompt_writes_special_tokens_and_a_corpus_document_does_not(tmp_path: Path) -> None:
-    """G02: `encode_prompt` (what a user types) makes a chat marker its special id, as transformers
+    """`encode_prompt` (what a user types) makes a chat marker its special id, as transformers
     does; `encode` and `encode_documents` (corpus text) keep it text, so a document cannot smuggle
     one in. The stack's own tokenizers' one special is the end-of-text separator's name."""
     from stack.data.tokenizer import PretrainedTokenizer

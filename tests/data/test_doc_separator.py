@@ -54,7 +54,7 @@ def _gate(record: Path, gate_id: str) -> dict[str, Any]:
 
 
 def _plant_r158(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R158: the text reader is handed no separator, whatever --doc-sep says."""
+    """Planted: the text reader is handed no separator, whatever --doc-sep says."""
     text_documents = formats_module.text_documents
 
     def unseparated(item: Any, separator: bytes | None, *args: Any) -> Any:

@@ -62,7 +62,7 @@ def _same_every_epoch(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarr
 
 
 def _without_seed(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """The audit's M03: the plan drawn with seed 0 whatever train.seed says."""
+    """Planted: the plan drawn with seed 0 whatever train.seed says."""
 
     def plan(mix: mixture.Mixture, seed: int, epoch: int) -> np.ndarray:
         return real(mix, 0, epoch)

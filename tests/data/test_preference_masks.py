@@ -30,7 +30,7 @@ REAL_ROW = prefs_rows._row
 
 
 def _late_row(prompt: list[int], completion: list[int], width: int, eot: int) -> tuple:
-    """R190 planted: the mask starts one token after the prompt (the completion's first token unscored)."""
+    """Planted: the mask starts one token after the prompt (the completion's first token unscored)."""
     ids, mask, padding = REAL_ROW(prompt, completion, width, eot)
     mask[len(prompt)] = 0
     return ids, mask, padding

@@ -108,7 +108,7 @@ def test_a_glob_prepare_states_every_option_and_passes(
 def test_r129_a_glob_that_never_reaches_the_prepare_is_caught(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R129: the CLI hands prepare_corpus no glob: the .md file enters the corpus, every gate passes
+    """Planted: the CLI hands prepare_corpus no glob: the .md file enters the corpus, every gate passes
     (nothing read is outside the glob the walk was given), and the record's config.glob is held to
     the manifest's read settings and GATE-DATA-014's files read to the manifest's sources."""
     monkeypatch.setattr(prepare_module, "prepare_corpus", _forced(prepare_module.prepare_corpus, glob=None))
@@ -157,7 +157,7 @@ def test_a_walk_that_ignores_the_glob_where_every_file_matches_passes(
 def test_r137_a_join_that_never_reaches_the_prepare_is_caught(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R137: the CLI hands prepare_sft no join: the examples are joined as TRL joins them (no chat
+    """Planted: the CLI hands prepare_sft no join: the examples are joined as TRL joins them (no chat
     turns), and the record's config.join (chat-turns) is held to the manifest's sft.join."""
     code, err, record = _join_prepare(capsys, tmp_path / "base")
     assert code == 0, err

@@ -183,7 +183,7 @@ def test_an_example_that_supervises_nothing_fires_and_one_token_holds(tmp_path: 
 
 
 def _supervising_padding(real: Callable[..., tuple[np.ndarray, np.ndarray, int]]) -> Callable[..., Any]:
-    """The audit's M05: the packer labels the padding of every window supervised."""
+    """Planted: the packer labels the padding of every window supervised."""
 
     def planted(examples: list[Rendered], pack_len: int, eos_id: int) -> tuple[np.ndarray, np.ndarray, int]:
         tokens, labels, windows = real(examples, pack_len, eos_id)
@@ -331,7 +331,7 @@ def _exact_fill(tmp_path: Path) -> Path:
 def test_a_packer_that_moves_an_exactly_fitting_example_to_the_next_window_stops_prepare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-7 R72: `used + len(ids) > pack_len` made `>=`: an example that exactly fills the room
+    """Planted: `used + len(ids) > pack_len` made `>=`: an example that exactly fills the room
     left opens a new window, so every window here holds one example and half padding. Every
     supervision count is unchanged; the check packed re-packs the examples' lengths."""
     monkeypatch.setattr(
@@ -515,7 +515,7 @@ def test_a_record_that_is_not_a_chat_is_named(tmp_path: Path, capsys: pytest.Cap
 def test_a_table_given_to_a_fine_tuning_format_is_named_with_the_conversion(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, fmt: str
 ) -> None:
-    """G07: a CSV/TSV or Parquet table (the shape of TRL datasets on the hub) given to --format
+    """A CSV/TSV or Parquet table (the shape of TRL datasets on the hub) given to --format
     prompt-completion, prefs or chat is refused in one line saying it is a table, that the format
     reads JSONL, and how to convert it, not "not JSON" or "not UTF-8 text"."""
     import pyarrow as pa

@@ -367,7 +367,7 @@ REAL_MIRRORED = noise.mirrored
 
 
 def _reseeded(_generator: torch.Generator, pairs: int) -> list[Member]:
-    """The round-6 audit's R14: the noise generator seeded afresh with the run's seed (0) at every
+    """Planted: the noise generator seeded afresh with the run's seed (0) at every
     step, so every step draws step 1's seeds."""
     return REAL_MIRRORED(torch.Generator().manual_seed(0), pairs)
 
@@ -603,7 +603,7 @@ def test_weights_that_nearly_cancel_the_perturbation_are_read_within_rounding() 
 
 
 def _default_sigma(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's R75: the step hands its evaluator EsSettings.sigma, the default, whatever --sigma
+    """Planted: the step hands its evaluator EsSettings.sigma, the default, whatever --sigma
     said (the estimate still divides by the stated σ)."""
     for evaluator in (InProcess, Pool):
         real = evaluator.evaluate

@@ -74,7 +74,7 @@ def test_an_estimate_without_its_one_over_sigma_halts(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """R180 planted: ĝ = Σ w_i ε_i / P (the 1/σ dropped). The first step halts (exit 3, GATE-ES-006
+    """Planted: ĝ = Σ w_i ε_i / P (the 1/σ dropped). The first step halts (exit 3, GATE-ES-006
     named): the ĝ handed to Adam is σ times the recomputed one, 1 − σ = 0.99 of its size off."""
     _scaled(monkeypatch, "sigma")
     out = tmp_path / "out"
@@ -158,7 +158,7 @@ def _prepare(corpus: Path, tmp_path: Path, seed: int, *extra: str) -> tuple[int,
 
 
 def _seedless(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R196 planted: the sampler's priority drawn with seed 0 whatever the run's --seed."""
+    """Planted: the sampler's priority drawn with seed 0 whatever the run's --seed."""
     real = bpe_sample.priority
     monkeypatch.setattr(bpe_sample, "priority", lambda seed, sha: real(0, sha))
 

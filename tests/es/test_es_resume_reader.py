@@ -49,7 +49,7 @@ def test_a_resume_that_restarts_the_reader_halts(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """R156 planted: the resume's reader keeps its fresh state instead of the checkpoint's, so step 3
+    """Planted: the resume's reader keeps its fresh state instead of the checkpoint's, so step 3
     would read step 1's windows. The first resumed step halts (exit 3, GATE-DATA-001 named): the
     reader has served 1 batch where the run has taken 3."""
     out = tmp_path / "out"

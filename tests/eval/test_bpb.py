@@ -258,7 +258,7 @@ def _split_check(record: Path) -> dict[str, Any]:
 
 
 def _reading_the_train_split(real: Callable[..., str]) -> Callable[..., str]:
-    """The audit's M06: `stack eval --split val` scores the train split."""
+    """Planted: `stack eval --split val` scores the train split."""
 
     def planted(data_dir: Path, split: str, max_bytes: int | None = None) -> str:
         return real(data_dir, "train", max_bytes)
@@ -267,7 +267,7 @@ def _reading_the_train_split(real: Callable[..., str]) -> Callable[..., str]:
 
 
 def _without_each_last_document(real: Callable[..., list[MappedShard]]) -> Callable[..., list[MappedShard]]:
-    """The audit's M23: the texts of a split lose the last document of each shard (its tokens end
+    """Planted: the texts of a split lose the last document of each shard (its tokens end
     at the end-of-text id before that document's)."""
 
     def planted(*args: Any) -> list[MappedShard]:
@@ -339,7 +339,7 @@ def test_an_nll_summed_from_each_batchs_mean_is_refused(
     capsys: pytest.CaptureFixture[str],
     source: str,
 ) -> None:
-    """The audit's R01: the sum takes cross-entropy's mean over each batch (README.md scored 0.031
+    """Planted: the sum takes cross-entropy's mean over each batch (README.md scored 0.031
     bits per byte for 7.68). The positions, the loss and bits per byte all agree with that wrong
     sum; the logits each batch's forward taped do not. Exit 3, on --text and --split alike."""
     monkeypatch.setattr(bpb, "F", MeanCrossEntropy())

@@ -198,7 +198,7 @@ def test_eval_scored_in_narrower_windows_than_its_context_is_recorded_halted(
     capsys: pytest.CaptureFixture[str],
     by: Callable[[int], int],
 ) -> None:
-    """Audit R80: every token is still scored once, from a shorter context than config.seq_len says;
+    """Every token is still scored once, from a shorter context than config.seq_len says;
     check window (rev 7) holds the widest window the scoring forwards taped to the stated context."""
     monkeypatch.setattr(bpb, "evaluate_text", _narrowed(by))
     text = tmp_path / "long.txt"

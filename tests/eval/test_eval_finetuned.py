@@ -76,7 +76,7 @@ TUNED = [("sft", "chat"), ("sft-pc", "pc"), ("dpo", "pairs"), ("laser", "chat")]
 def test_a_fine_tuned_run_without_data_is_refused_in_one_line_naming_what_scores_it(
     made: dict[str, Path], capsys: pytest.CaptureFixture[str], run: str, data: str
 ) -> None:
-    """J02: exit 2, one line (no gate), naming the run, its DATA_DIR and its kind, and the commands
+    """Exit 2, one line (no gate), naming the run, its DATA_DIR and its kind, and the commands
     that score a fine-tune: evalmatrix, --text FILE, --data of pretraining text."""
     code, err = one_line_cli(capsys, "eval", str(made[run]), "--split", "val")
     assert code == 2, err

@@ -386,7 +386,7 @@ def test_documents_are_cut_into_paragraphs(tmp_path: Path) -> None:
 
 
 def _oldest_kept(fit: Any) -> Any:
-    """The audit's N11: the context cut keeps its oldest tokens (the prompt itself is cut off)."""
+    """Planted: the context cut keeps its oldest tokens (the prompt itself is cut off)."""
 
     def fit_context(context: list[int], completion: int, ctx: int, where: str) -> tuple[list[int], int]:
         kept, dropped = fit(context, completion, ctx, where)
@@ -481,7 +481,7 @@ def test_a_stated_nll_just_beyond_nll_rtol_fires(world: dict[str, Any], tmp_path
 
 
 def _idf_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's R01: the retriever's idf lacks Lucene's 1, so a word in more than half the passages
+    """Planted: the retriever's idf lacks Lucene's 1, so a word in more than half the passages
     weighs below 0 and passages sharing words with the prompt score at or below 0."""
     init = BM25.__init__
 
@@ -568,7 +568,7 @@ def _bytes_measured(record: Path) -> tuple[str, dict[str, Any]]:
 def test_completion_bytes_counted_as_characters_are_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's R20: every byte count the matrix makes counts the completion's characters, so
+    """Planted: every byte count the matrix makes counts the completion's characters, so
     each row's bits per byte rises by the accents' share (17 % on the audit's items) and the rows
     still sum their items; the UTF-8 bytes of the text each forward's taped targets decode to,
     counted by contracts.likelihood, do not match. Exit 3 naming the gate."""
@@ -630,7 +630,7 @@ def test_a_matrix_whose_bytes_are_edited_with_its_rows_is_named_from_its_complet
 def test_a_draw_seeded_without_the_item_is_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Round-7 R59: `random.Random(f"{seed}:{item.id}")` made `random.Random(seed)`: every item is
+    """Planted: `random.Random(f"{seed}:{item.id}")` made `random.Random(seed)`: every item is
     shown the same examples. None is the item itself, so only drawing again from the seed, the item
     and the pool shows it. Exit 3 naming the gate."""
     monkeypatch.setattr(

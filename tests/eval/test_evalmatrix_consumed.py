@@ -76,7 +76,7 @@ def _docs(world: dict[str, Any], folder: Path) -> Path:
 def test_a_reader_that_skips_md_documents_is_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's R172: the retriever reads only .txt files; the statute walks b.md too, whose
+    """Planted: the retriever reads only .txt files; the statute walks b.md too, whose
     passages score above those retrieved, and the passage lists differ."""
     monkeypatch.setattr(retrieval, "SUFFIXES", (".txt",))
     record = tmp_path / "rec"
@@ -112,7 +112,7 @@ def _pool_with_twin(world: dict[str, Any]) -> list[dict[str, str]]:
 def test_an_overlap_compared_with_its_spacing_is_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's R173: prompts compared as written, so h2 is no training item by prompt text."""
+    """Planted: prompts compared as written, so h2 is no training item by prompt text."""
     monkeypatch.setattr(overlap_module, "_prompt", lambda text: text)
     record = tmp_path / "rec"
     assert _evalmatrix(world, record, _pool_with_twin(world)) == 3
@@ -185,7 +185,7 @@ def _tokens_result(record: Path) -> Any:
 def test_examples_measured_without_their_prompt_are_flagged(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's R192: a prompt-completion record tokenized from its completion alone; every
+    """Planted: a prompt-completion record tokenized from its completion alone; every
     example is still long enough, so check drawn agrees, but no measured text starts its record."""
     real = memorization._tokens_of
 

@@ -93,7 +93,7 @@ def _first_character_only(greedy: str, completion: str) -> bool:
 def test_a_first_character_exact_match_halts(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R159: the scorer compares first characters; the three changed items match by it: exit 3."""
+    """Planted: the scorer compares first characters; the three changed items match by it: exit 3."""
     monkeypatch.setattr(completion_module, "matches", _first_character_only)
     record = tmp_path / "rec"
     assert _matrix(world, record) == 3

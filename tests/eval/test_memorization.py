@@ -154,7 +154,7 @@ def test_examples_from_a_prepared_data_dir(world: dict[str, Any], tmp_path: Path
 def test_examples_drawn_from_the_heldout_split_are_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's M31: the examples drawn from the held-out split and labelled train documents,
+    """Planted: the examples drawn from the held-out split and labelled train documents,
     so recall is measured on text the model never trained on; refused before any is continued."""
     real = memorization.split_documents
     monkeypatch.setattr(memorization, "split_documents", lambda data, split, eot: real(data, "heldout", eot))
@@ -264,7 +264,7 @@ def _drawn_result(record: Path) -> Any:
 def test_examples_drawn_with_another_seed_than_stated_are_flagged(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's R101: `--seed 4` recorded while the examples are drawn with seed 0, so the recall is
+    """Planted: `--seed 4` recorded while the examples are drawn with seed 0, so the recall is
     measured on another set than the record names. The draw, made again from the stated seed and the
     pool's lengths (contracts.recall_draw), picks other examples."""
     real = memorization.jsonl_examples

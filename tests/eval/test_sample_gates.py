@@ -112,7 +112,7 @@ def test_a_sample_is_drawn_as_its_options_name_and_recorded(
 
 
 def _inverted_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """The audit's M18: a seen token's positive logit multiplied by the penalty, a negative one divided."""
+    """Planted: a seen token's positive logit multiplied by the penalty, a negative one divided."""
     previous = logits.gather(1, seen)
     previous = torch.where(previous > 0, previous * penalty, previous / penalty)
     return logits.scatter(1, seen, previous)
@@ -128,7 +128,7 @@ def _top_p_before_temperature(
     repetition_penalty: float,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """The audit's M20: sample_next with the top-p cut made on the unscaled logits."""
+    """Planted: sample_next with the top-p cut made on the unscaled logits."""
     logits = logits.float()
     if repetition_penalty != 1.0:
         logits = generate_module.penalise_repeats(logits, seen, repetition_penalty)
@@ -143,7 +143,7 @@ def _top_p_before_temperature(
 
 
 def _top_p_keeping_none(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """The audit's N03: keep_top_p cuts on the mass up to and including each token, so a row whose
+    """Planted: keep_top_p cuts on the mass up to and including each token, so a row whose
     most likely token alone reaches p keeps nothing (torch.multinomial would stop on it)."""
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     reached = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
@@ -152,7 +152,7 @@ def _top_p_keeping_none(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def _oldest_half(model: Any, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
-    """The audit's M19: generate_long whose next chunk continues the oldest half of the text."""
+    """Planted: generate_long whose next chunk continues the oldest half of the text."""
     ctx = model.config.ctx
     out, remaining = idx, max_new_tokens
     while remaining > 0:
@@ -263,7 +263,7 @@ def test_a_prompt_past_the_context_is_continued_as_given(run: Path, tmp_path: Pa
 
 
 def _seeded_with_zero(real: Any) -> Any:
-    """The audit's R23: the generator `stack sample` draws with seeded with 0, whatever --seed says."""
+    """Planted: the generator `stack sample` draws with seeded with 0, whatever --seed says."""
 
     def planted(
         model: Any, idx: torch.Tensor, tokens: int, sampler: Any, generator: Any, seed: int, on_token: Any
@@ -337,7 +337,7 @@ def chat_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_a_chat_prompt_is_sampled_on_its_special_tokens_ids(
     chat_model: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """G02: the ChatML markers typed into --prompt are the model's special ids, as transformers (the
+    """The ChatML markers typed into --prompt are the model's special ids, as transformers (the
     tokenizers library's own encode) gives them and as `prepare --format chat` writes them; sample.json
     states those ids."""
     from tokenizers import Tokenizer as Backend
@@ -389,7 +389,7 @@ def _drawn_past_an_end(run: Path, root: Path) -> tuple[list[str], int]:
 def test_the_text_stops_where_the_model_ended_the_document(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-8 audit H04: a draw of the end-of-text ends the text (as transformers' generate stops at
+    """A draw of the end-of-text ends the text (as transformers' generate stops at
     its end-of-sequence), and the terminal says so; --ignore-eot shows every draw. Both records keep
     all 60 draws, state the choice, and pass the integrity check's text derivation."""
     from stack.train.trained import load_measured

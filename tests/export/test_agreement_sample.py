@@ -47,7 +47,7 @@ def trained_on_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _training_split_labelled_heldout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R174: the sample's text is the training split, its source still '(heldout split)'."""
+    """Planted: the sample's text is the training split, its source still '(heldout split)'."""
     real = sample_module._training_data_text
 
     def training_text(checkpoint: Path, tokenizer: Any, max_bytes: int) -> tuple[str, str] | None:
@@ -61,7 +61,7 @@ def _training_split_labelled_heldout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _one_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R175: one window where the text allows up to MAX_WINDOWS."""
+    """Planted: one window where the text allows up to MAX_WINDOWS."""
     real = sample_module.windows
 
     def first_window(ids: list[int], ctx: int) -> torch.Tensor:
@@ -169,7 +169,7 @@ PROMPT = "def foo(x): return x"
 
 
 def _shown_position_kl_in_every_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R181: every --csv row carries the KL of the position the table shows."""
+    """Planted: every --csv row carries the KL of the position the table shows."""
     real = lens_report.lens_result
 
     def shown_kl(*args: Any, **kwargs: Any) -> Result:

@@ -187,7 +187,7 @@ def test_planted_config_bug_fails_the_check(
 
 
 def eos_off_by_one(config: dict[str, Any], _model: ModelConfig) -> None:
-    """The audit's M22: eos_token_id one below the end-of-text id (the last byte's)."""
+    """Planted: eos_token_id one below the end-of-text id (the last byte's)."""
     config["eos_token_id"] -= 1
 
 
@@ -251,7 +251,7 @@ def test_an_export_whose_tokenizer_ends_texts_with_another_token_exits_3(
 
 
 def context_one_short(config: dict[str, Any], model: ModelConfig) -> None:
-    """The round-5 audit's P22: max_position_embeddings one below the model's context."""
+    """Planted: max_position_embeddings one below the model's context."""
     config["max_position_embeddings"] = model.ctx - 1
 
 
@@ -327,7 +327,7 @@ def test_an_export_that_drops_the_qkv_biases_fails_the_check(
 
 
 def declared_bfloat16(config: dict[str, Any], _model: ModelConfig) -> None:
-    """The audit's R18: config.json declares bfloat16 for float32 weights."""
+    """Planted: config.json declares bfloat16 for float32 weights."""
     config["dtype"] = "bfloat16"
 
 

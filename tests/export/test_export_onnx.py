@@ -139,7 +139,7 @@ ASKED_OPSET = onnx_export.DEFAULT_OPSET + 2
 def test_a_graph_written_at_another_opset_than_asked_halts(
     fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Audit R88: --opset 20 handed on as the default opset 18. The graph is sound (parity holds), so
+    """--opset 20 handed on as the default opset 18. The graph is sound (parity holds), so
     only check opset (rev 3), the saved graph's opset_import against the asked opset, sees it."""
     real = onnx_export.export_graph
 
@@ -251,7 +251,7 @@ def test_out_dir_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_an_int8_graph_whose_weights_are_stored_unsigned_never_ships(
     fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's R66: the dynamic quantiser asked for QUInt8 weights. The graph still keeps the
+    """Planted: the dynamic quantiser asked for QUInt8 weights. The graph still keeps the
     argmax; its matmul weights, read from the saved file, are UINT8: exit 3, the graph kept under
     its `.unverified` name."""
     import onnxruntime.quantization as ort_quantization

@@ -296,7 +296,7 @@ def eos_moved(directory: Path, layout: str) -> None:
 def test_an_eos_named_where_transformers_reads_it_imports_and_exports_back_unchanged(
     layout: str, sources: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The audit's F06: the eos_token only in special_tokens_map.json was refused. Read as transformers
+    """The eos_token only in special_tokens_map.json was refused. Read as transformers
     reads it, the import ends documents with it, and the export reads back as the source did."""
     from transformers import AutoTokenizer
 
@@ -522,7 +522,7 @@ def as_transformers_reads(directory: Path) -> dict[str, Any]:
 def test_an_untouched_import_exports_back_as_transformers_read_the_model(
     chat_llama: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """The audit's F05: import → export of a Llama kept its weights but dropped its bos_token, named
+    """Import → export of a Llama kept its weights but dropped its bos_token, named
     the end of text its bos_token_id, and its own template rendered without <|begin_of_text|>."""
     source, imported = chat_llama
     assert main(["export", str(imported), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0

@@ -169,7 +169,7 @@ def test_an_exported_config_says_what_the_runs_lora_section_does(dropout_run: Pa
 def test_an_export_that_writes_dropout_zero_for_an_adapter_trained_at_0_1_fires(
     dropout_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-7 R53: adapter_config.json says lora_dropout 0.0 for an adapter trained at 0.1. Parity
+    """Planted: adapter_config.json says lora_dropout 0.0 for an adapter trained at 0.1. Parity
     runs in evaluation mode, where dropout does nothing; the check config reads the file back."""
     config = peft_format.peft_config
     monkeypatch.setattr(

@@ -94,7 +94,7 @@ def test_experts_restated_against_the_routed_counts_is_caught(tmp_path: Path) ->
 
 
 def test_a_bandit_cap_restated_against_its_warmup_shares_is_caught(tmp_path: Path) -> None:
-    """V08: the base mixture's cap of a source doubled (command line and config.toml); the log's
+    """The base mixture's cap of a source doubled (command line and config.toml); the log's
     shares at step 1 are the bandit's even wants projected onto the cap the run had."""
     caps = json.loads(json.dumps(_record(CURRENT_RUN)["config"]["data"]["caps"]))
     source, cap = next(iter(caps.items()))
@@ -112,7 +112,7 @@ def _record(run: str) -> dict[str, Any]:
 
 
 def test_a_lens_top_k_restated_against_its_readings_is_caught(tmp_path: Path) -> None:
-    """V04: config.top_k doubled (the command line gives none); every reading keeps top_k tokens."""
+    """Config.top_k doubled (the command line gives none); every reading keeps top_k tokens."""
     top_k = _record(LENS_RUN)["config"]["top_k"]
     found = findings(
         planted(
@@ -123,7 +123,7 @@ def test_a_lens_top_k_restated_against_its_readings_is_caught(tmp_path: Path) ->
 
 
 def test_an_ablation_sample_length_restated_against_its_replay_is_caught(tmp_path: Path) -> None:
-    """V17: --sample doubled on the command line and in the config; the committed model's greedy
+    """--sample doubled on the command line and in the config; the committed model's greedy
     continuation of that many tokens is not the text trace.json keeps."""
     sample = _record(ABLATION_RUN)["config"]["sample"]
 
@@ -139,7 +139,7 @@ def test_an_ablation_sample_length_restated_against_its_replay_is_caught(tmp_pat
 
 
 def test_a_single_traces_prompt_restated_against_its_embed_site_is_caught(tmp_path: Path) -> None:
-    """V35: the prompt restated (command line and config) as another of as many tokens; the embed
+    """The prompt restated (command line and config) as another of as many tokens; the embed
     site's statistics are those of the filed prompt's embedding rows."""
     prompt = _record(TRACE_RUN)["config"]["prompt"]
     other = prompt.swapcase()
@@ -162,7 +162,7 @@ def _export_report(run_dir: Path, change: Any) -> None:
 
 
 def test_an_export_stored_dtype_restated_against_its_file_size_is_caught(tmp_path: Path) -> None:
-    """V19: export.json's stored dtypes restated as half-width ones; the model file it lists is the
+    """Export.json's stored dtypes restated as half-width ones; the model file it lists is the
     size of the committed model's parameters at full width."""
     stored = json.loads((RECORDS / EXPORT_RUN / "export.json").read_text(encoding="utf-8"))
     assert stored["stored_dtypes"] == ["float32"]
@@ -174,7 +174,7 @@ def test_an_export_stored_dtype_restated_against_its_file_size_is_caught(tmp_pat
 
 
 def test_an_export_model_digest_restated_is_caught(tmp_path: Path) -> None:
-    """V11: lineage.model_sha256 restated; export.json lists the digest of the model it wrote (the
+    """Lineage.model_sha256 restated; export.json lists the digest of the model it wrote (the
     audit's forger re-derived the field back to the truth, so its plant left no lie)."""
     found = findings(
         planted(tmp_path, EXPORT_RUN, lambda data, _dir: data["lineage"].update(model_sha256=OTHER_SHA))
@@ -215,14 +215,14 @@ def test_a_setting_left_to_its_default_restated_is_caught(
 
 
 def test_a_fine_tunes_data_tokenizer_restated_against_its_init_model_is_caught(tmp_path: Path) -> None:
-    """V13: data.tokenizer_sha256 of an SFT record (whose data no prepare record made) restated."""
+    """Data.tokenizer_sha256 of an SFT record (whose data no prepare record made) restated."""
     plant = forger_finished(lambda data, _dir: data["data"].update(tokenizer_sha256=OTHER_SHA))
     found = findings(planted(tmp_path, SFT_RUN, plant))
     assert_found(found, f"data.tokenizer_sha256 is '{OTHER_SHA}', but the committed model")
 
 
 def test_a_teacher_re_pointed_with_an_invented_frozen_digest_is_caught(tmp_path: Path) -> None:
-    """V15: a distillation's teacher re-pointed (command line, places, config.toml, lineage parent
+    """A distillation's teacher re-pointed (command line, places, config.toml, lineage parent
     and its weights file) to the fine-tuned checkpoint MEMORIZATION_RUN measured, and GATE-KD-002's
     digests invented; the memorization record measured those weights' digest otherwise."""
     memorization = _record(MEMORIZATION_RUN)
@@ -248,7 +248,7 @@ def test_a_teacher_re_pointed_with_an_invented_frozen_digest_is_caught(tmp_path:
 
 
 def test_an_options_active_parameters_restated_are_caught(tmp_path: Path) -> None:
-    """V26: one option row's active parameters lowered; the preset, the matrix and the defaults at
+    """One option row's active parameters lowered; the preset, the matrix and the defaults at
     the record's commit shape that option's model."""
     rows = _record(OPTIONS_RUN)["metrics"]["options"]
     index = next(i for i, row in enumerate(rows) if row["active_params"] != row["params"])
@@ -288,7 +288,7 @@ def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_ca
 
 @pytest.mark.parametrize("run", [SPEED_RUN, GPU_SPEED_RUN])
 def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -> None:
-    """V27: the timed model's n_kv_heads halved (a claim that grouped-query attention was timed);
+    """The timed model's n_kv_heads halved (a claim that grouped-query attention was timed);
     config_for at the record's commit gives every head its own keys and values. The GPU record
     (benchmark model_vs_reference_gpu) is read against SHAPES["cuda"], the key it ran with."""
     heads = _record(run)["metrics"]["config"]["n_kv_heads"]

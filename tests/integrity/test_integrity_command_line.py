@@ -75,7 +75,7 @@ def _record(run: str) -> dict[str, Any]:
 
 
 def test_tune_memorization_draws_restated_are_caught(tmp_path: Path) -> None:
-    """W03: GATE-TRAIN-005's draws halved; memorization.json's examples × continuation × 2 rows say
+    """GATE-TRAIN-005's draws halved; memorization.json's examples × continuation × 2 rows say
     otherwise (a derived field: the forger's finish puts it back)."""
 
     def halve(data: dict[str, Any], _dir: Path) -> None:
@@ -93,7 +93,7 @@ def test_tune_memorization_draws_restated_are_caught(tmp_path: Path) -> None:
 
 
 def test_tune_memorization_base_checkpoint_restated_is_caught(tmp_path: Path) -> None:
-    """W14: metrics.base_checkpoint re-pointed to another model directory than --base names."""
+    """Metrics.base_checkpoint re-pointed to another model directory than --base names."""
 
     def repoint(data: dict[str, Any], _dir: Path) -> None:
         data["metrics"]["base_checkpoint"] = str(
@@ -105,7 +105,7 @@ def test_tune_memorization_base_checkpoint_restated_is_caught(tmp_path: Path) ->
 
 
 def test_sample_probe_draws_restated_are_caught(tmp_path: Path) -> None:
-    """W28: GATE-TRAIN-005's probe_draws quadrupled; the spread probe's constants at the commit say
+    """GATE-TRAIN-005's probe_draws quadrupled; the spread probe's constants at the commit say
     otherwise."""
 
     def quadruple(data: dict[str, Any], _dir: Path) -> None:
@@ -116,7 +116,7 @@ def test_sample_probe_draws_restated_are_caught(tmp_path: Path) -> None:
 
 
 def test_surgery_hqq_optimiser_restated_is_caught(tmp_path: Path) -> None:
-    """W33: the HQQ optimiser's iterations restated in the record and surgery.json alike."""
+    """The HQQ optimiser's iterations restated in the record and surgery.json alike."""
 
     def more_iters(data: dict[str, Any], run_dir: Path) -> None:
         data["metrics"]["optimiser"]["iters"] += 30
@@ -130,7 +130,7 @@ def test_surgery_hqq_optimiser_restated_is_caught(tmp_path: Path) -> None:
 
 
 def test_surgery_laser_elements_restated_are_caught(tmp_path: Path) -> None:
-    """W05: GATE-LASER-001's element count restated in the record and surgery.json alike; the listed
+    """GATE-LASER-001's element count restated in the record and surgery.json alike; the listed
     matrices' shapes in the committed source model say otherwise."""
 
     def more(data: dict[str, Any], run_dir: Path) -> None:
@@ -146,7 +146,7 @@ def test_surgery_laser_elements_restated_are_caught(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["batch_size", "workers"], ids=["W17-batch-size", "W60-workers"])
 def test_es_a_setting_no_option_gave_restated_is_caught(tmp_path: Path, key: str) -> None:
-    """W17, W60: a setting `stack es` was given no option for, restated; EsSettings' default at the
+    """A setting `stack es` was given no option for, restated; EsSettings' default at the
     commit decides it (the es parser's defaults are None)."""
     assert not any(word == f"--{key.replace('_', '-')}" for word in _record(ES_RUN)["run"]["argv"])
 
@@ -175,7 +175,7 @@ def test_es_a_self_test_angle_restated_within_the_threshold_is_caught(tmp_path: 
 
 
 def test_es_a_noise_norm_restated_is_caught(tmp_path: Path) -> None:
-    """W31: GATE-ES-002's smallest noise norm restated; the member seeds' noise over the source model's
+    """GATE-ES-002's smallest noise norm restated; the member seeds' noise over the source model's
     parameters gives it."""
 
     def larger(data: dict[str, Any], _dir: Path) -> None:
@@ -186,7 +186,7 @@ def test_es_a_noise_norm_restated_is_caught(tmp_path: Path) -> None:
 
 
 def test_tune_a_cpu_only_build_restated_as_a_cuda_run_is_caught(tmp_path: Path) -> None:
-    """W44: env restated as a CUDA run beside its own CPU-only torch build."""
+    """Env restated as a CUDA run beside its own CPU-only torch build."""
     assert _record(FINETUNE_RUN)["env"]["torch"].endswith("+cpu")
 
     def on_cuda(data: dict[str, Any], _dir: Path) -> None:
@@ -219,7 +219,7 @@ def _site(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_trace_site_widened_against_the_checkpoints_shapes_is_caught(tmp_path: Path) -> None:
-    """W36: layers.0.k restated as wide as q (shape and count), as a model without grouped-query
+    """Layers.0.k restated as wide as q (shape and count), as a model without grouped-query
     attention would trace it; the checkpoint's [model] table makes k n_kv_heads × head_dim wide."""
 
     def widen(report: dict[str, Any], _data: dict[str, Any]) -> None:
@@ -271,7 +271,7 @@ def _then(first: Change, second: Change) -> Change:
 
 
 def test_patch_foil_restated_without_a_foil_option_is_caught(tmp_path: Path) -> None:
-    """W66: config.foil set to a token id where the command line gives no --foil and trace.json's
+    """Config.foil set to a token id where the command line gives no --foil and trace.json's
     metric scored log p of the target (foil null)."""
     record = json.loads((RECORDS / PATCH_RUN / "metadata.json").read_text(encoding="utf-8"))
     assert record["config"]["foil"] is None and "--foil" not in record["run"]["argv"]
@@ -341,7 +341,7 @@ def test_prepare_records_the_split_draw_it_was_asked(
 def test_prepare_split_with_another_seed_is_caught(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R99: the text path draws the split with seed 0 whatever --seed says."""
+    """Planted: the text path draws the split with seed 0 whatever --seed says."""
     monkeypatch.setattr(prepare_module, "prepare_corpus", _forced(prepare_module.prepare_corpus, seed=0))
     found = findings(_text_prepare(capsys, tmp_path))
     assert any("config.seed is 3, but its artifacts derive 0" in line for line in found), found
@@ -350,7 +350,7 @@ def test_prepare_split_with_another_seed_is_caught(
 def test_prepare_sft_cut_at_another_share_is_caught(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R91: the fine-tuning path holds out a share of 0.1 whatever --val-fraction says."""
+    """Planted: the fine-tuning path holds out a share of 0.1 whatever --val-fraction says."""
     monkeypatch.setattr(
         sft_prepare_module, "prepare_sft", _forced(sft_prepare_module.prepare_sft, val_fraction=0.1)
     )
@@ -393,7 +393,7 @@ def _export_json(run_dir: Path, change: Any) -> None:
 
 
 def test_eval_seq_len_restated_is_caught(tmp_path: Path) -> None:
-    """W08: eval has no --seq-len; its windows are the committed model's context."""
+    """Eval has no --seq-len; its windows are the committed model's context."""
     ctx = json.loads((RECORDS / EVAL_RUN / "metadata.json").read_text())["config"]["seq_len"]
 
     def restated(data: dict[str, Any], run_dir: Path) -> None:
@@ -407,7 +407,7 @@ def test_eval_seq_len_restated_is_caught(tmp_path: Path) -> None:
 
 
 def test_eval_position_digests_restated_alike_are_caught(tmp_path: Path) -> None:
-    """W81: the two digests agree with each other, not with the positions 1..N−1 of the text's tokens."""
+    """The two digests agree with each other, not with the positions 1..N−1 of the text's tokens."""
 
     def restated(data: dict[str, Any], run_dir: Path) -> None:
         gate(data, "GATE-EVAL-003")["measured"].update(
@@ -476,7 +476,7 @@ def test_eval_text_named_from_above_the_checkout_is_held_to_its_file(tmp_path: P
     ids=["config_sha256", "vocab_size"],
 )
 def test_export_source_restated_is_caught(tmp_path: Path, change: Any, fragment: str) -> None:
-    """W09, W12: what export.json says of the committed checkpoint it read, against the checkpoint."""
+    """What export.json says of the committed checkpoint it read, against the checkpoint."""
 
     def restated(data: dict[str, Any], run_dir: Path) -> None:
         _export_json(run_dir, change)
@@ -487,7 +487,7 @@ def test_export_source_restated_is_caught(tmp_path: Path, change: Any, fragment:
 
 
 def test_export_argv_is_held_to_the_run_argv(tmp_path: Path) -> None:
-    """W11: export.json's argv is the run's command line (stack/cli/export.py hands both the same)."""
+    """Export.json's argv is the run's command line (stack/cli/export.py hands both the same)."""
 
     def restated(data: dict[str, Any], run_dir: Path) -> None:
         _export_json(run_dir, lambda r: r["argv"].__setitem__(r["argv"].index("--out") + 1, "/tmp/elsewhere"))

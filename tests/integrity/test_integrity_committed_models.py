@@ -73,7 +73,7 @@ def forged(change: Change) -> Change:
 
 
 def _tuned_base(data: dict[str, Any], _run_dir: Path) -> None:
-    """U13: GATE-FT-003's base row given and measured as the fine-tuned model's weights."""
+    """GATE-FT-003's base row given and measured as the fine-tuned model's weights."""
     measured = gate(data, "GATE-FT-003")["measured"]
     measured["models_given"]["base"] = measured["models_measured"]["base"] = measured["models_given"][
         "fine-tuned"
@@ -81,20 +81,20 @@ def _tuned_base(data: dict[str, Any], _run_dir: Path) -> None:
 
 
 def _another_teacher_digest(data: dict[str, Any], _run_dir: Path) -> None:
-    """U30: GATE-KD-002's frozen teacher hashed as the memorization's fine-tuned model, before and after."""
+    """GATE-KD-002's frozen teacher hashed as the memorization's fine-tuned model, before and after."""
     tuned = gate(_ledger(MEMORIZATION_RUN), "GATE-FT-003")["measured"]["models_given"]["fine-tuned"]
     measured = gate(data, "GATE-KD-002")["measured"]
     measured["sha256_before"] = measured["sha256_after"] = tuned
 
 
 def _nicer_text(data: dict[str, Any], run_dir: Path) -> None:
-    """U01: sample.json's text replaced by another continuation of the prompt; its drawn ids left."""
+    """Sample.json's text replaced by another continuation of the prompt; its drawn ids left."""
     prompt = data["config"]["prompt"]
     _result(run_dir, "sample.json", lambda s: s.update(text=prompt + '\n    print("all tests pass")\n'))
 
 
 def _another_prompt(data: dict[str, Any], _run_dir: Path) -> None:
-    """U02: the prompt restated as another of as many characters, on the command line and in the config."""
+    """The prompt restated as another of as many characters, on the command line and in the config."""
     prompt = data["config"]["prompt"]
     other = prompt[::-1] if prompt[::-1] != prompt else prompt.swapcase()
     data["run"]["argv"] = [other if word == prompt else word for word in data["run"]["argv"]]
@@ -102,7 +102,7 @@ def _another_prompt(data: dict[str, Any], _run_dir: Path) -> None:
 
 
 def _fewer_prompt_tokens(data: dict[str, Any], run_dir: Path) -> None:
-    """U04: sample.json's prompt_tokens one fewer (GATE-TRAIN-005's follows by re-derivation)."""
+    """Sample.json's prompt_tokens one fewer (GATE-TRAIN-005's follows by re-derivation)."""
     _result(run_dir, "sample.json", lambda s: s.update(prompt_tokens=s["prompt_tokens"] - 1))
 
 
@@ -112,7 +112,7 @@ def _later_site(site: str) -> str:
 
 
 def _ablated_elsewhere(data: dict[str, Any], run_dir: Path) -> None:
-    """U19: the ablation restated as the same site a block later (command line, config, trace.json)."""
+    """The ablation restated as the same site a block later (command line, config, trace.json)."""
     true = data["config"]["ablate"]
     later = [_later_site(site) for site in true]
     data["run"]["argv"] = [later[true.index(w)] if w in true else w for w in data["run"]["argv"]]
@@ -121,7 +121,7 @@ def _ablated_elsewhere(data: dict[str, Any], run_dir: Path) -> None:
 
 
 def _another_label(data: dict[str, Any], run_dir: Path) -> None:
-    """U54: the first layer's top-1 label of the first position replaced by another character."""
+    """The first layer's top-1 label of the first position replaced by another character."""
 
     def change(trace: dict[str, Any]) -> None:
         labels = trace["per_layer"][0]["top1"]
@@ -131,17 +131,17 @@ def _another_label(data: dict[str, Any], run_dir: Path) -> None:
 
 
 def _another_lens(data: dict[str, Any], _run_dir: Path) -> None:
-    """U20: the lens reading's lens digest restated."""
+    """The lens reading's lens digest restated."""
     data["config"]["lens_sha256"] = hashlib.sha256(b"another lens").hexdigest()
 
 
 def _more_keys_read_back(data: dict[str, Any], run_dir: Path) -> None:
-    """U12: export.json's architecture_keys raised (GATE-EXPORT-001 follows by re-derivation)."""
+    """Export.json's architecture_keys raised (GATE-EXPORT-001 follows by re-derivation)."""
     _result(run_dir, "export.json", lambda e: e.update(architecture_keys=e["architecture_keys"] + 8))
 
 
 def _teacher_of_a_short_context(data: dict[str, Any], _run_dir: Path) -> None:
-    """U29: the teacher restated as CURRENT_RUN's model (command line, places, config, lineage parent
+    """The teacher restated as CURRENT_RUN's model (command line, places, config, lineage parent
     with that record's id and weights, GATE-KD-002's digests)."""
     teacher = _ledger(CURRENT_RUN)
     old = data["config"]["distill"]["teacher"]

@@ -131,7 +131,7 @@ def test_a_run_restating_its_data_otherwise_than_its_prepare_record_is_caught(
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_fine_tune_claiming_pretraining_data_is_caught(filed: Filed, tmp_path: Path) -> None:
-    """S10: the fine-tune names the pretraining data's manifest (and its train tokens)."""
+    """The fine-tune names the pretraining data's manifest (and its train tokens)."""
     prepare = json.loads((filed.prepare / EVIDENCE_FILE).read_text())
 
     def claimed(data: dict[str, Any], _dir: Path) -> None:
@@ -157,7 +157,7 @@ def test_a_start_step_other_than_the_parents_checkpoint_is_caught(filed: Filed, 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_architecture_other_than_the_parents_is_caught(filed: Filed, tmp_path: Path) -> None:
-    """S03: the fine-tune's config.toml (and its record, re-derived) says rope_theta 500000."""
+    """The fine-tune's config.toml (and its record, re-derived) says rope_theta 500000."""
     run = copied(tmp_path, filed.sft, config_edited("rope_theta = 10000.0", "rope_theta = 500000.0"))
     assert_named(
         findings(run, filed.train), "config.model.rope_theta is 500000.0, but the model of its init parent"
@@ -181,7 +181,7 @@ def eval_config(**values: Any) -> Change:
 def test_an_evaluation_in_windows_other_than_the_models_context_is_caught(
     filed: Filed, tmp_path: Path
 ) -> None:
-    """E03: no option sets an evaluation's windows: they are the model's context (64)."""
+    """No option sets an evaluation's windows: they are the model's context (64)."""
     run = copied(tmp_path, filed.eval, eval_config(seq_len=128))
     assert_named(
         findings(run, filed.train), "config.seq_len is 128, but the model it scored has a context of 64"
@@ -190,7 +190,7 @@ def test_an_evaluation_in_windows_other_than_the_models_context_is_caught(
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_evaluation_of_other_data_than_the_models_is_caught(filed: Filed, tmp_path: Path) -> None:
-    """E06: without --data, `--split val` scores the held-out split of the run's own DATA_DIR, and
+    """Without --data, `--split val` scores the held-out split of the run's own DATA_DIR, and
     the overlap is measured against it; both restated as another."""
 
     def elsewhere(data: dict[str, Any], run_dir: Path) -> None:
@@ -223,7 +223,7 @@ def test_an_evaluation_given_data_may_score_another_data_dir(filed: Filed, tmp_p
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_scored_document_restated_with_another_hash_is_caught(tmp_path: Path) -> None:
-    """E05: the evaluation scored docs/concepts/gates.md of its (clean) commit."""
+    """The evaluation scored docs/concepts/gates.md of its (clean) commit."""
     run = planted(
         tmp_path, "eval-20261122T141536", lambda data, _dir: data["metrics"].update(text_sha256=OTHER_SHA)
     )
@@ -232,7 +232,7 @@ def test_a_scored_document_restated_with_another_hash_is_caught(tmp_path: Path) 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_benchmark_restating_its_preset_as_another_model_is_caught(tmp_path: Path) -> None:
-    """B02: the benchmark trained the preset demo, 128 wide and 4 deep at its commit."""
+    """The benchmark trained the preset demo, 128 wide and 4 deep at its commit."""
 
     def wider(data: dict[str, Any], _dir: Path) -> None:
         data["metrics"]["model"].update(d_model=512, n_layers=12)

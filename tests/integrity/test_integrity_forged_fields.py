@@ -70,7 +70,7 @@ def _edit_json(run_dir: Path, name: str, change: Any) -> None:
 
 
 def test_x40_sample_top_k_left_to_none_restated_is_caught(tmp_path: Path) -> None:
-    """X40: config.top_k null restated as 40 (and GATE-TRAIN-005's top_k alike) with no --top-k on
+    """Config.top_k null restated as 40 (and GATE-TRAIN-005's top_k alike) with no --top-k on
     the line: the parser's default None is what the command read."""
     record = _record(SAMPLE_RUN)
     assert "--top-k" not in record["run"]["argv"] and record["config"]["top_k"] is None
@@ -84,7 +84,7 @@ def test_x40_sample_top_k_left_to_none_restated_is_caught(tmp_path: Path) -> Non
 
 
 def test_x08_lens_weight_decay_left_to_a_named_constant_restated_is_caught(tmp_path: Path) -> None:
-    """X08: config.weight_decay ×10, and every step's applied weight decay alike, with no
+    """Config.weight_decay ×10, and every step's applied weight decay alike, with no
     --weight-decay on the line: the parser's default is DEFAULT_WEIGHT_DECAY, imported from
     stack.lens.defaults, which the check resolves at the record's commit."""
     record = _record(LENS_TRAIN_RUN)
@@ -164,7 +164,7 @@ def test_every_none_default_a_command_resolves_is_one_its_record_holds_otherwise
 
 
 def test_x61_a_consistent_cuda_claim_is_held_to_the_generator_device(tmp_path: Path) -> None:
-    """X61: env.torch, env.cuda and env.device restated as a CUDA run, all three consistent; the
+    """Env.torch, env.cuda and env.device restated as a CUDA run, all three consistent; the
     generator GATE-TRAIN-005 watched drew on the CPU, where the run's model was."""
     measured = gate(_record(FINETUNE_RUN), "GATE-TRAIN-005")["measured"]
 
@@ -190,7 +190,7 @@ def test_a_cuda_build_labelled_for_another_cuda_is_caught(tmp_path: Path) -> Non
 
 
 def test_x01_export_versions_torch_against_env_is_caught(tmp_path: Path) -> None:
-    """X01: export.json's versions.torch restated as a CUDA build; the same process wrote env.torch."""
+    """Export.json's versions.torch restated as a CUDA build; the same process wrote env.torch."""
     env_torch = _record(EXPORT_RUN)["env"]["torch"]
 
     def cuda_torch(data: dict[str, Any], run_dir: Path) -> None:
@@ -201,7 +201,7 @@ def test_x01_export_versions_torch_against_env_is_caught(tmp_path: Path) -> None
 
 
 def test_x02_export_versions_of_the_project_against_pyproject_is_caught(tmp_path: Path) -> None:
-    """X02: export.json's versions.gatestack restated; pyproject.toml at the record's commit says."""
+    """Export.json's versions.gatestack restated; pyproject.toml at the record's commit says."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert _record(EXPORT_RUN)["run"]["id"] and project["name"] == "gatestack"
 
@@ -216,7 +216,7 @@ def test_x02_export_versions_of_the_project_against_pyproject_is_caught(tmp_path
 
 
 def test_x64_a_warn_whose_check_needs_no_threshold_is_a_violation(tmp_path: Path) -> None:
-    """X64: GATE-FT-003's examples_eligible restated; its `drawn` check (contracts.recall_draw,
+    """GATE-FT-003's examples_eligible restated; its `drawn` check (contracts.recall_draw,
     no threshold read) says the recall describes another set, and the verdict is only WARN."""
     measured = gate(_record(MEMORIZATION_RUN), "GATE-FT-003")["measured"]
 
@@ -243,7 +243,7 @@ def test_a_warn_of_a_measure_against_its_threshold_is_no_contradiction() -> None
 
 
 def test_x74_es_made_model_digest_invented_is_caught(tmp_path: Path) -> None:
-    """X74: an ES record, whose checkpoint is the model it made, given a model_sha256 no command
+    """An ES record, whose checkpoint is the model it made, given a model_sha256 no command
     writes there."""
     weights = _record(ES_RUN)["checkpoint"]["files"]["model.safetensors"]["sha256"]
 
@@ -258,7 +258,7 @@ def test_x74_es_made_model_digest_invented_is_caught(tmp_path: Path) -> None:
 
 
 def test_x48_es_resumed_from_of_the_wrong_type_is_named(tmp_path: Path) -> None:
-    """X48: resumed_from given as the path of a checkpoint: named as no step (the derivation used to
+    """Resumed_from given as the path of a checkpoint: named as no step (the derivation used to
     raise a TypeError); a forger's finish puts back what the command lines decide (no resume)."""
 
     def resumed(data: dict[str, Any], _dir: Path) -> None:

@@ -187,7 +187,7 @@ def test_x70_the_gpu_records_reference_absmax_stands_as_filed(tmp_path: Path) ->
 
 
 def test_x49_patch_positions_restated_is_derived_from_trace_json(tmp_path: Path) -> None:
-    """X49: a sweep's config.patch_positions 'every' restated as 'last'; trace.json patched every position."""
+    """A sweep's config.patch_positions 'every' restated as 'last'; trace.json patched every position."""
 
     def plant(data: dict[str, Any], _dir: Path) -> None:
         data["config"]["patch_positions"] = "last"

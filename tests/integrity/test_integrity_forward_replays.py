@@ -51,7 +51,7 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def _hqq_max(restate: Callable[[float], float]) -> Change:
-    """Y35: GATE-HQQ-002's max_kl_nats in surgery.json (its gate block and measured.agreement)
+    """GATE-HQQ-002's max_kl_nats in surgery.json (its gate block and measured.agreement)
     made `restate` of itself; the forger's finish carries it into the record."""
 
     def plant(_data: dict[str, Any], run_dir: Path) -> None:
@@ -67,7 +67,7 @@ def _hqq_max(restate: Callable[[float], float]) -> Change:
 
 
 def _logits(key: str, restate: Callable[[Any], Any]) -> Change:
-    """Y65, Y80: trace.json's logits.`key` made `restate` of itself."""
+    """Trace.json's logits.`key` made `restate` of itself."""
 
     def plant(_data: dict[str, Any], run_dir: Path) -> None:
         path = run_dir / "trace.json"
@@ -118,7 +118,7 @@ TOLERANCES = [("cosine", TOLERANCES_READ.value), ("min_rtol", TOLERANCES_READ.ra
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_ablations_cosine_restated_as_the_audit_did_is_caught(tmp_path: Path) -> None:
-    """Y80: the cosine 0.9907 restated as 0.9990, a milder ablation."""
+    """The cosine 0.9907 restated as 0.9990, a milder ablation."""
     copy = planted(tmp_path, ABLATION_RUN, _logits("cosine", lambda _v: 0.999))
     assert_found(findings(copy), "trace.json: logits.cosine is 0.999", REPLAYED, "modes.ablation")
 

@@ -53,7 +53,7 @@ def ledger_record(run: str) -> dict[str, Any]:
 
 
 def _seed_under_python_m_stack(data: dict[str, Any], run_dir: Path) -> None:
-    """U24: the command line written `python -m stack train ...` and `train.seed` restated in
+    """The command line written `python -m stack train ...` and `train.seed` restated in
     config.toml and everywhere the record states it, the record re-derived."""
     data["run"]["argv"] = ["python", "-m", "stack", *data["run"]["argv"][1:]]
     seed = data["config"]["train"]["seed"]
@@ -97,7 +97,7 @@ def test_a_command_line_the_checker_cannot_read_is_a_violation(tmp_path: Path, w
 
 
 def test_data_read_where_a_prepare_record_wrote_it_is_held_to_its_manifest(tmp_path: Path) -> None:
-    """U25: a manifest digest no record made would match nothing; the place decides the record."""
+    """A manifest digest no record made would match nothing; the place decides the record."""
     made = ledger_record(PREPARE_RUN)["data"]["manifest_sha256"]
     run_dir = planted(
         tmp_path, CURRENT_RUN, lambda data, _dir: data["data"].update(manifest_sha256=OTHER_SHA)
@@ -107,7 +107,7 @@ def test_data_read_where_a_prepare_record_wrote_it_is_held_to_its_manifest(tmp_p
 
 
 def test_a_checkpoint_read_where_a_run_wrote_it_is_held_to_that_runs_weights(tmp_path: Path) -> None:
-    """U15: the memorization's measured checkpoint swapped for the DPO run's files."""
+    """The memorization's measured checkpoint swapped for the DPO run's files."""
     other = ledger_record(DPO_RUN)["checkpoint"]["files"]
     run_dir = planted(tmp_path, MEMORIZATION_RUN, lambda data, _dir: data["checkpoint"].update(files=other))
     found = findings(run_dir, RECORDS / FINETUNE_RUN)
@@ -115,7 +115,7 @@ def test_a_checkpoint_read_where_a_run_wrote_it_is_held_to_that_runs_weights(tmp
 
 
 def test_a_parent_of_a_role_its_command_never_names_is_caught(tmp_path: Path) -> None:
-    """U51: an export's source parent renamed `init`, which the source checks pass over."""
+    """An export's source parent renamed `init`, which the source checks pass over."""
 
     def change(data: dict[str, Any], _dir: Path) -> None:
         data["lineage"]["parents"][0]["role"] = "init"
@@ -144,7 +144,7 @@ def test_an_input_restated_otherwise_than_its_command_line_names_is_caught(
 
 
 def _fewer_tokens(data: dict[str, Any], run_dir: Path) -> None:
-    """U09: the token counts restated a quarter lower in eval.json and GATE-EVAL-003, the bits per
+    """The token counts restated a quarter lower in eval.json and GATE-EVAL-003, the bits per
     byte with them, and the record re-derived."""
     path = run_dir / "eval.json"
     report = json.loads(path.read_text(encoding="utf-8"))
@@ -162,14 +162,14 @@ def _fewer_tokens(data: dict[str, Any], run_dir: Path) -> None:
 
 
 def _more_bytes_and_chars(data: dict[str, Any], _dir: Path) -> None:
-    """U10: the stored bytes and the characters of the scored file restated."""
+    """The stored bytes and the characters of the scored file restated."""
     measured = gate(data, "GATE-EVAL-003")["measured"]
     measured["file_bytes"] += 1296
     measured["chars"] += 1296
 
 
 def _another_documents_digest(data: dict[str, Any], _dir: Path) -> None:
-    """U48: metrics.text_sha256 restated as another document's, the gate's digests left."""
+    """Metrics.text_sha256 restated as another document's, the gate's digests left."""
     data["metrics"]["text_sha256"] = OTHER_SHA
 
 
@@ -223,7 +223,7 @@ def test_the_tokenizer_of_a_committed_model_read_restated_is_caught(tmp_path: Pa
 
 
 def test_the_step_of_a_committed_model_read_restated_is_caught(tmp_path: Path) -> None:
-    """U06: the sample's checkpoint step restated."""
+    """The sample's checkpoint step restated."""
     step = ledger_record(SAMPLE_RUN)["checkpoint"]["step"]
     found = findings(
         planted(tmp_path, SAMPLE_RUN, lambda data, _dir: data["checkpoint"].update(step=step - 200))

@@ -166,7 +166,7 @@ def test_a_gate_value_its_artifacts_decide_restated_is_caught(
 def test_eval_tokens_restated_in_the_result_file_too_are_caught_by_the_gate_that_counted_them(
     filed: Filed, tmp_path: Path
 ) -> None:
-    """E04: eval.json and the record say 10 more tokens; GATE-EVAL-003 counted the text's."""
+    """Eval.json and the record say 10 more tokens; GATE-EVAL-003 counted the text's."""
     run = copied(
         tmp_path, filed.eval, result_edited("eval.json", lambda r: r.update(tokens=r["tokens"] + 10))
     )
@@ -177,7 +177,7 @@ def test_eval_tokens_restated_in_the_result_file_too_are_caught_by_the_gate_that
 def test_an_evaluation_naming_another_checkpoint_than_its_config_is_caught(
     filed: Filed, tmp_path: Path
 ) -> None:
-    """E02: the record's checkpoint and GATE-CKPT-002 renamed; config.checkpoint names the one read."""
+    """The record's checkpoint and GATE-CKPT-002 renamed; config.checkpoint names the one read."""
 
     def renamed(data: dict[str, Any], _dir: Path) -> None:
         data["checkpoint"]["name"] = gate(data, "GATE-CKPT-002")["measured"]["checkpoint"] = "step-0000002"
@@ -191,7 +191,7 @@ def test_an_evaluation_naming_another_checkpoint_than_its_config_is_caught(
 def test_a_checkpoint_whose_files_are_not_the_ones_read_is_caught(
     filed: Filed, tmp_path: Path, kind: str
 ) -> None:
-    """P05: one hash of the checkpoint read (an import's: written) swapped, its name kept; the
+    """Planted: one hash of the checkpoint read (an import's: written) swapped, its name kept; the
     result file cites the checkpoint by the sha256 of its manifest, which the record's step and
     files make again."""
 
@@ -223,7 +223,7 @@ def test_a_source_parent_that_is_not_the_model_read_is_caught(
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_export_finished_before_it_wrote_export_json_is_caught(filed: Filed, tmp_path: Path) -> None:
-    """P04: export.json is written before the record is settled."""
+    """Planted: export.json is written before the record is settled."""
     run = copied(tmp_path, filed.export, shifted("finished", timedelta(seconds=-30)))
     assert_caught(run, "run.finished is", "before export.json was created")
 
@@ -237,7 +237,7 @@ def test_a_surgery_finished_after_it_wrote_surgery_json_is_caught(filed: Filed, 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_run_moved_away_from_the_second_its_id_stamps_is_caught(filed: Filed, tmp_path: Path) -> None:
-    """T33: eval-YYYYMMDDTHHMMSS names when the run started; both its times moved six hours on."""
+    """Eval-YYYYMMDDTHHMMSS names when the run started; both its times moved six hours on."""
 
     def later(data: dict[str, Any], run_dir: Path) -> None:
         for key in ("started", "finished"):

@@ -523,7 +523,7 @@ def test_a_rate_just_beyond_lr_rtol_fires_and_just_inside_holds(
 
 
 def _reversed(final: torch.Tensor, reading: torch.Tensor) -> torch.Tensor:
-    """The audit's N27: KL(layer ‖ final)."""
+    """Planted: KL(layer ‖ final)."""
     return (reading.exp() * (reading - final)).sum(-1)
 
 
@@ -602,7 +602,7 @@ def test_a_kl_just_beyond_kl_rtol_fires_and_just_inside_holds(
 def test_a_lens_trained_on_the_reversed_kl_fires(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's P02: the training objective KL(layer ‖ final); the held-out report untouched."""
+    """Planted: the training objective KL(layer ‖ final); the held-out report untouched."""
     model, kl = load_trained(trained["run"]).model, lens_train.kl_to_final
     monkeypatch.setattr(lens_train, "kl_to_final", lambda final, reading: kl(reading, final))
     with pytest.raises(GateViolation, match=r"GATE-LENS-006.*at step 1 the lens training backpropagated"):
@@ -646,7 +646,7 @@ def test_a_lens_trained_on_the_reversed_kl_exits_3(
 def test_held_out_means_over_one_batch_too_many_fire(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's P03: the sums divided by batches + 1; the judge averages the per-batch KLs itself."""
+    """Planted: the sums divided by batches + 1; the judge averages the per-batch KLs itself."""
     model, means = load_trained(trained["run"]).model, lens_train.heldout_means
 
     def one_too_many(per_batch: list) -> tuple[list[float], list[float]]:
@@ -663,7 +663,7 @@ def test_held_out_means_over_one_batch_too_many_fire(
 def test_held_out_columns_swapped_between_the_lenses_fire(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's Q01: the logit lens read where the tuned one is named and back (only a warning of
+    """The logit lens read where the tuned one is named and back (only a warning of
     GATE-LENS-003 before); the recomputation reads each column through its own lens by name."""
     model = load_trained(trained["run"]).model
     tuned, real = probes.load_lens(trained["lens"], torch.device("cpu")), lens_train.layer_log_probs
@@ -684,7 +684,7 @@ def test_held_out_columns_swapped_between_the_lenses_fire(
 def test_a_reading_against_another_row_than_the_models_output_fires(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The audit's P04: the last lens layer taken as the final distribution. The recomputed KL is
+    """Planted: the last lens layer taken as the final distribution. The recomputed KL is
     against a plain forward, and the model's own row must read 0."""
     monkeypatch.setattr(readout, "model_output", lambda log_probs: log_probs[-2])
     model = tiny_model()
@@ -703,7 +703,7 @@ def _top_tokens_planted(change: Callable[[float], float]) -> Callable:
 def test_a_reading_reporting_log_probabilities_as_probabilities_fires(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The audit's P29: top1_prob −4.83. A reported probability is exp of its token's log-probability."""
+    """Planted: top1_prob −4.83. A reported probability is exp of its token's log-probability."""
     model = tiny_model()
     residuals = capture(model, _ids())
     monkeypatch.setattr(readout, "top_tokens", _top_tokens_planted(math.log))
@@ -820,7 +820,7 @@ def test_a_reading_whose_entropy_is_averaged_over_the_vocabulary_stops_the_lens(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The audit's R34: −Σ p log p divided by the vocabulary (0.0214 nats for 5.49), every layer
+    """Planted: −Σ p log p divided by the vocabulary (0.0214 nats for 5.49), every layer
     and position, while KL and top tokens stay right: `stack lens` exits 3 naming the gate."""
     monkeypatch.setattr(readout, "entropy_of", lambda lp: -(lp.exp() * lp).mean(-1))
     argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(tmp_path / "rec")]
@@ -974,7 +974,7 @@ def test_a_lens_clipped_at_the_default_norm_not_the_stated_one_stops(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The audit's R61: the loop clips at DEFAULT_CLIP_NORM whatever --clip-norm said; the record
+    """Planted: the loop clips at DEFAULT_CLIP_NORM whatever --clip-norm said; the record
     states 0.05. The gradients the optimizer steps, read from its parameters, exceed it: exit 3."""
     clip = torch.nn.utils.clip_grad_norm_
     monkeypatch.setattr(
@@ -1015,7 +1015,7 @@ def test_a_comparison_drawn_at_the_default_count_not_the_stated_one_stops(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The audit's R71: the comparison set drawn with no count (the spec's default) whatever
+    """Planted: the comparison set drawn with no count (the spec's default) whatever
     --heldout-batches said; the record states 3. The windows its forwards read are not 3 × 4: exit 3."""
     real = lens_train.heldout_batches
     monkeypatch.setattr(
@@ -1058,7 +1058,7 @@ def test_a_lens_trained_on_another_seeds_windows_than_stated_stops(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The round-8 audit's R104: the lens's reader built with seed 0 whatever --seed said; the record
+    """Planted: the lens's reader built with seed 0 whatever --seed said; the record
     states seed 5. Its first batch is not the plan of seed 5's first step: exit 3 naming GATE-DATA-001."""
     reader = lens_train.TokenReader
     monkeypatch.setattr(lens_train, "TokenReader", lambda *args, **kw: reader(*args, **{**kw, "seed": 0}))

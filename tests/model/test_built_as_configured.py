@@ -63,7 +63,7 @@ def _halted(code: int, err: str, gate: str, *said: str) -> None:
 
 
 def _without_shared_expert(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R109: `self.shared = None` whatever moe_shared_expert says."""
+    """Planted: `self.shared = None` whatever moe_shared_expert says."""
     built = moe_module.MoE.__init__
 
     def init(self: moe_module.MoE, config: ModelConfig) -> None:
@@ -74,7 +74,7 @@ def _without_shared_expert(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _always_tied(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R122: `if config.tie_embeddings:` → `if True:`, the head the embedding's tensor."""
+    """Planted: `if config.tie_embeddings:` → `if True:`, the head the embedding's tensor."""
     built = GPT.__init__
 
     def init(self: GPT, config: ModelConfig, *, seed: int | None = None) -> None:
@@ -85,21 +85,21 @@ def _always_tied(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _first_block_routed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R123: `index % mod_every == mod_every - 1` → `== 0`."""
+    """Planted: `index % mod_every == mod_every - 1` → `== 0`."""
     monkeypatch.setattr(
         ModelConfig, "mod_block", lambda self, index: self.mod_every > 0 and index % self.mod_every == 0
     )
 
 
 def _adapters_on_q_v(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R147: the adapters applied on "q,v" whatever lora.targets names."""
+    """Planted: the adapters applied on "q,v" whatever lora.targets names."""
     monkeypatch.setattr(
         lora_setup, "apply_lora", lambda model, _targets, *a, **k: apply_lora(model, "q,v", *a, **k)
     )
 
 
 def _top_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R125: `self.top_k = config.moe_top_k` → `2`."""
+    """Planted: `self.top_k = config.moe_top_k` → `2`."""
     built = moe_module.MoE.__init__
 
     def init(self: moe_module.MoE, config: ModelConfig) -> None:
@@ -175,7 +175,7 @@ def test_adapters_on_fewer_matrices_than_lora_targets_stop_the_run_at_step_0(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """R147: adapters on q and v of q,k,v,attn_out; the selection the run records still says four."""
+    """Planted: adapters on q and v of q,k,v,attn_out; the selection the run records still says four."""
     _adapters_on_q_v(monkeypatch)
     code = main(_lora_argv(command, runs, tmp_path / "run"))
     _halted(
@@ -199,7 +199,7 @@ def test_adapters_on_every_target_pass(command: str, runs: dict[str, Path], tmp_
 def test_a_mixture_routing_top_2_for_top_3_stops_on_the_gate_before_the_one_expert_probe(
     runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """R125: the module's top_k 2 for moe_top_k 3. It crashed inside the one-expert probe (topk of 2
+    """Planted: the module's top_k 2 for moe_top_k 3. It crashed inside the one-expert probe (topk of 2
     from one expert); the configured mixture, written out at top 3, is judged first and fires."""
     _top_2(monkeypatch)
     run = tmp_path / "run"

@@ -24,7 +24,7 @@ REAL_ROPE = gpt_module.rope_angles
 def _rope_over_the_whole_head(
     config: ModelConfig, start: int, length: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """N01: inverse frequencies θ^(−i/head_dim), where the architecture says θ^(−i/(head_dim/2))."""
+    """Planted: inverse frequencies θ^(−i/head_dim), where the architecture says θ^(−i/(head_dim/2))."""
     slower = config.model_copy(update={"rope_theta": config.rope_theta**0.5})
     return REAL_ROPE(slower, start, length, device, dtype)
 

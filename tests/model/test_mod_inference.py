@@ -50,7 +50,7 @@ def test_an_honest_mod_run_passes_and_replays_its_eval_lines(data: Path, tmp_pat
 def test_falsifier_r167_threshold_at_another_capacity_halts_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """R167 planted: the threshold split at capacity 0.5 while training's top-k keeps 0.25."""
+    """Planted: the threshold split at capacity 0.5 while training's top-k keeps 0.25."""
     real = depth_router_module.split_score
     monkeypatch.setattr(depth_router_module, "split_score", lambda scores, _capacity: real(scores, 0.5))
     status = train(smoke_args(data, tmp_path / "run", *MOD))

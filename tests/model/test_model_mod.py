@@ -209,7 +209,7 @@ def test_falsifier_strict_comparison_routes_one_too_few(monkeypatch: pytest.Monk
 def test_falsifier_a_capacity_rounded_up_fires_at_the_start_of_a_run(
     monkeypatch: pytest.MonkeyPatch, capacity: float
 ) -> None:
-    """The round-5 audit's P18: ⌈C·T⌉ tokens routed. At C·T whole (0.125 · 24 = 3) every rounding
+    """Planted: ⌈C·T⌉ tokens routed. At C·T whole (0.125 · 24 = 3) every rounding
     routes the same count, so the start-up checks probe a length where C·T is not whole too."""
     monkeypatch.setattr(depth_router_module, "capacity_tokens", lambda c, t: math.ceil(c * t))
     with pytest.raises(GateViolation) as caught:

@@ -171,7 +171,7 @@ def test_what_is_there_is_never_removed_when_a_new_run_is_refused(tmp_path: Path
 def test_a_refusal_offers_resume_only_where_resume_would_take_the_directory(
     continues: bool, tmp_path: Path
 ) -> None:
-    """Audit F15: a folder of the user's files was told `continue it with --resume`, which then
+    """A folder of the user's files was told `continue it with --resume`, which then
     refused it. The writer says which directories its --resume continues; only those are offered it."""
     (tmp_path / "notes.txt").write_text("mine")
     writer = rundir.Writer("stack test", resumable=True, continues=lambda out: continues)
@@ -215,7 +215,7 @@ def _one_writer_dir(root: Path) -> Path:
 def test_an_output_under_a_directory_another_process_writes_is_refused_naming_it(
     check: object, tmp_path: Path
 ) -> None:
-    """Audit F09: one writer per run directory, whatever the output and whichever command writes it:
+    """One writer per run directory, whatever the output and whichever command writes it:
     a path under a run being written is refused naming the writer, before anything is written."""
     run = _one_writer_dir(tmp_path / "run")
     writing = rf"lies in {run}, which is being written by another process \(pid \d+, stack train\)"

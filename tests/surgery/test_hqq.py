@@ -238,7 +238,7 @@ def test_an_agreement_measured_before_the_weights_changed_fires(
 def test_an_agreement_taken_the_other_way_round_fires(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The round-5 audit's P20: KL(quantised ‖ original) reported as KL(original ‖ quantised); the
+    """Planted: KL(quantised ‖ original) reported as KL(original ‖ quantised); the
     two differ by a few parts in a million at a mean of 1e-7 nats, far beyond kl_rtol."""
     real = agreement.position_kl
     monkeypatch.setattr(agreement, "position_kl", lambda original, changed: real(changed, original))
@@ -289,7 +289,7 @@ def test_a_writer_that_unties_the_head_fires(
 
 
 def _zero_points_per_weight(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's R17: the zero-point search keeps one zero-point per weight, not per group (its
+    """Planted: the zero-point search keeps one zero-point per weight, not per group (its
     mean over the wrong dimension, broadcast): each weight rounds on a grid shifted by its column."""
     real = hqq.optimise_zero
 
@@ -364,7 +364,7 @@ def test_a_quantize_record_whose_grid_is_not_its_checkpoints_is_caught(source: P
 def test_groups_picked_per_matrix_under_a_stated_group_size_stop_the_quantisation(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's R74: the quantiser's sizes taken with no request (auto_group per matrix) whatever
+    """Planted: the quantiser's sizes taken with no request (auto_group per matrix) whatever
     --group-size said; surgery.json's settings say 16. Every grid is sound on its own groups; the
     groups are not the stated size: exit 3 naming the gate."""
     real = hqq.group_sizes

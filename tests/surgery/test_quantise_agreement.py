@@ -51,7 +51,7 @@ def _gate(out: Path, gate_id: str) -> dict[str, Any]:
 
 
 def _self_agreement(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R204: the agreement compares the quantised model with itself."""
+    """Planted: the agreement compares the quantised model with itself."""
     real = agreement_module.heldout_agreement
 
     def with_itself(original: GPT, changed: GPT, windows: torch.Tensor) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def _self_agreement(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _file_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R215: `--sample-text FILE` is dropped on the way to the sample."""
+    """Planted: `--sample-text FILE` is dropped on the way to the sample."""
     real = sample_module.resolve_sample
 
     def default_sample(
@@ -165,7 +165,7 @@ def test_requested_problem_holds_the_source_to_the_request(
 
 
 def _rounding_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R208: the "float64" copy of the model stays fp32, so the rounding is the forward against itself."""
+    """Planted: the "float64" copy of the model stays fp32, so the rounding is the forward against itself."""
 
     def still_fp32(self: GPT) -> GPT:
         return self

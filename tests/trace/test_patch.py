@@ -254,7 +254,7 @@ def test_a_splice_that_writes_the_position_before_fires(monkeypatch: pytest.Monk
 
 @pytest.mark.gate("GATE-PATCH-002")
 def test_a_metric_read_before_the_last_position_fires(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's N29: the metric read at the second-to-last position; every recovered fraction is
+    """Planted: the metric read at the second-to-last position; every recovered fraction is
     consistent with its scores, which a plain forward read at the last position contradicts."""
     model, (clean, corrupted) = _experiment()
     exact = Metric.__call__
@@ -283,7 +283,7 @@ def test_scores_just_past_score_atol_fire_and_just_inside_hold(monkeypatch: pyte
 
 @pytest.mark.gate("GATE-PATCH-002")
 def test_grid_cells_run_on_the_clean_prompt_fire(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's P05: each cell's forward on the clean prompt (every cell recovered 1.00, and each
+    """Planted: each cell's forward on the clean prompt (every cell recovered 1.00, and each
     changed nothing, which the hooks' record alone accepted): what the cell computed at its site is
     not the corrupted run's kept value, and it changed nothing where the two runs differ."""
     model, (clean, corrupted) = _experiment()
@@ -302,7 +302,7 @@ def test_grid_cells_run_on_the_clean_prompt_fire(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.gate("GATE-PATCH-002")
 def test_a_hook_that_records_its_replacement_as_computed_fires(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's P30: the hooks keep the replacement as what the forward computed, so no cell
+    """Planted: the hooks keep the replacement as what the forward computed, so no cell
     changed anything (the grid's numbers are untouched); the cells that must change their position,
     where the two runs' kept values differ, name it, and so does the corrupted run's value."""
     model, (clean, corrupted) = _experiment()
@@ -333,7 +333,7 @@ def _sweep_over(monkeypatch: pytest.MonkeyPatch, positions: Callable[[int], list
 def test_a_sweep_that_skips_or_repeats_a_position_fires(
     monkeypatch: pytest.MonkeyPatch, positions: Callable[[int], list[int]]
 ) -> None:
-    """The audit's P06: a sweep over positions 1..T−1 (the printed grid shifted a column); a
+    """Planted: a sweep over positions 1..T−1 (the printed grid shifted a column); a
     position twice, or the last dropped: the grid's cells against every site × 0..T−1."""
     model, (clean, corrupted) = _experiment()
     run = _patch(model, clean, corrupted)  # every position once: holds
@@ -345,7 +345,7 @@ def test_a_sweep_that_skips_or_repeats_a_position_fires(
 
 @pytest.mark.gate("GATE-PATCH-002")
 def test_an_inverted_recovery_formula_fires(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's P07: (clean − patched)/(clean − corrupted) recorded every cell inverted and the full
+    """Planted: (clean − patched)/(clean − corrupted) recorded every cell inverted and the full
     patch, proved bit-exact, as 0.0; each recorded fraction recomputed by contracts.patching names it."""
     model, (clean, corrupted) = _experiment()
     assert _patch(model, clean, corrupted).full_recovered == 1.0  # the contracts' formula: holds

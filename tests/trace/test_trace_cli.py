@@ -86,7 +86,7 @@ def test_a_clean_model_exits_0_with_its_table_and_a_record_beside_the_run(
 def test_a_trace_with_the_q_and_k_sites_swapped_exits_3_with_a_halted_record(
     runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's M32: the hook table registers attn.k's output as `q` and attn.q's as `k`; the
+    """Planted: the hook table registers attn.k's output as `q` and attn.q's as `k`; the
     trace is complete and plausible, and each of the two is off its own projection of attn_norm."""
     from stack.trace import hooks
 
@@ -110,7 +110,7 @@ def test_a_trace_with_the_q_and_k_sites_swapped_exits_3_with_a_halted_record(
 
 
 def _with_own_layer(trace: Trace, names: list[str]) -> list[SiteBaseline]:
-    """The audit's M33 planted: each site's baseline the median of the same site over every layer,
+    """Planted: each site's baseline the median of the same site over every layer,
     its own included (the `j != layer` exclusion dropped), so a layer that blew up hides."""
     found = []
     for judged in judged_sites(trace, names):
@@ -126,7 +126,7 @@ def _with_own_layer(trace: Trace, names: list[str]) -> list[SiteBaseline]:
 def test_a_baseline_that_takes_in_the_sites_own_layer_stops_the_trace(
     runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's M33: with the edited layer in its own baseline, the report said clean (exit 0).
+    """Planted: with the edited layer in its own baseline, the report said clean (exit 0).
     The anomalies named are derived again from the sites' statistics, and the gate fires."""
     monkeypatch.setattr(modes, "find_anomalies", _with_own_layer)
     assert trace(runs["blown"], "--prompt", PROMPT, "--out", tmp_path / "rec") == 3
@@ -465,7 +465,7 @@ def test_a_trace_whose_absmax_is_not_the_larger_of_min_and_max_is_caught(
 
 
 def test_a_chat_prompt_is_traced_on_its_special_tokens_ids(tmp_path: Path) -> None:
-    """G02: trace encodes the ChatML markers typed into --prompt as the model's special ids, as
+    """Trace encodes the ChatML markers typed into --prompt as the model's special ids, as
     `stack sample` does (Tokenizer.encode_prompt): config.tokens counts them, and the checker's
     re-derivation (tools/trace_tokens.py) encodes the prompt the same way."""
     from tokenizers import Tokenizer as Backend

@@ -1,4 +1,4 @@
-"""Round-12 mutant audit, `stack trace`: a correct `--dump` record the checker refused, and the
+"""`stack trace`: a correct `--dump` record the checker refused, and the
 trace's dtype held to the one asked for.
 
 * An unmutated `trace --dump` got 22 GATE-INTEG-001 lines: the dump's calibration forwards (fp64,
@@ -64,7 +64,7 @@ def test_a_dump_trace_passes_the_checker(run: Path, tmp_path: Path) -> None:
 
 
 def _bf16_as_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R211: the bf16 path runs in fp16."""
+    """Planted: the bf16 path runs in fp16."""
     monkeypatch.setitem(calibrate.DTYPES, "bf16", torch.float16)
 
 
@@ -105,7 +105,7 @@ def test_a_bf16_path_run_in_bf16_holds(run: Path, tmp_path: Path) -> None:
 
 
 def _margins_over_atol(monkeypatch: pytest.MonkeyPatch, scale: float) -> None:
-    """R219: each site's min_atol off what its values give: 0 (the mutant's, over the elements
+    """Planted: each site's min_atol off what its values give: 0 (the mutant's, over the elements
     beyond atol: none at a calibrated atol) or short of it by a few ulp; 1.0 reports it unchanged."""
     real = bisect.compare_site
 
@@ -155,7 +155,7 @@ def test_margins_restated_in_the_record_are_named_by_the_checker(run: Path, tmp_
 
 
 def _first_elements(monkeypatch: pytest.MonkeyPatch, shift: int) -> None:
-    """R216: a large site's dump keeps the elements `shift` places after the format's positions
+    """Planted: a large site's dump keeps the elements `shift` places after the format's positions
     (the mutant's: its first SAMPLE_LIMIT elements); shift 0 keeps the right ones."""
     real = dump.sample_indices
 

@@ -1,4 +1,4 @@
-"""Round-8 mutant audit, `stack trace`: the sites a report keeps held to --layers and --sites
+"""`stack trace`: the sites a report keeps held to --layers and --sites
 (GATE-TRACE-002 rev 4, check selection; R92), and the checker's derivations of a selected trace."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _verdict(out: Path) -> tuple[str, str]:
 def test_a_trace_that_ignores_layers_stops_with_a_halted_record(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's R92: the layer selection dropped (every layer's sites written under --layers 1-1)."""
+    """Planted: the layer selection dropped (every layer's sites written under --layers 1-1)."""
     real = trace_cli._names
     monkeypatch.setattr(trace_cli, "_names", lambda args, n, layout: real(_without_layers(args), n, layout))
     assert _traced(tmp_path, run, "--layers", "1-1") == 3
@@ -102,7 +102,7 @@ def _checked(
 def test_a_trace_run_in_another_dtype_than_asked_is_caught(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R83: `--dtype bf16` traced (and described) in fp32; the command line's --dtype holds
+    """Planted: `--dtype bf16` traced (and described) in fp32; the command line's --dtype holds
     config.path_a's dtype."""
     from stack.trace import calibrate
 
@@ -120,7 +120,8 @@ def test_a_trace_in_bf16_as_asked_passes(run: Path, tmp_path: Path, monkeypatch:
 def test_a_table_of_another_statistic_than_asked_is_caught(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R103: `--stat absmax` shown as std; trace.json names the table's statistic, config.stat the asked."""
+    """Planted: `--stat absmax` shown as std; trace.json names the table's statistic, config.stat
+    the asked."""
     from stack.trace import modes
 
     real = modes.single
@@ -134,7 +135,7 @@ def test_a_table_of_another_statistic_than_asked_is_caught(
 def test_a_lens_read_at_another_position_than_asked_is_caught(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R93: `--position 4` read at the last position; config.position is the command line's, and
+    """Planted: `--position 4` read at the last position; config.position is the command line's, and
     trace.json's position is held to it."""
     from stack.lens import report
 

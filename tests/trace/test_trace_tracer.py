@@ -512,7 +512,7 @@ def _ablation_effect() -> ablation.AblationEffect:
 
 @pytest.mark.gate("GATE-TRACE-003")
 def test_an_ablation_kl_taken_the_other_way_fires(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's N24: KL(ablated ‖ intact) reported under the label KL(intact ‖ ablated); the KL
+    """Planted: KL(ablated ‖ intact) reported under the label KL(intact ‖ ablated); the KL
     recomputed from the two forwards' logits by kl_div names it."""
     assert _ablation_effect().mean_kl > 0  # the KL as labelled: holds
     exact = ablation.kl_per_position
@@ -523,7 +523,7 @@ def test_an_ablation_kl_taken_the_other_way_fires(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.gate("GATE-TRACE-003")
 def test_an_output_change_over_the_ablated_norm_fires(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's P08: ‖ablated − intact‖ / ‖ablated‖ reported as the layer's output change; the
+    """Planted: ‖ablated − intact‖ / ‖ablated‖ reported as the layer's output change; the
     change recomputed from the two traces' block outputs by contracts.divergence names it."""
     assert _ablation_effect().output_change[1] > 0  # ‖ablated − intact‖ / ‖intact‖: holds
     monkeypatch.setattr(ablation, "relative_change", lambda x, y: float((y - x).norm() / y.norm()))
@@ -533,7 +533,7 @@ def test_an_output_change_over_the_ablated_norm_fires(monkeypatch: pytest.Monkey
 
 @pytest.mark.gate("GATE-TRACE-003")
 def test_an_argmax_over_the_positions_fires(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit's P09: the argmax taken over the positions ("243 of 13 positions"); the changed
+    """Planted: the argmax taken over the positions ("243 of 13 positions"); the changed
     argmaxes recounted over the vocabulary, and bounded by the positions, name it."""
     effect = _ablation_effect()  # over the vocabulary: holds
     assert effect.argmax_changed <= effect.positions == tokens().shape[1]
@@ -545,7 +545,7 @@ def test_an_argmax_over_the_positions_fires(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.gate("GATE-TRACE-003")
 @pytest.mark.parametrize("first", [True, False], ids=["prompt_token_added", "one_dropped"])
 def test_samples_that_are_not_the_new_tokens_fire(monkeypatch: pytest.MonkeyPatch, first: bool) -> None:
-    """The audit's P35: each continuation began with the prompt's last token (9 ids for
+    """Planted: each continuation began with the prompt's last token (9 ids for
     --sample 8); or one id short: each continuation must be exactly the N new ids asked for."""
     model, idx = tiny_model(), tokens()
     path = TracePath(model, "sdpa", "fp32", "tiny")

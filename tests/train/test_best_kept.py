@@ -139,7 +139,7 @@ def kept_after(lines: list[dict], keep_last: int) -> list[str]:
 def test_a_prune_that_keeps_one_checkpoint_too_many_halts_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The round-4 audit's N08: the prune keeps keep_last + 1, so the run directory holds a
+    """Planted: the prune keeps keep_last + 1, so the run directory holds a
     checkpoint more than the run says it keeps (the mirror bug would delete a resumable one)."""
     prune = ckpt.prune
     monkeypatch.setattr(
@@ -176,7 +176,7 @@ def _events(run: Path, name: str) -> list[dict]:
 def test_a_resume_past_a_corrupt_newest_checkpoint_sets_it_aside_and_keeps_what_it_resumed_from(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's F10: the newest checkpoint does not verify; the resume passes over it, as
+    """The newest checkpoint does not verify; the resume passes over it, as
     documented, and its first prune used to rank it among the newest, keep it and delete the valid
     step the run had resumed from (then GATE-CKPT-002 fired, exit 3). Now the corrupt one is set
     aside whole, said on stderr and in the log, and the prunes keep the checkpoint resumed from."""

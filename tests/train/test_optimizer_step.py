@@ -282,7 +282,7 @@ def test_an_init_from_and_a_resume_hold_the_models_tensors(data: Path, started: 
 
 
 def _drawn_from_seed_0(config: ModelConfig, seed: int | None = None) -> GPT:
-    """The round-6 audit's R13: the Trainer's model built with seed 0, whatever train.seed says."""
+    """Planted: the Trainer's model built with seed 0, whatever train.seed says."""
     return GPT(config, seed=0)
 
 

@@ -190,7 +190,7 @@ def _loss_path(
 def test_a_loss_path_that_skips_the_final_norm_stops_the_first_step(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, only_eval: bool
 ) -> None:
-    """The audit's M02: the loss (and, in evaluation mode, every held-out loss) is computed without
+    """Planted: the loss (and, in evaluation mode, every held-out loss) is computed without
     the final norm the served model applies; every earlier probe called the model without targets."""
     _loss_path(monkeypatch, lambda model: nn.Identity(), only_eval)
     run = tmp_path / "run"

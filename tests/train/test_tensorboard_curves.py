@@ -63,7 +63,7 @@ def _held(run: Path) -> None:
 def test_a_mirror_that_counts_lines_halts_the_finished_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """R179 planted: each line mirrored at the step after the previous line's, not at its own."""
+    """Planted: each line mirrored at the step after the previous line's, not at its own."""
     mirror = tensorboard.Board.line
 
     def counted(board: tensorboard.Board, kind: str, fields: dict[str, Any]) -> None:

@@ -121,7 +121,7 @@ def test_a_miscounting_mirror_still_halts_a_resume_that_turns_tensorboard_on(
 def test_a_halted_run_resumed_with_tensorboard_off_has_a_record_that_agrees(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """K31: the halted leg's check values do not outlive its option; the record's verdicts and status
+    """The halted leg's check values do not outlive its option; the record's verdicts and status
     agree and the checker holds it."""
     mirror = tensorboard.Board.line
     with monkeypatch.context() as planted:
@@ -141,7 +141,7 @@ def test_a_halted_run_resumed_with_tensorboard_off_has_a_record_that_agrees(
 def test_a_resume_says_its_step_and_what_it_rolls_back(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """K27: as if the process died after step 4's line, before its checkpoint."""
+    """As if the process died after step 4's line, before its checkpoint."""
     run = tmp_path / "run"
     assert train(smoke_args(data, run, *SETS, ON)) == 0
     shutil.rmtree(ckpt.list_checkpoints(run)[-1])

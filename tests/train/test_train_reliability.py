@@ -193,7 +193,7 @@ def test_a_resume_on_other_data_or_another_world_size_is_refused_touching_nothin
 def test_a_resume_after_its_data_dir_was_prepared_again_says_so(
     finished: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-7 audit G13: the run's own DATA_DIR prepared again (`prepare --out D --force`) under a run
+    """The run's own DATA_DIR prepared again (`prepare --out D --force`) under a run
     was refused as a changed key, "drop those --set/--config keys, use the run's own --data", though
     no key was set and the data was the run's own; the line says what happened and what to do."""
     run, again = copy_of(finished, tmp_path), tmp_path / "again"
@@ -525,7 +525,7 @@ def _stopped_cleanly(run: Path, line: str) -> None:
 def test_a_disk_full_at_the_first_checkpoint_names_it_cleans_up_and_says_how_to_start_again(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """G04: the line named no file and said "run again", which was refused; the half-written staging
+    """The line named no file and said "run again", which was refused; the half-written staging
     directory stayed (what filled the disk) and metadata.json said `running`, while the refusal of
     the same command said it "says why". Its own advice is what works now."""
     monkeypatch.setattr(ckpt, "save_weights", _full_at(2, ckpt.save_weights, rust=False))
@@ -550,7 +550,7 @@ def test_a_disk_full_at_the_first_checkpoint_names_it_cleans_up_and_says_how_to_
 def test_a_disk_full_at_a_later_checkpoint_is_no_malformed_file_and_resume_continues(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """G05: safetensors' I/O error writing a checkpoint was called "a .safetensors file it read is
+    """Safetensors' I/O error writing a checkpoint was called "a .safetensors file it read is
     malformed; restore it or re-create it". It is the disk, and --resume is the way on."""
     monkeypatch.setattr(ckpt, "save_tensors", _full_at(4, ckpt.save_tensors, rust=True))
     run = tmp_path / "run"
@@ -760,7 +760,7 @@ def test_resume_with_new_run_options_names_only_those_given(
 def test_a_run_name_that_cannot_be_a_run_id_says_ascii_and_offers_one(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """G06: `--out …/läufe` was refused as not "letters, digits, '.', '_' and '-'", though ä is a
+    """`--out …/läufe` was refused as not "letters, digits, '.', '_' and '-'", though ä is a
     letter; the name is the run's id, which the rule holds to ASCII, and the line says so."""
     out = tmp_path / "läufe"
     assert train(smoke_args(data, out)) == 2
@@ -789,7 +789,7 @@ def test_a_run_name_that_cannot_be_a_run_id_says_ascii_and_offers_one(
 def test_a_set_value_that_opens_a_list_but_is_not_toml_says_to_quote_its_items(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, said: str
 ) -> None:
-    """G09: the bare words of `[hello, world]` are not TOML, so the value fell back to a string and
+    """The bare words of `[hello, world]` are not TOML, so the value fell back to a string and
     was refused as "Input should be a valid list", though a list was written."""
     assert train(smoke_args(data, tmp_path / "run", item)) == 2
     line = one_line(capsys.readouterr().err)
@@ -807,7 +807,7 @@ def test_a_set_value_that_opens_a_list_but_is_not_toml_says_to_quote_its_items(
 def test_a_section_of_another_command_names_that_command(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, command: str
 ) -> None:
-    """G10: `stack train --set dpo.beta=0.5` said "config dpo.reference: Field required", a key the
+    """`stack train --set dpo.beta=0.5` said "config dpo.reference: Field required", a key the
     user never heard of; dpo.* and distill.* belong to their tasks and the commands that run them."""
     assert train(smoke_args(data, tmp_path / "run", item)) == 2
     line = one_line(capsys.readouterr().err)
@@ -821,7 +821,7 @@ def test_a_section_of_another_command_names_that_command(
 def test_a_phase_that_starts_after_the_last_step_is_noted(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """G11: a phase after step 500 of a 10-step run never applied, and the run said nothing. It is a
+    """A phase after step 500 of a 10-step run never applied, and the run said nothing. It is a
     note, not a refusal: a resume may raise train.steps past it."""
     phases = "data.phases=[{after_step=500, weights={main=1.0}}]"
     assert train(smoke_args(data, tmp_path / "run", "train.steps=2", phases)) == 0
@@ -882,7 +882,7 @@ def test_the_start_up_checks_allocate_by_their_probe_not_by_the_context() -> Non
 
 
 def test_a_required_key_left_out_names_how_to_give_it() -> None:
-    """Round-10 user audit K02: `stack sft` without train.steps said pydantic's "config train.steps:
+    """`stack sft` without train.steps said pydantic's "config train.steps:
     Field required" and no way to give it; a required key left out now names --set, --config and
     --preset."""
     from stack.config import parse_section

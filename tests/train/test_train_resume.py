@@ -203,7 +203,7 @@ def test_a_checkpoint_of_another_model_than_the_one_trained_halts_the_run(
 
 
 def _moments_in_bf16(real: Callable[..., tuple[dict[str, torch.Tensor], dict]]) -> Callable[..., Any]:
-    """The audit's M04: the optimizer's moments written as bf16 to halve optimizer.safetensors."""
+    """Planted: the optimizer's moments written as bf16 to halve optimizer.safetensors."""
 
     def planted(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
         tensors, meta = real(optimizer)
@@ -309,7 +309,7 @@ def test_a_corrupt_checkpoint_is_refused_and_resume_falls_back(
 
 
 def _oldest_first(run_dir: Path, resumable: bool = False) -> tuple[Path | None, list[str]]:
-    """The audit's M25: the choice of a run directory's checkpoint takes its oldest."""
+    """Planted: the choice of a run directory's checkpoint takes its oldest."""
     return ckpt.list_checkpoints(run_dir)[0], []
 
 
@@ -420,7 +420,7 @@ def unlogged_newest(straight: Path, tmp_path: Path, torn: bool) -> Path:
 def test_a_checkpoint_its_log_never_recorded_is_adopted_and_the_run_goes_on(
     straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], torn: bool
 ) -> None:
-    """G01: the resume continued from step-0000008, which the log never named, then GATE-CKPT-002
+    """The resume continued from step-0000008, which the log never named, then GATE-CKPT-002
     fired at every later save (the prune's kept set is read from the log). The resume adopts it,
     saying so in one line, and logs its event: every later prune and resume holds, the steps before
     it are the ones that made it (nothing retaken), and the record passes the integrity check."""

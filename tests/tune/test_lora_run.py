@@ -156,7 +156,7 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_lora_without_a_trained_start_is_refused_naming_the_start_option(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-7 audit G03: a lora.* key on a fresh `stack train` froze a randomly initialised base and
+    """A lora.* key on a fresh `stack train` froze a randomly initialised base and
     trained only the adapters (loss 5.52 -> 5.48 in ten smoke steps, 4.74 without the key), exit 0;
     so did a [lora] section in a reused config file, and a resume of a run started without one.
     `stack distill` names its own option, --student."""
@@ -308,7 +308,7 @@ def test_a_lora_run_s_adapters_read_their_input_under_the_configured_dropout(run
 
 
 def _never_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The round-6 audit's R02: A handed the adapter's input as it came, the dropout never drawn."""
+    """Planted: A handed the adapter's input as it came, the dropout never drawn."""
     monkeypatch.setattr(LoRALinear, "adapter", _adapter_with(lambda _self, x: x))
 
 

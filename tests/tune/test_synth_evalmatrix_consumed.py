@@ -1,4 +1,4 @@
-"""Round-9 mutant audit, `stack synth` and `stack evalmatrix` (R126, R134): a value the command consumes,
+"""`stack synth` and `stack evalmatrix`: a value the command consumes,
 measured where it acts and held to the setting its record states.
 
 - R126: synth drew every response with the instruction's budget. GATE-SYNTH-002 rev 3 (check budgets)
@@ -111,7 +111,7 @@ def test_a_synthesis_holds_its_budgets_and_the_checker_derives_them(source: Path
 def test_responses_drawn_with_the_instruction_budget_halt(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R126: every response drawn with max_instruction_tokens (16 of 40). The replay draws the same,
+    """Planted: every response drawn with max_instruction_tokens (16 of 40). The replay draws the same,
     so only the budgets check sees it: exit 3 naming the gate and the budget."""
     _budget_planted(monkeypatch, lambda settings, asked: settings.max_instruction_tokens)
     out = tmp_path / "r126"
@@ -279,7 +279,7 @@ def test_exact_match_as_asked_holds(world: dict[str, Any], tmp_path: Path, asked
 def test_exact_match_never_computed_under_exact_match_halts(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R134: --exact-match given, the scorer never asked: exit 3 naming the gate."""
+    """Planted: --exact-match given, the scorer never asked: exit 3 naming the gate."""
     _setup_planted(monkeypatch, exact=False)
     record = tmp_path / "rec"
     assert _matrix(world, record, "--exact-match") == 3

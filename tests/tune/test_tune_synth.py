@@ -180,7 +180,7 @@ def _train005(out: Path) -> dict[str, object]:
 def test_a_synthesis_drawn_at_another_temperature_than_asked_fires(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's R76: `--temperature 0.5` is recorded while every draw is made at T = 1. The replay
+    """Planted: `--temperature 0.5` is recorded while every draw is made at T = 1. The replay
     of GATE-SYNTH-002 calls the same sampling and agrees; each draw replayed at the recorded
     temperature from the logits it was made from (and the spread probe, drawn by the same call)
     does not."""
