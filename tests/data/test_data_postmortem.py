@@ -58,7 +58,7 @@ def test_today_the_repetitive_source_is_filtered_unless_waived_on_record(root: P
     assert waived.waiver and waived.filters == [] and waived.documents_out == waived.documents_in
 
 
-def raw_loss_bandit(data: Path, caps: dict[str, float]) -> dict[str, float]:
+def _raw_loss_bandit(data: Path, caps: dict[str, float]) -> dict[str, float]:
     """The incident's bandit (paid by raw loss) on profiled sources; the shares it served at step 16."""
     policy = mixture_policy(data, [Phase(0, {}, caps, {})], bandit=BANDIT)
     policy.profile_sources(load_tokenizer(data).decode, coherence_score)
@@ -72,17 +72,17 @@ def raw_loss_bandit(data: Path, caps: dict[str, float]) -> dict[str, float]:
 
 
 @pytest.mark.gate("GATE-DATA-011")
-def test_araw_loss_bandit_favouring_the_repetitive_source_is_capped_and_flagged(
+def test_a_raw_loss_bandit_favouring_the_repetitive_source_is_capped_and_flagged(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(bandit_module.REWARDS, "improvement", raw_loss)
     limit = load_spec().threshold("GATE-DATA-011", "max_suspect_share")
     with recording(Ledger()) as uncapped:
-        realised = raw_loss_bandit(root / "data", {})
+        realised = _raw_loss_bandit(root / "data", {})
     assert realised["garbage"] > limit  # the bandit wants it: the incident
     assert gate_verdict(uncapped, "GATE-DATA-011") == Verdict.WARN.value  # ... and it is flagged
     with recording(Ledger()) as capped:
-        realised = raw_loss_bandit(root / "data", {"garbage": limit})
+        realised = _raw_loss_bandit(root / "data", {"garbage": limit})
     assert gate_verdict(capped, "GATE-DATA-008") == Verdict.PASS.value  # the cap holds in what is read
     assert gate_verdict(capped, "GATE-DATA-011") == Verdict.PASS.value
     assert realised["garbage"] <= limit + 0.05
