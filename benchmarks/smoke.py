@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Wall time of the ten-second run (tests/test_smoke.py), with each leg's share and the floor
+"""Wall time of the ten-second run (tests/cli/test_smoke.py), with each leg's share and the floor
 under it, filed as evidence.
 
 The smoke test itself never asserts on time; this benchmark runs it under pytest, measures the
@@ -82,7 +82,7 @@ def main() -> int:
     # No options: parsing still answers --help and refuses a stray argument before a minute of work.
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     record = new_record("benchmark", run_id("bench-smoke"), sys.argv, device="cpu")
-    command = [sys.executable, *PYTEST, "tests/test_smoke.py"]
+    command = [sys.executable, *PYTEST, "tests/cli/test_smoke.py"]
     with tempfile.TemporaryDirectory() as tmp:
         legs_file = Path(tmp) / "legs.json"
         env = {**os.environ, "GATESTACK_SMOKE_LEGS": str(legs_file)}

@@ -69,7 +69,7 @@ def judges(
 ) -> Callable[[Judge], Judge]:
     """Register `func` as the judge of `gate_ids`, with the measured keys its checks need: `needs`
     for a gate with one check, `checks` (name → keys) for a gate several checks feed. A judge that
-    declares neither reads no key before its rule runs; tests/test_judges_evidence.py refuses it."""
+    declares neither reads no key before its rule runs; tests/contracts/test_judges_evidence.py refuses it."""
     if needs is not None and checks is not None:
         raise TypeError("a judge declares needs=(...) for one check or checks={...} for several, not both")
     declared = (

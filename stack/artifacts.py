@@ -17,7 +17,7 @@ TOML or safetensors header; never weights.
 `KINDS` is in identification order, most specific first, and `NEEDS` names what an input can
 take; which input of which command takes which need is stack.cli.inputs.INPUTS. A new kind is one
 entry here (and a new input one entry there): the table "What each command accepts" in
-docs/reliability.md (tools/site/accepts.py) and tests/test_artifacts.py follow from them. The
+docs/reliability.md (tools/site/accepts.py) and tests/cli/test_artifacts.py follow from them. The
 files that define a kind are named here, and their writers import the names from here.
 """
 
@@ -67,7 +67,7 @@ TRACE_DUMP_FORMAT = "gatestack-trace-dump"  # the `format` of a `stack trace --d
 
 # How much of a file's head identifying may read (a safetensors header, a JSON's first key).
 HEAD_BYTES = 1 << 20
-# A reader's words for damage: a refusal of the wrong kind never uses them (tests/test_artifacts.py).
+# A reader's words for damage: a refusal of the wrong kind never uses them (tests/cli/test_artifacts.py).
 DAMAGE_WORDS = ("corrupt", "restore", "good copy", "damaged", "malformed", "tampered")
 
 

@@ -33,9 +33,9 @@ if "GATESTACK_CRASH_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["GATESTACK_CRASH_DIR"], ignore_errors=True)
 
 # The proof by mutation re-checked against evidence/proofs.lock (`make test`, `make proofs`).
-pytest_plugins = ["gate_plugin"]
+pytest_plugins = ["tests.gate_plugin"]
 
-from site_build import BuiltSite, build_site_once  # noqa: E402  (after the environment above)
+from tests.support.site_build import BuiltSite, build_site_once  # noqa: E402  (after the environment above)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 A command checks its inputs with `check_inputs` once its options are consistent and before it
 reads or writes anything, so a valid artifact of another kind is refused in one line that names
 both kinds and the command that fits. `INPUTS` is the table docs/reliability.md shows ("What
-each command accepts", rendered by tools/site/accepts.py) and tests/test_artifacts.py walks,
+each command accepts", rendered by tools/site/accepts.py) and tests/cli/test_artifacts.py walks,
 command by command and kind by kind; a test also holds it to the parsers, so a new path
 argument cannot be left out.
 """

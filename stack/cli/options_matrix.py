@@ -6,7 +6,7 @@ Runs each cell of spec/options_matrix.yaml (stack.options_matrix) under DIR/cell
 line per cell, and writes DIR/matrix.json (every cell's outcome, verdict and last line) and the
 evidence record DIR/metadata.json of run kind options-matrix, filed into LEDGER when given. On two
 CPU cores the whole matrix takes some minutes (the ONNX exports most of them): it is run like a
-benchmark, and `make test` runs its `fast` subset (tests/test_options_matrix.py). Exit 0: every
+benchmark, and `make test` runs its `fast` subset (tests/cli/test_options_matrix.py). Exit 0: every
 cell passed or refused as declared; 3: GATE-ARCH-013 fired, the record in DIR says which cells;
 2: bad input. DIR must not exist yet, or be empty: nothing of the user's is overwritten.
 """

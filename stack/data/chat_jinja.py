@@ -12,7 +12,7 @@ one. A role the template lacks raises, as the stack refuses it.
 
 `render_text` is the stack's own rendering of a conversation as text: the same pieces
 `sft_template.render` tokenizes, with the end-of-text id written as its token. The Jinja
-template must render every conversation to exactly this text (tests/test_chat_jinja.py checks
+template must render every conversation to exactly this text (tests/data/test_chat_jinja.py checks
 both against transformers).
 
 A checkpoint carries its template under the state key `chat_template` ({name, sha256, jinja}):

@@ -59,7 +59,7 @@ LONG_RUN = re.compile(rf"\S{{{BPE_TRAIN_RUN},}}|\s{{{BPE_TRAIN_RUN},}}")
 # no pre-token spans a printable ASCII character followed by a space or a newline: no branch of
 # the pattern carries a non-space character on into whitespace, and none looks behind, so the
 # text after such a point is split exactly as it would be on its own. Cut there, a document
-# encodes to the same ids in pieces as whole (tests/test_data_formats.py checks it).
+# encodes to the same ids in pieces as whole (tests/data/test_data_formats.py checks it).
 BYTE_LEVEL_CUT = re.compile(rb"[\x21-\x7e](?=[ \n])")
 CUT_SEARCH_BYTES = 4096
 

@@ -4,7 +4,7 @@ The tokenizers only ever see valid UTF-8: bytes that are not are replaced with U
 `errors="replace"`, one replacement per maximal invalid subpart), and the caller is told so the
 manifest can count it. A document too long to hold is repaired block by block; a block is cut
 only where a whole-document decoder would be between characters, so the repaired stream is byte
-for byte what repairing the whole document would give (tests/test_data_formats.py checks it).
+for byte what repairing the whole document would give (tests/data/test_data_formats.py checks it).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Regenerate the tests' current records in place: one record of each command, under today's spec.
 
-The checker's tests tamper with copies of these records (tests/ledger_support.py); a record judged
+The checker's tests tamper with copies of these records (tests/support/ledger_support.py); a record judged
 under an older revision of a gate is stale and is no longer re-derived, so when an edit changes
 what a record would say (a spec version that revises gates, a change to what a command writes),
 the set is made again, the same way each time: the demo release (evidence/models/stdlib-byte-demo-

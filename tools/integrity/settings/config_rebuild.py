@@ -48,7 +48,8 @@ from tools.integrity.settings.argv_record import stack_words
 CONFIG_FILE = "config.toml"
 # The files whose text decides what any training command line resolves to: `stack train`'s
 # parser, the presets, the sections with their defaults and checks, and what those import to fill
-# a value in (tests/test_config_rebuild.py holds this list to the modules the config classes live in).
+# a value in (tests/integrity/test_config_rebuild.py holds this list to the modules the config
+# classes live in).
 CONFIG_CODE = (
     "stack/cli/train.py",
     "stack/cli/values.py",

@@ -1,0 +1,132 @@
+"""A benchmark's record as the checker reads it: the training benchmark's CPU path, end to end.
+
+`benchmarks/train_throughput.py` computes its headline numbers with the formulas the integrity
+check derives them by (contracts/derive/benchmarks.py), from measurements it rounds before writing.
+Run for a few steps of the smoke preset, its record must pass the check as written, and fail it
+once its overhead is edited past what those measurements allow. The test never looks at speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.repeatability import leg_failures
+from contracts.evidence import EVIDENCE_FILE
+from tests.support.ledger_support import ROOT, findings
+from tests.support.train_support import prepared
+
+
+def filed(command: list[str], ledger: Path) -> tuple[Path, dict[str, Any]]:
+    """Run a benchmark script (its arguments after `python`) to file one record in `ledger`; the
+    record must hold under the integrity check as written. Returns its directory and its record."""
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = ledger.iterdir()
+    assert findings(run) == []
+    return run, json.loads((run / EVIDENCE_FILE).read_text(encoding="utf-8"))
+
+
+def edited_findings(run: Path, record: dict[str, Any]) -> list[str]:
+    """The check's findings once `record`, edited, is written over the run's own."""
+    (run / EVIDENCE_FILE).write_text(json.dumps(record), encoding="utf-8")
+    return findings(run)
+
+
+def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
+    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+    command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
+    run, record = filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
+    metrics = record["metrics"]
+    assert metrics["benchmark"] == "train_overhead" and metrics["preset"] == "smoke"
+    # One unit of the last digit past what 1 - stack / plain allows from the rounded tokens/s.
+    plain, stack = metrics["plain_tokens_per_s"], metrics["stack_tokens_per_s"]
+    tampered = round(1 - (stack - 1) / (plain + 1), 4) + 0.0002
+    if round(tampered, 3) == round(tampered, 4):  # a last digit 0 reads as a coarser rounding, whose
+        tampered += 0.0001  # half unit (5e-4) would cover the tamper: the test failed 1 run in 10
+    metrics["overhead"] = tampered
+    assert any("metrics.overhead is" in line for line in edited_findings(run, record))
+
+
+def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(tmp_path: Path) -> None:
+    """Each loop's tokens/s is derived from the per-step seconds stored beside it, and each ratio,
+    price and the peak-memory ratio from the legs and peaks they compare: a step's seconds, a
+    price or a peak edited alone is a contradiction the check names."""
+    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+    command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
+    run, record = filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
+    metrics = record["metrics"]
+    legs = {(leg["loop"], leg["deterministic"], leg["grad_accum"]) for leg in metrics["legs"]}
+    assert legs == {(loop, on, 1) for loop in ("plain", "stack") for on in (True, False)}
+    assert [row["grad_accum"] for row in metrics["memory"]] == [1]
+    edits = {
+        "metrics.legs[0].tokens_per_s": lambda m: m["legs"][0]["step_seconds"].__setitem__(-1, 1e3),
+        "metrics.determinism_prices[0].price": lambda m: m["determinism_prices"][0].__setitem__("price", 0.5),
+        "metrics.memory[0].ratio": lambda m: m["memory"][0].__setitem__("stack_peak_bytes", 1),
+    }
+    for field, edit in edits.items():
+        edited = json.loads(json.dumps(record))
+        edit(edited["metrics"])
+        assert any(f"{field} is" in line for line in edited_findings(run, edited)), field
+
+
+def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
+    """`--precision bf16` (issue #40's tracing goal) times both forwards under autocast and says so;
+    its derived per-element cost must hold as written and fail once edited."""
+    ledger = tmp_path / "ledger"
+    command = ["benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu"]
+    run, record = filed([*command, "--precision", "bf16", "--repeats", "2", "--ledger", str(ledger)], ledger)
+    assert record["metrics"]["precision"] == "bf16"
+    record["metrics"]["statistics_ns_per_element"] += 1 + abs(record["metrics"]["statistics_ns_per_element"])
+    assert any("statistics_ns_per_element" in line for line in edited_findings(run, record))
+
+
+def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_holds(tmp_path: Path) -> None:
+    """`benchmarks/model_speed.py` on CPU (issue #40): the stack's GPT and the hand-written
+    reference at SHAPES["cpu"], eager and compiled, a few steps each. The ratio is judged against
+    `model_vs_reference_cpu` in the record, never here (a speed is evidence, not an assertion);
+    the record must hold under the check as written and fail once its ratio is edited."""
+    ledger = tmp_path / "ledger"
+    run, record = filed(["benchmarks/model_speed.py", "--steps", "2", "--ledger", str(ledger)], ledger)
+    metrics = record["metrics"]
+    assert metrics["benchmark"] == "model_vs_reference_cpu" and metrics["batch"] == 8
+    assert sorted(metrics["rows"]) == [
+        "reference_compiled",
+        "reference_eager",
+        "stack_compiled",
+        "stack_eager",
+    ]
+    assert metrics["ratio"] == min(metrics["ratios"].values())
+    metrics["ratios"]["eager"] = round(metrics["ratios"]["eager"] + 0.01, 4)
+    assert any("ratios" in line for line in edited_findings(run, record))
+
+
+def test_the_repeatability_benchmark_compares_a_straight_run_a_repeat_and_a_resume(tmp_path: Path) -> None:
+    """`benchmarks/repeatability.py` on the smoke preset, eager: C ends with SIGTERM's 143 (the
+    stack's exit for a run a signal stopped after saving, which the first H100 run of it counted as
+    a failure) and its resume with 0; B and C agree with A, so the record meets its goal and holds
+    under the check; a run that never got its SIGTERM is named as such."""
+    data, ledger, work = prepared(tmp_path), tmp_path / "ledger", tmp_path / "work"
+    command = [sys.executable, "benchmarks/repeatability.py", "--data", str(data), "--preset", "smoke"]
+    command += ["--set", "train.steps=8", "--stop-at", "3", "--modes", "eager"]
+    command += ["--work", str(work), "--ledger", str(ledger)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (bench,) = [
+        run for run in ledger.iterdir() if run.name.startswith("bench-repeat") and "-eager-" not in run.name
+    ]
+    metrics = json.loads((bench / EVIDENCE_FILE).read_text(encoding="utf-8"))["metrics"]
+    (eager,) = metrics["modes"]
+    assert eager["exit_codes"] == {"A": 0, "B": 0, "C": 143, "C resumed": 0}
+    assert sorted(eager["runs"]) == ["A", "B", "C"]  # each filed: the checker derives both lists again
+    assert 3 <= eager["stopped_at_step"] < eager["steps"] == 8
+    assert (
+        eager["B_differs"] == eager["C_differs"] == [] and metrics["mismatched_runs"] == 0 and metrics["met"]
+    )
+    assert findings(*ledger.iterdir()) == []
+
+    assert "C exited 0, not stopped by SIGTERM" in leg_failures({"A": 0, "B": 0, "C": 0, "C resumed": 0})
+    assert leg_failures({"A": 0, "B": 2, "C": 143, "C resumed": 0}) == "B exited 2"

@@ -1,0 +1,338 @@
+"""Tamperings the checker derives from what the
+record's own artifacts, its committed model or the repository at its commit hold: each is planted in
+a copy of a committed record as the audit's plant did it, finished by a perfect forger (every field
+the artifacts derive re-derived, every verdict re-judged, every artifact re-hashed), and the
+integrity check must name it; the copies as filed pass.
+
+- a mixture's experts restated (V07c: every evaluation line routes to as many experts as it has);
+- a bandit's cap restated (V08: its warmup shares are the caps' projection of even wants);
+- a lens reading's top_k and an ablation's --sample restated (V04, V17: the readings' width, and the
+  greedy continuations replayed on the committed model);
+- a single trace's prompt restated with as many tokens (V35: its embed site is the committed
+  model's embedding rows of the prompt's ids);
+- an export's model digest and stored dtypes restated (V11, V19: export.json's files);
+- a fine-tune's data tokenizer restated (V13: its init model's tokenizer);
+- a distillation's teacher re-pointed to a fine-tune's checkpoint with an invented frozen digest
+  (V15: the ledger's memorization record measured that checkpoint's weights otherwise);
+- a benchmark option's active parameters restated (V26: the preset, the options matrix and
+  ModelConfig's defaults at its commit, counted by contracts.model_shape);
+- a speed benchmark's model restated (V27: config_for at its commit, read from the source);
+- a LoRA merge's modules restated (V32b: the LoRA run of the ledger that wrote the adapters it
+  merged puts them on its config's targets);
+- a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
+  filter settings (V02, V37, V41: the command's defaults at the record's commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import train_throughput
+from contracts.model_shape import active_params
+from stack.model.config import ModelConfig
+from tests.support.ledger_support import (
+    ABLATION_RUN,
+    CURRENT_RUN,
+    DISTILL_RUN,
+    EXPORT_RUN,
+    LENS_RUN,
+    MEMORIZATION_RUN,
+    PREPARE_RUN,
+    RECORDS,
+    SAMPLE_RUN,
+    SFT_RUN,
+    TRACE_RUN,
+    Change,
+    assert_found,
+    findings,
+    forger_finished,
+    gate,
+    log_lines,
+    planted,
+)
+
+# Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
+OPTIONS_RUN = "bench-train-options-20261122T172734"
+SPEED_RUN = "bench-model-20261123T150413"  # benchmarks/model_speed.py on the CPU, a dirty tree
+GPU_SPEED_RUN = "bench-model-20261126T174453"  # the same on an H100 (SHAPES["cuda"]), a clean tree
+MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
+ADAPTER_RUN = "sft-lora-20261122"
+OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
+
+
+def _set_in_argv(data: dict[str, Any], old: str, new: str) -> None:
+    """A `--set` item and config.toml's line restated alike."""
+    argv = data["run"]["argv"]
+    assert any(old in word for word in argv), argv
+    data["run"]["argv"] = [word.replace(old, new) for word in argv]
+
+
+def _toml_replaced(run_dir: Path, old: str, new: str) -> None:
+    path = run_dir / "config.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_experts_restated_against_the_routed_counts_is_caught(tmp_path: Path) -> None:
+    """V07c: model.moe_experts doubled on the command line and in config.toml; every evaluation line
+    still routes each mixture layer to as many experts as the run had."""
+    routed = next(line["routed"] for line in log_lines(RECORDS / CURRENT_RUN) if "routed" in line)
+    experts = len(next(iter(routed.values())))
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        _set_in_argv(data, f"model.moe_experts={experts}", f"model.moe_experts={2 * experts}")
+        _toml_replaced(run_dir, f"moe_experts = {experts}", f"moe_experts = {2 * experts}")
+
+    found = findings(planted(tmp_path, CURRENT_RUN, forger_finished(plant)))
+    assert_found(found, f"to {experts} experts, but config model.moe_experts is {2 * experts}")
+
+
+def test_a_bandit_cap_restated_against_its_warmup_shares_is_caught(tmp_path: Path) -> None:
+    """The base mixture's cap of a source doubled (command line and config.toml); the log's
+    shares at step 1 are the bandit's even wants projected onto the cap the run had."""
+    caps = json.loads(json.dumps(_record(CURRENT_RUN)["config"]["data"]["caps"]))
+    source, cap = next(iter(caps.items()))
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        _set_in_argv(data, f"{source}={cap}", f"{source}={2 * cap}")
+        _toml_replaced(run_dir, f"{source} = {cap}", f"{source} = {2 * cap}")
+
+    found = findings(planted(tmp_path, CURRENT_RUN, forger_finished(plant)))
+    assert_found(found, "are not the bandit's warmup", "contracts.curriculum.project_shares")
+
+
+def _record(run: str) -> dict[str, Any]:
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
+
+
+def test_a_lens_top_k_restated_against_its_readings_is_caught(tmp_path: Path) -> None:
+    """Config.top_k doubled (the command line gives none); every reading keeps top_k tokens."""
+    top_k = _record(LENS_RUN)["config"]["top_k"]
+    found = findings(
+        planted(
+            tmp_path, LENS_RUN, forger_finished(lambda data, _dir: data["config"].update(top_k=2 * top_k))
+        )
+    )
+    assert_found(found, f"its readings keep the top [{top_k}] token(s)", f"config.top_k is {2 * top_k}")
+
+
+def test_an_ablation_sample_length_restated_against_its_replay_is_caught(tmp_path: Path) -> None:
+    """--sample doubled on the command line and in the config; the committed model's greedy
+    continuation of that many tokens is not the text trace.json keeps."""
+    sample = _record(ABLATION_RUN)["config"]["sample"]
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        argv = data["run"]["argv"]
+        argv[argv.index("--sample") + 1] = str(2 * sample)
+        data["config"]["sample"] = 2 * sample
+
+    found = findings(planted(tmp_path, ABLATION_RUN, forger_finished(plant)))
+    assert_found(
+        found, "trace.json: samples.intact is", f"but {2 * sample} greedy token(s) of its checkpoint"
+    )
+
+
+def test_a_single_traces_prompt_restated_against_its_embed_site_is_caught(tmp_path: Path) -> None:
+    """The prompt restated (command line and config) as another of as many tokens; the embed
+    site's statistics are those of the filed prompt's embedding rows."""
+    prompt = _record(TRACE_RUN)["config"]["prompt"]
+    other = prompt.swapcase()
+    assert other != prompt and len(other.encode()) == len(prompt.encode())
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        argv = data["run"]["argv"]
+        argv[argv.index("--prompt") + 1] = other
+        data["config"]["prompt"] = other
+
+    found = findings(planted(tmp_path, TRACE_RUN, forger_finished(plant)))
+    assert_found(found, "trace.json: its embed site's", f"of its prompt {other!r}")
+
+
+def _export_report(run_dir: Path, change: Any) -> None:
+    path = run_dir / "export.json"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    change(report)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def test_an_export_stored_dtype_restated_against_its_file_size_is_caught(tmp_path: Path) -> None:
+    """Export.json's stored dtypes restated as half-width ones; the model file it lists is the
+    size of the committed model's parameters at full width."""
+    stored = json.loads((RECORDS / EXPORT_RUN / "export.json").read_text(encoding="utf-8"))
+    assert stored["stored_dtypes"] == ["float32"]
+    plant = forger_finished(
+        lambda _data, run_dir: _export_report(run_dir, lambda r: r.update(stored_dtypes=["bfloat16"]))
+    )
+    found = findings(planted(tmp_path, EXPORT_RUN, plant))
+    assert_found(found, "export.json: stored_dtypes is ['bfloat16'], but its model.safetensors of")
+
+
+def test_an_export_model_digest_restated_is_caught(tmp_path: Path) -> None:
+    """Lineage.model_sha256 restated; export.json lists the digest of the model it wrote (the
+    audit's forger re-derived the field back to the truth, so its plant left no lie)."""
+    found = findings(
+        planted(tmp_path, EXPORT_RUN, lambda data, _dir: data["lineage"].update(model_sha256=OTHER_SHA))
+    )
+    assert_found(found, f'lineage.model_sha256 is "{OTHER_SHA}", but its artifacts derive')
+
+
+def _temperature(data: dict[str, Any], _dir: Path) -> None:
+    data["config"]["temperature"] = round(data["config"]["temperature"] / 2, 3)
+    gate(data, "GATE-TRAIN-005")["measured"]["temperature"] = data["config"]["temperature"]
+
+
+def _seed(data: dict[str, Any], _dir: Path) -> None:
+    data["config"]["seed"] += 5
+
+
+def _oversize(data: dict[str, Any], _dir: Path) -> None:
+    data["config"]["filter_settings"]["oversize"]["max_bytes"] //= 8
+
+
+@pytest.mark.parametrize(
+    ("run", "option", "plant", "says"),
+    [
+        (SAMPLE_RUN, "--temperature", _temperature, "leaves --temperature to the default"),
+        (MEMORIZATION_RUN, "--seed", _seed, "leaves --seed to the default"),
+        (PREPARE_RUN, "--filters", _oversize, "config.filter_settings.oversize.max_bytes is"),
+    ],
+    ids=["V02-sample-temperature", "V37-memorization-seed", "V41-prepare-filter-settings"],
+)
+def test_a_setting_left_to_its_default_restated_is_caught(
+    tmp_path: Path, run: str, option: str, plant: Change, says: str
+) -> None:
+    """A config value no option of the command line set, restated: the command's parser (or default
+    file) at the record's commit decides it."""
+    assert not any(word.split("=")[0] == option for word in _record(run)["run"]["argv"])
+    found = findings(planted(tmp_path, run, forger_finished(plant)))
+    assert_found(found, says, "at its commit")
+
+
+def test_a_fine_tunes_data_tokenizer_restated_against_its_init_model_is_caught(tmp_path: Path) -> None:
+    """Data.tokenizer_sha256 of an SFT record (whose data no prepare record made) restated."""
+    plant = forger_finished(lambda data, _dir: data["data"].update(tokenizer_sha256=OTHER_SHA))
+    found = findings(planted(tmp_path, SFT_RUN, plant))
+    assert_found(found, f"data.tokenizer_sha256 is '{OTHER_SHA}', but the committed model")
+
+
+def test_a_teacher_re_pointed_with_an_invented_frozen_digest_is_caught(tmp_path: Path) -> None:
+    """A distillation's teacher re-pointed (command line, places, config.toml, lineage parent
+    and its weights file) to the fine-tuned checkpoint MEMORIZATION_RUN measured, and GATE-KD-002's
+    digests invented; the memorization record measured those weights' digest otherwise."""
+    memorization = _record(MEMORIZATION_RUN)
+    tuned = memorization["config"]["models"]["tuned"]
+    weights = memorization["checkpoint"]["files"]["model.safetensors"]["sha256"]
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        word = data["run"]["argv"][2]
+        old = data["run"]["places"].pop(word)
+        data["run"]["argv"][2] = tuned
+        data["run"]["places"][tuned] = tuned
+        _toml_replaced(run_dir, f'teacher = "{old}"', f'teacher = "{tuned}"')
+        parent = next(p for p in data["lineage"]["parents"] if p["role"] == "teacher")
+        parent.update(checkpoint_sha256=weights, path=tuned)
+        measured = gate(data, "GATE-KD-002")["measured"]
+        measured["sha256_before"] = measured["sha256_after"] = OTHER_SHA
+
+    found = findings(planted(tmp_path, DISTILL_RUN, forger_finished(plant)), RECORDS / MEMORIZATION_RUN)
+    assert_found(
+        found,
+        f"gates[GATE-KD-002].measured.sha256_before is {OTHER_SHA[:12]}, but record '{MEMORIZATION_RUN}'",
+    )
+
+
+def test_an_options_active_parameters_restated_are_caught(tmp_path: Path) -> None:
+    """One option row's active parameters lowered; the preset, the matrix and the defaults at
+    the record's commit shape that option's model."""
+    rows = _record(OPTIONS_RUN)["metrics"]["options"]
+    index = next(i for i, row in enumerate(rows) if row["active_params"] != row["params"])
+    lowered = rows[index]["active_params"] - 1000
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["options"][index]["active_params"] = lowered
+
+    found = findings(planted(tmp_path, OPTIONS_RUN, forger_finished(plant)))
+    assert_found(found, f"metrics.options[{index}].active_params is {lowered}, but option")
+
+
+def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_caught(tmp_path: Path) -> None:
+    """V32b: two modules of a layer the model lacks added to a merge (record and surgery.json), with
+    the adapters its parity and unmerge checks count."""
+    modules = _record(MERGE_RUN)["metrics"]["modules"]
+    layers = 1 + max(int(m.split(".")[1]) for m in modules)
+    extra = [f"layers.{layers}.attn.q", f"layers.{layers}.attn.v"]
+
+    def invent(measured: dict[str, Any]) -> None:
+        measured["modules"] = measured["modules"] + extra
+        measured["parity"]["adapters"] = measured["unmerge"]["adapters"] = len(modules) + len(extra)
+        measured["parity"]["mismatched_elements"].update(dict.fromkeys(extra, 0))
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        invent(data["metrics"])
+        path = run_dir / "surgery.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        invent(report["measured"])
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    found = findings(planted(tmp_path, MERGE_RUN, forger_finished(plant)), RECORDS / ADAPTER_RUN)
+    assert_found(
+        found, f"metrics.modules is {modules + extra}, but the adapters it merged at", f"sit on {modules}"
+    )
+
+
+@pytest.mark.parametrize("run", [SPEED_RUN, GPU_SPEED_RUN])
+def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -> None:
+    """The timed model's n_kv_heads halved (a claim that grouped-query attention was timed);
+    config_for at the record's commit gives every head its own keys and values. The GPU record
+    (benchmark model_vs_reference_gpu) is read against SHAPES["cuda"], the key it ran with."""
+    heads = _record(run)["metrics"]["config"]["n_kv_heads"]
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["config"]["n_kv_heads"] = heads // 2
+
+    found = findings(planted(tmp_path, run, forger_finished(plant)))
+    assert_found(found, f"metrics.config.n_kv_heads is {heads // 2}, but config_for(", f"gives {heads}")
+
+
+def test_the_active_parameter_rule_is_the_benchmarks() -> None:
+    """contracts.model_shape.active_params counts what benchmarks/train_throughput.active_params
+    counts of the models the options benchmark shapes (dense, each option, combinations)."""
+    base = {"vocab": 257, "d_model": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "ctx": 128}
+    for settings in (
+        {"ffn_hidden": 352},
+        {"ffn_hidden": 176, "moe_experts": 4, "moe_top_k": 2},
+        {"ffn_hidden": 144, "moe_experts": 4, "moe_top_k": 1, "moe_shared_expert": True, "diff_attn": True},
+        {"ffn_hidden": 832, "mod_every": 2, "mod_capacity": 0.5},
+    ):
+        config = ModelConfig(**base, **settings)
+        assert active_params(config.model_dump()) == pytest.approx(
+            train_throughput.active_params(config), rel=1e-12
+        )
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        OPTIONS_RUN,
+        SPEED_RUN,
+        MERGE_RUN,
+        TRACE_RUN,
+        SFT_RUN,
+        DISTILL_RUN,
+        CURRENT_RUN,
+        LENS_RUN,
+        ABLATION_RUN,
+        EXPORT_RUN,
+        SAMPLE_RUN,
+        MEMORIZATION_RUN,
+        PREPARE_RUN,
+    ],
+)
+def test_the_records_as_filed_pass(tmp_path: Path, run: str) -> None:
+    assert findings(planted(tmp_path, run, lambda *_: None)) == []
