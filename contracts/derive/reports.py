@@ -36,7 +36,7 @@ from contracts.evidence import EvidenceRecord, RunStatus, Verdict
 from contracts.hf_export import DTYPE_FIELDS
 from contracts.hf_export import stored_dtypes as hf_stored_dtypes
 from contracts.judges import judge
-from contracts.judges_ft import reproduced
+from contracts.judges.ft import reproduced
 from contracts.leak_canaries import canary_rows
 from contracts.ledger import settle
 from contracts.likelihood import bits_per_byte_of, predicted_positions_sha256, utf8_bytes

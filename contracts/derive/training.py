@@ -57,7 +57,8 @@ from contracts.gate_counts import (
     teacher_forwards_at_least,
 )
 from contracts.heldout import heldout_set_batches
-from contracts.judges import heldout_precise, judge
+from contracts.judges import judge
+from contracts.judges.eval import heldout_precise
 from contracts.ledger import settle
 from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
 from contracts.replay import REPLAY_GATE, replay_plan

@@ -1,27 +1,17 @@
-"""Judges of the preference-tuning and distillation gates (GATE-DPO-…, GATE-KD-…, GATE-SYNTH-…).
+"""The judges of the preference-tuning gates (spec/gates/dpo.yaml): pure functions of what a
+`stack dpo` run measured and the thresholds of the gate.
 
-Imported at the end of contracts.judges, which registers them; each is a pure function of what
-a `stack dpo`, `stack distill` or `stack synth` run measured and the thresholds of the gate.
+A frozen model is judged by one rule wherever it stands (`stays_frozen`): DPO's reference here,
+the distillation teacher in contracts/judges/kd.py.
 """
 
 from __future__ import annotations
 
 import math
 
-from contracts.judges import (
-    CHECKS,
-    Malformed,
-    Measured,
-    Thresholds,
-    count,
-    flag,
-    has,
-    items,
-    judges,
-    number,
-    seeded_problems,
-)
-from contracts.synth_budget import PARTS, part_budget, text_tokens
+from contracts.judges.base import Judges, Malformed, Measured, Thresholds, count, flag, has, items, number
+
+judges = Judges()
 
 
 @judges("GATE-DPO-001", needs=("loss", "ln2", "max_abs_reward"))
@@ -41,17 +31,17 @@ def _starts_at_ln2(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges(
-    "GATE-DPO-002",
-    "GATE-KD-002",
-    checks={
-        # read at the end of the invocation
-        "frozen": ("sha256_before", "sha256_after", "training_mode", "requires_grad", "with_grad"),
-        # counted at every forward it ran (rev 2; spec/run_kinds.yaml asks it of records from 1.15.0)
-        "watched": ("forwards", "forwards_in_training", "forwards_tracking_weights"),
-    },
-)
-def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
+# The checks of a frozen model (DPO's reference, the distillation teacher).
+FROZEN_CHECKS = {
+    # read at the end of the invocation
+    "frozen": ("sha256_before", "sha256_after", "training_mode", "requires_grad", "with_grad"),
+    # counted at every forward it ran (spec/run_kinds.yaml says which records must hold it)
+    "watched": ("forwards", "forwards_in_training", "forwards_tracking_weights"),
+}
+
+
+@judges("GATE-DPO-002", checks=FROZEN_CHECKS)
+def stays_frozen(m: Measured, t: Thresholds) -> list[str]:
     before, after = m.get("sha256_before"), m.get("sha256_after")
     if not isinstance(before, str) or not isinstance(after, str):
         raise Malformed("sha256_before and sha256_after must be strings")
@@ -246,210 +236,4 @@ def _dpo_gradient_at_zero(m: Measured, rtol: float) -> list[str]:
             f"the loss's gradient at zero logits departs by {residual:.3g} per pair (allowed {allowed:.3g}) "
             "from a row's log-probability of its stated targets: it scores other tokens or positions"
         )
-    return problems
-
-
-@judges(
-    "GATE-KD-001",
-    needs=(
-        "teacher_tokenizer_identity",
-        "student_tokenizer_identity",
-        "teacher_vocab",
-        "student_vocab",
-        "tokenizer_ids",
-    ),
-)
-def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
-    shas = (m.get("teacher_tokenizer_identity"), m.get("student_tokenizer_identity"))
-    if not all(isinstance(sha, str) for sha in shas):
-        raise Malformed("teacher_tokenizer_identity and student_tokenizer_identity must be strings")
-    teacher, student, ids = count(m, "teacher_vocab"), count(m, "student_vocab"), count(m, "tokenizer_ids")
-    declared = m.get("truncate_to")
-    if declared is not None and (isinstance(declared, bool) or not isinstance(declared, int)):
-        raise Malformed(f"truncate_to is {declared!r}, not a count or null")
-    problems = []
-    if shas[0] != shas[1]:
-        problems.append("teacher and student have different tokenizers (identity); distillation compares ids")
-    if teacher != student and declared is None:
-        problems.append(
-            f"the teacher's vocabulary has {teacher} rows and the student's {student}; "
-            "declare a truncation to the smaller to distil over the common ids"
-        )
-    if declared is not None and declared != min(teacher, student):
-        problems.append(
-            f"the declared truncation to {declared} is not the smaller vocabulary, {min(teacher, student)}"
-        )
-    if declared is not None and declared < ids:
-        problems.append(f"the declared truncation to {declared} cuts ids of the {ids}-id tokenizer")
-    return problems
-
-
-@judges(
-    "GATE-KD-003",
-    checks={
-        "identities": ("alpha0_abs_diff", "self_kl"),
-        "minimised": ("kl_minimised", "kl_recomputed"),
-        "loss": (
-            "alpha",
-            "temperature",
-            "loss_minimised",
-            "kl_recomputed",
-            "nll_minimised",
-            "nll_recomputed",
-        ),
-    },
-)
-def _identities(m: Measured, t: Thresholds) -> list[str]:
-    """The identities on the first batch, the minimised KL against its recomputation, the loss and
-    NLL against theirs, or several of these."""
-    problems = []
-    if has(m, "loss_minimised", "nll_minimised", "nll_recomputed"):
-        problems += _kd_loss_written_out(m, t)
-    if has(m, "alpha0_abs_diff", "self_kl"):
-        diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
-        if not diff <= t["alpha0_atol"]:
-            problems.append(
-                f"at α = 0 the loss differs from the plain NLL by {diff:.3g} (allowed {t['alpha0_atol']:g})"
-            )
-        if not self_kl <= t["self_kl_atol"]:
-            problems.append(
-                f"the KL of the student to itself is {self_kl:.3g}, not 0 (allowed {t['self_kl_atol']:g})"
-            )
-    if has(m, "kl_minimised", "kl_recomputed"):
-        minimised, recomputed = number(m, "kl_minimised"), number(m, "kl_recomputed")
-        allowed = t["kl_atol"] + t["kl_rtol"] * abs(recomputed)
-        if not abs(minimised - recomputed) <= allowed:
-            problems.append(
-                f"the loss minimised a KL of {minimised:.6g} where the teacher's and the student's logits "
-                f"give {recomputed:.6g} (allowed {allowed:.3g}): the soft term is not KL(teacher_T ‖ "
-                "student_T) over the scored tokens (a temperature on one side, the KL reversed, other "
-                "positions)"
-            )
-    return problems
-
-
-def _kd_loss_written_out(m: Measured, t: Thresholds) -> list[str]:
-    """The NLL minimised against its recomputation, and the loss against α·T²·KL + (1 − α)·NLL of the
-    recomputed terms: within loss_rtol of each, beyond what the KL check itself allows the KL."""
-    alpha, temperature = number(m, "alpha"), number(m, "temperature")
-    kl, nll = number(m, "kl_recomputed"), number(m, "nll_recomputed")
-    nll_minimised, loss = number(m, "nll_minimised"), number(m, "loss_minimised")
-    problems = []
-    if not abs(nll_minimised - nll) <= t["loss_rtol"] * abs(nll):
-        problems.append(
-            f"the loss minimised an NLL of {nll_minimised:.9g} where the student's logits give {nll:.9g}: "
-            "the hard term is not the student's cross-entropy of the scored targets (another model's "
-            "logits, a temperature on it, other positions?)"
-        )
-    soft = alpha * temperature**2
-    expected = soft * kl + (1 - alpha) * nll
-    allowed = soft * (t["kl_atol"] + t["kl_rtol"] * abs(kl)) + t["loss_rtol"] * abs(expected)
-    if not abs(loss - expected) <= allowed:
-        problems.append(
-            f"the loss minimised is {loss:.9g} where α·T²·KL + (1 − α)·NLL of the recomputed terms is "
-            f"{expected:.9g} (α {alpha:g}, T {temperature:g}; allowed {allowed:.3g}): the terms are mixed "
-            "with other weights"
-        )
-    return problems
-
-
-@judges("GATE-KD-004", needs=("temperature", "logit_scale", "grad_ratio"))
-def _temperature_squared(m: Measured, t: Thresholds) -> list[str]:
-    problems = [
-        f"the probe ran with {key} {number(m, key):g}, the spec's case has {t[name]:g}"
-        for key, name in (("temperature", "probe_temperature"), ("logit_scale", "probe_logit_scale"))
-        if number(m, key) != t[name]
-    ]
-    ratio = number(m, "grad_ratio")
-    if not t["min_grad_ratio"] <= ratio <= t["max_grad_ratio"]:
-        problems.append(
-            f"the soft term's gradient at T = {t['probe_temperature']:g} is {ratio:.3g} times its size "
-            f"at T = 1 (allowed {t['min_grad_ratio']:g}..{t['max_grad_ratio']:g}): "
-            "the T² factor is missing or doubled"
-        )
-    return problems
-
-
-def _budget_problems(m: Measured) -> list[str]:
-    """Each continuation of a synthesis against contracts.synth_budget: the tokens it drew are the
-    budget of its part under the stated setting, the context and its prompt's length, and its text
-    was decoded from the tokens drawn before the first end-of-text (all of them without one), so a
-    part ends at its end-of-text or is exactly its budget long."""
-    ctx = count(m, "ctx")
-    asked = {part: count(m, f"max_{part}_tokens") for part in PARTS}
-    short, cut = [], []
-    for c in items(m, "continuations"):
-        if not isinstance(c, dict) or c.get("part") not in PARTS:
-            raise Malformed(f"a continuation {c!r} is not {{part, prompt_tokens, drawn, eot_at, text}}")
-        drawn, eot_at = count(c, "drawn"), c.get("eot_at")
-        if eot_at is not None and (isinstance(eot_at, bool) or not isinstance(eot_at, int)):
-            raise Malformed(f"a continuation's eot_at is {eot_at!r}, not a position or null")
-        budget = part_budget(c["part"], asked[c["part"]], ctx, count(c, "prompt_tokens"))
-        if drawn != budget:
-            short.append(f"{c['part']} drew {drawn} token(s), its budget {budget}")
-        if count(c, "text") != text_tokens(drawn, eot_at):
-            cut.append(f"{c['part']} keeps {c['text']} of {drawn} drawn (end-of-text at {eot_at})")
-    problems = []
-    if short:
-        problems.append(
-            f"{len(short)} continuation(s) drew other than the budget contracts.synth_budget gives "
-            f"max_instruction_tokens {asked['instruction']}, max_response_tokens {asked['response']} and "
-            f"ctx {ctx} (first: {short[0]}): a budget read from the wrong setting?"
-        )
-    if cut:
-        problems.append(
-            f"{len(cut)} continuation(s) keep other tokens than those drawn before the end-of-text "
-            f"(first: {cut[0]})"
-        )
-    return problems
-
-
-# The reasons `stack synth` may drop a sample for (stack.tune.synth reads them from here).
-SYNTH_REASONS = ("short", "repetitive", "duplicate", "no_room")
-
-
-@judges("GATE-SYNTH-001", needs=("generated", "kept", "lines", "dropped"))
-def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
-    generated, kept, lines = count(m, "generated"), count(m, "kept"), count(m, "lines")
-    dropped = m.get("dropped")
-    if not isinstance(dropped, dict):
-        raise Malformed(f"'dropped' is {dropped!r}, not an object of counts by reason")
-    problems = [
-        f"drops under an unknown reason {reason!r}" for reason in dropped if reason not in SYNTH_REASONS
-    ]
-    drops = sum(count(dropped, reason) for reason in dropped)
-    if kept + drops != generated:
-        problems.append(
-            f"{generated} generated but {kept} kept and {drops} dropped: "
-            f"{generated - kept - drops} unaccounted for"
-        )
-    if lines != kept:
-        problems.append(f"the file holds {lines} record(s), the report says {kept} were kept")
-    return problems
-
-
-@judges(
-    "GATE-SYNTH-002",
-    checks={
-        "replay": ("replayed", "generated", "mismatched"),
-        # rev 2: the samples were drawn from the state a generator seeded with the stated seed holds
-        "seeded": ("seed", "generator_device", "generator_state_sha256", "seeded_state_sha256"),
-        # rev 3: every continuation drew the budget contracts.synth_budget gives the stated length
-        # setting, the context and its prompt, and its text is what it drew before the end-of-text
-        "budgets": ("continuations", "ctx", "max_instruction_tokens", "max_response_tokens"),
-    },
-)
-def _replays(m: Measured, t: Thresholds) -> list[str]:
-    problems = seeded_problems(m) if has(m, *CHECKS["GATE-SYNTH-002"]["seeded"]) else []
-    if has(m, *CHECKS["GATE-SYNTH-002"]["budgets"]):
-        problems += _budget_problems(m)
-    if not has(m, "replayed", "generated", "mismatched"):
-        return problems
-    replayed, generated, mismatched = count(m, "replayed"), count(m, "generated"), count(m, "mismatched")
-    if replayed < min(int(t["replay_samples"]), generated):
-        problems.append(
-            f"only {replayed} sample(s) were replayed, not {min(int(t['replay_samples']), generated)}"
-        )
-    if mismatched:
-        problems.append(f"{mismatched} of {replayed} sample(s) came out otherwise from the same seed")
     return problems

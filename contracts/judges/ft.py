@@ -1,7 +1,5 @@
-"""Judges of the fine-tuning evaluation gates (GATE-FT-…): `stack evalmatrix` and `stack memorization`.
-
-Pure functions of what the command measured and the gate's thresholds, like every judge in
-`contracts.judges`; imported at the end of that module so they register with the others.
+"""The judges of the fine-tuning evaluation gates (spec/gates/ft.yaml): `stack evalmatrix` and
+`stack memorization`.
 """
 
 from __future__ import annotations
@@ -12,21 +10,13 @@ from typing import Any
 
 from contracts.exact_match import exact_match
 from contracts.few_shot import expected_draw
-from contracts.judges import (
-    CHECKS,
-    Malformed,
-    Measured,
-    Thresholds,
-    count,
-    flag,
-    has,
-    items,
-    judges,
-    number,
-)
+from contracts.judges.base import Judges, Malformed, Measured, Thresholds, count, flag, has, items, number
 from contracts.overlap import items_in_training
 from contracts.recall_draw import drawn_ranks, starts_text
 from contracts.wording import first_few
+
+judges = Judges()
+
 
 # What GATE-FT-003's message tells the user to change: the usual causes of memorisation.
 MEMORISATION_REMEDIES = (
@@ -147,7 +137,7 @@ def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
         problems += _retrieval_problems(items(m, "retrieval"))
     if has(m, "passages_read", "passages_statute"):
         problems += _passage_list_problems(m.get("passages_read"), m.get("passages_statute"))
-    if has(m, *CHECKS["GATE-FT-002"]["overlap"]):
+    if has(m, *judges.checks["GATE-FT-002"]["overlap"]):
         found, pool = items(m, "overlap_items"), items(m, "overlap_pool")
         problems += _overlap_problems(m.get("overlap_stated"), found, pool)
     if has(m, "draws_pool", "draws_seed", "draws_shots"):
@@ -396,10 +386,10 @@ def reproduced(runs: list[int], least: int) -> int:
     },
 )
 def _no_recitation(m: Measured, t: Thresholds) -> list[str]:
-    problems = _drawn_problems(m) if has(m, *CHECKS["GATE-FT-003"]["drawn"]) else []
-    if has(m, *CHECKS["GATE-FT-003"]["tokens"]):
+    problems = _drawn_problems(m) if has(m, *judges.checks["GATE-FT-003"]["drawn"]) else []
+    if has(m, *judges.checks["GATE-FT-003"]["tokens"]):
         problems += _token_problems(items(m, "examples_decoded"), items(m, "examples_rendered"))
-    if has(m, *CHECKS["GATE-FT-003"]["runs"]):
+    if has(m, *judges.checks["GATE-FT-003"]["runs"]):
         for row, key in (("fine-tuned", "tuned"), ("base", "base")):
             problems += _run_problems(row, items(m, f"{key}_overlaps"), items(m, f"{key}_runs_recomputed"))
     if has(m, "models_given", "models_measured"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from contracts.judges import (
-    CHECKS,
+from contracts.judges.base import (
     MAIN_CHECK,
+    Judges,
     Malformed,
     Measured,
     Thresholds,
@@ -14,13 +14,14 @@ from contracts.judges import (
     flag,
     has,
     items,
-    judges,
     number,
-    tensors_within,
 )
+from contracts.judges.export import tensors_within
 from contracts.lora_scale import lora_scale
 from contracts.peft_config import field_problems
 from contracts.wording import first_few
+
+judges = Judges()
 
 
 def _names(m: Measured, key: str) -> list[str]:
@@ -158,10 +159,10 @@ def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
     },
 )
 def _peft_parity(m: Measured, t: Thresholds) -> list[str]:
-    problems = _config_problems(m) if has(m, *CHECKS["GATE-LORA-007"]["config"]) else []
-    if has(m, *CHECKS["GATE-LORA-007"]["tensors"]):
+    problems = _config_problems(m) if has(m, *judges.checks["GATE-LORA-007"]["config"]) else []
+    if has(m, *judges.checks["GATE-LORA-007"]["tensors"]):
         problems += tensors_within(m, "", t["logits_atol"], "peft's")
-    if not has(m, *CHECKS["GATE-LORA-007"][MAIN_CHECK]):
+    if not has(m, *judges.checks["GATE-LORA-007"][MAIN_CHECK]):
         return problems
     problems += _some_adapters(m)
     unloaded = _names(m, "not_loaded")

@@ -1,12 +1,12 @@
-"""Judges of the supervised fine-tuning gates (GATE-SFT-…): data supervision, template markers, packing.
-
-Pure functions of what prepare or a training run measured and the gate's thresholds, like every
-judge in `contracts.judges`; imported at the end of that module so they register with the others.
+"""The judges of the supervised fine-tuning gates (spec/gates/sft.yaml): data supervision, template
+markers, packing.
 """
 
 from __future__ import annotations
 
-from contracts.judges import Measured, Thresholds, count, flag, has, judges, number
+from contracts.judges.base import Judges, Measured, Thresholds, count, flag, has, number
+
+judges = Judges()
 
 
 @judges(

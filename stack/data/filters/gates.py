@@ -1,4 +1,4 @@
-"""The filter gates, judged over the runner's books (contracts/judges_data_filters.py).
+"""The filter gates, judged over the runner's books (contracts/judges/data.py).
 
 - GATE-DATA-012: the leak filter, with the settings in force, drops its planted leaked prompts
   and keeps the near misses (stack.data.filters.leak.canaries), judged before any document is
