@@ -27,7 +27,7 @@ from site_finetune import finetune_section
 from train_support import MeanCrossEntropy, characters_for_bytes
 
 from contracts.bm25 import bm25
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec

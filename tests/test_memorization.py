@@ -24,7 +24,7 @@ from record_checks import check_record_truth
 from site_finetune import finetune_section
 from train_support import prepared, smoke_args, train
 
-from contracts.derive.reports import memorization_summary
+from contracts.derive.memorization import memorization_summary
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from contracts.verbatim import longest_common_run as statute_run

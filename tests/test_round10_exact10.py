@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ledger_support import assert_caught, edited, rederive
 from record_checks import check_record_truth
 
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.evidence import read_evidence
 from contracts.exact_match import exact_match
 from contracts.spec import load_spec

@@ -27,7 +27,7 @@ from ledger_support import assert_caught, edited, gate, rederive
 from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec

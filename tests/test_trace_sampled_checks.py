@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from trace_support import save_run, tiny_model
 
-from contracts.derive.reports import slice_problems
+from contracts.derive.trace import slice_problems
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec

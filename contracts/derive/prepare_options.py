@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.derive import Derivation, Inputs
+from contracts.derive.base import Derivation, Inputs
 from contracts.packing import PAIR_ROWS
 
 OPTIONS_SINCE = "1.33.0"

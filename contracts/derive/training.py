@@ -34,10 +34,9 @@ from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.checkpoints import BestSoFar, best_checkpoint_of, checkpoint_name
 from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
-from contracts.derive import Derivation, Inputs, derives, same
+from contracts.derive.base import Derivation, Deriver, Inputs, registrar, same
 from contracts.derive.invocations import invocation_problems
-from contracts.derive.reports import real as _real
-from contracts.derive.reports import thresholds_in_force, trace_record, version_key
+from contracts.derive.reports import thresholds_in_force, version_key
 from contracts.derive.restated import (
     SHARES_LOGGED,
     changed_by_resumes,
@@ -47,6 +46,8 @@ from contracts.derive.restated import (
     touched_matrices,
     whole,
 )
+from contracts.derive.trace import real as _real
+from contracts.derive.trace import trace_record
 from contracts.es_noise import planted_angle
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.evidence import GateResult, RunStatus, Verdict
@@ -63,6 +64,9 @@ from contracts.ledger import settle
 from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
 from contracts.replay import REPLAY_GATE, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, scheduled
+
+DERIVERS: dict[str, Deriver] = {}
+derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
 
 METRICS_LOG = "metrics.jsonl"
 CONFIG_FILE = "config.toml"

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.bm25 import FolderPassage, bm25, folder_passages, passages_read
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.errors import BadInput
 from contracts.few_shot import seeded_sample
 from contracts.gates import Outcome, gate_ensure, measure
