@@ -26,8 +26,7 @@ import json
 import math
 import tomllib
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
@@ -46,11 +45,12 @@ from contracts.derive.restated import (
     touched_matrices,
     whole,
 )
+from contracts.derive.settling import Log, Settler
 from contracts.derive.trace import real as _real
 from contracts.derive.trace import trace_record
 from contracts.es_noise import planted_angle
 from contracts.es_seeds import member_seeds, run_seeds
-from contracts.evidence import GateResult, RunStatus, Verdict
+from contracts.evidence import RunStatus, Verdict
 from contracts.gate_counts import (
     heldout_windows,
     isolation_positions,
@@ -60,7 +60,6 @@ from contracts.gate_counts import (
 from contracts.heldout import heldout_set_batches
 from contracts.judges import judge
 from contracts.judges.eval import heldout_precise
-from contracts.ledger import settle
 from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
 from contracts.replay import REPLAY_GATE, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, scheduled
@@ -207,21 +206,6 @@ def finite_measured(loss: Any, grad_norm: Any, loss_scale: Any) -> dict[str, Any
     return measured
 
 
-@dataclass
-class Log:
-    """metrics.jsonl, parsed: its lines by type, in order."""
-
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    lines: list[dict[str, Any]] = field(default_factory=list)  # every line, of every type, in order
-
-    @property
-    def last_step(self) -> int:
-        return int(self.steps[-1].get("step", 0)) if self.steps else 0
-
-
 def read_log(inputs: Inputs, derived: Derivation, since: str = "1.0.0") -> Log | None:
     """The metrics log the record cites, every line parsed; None (and a missing artifact, cited from
     spec `since` on) without it."""
@@ -257,60 +241,6 @@ def read_config(inputs: Inputs, derived: Derivation) -> dict[str, Any]:
         return inputs.record.config
     derived.put(("config",), config)
     return config
-
-
-class Settler:
-    """Settles one gate's outcomes as the run's ledger does, and hands the result to the derivation."""
-
-    def __init__(self, inputs: Inputs, derived: Derivation) -> None:
-        self.inputs, self.derived = inputs, derived
-        self.waived = {w.gate for w in inputs.record.waivers}
-
-    def wanted(self, gate_id: str) -> bool:
-        """A gate is derived when the spec has it, the record's verdict is not stale, and the gate
-        is not younger than the record's spec (a record cannot have judged a gate that came later)."""
-        spec, version = self.inputs.spec, self.inputs.record.spec.version
-        return (
-            gate_id in spec.gates
-            and gate_id not in self.inputs.stale
-            and spec.introduced_after(gate_id, version) is None
-        )
-
-    def run(self, gate_id: str, outcomes: Iterable[tuple[dict[str, Any], int | None]]) -> GateResult | None:
-        """The settled result over `outcomes` ((measured, step) in the order the loop judged them)."""
-        spec, result = self.inputs.spec, None
-        thresholds = spec.gates[gate_id].threshold_values
-        waived = gate_id in self.waived
-        for measured, step in outcomes:
-            ok = not judge(gate_id, measured, thresholds)
-            result = settle(spec, gate_id, result, measured, ok, waived, step) or result
-        return result
-
-    def derive(
-        self,
-        gate_id: str,
-        outcomes: Iterable[tuple[dict[str, Any], int | None]],
-        exact: bool = True,
-        optional: bool = False,
-        last: bool = False,
-    ) -> None:
-        """Derive `gate_id` from its outcomes: the settled verdict, step and each measured key.
-
-        `exact` says the outcomes are every check the gate makes; otherwise the verdict derived is
-        a floor (a check the log does not hold may have fired too). `last` says no check the log
-        does not hold runs after the last step its outcomes reach, so a gate that passed every
-        check was settled at that step (a record no worse than the floor passed them all).
-        """
-        if not self.wanted(gate_id):
-            return
-        result = self.run(gate_id, outcomes)
-        if result is None:
-            return
-        self.derived.verdict(gate_id, result.verdict, exact)
-        assert isinstance(result.measured, dict)
-        self.derived.gate(gate_id, result.measured, optional)
-        if exact or (last and result.verdict is Verdict.PASS):
-            self.derived.put(("gates", gate_id, "step"), result.step, optional)
 
 
 def _step_lines(
@@ -1433,7 +1363,7 @@ def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
 
 def routed_width_problems(log: Log, model: dict[str, Any]) -> list[str]:
     """Every evaluation line's routed counts list one count per expert of each mixture layer: their
-    length is the config's model.moe_experts (audit V07c: a record restated as 8 experts whose log
+    length is the config's model.moe_experts (a record restated as 8 experts whose log
     routes to 4)."""
     experts = model.get("moe_experts")
     if not whole(experts):
@@ -1476,7 +1406,7 @@ def _routed_tokens(inputs: Inputs, log: Log, config: dict[str, Any], settler: Se
 
 def _counted_by_rule(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
     """Counts gates state that a code rule makes of the config or of numbers stated beside them
-    (contracts.gate_counts; round-9 ledger audit X33, X35, X68, X24b): GATE-SFT-003's positions
+    (contracts.gate_counts): GATE-SFT-003's positions
     compared, the second half of a window of GATE-DATA-001's window_targets tokens; GATE-DPO-003's pad tokens
     appended, the spec's probe_pad_tokens as far as the stated room allows; GATE-DATA-008's bandit
     warm-up, the config's data.bandit.warmup_steps; and GATE-KD-002's teacher forwards, at least one
@@ -1759,7 +1689,7 @@ def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
 def _es_selftest(inputs: Inputs, derived: Derivation) -> None:
     """GATE-ES-004's planted case and angle: a pure function of the run's seed and the gate's
     thresholds the record judged under (toy_dimension, toy_pairs, toy_sigma), the self-test written
-    out in contracts.es_noise (round-8 ledger audit W26b: the angle restated within the threshold)."""
+    out in contracts.es_noise (the angle restated within the threshold)."""
     seed = (inputs.record.config if isinstance(inputs.record.config, dict) else {}).get("seed")
     thresholds = thresholds_in_force(inputs, "GATE-ES-004") or {}
     case = [thresholds.get(name) for name in ("toy_dimension", "toy_pairs", "toy_sigma")]
@@ -1832,7 +1762,7 @@ def lens_train_record(inputs: Inputs) -> Derivation:
     batches, size = config.get("heldout_batches"), config.get("batch_size")
     windows = measured_of(inputs.record, "GATE-DATA-005")
     if "GATE-DATA-005" not in inputs.stale and whole(batches, size):
-        for key in ("heldout_windows", "set_windows", "read_windows"):  # round-9 ledger audit X13
+        for key in ("heldout_windows", "set_windows", "read_windows"):  # each count the record states
             if key in windows:
                 derived.put(("gates", "GATE-DATA-005", "measured", key), heldout_windows(batches, size))
     if inputs.record.data is None or not inputs.record.data.manifest_sha256:
@@ -1846,7 +1776,7 @@ def _es_resumed_from(inputs: Inputs, derived: Derivation) -> int:
     """The step an ES record's run went on from (0 for a fresh start): `metrics.resumed_from`, which
     stack.es.rundir states as the last resume's `from_step` (None with no resume); its command lines
     (`metrics.resumes`, or a line without --resume in a record older than that list) decide it. A
-    value that is no step is a named problem, not a crash (round-9 ledger audit X48: a path given
+    value that is no step is a named problem, not a crash (a path given
     as resumed_from)."""
     metrics = inputs.record.metrics
     stated, resumes = metrics.get("resumed_from"), metrics.get("resumes")
@@ -1863,17 +1793,17 @@ def _es_resumed_from(inputs: Inputs, derived: Derivation) -> int:
     return 0
 
 
-# ES holds each step's batch to its planned windows from spec 1.33.0 (GATE-DATA-001 rev 8, round-10 R156).
+# ES holds each step's batch to its planned windows from spec 1.33.0 (GATE-DATA-001 rev 8).
 ES_SERVED_SINCE = "1.33.0"
 
 
 def _es_batches(inputs: Inputs, log: Log, derived: Derivation) -> None:
     """GATE-DATA-001's checks windows and stream in an ES run judge each step's batch as the step
     takes it, one batch a step: in a run that ended (its last step's line written), the counts of
-    batches served and taken it states are its log's last step, a resume's included (round-10 R156),
+    batches served and taken it states are its log's last step, a resume's included,
     and the last batch served is the plan's batch of that ordinal: epoch (last step − 1) // steps
-    per epoch, step_in_epoch the rest (stack.data.reader.served_outcome; round-10 ledger audit Y106,
-    a step_in_epoch of a batch the run never reached)."""
+    per epoch, step_in_epoch the rest (stack.data.reader.served_outcome), so a step_in_epoch of a
+    batch the run never reached is found."""
     if version_key(inputs.record.spec.version) < version_key(ES_SERVED_SINCE) or not log.steps:
         return
     if inputs.record.run.status not in ENDED or "GATE-DATA-001" in inputs.stale:
@@ -1890,7 +1820,7 @@ def _es_batches(inputs: Inputs, log: Log, derived: Derivation) -> None:
 def _es_checkpoint(inputs: Inputs, log: Log, derived: Derivation) -> None:
     """The checkpoint an ended ES run names is the one its loop saved last: the loop saves every
     save_every steps and always after the last step it took (stack.es.loop, `due` or a stop), so it
-    is the checkpoint of its log's last step, GATE-CKPT-001's included (round-10 ledger audit Y02: a
+    is the checkpoint of its log's last step, GATE-CKPT-001's included (a
     checkpoint of step 25 named by a run of 3 steps)."""
     if inputs.record.checkpoint is None or inputs.record.run.status not in ENDED or not log.steps:
         return
