@@ -127,7 +127,7 @@ def derive(kind: str, inputs: Inputs) -> Derivation:
 def spread_problems(record: EvidenceRecord) -> list[str]:
     """GATE-DATA-005's max_gap, where the record states it, is no smaller than its held-out windows'
     first and last ids allow (contracts.gate_counts.least_max_gap): a more even spread than n ids can
-    make over that span is a restated one (round-11 ledger audit Y107)."""
+    make over that span is a restated one."""
     measured = next((g.measured for g in record.gates if g.id == "GATE-DATA-005"), None)
     if not isinstance(measured, dict):
         return []
@@ -164,7 +164,7 @@ def shared_reference_problems(record: EvidenceRecord) -> list[str]:
     """GATE-MODEL-003 compares every form of a checked architecture with one float64 reference of
     the same probe weights and tokens (the packed forms with one of the same tokens in documents),
     so the forms of one reference state one ref_absmax, its largest magnitude: a form's scale, which
-    its tolerance grows with, is not the form's to state (round-10 ledger audit Y43: the cached
+    its tolerance grows with, is not the form's to state (the cached
     form's ref_absmax restated 4.336 → 5.0 beside train's and eval's 4.336)."""
     result = next((g for g in record.gates if g.id == "GATE-MODEL-003"), None)
     measured = result.measured if result is not None and isinstance(result.measured, dict) else {}

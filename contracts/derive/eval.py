@@ -28,7 +28,7 @@ def eval_record(inputs: Inputs) -> Derivation:
         if "GATE-EVAL-003" not in inputs.stale:
             scores = {key: report[key] for key in EVAL_SCORES if key in report}
             derived.gate("GATE-EVAL-003", scores, optional=True)
-            if "overlap" in report:  # the overlap check (rev 5) judged the overlap the report states
+            if "overlap" in report:  # the overlap check judged the overlap the report states
                 derived.put(
                     ("gates", "GATE-EVAL-003", "measured", "overlap_stated"), report["overlap"], optional=True
                 )
@@ -52,10 +52,10 @@ def eval_record(inputs: Inputs) -> Derivation:
 
 def _scored_positions(inputs: Inputs, derived: Derivation) -> None:
     """What GATE-EVAL-003 states that the text's token count and the record's config decide, at any
-    revision: the digest of the positions a score of N tokens predicts (contracts.likelihood;
-    round-8 ledger audit W81 restated it with its twin), and, where the gate passed, the scored
-    positions' digest too (it passes only when the two are one); and (check window, rev 7) the
-    context the windows were held to, config.seq_len (audit R80)."""
+    revision: the digest of the positions a score of N tokens predicts (contracts.likelihood: a
+    record could restate it with its twin), and, where the gate passed, the scored
+    positions' digest too (it passes only when the two are one); and (check window) the
+    context the windows were held to, config.seq_len."""
     result = next((g for g in inputs.record.gates if g.id == "GATE-EVAL-003"), None)
     measured = result.measured if result is not None else None
     if not isinstance(measured, dict):

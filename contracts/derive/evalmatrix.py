@@ -60,7 +60,7 @@ def _completion_bytes(
     inputs: Inputs, derived: Derivation, report: dict[str, Any], scores: dict[str, Any]
 ) -> list[str]:
     """Each item's bytes, as each row states them, against the UTF-8 bytes of the completion
-    evalmatrix.json keeps for it (from 1.30.0): what GATE-FT-002's check bytes (rev 5) read, derived."""
+    evalmatrix.json keeps for it (from 1.30.0): what GATE-FT-002's check bytes read, derived."""
     completions, ids = report.get("completions"), report.get("items")
     if not (isinstance(completions, list) and isinstance(ids, list) and len(completions) == len(ids)):
         return []
@@ -88,7 +88,7 @@ def _exact_matches(
     """Each item's exact match, as evalmatrix.json's per-item scores state it, against the record's
     config.exact_match (which the checker holds to --exact-match): a number for every item where it
     is true, none where it is false, and (`_greedy_matches`) the one its greedy continuation gives;
-    GATE-FT-002's check exact (rev 7) reads the same, derived."""
+    GATE-FT-002's check exact reads the same, derived."""
     config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
     stated = config.get("exact_match")
     read = {name: [item.get("exact") for item in items] for name, items in scores.items()}
@@ -120,7 +120,7 @@ def _retrieval_asked(inputs: Inputs, derived: Derivation) -> None:
 
 
 def _few_shot_draws(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
-    """GATE-FT-002's check draws (rev 6) from evalmatrix.json's pool and the record's seed and shots:
+    """GATE-FT-002's check draws from evalmatrix.json's pool and the record's seed and shots:
     each item's examples are drawn again by contracts.few_shot. A record of that revision whose file
     keeps no pool is a problem, never a skipped check."""
     result = next((g for g in inputs.record.gates if g.id == "GATE-FT-002"), None)
@@ -141,7 +141,7 @@ ITEM_OVERLAP_SINCE = 8
 
 
 def _item_overlap(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
-    """GATE-FT-002's check overlap (rev 8) from evalmatrix.json's items and pool with their prompts:
+    """GATE-FT-002's check overlap from evalmatrix.json's items and pool with their prompts:
     the overlap the record and the file state is contracts.overlap.items_in_training of them,
     judged by the same judge. A record of that revision whose file keeps no prompts is a problem,
     never a skipped check."""
@@ -172,7 +172,7 @@ def _item_overlap(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -
     return {"overlap_stated": report.get("overlap"), "overlap_items": found, "overlap_pool": held}
 
 
-# The spec version from which evalmatrix.json keeps each item's greedy continuation (GATE-FT-002 rev 7).
+# The spec version from which evalmatrix.json keeps each item's greedy continuation (GATE-FT-002).
 GREEDY_SINCE = "1.33.0"
 
 
@@ -181,7 +181,7 @@ def _greedy_matches(
 ) -> list[str]:
     """Where exact match was asked for, each item's stated exact match against contracts.exact_match
     of the greedy continuation evalmatrix.json keeps and the item's completion, by the same judge
-    (GATE-FT-002's check exact, rev 7); a record of a gate revision that kept no continuation is
+    (GATE-FT-002's check exact); a record of a gate revision that kept no continuation is
     excused as stale, a current one without them is missing them."""
     if not stated or "GATE-FT-002" in inputs.stale:
         return []
@@ -240,11 +240,11 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
         judged(
             inputs, derived, "GATE-FT-002", {"rows": judged_rows, "few_shot": report.get("few_shot"), **drawn}
         )
-        # the context tokens each item records as cut, as GATE-FT-002's check windows read them (rev 3)
+        # the context tokens each item records as cut, as GATE-FT-002's check windows read them
         assert isinstance(scores, dict)
         cut = {name: [item.get("dropped") for item in items] for name, items in scores.items()}
         derived.put(("gates", "GATE-FT-002", "measured", "dropped_read"), cut, optional=True)
-        # the NLLs the rows sum, as GATE-FT-002's check nll read them (rev 4)
+        # the NLLs the rows sum, as GATE-FT-002's check nll read them
         nll = {name: [item.get("nll") for item in items] for name, items in scores.items()}
         derived.put(("gates", "GATE-FT-002", "measured", "nll_read"), nll, optional=True)
         derived.problems += _completion_bytes(inputs, derived, report, scores)

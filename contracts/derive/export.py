@@ -94,10 +94,10 @@ def export_record(inputs: Inputs) -> Derivation:
         values = {f"{prefix}max_abs_diff": parity["max_abs_diff"], f"{prefix}finite": parity.get("finite")}
         derived.gate(gate_id, {**values, "positions": parity.get("positions")})
         derived.gate(gate_id, tensor_values(parity, prefix, "max_abs_diff"), optional=True)
-        if "architecture_keys" in report:  # GATE-EXPORT-001 rev 3: the configuration read back
+        if "architecture_keys" in report:  # GATE-EXPORT-001: the configuration read back
             read_back = {key: report.get(key) for key in ("architecture_keys", "architecture_differing")}
             derived.gate(gate_id, read_back, optional=True)
-        if "stored_dtypes" in report:  # rev 4: the dtypes loaded and stored, the weights file's again
+        if "stored_dtypes" in report:  # the dtypes loaded and stored, the weights file's again
             derived.gate(gate_id, {"loaded_dtypes": report.get("loaded_dtypes")}, optional=True)
             derived.problems += _stored_dtype_problems(inputs, derived, gate_id, file, report)
         tokens_read_back(derived, report)
@@ -109,9 +109,9 @@ def export_record(inputs: Inputs) -> Derivation:
                 f"windows of {width} tokens"
             )
     int8 = (report.get("parity") or {}).get("model.int8.onnx")
-    if isinstance(int8, dict):  # GATE-EXPORT-002 rev 4 (check int8_tensors): what the int8 parity states
+    if isinstance(int8, dict):  # GATE-EXPORT-002 (check int8_tensors): what the int8 parity states
         derived.gate(gate_id, tensor_values(int8, "int8_", "argmax_agreement", "max_abs_diff"), optional=True)
-    if "int8_weight_types" in report:  # GATE-EXPORT-002 rev 2: the saved int8 graph's weights, read again
+    if "int8_weight_types" in report:  # GATE-EXPORT-002: the saved int8 graph's weights, read again
         derived.problems += _int8_weight_type_problems(inputs, derived, gate_id, report)
     if inputs.record.run.kind == "export-onnx":
         derived.problems += _opset_problems(inputs, derived, report)
@@ -139,8 +139,8 @@ def tensor_values(parity: dict[str, Any], prefix: str, *keys: str) -> dict[str, 
 def _opset_problems(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> list[str]:
     """An ONNX export's opset: the one its saved model.onnx declares (contracts.onnx_weights, where the
     record cites the graph; else export.json's `opset`, which the export read from it) is the one
-    its config asked for (audit R88: config.opset 20, a graph of opset 18, and nobody compared);
-    GATE-EXPORT-002's check opset (rev 3) states those two, and export.json's `opset_asked` the
+    its config asked for (config.opset 20, a graph of opset 18, and nobody compared);
+    GATE-EXPORT-002's check opset states those two, and export.json's `opset_asked` the
     asked one."""
     asked = (inputs.record.config or {}).get("opset")
     file = "model.onnx"
@@ -167,7 +167,7 @@ def _opset_problems(inputs: Inputs, derived: Derivation, report: dict[str, Any])
 def _int8_weight_type_problems(
     inputs: Inputs, derived: Derivation, gate_id: str, report: dict[str, Any]
 ) -> list[str]:
-    """GATE-EXPORT-002's check weights (from rev 2): the element types export.json and the gate state
+    """GATE-EXPORT-002's check weights: the element types export.json and the gate state
     of the int8 graph's quantised matmul weights are those the saved graph, under the name its parity
     gives it, stores (contracts.onnx_weights); a graph the record does not cite is named."""
     check = (report.get("parity") or {}).get("model.int8.onnx")
@@ -213,7 +213,7 @@ def _stored_dtype_problems(
     ]
 
 
-# GATE-EXPORT-001 rev 4: the special ids held to the model's own, and the tokenizer read back.
+# GATE-EXPORT-001: the special ids held to the model's own, and the tokenizer read back.
 TOKENS_READ_BACK = ("special_ids", "eot_id", "special_expected", "tokenizer_keys", "tokenizer_differing")
 
 
@@ -285,7 +285,7 @@ def import_record(inputs: Inputs) -> Derivation:
 
 
 def _peft_config_written(inputs: Inputs, derived: Derivation) -> None:
-    """GATE-LORA-007's `config_written` (check config, rev 2) is adapter_config.json's fields as the
+    """GATE-LORA-007's `config_written` (check config) is adapter_config.json's fields as the
     export keeps the file (contracts.peft_config.written_fields), where the record cites it; one it
     cites that is no readable JSON object is a problem."""
     result = next((g for g in inputs.record.gates if g.id == "GATE-LORA-007"), None)

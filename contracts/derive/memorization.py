@@ -109,7 +109,7 @@ def memorization_record(inputs: Inputs) -> Derivation:
             "base_overlaps": report["base_runs"],
             "continuation_tokens": report["continuation"],
         }
-        if recomputed is not None:  # check runs (rev 3): the runs stated, against those found again
+        if recomputed is not None:  # check runs: the runs stated, against those found again
             measured |= {
                 "tuned_runs_recomputed": recomputed["fine-tuned"],
                 "base_runs_recomputed": recomputed["base"],
@@ -119,17 +119,17 @@ def memorization_record(inputs: Inputs) -> Derivation:
     derived.problems += _memorization_count_problems(inputs, report)
     examples, continuation = report.get("examples"), report.get("continuation")
     if isinstance(examples, list) and whole(continuation):
-        # every row continues every example for `continuation` greedy draws, all in one tally (W03),
+        # every row continues every example for `continuation` greedy draws, all in one tally,
         # under every revision of GATE-TRAIN-005 a memorization record holds
         draws = len(MEMORIZATION_ROWS) * len(examples) * continuation
         derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), draws, optional=True)
-    for key, value in GREEDY_SAMPLER.items():  # no option reaches the sampler (round-11 Y102, Y103)
+    for key, value in GREEDY_SAMPLER.items():  # no option reaches the sampler
         derived.put(("gates", "GATE-TRAIN-005", "measured", key), value, optional=True)
     return derived
 
 
 def _drawn_measured(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
-    """GATE-FT-003's check drawn (rev 4) where the record holds it: the seed, n and length the draw is
+    """GATE-FT-003's check drawn where the record holds it: the seed, n and length the draw is
     made again with are the config's and the file's, not the gate's own word; the eligible count,
     the ranks and the indices are the record's, the indices those of the examples memorization.json
     lists (a DATA_DIR's train document i is index i; a JSONL pool's lines are not kept, so only
@@ -159,7 +159,7 @@ def _drawn_measured(inputs: Inputs, derived: Derivation, report: dict[str, Any])
 
 
 def _texts_measured(inputs: Inputs) -> dict[str, Any]:
-    """GATE-FT-003's check tokens (rev 5) where the record holds it: the texts of the ids measured and
+    """GATE-FT-003's check tokens where the record holds it: the texts of the ids measured and
     of the records are the record's (memorization.json keeps no prefix, and the --examples file is
     an input, not an artifact), judged again by the same judge so the verdict derived is the one
     they give."""

@@ -145,7 +145,7 @@ def prepare_record(inputs: Inputs) -> Derivation:
     the values of spec 1.30.0's checks the manifest and config give (`_prepare_since_1_30`), and
     (since 1.32.0) config.seed and config.val_fraction as the manifest's, the draw the split was
     made with: tools/argv_record holds the config to the command line, so a prepare that split
-    with another seed or share than the one asked for contradicts one of the two (audit R91, R99);
+    with another seed or share than the one asked for contradicts one of the two;
     and (since 1.33.0) every other stated option the manifest decides (`prepare_options`)."""
     derived = Derivation()
     if not inputs.artifacts.has(MANIFEST):

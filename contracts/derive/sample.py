@@ -39,6 +39,6 @@ def sample_record(inputs: Inputs) -> Derivation:
             derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), len(drawn), optional=True)
         if isinstance(prompt := report.get("prompt_tokens"), int):
             derived.put(("gates", "GATE-TRAIN-005", "measured", "prompt_tokens"), prompt, optional=True)
-    # check seeded (GATE-TRAIN-005 rev 10): `stack sample --seed`, as its config states it
+    # check seeded (GATE-TRAIN-005): `stack sample --seed`, as its config states it
     seeded(inputs, derived, "GATE-TRAIN-005", config.get("seed"))
     return derived

@@ -122,7 +122,7 @@ def _selection_problems(inputs: Inputs, derived: Derivation, gates: dict[str, An
 def _template_problems(
     inputs: Inputs, derived: Derivation, gates: dict[str, Any], report: dict[str, Any]
 ) -> list[str]:
-    """GATE-LASER-003's check template (from rev 3): the digest of the chat template the surgery's
+    """GATE-LASER-003's check template: the digest of the chat template the surgery's
     checkpoint carries is the one contracts.checkpoints.chat_template_sha256 gives of the state.json
     the record cites under surgery.json's `checkpoint`. A record filed into a ledger
     (`--evidence-dir`) cites surgery.json alone, not the run directory's checkpoint: there the

@@ -69,7 +69,7 @@ def _synth_lines(text: str, settings: dict[str, Any]) -> list[str]:
     return problems
 
 
-# The spec version from which synth.json keeps every continuation as drawn (GATE-SYNTH-002 rev 3).
+# The spec version from which synth.json keeps every continuation as drawn (GATE-SYNTH-002).
 SYNTH_CONTINUATIONS_SINCE = "1.33.0"
 
 
@@ -140,7 +140,7 @@ def synth_record(inputs: Inputs) -> Derivation:
     seeded(inputs, derived, "GATE-SYNTH-002", settings.get("seed"))
     _synth_budgets(inputs, derived, report, settings)
     if "GATE-TRAIN-005" not in inputs.stale and "temperature" in settings:
-        # the draws are replayed at the temperature the synthesis states (GATE-TRAIN-005 rev 11)
+        # the draws are replayed at the temperature the synthesis states (GATE-TRAIN-005)
         derived.put(
             ("gates", "GATE-TRAIN-005", "measured", "temperature"), settings["temperature"], optional=True
         )

@@ -55,7 +55,7 @@ def ablation_site_problems(report: dict[str, Any]) -> list[str]:
     site it names as the forward reaches it (stack.trace.tracer), so in the ablated trace that site
     holds only zeros, and every site the forward reached before the first of them is the intact
     trace's, statistic for statistic. An ablation restated as another site than the one it zeroed
-    (the round-6 ledger audit's U19) contradicts one or the other. Where the ablated site is not
+    contradicts one or the other. Where the ablated site is not
     kept, the sites of earlier blocks come before it."""
     ablated = [name for name in report.get("ablated") or [] if isinstance(name, str)]
     intact, zeroed = _sites_of(report, "intact"), _sites_of(report, "ablated")
@@ -181,7 +181,7 @@ def trace_record(inputs: Inputs) -> Derivation:
         if mode in ("patch", "patch-sweep"):
             _patch_positions(derived, report, (inputs.record.config or {}).get("patch_positions"))
             patched = [r.get("site") for r in report.get("per_layer") or [] if isinstance(r, dict)]
-            if patched:  # the sites its grid patched, one per_layer row each (round-11 audit Y24)
+            if patched:  # the sites its grid patched, one per_layer row each
                 derived.put(("config", "patch_sites"), patched, optional=True)
         if mode == "ablation":
             derived.problems += [
@@ -263,9 +263,9 @@ def reported_margins(report: dict[str, Any]) -> dict[str, Any]:
 def site_dtype_problems(report: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """Every site of a kept trace holds the dtype of the path it ran on (paths.A for a single trace
     or an ablation, paths.B for B's): a path described in another dtype than its forward ran in
-    (round-8 R83: --dtype bf16 traced in fp32) contradicts its own sites. A bisection's trace.json
+    (--dtype bf16 traced in fp32) contradicts its own sites. A bisection's trace.json
     describes no paths: there the record's config.path_a / path_b, the paths the command line asked
-    for, are the ones (round-12 R211: `--dtype-b bf16` run in fp16 went unchecked)."""
+    for, are the ones (`--dtype-b bf16` run in fp16 went unchecked)."""
     paths = report.get("paths") if isinstance(report.get("paths"), dict) else {}
     problems = []
     for label in _kept_sites(report):
@@ -339,7 +339,7 @@ def _kept_sites(report: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def _identity_references(derived: Derivation, measured: dict[str, Any], sites: list[Any]) -> None:
-    """GATE-TRACE-002's identities are measured against the traced site (round-9 ledger audit X70):
+    """GATE-TRACE-002's identities are measured against the traced site:
     each identity's `ref_absmax`, the largest magnitude of the site's recomputation, lies within the
     identity's own `max_abs_diff` of the absmax trace.json's stats hold of the traced site, since
     two tensors' largest magnitudes differ by at most their largest difference. On CPU the two are
@@ -369,7 +369,7 @@ def _identity_references(derived: Derivation, measured: dict[str, Any], sites: l
 def _patch_positions(derived: Derivation, report: dict[str, Any], stated: Any) -> None:
     """config.patch_positions is what the patch ran at (stack.cli.trace): the positions trace.json's
     layers were patched at, which a sweep (every position) states as "every" (an older stack listed
-    them; `stated`, the record's, says which form it wrote) (round-9 ledger audit X49)."""
+    them; `stated`, the record's, says which form it wrote)."""
     layers = [line for line in report.get("per_layer") or [] if isinstance(line, dict)]
     positions = sorted({p for line in layers for p in line.get("positions") or []})
     if report.get("mode") == "patch-sweep" and not isinstance(stated, list):
@@ -538,7 +538,7 @@ def _lens_train_measured(
     if "GATE-LENS-006" in wanted and isinstance(losses, dict) and whole(steps) and steps > 0:
         first_last = [losses.get("first"), losses.get("last")][: min(steps, 2)]
         derived.put(("gates", "GATE-LENS-006", "measured", "objective_losses"), first_last, optional=True)
-    if "GATE-LENS-006" in wanted and whole(steps) and steps > 0:  # the first step and the last (Y86)
+    if "GATE-LENS-006" in wanted and whole(steps) and steps > 0:  # the first step and the last
         derived.put(("gates", "GATE-LENS-006", "measured", "objective_steps"), sorted({1, steps}), True)
     if "GATE-LENS-002" in wanted and real(lr) and whole(steps) and steps > 0:
         derived.put(("gates", "GATE-LENS-002", "measured", "scheduled_lrs"), linear_decay(lr, steps), True)
@@ -703,7 +703,7 @@ def anomaly_problems(
 def lens_mode_problems(mode: Any, config: dict[str, Any]) -> list[str]:
     """`stack lens` reads with the tuned lens its --lens names and with the logit lens otherwise, and
     says which in its mode (stack/cli/lens.py): a mode the config's lens (held to the command line by
-    tools/argv_record) contradicts is a reading restated as another (round-11 ledger audit Y11)."""
+    tools/argv_record) contradicts is a reading restated as another."""
     if "lens" not in config:
         return []
     wanted = "logit-lens" if config["lens"] is None else "tuned-lens"
@@ -715,15 +715,15 @@ def lens_mode_problems(mode: Any, config: dict[str, Any]) -> list[str]:
 def lens_stream_sites(readings: list[dict[str, Any]]) -> list[Any]:
     """GATE-LENS-005's sites, the residual stream a lens reading read: the site of every reading but
     the last (the input of each block) and, in place of the last (the logits), the stream leaving the
-    last block, `layers.{n - 1}.output` of n blocks (stack.lens.residual.stream_sites; round-11 audit
-    Y100: a site dropped from the sites stated)."""
+    last block, `layers.{n - 1}.output` of n blocks (stack.lens.residual.stream_sites), so a site
+    dropped from the sites stated is found."""
     return [*(r.get("site") for r in readings[:-1]), f"layers.{len(readings) - 2}.output"]
 
 
 def logit_count_problems(logits: Any, config: dict[str, Any]) -> list[str]:
     """The logits an ablation compared are its tokens × the vocabulary: trace.json's logits.elements is
-    the product of the shape it states, whose positions are the record's tokens (round-11 audit Y64:
-    the elements restated)."""
+    the product of the shape it states, whose positions are the record's tokens, so restated elements
+    are found."""
     if not isinstance(logits, dict):
         return []
     shape, elements, tokens = logits.get("shape_a"), logits.get("elements"), config.get("tokens")

@@ -683,7 +683,7 @@ def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Der
     for key, value in adequacy.items():
         derived.put(("metrics", key), value)
     if "GATE-DATA-004" not in inputs.stale:
-        # rev 2: the start it is judged by, a checkpoint's weights for a run started (or resumed
+        # the start it is judged by, a checkpoint's weights for a run started (or resumed
         # from a run started) with --init-from, as GATE-TRAIN-008's check start states it
         start = "checkpoint" if inputs.record.metrics.get("init_from") else "seed"
         derived.gate("GATE-DATA-004", {**adequacy, "start_from": start})
@@ -1713,7 +1713,7 @@ def _es_sigma(inputs: Inputs, derived: Derivation) -> None:
         derived.put(("gates", "GATE-ES-002", "measured", "sigma_stated"), config["sigma"], optional=True)
 
 
-# ES step lines log each step's pair seeds from spec 1.30.0 (GATE-ES-002 rev 3, check seeds).
+# ES step lines log each step's pair seeds from spec 1.30.0 (GATE-ES-002, check seeds).
 ES_SEEDS_SINCE = "1.30.0"
 
 
@@ -1793,7 +1793,7 @@ def _es_resumed_from(inputs: Inputs, derived: Derivation) -> int:
     return 0
 
 
-# ES holds each step's batch to its planned windows from spec 1.33.0 (GATE-DATA-001 rev 8).
+# ES holds each step's batch to its planned windows from spec 1.33.0 (GATE-DATA-001).
 ES_SERVED_SINCE = "1.33.0"
 
 

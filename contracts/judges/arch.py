@@ -79,7 +79,7 @@ def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
     "GATE-ARCH-002",
     checks={
         "shares": ("routed+",),
-        # rev 2: the window's assignments are every token each MoE layer received × top_k
+        # the window's assignments are every token each MoE layer received × top_k
         "total": ("routed+", "routed_tokens+", "top_k"),
     },
 )
@@ -244,7 +244,7 @@ def _threshold_problems(m: Measured) -> list[str]:
     "GATE-ARCH-008",
     checks={
         MAIN_CHECK: ("capacity", "length", "routed+"),
-        # rev 3: the inference threshold each block saved splits the batch that set it at capacity
+        # the inference threshold each block saved splits the batch that set it at capacity
         "inference": ("capacity", "threshold_split+"),
     },
 )
@@ -553,7 +553,7 @@ def _fix(balance_coef: float) -> str:
     "GATE-ARCH-012",
     checks={
         "collapse": ("windows+", "top_k", "balance_coef"),
-        # rev 2: the latest window's assignments are every token each MoE layer received × top_k
+        # the latest window's assignments are every token each MoE layer received × top_k
         "total": ("windows+", "routed_tokens+", "top_k"),
     },
 )

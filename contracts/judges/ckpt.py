@@ -49,11 +49,11 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
     "GATE-CKPT-001",
     checks={
         "complete": ("missing", "checkpoint"),
-        # rev 2: the model file read back after the save, against the model the run trains
+        # the model file read back after the save, against the model the run trains
         "weights": ("weights_compared", "weights_differing", "checkpoint"),
-        # rev 3: the optimizer file read back after the save, against the optimizer's live state
+        # the optimizer file read back after the save, against the optimizer's live state
         "optimizer": ("optimizer_compared", "optimizer_differing", "checkpoint"),
-        # rev 4: each weights file read back has the mode a file created under the umask gets
+        # each weights file read back has the mode a file created under the umask gets
         "modes": ("umask", "files_moded", "off_mode"),
     },
 )
@@ -92,12 +92,12 @@ def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     "GATE-CKPT-002",
     checks={
         "verified": ("files_verified", "checkpoint", "problem"),
-        # rev 2: a command given a run directory reads its newest valid checkpoint
+        # a command given a run directory reads its newest valid checkpoint
         "newest": ("chosen_checkpoint", "newer_checkpoints", "newer_valid"),
-        # rev 3: every prune keeps the checkpoint the run's metrics log names its best
+        # every prune keeps the checkpoint the run's metrics log names its best
         "best": ("best_checkpoint", "kept_checkpoints"),
-        # rev 4: a prune leaves exactly the newest ckpt.keep_last checkpoints written and the best;
-        # rev 5: counted among those that verify, not set aside, and with the one resumed from
+        # a prune leaves exactly the newest ckpt.keep_last checkpoints written and the best;
+        # counted among those that verify, not set aside, and with the one resumed from
         "pruned": ("expected_checkpoints",),
     },
 )

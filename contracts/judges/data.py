@@ -25,9 +25,9 @@ judges = Judges()
         "windows": ("epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"),
         "stream": ("served_batches", "taken_batches"),
         "plan": ("plan_windows", "quota_windows", "windows_off_quota", "sources_off_quota"),
-        # rev 4: the windows the reader numbered cover every target of every shard but its tail
+        # the windows the reader numbered cover every target of every shard but its tail
         "coverage": ("covered_shards", "uncovered_fewest", "uncovered_most", "window_targets"),
-        # rev 5: the batch_sha256 a step's line logs is the fingerprint of its planned windows
+        # the batch_sha256 a step's line logs is the fingerprint of its planned windows
         "fingerprint": ("logged_batch_sha256", "planned_batch_sha256", "fingerprinted_step"),
     },
 )
@@ -118,7 +118,7 @@ def _window_problems(m: Measured) -> list[str]:
         "restore": ("reweighted", "restored_next_sha256", "saved_next_sha256"),
         "shuffled": ("plan_windows", "order_z"),
         "reordered": ("repeat_z",),
-        # rev 3: the plan is the one contracts.plan defines for its seed and epoch, and a source of
+        # the plan is the one contracts.plan defines for its seed and epoch, and a source of
         # fractional weight draws its windows afresh each epoch
         "defined": ("plan_seed", "plan_epoch", "plan_sha256", "defined_sha256"),
         "redrawn": ("subsamples+",),
@@ -209,7 +209,7 @@ def _shards_match(m: Measured, t: Thresholds) -> list[str]:
 @judges("GATE-DATA-004", needs=("repeats", "tokens_per_parameter"))
 def _adequacy(m: Measured, t: Thresholds) -> list[str]:
     """Repeats for every run; tokens per parameter, Chinchilla's pretraining ratio, only for a run
-    that started from initialised weights (rev 2: `start_from` "checkpoint", a fine-tune, is not
+    that started from initialised weights (`start_from` "checkpoint", a fine-tune, is not
     held to it; a record without the key predates it and started from a seed)."""
     repeats, per_param = number(m, "repeats"), number(m, "tokens_per_parameter")
     start = m.get("start_from", "seed")
@@ -233,14 +233,14 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
         "spread": ("split_windows", "first_id", "last_id", "max_gap"),
         "read": ("set_windows", "read_windows", "read_windows_mismatched"),
         "examples": ("train_examples", "train_examples_elsewhere"),
-        # rev 4: every document is written to the split contracts.split's rule gives it, and the
+        # every document is written to the split contracts.split's rule gives it, and the
         # share held out is one the asked val_fraction draws
         "assigned": ("assigned_documents", "documents_off_rule"),
         "share": ("split_documents", "heldout_documents", "asked_val_fraction"),
-        # rev 5: no held-out document or example is stored as a train one, keyed as the shards
+        # no held-out document or example is stored as a train one, keyed as the shards
         # store it apart from the identity the split was drawn by
         "stored": ("stored_documents", "stored_heldout", "stored_shared"),
-        # rev 6: the share is judged on the distinct contents the index holds (copies are one draw)
+        # the share is judged on the distinct contents the index holds (copies are one draw)
         "contents": ("split_contents", "heldout_contents"),
     },
 )
@@ -381,7 +381,7 @@ OWN_TOKENIZERS = ("byte", "bpe")
             "data_vocab_size",
             "model_vocab",
         ),
-        # rev 3: the documents prepare writes decode to their text
+        # the documents prepare writes decode to their text
         "round_trip": (
             "tokenizer",
             "gives_back_probe",
@@ -392,7 +392,7 @@ OWN_TOKENIZERS = ("byte", "bpe")
             "round_trip_rate",
             "input_bytes",
         ),
-        # rev 4: the units a BPE trained by prepare read are contracts.bpe_sample's draw
+        # the units a BPE trained by prepare read are contracts.bpe_sample's draw
         "sample": (
             "sample_seed",
             "sample_budget",
@@ -488,9 +488,9 @@ def _shares(m: Measured, key: str) -> dict[str, float]:
     "GATE-DATA-008",
     checks={
         "shares": ("windows", "served", "expected_share", "caps", "floors", "excluded"),
-        # rev 2: a bandit is paid its reward's rule on each arm's own held-out windows
+        # a bandit is paid its reward's rule on each arm's own held-out windows
         "paid": ("reward", "losses", "before", "reference", "rewards", "windows_read", "windows_stated"),
-        # rev 4: its log-weights step by EXP3's rule; the probabilities it asks for are EXP3's
+        # its log-weights step by EXP3's rule; the probabilities it asks for are EXP3's
         "stepped": ("log_weights_before", "log_weights_after", "eta"),
         "wanted": (
             "wanted_step",
@@ -504,9 +504,9 @@ def _shares(m: Measured, key: str) -> dict[str, float]:
             "wanted_gamma",
             "wanted_shares",
         ),
-        # rev 5: a bandit's pulls are the windows served of each arm since it began
+        # a bandit's pulls are the windows served of each arm since it began
         "tallied": ("tallied_pulls", "tallied_served"),
-        # rev 5: a static policy serves contracts.curriculum.static_shares of its phase and the manifest
+        # a static policy serves contracts.curriculum.static_shares of its phase and the manifest
         "static": (
             "static_weights",
             "static_caps",
@@ -803,9 +803,9 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
     "GATE-DATA-013",
     checks={
         "coverage": ("sources",),
-        # rev 3: the dedup filter's drops, judged again apart from its hashes
+        # the dedup filter's drops, judged again apart from its hashes
         "dedup": ("dedup",),
-        # rev 5: the measuring filters' drops, measured again and judged by their rules
+        # the measuring filters' drops, measured again and judged by their rules
         "rules": ("rules",),
     },
 )
@@ -990,17 +990,17 @@ def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
     "GATE-DATA-014",
     checks={
         "counts": ("sources",),
-        # rev 3: every input byte of every source is a document's kept or dropped, or framing
+        # every input byte of every source is a document's kept or dropped, or framing
         "bytes": ("accounts",),
-        # rev 4: every file read below a directory input is one --glob admits (contracts.corpus_inputs)
+        # every file read below a directory input is one --glob admits (contracts.corpus_inputs)
         "inputs": ("glob", "files_read", "outside_glob"),
-        # rev 5: no document of a text file read with --doc-sep holds the separator (contracts.separators)
+        # no document of a text file read with --doc-sep holds the separator (contracts.separators)
         "separated": ("doc_sep", "separated_documents", "holding_separator"),
-        # rev 5: no piece of a text file read without a separator is over --doc-bytes (contracts.doc_cut)
+        # no piece of a text file read without a separator is over --doc-bytes (contracts.doc_cut)
         "cut": ("doc_bytes", "cut_documents", "over_doc_bytes"),
-        # rev 6: every rendered fine-tuning example holds its record's text fields (contracts.record_fields)
+        # every rendered fine-tuning example holds its record's text fields (contracts.record_fields)
         "fields": ("field_examples", "record_fields", "fields_missing"),
-        # rev 6: no file was read as UTF-16 or UTF-32 text never made UTF-8 (contracts.text_marks)
+        # no file was read as UTF-16 or UTF-32 text never made UTF-8 (contracts.text_marks)
         "marks": ("marked_files", "marked_unconverted"),
     },
 )

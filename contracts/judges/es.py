@@ -52,7 +52,7 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
     "GATE-ES-002",
     checks={
         "pairs": ("population", "pairs", "max_pair_sum", "min_noise_norm"),
-        # rev 2: every forward of every member read θ + sign·σ·ε(seed), to the roundings of its sum,
+        # every forward of every member read θ + sign·σ·ε(seed), to the roundings of its sum,
         # and each evaluation is at its member's place
         "applied": (
             "evaluated_members",
@@ -61,9 +61,9 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
             "perturbation_outliers",
             "perturbation_error",
         ),
-        # rev 3: each step's members are the seeds the run's rule gives that step, none an earlier step's
+        # each step's members are the seeds the run's rule gives that step, none an earlier step's
         "seeds": ("seeds_run_seed", "seeds_population", "seeds_step", "member_seeds+"),
-        # rev 4: the σ every forward's weights were perturbed by, as read, is the σ the record states
+        # the σ every forward's weights were perturbed by, as read, is the σ the record states
         "sigma": ("sigma_read+", "sigma_stated"),
     },
 )
@@ -201,7 +201,7 @@ def _fitness_consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     "GATE-ES-006",
     checks={
         "update": STEP_CHECKS["update"],
-        # rev 2: the ĝ handed to Adam is contracts.es_noise's 1/(P·σ) Σ w_i·sign_i·ε_i of the step
+        # the ĝ handed to Adam is contracts.es_noise's 1/(P·σ) Σ w_i·sign_i·ε_i of the step
         "estimate": ("estimate_error", "estimate_norm", "estimate_reference_norm"),
     },
 )

@@ -145,7 +145,7 @@ def _read_problems(m: Measured) -> list[str]:
         ),
         "judged": ("judged_loss", "judged_stderr", "losses_mean", "losses_stderr"),
         "forwards": ("compared_losses", "mismatched_losses"),
-        # rev 5: the set every evaluation scored holds the batches the run's config asks for
+        # the set every evaluation scored holds the batches the run's config asks for
         "asked": ("asked_batches", "set_batches"),
     },
 )
@@ -200,7 +200,7 @@ _POSITION_COUNTS = {
             "bytes",
             "text_bytes",
         ),
-        # rev 3: the text an evaluation of a split scores is that split's, as the manifest lists it
+        # the text an evaluation of a split scores is that split's, as the manifest lists it
         "split": (
             "split",
             "split_documents",
@@ -212,14 +212,14 @@ _POSITION_COUNTS = {
             "split_text_sha256",
             "text_sha256",
         ),
-        # rev 4: the text of `--text FILE` is the file's bytes as stored, every one of them
+        # the text of `--text FILE` is the file's bytes as stored, every one of them
         "file": ("file_bytes", "file_sha256", "text_bytes", "text_sha256"),
-        # rev 5: the overlap with the training data stated is the one the document indexes give
+        # the overlap with the training data stated is the one the document indexes give
         "overlap": ("overlap_stated", "overlap_derived"),
-        # rev 6: the NLL summed is contracts.likelihood's over the logits the forwards taped, batch
+        # the NLL summed is contracts.likelihood's over the logits the forwards taped, batch
         # by batch, and the score that sum over the UTF-8 bytes of the text the tokens decode to
         "nll": ("nll_nats", "nll_taped", "nll_batch_deviation", "bits_per_byte", "bytes", "bytes_decoded"),
-        # rev 7: the widest window the scoring forwards taped is the context the evaluation states
+        # the widest window the scoring forwards taped is the context the evaluation states
         "window": ("window_tokens", "context", "tokens"),
     },
 )

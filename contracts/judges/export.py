@@ -75,20 +75,20 @@ def restated_from_tensors(m: Measured, key: str, what: str) -> list[str]:
     checks={
         "logits": ("max_abs_diff", "finite"),
         "special": ("special_ids+", "eot_id"),
-        # rev 3: the configuration read back from the export is the model's (rev 4: every field
+        # the configuration read back from the export is the model's (every field
         # of config.json as transformers loads it, dtype included, against contracts.hf_export)
         "architecture": ("architecture_keys", "architecture_differing"),
-        # rev 4: a plain from_pretrained loads the export in the dtype its weights are stored in
+        # a plain from_pretrained loads the export in the dtype its weights are stored in
         "loaded": ("loaded_dtypes+", "stored_dtypes+"),
-        # rev 4: the tokenizer transformers reads back is the model's own
+        # the tokenizer transformers reads back is the model's own
         "tokenizer": ("tokenizer_keys", "tokenizer_differing"),
-        # rev 5: the windows compared on are what the sample's named source gives
+        # the windows compared on are what the sample's named source gives
         "sample": SAMPLE_KEYS,
-        # rev 5: the largest difference recomputed from the two logits tensors (contracts.logits_parity)
+        # the largest difference recomputed from the two logits tensors (contracts.logits_parity)
         "tensors": ("max_abs_diff", "max_abs_diff_tensors"),
-        # rev 5: the stack's own fp32 rounding on the sample, which scales the tolerance
+        # the stack's own fp32 rounding on the sample, which scales the tolerance
         "rounding": ("rounding_error",),
-        # rev 6: the rounding was measured against logits a float64 forward gave
+        # the rounding was measured against logits a float64 forward gave
         "exact": ("rounding_reference_dtype",),
     },
 )
@@ -156,8 +156,8 @@ def hf_logits_tolerance(m: Measured, t: Thresholds) -> float:
     record measured it, logits_rounding_factor × the rounding the stack's own fp32 forward makes on
     the sample (its largest difference from the same model in float64), if that is larger. Two
     correct fp32 implementations differ by their summation order, which grows with depth, width and
-    the logits' scale: a user's 8-layer Llama with logits near 8 was refused at 1.1e-4 (round-10
-    user audit K04), while a wrong weight or rotary layout moves the logits by far more."""
+    the logits' scale: a user's 8-layer Llama with logits near 8 was refused at 1.1e-4,
+    while a wrong weight or rotary layout moves the logits by far more."""
     if not has(m, "rounding_error"):
         return float(t["logits_atol"])
     return max(float(t["logits_atol"]), float(t["logits_rounding_factor"]) * number(m, "rounding_error"))
@@ -191,13 +191,13 @@ def _special_id_problems(m: Measured) -> list[str]:
     checks={
         "fp32": ("fp32_max_abs_diff", "fp32_finite"),
         "int8": ("int8_argmax_agreement", "int8_finite"),
-        # rev 2: the int8 graph, as saved, stores every quantised matmul weight as INT8
+        # the int8 graph, as saved, stores every quantised matmul weight as INT8
         "weights": ("int8_weight_types+",),
-        # rev 3: the saved fp32 graph's opset_import declares the opset the export was asked for
+        # the saved fp32 graph's opset_import declares the opset the export was asked for
         "opset": ("opset", "opset_asked"),
-        # rev 4: the windows compared on are what the sample's named source gives
+        # the windows compared on are what the sample's named source gives
         "sample": SAMPLE_KEYS,
-        # rev 4: the numbers recomputed from the two logits tensors (contracts.logits_parity)
+        # the numbers recomputed from the two logits tensors (contracts.logits_parity)
         "tensors": ("fp32_max_abs_diff", "fp32_max_abs_diff_tensors"),
         "int8_tensors": ("int8_argmax_agreement_tensors", "int8_max_abs_diff_tensors"),
     },

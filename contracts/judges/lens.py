@@ -61,9 +61,9 @@ def _why_unmoved(probe: Mapping[str, Any], t: Thresholds) -> str | None:
     checks={
         "probes": ("probes+",),
         "schedule": ("applied_lrs+", "scheduled_lrs+"),
-        # rev 4: every other hyper-parameter the record states is the one the optimizer applied
+        # every other hyper-parameter the record states is the one the optimizer applied
         "hyperparameters": ("applied_hyperparameters+", "stated_hyperparameters+"),
-        # rev 5: the gradients every step applied are clipped to the clip norm the record states
+        # the gradients every step applied are clipped to the clip norm the record states
         "clip": ("stepped_grad_norms+", "stated_clip_norm"),
     },
 )
@@ -175,13 +175,13 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     checks={
         "heldout": ("layers+", "recomputed_batches+"),
         "readings": ("reading_kl+", "recomputed_reading_kl+"),
-        # rev 3: a reading's entropies are contracts.divergence's of the log-probabilities it read
+        # a reading's entropies are contracts.divergence's of the log-probabilities it read
         "entropy": ("reading_entropy+", "recomputed_reading_entropy+"),
         "top": ("reading_top+", "top_logprobs+", "recomputed_top_logprobs+"),
         "objective": ("objective_steps+", "objective_losses+", "objective_recomputed+"),
-        # rev 4: the comparison read as many held-out windows as the record's settings state
+        # the comparison read as many held-out windows as the record's settings state
         "windows": ("heldout_windows_read", "heldout_windows_stated"),
-        # rev 5: a reading's --csv, parsed back, holds the rows contracts.lens_table derives
+        # a reading's --csv, parsed back, holds the rows contracts.lens_table derives
         "table": ("table_rows_written", "table_rows_derived", "table_rows_differing"),
     },
 )
@@ -434,13 +434,13 @@ def _self_patch_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
     "GATE-PATCH-002",
     checks={
         "full": ("differing_elements", "elements"),
-        # rev 2: each grid cell overwrote its site at its position; the scores are the plain forwards'
+        # each grid cell overwrote its site at its position; the scores are the plain forwards'
         "cells": ("cells+",),
         "scores": ("clean_recorded", "corrupted_recorded", "clean_plain", "corrupted_plain"),
-        # rev 3: the grid is every stated cell once; each recorded recovery is the formula's
+        # the grid is every stated cell once; each recorded recovery is the formula's
         "grid": ("grid_cells+", "grid_sites+", "grid_tokens", "grid_stated"),
         "recovery": ("recovery_clean", "recovery_corrupted", "recovery_cells+", "recovery_full"),
-        # rev 4: the grid's cells are the ones the command line asked for
+        # the grid's cells are the ones the command line asked for
         "asked": ("asked_patch", "asked_cells+", "asked_tokens"),
     },
 )

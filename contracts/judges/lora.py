@@ -98,7 +98,7 @@ def _adapters_trained(m: Measured, t: Thresholds) -> list[str]:
     "GATE-LORA-005",
     checks={
         MAIN_CHECK: ("missing", "unexpected", "mismatched"),
-        # rev 2: each wrapper's rank and scale against contracts.lora_scale of the stated settings
+        # each wrapper's rank and scale against contracts.lora_scale of the stated settings
         "scale": ("settings_stated", "wrapper_scales"),
     },
 )
@@ -151,10 +151,10 @@ def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
     "GATE-LORA-007",
     checks={
         MAIN_CHECK: ("adapters", "not_loaded", "max_abs_diff", "finite"),
-        # rev 2: adapter_config.json as written, against the run's recorded [lora] section and the
+        # adapter_config.json as written, against the run's recorded [lora] section and the
         # modules its target_modules select (contracts.peft_config), against those the file adapts
         "config": ("config_written", "config_recorded", "modules_targeted", "modules_adapted"),
-        # rev 3: the largest difference recomputed from the two logits tensors (contracts.logits_parity)
+        # the largest difference recomputed from the two logits tensors (contracts.logits_parity)
         "tensors": ("max_abs_diff", "max_abs_diff_tensors"),
     },
 )

@@ -38,7 +38,7 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
     checks={
         "architecture": ("checked", "forms"),
         "init": ("init+",),
-        # rev 4: the parameters the model holds are those its config implies (contracts.model_parameters)
+        # the parameters the model holds are those its config implies (contracts.model_parameters)
         "structure": ("parameters_held+", "parameters_named+"),
     },
 )

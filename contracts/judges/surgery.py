@@ -35,7 +35,7 @@ def _full_rank_is_identity(m: Measured, t: Thresholds) -> list[str]:
     "GATE-LASER-002",
     checks={
         "error": ("matrices+",),
-        # rev 2: each matrix keeps the singular values ρ says (contracts.truncation)
+        # each matrix keeps the singular values ρ says (contracts.truncation)
         "kept": ("rho", "matrices+"),
     },
 )
@@ -66,9 +66,9 @@ def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
     "GATE-LASER-003",
     checks={
         "changed": ("targets+", "changed"),
-        # rev 2: the targets are what the command line's --targets and --layers select
+        # the targets are what the command line's --targets and --layers select
         "selection": ("targets+", "selected+"),
-        # rev 3: the written checkpoint carries the source checkpoint's chat template
+        # the written checkpoint carries the source checkpoint's chat template
         "template": ("template_source", "template_written"),
     },
 )
@@ -117,9 +117,9 @@ def _template_problems(source: Any, written: Any) -> list[str]:
     "GATE-HQQ-001",
     checks={
         "error": ("matrices+",),
-        # rev 3: the weights written lie on a 2^bits grid per group, its codes dequantised
+        # the weights written lie on a 2^bits grid per group, its codes dequantised
         "grid": ("grid+", "bits"),
-        # rev 4: every matrix's groups are the --group-size the command's settings state
+        # every matrix's groups are the --group-size the command's settings state
         "requested": ("grid+", "group_requested"),
     },
 )
@@ -183,15 +183,15 @@ def _off_grid(m: Measured) -> list[str]:
     "GATE-HQQ-002",
     checks={
         "agreement": ("mean_kl_nats",),
-        # rev 2: the model compared is the model written
+        # the model compared is the model written
         "compared": ("compared_sha256", "written_sha256"),
-        # rev 3: the mean KL reported is KL(original ‖ quantised) as contracts.divergence takes it
+        # the mean KL reported is KL(original ‖ quantised) as contracts.divergence takes it
         "recomputed": ("mean_kl_recomputed",),
-        # rev 4: the windows compared on are what the sample's named source gives
+        # the windows compared on are what the sample's named source gives
         "sample": SAMPLE_KEYS,
-        # rev 5: the reference side is the source's weights as read, and not the quantised side
+        # the reference side is the source's weights as read, and not the quantised side
         "reference": ("reference_sha256", "source_sha256", "quantised_sha256"),
-        # rev 5: the sample compared on is the one the request asked for (contracts.agreement_sample)
+        # the sample compared on is the one the request asked for (contracts.agreement_sample)
         "requested": ("sample_source", "requested_sample_text"),
     },
 )

@@ -73,9 +73,9 @@ def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
     "GATE-SYNTH-002",
     checks={
         "replay": ("replayed", "generated", "mismatched"),
-        # rev 2: the samples were drawn from the state a generator seeded with the stated seed holds
+        # the samples were drawn from the state a generator seeded with the stated seed holds
         "seeded": ("seed", "generator_device", "generator_state_sha256", "seeded_state_sha256"),
-        # rev 3: every continuation drew the budget contracts.synth_budget gives the stated length
+        # every continuation drew the budget contracts.synth_budget gives the stated length
         # setting, the context and its prompt, and its text is what it drew before the end-of-text
         "budgets": ("continuations", "ctx", "max_instruction_tokens", "max_response_tokens"),
     },

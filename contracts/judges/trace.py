@@ -57,13 +57,13 @@ def _tracing_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
             "same_shape",
         ),
         "producer": ("nonfinite_elements", "nonfinite_inputs"),
-        # rev 2: the anomalies a single-path trace names are those its sites' statistics give
+        # the anomalies a single-path trace names are those its sites' statistics give
         "anomalies": ("site_stats+", "sites_judged+", "anomalies_named"),
-        # rev 3: an ablation's reported KL(intact ‖ ablated) is the one torch's kl_div gives
+        # an ablation's reported KL(intact ‖ ablated) is the one torch's kl_div gives
         "ablation": (
             "mean_kl_reported",
             "mean_kl_recomputed",
-            # rev 4: the ablation's other numbers, each recomputed from the two forwards' tensors
+            # the ablation's other numbers, each recomputed from the two forwards' tensors
             "output_change_reported",
             "output_change_recomputed",
             "argmax_changed_reported",
@@ -71,13 +71,13 @@ def _tracing_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
             "positions_reported",
             "positions_recomputed",
         ),
-        # rev 4: each greedy continuation of --sample N is N new ids
+        # each greedy continuation of --sample N is N new ids
         "samples": ("samples_asked", "sample_ids+"),
-        # rev 5: the sites the ablated forward zeroed (and the continuations shown) are those asked
+        # the sites the ablated forward zeroed (and the continuations shown) are those asked
         "ablated": ("ablate_asked+", "ablate_zeroed", "ablate_reported", "sample_asked", "continuations"),
-        # rev 5: every compared site was judged at the tolerance --atol/--rtol ask for there
+        # every compared site was judged at the tolerance --atol/--rtol ask for there
         "tolerance": ("atol_asked", "rtol_asked", "site_tolerances"),
-        # rev 6: each compared site's reported minimum tolerances, recomputed from the sites' values
+        # each compared site's reported minimum tolerances, recomputed from the sites' values
         "margins": ("margins_reported+", "margins_recomputed+"),
         "falsifiers": ("falsifiers+",),
     },
@@ -335,13 +335,13 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
     checks={
         "complete": ("missing", "partial", "recorded_twice"),
         "identity": ("identities+",),
-        # rev 3: a sample of sites' statistics are their definitions' from the tensors observed
+        # a sample of sites' statistics are their definitions' from the tensors observed
         "statistics": ("stats_recorded+", "stats_recomputed+"),
-        # rev 4: the sites each kept trace shows are those --layers and --sites select
+        # the sites each kept trace shows are those --layers and --sites select
         "selection": ("shown", "selected+"),
-        # rev 5: a --dump read back holds each traced site's elements at the format's positions
+        # a --dump read back holds each traced site's elements at the format's positions
         "dump": ("dump_sha256", "dump_sites", "dump_traced", "dump_unlike"),
-        # rev 5: every traced site holds the dtype its path's --dtype / --dtype-b names
+        # every traced site holds the dtype its path's --dtype / --dtype-b names
         "dtype": ("dtype_asked", "dtype_seen"),
     },
 )

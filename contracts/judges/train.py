@@ -180,11 +180,11 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
         ),
         "context": ("context_logits_deviation",),
         "scored": ("texts_score", "observed_score", "logged_score"),
-        # rev 6: the texts scored are the text of the tokens the generations drew
+        # the texts scored are the text of the tokens the generations drew
         "texts": ("texts_scored", "texts_not_drawn"),
-        # rev 7: `stack sample` continued the prompt its record names
+        # `stack sample` continued the prompt its record names
         "prompt": ("prompt_tokens", "prompt_tokens_differing"),
-        # rev 10: the draws started from the state a generator seeded with the stated seed holds
+        # the draws started from the state a generator seeded with the stated seed holds
         "seeded": ("seed", "generator_device", "generator_state_sha256", "seeded_state_sha256"),
     },
 )
@@ -351,9 +351,9 @@ CONSUMED = (
         "mode": ("modes", "mismatched_modes"),
         "logged": ("logged_loss", "forward_loss"),
         "inference": ("inference_logits_deviation", "inference_loss_deviation"),
-        # rev 6: over every window of each split, the statement names the manifest's supervised tokens
+        # over every window of each split, the statement names the manifest's supervised tokens
         "manifest": ("stated_split_targets+", "split_supervised_tokens+"),
-        # rev 7: what each LoRA adapter's A read in a training forward shows the configured dropout
+        # what each LoRA adapter's A read in a training forward shows the configured dropout
         "dropout": (
             "dropout_p",
             "dropout_adapters",
@@ -515,7 +515,7 @@ STEP_CHECKS = {
     "gradient": ("gradient_compared",),
     "update": ("update_error", "update_worst", "updated_parameters", "optimizer_steps"),
     "moved": ("stepped_parameters", "moved_parameters", "unoptimized_parameters"),
-    # rev 3: the weights step 1 starts from are the ones the run states it starts from
+    # the weights step 1 starts from are the ones the run states it starts from
     "start": ("start_from", "start_seed", "start_tensors", "start_sha256", "stated_start_sha256"),
 }
 
