@@ -48,14 +48,14 @@ def _holds(m: Measured, t: Thresholds) -> list[str]:
 
 def test_a_gate_given_two_judges_in_one_area_is_refused() -> None:
     table = Judges()
-    table("GATE-X-001", needs=("a",))(_holds)
-    with pytest.raises(ValueError, match="GATE-X-001 is given two judges"):
-        table("GATE-X-001", needs=("b",))(_holds)
+    table("GATE-DATA-003", needs=("a",))(_holds)
+    with pytest.raises(ValueError, match="GATE-DATA-003 is given two judges"):
+        table("GATE-DATA-003", needs=("b",))(_holds)
 
 
 def test_a_judge_declares_one_check_or_several_not_both() -> None:
     with pytest.raises(TypeError, match="not both"):
-        Judges()("GATE-X-001", needs=("a",), checks={"main": ("a",)})
+        Judges()("GATE-DATA-003", needs=("a",), checks={"main": ("a",)})
 
 
 def test_a_gate_two_areas_judge_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

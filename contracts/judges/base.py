@@ -33,7 +33,7 @@ class Judges:
     """The judges of one area's gates: gate id → judge, and gate id → check name → measured keys.
 
     An area module makes one table and declares each judge with it:
-    `@judges("GATE-X-001", needs=(...))` for a gate with one check, `checks={name: keys}` for a
+    `@judges("GATE-DATA-003", needs=(...))` for a gate with one check, `checks={name: keys}` for a
     gate several checks feed. A judge that declares neither reads no key before its rule runs;
     tests/test_judges_evidence.py refuses it."""
 
