@@ -29,6 +29,7 @@ which is where a newcomer reads the plan of the house.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,13 +90,26 @@ def _script_folder(module: str) -> str | None:
     return None if (path.parent / "__init__.py").exists() else module.rpartition(".")[0]
 
 
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement of `body` and of the blocks inside it (functions, classes, branches, `try`,
+    `with`, `match`): where an import may stand, without visiting every expression."""
+    for statement in body:
+        yield statement
+        for name in ("body", "orelse", "finalbody"):
+            yield from _statements(getattr(statement, name, None) or [])
+        for handler in getattr(statement, "handlers", None) or []:
+            yield from _statements(handler.body)
+        for case in getattr(statement, "cases", None) or []:
+            yield from _statements(case.body)
+
+
 def imports(module: str) -> set[str]:
     """Every module of the repository that `module` imports, anywhere in its file (module docstring)."""
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     folder = _script_folder(module)
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _statements(ast.parse(path.read_text(encoding="utf-8")).body):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
