@@ -26,7 +26,7 @@ and ablated forwards: trace.json's logits comparison and effect numbers are held
 (An evaluation's token counts are derived with the rest of its scored text: tools/scored_text.py.)
 
 A checkpoint no longer where the record names it is not checked here (the token axis of the traced
-sites still is, contracts.derive.reports.traced_tokens); one that is there and does not read is
+sites still is, contracts.derive.trace.traced_tokens); one that is there and does not read is
 named.
 """
 
