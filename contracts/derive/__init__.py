@@ -29,10 +29,12 @@ from typing import Any
 
 from contracts.derive import (
     benchmarks,
+    es,
     eval,
     evalmatrix,
     export,
     gpu_check,
+    lens_train,
     memorization,
     options_matrix,
     prepare,
@@ -84,10 +86,12 @@ def _gathered() -> dict[str, Deriver]:
     table: dict[str, Deriver] = {}
     for module in (
         benchmarks,
+        es,
         eval,
         evalmatrix,
         export,
         gpu_check,
+        lens_train,
         memorization,
         options_matrix,
         prepare,
