@@ -40,7 +40,7 @@ def requested_problem(source: str, sample_text: str | None) -> str | None:
     """Why a sample named `source` is not the one its request asked for, or None: a request naming
     `--sample-text FILE` (`sample_text`, as the record's settings state it) is answered by
     `file:FILE` alone, and a request naming none by the default (the held-out split or the
-    built-in text), never by a file (the round-12 audit's R215 ignored the file and said so)."""
+    built-in text), never by a file (a sampler that ignored the file and said so passed every gate)."""
     if sample_text is not None and source != f"{FILE_PREFIX}{sample_text}":
         return f"--sample-text {sample_text} was asked for, but the sample compared on is {source}"
     if sample_text is None and source.startswith(FILE_PREFIX):

@@ -9,7 +9,7 @@ budget; the trainer reads them in that order (`selected`). So the sample depends
 content, the seed and the budget only. The sample is stated as one digest: the sha256 of its units'
 sha256s, concatenated in that order (`sample_digest`).
 
-The sampler's priority was once drawn without the seed (audit R196): `--seed 3` trained seed 0's
+The sampler's priority was once drawn without the seed: `--seed 3` trained seed 0's
 BPE, and every gate passed, as nothing drew the sample again.
 """
 

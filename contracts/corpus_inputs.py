@@ -1,5 +1,5 @@
 """Which files a `stack prepare --glob PATTERN` may read: the statute GATE-DATA-014's check `inputs`
-(rev 4) measures the files read against, apart from the walk that found them (stack.data.corpus).
+measures the files read against, apart from the walk that found them (stack.data.corpus).
 
 A file given as an INPUT itself is read whatever the pattern; a file found below a directory
 INPUT is read only when its path below that directory, '/'-separated, matches the pattern as

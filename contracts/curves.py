@@ -6,7 +6,7 @@ holds". This module is that promise written out once: `line_scalars` is the rule
 gives which tag (the Board writes by it), and `mismatches` holds the scalars TensorBoard's own
 reader finds in the event files to what the metrics lines give by the same rule, each at its
 line's own `step`, both ways. The expected side is derived here from metrics.jsonl alone, so a
-writer that counts lines instead of reading their step (round-11 mutant R179: train/loss at steps
+writer that counts lines instead of reading their step (train/loss at steps
 2, 4, 5, 8, 9, 11 for 1..6, every gate passed) cannot move both sides. GATE-TRAIN-001's check
 tensorboard judges the count this gives.
 
@@ -19,7 +19,7 @@ Texts likewise (`line_texts`, the Board's rule too): a sample line gives the tex
 generated texts each indented and joined by a blank line; an event line (any line but a step, an
 evaluation or a sample) gives the text `events`, its type and its fields. Each is at the line's
 step (a line without one: the last step before it), and `text_mismatches` holds the texts read back
-to the lines', each written text once, both ways (round-12 mutants R202, R203: the `samples` text
+to the lines', each written text once, both ways (the `samples` text
 kept 1 of 3 texts, the `events` text was lost, and every gate passed).
 """
 

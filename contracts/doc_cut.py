@@ -1,5 +1,5 @@
 """How long a piece of a text file read without a separator may be: the statute GATE-DATA-014's
-check `cut` (rev 5) measures each such document the reader yields against, apart from the reader
+check `cut` measures each such document the reader yields against, apart from the reader
 that cut the file (stack.data.text_input).
 
 A text file read without --doc-sep (or one in which the separator never occurs) is one document,

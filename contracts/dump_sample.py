@@ -4,7 +4,7 @@ It lives in the contracts, apart from the writer (stack.trace.dump), so the chec
 stored elements are the traced site's does not share the writer's indexing: a writer that kept a
 large site's first elements instead of its evenly spaced ones wrote a dump whose every statistic
 was right, and `--compare` of it against a correct dump of the same model named a divergence at
-the logits (round-12 audit R216). GATE-TRACE-002's check dump holds every written dump to it.
+the logits. GATE-TRACE-002's check dump holds every written dump to it.
 
 * A site of at most `limit` elements is kept whole; a larger one as the `limit` elements at flat
   positions round(i · (numel − 1) / (limit − 1)), i = 0 … limit − 1 (no position falls on a half,

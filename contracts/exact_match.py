@@ -3,8 +3,8 @@
 `stack evalmatrix --exact-match` decodes greedily after each item's context as many tokens as its
 completion has, and counts the item matched when that continuation's text is the completion, both
 stripped of surrounding whitespace. The stack compares them in its own scorer
-(stack.eval.completion); a scorer that compared only the first character passed every gate in a
-round-10 audit (R159), since nothing kept the continuation to compare again. GATE-FT-002's check
+(stack.eval.completion); a scorer that compared only the first character would pass every gate
+if nothing kept the continuation to compare again. GATE-FT-002's check
 exact holds every stated exact match to the one found here from the continuation the run decoded,
 and the checker finds it again from the continuations evalmatrix.json keeps.
 """

@@ -1,11 +1,11 @@
-"""The mode a file the stack writes must have: the statute GATE-CKPT-001's check `modes` (rev 4) holds
+"""The mode a file the stack writes must have: the statute GATE-CKPT-001's check `modes` holds
 each weights file of a checkpoint to, read back with stat after the save, apart from the writer that
 set it (stack.outputs.tensor_files).
 
 A file the stack writes gets the mode a newly created file gets under the process's umask, 0666 with
-the umask's bits cleared, as its JSON files do (safetensors alone writes 0600; round-10 user audit).
-Round-12 audit R209: the umask applied without its complement wrote weights mode 0022, which their
-owner cannot read, and every gate passed.
+the umask's bits cleared, as its JSON files do (safetensors alone writes 0600).
+The umask applied without its complement writes weights mode 0022, which their owner cannot
+read, and no gate would see it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The stack measures each of these where the bug acts (a tensor's shape, a forward counted by a hook);
 the checker derives them again from the numbers beside them with these functions, so a record that
-restates one (round-9 ledger audit X13, X24b, X33, X35) is named (contracts.derive.training).
+restates one is named (contracts.derive.training).
 """
 
 from __future__ import annotations

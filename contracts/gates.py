@@ -31,7 +31,7 @@ import icontract
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
 from contracts.judges import judge
-from contracts.ledger import Ledger, active_ledger
+from contracts.ledger import Ledger, Outcome, active_ledger
 from contracts.spec import load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,17 +75,6 @@ def _runs(level: Level) -> bool:
     if mode is Mode.OFF:
         return False
     return mode is Mode.FULL or level is Level.BOUNDARY
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a gate check found: whether it holds, and the numbers that say so."""
-
-    ok: bool
-    message: str
-    measured: Any = None
-    threshold: Any = None
-    step: int | None = None
 
 
 def measure(gate_id: str, measured: dict[str, Any], *, step: int | None = None, holds: str = "") -> Outcome:

@@ -122,7 +122,7 @@ def dtypes_fit(file_bytes: int, elements: int, dtypes: Sequence[str]) -> bool | 
     stored in `dtypes`: its tensors' data is elements × an element size between the least and the
     largest of those dtypes', and its header (8 bytes of length, then a JSON entry of some hundred
     bytes per tensor) is smaller than one byte per element, since every tensor of a model holds far
-    more elements than its entry has bytes. So a float32 file is not a bfloat16 one (audit V19: an
+    more elements than its entry has bytes. So a float32 file is not a bfloat16 one (an
     export's stored dtypes restated). None where a dtype is not known, or nothing is stated."""
     sizes = [ELEMENT_BYTES.get(d) for d in dtypes]
     if not sizes or elements <= 0 or any(size is None for size in sizes):

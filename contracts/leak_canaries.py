@@ -9,8 +9,8 @@ pair only when a turn at the weight limit fits in `head_chars`, the fingerprint 
 there are fingerprint phrases. That list is written here once. stack.data.filters.leak builds
 each case's text from it, and the integrity check rebuilds it from a record's
 `config.filter_settings.leak`, so a record whose rows leave out a case (its turn formats all
-removed together) or restate what a case must do is held to the settings it names (the round-6
-ledger audit's U36 kept 72 of the 92 rows and passed).
+removed together) or restate what a case must do is held to the settings it names (a record that
+kept 72 of the 92 rows would otherwise pass).
 
 A transcript case is judged as a document in every turn format of the settings
 (`<case> in <user marker>`) and as a chat example (`<case> as chat`); a plain-document case once,

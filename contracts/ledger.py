@@ -13,16 +13,27 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from contracts.evidence import GateResult, Verdict, Waiver
 from contracts.judges import CHECKS, judge
 from contracts.spec import Severity, Spec, load_spec
 
-if TYPE_CHECKING:
-    from contracts.gates import Outcome
-
 _ACTIVE: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar("ledger", default=None)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one check of a gate found: whether it holds, and the numbers that say so
+    (contracts.gates.measure makes it, the ledger records it)."""
+
+    ok: bool
+    message: str
+    measured: Any = None
+    threshold: Any = None
+    step: int | None = None
+
 
 # A verdict only gives way to a worse one.
 RANK = {Verdict.NOT_RUN: 0, Verdict.PASS: 1, Verdict.WAIVED: 2, Verdict.WARN: 3, Verdict.FAIL: 4}

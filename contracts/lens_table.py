@@ -1,7 +1,7 @@
 """The rows `stack lens --csv` writes, derived from the reading `--json` writes: one per layer × position.
 
 The CSV is written from the same readings as the JSON, by the stack's own table code
-(stack.lens.report); nothing read it back, and an audit's CSV (R181) carried the shown position's
+(stack.lens.report); nothing read it back, and an audit's CSV carried the shown position's
 KL on every row. This is the table's definition apart from that code: GATE-LENS-006's check table
 parses the CSV file as written and holds every row to `table_rows` of the reading's JSON, cell for
 cell as csv writes them (`table_cells`).

@@ -17,7 +17,7 @@ Which positions a text's score must sum is stated here too: of a text of N token
 1..N−1 once (the first has no context). GATE-EVAL-003 compares the sha256 of the positions the sum
 took (`positions_sha256`, in ascending order) with `predicted_positions_sha256(N)`, and the checker
 derives the latter again from the token count the record states (a record that restated both
-digests alike agreed with itself and with nothing else: round-8 ledger audit W81).
+digests alike agreed with itself and with nothing else).
 
 torch is loaded only to recompute a sum: the judges read `bits_per_byte_of`, and a prepare loads
 them without torch.

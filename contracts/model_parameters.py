@@ -5,8 +5,8 @@ A model built otherwise than its config names can still compute a consistent for
 whose shared expert was never created, an untied model built tied (no `lm_head`), the
 mixture-of-depths router on the wrong block, adapters on fewer matrices than `lora.targets` names.
 GATE-MODEL-003's reference is written out from the model's own modules, so a tensor that was never
-created is never missed there, and a round-9 audit's four such mutants trained to their last step
-with every in-run gate green. So the tensors a config implies are written out here once more, from
+created is never missed there, and a model missing such a tensor trains to its last step with
+every in-run gate green. So the tensors a config implies are written out here once more, from
 the `[model]` and `[lora]` tables alone, apart from stack/model's construction:
 
 * the model's parameters are contracts.model_shape.parameter_shapes' (a tied head once, as

@@ -15,7 +15,7 @@ fraction from the recorded scores with this function.
 Which cells the command line asks for is a rule of its words and the prompt's length alone, and it
 lives here too: a run that patched at the last token where `--patch-position 5` asked recorded
 position 10 as the one it patched, every cell agreed with that statement, and every gate passed
-(round-9 audit R111). GATE-PATCH-002's check `asked` holds the grid's cells to `asked_cells`.
+. GATE-PATCH-002's check `asked` holds the grid's cells to `asked_cells`.
 """
 
 from __future__ import annotations

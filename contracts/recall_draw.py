@@ -15,7 +15,7 @@ record {"messages"} its messages as the chat template writes them (the caller's 
 GATE-SFT-001 reads packed chat examples back against). GATE-FT-003's check tokens holds the text of
 the ids each example was measured on (its prefix and true continuation) to the start of that text:
 an example encoded without its prompt was cut from its completion alone, and every gate passed
-(round-11 R192).
+.
 """
 
 from __future__ import annotations

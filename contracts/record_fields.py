@@ -1,5 +1,5 @@
 """The text fields of a fine-tuning record that its rendered example must keep: the statute
-GATE-DATA-014's check `fields` (rev 6) holds each example `stack prepare --format chat|prompt-completion`
+GATE-DATA-014's check `fields` holds each example `stack prepare --format chat|prompt-completion`
 renders to, apart from the shape reader that made its turns (stack.data.chat_shapes).
 
 Each shape declares its text fields:
@@ -12,7 +12,7 @@ Each shape declares its text fields:
 
 Every such field that says something (is not blank) appears, stripped of the whitespace around it
 (a template may trim a turn), in the example's text as rendered: what the loss trains on lost no
-field of its record (round-12 audit R223: an Alpaca record's `input` was left out of the user turn,
+field of its record (an Alpaca record's `input` was left out of the user turn,
 and 100 examples asked for a sum without the numbers).
 """
 

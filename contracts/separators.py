@@ -1,12 +1,12 @@
 """Whether a document read from a text file with `stack prepare --doc-sep SEP` still holds SEP: the
-statute GATE-DATA-014's check `separated` (rev 5) measures each document the reader yields against,
+statute GATE-DATA-014's check `separated` measures each document the reader yields against,
 apart from the reader that split the file (stack.data.text_input).
 
 A file is split at every occurrence of the separator as the file writes it: in a file with CRLF
 line ends the separator's line ends are CRLF too, and each document's CRLF are then read as LF. So
 a document read with CRLF as LF holds the separator when it holds the separator with LF line ends;
 any other holds it when it holds the separator's bytes. A document split from a file at the
-separator never does (round-10 audit R158: the separator never reached the reader, and 60
+separator never does (the separator never reached the reader, and 60
 documents were read as 1 holding the 59 separators).
 """
 

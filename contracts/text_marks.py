@@ -1,14 +1,14 @@
 """Whether the bytes a prepare's reader read are text in UTF-16 or UTF-32 that was never made
-UTF-8: the statute GATE-DATA-014's check `marks` (rev 6) measures each input file against as its
+UTF-8: the statute GATE-DATA-014's check `marks` measures each input file against as its
 reading ends, on the bytes the reader read (for a compressed file, its decompressed copy), apart
 from the unpacking that should have re-encoded it (stack.data.unpack).
 
 A file of such text starts with its encoding's byte-order mark, and the bytes after the mark
 decode in that encoding to text that holds no NUL character. The reader reads UTF-8, so a file
 read in this state was either skipped as holding no text (its NUL bytes look binary, and the
-reason "UTF-16 without a byte-order mark" is false: it has one) or read as garbage (round-12 audit
-R212: the mark of a gzip'd UTF-16 file looked for in the compressed bytes, two files dropped, the
-held-out split empty).
+reason "UTF-16 without a byte-order mark" is false: it has one) or read as garbage (the mark of a
+gzip'd UTF-16 file looked for in the compressed bytes: two files dropped, the held-out split
+empty).
 """
 
 from __future__ import annotations

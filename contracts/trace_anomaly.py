@@ -7,7 +7,7 @@ layers, never its own: a layer that blew up would otherwise pull its own baselin
 site is an anomaly is GATE-TRACE-003's judge's to say from the ratio of its std to its baseline,
 or from NaN/Inf in it (its std is then not a number to compare).
 
-One site of one layer is no baseline (rev 7): layer 0's `attn_residual` (stack.trace.sites' name
+One site of one layer is no baseline: layer 0's `attn_residual` (stack.trace.sites' name
 for x + attn_out, the stream between attention and FFN). Its stream is the embedding plus the
 first attention's write, which no block has yet written into whole; from layer 1 on the stream
 carries every earlier block's FFN write too. A trained model's embedding is a fraction of that (std
@@ -16,7 +16,7 @@ two-layer model's second `attn_residual` an anomaly at 8.6 to 9.2 times. It is s
 against the later layers, as every site with a baseline is.
 
 Some sites have a role of their own in a healthy model, and one k × median does not describe them
-(rev 8, `ROLES`): layer 0's feed-forward writes (its `ffn_swiglu`, `ffn_out`, a mixture's
+(`ROLES`): layer 0's feed-forward writes (its `ffn_swiglu`, `ffn_out`, a mixture's
 `moe_out`) work as part of the embedding in GPT-2-like models and are many times the later
 layers' (22.1 times at `ffn_out` in a healthy `demo`-shaped model after 100 steps, 13.2 in a
 healthy 110 M model after 120 steps, both exit 3 under one k = 8); the last block's output is

@@ -4,7 +4,7 @@ report shows the tolerance each site was judged at.
 It lives in the contracts, apart from the stack's policy (stack.trace.compare.TolerancePolicy),
 because a policy handed no rules is self-consistent whatever the command line said: a trace that
 dropped `--atol 0.05` judged every site at its calibrated tolerance (0.18 at the norms, looser
-than asked), recorded each site's tolerance honestly, and every gate passed (round-9 audit R131).
+than asked), recorded each site's tolerance honestly, and every gate passed.
 GATE-TRACE-003's check `tolerance` holds the tolerance of every compared site to this rule, at run
 time from the command line and in the checker from the record's config and trace.json:
 
@@ -75,7 +75,7 @@ def tolerance_margins(a: Any, b: Any, atol: float, rtol: float) -> dict[str, flo
 
     0 where no element is over; both infinite where the shapes differ. It lives here, apart from
     stack.trace.compare, because the report's margins feed the verdict itself: a margin taken over
-    the wrong elements (round-12 audit R219: over atol, so 0.0 at every site) judges nothing.
+    the wrong elements (over atol, so 0.0 at every site) judges nothing.
     """
     import torch
 

@@ -4,7 +4,7 @@ spec/options_matrix.yaml lists the architecture options (each as the model setti
 on), the attention paths a model is also trained on, the commands that read or write a model, the
 refusals the matrix expects, and the model every cell runs (the smoke preset, two blocks). The
 models are the dense one, each option alone, every pair and all options together
-(`contracts.judges_options.combinations`), then the dense model on each other attention path (a
+(`contracts.judges.arch.combinations`), then the dense model on each other attention path (a
 row named for the path, trained where the path runs: its `train_env`, in a process of its own;
 every other cell of that row runs here without those variables, where the path may not run).
 Each cell runs `stack` in this process, as a user would on the command line, on that model's run:
@@ -65,7 +65,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from contracts.errors import BadInput, Interrupted, interrupted_by
 from contracts.gates import Outcome, gate_ensure, measure
-from contracts.judges_options import cell_verdicts, combinations
+from contracts.judges.arch import cell_verdicts, combinations
 from contracts.spec import default_spec_dir
 from stack.model.config import ModelConfig
 

@@ -28,7 +28,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.derive import Derivation, Inputs, derives, registrar
+from contracts.derive.base import Derivation, Deriver, Inputs, registrar
+
+DERIVERS: dict[str, Deriver] = {}
+derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
 
 MIB = 1 << 20
 # A measurement kept at full float precision still carries the last bit of its own arithmetic.

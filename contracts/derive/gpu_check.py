@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from contracts.derive import Derivation, Inputs, derives
+from contracts.derive.base import Derivation, Deriver, Inputs, registrar
 from contracts.derive.benchmarks import (
     Identity,
     Metrics,
@@ -26,6 +26,9 @@ from contracts.derive.benchmarks import (
 )
 from contracts.evidence import RunStatus
 from contracts.judges import judge
+
+DERIVERS: dict[str, Deriver] = {}
+derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 KERNEL_GATE = "GATE-KERNEL-001"

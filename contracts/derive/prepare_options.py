@@ -3,7 +3,7 @@
 From 1.33.0 a prepare's config states every option that selects or shapes what enters its
 DATA_DIR (tools/argv_record.STATED_OPTIONS holds each to the command line); here each is held
 to the manifest, where the manifest decides it, so an option that never reached the prepare
-contradicts one of the two (round-9 audit R129: --glob '*.py' with a .rst file read; R137: --join
+contradicts one of the two (--glob '*.py' with a .rst file read; --join
 chat-turns with the examples joined as TRL joins them):
 
 - a corpus's read settings (--format, --glob, --doc-sep, --doc-bytes, --text-field, --source-field,
@@ -13,13 +13,13 @@ chat-turns with the examples joined as TRL joins them):
   (the stack's renderer, never the model's own);
 - a --dtype other than auto is the manifest's dtype; --tokenizer byte, bpe or hf:DIR names the
   manifest's tokenizer, and a bpe's vocabulary is at most --vocab-size;
-- GATE-DATA-014's check `inputs` (rev 4) judged the files read by the manifest's glob, and
-  counted the files its sources list; its check `separated` (rev 5) measured the documents against
-  the manifest's doc_sep, and was made wherever the manifest states one; its check `cut` (rev 5)
+- GATE-DATA-014's check `inputs` judged the files read by the manifest's glob, and
+  counted the files its sources list; its check `separated` measured the documents against
+  the manifest's doc_sep, and was made wherever the manifest states one; its check `cut`
   measured the pieces of text read without a separator against the manifest's doc_bytes;
-- GATE-DATA-007's check `sample` (rev 4) measured the sample the manifest states (its tokenizer's
+- GATE-DATA-007's check `sample` measured the sample the manifest states (its tokenizer's
   `sample_sha256`) under the manifest's seed and `reading.bpe_sample`, and a bpe trained by a
-  prepare of rev 4 or later made it (round-11 audit R196: a sample drawn without the seed). The
+  prepare of rev 4 or later made it (a sample drawn without the seed). The
   units offered are in no artifact, so the rule's digest the check compared with is not drawn again
   here; the check itself re-draws it in the run.
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.derive import Derivation, Inputs
+from contracts.derive.base import Derivation, Inputs
 from contracts.packing import PAIR_ROWS
 
 OPTIONS_SINCE = "1.33.0"
@@ -78,9 +78,9 @@ def _gate_inputs(
     inputs: Inputs, derived: Derivation, manifest: dict[str, Any], reading: dict[str, Any] | None
 ) -> None:
     """GATE-DATA-014's check `inputs`: the glob it judged by is the manifest's, and the files it
-    saw read are the ones the manifest's sources count; its check `separated` (rev 5): the separator
+    saw read are the ones the manifest's sources count; its check `separated`: the separator
     it measured the documents against is the manifest's doc_sep, and a record of rev 5 or later
-    whose manifest states a doc_sep made the check (R158: a separator stated but never measured); its
+    whose manifest states a doc_sep made the check (a separator stated but never measured); its
     check `cut`: the --doc-bytes it measured the pieces against is the manifest's doc_bytes."""
     if "GATE-DATA-014" in inputs.stale:
         return

@@ -68,12 +68,13 @@ setting a resume changed is not derived where the record's config holds the last
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contracts.checkpoint_layout import OPTIMIZER_SLOTS
 from contracts.coherence import sample_length
 from contracts.curriculum import eligible_arms, phase_at, project_shares, source_bounds, static_shares
 from contracts.derive.reports import seeded, version_key, whole
+from contracts.derive.settling import Log, Settler
 from contracts.evidence import EvidenceRecord
 from contracts.model_init import named_initialisation
 from contracts.model_parameters import implied_parameters
@@ -90,9 +91,6 @@ from contracts.model_shape import (
 )
 from contracts.rewards import EXP3_START, REWARDS, exp3_log_weights
 from contracts.seeds import monitor_seed
-
-if TYPE_CHECKING:
-    from contracts.derive.training import Log, Settler
 
 # The spec version from which the loop logs the policy's shares (`"event": "shares"` lines) and
 # the checker derives GATE-DATA-008's expected shares from them.
@@ -532,7 +530,7 @@ def _bandit_warmup(config: dict[str, Any], log: Log, settler: Settler) -> None:
     every arm the phase leaves eligible alike (stack.data.bandit.wanted before it exploits;
     contracts.curriculum.eligible_arms), and the policy serves that projected onto the phase's caps
     and floors (contracts.curriculum.project_shares), within GATE-DATA-008's static_rtol. The arms are
-    the sources the event names. Audit V08: a cap restated 0.3 -> 0.6 while the log served docs 0.3.
+    the sources the event names, so a cap restated 0.3 -> 0.6 while the log served docs 0.3 is found.
     Not derived where a resume changed the mixture."""
     data = config.get("data", {})
     bandit = data.get("bandit") if isinstance(data.get("bandit"), dict) else {}

@@ -17,7 +17,9 @@ rules the loop applies, in the same order, gives what the record must say:
 The rules here are the loop's own: stack/train imports `STEP_FIELDS`, `window_stats`,
 `diverging`, `improves` and `COHERENCE_SHOWN` from this module, so the run and the check cannot
 drift apart. A gate that halted the run at a step whose line was never written is left to its
-record (its values are the first evidence of that step).
+record (its values are the first evidence of that step). The records of an evolution-strategies
+run and of a lens's training read their logs with the same rules, in contracts/derive/es.py and
+contracts/derive/lens_train.py.
 """
 
 from __future__ import annotations
@@ -26,18 +28,16 @@ import json
 import math
 import tomllib
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.checkpoints import BestSoFar, best_checkpoint_of, checkpoint_name
 from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
-from contracts.derive import Derivation, Inputs, derives, same
+from contracts.derive.base import Derivation, Deriver, Inputs, registrar, same
 from contracts.derive.invocations import invocation_problems
-from contracts.derive.reports import real as _real
-from contracts.derive.reports import thresholds_in_force, trace_record, version_key
+from contracts.derive.reports import thresholds_in_force, version_key
 from contracts.derive.restated import (
     SHARES_LOGGED,
     changed_by_resumes,
@@ -47,21 +47,19 @@ from contracts.derive.restated import (
     touched_matrices,
     whole,
 )
-from contracts.es_noise import planted_angle
-from contracts.es_seeds import member_seeds, run_seeds
-from contracts.evidence import GateResult, RunStatus, Verdict
-from contracts.gate_counts import (
-    heldout_windows,
-    isolation_positions,
-    pad_appended,
-    teacher_forwards_at_least,
-)
+from contracts.derive.settling import Log, Settler
+from contracts.derive.trace import real as _real
+from contracts.evidence import RunStatus, Verdict
+from contracts.gate_counts import isolation_positions, pad_appended, teacher_forwards_at_least
 from contracts.heldout import heldout_set_batches
-from contracts.judges import heldout_precise, judge
-from contracts.ledger import settle
+from contracts.judges import judge
+from contracts.judges.eval import heldout_precise
 from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
 from contracts.replay import REPLAY_GATE, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, scheduled
+
+DERIVERS: dict[str, Deriver] = {}
+derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
 
 METRICS_LOG = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
@@ -202,21 +200,6 @@ def finite_measured(loss: Any, grad_norm: Any, loss_scale: Any) -> dict[str, Any
     return measured
 
 
-@dataclass
-class Log:
-    """metrics.jsonl, parsed: its lines by type, in order."""
-
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    lines: list[dict[str, Any]] = field(default_factory=list)  # every line, of every type, in order
-
-    @property
-    def last_step(self) -> int:
-        return int(self.steps[-1].get("step", 0)) if self.steps else 0
-
-
 def read_log(inputs: Inputs, derived: Derivation, since: str = "1.0.0") -> Log | None:
     """The metrics log the record cites, every line parsed; None (and a missing artifact, cited from
     spec `since` on) without it."""
@@ -252,60 +235,6 @@ def read_config(inputs: Inputs, derived: Derivation) -> dict[str, Any]:
         return inputs.record.config
     derived.put(("config",), config)
     return config
-
-
-class Settler:
-    """Settles one gate's outcomes as the run's ledger does, and hands the result to the derivation."""
-
-    def __init__(self, inputs: Inputs, derived: Derivation) -> None:
-        self.inputs, self.derived = inputs, derived
-        self.waived = {w.gate for w in inputs.record.waivers}
-
-    def wanted(self, gate_id: str) -> bool:
-        """A gate is derived when the spec has it, the record's verdict is not stale, and the gate
-        is not younger than the record's spec (a record cannot have judged a gate that came later)."""
-        spec, version = self.inputs.spec, self.inputs.record.spec.version
-        return (
-            gate_id in spec.gates
-            and gate_id not in self.inputs.stale
-            and spec.introduced_after(gate_id, version) is None
-        )
-
-    def run(self, gate_id: str, outcomes: Iterable[tuple[dict[str, Any], int | None]]) -> GateResult | None:
-        """The settled result over `outcomes` ((measured, step) in the order the loop judged them)."""
-        spec, result = self.inputs.spec, None
-        thresholds = spec.gates[gate_id].threshold_values
-        waived = gate_id in self.waived
-        for measured, step in outcomes:
-            ok = not judge(gate_id, measured, thresholds)
-            result = settle(spec, gate_id, result, measured, ok, waived, step) or result
-        return result
-
-    def derive(
-        self,
-        gate_id: str,
-        outcomes: Iterable[tuple[dict[str, Any], int | None]],
-        exact: bool = True,
-        optional: bool = False,
-        last: bool = False,
-    ) -> None:
-        """Derive `gate_id` from its outcomes: the settled verdict, step and each measured key.
-
-        `exact` says the outcomes are every check the gate makes; otherwise the verdict derived is
-        a floor (a check the log does not hold may have fired too). `last` says no check the log
-        does not hold runs after the last step its outcomes reach, so a gate that passed every
-        check was settled at that step (a record no worse than the floor passed them all).
-        """
-        if not self.wanted(gate_id):
-            return
-        result = self.run(gate_id, outcomes)
-        if result is None:
-            return
-        self.derived.verdict(gate_id, result.verdict, exact)
-        assert isinstance(result.measured, dict)
-        self.derived.gate(gate_id, result.measured, optional)
-        if exact or (last and result.verdict is Verdict.PASS):
-            self.derived.put(("gates", gate_id, "step"), result.step, optional)
 
 
 def _step_lines(
@@ -748,7 +677,7 @@ def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Der
     for key, value in adequacy.items():
         derived.put(("metrics", key), value)
     if "GATE-DATA-004" not in inputs.stale:
-        # rev 2: the start it is judged by, a checkpoint's weights for a run started (or resumed
+        # the start it is judged by, a checkpoint's weights for a run started (or resumed
         # from a run started) with --init-from, as GATE-TRAIN-008's check start states it
         start = "checkpoint" if inputs.record.metrics.get("init_from") else "seed"
         derived.gate("GATE-DATA-004", {**adequacy, "start_from": start})
@@ -1245,7 +1174,7 @@ def _measured_count(inputs: Inputs, gate_id: str, key: str) -> int | None:
     return value if whole(value) else None
 
 
-def _plan_windows(inputs: Inputs, settler: Settler) -> None:
+def plan_windows(inputs: Inputs, settler: Settler) -> None:
     """GATE-DATA-002's shuffle checks judge the epoch plan GATE-DATA-001's quota check counts (both
     at the plan's making): while both pass, the last plan's windows are the same for both."""
     results = {g.id: g for g in inputs.record.gates}
@@ -1428,7 +1357,7 @@ def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
 
 def routed_width_problems(log: Log, model: dict[str, Any]) -> list[str]:
     """Every evaluation line's routed counts list one count per expert of each mixture layer: their
-    length is the config's model.moe_experts (audit V07c: a record restated as 8 experts whose log
+    length is the config's model.moe_experts (a record restated as 8 experts whose log
     routes to 4)."""
     experts = model.get("moe_experts")
     if not whole(experts):
@@ -1471,7 +1400,7 @@ def _routed_tokens(inputs: Inputs, log: Log, config: dict[str, Any], settler: Se
 
 def _counted_by_rule(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
     """Counts gates state that a code rule makes of the config or of numbers stated beside them
-    (contracts.gate_counts; round-9 ledger audit X33, X35, X68, X24b): GATE-SFT-003's positions
+    (contracts.gate_counts): GATE-SFT-003's positions
     compared, the second half of a window of GATE-DATA-001's window_targets tokens; GATE-DPO-003's pad tokens
     appended, the spec's probe_pad_tokens as far as the stated room allows; GATE-DATA-008's bandit
     warm-up, the config's data.bandit.warmup_steps; and GATE-KD-002's teacher forwards, at least one
@@ -1704,225 +1633,9 @@ def training_record(inputs: Inputs) -> Derivation:
         )
     elif batches and settler.wanted("GATE-EVAL-001"):
         _heldout_size(inputs, batches.pop(), config, settler)
-    _plan_windows(inputs, settler)
+    plan_windows(inputs, settler)
     if not ended:  # a gate that stopped the run judged a step whose line was never written
         derived.primary |= {
             g.id for g in inputs.record.gates if g.verdict is Verdict.FAIL or (g.step or 0) > log.last_step
         }
-    return derived
-
-
-# Evolution strategies (`stack es`) gained its metrics log in spec 1.7.0.
-ES_LOG_SINCE = "1.7.0"
-# A step's mean fitness is the population's float32 mean, never above its best (its max); the mean
-# of equal fitnesses may round a unit of float32 above them, hence this relative slack.
-ES_MEAN_RTOL = 1e-6
-
-
-def es_step_problems(reports: Any) -> list[str]:
-    """Each ES step report's mean fitness is no higher than its best (stack.es.loop: mean and max of
-    the same population)."""
-    problems = []
-    for index, report in enumerate(reports if isinstance(reports, list) else []):
-        mean, best = (
-            (report.get("fitness_mean"), report.get("fitness_best")) if isinstance(report, dict) else (0, 0)
-        )
-        above = _real(mean) and _real(best) and mean > best
-        if above and not math.isclose(mean, best, rel_tol=ES_MEAN_RTOL):
-            problems.append(
-                f"metrics.steps[{index}] has fitness_mean {mean} above its fitness_best {best}, "
-                "the population's max"
-            )
-    return problems
-
-
-def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
-    """GATE-ES-005's counts of a step's evaluations from the config: one scoring per member, each
-    of batch_size windows of seq_len next-token targets (the language-model fitness, the only one
-    `stack es` runs), stated and consumed alike."""
-    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
-    sizes = [config.get(key) for key in ("population", "batch_size", "seq_len")]
-    if "GATE-ES-005" in inputs.stale or not all(whole(size) for size in sizes):
-        return
-    population, batch, length = sizes
-    counts = {"scorings": population, "targets": population * batch * length}
-    for key, value in counts.items():
-        for name in (key, f"stated_{key}"):
-            derived.put(("gates", "GATE-ES-005", "measured", name), value, optional=True)
-
-
-def _es_selftest(inputs: Inputs, derived: Derivation) -> None:
-    """GATE-ES-004's planted case and angle: a pure function of the run's seed and the gate's
-    thresholds the record judged under (toy_dimension, toy_pairs, toy_sigma), the self-test written
-    out in contracts.es_noise (round-8 ledger audit W26b: the angle restated within the threshold)."""
-    seed = (inputs.record.config if isinstance(inputs.record.config, dict) else {}).get("seed")
-    thresholds = thresholds_in_force(inputs, "GATE-ES-004") or {}
-    case = [thresholds.get(name) for name in ("toy_dimension", "toy_pairs", "toy_sigma")]
-    if "GATE-ES-004" in inputs.stale or not whole(seed) or any(value is None for value in case):
-        return
-    dimension, pairs, sigma = int(case[0]), int(case[1]), float(case[2])
-    measured = {
-        "dimension": dimension,
-        "pairs": pairs,
-        "sigma": sigma,
-        "angle_degrees": planted_angle(seed, dimension, pairs, sigma),
-    }
-    for name, value in measured.items():
-        derived.put(("gates", "GATE-ES-004", "measured", name), value, optional=True)
-
-
-def _es_sigma(inputs: Inputs, derived: Derivation) -> None:
-    """GATE-ES-002's check sigma held every forward's perturbation scale to the config's sigma."""
-    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
-    if "GATE-ES-002" not in inputs.stale and "sigma" in config:
-        derived.put(("gates", "GATE-ES-002", "measured", "sigma_stated"), config["sigma"], optional=True)
-
-
-# ES step lines log each step's pair seeds from spec 1.30.0 (GATE-ES-002 rev 3, check seeds).
-ES_SEEDS_SINCE = "1.30.0"
-
-
-def _es_seeds(inputs: Inputs, log: Log, derived: Derivation) -> None:
-    """From spec ES_SEEDS_SINCE: every step line's `seeds` are those the run's rule gives its step
-    (contracts.es_seeds, from the config's seed and population), so no seed is drawn by two steps;
-    GATE-ES-002's check seeds restates the config's seed and the members of the step it judged last."""
-    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
-    seed, population = config.get("seed"), config.get("population")
-    lines = [line for line in log.steps if whole(line.get("step")) and line["step"] > 0]
-    if version_key(inputs.record.spec.version) < version_key(ES_SEEDS_SINCE) or not lines:
-        return
-    if not whole(seed, population) or population < 2:
-        return
-    due = run_seeds(seed, max(line["step"] for line in lines), population // 2)
-    for line in lines:
-        if line.get("seeds") != due[line["step"] - 1]:
-            derived.problems.append(
-                f"{METRICS_LOG}: step {line['step']} logs noise seeds {line.get('seeds')}, but the run's "
-                f"rule (seed {seed}, contracts.es_seeds) gives that step {due[line['step'] - 1]}"
-            )
-    if "GATE-ES-002" in inputs.stale:
-        return
-    judged = measured_of(inputs.record, "GATE-ES-002").get("seeds_step")
-    derived.put(("gates", "GATE-ES-002", "measured", "seeds_run_seed"), seed, optional=True)
-    derived.put(("gates", "GATE-ES-002", "measured", "seeds_population"), population, optional=True)
-    line = next((line for line in lines if line["step"] == judged), None)
-    if line is not None and isinstance(line.get("seeds"), list):
-        members = member_seeds(line["seeds"])
-        derived.put(("gates", "GATE-ES-002", "measured", "member_seeds"), members, optional=True)
-
-
-# A lens fitted on a DATA_DIR cites that data's manifest (data.manifest_sha256) from spec 1.28.0.
-LENS_DATA_SINCE = "1.28.0"
-
-
-@derives("lens-train")
-def lens_train_record(inputs: Inputs) -> Derivation:
-    """A lens-train record's trace.json and gates (`trace_record`); the manifest of the data it was
-    fitted on, cited as a training record cites its own (the ledger's check then holds its
-    GATE-DATA-001 quota windows to that manifest, tools/lineage.py); and its epoch plan's windows,
-    restated by GATE-DATA-002 as a training record's are (`_plan_windows`), and its steps per epoch
-    held to that plan's windows over its batch (`epoch_length_problems`)."""
-    derived = trace_record(inputs)
-    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
-    batches, size = config.get("heldout_batches"), config.get("batch_size")
-    windows = measured_of(inputs.record, "GATE-DATA-005")
-    if "GATE-DATA-005" not in inputs.stale and whole(batches, size):
-        for key in ("heldout_windows", "set_windows", "read_windows"):  # round-9 ledger audit X13
-            if key in windows:
-                derived.put(("gates", "GATE-DATA-005", "measured", key), heldout_windows(batches, size))
-    if inputs.record.data is None or not inputs.record.data.manifest_sha256:
-        derived.missing.append(("data.manifest_sha256 (the manifest of its --data)", LENS_DATA_SINCE))
-    _plan_windows(inputs, Settler(inputs, derived))
-    derived.problems += epoch_length_problems(inputs, (inputs.record.config or {}).get("batch_size"))
-    return derived
-
-
-def _es_resumed_from(inputs: Inputs, derived: Derivation) -> int:
-    """The step an ES record's run went on from (0 for a fresh start): `metrics.resumed_from`, which
-    stack.es.rundir states as the last resume's `from_step` (None with no resume); its command lines
-    (`metrics.resumes`, or a line without --resume in a record older than that list) decide it. A
-    value that is no step is a named problem, not a crash (round-9 ledger audit X48: a path given
-    as resumed_from)."""
-    metrics = inputs.record.metrics
-    stated, resumes = metrics.get("resumed_from"), metrics.get("resumes")
-    if isinstance(resumes, list):
-        last = resumes[-1] if resumes and isinstance(resumes[-1], dict) else {}
-        derived.put(("metrics", "resumed_from"), last.get("from_step"))
-    elif not any(str(word).split("=", 1)[0] == "--resume" for word in inputs.record.run.argv or []):
-        derived.put(("metrics", "resumed_from"), None)
-    if stated is None or whole(stated):
-        return stated or 0
-    derived.problems.append(
-        f"metrics.resumed_from is {stated!r}, not a step: a run resumes from the step of a checkpoint"
-    )
-    return 0
-
-
-# ES holds each step's batch to its planned windows from spec 1.33.0 (GATE-DATA-001 rev 8, round-10 R156).
-ES_SERVED_SINCE = "1.33.0"
-
-
-def _es_batches(inputs: Inputs, log: Log, derived: Derivation) -> None:
-    """GATE-DATA-001's checks windows and stream in an ES run judge each step's batch as the step
-    takes it, one batch a step: in a run that ended (its last step's line written), the counts of
-    batches served and taken it states are its log's last step, a resume's included (round-10 R156),
-    and the last batch served is the plan's batch of that ordinal: epoch (last step − 1) // steps
-    per epoch, step_in_epoch the rest (stack.data.reader.served_outcome; round-10 ledger audit Y106,
-    a step_in_epoch of a batch the run never reached)."""
-    if version_key(inputs.record.spec.version) < version_key(ES_SERVED_SINCE) or not log.steps:
-        return
-    if inputs.record.run.status not in ENDED or "GATE-DATA-001" in inputs.stale:
-        return
-    for key in ("served_batches", "taken_batches"):
-        derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step, optional=True)
-    per_epoch = measured_of(inputs.record, "GATE-DATA-001").get("steps_per_epoch")
-    if whole(per_epoch) and per_epoch > 0 and log.last_step > 0:
-        epoch, index = divmod(log.last_step - 1, per_epoch)
-        derived.put(("gates", "GATE-DATA-001", "measured", "epoch"), epoch, optional=True)
-        derived.put(("gates", "GATE-DATA-001", "measured", "step_in_epoch"), index, optional=True)
-
-
-def _es_checkpoint(inputs: Inputs, log: Log, derived: Derivation) -> None:
-    """The checkpoint an ended ES run names is the one its loop saved last: the loop saves every
-    save_every steps and always after the last step it took (stack.es.loop, `due` or a stop), so it
-    is the checkpoint of its log's last step, GATE-CKPT-001's included (round-10 ledger audit Y02: a
-    checkpoint of step 25 named by a run of 3 steps)."""
-    if inputs.record.checkpoint is None or inputs.record.run.status not in ENDED or not log.steps:
-        return
-    name = checkpoint_name(log.last_step)
-    derived.put(("checkpoint", "name"), name)
-    derived.put(("checkpoint", "step"), log.last_step)
-    if "GATE-CKPT-001" not in inputs.stale:
-        derived.put(("gates", "GATE-CKPT-001", "measured", "checkpoint"), name, optional=True)
-        derived.put(("gates", "GATE-CKPT-001", "step"), log.last_step, optional=True)
-
-
-@derives("es")
-def es_record(inputs: Inputs) -> Derivation:
-    """An ES record's per-step reports are its log's step lines after the step it resumed from."""
-    derived = Derivation()
-    derived.problems += es_step_problems(inputs.record.metrics.get("steps"))
-    _es_scorings(inputs, derived)
-    _es_sigma(inputs, derived)
-    _es_selftest(inputs, derived)
-    log = read_log(inputs, derived, since=ES_LOG_SINCE)
-    if log is None:
-        return derived
-    previous = None
-    for line in log.steps:
-        step = line.get("step")
-        if previous is not None and step != previous + 1:
-            derived.problems.append(f"{METRICS_LOG}: step {step} follows step {previous}")
-        previous = step
-    start = _es_resumed_from(inputs, derived)
-    reports = [
-        {key: value for key, value in line.items() if key != "type"}
-        for line in log.steps
-        if isinstance(line.get("step"), int) and line["step"] > start
-    ]
-    # A run halted before its first step's line holds no reports: it may leave `steps` out.
-    derived.put(("metrics", "steps"), reports, optional=not reports)
-    _es_seeds(inputs, log, derived)
-    _es_batches(inputs, log, derived)
-    _es_checkpoint(inputs, log, derived)
     return derived

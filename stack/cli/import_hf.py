@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Import, then say where the checkpoint is and what the parity check measured."""
-    from contracts.judges import hf_logits_tolerance
+    from contracts.judges.export import hf_logits_tolerance
     from stack.cli.inputs import check_inputs
     from stack.export.importer import import_hf
 

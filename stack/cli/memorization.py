@@ -211,7 +211,7 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
 
 def _rates(recall: Recall) -> dict[str, Any]:
     """Each model's share of reproduced examples and its longest run, as the table shows them."""
-    from contracts.derive.reports import memorization_summary
+    from contracts.derive.memorization import memorization_summary
     from contracts.spec import load_spec
 
     least = int(load_spec().threshold(GATE, "min_verbatim_tokens"))

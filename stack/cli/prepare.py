@@ -435,7 +435,7 @@ def _record_config(
     pack_len (`pack_len`: the one used, default or cut to the model's context), the tokenizer's
     vocab_size and the source of INPUTs without NAME=. An option the path does not use is None.
     The checker holds each to the command line (tools/integrity/settings/argv_record.STATED_OPTIONS) and to
-    the manifest the prepare wrote (contracts.derive.reports.prepare_record)."""
+    the manifest the prepare wrote (contracts.derive.prepare.prepare_record)."""
     from stack.data.corpus import name_text
     from stack.data.filters.settings import load_settings
     from stack.data.sft_prepare import JOINS, PROMPT_COMPLETION, SFT_FORMATS

@@ -13,7 +13,7 @@ the UTF-8 bytes of all completions, loss per completion token, and with `exact` 
 whose greedy continuation is the completion. Rows C and D need an adapter and a document folder.
 The per-item scores are kept (evalmatrix.json's `scores`), and each item's completion
 (`completions`): each row is the scores' sum, by the function the integrity check re-derives the
-record's rows with (contracts.derive.reports.row_summary), and each score's bytes are held to the
+record's rows with (contracts.derive.evalmatrix.row_summary), and each score's bytes are held to the
 UTF-8 bytes of the completion its forward scored (GATE-FT-002's check bytes, contracts.likelihood).
 
 Two gates judge the matrix. GATE-FT-002 (blocking): every row scored the same item ids in the
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.bm25 import FolderPassage, bm25, folder_passages, passages_read
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.errors import BadInput
 from contracts.few_shot import seeded_sample
 from contracts.gates import Outcome, gate_ensure, measure

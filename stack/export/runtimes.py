@@ -144,7 +144,7 @@ def stack_rounding(model: torch.nn.Module, windows: torch.Tensor, logits: torch.
     """The rounding the stack's fp32 forward makes on `windows`: the largest difference of its
     `logits` from the same model's in float64 (contracts.logits_parity.max_abs_difference). Two
     correct fp32 implementations differ by about this much, which GATE-EXPORT-001's tolerance scales
-    with (contracts.judges.hf_logits_tolerance); the float64 copy costs twice the weights' memory
+    with (contracts.judges.export.hf_logits_tolerance); the float64 copy costs twice the weights' memory
     for the moment it is used. Returned with the dtype of the logits that forward gave, which
     GATE-EXPORT-001's check exact holds to float64: an fp32 "float64" copy measures no rounding."""
     exact = copy.deepcopy(model).double().eval()

@@ -2,7 +2,7 @@
 
 The tests (and a GPU check) compute the kernel's out, dq, dk, dv and the same four from the naive
 attention in fp32 on the same inputs; this module turns them into the numbers the gate's judge
-reads, so the tolerance rule lives in one place (contracts/judges.py) and switching the gate off
+reads, so the tolerance rule lives in one place (contracts/judges/kernel.py) and switching the gate off
 in a mutation run really does let a broken kernel through.
 """
 

@@ -1,6 +1,6 @@
 """The start-up bindings of the differential-attention gates (GATE-ARCH-005 … 007).
 
-The rules are judges in contracts/judges_arch_options.py; here the stack measures on probes.
+The rules are judges in contracts/judges/arch.py; here the stack measures on probes.
 `future_leak` is shared with mixture of depths (GATE-ARCH-011): both options must leave the past
 untouched by the future, measured the same way.
 """

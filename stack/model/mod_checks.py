@@ -1,7 +1,7 @@
 """The bindings of the mixture-of-depths gates: at start-up GATE-ARCH-008 … 011, at every
 held-out evaluation GATE-ARCH-014 and GATE-ARCH-008's check inference.
 
-The rules are judges in contracts/judges_arch_options.py. At start-up the stack measures on
+The rules are judges in contracts/judges/arch.py. At start-up the stack measures on
 probes run through a copy of the model itself (fp32, random tokens), so what is judged is the
 model's own routing code with the run's configuration; a probe is long enough for ⌊C·T⌋ ≥ 1
 (the configuration refuses a capacity that routes no token of ctx). GATE-ARCH-008 probes the

@@ -1,6 +1,6 @@
 """The bindings of the mixture-of-experts gates (GATE-ARCH-001 … 004, and GATE-ARCH-012).
 
-Each gate's rule is its judge in contracts/judges.py; here the stack measures and hands the
+Each gate's rule is its judge in contracts/judges/arch.py; here the stack measures and hands the
 numbers over. The checks run only when the model has experts: a dense model never records them,
 which is why no run kind requires them (spec/run_kinds.yaml) and a record judges them when present.
 """

@@ -2,7 +2,7 @@
 
 Both runs log every step's loss and the hash of its global batch (GATE-TRAIN-001); the gate's
 judge decides from the largest loss difference and the steps whose batches differ, so the
-tolerance rule lives in contracts/judges.py alone.
+tolerance rule lives in contracts/judges/dist.py alone.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ import torch
 from contracts.derive.training import finite_or_text, improves, mean_and_stderr
 from contracts.errors import GateViolation
 from contracts.gates import Outcome, gate_require, measure
-from contracts.judges import heldout_precise, same_number
+from contracts.judges.base import same_number
+from contracts.judges.eval import heldout_precise
 from contracts.spec import load_spec
 from stack.data.heldout import set_size_measured
 

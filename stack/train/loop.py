@@ -40,7 +40,7 @@ from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, overflowed,
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes, sha256_file
 from contracts.heldout import heldout_set_batches
-from contracts.judges import COMPUTE_DTYPES
+from contracts.judges.train import COMPUTE_DTYPES
 from contracts.plan import step_sha256
 from contracts.replay import STATE_KEY, digests_state, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, lr_at

@@ -41,7 +41,7 @@ import torch
 
 from contracts.coherence import coherence_score
 from contracts.gates import Outcome, gate_require, measure
-from contracts.judges_tune import SYNTH_REASONS
+from contracts.judges.synth import SYNTH_REASONS
 from contracts.seeds import seeded_state_sha256, state_sha256
 from contracts.spec import load_spec
 from stack.data.sft_template import ChatTemplate, Segment, encode_turn

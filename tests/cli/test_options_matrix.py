@@ -26,7 +26,7 @@ import pytest
 from contracts import trace_anomaly
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
-from contracts.judges_options import cell_verdicts
+from contracts.judges.arch import cell_verdicts
 from contracts.spec import default_spec_dir, load_spec
 from stack.cli import main
 from stack.model.config import ModelConfig

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.bm25 import bm25
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec

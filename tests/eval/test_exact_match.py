@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.evidence import read_evidence
 from contracts.exact_match import exact_match
 from contracts.spec import load_spec

@@ -19,7 +19,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.derive.reports import memorization_summary
+from contracts.derive.memorization import memorization_summary
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from contracts.verbatim import longest_common_run as statute_run

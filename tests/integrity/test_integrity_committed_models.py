@@ -10,7 +10,7 @@ artifact re-hashed), and the integrity check must name it from the model or the 
   changed (U01, U02, U04), a lens reading's top-1 label not its token's (U54): the committed
   checkpoint's tokenizer (tools/trace_tokens.py);
 - an ablation restated as another site (U19): its own intact and ablated traces
-  (contracts.derive.reports.ablation_site_problems);
+  (contracts.derive.trace.ablation_site_problems);
 - a lens reading's lens digest restated (U20), a distillation's teacher restated as a model the
   stack refuses (U29): the records of the lens and of the teacher (tools/cross_reads.py);
 - an export's count of settings read back restated (U12): the config.json its committed model makes.

@@ -695,15 +695,17 @@ def test_no_environment_variable_switches_a_gate_off_in_stack_train_or_the_check
     assert proc.returncode == 3 and "metrics.step is 4" in proc.stdout, proc.stdout
 
 
-# gate → (a line of contracts/judges.py, what it becomes): the first-loss judge emptied; a check's
-# row dropped from the module-level table GATE-EVAL-003's judge reads (the rule changes in a table,
-# not in the function).
+# gate → (its area's module of contracts/judges/, a line of it, what it becomes): the first-loss
+# judge emptied; a check's row dropped from the module-level table GATE-EVAL-003's judge reads (the
+# rule changes in a table, not in the function).
 JUDGE_EDITS = {
     "GATE-TRAIN-004": (
+        "train.py",
         '    loss, vocab = number(m, "loss"), count(m, "vocab")',
         "    return []\n    loss, vocab = 0, 2",
     ),
     "GATE-EVAL-003": (
+        "eval.py",
         '    "misaligned_targets": "target(s) not predicted from the token just before them",\n',
         "",
     ),
@@ -714,9 +716,10 @@ JUDGE_EDITS = {
 @pytest.mark.parametrize("gate_id", sorted(JUDGE_EDITS))
 def test_a_proof_lock_kept_across_a_judge_edit_is_caught(repo: Path, gate_id: str) -> None:
     """A judge edited, its gate's entry in the lock left as it was: the lock proves other code."""
-    judges = repo / "contracts" / "judges.py"
+    module, line, becomes = JUDGE_EDITS[gate_id]
+    judges = repo / "contracts" / "judges" / module
     text = judges.read_text(encoding="utf-8")
-    edited = text.replace(*JUDGE_EDITS[gate_id])
+    edited = text.replace(line, becomes)
     assert edited != text
     judges.write_text(edited, encoding="utf-8")
     commit_all(repo, f"the judge of {gate_id} edited")

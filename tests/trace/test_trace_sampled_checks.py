@@ -19,7 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.derive.reports import slice_problems
+from contracts.derive.trace import slice_problems
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec

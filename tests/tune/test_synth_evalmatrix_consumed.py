@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.derive.reports import row_summary
+from contracts.derive.evalmatrix import row_summary
 from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec

@@ -38,12 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.curriculum import split_windows
-from contracts.derive.reports import (
-    coverage_problems,
-    heldout_windows_problems,
-    sft_gate_problems,
-    version_key,
-)
+from contracts.derive.prepare import coverage_problems, heldout_windows_problems, sft_gate_problems
+from contracts.derive.reports import version_key
 from contracts.derive.restated import SHARES_LOGGED, changed_by_resumes
 from contracts.derive.training import policy_driven
 from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus, leg_of

@@ -2,7 +2,7 @@
 
 `docs/reference/options-matrix.md` is not a page of its own: docs/model.md ("Every option, every
 command") pulls it in with a snippet include, so its links are relative to docs/. The verdict of
-every cell is the judge's (`contracts.judges_options.cell_verdicts` over the record's measured
+every cell is the judge's (`contracts.judges.arch.cell_verdicts` over the record's measured
 values), never recomputed here; a record made before the 1.7.0 matrix holds no commands and is
 named as such rather than shown.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import Counter
 
 from contracts.judges import Malformed
-from contracts.judges_options import CellVerdict, cell_verdicts, paths_of
-from contracts.judges_options import rows as matrix_rows
+from contracts.judges.arch import CellVerdict, cell_verdicts, paths_of
+from contracts.judges.arch import rows as matrix_rows
 from tools.site.formatting import BANNER, code, run_path, short_sha, table, text
 from tools.site.ledger import Ledger, record_of
 

@@ -1,4 +1,4 @@
-"""The filter gates, judged over the runner's books (contracts/judges_data_filters.py).
+"""The filter gates, judged over the runner's books (contracts/judges/data.py).
 
 - GATE-DATA-012: the leak filter, with the settings in force, drops its planted leaked prompts
   and keeps the near misses (stack.data.filters.leak.canaries), judged before any document is
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from contracts.derive.reports import COVERAGE_KEYS, SHARE_KEYS, leak_sources, per_source
+from contracts.derive.prepare import COVERAGE_KEYS, SHARE_KEYS, leak_sources, per_source
 from contracts.gates import Outcome, gate_require, measure
 from stack.data.filters.runner import FilterRunner, check_waivers
 from stack.data.filters.settings import load_settings

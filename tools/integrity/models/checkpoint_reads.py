@@ -19,7 +19,7 @@ can be read here, and named unheld (a warning) where it cannot.
 And it decides the vocabulary every logit-comparing gate counts: a lens's, a patch's elements are
 positions × the model's vocabulary, each position a prompt token (`config.tokens`) or, for a lens
 fitted on data, a window position (`batch_size` × `seq_len`). Edited together, the gates agree
-with each other (contracts.derive.reports.element_problems) but not with the model.
+with each other (contracts.derive.trace.element_problems) but not with the model.
 
 It decides, too, what a command restates of the model it read (`committed_source_problems`): an
 evaluation's config.seq_len is the model's context (stack/cli/eval.py writes the loaded config's

@@ -27,7 +27,7 @@ and ablated forwards: trace.json's logits comparison and effect numbers are held
 tools/integrity/models/scored_text.py.)
 
 A checkpoint no longer where the record names it is not checked here (the token axis of the traced
-sites still is, contracts.derive.reports.traced_tokens); one that is there and does not read is
+sites still is, contracts.derive.trace.traced_tokens); one that is there and does not read is
 named.
 """
 

@@ -3,8 +3,9 @@
 A falsify record proves, for the code it ran, that each gate's falsifiers pass with the gate on
 and turn red with it forced off. Which code that is, per gate:
 
-* its judge in contracts/judges*.py (the function registered with `@judges`, its declaration,
-  and every module-level helper it calls, transitively);
+* its judge in contracts/judges/ (the function registered with `@judges`, its declaration,
+  and every module-level helper it calls, transitively, in its area module or in the modules
+  of the package it imports them from);
 * its bindings in stack/ and contracts/ (each function decorated with `gate_require` or
   `gate_ensure` naming it, with the outcome function the decorator calls);
 * its falsifier tests in tests/ (each test marked `@pytest.mark.gate` with it, with the
@@ -41,6 +42,9 @@ from tools.integrity.audit import (
 
 # The trees whose files a fingerprint reads, relative to the repository root.
 FINGERPRINTED = ("contracts", "stack", "tests", "spec/gates")
+# The package of the judges (one module per area, their shared helpers, the registry).
+JUDGES_DIR = "contracts/judges"
+JUDGES_PACKAGE = JUDGES_DIR.replace("/", ".")
 GATE_MARK = "gate"
 
 
@@ -69,6 +73,13 @@ class Module:
             if isinstance(target, ast.Name)
         }
         self.values = module_values(self.tree)
+        # name → the module of the judges' package it is imported from (`from contracts.judges.x import name`)
+        self.imported: dict[str, str] = {
+            alias.asname or alias.name: f"{JUDGES_DIR}/{node.module.rpartition('.')[2]}.py"
+            for node in self.tree.body
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(JUDGES_PACKAGE + ".")
+            for alias in node.names
+        }
 
     def source(self, node: ast.AST) -> str:
         """The node's source, decorators included."""
@@ -78,8 +89,9 @@ class Module:
 
     def closure(self, node: ast.AST, others: dict[str, Module] | None = None) -> str:
         """The node's source and that of every module-level function, class and assignment it names,
-        transitively (in this module, then in `others` by name: the judges' shared readers). A
-        table or parametrisation a test or judge reads is part of what it proves."""
+        transitively (in this module, then in the module of `others`, by path, that it imports the
+        name from: the judges' shared readers and helpers). A table or parametrisation a test or
+        judge reads is part of what it proves."""
         seen: dict[str, str] = {}
         todo: list[tuple[Module, ast.AST]] = [(self, node)]
         while todo:
@@ -93,8 +105,11 @@ class Module:
                     todo.append((module, module.defs[name]))
                 elif name in module.assigned:
                     todo.append((module, module.assigned[name]))
-                elif others and name in others:
-                    todo.append((others[name], others[name].defs[name]))
+                elif others and (source := others.get(module.imported.get(name, ""))) is not None:
+                    if name in source.defs:
+                        todo.append((source, source.defs[name]))
+                    elif name in source.assigned:
+                        todo.append((source, source.assigned[name]))
         return "\n".join(seen[key] for key in sorted(seen))
 
 
@@ -108,13 +123,10 @@ def _defs(module: Module) -> Iterator[ast.AST]:
             yield from (n for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
 
 
-def _modules(root: Path, rel_dir: str, mentions: tuple[str, ...] = (), named: str = "") -> Iterator[Module]:
-    """The parsed Python files under `rel_dir` whose name starts with `named` and whose text mentions
-    one of `mentions` (the others hold no judge, binding or falsifier: parsing them would cost the
-    most and find nothing)."""
+def _modules(root: Path, rel_dir: str, mentions: tuple[str, ...] = ()) -> Iterator[Module]:
+    """The parsed Python files under `rel_dir` whose text mentions one of `mentions` (the others
+    hold no judge, binding or falsifier: parsing them would cost the most and find nothing)."""
     for path in _walk(root, rel_dir, {".py"}):
-        if not path.name.startswith(named):
-            continue
         try:
             if mentions and not any(word in read_text(path) for word in mentions):
                 continue
@@ -130,8 +142,8 @@ def _string_args(call: ast.Call, values: dict[str, ast.expr]) -> list[str]:
 
 def _judges(root: Path, parts: dict[str, list[str]]) -> None:
     """Each judge with its declaration and the helpers it calls."""
-    modules = list(_modules(root, "contracts", ("judges",), named="judges"))
-    shared = {name: m for m in modules for name in m.defs}
+    modules = list(_modules(root, JUDGES_DIR))
+    shared = {module.rel: module for module in modules}
     for module in modules:
         for node in module.defs.values():
             for decorator in getattr(node, "decorator_list", []):

@@ -497,7 +497,7 @@ def _patch_cells_problems(config: dict[str, Any], options: dict[str, Any]) -> li
 
 
 def lens_position_problems(record: EvidenceRecord) -> list[str]:
-    """A lens reading's config.position (trace.json's, contracts/derive/reports.py) where its command
+    """A lens reading's config.position (trace.json's, contracts/derive/trace.py) where its command
     line gives no --position: the prompt's last, config.tokens − 1 (stack/cli/lens.py; not a reading
     shown at another position, in trace.json and the config alike)."""
     options = given(record.run.argv or [])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from contracts.judges import (
-    CHECKS,
+from contracts.judges.base import (
     MAIN_CHECK,
+    Judges,
     Malformed,
     Measured,
     Thresholds,
@@ -14,13 +14,14 @@ from contracts.judges import (
     flag,
     has,
     items,
-    judges,
     number,
-    tensors_within,
 )
+from contracts.judges.export import tensors_within
 from contracts.lora_scale import lora_scale
 from contracts.peft_config import field_problems
 from contracts.wording import first_few
+
+judges = Judges()
 
 
 def _names(m: Measured, key: str) -> list[str]:
@@ -97,7 +98,7 @@ def _adapters_trained(m: Measured, t: Thresholds) -> list[str]:
     "GATE-LORA-005",
     checks={
         MAIN_CHECK: ("missing", "unexpected", "mismatched"),
-        # rev 2: each wrapper's rank and scale against contracts.lora_scale of the stated settings
+        # each wrapper's rank and scale against contracts.lora_scale of the stated settings
         "scale": ("settings_stated", "wrapper_scales"),
     },
 )
@@ -150,18 +151,18 @@ def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
     "GATE-LORA-007",
     checks={
         MAIN_CHECK: ("adapters", "not_loaded", "max_abs_diff", "finite"),
-        # rev 2: adapter_config.json as written, against the run's recorded [lora] section and the
+        # adapter_config.json as written, against the run's recorded [lora] section and the
         # modules its target_modules select (contracts.peft_config), against those the file adapts
         "config": ("config_written", "config_recorded", "modules_targeted", "modules_adapted"),
-        # rev 3: the largest difference recomputed from the two logits tensors (contracts.logits_parity)
+        # the largest difference recomputed from the two logits tensors (contracts.logits_parity)
         "tensors": ("max_abs_diff", "max_abs_diff_tensors"),
     },
 )
 def _peft_parity(m: Measured, t: Thresholds) -> list[str]:
-    problems = _config_problems(m) if has(m, *CHECKS["GATE-LORA-007"]["config"]) else []
-    if has(m, *CHECKS["GATE-LORA-007"]["tensors"]):
+    problems = _config_problems(m) if has(m, *judges.checks["GATE-LORA-007"]["config"]) else []
+    if has(m, *judges.checks["GATE-LORA-007"]["tensors"]):
         problems += tensors_within(m, "", t["logits_atol"], "peft's")
-    if not has(m, *CHECKS["GATE-LORA-007"][MAIN_CHECK]):
+    if not has(m, *judges.checks["GATE-LORA-007"][MAIN_CHECK]):
         return problems
     problems += _some_adapters(m)
     unloaded = _names(m, "not_loaded")

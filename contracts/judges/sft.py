@@ -1,12 +1,12 @@
-"""Judges of the supervised fine-tuning gates (GATE-SFT-…): data supervision, template markers, packing.
-
-Pure functions of what prepare or a training run measured and the gate's thresholds, like every
-judge in `contracts.judges`; imported at the end of that module so they register with the others.
+"""The judges of the supervised fine-tuning gates (spec/gates/sft.yaml): data supervision, template
+markers, packing.
 """
 
 from __future__ import annotations
 
-from contracts.judges import Measured, Thresholds, count, flag, has, judges, number
+from contracts.judges.base import Judges, Measured, Thresholds, count, flag, has, number
+
+judges = Judges()
 
 
 @judges(
@@ -14,13 +14,13 @@ from contracts.judges import Measured, Thresholds, count, flag, has, judges, num
     checks={
         "examples": ("examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"),
         "turns": ("turns_held", "turns_mismatched", "turns_unjudged"),
-        # rev 4: every supervised position can be scored: none of padding, none opening its example
+        # every supervised position can be scored: none of padding, none opening its example
         "scorable": ("padding_supervised", "opening_supervised"),
-        # rev 5: every id of an example, its prompt too, is every message of its conversation
+        # every id of an example, its prompt too, is every message of its conversation
         "rendered": ("examples_rendered", "examples_by_content", "examples_misrendered"),
-        # rev 7: an EOS that ends a prompt's turn, which only a model's own template writes
+        # an EOS that ends a prompt's turn, which only a model's own template writes
         "prompt": ("prompt_eos", "model_template"),
-        # rev 8: the windows written are the greedy packing of the examples (contracts.packing)
+        # the windows written are the greedy packing of the examples (contracts.packing)
         "packed": (
             "windows_written",
             "windows_packed",
@@ -28,7 +28,7 @@ from contracts.judges import Measured, Thresholds, count, flag, has, judges, num
             "tokens_packed",
             "examples_misplaced",
         ),
-        # rev 9: a preference pair's mask, read back as text, is its prompt/completion boundary
+        # a preference pair's mask, read back as text, is its prompt/completion boundary
         "boundary": ("pairs_held", "pairs_off_boundary", "pairs_unjudged"),
     },
 )

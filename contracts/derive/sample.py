@@ -1,0 +1,44 @@
+"""The record of `stack sample` from its `sample.json`: the text digest, the draws, the prompt's length
+and the seed GATE-TRAIN-005 replays."""
+
+from __future__ import annotations
+
+import hashlib
+
+from contracts.derive.base import Derivation, Deriver, Inputs, registrar
+from contracts.derive.reports import report_of, seeded
+
+DERIVERS: dict[str, Deriver] = {}
+derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
+
+
+# What `stack sample` writes beside its record: the text, the prompt's token count, the ids drawn.
+SAMPLE_RESULT = "sample.json"
+
+
+@derives("sample")
+def sample_record(inputs: Inputs) -> Derivation:
+    """A sample's text digest, its draws and its prompt's length from sample.json (cited since
+    1.24.0): `stack sample` draws exactly config.tokens after the prompt, one row, so GATE-TRAIN-005
+    replayed that many draws of a prompt of that many tokens."""
+    derived = Derivation()
+    report = report_of(inputs, derived, SAMPLE_RESULT, "1.24.0")
+    if report is None:
+        return derived
+    if isinstance(text := report.get("text"), str):
+        derived.put(("metrics", "text_sha256"), hashlib.sha256(text.encode("utf-8")).hexdigest())
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    drawn, asked = report.get("drawn"), config.get("tokens")
+    if isinstance(drawn, list) and isinstance(asked, int) and len(drawn) != asked:
+        derived.problems.append(
+            f"{SAMPLE_RESULT} holds {len(drawn)} drawn token(s), but config.tokens is {asked}: "
+            "`stack sample` draws exactly that many"
+        )
+    if "GATE-TRAIN-005" not in inputs.stale:
+        if isinstance(drawn, list):
+            derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), len(drawn), optional=True)
+        if isinstance(prompt := report.get("prompt_tokens"), int):
+            derived.put(("gates", "GATE-TRAIN-005", "measured", "prompt_tokens"), prompt, optional=True)
+    # check seeded (GATE-TRAIN-005): `stack sample --seed`, as its config states it
+    seeded(inputs, derived, "GATE-TRAIN-005", config.get("seed"))
+    return derived
