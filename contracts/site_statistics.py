@@ -13,7 +13,7 @@ tensor the site observed, in float64 by plain torch reductions, and every site's
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the judges read this module's rules; only the recomputation needs torch
@@ -31,27 +31,46 @@ def statistics(tensor: torch.Tensor) -> torch.Tensor:
     rest): the count; the mean; the population std (√ of the mean squared deviation from the mean);
     min and max; absmax, the largest |x|; the counts of NaN, of ±Inf and of exact zeros; l1_fp64,
     Σ|x|. A NaN anywhere makes the moments NaN (IEEE). An empty tensor's are all 0."""
+    return statistics_of([tensor])[0]
+
+
+def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together. The
+    tensors' elements are the rows of one float64 matrix, zero-padded to the longest with the
+    padding masked out of every statistic, so each statistic is one reduction over all of them:
+    a traced forward's few dozen small slices cost a dozen reductions in all, not a dozen each."""
     import torch
 
-    x = tensor.detach().reshape(-1).to(torch.float64)
-    n = x.numel()
-    if n == 0:
-        return torch.zeros(len(STATISTICS), dtype=torch.float64, device=x.device)
-    mean = x.sum() / n
+    flat = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
+    device = flat[0].device if flat else torch.device("cpu")
+    counts = torch.tensor([x.numel() for x in flat], dtype=torch.float64, device=device)
+    longest = max((x.numel() for x in flat), default=0)
+    if longest == 0:
+        return torch.zeros(len(flat), len(STATISTICS), dtype=torch.float64, device=device)
+    x = flat[0][None] if len(flat) == 1 else torch.nn.utils.rnn.pad_sequence(flat, batch_first=True)
+    padding = torch.arange(longest, device=device)[None] >= counts[:, None]
+    padded = bool(min(t.numel() for t in flat) < longest)
+    mean = x.sum(1) / counts
+    centered = x - mean[:, None]
     magnitude = x.abs()
+    exact_zero = x == 0
+    if padded:
+        centered.masked_fill_(padding, 0.0)
+        exact_zero.masked_fill_(padding, False)
     values = [
-        torch.full((), float(n), dtype=torch.float64, device=x.device),
+        counts,
         mean,
-        ((x - mean) ** 2).sum().div(n).sqrt(),
-        x.min(),
-        x.max(),
-        magnitude.max(),
-        x.isnan().sum(),
-        x.isinf().sum(),
-        (x == 0).sum(),
-        magnitude.sum(),
+        centered.square_().sum(1).div(counts).sqrt(),
+        x.masked_fill(padding, math.inf).amin(1) if padded else x.amin(1),
+        x.masked_fill(padding, -math.inf).amax(1) if padded else x.amax(1),
+        magnitude.amax(1),
+        x.isnan().sum(1),
+        x.isinf().sum(1),
+        exact_zero.sum(1),
+        magnitude.sum(1),
     ]
-    return torch.stack([v.to(torch.float64) for v in values])
+    found = torch.stack([v.to(torch.float64) for v in values], dim=1)
+    return found.masked_fill_((counts == 0)[:, None], 0.0)
 
 
 def named(row: list[float]) -> dict[str, float]:
