@@ -36,41 +36,39 @@ def statistics(tensor: torch.Tensor) -> torch.Tensor:
 
 def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together. The
-    tensors' elements are the rows of one float64 matrix, zero-padded to the longest with the
-    padding masked out of every statistic, so each statistic is one reduction over all of them:
-    a traced forward's few dozen small slices cost a dozen reductions in all, not a dozen each."""
+    tensors' elements are laid end to end in one float64 vector and each statistic is one
+    segmented reduction over all of them: a traced forward's few dozen small slices cost a dozen
+    reductions in all, not a dozen each."""
     import torch
 
     flat = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
     device = flat[0].device if flat else torch.device("cpu")
-    counts = torch.tensor([x.numel() for x in flat], dtype=torch.float64, device=device)
-    longest = max((x.numel() for x in flat), default=0)
-    if longest == 0:
+    lengths = torch.tensor([x.numel() for x in flat], dtype=torch.int64, device=device)
+    if not flat or not bool(lengths.any()):
         return torch.zeros(len(flat), len(STATISTICS), dtype=torch.float64, device=device)
-    x = flat[0][None] if len(flat) == 1 else torch.nn.utils.rnn.pad_sequence(flat, batch_first=True)
-    padding = torch.arange(longest, device=device)[None] >= counts[:, None]
-    padded = bool(min(t.numel() for t in flat) < longest)
-    mean = x.sum(1) / counts
-    centered = x - mean[:, None]
+    x = flat[0] if len(flat) == 1 else torch.cat(flat)
+    counts = lengths.to(torch.float64)
+
+    def per_tensor(values: torch.Tensor, reduce: str) -> torch.Tensor:
+        """One reduction per tensor (an empty one's is masked to 0 below, whatever it gives)."""
+        return torch.segment_reduce(values, reduce, lengths=lengths).to(torch.float64)
+
+    mean = per_tensor(x, "sum") / counts
+    centered = x - mean.repeat_interleave(lengths)
     magnitude = x.abs()
-    exact_zero = x == 0
-    if padded:
-        centered.masked_fill_(padding, 0.0)
-        exact_zero.masked_fill_(padding, False)
     values = [
         counts,
         mean,
-        centered.square_().sum(1).div(counts).sqrt(),
-        x.masked_fill(padding, math.inf).amin(1) if padded else x.amin(1),
-        x.masked_fill(padding, -math.inf).amax(1) if padded else x.amax(1),
-        magnitude.amax(1),
-        x.isnan().sum(1),
-        x.isinf().sum(1),
-        exact_zero.sum(1),
-        magnitude.sum(1),
+        per_tensor(centered.square_(), "sum").div(counts).sqrt(),
+        per_tensor(x, "min"),
+        per_tensor(x, "max"),
+        per_tensor(magnitude, "max"),
+        per_tensor(x.isnan().double(), "sum"),
+        per_tensor(x.isinf().double(), "sum"),
+        per_tensor((x == 0).double(), "sum"),
+        per_tensor(magnitude, "sum"),
     ]
-    found = torch.stack([v.to(torch.float64) for v in values], dim=1)
-    return found.masked_fill_((counts == 0)[:, None], 0.0)
+    return torch.stack(values, dim=1).masked_fill_((lengths == 0)[:, None], 0.0)
 
 
 def named(row: list[float]) -> dict[str, float]:

@@ -298,6 +298,7 @@ class SiteIdentities:
         # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
         # another, so each is selected once.
         self._read_rows: dict[str, torch.Tensor] = {}
+        self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
         """The tensor the forward read as site `name`: a fed block input under shadow mode."""
@@ -327,17 +328,17 @@ class SiteIdentities:
         `counted`. A site with another number of rows than its reads is unmatched: it observes
         another tensor."""
         rows = as_rows(reads[0]).shape[0]
-        chosen = sampled_rows(rows, self.sample_rows)
+        chosen = self._sampled(rows, tensor.device)
         if chosen is None:
             return self._counted(rows, rows, site_deviation(tensor, identity.compute(*reads)))
         traced = as_rows(tensor)
         if traced.shape[0] != rows:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
-        at = chosen.to(tensor.device)
         read_rows = [
-            self._rows_of(read_name, read, at) for read_name, read in zip(identity.reads, reads, strict=True)
+            self._rows_of(read_name, read, chosen)
+            for read_name, read in zip(identity.reads, reads, strict=True)
         ]
-        sampled = traced.index_select(0, at)  # a copy: a later in-place write cannot move it
+        sampled = traced.index_select(0, chosen)  # a copy: a later in-place write cannot move it
         linear = identity.linear
         if linear is not None and self.probe_count is not None:
             if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
@@ -349,6 +350,14 @@ class SiteIdentities:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
         self._pending.append((name, sampled, recomputed))
         return self._counted(rows, len(chosen), None)
+
+    def _sampled(self, rows: int, device: torch.device) -> torch.Tensor | None:
+        """`sampled_rows` of a site of `rows` rows on `device`, made once per forward and shape."""
+        key = (rows, device)
+        if key not in self._chosen:
+            chosen = sampled_rows(rows, self.sample_rows)
+            self._chosen[key] = None if chosen is None else chosen.to(device)
+        return self._chosen[key]
 
     def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """Rows `at` of site `name` as read (a copy, taken once per block)."""
