@@ -43,8 +43,9 @@ def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
     flat = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
     device = flat[0].device if flat else torch.device("cpu")
-    lengths = torch.tensor([x.numel() for x in flat], dtype=torch.int64, device=device)
-    if not flat or not bool(lengths.any()):
+    sizes = [x.numel() for x in flat]
+    lengths = torch.tensor(sizes, dtype=torch.int64, device=device)
+    if not any(sizes):
         return torch.zeros(len(flat), len(STATISTICS), dtype=torch.float64, device=device)
     x = flat[0] if len(flat) == 1 else torch.cat(flat)
     counts = lengths.to(torch.float64)
