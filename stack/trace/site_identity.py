@@ -39,7 +39,12 @@ What the sample catches (GATE-TRACE-002's statement): a site that observes anoth
 module's output off by a scale (every row is off), for certain; a fault confined to a run of at
 least ⌈n/s⌉ consecutive rows (one sequence of a batch of at most s), for certain, since no gap
 between sampled rows is longer; a fault in one row at a place drawn at random, with probability
-s/n. `exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
+s/n. A sampled row of a plain nn.Linear's output is checked without reading the weight again:
+its traced rows and its read's are projected on a few seeded random vectors r (`probes`), y·r
+against x·(Wᵀr) + b·r, with Wᵀr kept while the weight is unchanged, since recomputing 16 rows of
+the head still multiplied by its whole weight, half a forward again at GPT-2 small's shape on a
+CPU; the spec states what the probes miss (below 1e-10 a row for a row off by its own size).
+`exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
 reductions are kept on the device and read back with the trace's statistics (no synchronisation
 per site); the tensors a block's identities read are kept (by reference) until the block's output.
 """

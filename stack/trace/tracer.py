@@ -12,8 +12,9 @@ module's output, recomputed by that module from the traced sites it reads).
 element; `ablate` zeroes the named sites as the forward goes; `feed` is shadow mode (see hooks).
 
 What the checks of GATE-TRACE-002 cost is bounded, so that tracing stays cheap enough to run on
-every checkpoint. The identities are checked on `identity_sample_rows` rows of each site
-(stack.trace.site_identity says why a sample keeps their power). The statistics are held to
+every checkpoint. The identities are checked on `identity_sample_rows` rows of each site, a
+linear site's by a product check on `identity_probes` random vectors (stack.trace.site_identity
+says why a sample and the probes keep their power). The statistics are held to
 their definitions on a bounded sample of sites (of each kind, its site in the last block that
 has it, and the model's own sites: `statistics_sample`), each on a slice of evenly spaced rows of
 at most `statistics_sample_elements` elements read where the site lies (its layout and dtype,
