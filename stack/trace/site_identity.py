@@ -302,7 +302,7 @@ class SiteIdentities:
         self._seen: dict[str, torch.Tensor] = {}
         # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
         # another, so each is selected once.
-        self._read_rows: dict[str, torch.Tensor] = {}
+        self._read_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
@@ -365,11 +365,11 @@ class SiteIdentities:
         return self._chosen[key]
 
     def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """Rows `at` of site `name` as read (a copy, taken once per block)."""
+        """Rows `at` of site `name` as read (a copy, taken once per block and choice of rows)."""
         kept = self._read_rows.get(name)
-        if kept is None or kept.shape[0] != at.shape[0]:
-            kept = self._read_rows[name] = as_rows(read).index_select(0, at)
-        return kept
+        if kept is None or kept[0] is not at:
+            kept = self._read_rows[name] = (at, as_rows(read).index_select(0, at))
+        return kept[1]
 
     def _counted(self, rows: int, checked: int, deviation: torch.Tensor | None) -> torch.Tensor | None:
         self.counted.append((rows, checked))
