@@ -263,10 +263,10 @@ def projected(
     linear: nn.Linear, traced: torch.Tensor, read: torch.Tensor, count: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(traced rows · R, read rows · WᵀR + b·R), float32 (rows, count), R `linear`'s probes: equal up
-    to rounding when each traced row is the module's output on its read row."""
+    to rounding when each traced row is the module's output on its read row. Called with autocast
+    off (float32 products, not autocast's bf16 ones)."""
     made = probes(linear, count)
-    with torch.autocast(traced.device.type, enabled=False):
-        return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
+    return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
 
 
 def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[str, torch.Tensor]:
@@ -395,10 +395,11 @@ class SiteIdentities:
         products, self._products = self._products, []
         if not products:
             return []
-        pairs = [
-            projected(linear, traced, read, self.probe_count or 0) for _, traced, read, linear in products
-        ]
-        flat = torch.cat([torch.cat([p.reshape(-1), q.reshape(-1)]) for p, q in pairs])
+        with torch.autocast(products[0][1].device.type, enabled=False):
+            pairs = [
+                projected(linear, traced, read, self.probe_count or 0) for _, traced, read, linear in products
+            ]
+        flat = torch.cat([side.reshape(-1) for pair in pairs for side in pair])
         if bool(flat.isfinite().all()):
             return [(name, *pair) for (name, *_), pair in zip(products, pairs, strict=True)]
         return [
