@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import metadata
@@ -25,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import BadInput
+from contracts.files import atomic_write_bytes, sha256_file
 from contracts.signing import configured_key, sign_record
 from contracts.spec import GATE_ID_PATTERN, PolicyRef, Spec, load_spec
 
@@ -217,15 +216,6 @@ class EvidenceRecord(Record):
 def now() -> datetime:
     """The current time in UTC, the only clock evidence uses."""
     return datetime.now(UTC)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so large weights don't fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical_sha256(value: JsonValue) -> str:
@@ -427,30 +417,6 @@ def read_evidence(path: Path) -> EvidenceRecord:
     except ValueError as exc:
         first = str(exc).splitlines()
         raise BadInput(f"{path} is not a valid evidence record: {' '.join(first[:3])}") from None
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write `payload` to `path` so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def write_evidence(run_dir: Path, record: EvidenceRecord) -> Path:

@@ -25,14 +25,24 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from contracts.errors import BadInput
+from contracts.files import atomic_write_bytes, sha256_file
 from contracts.reading import Unreadable, read_json
 from contracts.spec import ANY_KIND, RELEASE_KIND, SigningPolicy, TrustedKey
 
-if TYPE_CHECKING:
-    from contracts.evidence import EvidenceRecord
+
+class EvidenceRecord(Protocol):
+    """What a signature reads of a filed record (contracts.evidence.EvidenceRecord), named here so
+    that the ledger, which signs as it files, and the signatures do not import each other."""
+
+    run: Any
+    code: Any
+    spec: Any
+    gates: Any
+    artifacts: Any
+
 
 # The environment variable naming the signing key file (PEM, PKCS#8 or traditional EC form).
 SIGNING_KEY_ENV = "GATESTACK_SIGNING_KEY"
@@ -117,8 +127,6 @@ def record_statement(record_dir: Path, record: EvidenceRecord) -> dict[str, Any]
     from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
     from in_toto_attestation.v1.statement import Statement
 
-    from contracts.evidence import sha256_file
-
     subjects = [
         ResourceDescriptor(name=RECORD_SUBJECT, digest={"sha256": sha256_file(record_dir / RECORD_SUBJECT)})
     ]
@@ -140,8 +148,6 @@ def record_statement(record_dir: Path, record: EvidenceRecord) -> dict[str, Any]
 def sign_record(record_dir: Path, record: EvidenceRecord, key: Path) -> Path:
     """Sign the record filed in `record_dir` with `key`; writes and returns its ATTESTATION_FILE."""
     from securesystemslib.dsse import Envelope
-
-    from contracts.evidence import atomic_write_bytes
 
     signer = _crypto_signer(key)
     payload = json.dumps(record_statement(record_dir, record), sort_keys=True, separators=(",", ":")).encode()
@@ -218,7 +224,6 @@ def signature_problems(record_dir: Path, record: EvidenceRecord, policy: Signing
         from securesystemslib.exceptions import VerificationError
     except ImportError as exc:
         return [f"carries {ATTESTATION_FILE} but {exc.name} is not installed to verify it: {EXTRA_HINT}"]
-    from contracts.evidence import sha256_file
 
     kind = record.run.kind
     try:  # read as every file the check reads: a regular file inside the record, capped, JSON

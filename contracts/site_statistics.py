@@ -13,7 +13,7 @@ tensor the site observed, in float64 by plain torch reductions, and every site's
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the judges read this module's rules; only the recomputation needs torch
@@ -31,27 +31,45 @@ def statistics(tensor: torch.Tensor) -> torch.Tensor:
     rest): the count; the mean; the population std (√ of the mean squared deviation from the mean);
     min and max; absmax, the largest |x|; the counts of NaN, of ±Inf and of exact zeros; l1_fp64,
     Σ|x|. A NaN anywhere makes the moments NaN (IEEE). An empty tensor's are all 0."""
+    return statistics_of([tensor])[0]
+
+
+def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together. The
+    tensors' elements are laid end to end in one float64 vector and each statistic is one
+    segmented reduction over all of them: a traced forward's few dozen small slices cost a dozen
+    reductions in all, not a dozen each."""
     import torch
 
-    x = tensor.detach().reshape(-1).to(torch.float64)
-    n = x.numel()
-    if n == 0:
-        return torch.zeros(len(STATISTICS), dtype=torch.float64, device=x.device)
-    mean = x.sum() / n
+    flat = [t.detach().reshape(-1).to(torch.float64) for t in tensors]
+    device = flat[0].device if flat else torch.device("cpu")
+    sizes = [x.numel() for x in flat]
+    lengths = torch.tensor(sizes, dtype=torch.int64, device=device)
+    if not any(sizes):
+        return torch.zeros(len(flat), len(STATISTICS), dtype=torch.float64, device=device)
+    x = flat[0] if len(flat) == 1 else torch.cat(flat)
+    counts = lengths.to(torch.float64)
+
+    def per_tensor(values: torch.Tensor, reduce: str) -> torch.Tensor:
+        """One reduction per tensor (an empty one's is masked to 0 below, whatever it gives)."""
+        return torch.segment_reduce(values, reduce, lengths=lengths).to(torch.float64)
+
+    mean = per_tensor(x, "sum") / counts
+    centered = x - mean.repeat_interleave(lengths)
     magnitude = x.abs()
     values = [
-        torch.full((), float(n), dtype=torch.float64, device=x.device),
+        counts,
         mean,
-        ((x - mean) ** 2).sum().div(n).sqrt(),
-        x.min(),
-        x.max(),
-        magnitude.max(),
-        x.isnan().sum(),
-        x.isinf().sum(),
-        (x == 0).sum(),
-        magnitude.sum(),
+        per_tensor(centered.square_(), "sum").div(counts).sqrt(),
+        per_tensor(x, "min"),
+        per_tensor(x, "max"),
+        per_tensor(magnitude, "max"),
+        per_tensor(x.isnan().double(), "sum"),
+        per_tensor(x.isinf().double(), "sum"),
+        per_tensor((x == 0).double(), "sum"),
+        per_tensor(magnitude, "sum"),
     ]
-    return torch.stack([v.to(torch.float64) for v in values])
+    return torch.stack(values, dim=1).masked_fill_((lengths == 0)[:, None], 0.0)
 
 
 def named(row: list[float]) -> dict[str, float]:

@@ -39,13 +39,19 @@ What the sample catches (GATE-TRACE-002's statement): a site that observes anoth
 module's output off by a scale (every row is off), for certain; a fault confined to a run of at
 least ⌈n/s⌉ consecutive rows (one sequence of a batch of at most s), for certain, since no gap
 between sampled rows is longer; a fault in one row at a place drawn at random, with probability
-s/n. `exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
+s/n. A sampled row of a plain nn.Linear's output is checked without reading the weight again:
+its traced rows and its read's are projected on a few seeded random vectors r (`probes`), y·r
+against x·(Wᵀr) + b·r, with Wᵀr kept while the weight is unchanged, since recomputing 16 rows of
+the head still multiplied by its whole weight, half a forward again at GPT-2 small's shape on a
+CPU; the spec states what the probes miss (below 1e-10 a row for a row off by its own size).
+`exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
 reductions are kept on the device and read back with the trace's statistics (no synchronisation
 per site); the tensors a block's identities read are kept (by reference) until the block's output.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -61,10 +67,18 @@ from stack.trace.stats import on_host
 
 @dataclass(frozen=True)
 class Identity:
-    """How a site is computed from the sites it reads: `compute(*tensors of reads)`."""
+    """How a site is computed from the sites it reads: `compute(*tensors of reads)`; `linear` is the
+    module when it is a plain nn.Linear of its one read, which a product check can stand in for."""
 
     reads: tuple[str, ...]
     compute: Callable[..., torch.Tensor]
+    linear: nn.Linear | None = None
+
+
+def _module(reads: tuple[str, ...], module: nn.Module) -> Identity:
+    """`module`'s identity on `reads`, product-checkable when it is a plain nn.Linear (a LoRA
+    wrapper or any other module is recomputed: its adapter is no stacked weight)."""
+    return Identity(reads, module.forward, module if type(module) is nn.Linear else None)
 
 
 def _flat(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -82,9 +96,9 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
     found = {site("attn_norm"): Identity((block_input(index),), layer.attn_norm.forward)}
     for kind in ("q", "k", "v", "q2", "k2"):
         if kind in kinds:
-            found[site(kind)] = Identity(normed, getattr(layer.attn, kind).forward)
+            found[site(kind)] = _module(normed, getattr(layer.attn, kind))
     if isinstance(layer, DepthRoutedBlock):
-        found[site("router")] = Identity((block_input(index),), layer.router.forward)
+        found[site("router")] = _module((block_input(index),), layer.router)
     found[site("ffn_norm")] = Identity((site("attn_residual"),), layer.ffn_norm.forward)
     ffn_input = (site("ffn_norm"),)
     feed_forward = layer.feed_forward
@@ -95,10 +109,10 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
         if feed_forward.shared is not None:
             found[site("moe.shared")] = Identity(ffn_input, _flat(feed_forward.shared))
         return found
-    found[site("ffn_gate")] = Identity(ffn_input, feed_forward.gate.forward)
-    found[site("ffn_up")] = Identity(ffn_input, feed_forward.up.forward)
+    found[site("ffn_gate")] = _module(ffn_input, feed_forward.gate)
+    found[site("ffn_up")] = _module(ffn_input, feed_forward.up)
     found[site("ffn_swiglu")] = Identity((site("ffn_gate"), site("ffn_up")), feed_forward.swiglu.forward)
-    found[site("ffn_out")] = Identity((site("ffn_swiglu"),), feed_forward.down.forward)
+    found[site("ffn_out")] = _module((site("ffn_swiglu"),), feed_forward.down)
     return found
 
 
@@ -109,7 +123,7 @@ def identities(model: GPT, layout: Layout) -> dict[str, Identity]:
         found |= _block_identities(index, layer, layout.block(index).kinds)
     last = block_input(len(model.layers))
     found["final_norm"] = Identity((last,), model.final_norm.forward)
-    found["logits"] = Identity(("final_norm",), model.lm_head.forward)
+    found["logits"] = _module(("final_norm",), model.lm_head)
     return found
 
 
@@ -186,10 +200,10 @@ def sampled_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.
 
 
 def _segment_max(values: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """float64 (len(lengths),): the largest of each run of `values` (0 for an empty run), NaN kept."""
-    return torch.stack(
-        [part.max() if part.numel() else part.new_zeros(()) for part in values.split(lengths)]
-    ).double()
+    """float64 (len(lengths),): the largest of each run of `values`, which are never negative (0 for
+    an empty run), NaN kept: one segmented reduction for every run."""
+    runs = torch.tensor(lengths, dtype=torch.int64, device=values.device)
+    return torch.segment_reduce(values, "max", lengths=runs, initial=0.0).double()
 
 
 def as_measured(row: list[float], rows: int, checked: int) -> dict[str, float | str]:
@@ -202,6 +216,57 @@ def as_measured(row: list[float], rows: int, checked: int) -> dict[str, float | 
         "rows": rows,
         "rows_checked": checked,
     }
+
+
+@dataclass(frozen=True)
+class Probes:
+    """A linear module's product-check vectors at one version of its weights: `outputs` (out, k),
+    k seeded Gaussian columns each scaled to unit L1 norm; `inputs` = Wᵀ·outputs (in, k) and
+    `offset` = b·outputs (k,), all float32 on the weight's device. For a row x and its output
+    y = xWᵀ + b, y·r = x·(Wᵀr) + b·r for every column r, so a traced row is checked against its
+    read without reading W. Unit L1 columns keep |y·r| within max|y|, the site's absmax."""
+
+    key: tuple[object, ...]
+    outputs: torch.Tensor
+    inputs: torch.Tensor
+    offset: torch.Tensor
+
+
+# Per linear module, its probes at the weights' version they were made for. Wᵀr reads the whole
+# weight, as the module's product does; kept while the weights are unchanged (an optimizer step, a
+# load or a move changes the version, the storage or the device), it is read once per checkpoint,
+# not once per traced forward.
+_PROBES: weakref.WeakKeyDictionary[nn.Linear, Probes] = weakref.WeakKeyDictionary()
+
+
+def probes(linear: nn.Linear, count: int) -> Probes:
+    """`linear`'s `count` probes (Probes), made again only when its weight or bias changed. The
+    columns are drawn from a generator seeded by the output width: the same for every trace."""
+    weight, bias = linear.weight, linear.bias
+    state = [(t.device, t.dtype, t.data_ptr(), t._version) for t in (weight, bias) if t is not None]
+    key = (count, *state)
+    kept = _PROBES.get(linear)
+    if kept is not None and kept.key == key:
+        return kept
+    width = weight.shape[0]
+    drawn = torch.randn(width, count, generator=torch.Generator().manual_seed(width), dtype=torch.float64)
+    outputs = (drawn / drawn.abs().sum(0)).float().to(weight.device)
+    with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
+        inputs = weight.detach().float().t() @ outputs
+        offset = outputs.new_zeros(count) if bias is None else bias.detach().float() @ outputs
+    made = Probes(key, outputs, inputs, offset)
+    _PROBES[linear] = made
+    return made
+
+
+def projected(
+    linear: nn.Linear, traced: torch.Tensor, read: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(traced rows · R, read rows · WᵀR + b·R), float32 (rows, count), R `linear`'s probes: equal up
+    to rounding when each traced row is the module's output on its read row. Called with autocast
+    off (float32 products, not autocast's bf16 ones)."""
+    made = probes(linear, count)
+    return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
 
 
 def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[str, torch.Tensor]:
@@ -223,14 +288,22 @@ class SiteIdentities:
         fed: Mapping[str, torch.Tensor],
         ablated: frozenset[str],
         sample_rows: int | None = None,
+        probe_count: int | None = None,
     ) -> None:
         self.table, self.fed, self.ablated, self.sample_rows = table, fed, ablated, sample_rows
+        self.probe_count = probe_count
         # Per checked site in forward order, its DEVIATION, or None while its sampled rows wait in
         # `_pending` to be measured with the others' (`deviations`).
         self.rows: dict[str, torch.Tensor | None] = {}
         self.counted: list[tuple[int, int]] = []  # (rows, rows checked) of each of `rows`, in order
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
+        self._products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
         self._seen: dict[str, torch.Tensor] = {}
+        # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
+        # another, so each is selected once.
+        self._read_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
         """The tensor the forward read as site `name`: a fed block input under shadow mode."""
@@ -250,7 +323,7 @@ class SiteIdentities:
             else:
                 self.rows[name] = self._check(name, tensor, identity, reads)
         if name.endswith(".output"):  # the next block's input, the one site any later identity reads
-            self._seen = {name: tensor}
+            self._seen, self._read_rows = {name: tensor}, {}
 
     def _check(
         self, name: str, tensor: torch.Tensor, identity: Identity, reads: list[torch.Tensor]
@@ -260,19 +333,43 @@ class SiteIdentities:
         `counted`. A site with another number of rows than its reads is unmatched: it observes
         another tensor."""
         rows = as_rows(reads[0]).shape[0]
-        chosen = sampled_rows(rows, self.sample_rows)
+        chosen = self._sampled(rows, tensor.device)
         if chosen is None:
             return self._counted(rows, rows, site_deviation(tensor, identity.compute(*reads)))
         traced = as_rows(tensor)
         if traced.shape[0] != rows:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
-        at = chosen.to(tensor.device)
-        recomputed = identity.compute(*(as_rows(read).index_select(0, at) for read in reads))
-        sampled = traced.index_select(0, at)  # a copy: a later in-place write cannot move it
+        read_rows = [
+            self._rows_of(read_name, read, chosen)
+            for read_name, read in zip(identity.reads, reads, strict=True)
+        ]
+        sampled = traced.index_select(0, chosen)  # a copy: a later in-place write cannot move it
+        linear = identity.linear
+        if linear is not None and self.probe_count is not None:
+            if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
+                return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
+            self._products.append((name, sampled, read_rows[0], linear))
+            return self._counted(rows, len(chosen), None)
+        recomputed = identity.compute(*read_rows)
         if sampled.shape != recomputed.shape:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
         self._pending.append((name, sampled, recomputed))
         return self._counted(rows, len(chosen), None)
+
+    def _sampled(self, rows: int, device: torch.device) -> torch.Tensor | None:
+        """`sampled_rows` of a site of `rows` rows on `device`, made once per forward and shape."""
+        key = (rows, device)
+        if key not in self._chosen:
+            chosen = sampled_rows(rows, self.sample_rows)
+            self._chosen[key] = None if chosen is None else chosen.to(device)
+        return self._chosen[key]
+
+    def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Rows `at` of site `name` as read (a copy, taken once per block and choice of rows)."""
+        kept = self._read_rows.get(name)
+        if kept is None or kept[0] is not at:
+            kept = self._read_rows[name] = (at, as_rows(read).index_select(0, at))
+        return kept[1]
 
     def _counted(self, rows: int, checked: int, deviation: torch.Tensor | None) -> torch.Tensor | None:
         self.counted.append((rows, checked))
@@ -281,12 +378,36 @@ class SiteIdentities:
     def deviations(self) -> dict[str, torch.Tensor]:
         """Every checked site's DEVIATION, in forward order: the sampled ones measured together, in a
         few reductions over all their rows instead of a dozen small ones per site."""
+        self._pending += self._product_pairs()
         if self._pending:
             measured = sampled_deviations([(traced, again) for _, traced, again in self._pending])
             for (name, _, _), row in zip(self._pending, measured, strict=True):
                 self.rows[name] = row
             self._pending = []
         return {name: row for name, row in self.rows.items() if row is not None}
+
+    def _product_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """The product-checked sites as (name, traced, recomputed) pairs: their rows projected on the
+        module's probes (`projected`), or, for a site whose projections are not all finite (a NaN or
+        an Inf in its rows or its read's), the module recomputed on its rows, so that NaN/Inf are
+        held to the same places as everywhere else. Whether any is not finite is read once, for all
+        of them (on an accelerator the one synchronisation before the trace's host transfer)."""
+        products, self._products = self._products, []
+        if not products:
+            return []
+        with torch.autocast(products[0][1].device.type, enabled=False):
+            pairs = [
+                projected(linear, traced, read, self.probe_count or 0) for _, traced, read, linear in products
+            ]
+        flat = torch.cat([side.reshape(-1) for pair in pairs for side in pair])
+        if bool(flat.isfinite().all()):
+            return [(name, *pair) for (name, *_), pair in zip(products, pairs, strict=True)]
+        return [
+            (name, *pair)
+            if bool(torch.cat([pair[0], pair[1]]).isfinite().all())
+            else (name, traced, linear.forward(read))
+            for (name, traced, read, linear), pair in zip(products, pairs, strict=True)
+        ]
 
 
 # The DEVIATION of a site that cannot be set against its recomputation.

@@ -12,8 +12,9 @@ module's output, recomputed by that module from the traced sites it reads).
 element; `ablate` zeroes the named sites as the forward goes; `feed` is shadow mode (see hooks).
 
 What the checks of GATE-TRACE-002 cost is bounded, so that tracing stays cheap enough to run on
-every checkpoint. The identities are checked on `identity_sample_rows` rows of each site
-(stack.trace.site_identity says why a sample keeps their power). The statistics are held to
+every checkpoint. The identities are checked on `identity_sample_rows` rows of each site, a
+linear site's by a product check on `identity_probes` random vectors (stack.trace.site_identity
+says why a sample and the probes keep their power). The statistics are held to
 their definitions on a bounded sample of sites (of each kind, its site in the last block that
 has it, and the model's own sites: `statistics_sample`), each on a slice of evenly spaced rows of
 at most `statistics_sample_elements` elements read where the site lies (its layout and dtype,
@@ -180,16 +181,18 @@ class CheckBudget:
 
     identity_rows: int | None
     statistics_elements: int | None
+    identity_probes: int | None
 
     @classmethod
     def of(cls, exhaustive: bool) -> CheckBudget:
         """The spec's sample sizes, or the exhaustive check."""
         if exhaustive:
-            return cls(None, None)
+            return cls(None, None, None)
         spec = load_spec()
         return cls(
             int(spec.threshold("GATE-TRACE-002", "identity_sample_rows")),
             int(spec.threshold("GATE-TRACE-002", "statistics_sample_elements")),
+            int(spec.threshold("GATE-TRACE-002", "identity_probes")),
         )
 
 
@@ -224,7 +227,8 @@ class _Recorder:
         self.rows: list[torch.Tensor] = []
         self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
         self.values: dict[str, torch.Tensor] = {}
-        # Per sampled site: the kernel's statistics of its slice, their definitions', (checked, rows).
+        # Per sampled site: the kernel's statistics of its slice, their definitions' (or, for a
+        # bounded slice, its float64 copy until the end of the forward), (checked, rows).
         self.sampled: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = {}
         self.duplicates: list[str] = []
 
@@ -248,10 +252,25 @@ class _Recorder:
 
     def _sample(self, name: str, seen: torch.Tensor, row: torch.Tensor) -> None:
         """A sampled site's statistics by the kernel and by their definitions, of the same rows,
-        taken now (on the device, nothing read back) before anything can write into them."""
+        taken now (on the device, nothing read back) before anything can write into them: a whole
+        site's definitions at once, a bounded slice's as a float64 copy whose definitions are
+        computed with the other slices' at the end of the forward (`_definitions`)."""
         chosen, checked, count = statistics_slice(seen, self.statistics_elements)
         by_kernel = row if checked == count else site_stats(chosen)
-        self.sampled[name] = (by_kernel, site_statistics.statistics(chosen), (checked, count))
+        definitions = (
+            site_statistics.statistics(chosen)
+            if self.statistics_elements is None
+            else chosen.detach().to(torch.float64, copy=True)
+        )
+        self.sampled[name] = (by_kernel, definitions, (checked, count))
+
+    def _definitions(self) -> list[torch.Tensor]:
+        """Each sampled site's statistics by their definitions, in `sampled`'s order: the slices'
+        together, in one contracts.site_statistics.statistics_of."""
+        kept = [again for _, again, _ in self.sampled.values()]
+        if self.statistics_elements is None or not kept:
+            return kept
+        return list(site_statistics.statistics_of(kept).unbind(0))
 
     def trace(self, n_layers: int, layout: Layout) -> Trace:
         deviation_of = self.identities.deviations()
@@ -259,7 +278,10 @@ class _Recorder:
         stats, rows = torch.stack(self.rows), list(deviation_of.values())
         deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(DEVIATION))
         sampled = list(self.sampled)
-        pairs = [torch.cat([kernel, again.to(stats.device)]) for kernel, again, _ in self.sampled.values()]
+        pairs = [
+            torch.cat([kernel, again.to(stats.device)])
+            for (kernel, _, _), again in zip(self.sampled.values(), self._definitions(), strict=True)
+        ]
         # The one host transfer: every site's statistics, every identity's row, every sampled
         # site's statistics of its slice by the kernel and by their definitions.
         flat = torch.cat([stats.flatten(), deviations.flatten(), *pairs]).cpu().tolist()
@@ -337,7 +359,9 @@ def trace_forward(
     ablated = check_ablation(ablate, len(model.layers), layout)
     fed = fed_inputs(feed, len(model.layers))
     budget = CheckBudget.of(_EXHAUSTIVE.get() if exhaustive is None else exhaustive)
-    checked = SiteIdentities(identities(model, layout), fed, ablated, budget.identity_rows)
+    checked = SiteIdentities(
+        identities(model, layout), fed, ablated, budget.identity_rows, budget.identity_probes
+    )
     sample = statistics_sample(len(model.layers), layout)
     recorder = _Recorder(keep, ablated, checked, sample, budget.statistics_elements)
     with SiteHooks(model, recorder, feed) as hooks:

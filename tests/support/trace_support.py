@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from stack.data.tokenizer import ByteTokenizer, Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.model import GPT, ModelConfig
+from stack.trace import tracer as tracer_module
 from stack.train.checkpoint import save_checkpoint
 from stack.train.config import RunConfig, TrainSection
 
@@ -58,3 +60,19 @@ def save_run(
         **(extra or {}),
     }
     return save_checkpoint(run_dir, step, model, optimizer, state)
+
+
+def seen_as(monkeypatch: pytest.MonkeyPatch, site: str, plant: Any) -> None:
+    """The hook of `site` shows the trace plant(output) while the forward goes on with the output."""
+    output_hook = tracer_module.SiteHooks._output
+
+    def planted(self: Any, module: torch.nn.Module, name: str) -> None:
+        if name != site:
+            return output_hook(self, module, name)
+
+        def hook(_module: torch.nn.Module, _args: Any, output: torch.Tensor) -> None:
+            self.visit(name, plant(output))
+
+        self._handles.append(module.register_forward_hook(hook))
+
+    monkeypatch.setattr(tracer_module.SiteHooks, "_output", planted)

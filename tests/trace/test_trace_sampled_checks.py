@@ -34,7 +34,7 @@ from stack.trace.site_identity import (
     site_deviation,
 )
 from stack.trace.tracer import statistics_slice, trace_forward
-from tests.support.trace_support import save_run, tiny_model
+from tests.support.trace_support import save_run, seen_as, tiny_model
 
 BATCH, LENGTH = 4, 30  # 120 rows: more than identity_sample_rows, so the sample is a sample
 SAMPLE = int(load_spec().threshold("GATE-TRACE-002", "identity_sample_rows"))
@@ -49,22 +49,6 @@ def _measured(trace: Any) -> dict[str, Any]:
     outcome = trace.completeness()
     assert outcome.ok, outcome.message
     return outcome.measured
-
-
-def _seen_as(monkeypatch: pytest.MonkeyPatch, site: str, plant: Any) -> None:
-    """The hook of `site` shows the trace plant(output) while the forward goes on with the output."""
-    output_hook = tracer_module.SiteHooks._output
-
-    def planted(self: Any, module: torch.nn.Module, name: str) -> None:
-        if name != site:
-            return output_hook(self, module, name)
-
-        def hook(_module: torch.nn.Module, _args: Any, output: torch.Tensor) -> None:
-            self.visit(name, plant(output))
-
-        self._handles.append(module.register_forward_hook(hook))
-
-    monkeypatch.setattr(tracer_module.SiteHooks, "_output", planted)
 
 
 def _rows_scaled(rows: list[int], times: float) -> Any:
@@ -126,7 +110,7 @@ def test_a_scaled_module_just_beyond_the_tolerance_is_caught_on_the_sample(
 ) -> None:
     """Fault class 'module off by a scale' (probability 1): the sampled rows are off by the same
     fraction as every row, so the sample's verdict is the whole tensor's."""
-    _seen_as(monkeypatch, "layers.1.ffn_out", _rows_scaled(list(range(BATCH * LENGTH)), times))
+    seen_as(monkeypatch, "layers.1.ffn_out", _rows_scaled(list(range(BATCH * LENGTH)), times))
     if fires:
         with pytest.raises(GateViolation, match=r"layers\.1\.ffn_out differs"):
             trace_forward(tiny_model(), batch())
@@ -144,7 +128,7 @@ def test_a_fault_in_any_one_sequence_of_the_batch_is_caught(
     rows, at least ceil(120/s)) scaled; no gap between sampled rows is that long, wherever it is."""
     assert math.ceil(BATCH * LENGTH / SAMPLE) <= LENGTH
     rows = list(range(sequence * LENGTH, (sequence + 1) * LENGTH))
-    _seen_as(monkeypatch, "layers.2.q", _rows_scaled(rows, 3.0))
+    seen_as(monkeypatch, "layers.2.q", _rows_scaled(rows, 3.0))
     with pytest.raises(GateViolation, match=r"layers\.2\.q differs"):
         trace_forward(tiny_model(), batch())
 
@@ -181,10 +165,10 @@ def test_a_fault_in_one_row_is_caught_in_the_sample_and_by_verify_outside_it(
     n = BATCH * LENGTH
     inside = sampled_rows(n, SAMPLE).tolist()
     outside = next(row for row in range(n) if row not in inside)
-    _seen_as(monkeypatch, "layers.0.v", _rows_scaled([inside[3]], 3.0))
+    seen_as(monkeypatch, "layers.0.v", _rows_scaled([inside[3]], 3.0))
     with pytest.raises(GateViolation, match=r"layers\.0\.v differs"):
         trace_forward(tiny_model(), batch())
-    _seen_as(monkeypatch, "layers.0.v", _rows_scaled([outside], 3.0))
+    seen_as(monkeypatch, "layers.0.v", _rows_scaled([outside], 3.0))
     trace_forward(tiny_model(), batch())  # the sample misses it, as the revision states
     with pytest.raises(GateViolation, match=r"layers\.0\.v differs"), tracer_module.exhaustive_checks():
         trace_forward(tiny_model(), batch())

@@ -16,7 +16,7 @@ from contracts import judges as registry
 from contracts.judges import AREAS, JUDGES
 from contracts.judges.base import Judges, Measured, Thresholds
 
-GATES_DIR = Path(__file__).resolve().parent.parent / "spec" / "gates"
+GATES_DIR = Path(__file__).resolve().parents[2] / "spec" / "gates"
 
 
 def _spec_areas() -> dict[str, str]:

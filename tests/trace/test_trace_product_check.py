@@ -1,0 +1,166 @@
+"""GATE-TRACE-002's product check (rev 7): a linear site's sampled rows against its read, projected.
+
+Outside `stack trace --verify` a sampled row of a plain nn.Linear's output is checked as y·r against
+x·(Wᵀr) + b·r on identity_probes seeded vectors r, with Wᵀr kept while the weights are unchanged.
+The revision states per fault class the probability that this catches it: a scaled module, 1;
+another tensor or a row off by its own size, missed with probability below 1e-10 per sampled row;
+NaN/Inf held to the same places as by recomputation. The tests plant each on sites the product
+check covers (the head above all, whose weight it no longer reads) and the benign case inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from contracts.errors import GateViolation
+from contracts.spec import load_spec
+from stack.trace.site_identity import Identity, SiteIdentities, probes, sampled_rows
+from stack.trace.tracer import trace_forward
+from tests.support.trace_support import seen_as, tiny_model
+
+BATCH, LENGTH = 4, 30  # 120 rows: more than identity_sample_rows, so rows are sampled
+SAMPLE = int(load_spec().threshold("GATE-TRACE-002", "identity_sample_rows"))
+PROBES = int(load_spec().threshold("GATE-TRACE-002", "identity_probes"))
+RTOL = float(load_spec().threshold("GATE-TRACE-002", "site_identity_rtol"))
+
+
+def batch(seed: int = 0) -> torch.Tensor:
+    return torch.randint(257, (BATCH, LENGTH), generator=torch.Generator().manual_seed(seed))
+
+
+def _scaled(times: float) -> Any:
+    return lambda output: output * (1 + times * RTOL)
+
+
+@pytest.mark.parametrize(
+    ("times", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_a_scaled_head_is_caught_by_the_product_check_with_probability_1(
+    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
+) -> None:
+    """Fault class 'module off by a scale': every projection of a row is off by the same fraction,
+    so the largest is, whatever r was drawn; just beyond site_identity_rtol fires, inside holds."""
+    seen_as(monkeypatch, "logits", _scaled(times))
+    if fires:
+        with pytest.raises(GateViolation, match=r"logits differs"):
+            trace_forward(tiny_model(), batch())
+        return
+    measured = trace_forward(tiny_model(), batch())[0].completeness().measured["identities"]["logits"]
+    assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
+    assert measured["rows_checked"] == SAMPLE
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+def test_a_head_that_shows_another_tensor_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault class 'another tensor': the logits site shows the logits of the rows in reverse order
+    (the same values, each on another token's row), which every statistic keeps."""
+    seen_as(monkeypatch, "logits", lambda output: output.flip(1))
+    with pytest.raises(GateViolation, match=r"logits differs"):
+        trace_forward(tiny_model(), batch())
+
+
+def _caught(traced: torch.Tensor, read: torch.Tensor, linear: torch.nn.Linear) -> bool:
+    """Whether SiteIdentities' product check flags `traced` as not `linear` of `read`."""
+    checked = SiteIdentities(
+        {"out": Identity(("in",), linear.forward, linear)}, {}, frozenset(), SAMPLE, PROBES
+    )
+    checked.visit("in", read)
+    checked.visit("out", traced)
+    diff, scale, _ = checked.deviations()["out"].tolist()
+    return diff > RTOL * scale
+
+
+def test_a_row_off_by_its_own_size_is_caught_on_every_draw() -> None:
+    """Fault class 'one row' at a sampled row: a difference as large as the row, in 300 random
+    directions, is caught every time (the revision: missed with probability below 1e-10); a
+    rounding-sized difference (1e-3 of the row) never fires."""
+    linear = torch.nn.Linear(48, 40)
+    x = torch.randn(120, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = linear(x)
+    row = int(sampled_rows(120, SAMPLE)[5])
+    draws = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        direction = torch.randn(40, generator=draws)
+        direction /= direction.norm()
+        for size, fires in ((1.0, True), (1e-3, False)):
+            traced = y.clone()
+            traced[row] += size * y[row].norm() * direction
+            assert _caught(traced, x, linear) is fires
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+def test_a_nan_the_module_does_not_make_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN in a sampled row of a linear site whose read is finite: the projections are not all
+    finite, the module is recomputed on the rows, and NaN stands on one side only."""
+    first = int(sampled_rows(BATCH * LENGTH, SAMPLE)[2])
+
+    def plant(output: torch.Tensor) -> torch.Tensor:
+        seen = output.clone().reshape(-1, output.shape[-1])
+        seen[first, 0] = float("nan")
+        return seen.reshape(output.shape)
+
+    seen_as(monkeypatch, "layers.1.ffn_up", plant)
+    with pytest.raises(GateViolation, match=r"layers\.1\.ffn_up differs"):
+        trace_forward(tiny_model(), batch())
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_a_model_that_makes_nan_traces_with_nan_at_the_same_places() -> None:
+    """A token whose embedding is NaN makes NaN wherever attention carries it: every linear site's
+    projections are NaN, the module recomputed agrees, and the trace stands."""
+    model = tiny_model()
+    idx = batch()
+    with torch.no_grad():
+        model.embed.weight[int(idx[0, 3])] = float("nan")
+    trace, _ = trace_forward(model, idx)
+    assert trace.completeness().ok
+    assert trace.sites["logits"].stats["nan"] > 0
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_the_probes_follow_the_weights() -> None:
+    """Wᵀr is kept per module while its weights are unchanged and made again when an in-place
+    update (an optimizer step, a load) changes them: the trace after the update still holds, which
+    a stale Wᵀr would refuse."""
+    model = tiny_model()
+    head = model.lm_head
+    before = probes(head, PROBES)
+    assert probes(head, PROBES) is before
+    trace_forward(model, batch())
+    with torch.no_grad():
+        head.weight.mul_(1.5)
+    after = probes(head, PROBES)
+    assert after is not before and torch.allclose(after.inputs, 1.5 * before.inputs)
+    assert trace_forward(model, batch())[0].completeness().ok
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_a_healthy_trace_under_bf16_autocast_holds_on_the_projections() -> None:
+    """Under autocast the forward multiplies bf16-rounded weights; Wᵀr is taken from the float32
+    ones: the difference is a bf16 rounding of each term, far inside site_identity_rtol."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trace, _ = trace_forward(tiny_model(), batch())
+    worst = max(i["max_abs_diff"] / i["ref_absmax"] for i in trace.identities.values() if i["ref_absmax"])
+    assert worst < RTOL / 4
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_a_projection_that_overflows_is_held_to_the_module_not_to_its_projection() -> None:
+    """A head row of 1e38 overflows that logit to ±Inf on the rows whose normed input sums beyond
+    3.4, while x·(Wᵀr), of a finite Wᵀr, stays finite: held to the projections the Inf would stand
+    on one side only. The rows' projections are not all finite, so the module is recomputed on
+    them, its Inf stands where the traced one does, and the trace holds."""
+    model = tiny_model(tie_embeddings=False)
+    with torch.no_grad():
+        model.lm_head.weight[0] = 1e38
+    trace, _ = trace_forward(model, batch())
+    assert trace.sites["logits"].stats["inf"] > 0
+    assert trace.completeness().ok
