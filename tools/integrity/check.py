@@ -1315,11 +1315,18 @@ def run_checks(
     # The audit of the code (which gates are bound and falsified, and whether the proof lock proves
     # today's code) reads only source files, none of the records: it runs in a second process on
     # the second core while this one checks the records. `fork` starts it with this process's
-    # imports already made.
+    # imports already made; it is handed the root alone (arguments are pickled on a thread of
+    # their own while this process goes on, so nothing it mutates may travel) and reads the spec
+    # again itself.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as audit:
         scans = audit.submit(_code_scans, root)
-        lock = audit.submit(lock_findings, root, spec)
+        lock = audit.submit(_lock_findings, root)
         return _check_ledger(checker, extra_runs, scans, lock)
+
+
+def _lock_findings(root: Path) -> list[str]:
+    """Why the proof lock of the repository at `root` does not prove its code (tools.integrity.proofs)."""
+    return lock_findings(root, load_spec_from(root / "spec"))
 
 
 Scans = tuple[dict[str, list[Location]], dict[str, list[Location]], dict[str, list[Location]]]
