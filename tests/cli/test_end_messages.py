@@ -10,7 +10,7 @@ from contracts.evidence import EVIDENCE_FILE, Verdict, read_evidence
 from stack.cli import main
 from tests.support.train_support import prepared
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_train_says_each_warning_gate_as_prepare_does(
