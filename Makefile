@@ -13,13 +13,15 @@ STAMP := $(VENV)/.installed
 
 EXTRAS := .[dev,export,tensorboard,signing]
 # uv installs what pip would, from the sources pip is configured with (tools/uv_flags.py), in
-# about 10 s where pip takes 90 s; where no index serves uv, pip does it.
+# about 30 s where pip takes 90 s; where no index serves uv, pip does it. Both compile the
+# bytecode as they install: a process run under PYTHONDONTWRITEBYTECODE would otherwise compile
+# torch's sources again each time it starts.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if $(BIN)/python -m pip install --quiet --disable-pip-version-check uv \
 		&& flags="$$($(BIN)/python tools/uv_flags.py)" \
-		&& $(BIN)/python -m uv pip install --quiet --python $(BIN)/python $$flags $(TORCH_SPEC) \
-		&& $(BIN)/python -m uv pip install --quiet --python $(BIN)/python $$flags -e '$(EXTRAS)'; \
+		&& $(BIN)/python -m uv pip install --quiet --compile-bytecode --python $(BIN)/python $$flags $(TORCH_SPEC) \
+		&& $(BIN)/python -m uv pip install --quiet --compile-bytecode --python $(BIN)/python $$flags -e '$(EXTRAS)'; \
 	then :; else \
 		$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC) \
 		&& $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '$(EXTRAS)'; \
