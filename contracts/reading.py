@@ -109,10 +109,20 @@ def parse_toml(text: str, path: Path | str) -> dict[str, Any]:
         raise Unreadable(path, f"is not valid TOML ({_short(exc)})") from None
 
 
-def parse_yaml(text: str, path: Path | str, loader: type = yaml.SafeLoader) -> Any:
-    """`text` (the contents of `path`) parsed as YAML by `loader` (a safe one: no object is built)."""
+# libyaml's parser when PyYAML was built with it: the same safe subset (no object is built),
+# several times faster than the pure-Python one.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """YAML text parsed by the safe loader; PyYAML's errors propagate (see `parse_yaml`)."""
+    return yaml.load(text, Loader=SAFE_LOADER)
+
+
+def parse_yaml(text: str, path: Path | str) -> Any:
+    """`text` (the contents of `path`) parsed as YAML by the safe loader."""
     try:
-        return yaml.load(text, Loader=loader)
+        return load_yaml(text)
     except (yaml.YAMLError, RecursionError) as exc:
         raise Unreadable(path, f"is not valid YAML ({_short(exc)})") from None
 
@@ -136,9 +146,9 @@ def read_toml(path: Path | str, within: Path | str | None = None) -> dict[str, A
     return parse_toml(read_text(path, within), path)
 
 
-def read_yaml(path: Path | str, within: Path | str | None = None, loader: type = yaml.SafeLoader) -> Any:
+def read_yaml(path: Path | str, within: Path | str | None = None) -> Any:
     """The file parsed as YAML."""
-    return parse_yaml(read_text(path, within), path, loader)
+    return parse_yaml(read_text(path, within), path)
 
 
 def safetensors_header(path: Path | str, within: Path | str | None = None) -> dict[str, Any]:

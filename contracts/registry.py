@@ -10,8 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contracts.errors import BadInput
-from contracts.reading import read_text
-from contracts.spec import SAFE_LOADER
+from contracts.reading import load_yaml, read_text
 
 REGISTRY_FILE = Path("evidence") / "registry.yaml"
 
@@ -113,4 +112,4 @@ def read_registry(path: Path) -> Registry:
 def _parsed_registry(text: str) -> Registry:
     """A registry's text parsed and validated, once per content: the integrity check resolves a
     released checkpoint for every record that names one, each through the same file."""
-    return Registry.model_validate(yaml.load(text, Loader=SAFE_LOADER) or {})
+    return Registry.model_validate(load_yaml(text) or {})

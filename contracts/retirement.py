@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.errors import BadInput
-from contracts.spec import SAFE_LOADER
+from contracts.reading import load_yaml
 
 RETIRED_FILE = Path("evidence") / "retired.yaml"
 HEADER = """\
@@ -77,7 +77,7 @@ class Retirements(BaseModel):
 def parse_retirements(text: str) -> Retirements:
     """The entries of a retired.yaml text; BadInput naming what is wrong when it is not one."""
     try:
-        return Retirements.model_validate(yaml.load(text, Loader=SAFE_LOADER) or {})
+        return Retirements.model_validate(load_yaml(text) or {})
     except (yaml.YAMLError, ValidationError) as exc:
         first = str(exc).splitlines()[:3]
         raise BadInput(f"{RETIRED_FILE} does not validate: {' '.join(first)}") from None

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from contracts.errors import BadInput
+from contracts.reading import load_yaml
 
 GATE_ID_PATTERN = r"^(GATE)-[A-Z]+-\d{3}$"
 GATE_ID_RE = re.compile(GATE_ID_PATTERN)
@@ -405,17 +406,13 @@ def spec_files(spec_dir: Path) -> list[Path]:
     return files
 
 
-# libyaml's parser when PyYAML was built with it (the same safe subset, several times faster).
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _read_yaml(path: Path, files: Mapping[Path, bytes | None]) -> object:
     """The YAML of spec file `path`, from `files` (its bytes as `load_spec_from` read them)."""
     data = files[path]
     if data is None:
         raise BadInput(f"spec file missing: {path} (is GATESTACK_SPEC right?)")
     try:
-        return yaml.load(data.decode("utf-8"), Loader=SAFE_LOADER)
+        return load_yaml(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadInput(
             f"spec file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"

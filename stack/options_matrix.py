@@ -60,12 +60,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from contracts.errors import BadInput, Interrupted, interrupted_by
 from contracts.gates import Outcome, gate_ensure, measure
 from contracts.judges.arch import cell_verdicts, combinations
+from contracts.reading import load_yaml
 from contracts.spec import default_spec_dir
 from stack.model.config import ModelConfig
 
@@ -229,7 +229,7 @@ def load_matrix(spec_dir: Path | None = None) -> Matrix:
     """The matrix of the spec (spec/options_matrix.yaml), validated."""
     path = (spec_dir or default_spec_dir()) / MATRIX_FILE
     try:
-        matrix = Matrix.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        matrix = Matrix.model_validate(load_yaml(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise BadInput(f"spec file missing: {path}") from None
     except ValidationError as exc:

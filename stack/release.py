@@ -44,6 +44,7 @@ from contracts.evidence import (
     sha256_file,
 )
 from contracts.model_card import CARD_FILE, model_card
+from contracts.reading import load_yaml
 from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems, stale_gates
 from contracts.signing import MODEL_BUNDLE, configured_key, sign_model
@@ -295,7 +296,7 @@ def appended_registry(path: Path, entry: ReleasedModel) -> bytes:
     indented = "".join(f"  {line}" if line.strip() else line for line in block.splitlines(keepends=True))
     new = text + ("\n" if text and not text.endswith("\n") else "") + indented
     try:
-        parsed = Registry.model_validate(yaml.safe_load(new))
+        parsed = Registry.model_validate(load_yaml(new))
     except (yaml.YAMLError, ValidationError):
         parsed = None
     if parsed is None or parsed.models != [*registry.models, entry]:

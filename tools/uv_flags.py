@@ -2,7 +2,7 @@
 """`python tools/uv_flags.py`: pip's package sources on this machine, as `uv pip install` flags.
 
 The Makefile builds .venv with uv, which installs the same packages as pip in a fraction of the
-time (about 10 s against 90 s on the 2-core CI machine, a sixth of `make test`'s budget). uv does
+time (about 30 s against 90 s on the 2-core CI machine, bytecode compiled by both). uv does
 not read pip's configuration, so a machine that points pip at a mirror, a wheel folder or a
 constraints file would silently install from elsewhere; this prints those settings as uv's flags
 (one per line, for the shell to split), read from `pip config list`, where pip's own precedence

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from contracts.reading import load_yaml
 from stack.data.chat_shapes import (
     ROLES,
     UNRENDERABLE,
@@ -113,7 +114,7 @@ def load_template(name_or_file: str | None) -> ChatTemplate:
     """Read and validate a template; any defect is BadInput naming the file."""
     path = template_path(name_or_file)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         shipped = ", ".join(sorted(p.stem for p in TEMPLATES_DIR.glob("*.yaml")))
         raise BadInput(

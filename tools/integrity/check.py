@@ -53,14 +53,21 @@ from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput
 from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord, sha256_file
 from contracts.model_card import model_card
 from contracts.proof_lock import LOCK_FILE
-from contracts.reading import Unreadable, read_as_named, read_bytes, read_json, read_jsonl, read_text
+from contracts.reading import (
+    Unreadable,
+    load_yaml,
+    read_as_named,
+    read_bytes,
+    read_json,
+    read_jsonl,
+    read_text,
+)
 from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
 from contracts.retirement import RETIRED_FILE, Retirements, read_retirements
 from contracts.signing import ATTESTATION_FILE, model_problems, signature_problems, trusting, unsigned_problem
 from contracts.spec import (
     RELEASE_KIND,
-    SAFE_LOADER,
     SPEC_TOP_FILES,
     GateKind,
     Spec,
@@ -783,7 +790,7 @@ class Checker:
                 ["git", "-C", str(self.root), "show", f"{sha}:{rel}"], capture_output=True, check=False
             )
             try:
-                then = Registry.model_validate(yaml.load(shown.stdout.decode(), Loader=SAFE_LOADER) or {})
+                then = Registry.model_validate(load_yaml(shown.stdout.decode()) or {})
             except (yaml.YAMLError, ValueError, UnicodeDecodeError):
                 continue  # a version that did not validate was never a release
             for old in then.models:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from contracts.spec import POLICY_FILES, SAFE_LOADER, RunKind, RunKindsFile, policy_digest
+from contracts.reading import load_yaml
+from contracts.spec import POLICY_FILES, RunKind, RunKindsFile, policy_digest
 
 
 def files_at(
@@ -148,7 +149,7 @@ def committed_yaml(blob: bytes) -> object:
     commits, and a process checking several copies of one history (the checker's tests) reads
     them again for each. Callers only read what it returns.
     """
-    return yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)
+    return load_yaml(blob.decode("utf-8"))
 
 
 class SpecHistory:

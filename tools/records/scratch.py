@@ -39,6 +39,7 @@ from contracts.judges import TEST_FAILED, TEST_PASSED
 from contracts.ledger import judged_result
 from contracts.proof_lock import CONFORMANCE_KIND, LOCK_FILE, conformance_verdict, gate_entry
 from contracts.proof_lock import write_lock as write_lock_file
+from contracts.reading import load_yaml
 from contracts.spec import (
     POLICY_FILES,
     GateStatus,
@@ -259,7 +260,7 @@ def passed(*gate_ids: str) -> dict[str, str]:
 
 def _gate_file(root: Path, gate_id: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     for path in sorted((root / "spec" / "gates").glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
         for gate in data["gates"]:
             if gate["id"] == gate_id:
                 return path, data, gate
@@ -289,8 +290,8 @@ def bump_revision(root: Path, gate_id: str, named: bool = True, **thresholds: fl
     _, _, gate = _gate_file(root, gate_id)
     values = {name: t["value"] for name, t in gate.get("thresholds", {}).items()}
     header_path, revisions_path = root / "spec" / "spec.yaml", root / "spec" / "revisions.yaml"
-    header = yaml.safe_load(header_path.read_text(encoding="utf-8"))
-    history = yaml.safe_load(revisions_path.read_text(encoding="utf-8"))
+    header = load_yaml(header_path.read_text(encoding="utf-8"))
+    history = load_yaml(revisions_path.read_text(encoding="utf-8"))
     history["revisions"][gate_id].append(
         {
             "revision": revision,
@@ -313,9 +314,9 @@ def bump_policy(root: Path, name: str, named: bool = True) -> int:
     it is now, as the spec asks: the new content digest in spec/revisions.yaml and, when `named`, a
     changelog line naming '<name> rev N'. Returns the new revision."""
     revisions_path, header_path = root / "spec" / "revisions.yaml", root / "spec" / "spec.yaml"
-    history = yaml.safe_load(revisions_path.read_text(encoding="utf-8"))
-    header = yaml.safe_load(header_path.read_text(encoding="utf-8"))
-    content = yaml.safe_load((root / "spec" / POLICY_FILES[name]).read_text(encoding="utf-8"))
+    history = load_yaml(revisions_path.read_text(encoding="utf-8"))
+    header = load_yaml(header_path.read_text(encoding="utf-8"))
+    content = load_yaml((root / "spec" / POLICY_FILES[name]).read_text(encoding="utf-8"))
     entries = history["policies"][name]
     revision = entries[-1]["revision"] + 1
     digest = policy_digest(content)
@@ -330,7 +331,7 @@ def bump_policy(root: Path, name: str, named: bool = True) -> int:
 def declare_run_kind(root: Path, kind: str, description: str, gates: tuple[str, ...] = ()) -> int:
     """Add run kind `kind` to `root`'s spec/run_kinds.yaml under a new run_kinds revision."""
     path = root / "spec" / "run_kinds.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = load_yaml(path.read_text(encoding="utf-8"))
     data["run_kinds"][kind] = {"description": description, "gates": list(gates)}
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return bump_policy(root, "run_kinds")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.errors import BadInput
+from contracts.reading import load_yaml
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 FILTER_NAMES = ("leak", "oversize", "encoding", "diversity", "script", "dedup")
@@ -133,7 +134,7 @@ class FilterSettings(_Section):
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(
             f"--filters {path} does not exist; give a YAML file shaped like {DEFAULTS_FILE.name}"

@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from contracts.reading import Unreadable, read_text, read_yaml
-from contracts.spec import SAFE_LOADER
 from tools.integrity.audit import (
     BINDING_FUNCS,
     _dotted,
@@ -181,7 +180,7 @@ def _falsifiers(root: Path, parts: dict[str, list[str]]) -> None:
 def _statutes(root: Path, parts: dict[str, list[str]]) -> None:
     """Each gate's entry in spec/gates/*.yaml, in canonical form."""
     for path in sorted((root / "spec" / "gates").glob("*.yaml")):
-        data = read_yaml(path, loader=SAFE_LOADER) or {}
+        data = read_yaml(path) or {}
         for gate in data.get("gates", []):
             if isinstance(gate, dict) and isinstance(gate.get("id"), str):
                 parts.setdefault(gate["id"], []).append(

@@ -35,6 +35,7 @@ import yaml
 
 from contracts.derive.prepare_options import READ_KEYS
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.reading import load_yaml
 from stack.data.filters.settings import DEFAULTS_FILE as FILTER_DEFAULTS
 from stack.es.settings import EsSettings
 from tools.integrity.settings.argv_record import (
@@ -337,7 +338,7 @@ def default_problems(record: EvidenceRecord, read: Reader) -> list[str]:
         if option in given_keys or key not in record.config:
             continue
         try:
-            declared = yaml.safe_load(read(file) or b"")
+            declared = load_yaml(read(file) or b"")
         except yaml.YAMLError:
             declared = None
         if not isinstance(declared, dict):

@@ -33,6 +33,7 @@ import yaml
 from contracts.derive.benchmarks import SPEED_BENCHMARKS
 from contracts.evidence import EvidenceRecord
 from contracts.model_shape import active_params, param_count
+from contracts.reading import load_yaml
 
 # Where the presets a benchmark names are defined (stack.train.presets.PRESETS).
 PRESETS_FILE = "stack/train/presets.py"
@@ -172,7 +173,7 @@ def _option_settings(blob: bytes | None, name: str) -> dict[str, Any] | None:
     that name, or the options its `+`-joined parts name together (a combination); None where the
     file names no such option."""
     try:
-        listed = (yaml.safe_load(blob or b"") or {}).get("options") or []
+        listed = (load_yaml(blob or b"") or {}).get("options") or []
     except (yaml.YAMLError, AttributeError):
         return None
     by_name = {o.get("name"): o.get("model") or {} for o in listed if isinstance(o, dict)}
