@@ -55,6 +55,7 @@ from contracts.model_card import model_card
 from contracts.proof_lock import LOCK_FILE
 from contracts.reading import (
     Unreadable,
+    decoded,
     load_yaml,
     read_as_named,
     read_bytes,
@@ -1242,20 +1243,19 @@ def _computed_log(loaded: LoadedEvidence) -> Lines | None:
     record = loaded.record
     if record is None or not any(a.path == METRICS_LOG for a in record.artifacts):
         return None
-    path = loaded.path.parent / METRICS_LOG
     try:
-        status = path.stat()
-    except OSError:
-        return None
-    return _computed_file(str(path), status.st_mtime_ns, status.st_size)
+        data = read_bytes(loaded.path.parent / METRICS_LOG)
+    except (OSError, Unreadable):
+        return None  # a log that cannot be read is its own record's finding
+    return _computed_text(data)
 
 
-@functools.lru_cache(maxsize=4096)
-def _computed_file(path: str, _mtime_ns: int, _size: int) -> Lines | None:
-    """One log's computed lines, read once for each state of the file: a runs-only check joins its
-    runs to every record of the committed ledger, whose logs do not change between checks."""
+@functools.lru_cache(maxsize=1024)
+def _computed_text(data: bytes) -> Lines | None:
+    """One log's computed lines, parsed once for each content: a runs-only check joins its runs to
+    every record of the committed ledger, and a copy of the ledger holds the same logs elsewhere."""
     try:
-        return canonical(computed_lines(read_text(Path(path))))
+        return canonical(computed_lines(decoded(data, METRICS_LOG)))
     except (Unreadable, ValueError, KeyError, TypeError):
         return None  # a log that is not JSON lines is its own record's finding
 

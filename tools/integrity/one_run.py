@@ -51,7 +51,7 @@ def copy_problems(
     the same commit, neither a leg of its run, nor both claiming repeatability, nor both legs of
     one repeatability benchmark's mode (`legs`: run id → the mode it is a leg of)."""
     seen: dict[str, str] = {}  # a step line (with its commit) → the first record that logged it
-    whole: dict[str, str] = {}  # a whole log → the first record that logged it
+    whole: dict[frozenset, str] = {}  # a whole log → the first record that logged it
     problems = []
     for run_id, record in records.items():
         lines = logs(run_id)
@@ -63,7 +63,7 @@ def copy_problems(
             for (kind, _), text in lines.items()
             if kind == "step" and (key := f"{commit} {text}") in seen
         }
-        log = json.dumps(sorted(lines.items()))
+        log = frozenset(lines.items())
         if log in whole and whole[log] not in owners:
             owners[whole[log]] = "line for line, every step and held-out line, at another commit"
         for other, how in sorted(owners.items()):
