@@ -130,14 +130,17 @@ def kernel_profile(model: torch.nn.Module, config: ModelConfig, batch: int, devi
     return found
 
 
-def measure(device: torch.device, steps: int) -> dict[str, Any]:
-    """Both models, eager then compiled, from the same initial weights."""
+MODES = ("eager", "compiled")
+
+
+def measure(device: torch.device, steps: int, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+    """Both models in each of `modes` (eager, then compiled), from the same initial weights."""
     config = config_for(device.type)
     batch = BATCH[device.type]
     rows: dict[str, Any] = {}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    for compiled in (False, True):
-        mode = "compiled" if compiled else "eager"
+    for mode in modes:
+        compiled = mode == "compiled"
         for label in ("reference", "stack"):
             torch._dynamo.reset()
             stack_model = GPT(config, seed=0)
@@ -154,7 +157,7 @@ def measure(device: torch.device, steps: int) -> dict[str, Any]:
         mode: round(
             quotient(rows[f"stack_{mode}"]["tokens_per_s"], rows[f"reference_{mode}"]["tokens_per_s"]), 4
         )
-        for mode in ("eager", "compiled")
+        for mode in modes
     }
     return {"config": config.model_dump(), "batch": batch, "rows": rows, "ratios": ratios}
 
@@ -167,6 +170,13 @@ def main() -> int:
         "--ledger", type=Path, default=Path("evidence/runs"), help="where the record is filed"
     )
     parser.add_argument("--label", default="", help="a note kept in the record (what code was measured)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="which ways to run both models (default: both; the record's ratio is the smallest)",
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("model_speed: --device cuda needs a CUDA GPU; run it without --device on CPU", file=sys.stderr)
@@ -175,7 +185,7 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if args.device == "cuda" else "cpu"
     torch.manual_seed(0)
     record = new_record("benchmark", run_id("bench-model"), sys.argv, device=name, cuda=torch.version.cuda)
-    measured = measure(device, args.steps or STEPS[args.device])
+    measured = measure(device, args.steps or STEPS[args.device], tuple(dict.fromkeys(args.modes)))
     goal = load_spec().benchmark(SPEED_BENCHMARKS[args.device])
     ratio = min(measured["ratios"].values())
     record.metrics = {

@@ -68,6 +68,11 @@ def largest(*values: float) -> float:
     return max(values)
 
 
+def smallest(*values: float) -> float:
+    """The smallest of one or more measurements (a worst case over modes or legs)."""
+    return min(values)
+
+
 def amdahl_limit(share: float) -> float:
     """The most any speed-up of the rest can give when `share` of the time cannot shrink."""
     return 1 / (1 - share)
@@ -411,7 +416,7 @@ def _model(m: Metrics) -> Iterator[Identity]:
         args = (stack.get("tokens_per_s"), reference.get("tokens_per_s"))
         yield Identity(f"metrics.ratios.{mode}", recorded, quotient, args)
     if ratios and "ratio" in m:
-        yield Identity("metrics.ratio", m["ratio"], min, tuple(ratios.values()))
+        yield Identity("metrics.ratio", m["ratio"], smallest, tuple(ratios.values()))
 
 
 @identities("prepare_peak_rss")
@@ -425,7 +430,7 @@ def _prepare(m: Metrics) -> Iterator[Identity]:
         text = run.get("text_bytes")
         yield Identity(f"{where}.mib_per_s", run.get("mib_per_s"), mib_per_s, _flat(text, seconds))
         yield Identity(
-            f"{where}.best_baseline_mib_per_s", run.get("best_baseline_mib_per_s"), max, _flat(baselines)
+            f"{where}.best_baseline_mib_per_s", run.get("best_baseline_mib_per_s"), largest, _flat(baselines)
         )
         for field, timed in (
             ("ratio", seconds),
@@ -439,10 +444,10 @@ def _prepare(m: Metrics) -> Iterator[Identity]:
             yield Identity(f"{where}.{field}", run.get(field), ratio, args, prepare_ratio.__name__)
     if runs:
         yield Identity(
-            "metrics.peak_rss_gib", m.get("peak_rss_gib"), max, _flat([r.get("peak_rss_gib") for r in runs])
+            "metrics.peak_rss_gib", m.get("peak_rss_gib"), largest, _flat([r.get("peak_rss_gib") for r in runs])
         )
         yield Identity(
-            "metrics.throughput_ratio", m.get("throughput_ratio"), min, _flat([r.get("ratio") for r in runs])
+            "metrics.throughput_ratio", m.get("throughput_ratio"), smallest, _flat([r.get("ratio") for r in runs])
         )
 
 

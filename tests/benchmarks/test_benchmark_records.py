@@ -85,20 +85,19 @@ def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_
 
 
 def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_holds(tmp_path: Path) -> None:
-    """`benchmarks/model_speed.py` on CPU (issue #40): the stack's GPT and the hand-written
-    reference at SHAPES["cpu"], eager and compiled, a few steps each. The ratio is judged against
-    `model_vs_reference_cpu` in the record, never here (a speed is evidence, not an assertion);
-    the record must hold under the check as written and fail once its ratio is edited."""
+    """`benchmarks/model_speed.py` on CPU: the stack's GPT and the hand-written reference at
+    SHAPES["cpu"], a few steps each, eager (`--modes eager`: Inductor's compilation of both models
+    would take three quarters of the test's time and is the same loop with `torch.compile` around
+    the model). The ratio is judged against `model_vs_reference_cpu` in the record, never here (a
+    speed is evidence, not an assertion); the record must hold under the check as written and fail
+    once its ratio is edited."""
     ledger = tmp_path / "ledger"
-    run, record = filed(["benchmarks/model_speed.py", "--steps", "2", "--ledger", str(ledger)], ledger)
+    argv = ["benchmarks/model_speed.py", "--steps", "2", "--modes", "eager", "--ledger", str(ledger)]
+    run, record = filed(argv, ledger)
     metrics = record["metrics"]
     assert metrics["benchmark"] == "model_vs_reference_cpu" and metrics["batch"] == 8
-    assert sorted(metrics["rows"]) == [
-        "reference_compiled",
-        "reference_eager",
-        "stack_compiled",
-        "stack_eager",
-    ]
+    assert sorted(metrics["rows"]) == ["reference_eager", "stack_eager"]
+    assert metrics["ratios"] == {"eager": metrics["ratio"]}
     assert metrics["ratio"] == min(metrics["ratios"].values())
     metrics["ratios"]["eager"] = round(metrics["ratios"]["eager"] + 0.01, 4)
     assert any("ratios" in line for line in edited_findings(run, record))
