@@ -96,7 +96,7 @@ def test_a_gpu_check_overhead_its_compile_step_contradicts_is_caught(tmp_path: P
 def test_a_model_ratio_better_than_both_of_its_modes_is_caught(tmp_path: Path) -> None:
     """The headline is the worse of eager 0.9651 and compiled 0.9785."""
     run = planted(tmp_path, "bench-model-20261123T150413", lambda d, _: d["metrics"].update(ratio=0.9785))
-    assert_caught(run, "metrics.ratio is 0.9785, but min of its measurements gives 0.965")
+    assert_caught(run, "metrics.ratio is 0.9785, but smallest of its measurements gives 0.965")
 
 
 def test_half_a_unit_of_the_last_digit_written() -> None:
