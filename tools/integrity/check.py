@@ -29,6 +29,7 @@ import contextlib
 import functools
 import gc
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -38,12 +39,13 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -1320,15 +1322,33 @@ def run_checks(
     if runs_only:
         return _check_runs(checker, extra_runs, context)
     # The audit of the code (which gates are bound and falsified, and whether the proof lock proves
-    # today's code) reads only source files, none of the records: it runs in a second process on
-    # the second core while this one checks the records. `fork` starts it with this process's
-    # imports already made; it is handed the root alone (arguments are pickled on a thread of
-    # their own while this process goes on, so nothing it mutates may travel) and reads the spec
-    # again itself.
+    # today's code) reads only source files, none of the records. A process's first check runs it
+    # in a second process on the second core while this one checks the records: `fork` starts it
+    # with this process's imports already made; it is handed the root alone (arguments are pickled
+    # on a thread of their own while this process goes on, so nothing it mutates may travel) and
+    # reads the spec again itself. Its scans are cached by each file's text in the process that
+    # makes them, so a process that checks again (a test session checks hundreds of repositories)
+    # runs the audit itself, where its own first scan left the cache warm (0.2 s against 5 s cold).
+    if next(_CHECKS):
+        return _check_ledger(checker, extra_runs, _settled(_code_scans, root), _settled(_lock_findings, root))
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as audit:
         scans = audit.submit(_code_scans, root)
         lock = audit.submit(_lock_findings, root)
         return _check_ledger(checker, extra_runs, scans, lock)
+
+
+# How many full checks this process has begun (run_checks).
+_CHECKS = itertools.count()
+
+
+def _settled(work: Callable[[Path], Any], root: Path) -> Future:
+    """`work(root)` run here and now, as a finished Future: its result or what it raised."""
+    done: Future = Future()
+    try:
+        done.set_result(work(root))
+    except Exception as exc:  # handed over as the second process's failure would be
+        done.set_exception(exc)
+    return done
 
 
 def _lock_findings(root: Path) -> list[str]:
