@@ -42,3 +42,29 @@ from tests.support.site_build import BuiltSite, build_site_once  # noqa: E402  (
 def built_site(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
     """The repository's site, built once a session for every test that reads it."""
     return build_site_once(tmp_path_factory)
+
+
+# The files that keep one core busiest (seconds of one core each on the 2-core CI machine, from
+# `--durations=0`, 2026-11-28), longest first. Under `--dist loadfile` a file runs whole on one
+# worker and files are handed out in collection order, so one of these handed out last would keep
+# one core at work while the other waits: they are collected first. The order changes no result.
+LONGEST_FILES = (
+    "tests/integrity/test_integrity_tampering.py",  # 136 s
+    "tests/train/test_dist.py",  # 96 s
+    "tests/cli/test_options_matrix.py",  # 60 s
+    "tests/integrity/test_integrity_derived.py",  # 46 s
+    "tests/proofs/test_gate_plugin.py",  # 44 s
+    "tests/cli/test_fuzz_cli.py",  # 38 s
+    "tests/train/test_train_resume.py",  # 32 s
+    "tests/benchmarks/test_benchmark_records.py",  # 30 s
+    "tests/export/test_export_onnx.py",  # 27 s
+    "tests/model/test_reference_forward.py",  # 25 s
+    "tests/es/test_es_signal_resume.py",  # 25 s
+    "tests/site/test_site_browser.py",  # 23 s
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (LONGEST_FILES), every other test in its collected order."""
+    rank = {path: place for place, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
