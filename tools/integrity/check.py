@@ -199,6 +199,10 @@ class Report:
         }
 
 
+# Full commit sha → its committer date, as git showed it (Checker._commit_dates).
+_COMMIT_DATES: dict[str, datetime] = {}
+
+
 class Checker:
     """Collects findings while walking one repository."""
 
@@ -414,21 +418,22 @@ class Checker:
         self.check_sources_at_commits({sha: cited[sha] for sha in known})
 
     def _commit_dates(self, shas: list[str]) -> dict[str, datetime]:
-        """sha → when the commit was made (its committer date), in one `git show`."""
-        if not shas:
-            return {}
-        proc = subprocess.run(
-            ["git", "-C", str(self.root), "show", "-s", "--format=%H %cI", *shas],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        dates = {}
-        for line in proc.stdout.splitlines():
-            sha, _, when = line.partition(" ")
-            with contextlib.suppress(ValueError):
-                dates[sha] = datetime.fromisoformat(when)
-        return dates
+        """sha → when the commit was made (its committer date), in one `git show` for those this
+        process has not read before: a commit's date is part of what its full sha hashes, so it
+        is the same in every repository that holds the commit."""
+        unread = [sha for sha in shas if sha not in _COMMIT_DATES]
+        if unread:
+            proc = subprocess.run(
+                ["git", "-C", str(self.root), "show", "-s", "--format=%H %cI", *unread],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            for line in proc.stdout.splitlines():
+                sha, _, when = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    _COMMIT_DATES[sha] = datetime.fromisoformat(when)
+        return {sha: _COMMIT_DATES[sha] for sha in shas if sha in _COMMIT_DATES}
 
     def check_spec_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
         """A record names the spec of its commit: a clean one its version and its sha256 (the digest
