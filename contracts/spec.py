@@ -451,15 +451,29 @@ def _bytes(path: Path) -> bytes | None:
 def load_spec_from(spec_dir: Path) -> Spec:
     """Load and cross-check the spec in `spec_dir`; raises BadInput naming the file at fault.
 
-    The files are read on every call, and parsed once for each content they have: an integrity
-    check loads the spec of its repository for every run it is asked about, and parsing and
-    validating the YAML was most of a one-run check. The Spec is frozen, so sharing it is safe.
+    The files are read on every call, and parsed once for each content they have, wherever the
+    directory is: an integrity check loads the spec of its repository for every run it is asked
+    about (and its tests check hundreds of copies of one repository), and parsing and validating
+    the YAML was most of a one-run check. A Spec holds no path, only names inside spec/, so one
+    parsed elsewhere is the same; it is frozen, so sharing it is safe. A refusal is never kept:
+    it names the files of the directory it was read from.
     """
     spec_dir = Path(spec_dir)
-    return _parsed_spec(spec_dir, tuple((path, _bytes(path)) for path in spec_files(spec_dir)))
+    contents = tuple((path, _bytes(path)) for path in spec_files(spec_dir))
+    key = tuple((path.relative_to(spec_dir).as_posix(), data) for path, data in contents)
+    if (spec := _PARSED.get(key)) is None:
+        spec = _parsed_spec(spec_dir, contents)
+        while len(_PARSED) >= PARSED_KEPT:
+            del _PARSED[next(iter(_PARSED))]  # the oldest first
+        _PARSED[key] = spec
+    return spec
 
 
-@lru_cache(maxsize=16)
+# Specs parsed in this process, by their files' names inside spec/ and bytes (`load_spec_from`).
+PARSED_KEPT = 16
+_PARSED: dict[tuple[tuple[str, bytes | None], ...], Spec] = {}
+
+
 def _parsed_spec(spec_dir: Path, contents: tuple[tuple[Path, bytes | None], ...]) -> Spec:
     """The Spec the files `contents` (each spec file's path and bytes) make; `load_spec_from`."""
     files = dict(contents)

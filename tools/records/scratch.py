@@ -172,7 +172,9 @@ def copy_repo(dst: Path) -> str:
     stack/ and contracts/ make a run started inside it record the copy's
     commit, as a run of this repository records this one's.
     """
-    subprocess.run(["git", "clone", "-q", "--no-checkout", str(REPO_ROOT), str(dst)], check=True)
+    # --no-local: git's own transport, so the history arrives as one pack of a few files instead of
+    # thousands of loose objects, which every copy of the copy (tests make dozens) would copy again.
+    subprocess.run(["git", "clone", "-q", "--no-checkout", "--no-local", str(REPO_ROOT), str(dst)], check=True)
     for name in COPIED:
         source = REPO_ROOT / name
         if source.is_dir():
