@@ -174,7 +174,8 @@ def copy_repo(dst: Path) -> str:
     """
     # --no-local: git's own transport, so the history arrives as one pack of a few files instead of
     # thousands of loose objects, which every copy of the copy (tests make dozens) would copy again.
-    subprocess.run(["git", "clone", "-q", "--no-checkout", "--no-local", str(REPO_ROOT), str(dst)], check=True)
+    clone = ["git", "clone", "-q", "--no-checkout", "--no-local", str(REPO_ROOT), str(dst)]
+    subprocess.run(clone, check=True)
     for name in COPIED:
         source = REPO_ROOT / name
         if source.is_dir():
