@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -178,32 +179,38 @@ def site_deviation(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tens
 def sampled_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """(len(pairs), 3): each (traced, recomputed) pair's DEVIATION as `site_deviation` defines it,
     for all pairs at once: the pairs are the sampled rows of a forward's sites, a few rows each, so
-    their elements are concatenated (bf16 widened to float32, exactly) and each pass runs once over
-    all of them, instead of a dozen small passes per site. The difference is taken in float32 here:
-    within a rounding of itself of the float64 one (where an identity holds the two sides are within
-    a factor 2 of each other and their difference is exact), far below site_identity_rtol. On the
+    the pairs of one size (one per site width, and every product check's projections) are stacked
+    as the rows of one matrix (bf16 widened to float32, exactly) and each pass runs once over them,
+    instead of a dozen small passes per site. The difference is taken in float32 here: within a
+    rounding of itself of the float64 one (where an identity holds the two sides are within a
+    factor 2 of each other and their difference is exact), far below site_identity_rtol. On the
     host a largest difference that is finite proves every element finite, as in `site_deviation`."""
-    traced = torch.cat([t.reshape(-1) for t, _ in pairs]).float()
-    recomputed = torch.cat([r.reshape(-1) for _, r in pairs]).float()
-    lengths = [t.numel() for t, _ in pairs]
+    device = pairs[0][0].device if pairs else torch.device("cpu")
+    out = torch.zeros(len(pairs), len(DEVIATION), dtype=torch.float64, device=device)
+    by_size: dict[int, list[int]] = {}
+    for i, (traced, _) in enumerate(pairs):
+        by_size.setdefault(traced.numel(), []).append(i)
+    for size, members in by_size.items():
+        if size:  # an empty pair (an expert no token was routed to) is no difference
+            traced = torch.stack([pairs[i][0].reshape(-1) for i in members]).float()
+            recomputed = torch.stack([pairs[i][1].reshape(-1) for i in members]).float()
+            out[members] = _row_deviations(traced, recomputed)
+    return out
+
+
+def _row_deviations(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tensor:
+    """(rows, 3) float64: the DEVIATION of each row of the float32 matrix `traced` from the same row
+    of `recomputed` (which it may overwrite)."""
     diff = torch.sub(traced, recomputed).abs_()
-    if on_host(traced) and (diff.numel() == 0 or bool(diff.max().isfinite())):
-        unmatched = torch.zeros(len(pairs), dtype=torch.float64)
+    if on_host(traced) and bool(diff.max().isfinite()):
+        unmatched = diff.new_zeros(diff.shape[0])
     else:
         traced_finite, recomputed_finite = traced.isfinite(), recomputed.isfinite()
-        unmatched = _segment_max((traced_finite != recomputed_finite).float(), lengths)
+        unmatched = (traced_finite != recomputed_finite).any(1).float()
         stray = traced_finite.logical_and_(recomputed_finite).logical_not_()
         diff.masked_fill_(stray, 0.0)
         recomputed.masked_fill_(stray, 0.0)
-    scale = _segment_max(recomputed.abs_(), lengths)
-    return torch.stack([_segment_max(diff, lengths), scale, unmatched.to(scale)], dim=1)
-
-
-def _segment_max(values: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """float64 (len(lengths),): the largest of each run of `values`, which are never negative (0 for
-    an empty run), NaN kept: one segmented reduction for every run."""
-    runs = torch.tensor(lengths, dtype=torch.int64, device=values.device)
-    return torch.segment_reduce(values, "max", lengths=runs, initial=0.0).double()
+    return torch.stack([diff.amax(1), recomputed.abs_().amax(1), unmatched], dim=1).double()
 
 
 def as_measured(row: list[float], rows: int, checked: int) -> dict[str, float | str]:
@@ -263,10 +270,14 @@ def projected(
     linear: nn.Linear, traced: torch.Tensor, read: torch.Tensor, count: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(traced rows · R, read rows · WᵀR + b·R), float32 (rows, count), R `linear`'s probes: equal up
-    to rounding when each traced row is the module's output on its read row. Called with autocast
-    off (float32 products, not autocast's bf16 ones)."""
+    to rounding when each traced row is the module's output on its read row. Float32 products, not
+    autocast's bf16 ones: autocast is turned off for them where it is on (entering the context
+    costs a traced forward more than the products themselves where it is off)."""
     made = probes(linear, count)
-    return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
+    device = traced.device.type
+    off = torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
+    with off:
+        return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
 
 
 def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[str, torch.Tensor]:
@@ -297,13 +308,10 @@ class SiteIdentities:
         self.rows: dict[str, torch.Tensor | None] = {}
         self.counted: list[tuple[int, int]] = []  # (rows, rows checked) of each of `rows`, in order
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-        # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
-        self._products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        # Per product-checked site, its projections (`projected`), taken as it is shown.
+        self._products: list[_Product] = []
         self._seen: dict[str, torch.Tensor] = {}
-        # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
-        # another, so each is selected once.
-        self._read_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
+        self._chosen: dict[tuple[int, torch.device], Rows | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
         """The tensor the forward read as site `name`: a fed block input under shadow mode."""
@@ -323,7 +331,7 @@ class SiteIdentities:
             else:
                 self.rows[name] = self._check(name, tensor, identity, reads)
         if name.endswith(".output"):  # the next block's input, the one site any later identity reads
-            self._seen, self._read_rows = {name: tensor}, {}
+            self._seen = {name: tensor}
 
     def _check(
         self, name: str, tensor: torch.Tensor, identity: Identity, reads: list[torch.Tensor]
@@ -339,37 +347,28 @@ class SiteIdentities:
         traced = as_rows(tensor)
         if traced.shape[0] != rows:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
-        read_rows = [
-            self._rows_of(read_name, read, chosen)
-            for read_name, read in zip(identity.reads, reads, strict=True)
-        ]
-        sampled = traced.index_select(0, chosen)  # a copy: a later in-place write cannot move it
+        read_rows = [chosen.of(read) for read in reads]
         linear = identity.linear
         if linear is not None and self.probe_count is not None:
-            if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
+            if (traced.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
                 return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
-            self._products.append((name, sampled, read_rows[0], linear))
-            return self._counted(rows, len(chosen), None)
+            projections = projected(linear, chosen.of(tensor), read_rows[0], self.probe_count)
+            self._products.append(_Product(name, projections, linear, chosen, tensor, reads[0]))
+            return self._counted(rows, chosen.count, None)
+        sampled = chosen.copy(tensor)  # a copy: a later in-place write cannot move it
         recomputed = identity.compute(*read_rows)
         if sampled.shape != recomputed.shape:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
         self._pending.append((name, sampled, recomputed))
-        return self._counted(rows, len(chosen), None)
+        return self._counted(rows, chosen.count, None)
 
-    def _sampled(self, rows: int, device: torch.device) -> torch.Tensor | None:
+    def _sampled(self, rows: int, device: torch.device) -> Rows | None:
         """`sampled_rows` of a site of `rows` rows on `device`, made once per forward and shape."""
         key = (rows, device)
         if key not in self._chosen:
             chosen = sampled_rows(rows, self.sample_rows)
-            self._chosen[key] = None if chosen is None else chosen.to(device)
+            self._chosen[key] = None if chosen is None else Rows(chosen.to(device), rows)
         return self._chosen[key]
-
-    def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """Rows `at` of site `name` as read (a copy, taken once per block and choice of rows)."""
-        kept = self._read_rows.get(name)
-        if kept is None or kept[0] is not at:
-            kept = self._read_rows[name] = (at, as_rows(read).index_select(0, at))
-        return kept[1]
 
     def _counted(self, rows: int, checked: int, deviation: torch.Tensor | None) -> torch.Tensor | None:
         self.counted.append((rows, checked))
@@ -387,27 +386,81 @@ class SiteIdentities:
         return {name: row for name, row in self.rows.items() if row is not None}
 
     def _product_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """The product-checked sites as (name, traced, recomputed) pairs: their rows projected on the
-        module's probes (`projected`), or, for a site whose projections are not all finite (a NaN or
-        an Inf in its rows or its read's), the module recomputed on its rows, so that NaN/Inf are
-        held to the same places as everywhere else. Whether any is not finite is read once, for all
-        of them (on an accelerator the one synchronisation before the trace's host transfer)."""
+        """The product-checked sites as (name, traced, recomputed) pairs: their projections, or, for a
+        site whose projections are not all finite (a NaN or an Inf in its rows or its read's), the
+        module recomputed on its rows, so that NaN/Inf are held to the same places as everywhere
+        else. Whether any is not finite is read once, for all of them (on an accelerator the one
+        synchronisation before the trace's host transfer)."""
         products, self._products = self._products, []
         if not products:
             return []
-        with torch.autocast(products[0][1].device.type, enabled=False):
-            pairs = [
-                projected(linear, traced, read, self.probe_count or 0) for _, traced, read, linear in products
-            ]
-        flat = torch.cat([side.reshape(-1) for pair in pairs for side in pair])
+        flat = torch.cat([side.reshape(-1) for product in products for side in product.projections])
         if bool(flat.isfinite().all()):
-            return [(name, *pair) for (name, *_), pair in zip(products, pairs, strict=True)]
-        return [
-            (name, *pair)
-            if bool(torch.cat([pair[0], pair[1]]).isfinite().all())
-            else (name, traced, linear.forward(read))
-            for (name, traced, read, linear), pair in zip(products, pairs, strict=True)
-        ]
+            return [(product.name, *product.projections) for product in products]
+        pairs = []
+        for product in products:
+            if bool(torch.cat(product.projections).isfinite().all()):
+                pairs.append((product.name, *product.projections))
+            elif product.unchanged():
+                pairs.append((product.name, product.rows.copy(product.traced), product.recomputed()))
+            else:  # what the site or its read held when shown is gone: it cannot be set against it
+                self.rows[product.name] = _UNMATCHED.to(flat.device)
+        return pairs
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The rows an identity checks of a site of `total` rows (`sampled_rows`): as a view of every
+    `step`-th row where they are evenly spaced (n a multiple of the sample), which costs nothing,
+    else selected by `index`."""
+
+    index: torch.Tensor
+    total: int
+
+    @property
+    def count(self) -> int:
+        return self.index.shape[0]
+
+    @property
+    def step(self) -> int | None:
+        return self.total // self.count if self.total % self.count == 0 else None
+
+    def of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """These rows of `tensor` (a view where they are evenly spaced): read at once, before the
+        forward goes on, as the module they are handed to reads them."""
+        step = self.step
+        return as_rows(tensor)[::step] if step is not None else as_rows(tensor).index_select(0, self.index)
+
+    def copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        """These rows of `tensor` as a copy, which a later in-place write into it cannot move."""
+        return as_rows(tensor).index_select(0, self.index)
+
+
+@dataclass(frozen=True)
+class _Product:
+    """A product-checked site: its sampled rows' projections and the module's on its read's rows
+    (`projected`), taken as the site was shown; the site and its read (by reference, with their
+    versions then), to recompute the module on those rows where a projection is not finite. Kept
+    by reference, not copied, since that is rare: a NaN or an Inf in the rows."""
+
+    name: str
+    projections: tuple[torch.Tensor, torch.Tensor]
+    linear: nn.Linear
+    rows: Rows
+    traced: torch.Tensor
+    read: torch.Tensor
+    versions: tuple[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "versions", (self.traced._version, self.read._version))
+
+    def unchanged(self) -> bool:
+        """Whether neither the site nor its read was written in place since the site was shown."""
+        return (self.traced._version, self.read._version) == self.versions
+
+    def recomputed(self) -> torch.Tensor:
+        """The module on the read's sampled rows."""
+        return self.linear.forward(self.rows.copy(self.read))
 
 
 # The DEVIATION of a site that cannot be set against its recomputation.

@@ -279,8 +279,9 @@ class _Recorder:
         deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(DEVIATION))
         sampled = list(self.sampled)
         pairs = [
-            torch.cat([kernel, again.to(stats.device)])
+            side
             for (kernel, _, _), again in zip(self.sampled.values(), self._definitions(), strict=True)
+            for side in (kernel, again.to(stats.device))
         ]
         # The one host transfer: every site's statistics, every identity's row, every sampled
         # site's statistics of its slice by the kernel and by their definitions.
