@@ -34,40 +34,48 @@ def statistics(tensor: torch.Tensor) -> torch.Tensor:
     return statistics_of([tensor])[0]
 
 
+def on_host(x: torch.Tensor) -> bool:
+    """Whether reading a scalar of x is free (no device to synchronise)."""
+    return x.device.type == "cpu"
+
+
 def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together. The
     tensors of one element count are stacked as the rows of one float64 matrix and each statistic
     is one reduction along its rows: a traced forward's few dozen slices come in a few sizes (one
     per site width), so they cost a dozen dense reductions per size, not a dozen per slice (and no
-    segmented reduction, several times slower on a CPU than a dense one)."""
+    segmented reduction, several times slower on a CPU than a dense one). A tensor whose min and
+    max are finite has no NaN (it makes both NaN) and no ±Inf (it makes one of them infinite): on
+    the host, where reading that is free, it is read once for all of them, and when it holds the
+    NaN and Inf counts are 0 without counting."""
     import torch
 
     device = tensors[0].device if tensors else torch.device("cpu")
     out = torch.zeros(len(tensors), len(STATISTICS), dtype=torch.float64, device=device)
     by_size: dict[int, list[int]] = {}
     for i, tensor in enumerate(tensors):
-        by_size.setdefault(tensor.numel(), []).append(i)
-    for size, members in by_size.items():
-        if size:  # an empty tensor's statistics stay 0
-            rows = torch.stack([tensors[i].detach().reshape(-1).to(torch.float64) for i in members])
-            out[members] = _row_statistics(rows)
+        if tensor.numel():  # an empty tensor's statistics stay 0
+            by_size.setdefault(tensor.numel(), []).append(i)
+    groups = [
+        (members, torch.stack([tensors[i].detach().reshape(-1).to(torch.float64) for i in members]))
+        for members in by_size.values()
+    ]
+    extremes = [torch.aminmax(rows, dim=1) for _, rows in groups]
+    finite = bool(groups) and on_host(out) and bool(torch.cat([*map(torch.cat, extremes)]).isfinite().all())
+    for (members, rows), (low, high) in zip(groups, extremes, strict=True):
+        out[members] = _row_statistics(rows, low, high, finite)
     return out
 
 
-def _row_statistics(x: torch.Tensor) -> torch.Tensor:
-    """(rows, len(STATISTICS)) float64: the `statistics` of each row of the float64 matrix x. A row
-    whose min and max are finite has no NaN (it makes both NaN) and no ±Inf (it makes one of them
-    infinite): on the host, where reading that is free, those rows' counts are 0 without counting."""
+def _row_statistics(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, finite: bool) -> torch.Tensor:
+    """(rows, len(STATISTICS)) float64: the `statistics` of each row of the float64 matrix x, whose
+    rows' min and max are `low` and `high`; with `finite`, every row's NaN and Inf counts are 0."""
     import torch
 
     count = x.shape[1]
     variance, mean = torch.var_mean(x, dim=1, correction=0)
-    low, high = torch.aminmax(x, dim=1)
     magnitude = x.abs()
-    if x.device.type == "cpu" and bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
-        nan = inf = torch.zeros_like(mean)
-    else:
-        nan, inf = x.isnan().sum(1), x.isinf().sum(1)
+    nan, inf = (mean.new_zeros(()), mean.new_zeros(())) if finite else (x.isnan().sum(1), x.isinf().sum(1))
     values = [
         torch.full_like(mean, count),
         mean,
@@ -75,8 +83,8 @@ def _row_statistics(x: torch.Tensor) -> torch.Tensor:
         low,
         high,
         magnitude.amax(1),
-        nan,
-        inf,
+        nan.expand_as(mean),
+        inf.expand_as(mean),
         count - torch.count_nonzero(x, dim=1),
         magnitude.sum(1),
     ]
