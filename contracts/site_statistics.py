@@ -40,14 +40,17 @@ def on_host(x: torch.Tensor) -> bool:
 
 
 def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together. The
-    tensors of one element count are stacked as the rows of one float64 matrix and each statistic
-    is one reduction along its rows: a traced forward's few dozen slices come in a few sizes (one
-    per site width), so they cost a dozen dense reductions per size, not a dozen per slice (and no
-    segmented reduction, several times slower on a CPU than a dense one). A tensor whose min and
-    max are finite has no NaN (it makes both NaN) and no ±Inf (it makes one of them infinite): on
-    the host, where reading that is free, it is read once for all of them, and when it holds the
-    NaN and Inf counts are 0 without counting."""
+    """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together.
+
+    The tensors of one element count are stacked as the rows of one float64 matrix and each
+    statistic is one reduction along its rows: a traced forward's few dozen slices come in a few
+    sizes (one per site width), so they cost a few dense reductions per size, not a dozen per
+    slice, and each is torch's fastest for its statistic on a CPU (amin and amax, not aminmax; the
+    mean and squared deviations as sums, not var_mean's Welford loop), several times faster there.
+    Counting costs more than the rest together and almost always finds nothing: a tensor whose
+    min and max are finite has no NaN (it makes both NaN) and no ±Inf (it makes one of them
+    infinite), and one whose least |x| is not 0 has no zero. On the host, where reading that is
+    free, it is read once for all the tensors, and when it holds they are not counted."""
     import torch
 
     device = tensors[0].device if tensors else torch.device("cpu")
@@ -57,38 +60,56 @@ def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         if tensor.numel():  # an empty tensor's statistics stay 0
             by_size.setdefault(tensor.numel(), []).append(i)
     groups = [
-        (members, torch.stack([tensors[i].detach().reshape(-1).to(torch.float64) for i in members]))
+        _Rows(members, torch.stack([tensors[i].detach().reshape(-1).to(torch.float64) for i in members]))
         for members in by_size.values()
     ]
-    extremes = [torch.aminmax(rows, dim=1) for _, rows in groups]
-    finite = bool(groups) and on_host(out) and bool(torch.cat([*map(torch.cat, extremes)]).isfinite().all())
-    for (members, rows), (low, high) in zip(groups, extremes, strict=True):
-        out[members] = _row_statistics(rows, low, high, finite)
+    counted = True
+    if groups and on_host(out):
+        counted = not bool(torch.cat([group.nothing_to_count() for group in groups]).all())
+    for group in groups:
+        out[group.members] = group.statistics(counted)
     return out
 
 
-def _row_statistics(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, finite: bool) -> torch.Tensor:
-    """(rows, len(STATISTICS)) float64: the `statistics` of each row of the float64 matrix x, whose
-    rows' min and max are `low` and `high`; with `finite`, every row's NaN and Inf counts are 0."""
-    import torch
+class _Rows:
+    """Tensors of one size as the rows of a float64 matrix, with what every statistic reads."""
 
-    count = x.shape[1]
-    variance, mean = torch.var_mean(x, dim=1, correction=0)
-    magnitude = x.abs()
-    nan, inf = (mean.new_zeros(()), mean.new_zeros(())) if finite else (x.isnan().sum(1), x.isinf().sum(1))
-    values = [
-        torch.full_like(mean, count),
-        mean,
-        variance.sqrt(),
-        low,
-        high,
-        magnitude.amax(1),
-        nan.expand_as(mean),
-        inf.expand_as(mean),
-        count - torch.count_nonzero(x, dim=1),
-        magnitude.sum(1),
-    ]
-    return torch.stack([value.to(torch.float64) for value in values], dim=1)
+    def __init__(self, members: list[int], x: torch.Tensor) -> None:
+        self.members, self.x = members, x
+        self.low, self.high = x.amin(1), x.amax(1)
+        self.magnitude = x.abs()
+
+    def nothing_to_count(self) -> torch.Tensor:
+        """(rows,) bool: whether a row's min and max are finite and its least |x| is not 0."""
+        import torch
+
+        return torch.isfinite(self.low) & torch.isfinite(self.high) & (self.magnitude.amin(1) > 0)
+
+    def statistics(self, counted: bool) -> torch.Tensor:
+        """(rows, len(STATISTICS)) float64: each row's `statistics`; its NaN, Inf and zero counts 0
+        without counting unless `counted` (see statistics_of)."""
+        import torch
+
+        x, count = self.x, self.x.shape[1]
+        mean = x.sum(1) / count
+        squares = (x - mean[:, None]).square_().sum(1)
+        zeros = torch.zeros_like(mean)
+        nan, inf, zero = (
+            (x.isnan().sum(1), x.isinf().sum(1), (x == 0).sum(1)) if counted else (zeros, zeros, zeros)
+        )
+        values = [
+            torch.full_like(mean, count),
+            mean,
+            squares.div_(count).sqrt_(),
+            self.low,
+            self.high,
+            self.magnitude.amax(1),
+            nan,
+            inf,
+            zero,
+            self.magnitude.sum(1),
+        ]
+        return torch.stack([value.to(torch.float64) for value in values], dim=1)
 
 
 def named(row: list[float]) -> dict[str, float]:

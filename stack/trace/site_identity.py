@@ -53,8 +53,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -270,14 +269,56 @@ def projected(
     linear: nn.Linear, traced: torch.Tensor, read: torch.Tensor, count: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(traced rows · R, read rows · WᵀR + b·R), float32 (rows, count), R `linear`'s probes: equal up
-    to rounding when each traced row is the module's output on its read row. Float32 products, not
-    autocast's bf16 ones: autocast is turned off for them where it is on (entering the context
-    costs a traced forward more than the products themselves where it is off)."""
+    to rounding when each traced row is the module's output on its read row. Called with autocast
+    off (float32 products, not autocast's bf16 ones)."""
     made = probes(linear, count)
-    device = traced.device.type
-    off = torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
-    with off:
-        return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
+    return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
+
+
+def projected_together(
+    products: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]], count: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`projected` of each (linear, traced rows, read rows), computed as one batched product per
+    shape of module (a block's q, its k and v, its gate and up, its down projection, the head: a
+    few shapes however deep the model), not two small products per site. The modules' probes are
+    stacked once per version of their weights (`_stacked`)."""
+    by_shape: dict[tuple[object, ...], list[int]] = {}
+    for i, (linear, traced, read) in enumerate(products):
+        by_shape.setdefault((linear.weight.shape, traced.shape, read.shape), []).append(i)
+    out: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(products)  # type: ignore[list-item]
+    for members in by_shape.values():
+        outputs, inputs, offsets = _stacked(tuple(probes(products[i][0], count) for i in members))
+        traced = torch.stack([products[i][1] for i in members]).float()
+        read = torch.stack([products[i][2] for i in members]).float()
+        sides = torch.bmm(traced, outputs), torch.baddbmm(offsets, read, inputs)
+        for j, i in enumerate(members):
+            out[i] = (sides[0][j], sides[1][j])
+    return out
+
+
+# The probes of a group of modules stacked for `projected_together`, by the Probes objects (the same
+# objects while the weights are unchanged, and kept alive here, so their identities are a key no
+# other group can take); the last few groups only, about one per shape of module of a model.
+Stacked = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+_STACKED: dict[tuple[int, ...], tuple[tuple[Probes, ...], Stacked]] = {}
+_STACKED_KEPT = 64
+
+
+def _stacked(made: tuple[Probes, ...]) -> Stacked:
+    """(outputs, inputs, offsets) of `made` stacked: (g, out, k), (g, in, k), (g, 1, k)."""
+    key = tuple(id(probe) for probe in made)
+    kept = _STACKED.get(key)
+    if kept is not None:
+        return kept[1]
+    stacked = (
+        torch.stack([probe.outputs for probe in made]),
+        torch.stack([probe.inputs for probe in made]),
+        torch.stack([probe.offset for probe in made])[:, None, :],
+    )
+    if len(_STACKED) >= _STACKED_KEPT:
+        del _STACKED[next(iter(_STACKED))]
+    _STACKED[key] = (made, stacked)
+    return stacked
 
 
 def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[str, torch.Tensor]:
@@ -308,10 +349,17 @@ class SiteIdentities:
         self.rows: dict[str, torch.Tensor | None] = {}
         self.counted: list[tuple[int, int]] = []  # (rows, rows checked) of each of `rows`, in order
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-        # Per product-checked site, its projections (`projected`), taken as it is shown.
-        self._products: list[_Product] = []
+        # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
+        self._products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        # The sites some identity reads, kept (by reference) until the block's output: no other, so
+        # that a traced forward frees each activation when the plain one does, and reuses its
+        # memory while it is still in the cache.
+        self._reads = frozenset(read for identity in table.values() for read in identity.reads)
         self._seen: dict[str, torch.Tensor] = {}
-        self._chosen: dict[tuple[int, torch.device], Rows | None] = {}
+        # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
+        # another, so each is selected once.
+        self._read_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
         """The tensor the forward read as site `name`: a fed block input under shadow mode."""
@@ -322,7 +370,8 @@ class SiteIdentities:
 
     def visit(self, name: str, tensor: torch.Tensor) -> None:
         """Site `name` as the forward handed it on: its identity's DEVIATION, when it has one."""
-        self._seen[name] = tensor
+        if name in self._reads:
+            self._seen[name] = tensor
         identity = self.table.get(name)
         if identity is not None and name not in self.ablated:
             reads = [self._read(read) for read in identity.reads]
@@ -331,7 +380,7 @@ class SiteIdentities:
             else:
                 self.rows[name] = self._check(name, tensor, identity, reads)
         if name.endswith(".output"):  # the next block's input, the one site any later identity reads
-            self._seen = {name: tensor}
+            self._seen, self._read_rows = {name: tensor}, {}
 
     def _check(
         self, name: str, tensor: torch.Tensor, identity: Identity, reads: list[torch.Tensor]
@@ -347,28 +396,37 @@ class SiteIdentities:
         traced = as_rows(tensor)
         if traced.shape[0] != rows:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
-        read_rows = [chosen.of(read) for read in reads]
+        read_rows = [
+            self._rows_of(read_name, read, chosen)
+            for read_name, read in zip(identity.reads, reads, strict=True)
+        ]
+        sampled = traced.index_select(0, chosen)  # a copy: a later in-place write cannot move it
         linear = identity.linear
         if linear is not None and self.probe_count is not None:
-            if (traced.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
+            if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
                 return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
-            projections = projected(linear, chosen.of(tensor), read_rows[0], self.probe_count)
-            self._products.append(_Product(name, projections, linear, chosen, tensor, reads[0]))
-            return self._counted(rows, chosen.count, None)
-        sampled = chosen.copy(tensor)  # a copy: a later in-place write cannot move it
+            self._products.append((name, sampled, read_rows[0], linear))
+            return self._counted(rows, len(chosen), None)
         recomputed = identity.compute(*read_rows)
         if sampled.shape != recomputed.shape:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
         self._pending.append((name, sampled, recomputed))
-        return self._counted(rows, chosen.count, None)
+        return self._counted(rows, len(chosen), None)
 
-    def _sampled(self, rows: int, device: torch.device) -> Rows | None:
+    def _sampled(self, rows: int, device: torch.device) -> torch.Tensor | None:
         """`sampled_rows` of a site of `rows` rows on `device`, made once per forward and shape."""
         key = (rows, device)
         if key not in self._chosen:
             chosen = sampled_rows(rows, self.sample_rows)
-            self._chosen[key] = None if chosen is None else Rows(chosen.to(device), rows)
+            self._chosen[key] = None if chosen is None else chosen.to(device)
         return self._chosen[key]
+
+    def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Rows `at` of site `name` as read (a copy, taken once per block and choice of rows)."""
+        kept = self._read_rows.get(name)
+        if kept is None or kept[0] is not at:
+            kept = self._read_rows[name] = (at, as_rows(read).index_select(0, at))
+        return kept[1]
 
     def _counted(self, rows: int, checked: int, deviation: torch.Tensor | None) -> torch.Tensor | None:
         self.counted.append((rows, checked))
@@ -386,81 +444,27 @@ class SiteIdentities:
         return {name: row for name, row in self.rows.items() if row is not None}
 
     def _product_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """The product-checked sites as (name, traced, recomputed) pairs: their projections, or, for a
-        site whose projections are not all finite (a NaN or an Inf in its rows or its read's), the
-        module recomputed on its rows, so that NaN/Inf are held to the same places as everywhere
-        else. Whether any is not finite is read once, for all of them (on an accelerator the one
-        synchronisation before the trace's host transfer)."""
+        """The product-checked sites as (name, traced, recomputed) pairs: their rows projected on the
+        module's probes (`projected`), or, for a site whose projections are not all finite (a NaN or
+        an Inf in its rows or its read's), the module recomputed on its rows, so that NaN/Inf are
+        held to the same places as everywhere else. Whether any is not finite is read once, for all
+        of them (on an accelerator the one synchronisation before the trace's host transfer)."""
         products, self._products = self._products, []
         if not products:
             return []
-        flat = torch.cat([side.reshape(-1) for product in products for side in product.projections])
+        with torch.autocast(products[0][1].device.type, enabled=False):
+            pairs = projected_together(
+                [(linear, traced, read) for _, traced, read, linear in products], self.probe_count or 0
+            )
+        flat = torch.cat([side.reshape(-1) for pair in pairs for side in pair])
         if bool(flat.isfinite().all()):
-            return [(product.name, *product.projections) for product in products]
-        pairs = []
-        for product in products:
-            if bool(torch.cat(product.projections).isfinite().all()):
-                pairs.append((product.name, *product.projections))
-            elif product.unchanged():
-                pairs.append((product.name, product.rows.copy(product.traced), product.recomputed()))
-            else:  # what the site or its read held when shown is gone: it cannot be set against it
-                self.rows[product.name] = _UNMATCHED.to(flat.device)
-        return pairs
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The rows an identity checks of a site of `total` rows (`sampled_rows`): as a view of every
-    `step`-th row where they are evenly spaced (n a multiple of the sample), which costs nothing,
-    else selected by `index`."""
-
-    index: torch.Tensor
-    total: int
-
-    @property
-    def count(self) -> int:
-        return self.index.shape[0]
-
-    @property
-    def step(self) -> int | None:
-        return self.total // self.count if self.total % self.count == 0 else None
-
-    def of(self, tensor: torch.Tensor) -> torch.Tensor:
-        """These rows of `tensor` (a view where they are evenly spaced): read at once, before the
-        forward goes on, as the module they are handed to reads them."""
-        step = self.step
-        return as_rows(tensor)[::step] if step is not None else as_rows(tensor).index_select(0, self.index)
-
-    def copy(self, tensor: torch.Tensor) -> torch.Tensor:
-        """These rows of `tensor` as a copy, which a later in-place write into it cannot move."""
-        return as_rows(tensor).index_select(0, self.index)
-
-
-@dataclass(frozen=True)
-class _Product:
-    """A product-checked site: its sampled rows' projections and the module's on its read's rows
-    (`projected`), taken as the site was shown; the site and its read (by reference, with their
-    versions then), to recompute the module on those rows where a projection is not finite. Kept
-    by reference, not copied, since that is rare: a NaN or an Inf in the rows."""
-
-    name: str
-    projections: tuple[torch.Tensor, torch.Tensor]
-    linear: nn.Linear
-    rows: Rows
-    traced: torch.Tensor
-    read: torch.Tensor
-    versions: tuple[int, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "versions", (self.traced._version, self.read._version))
-
-    def unchanged(self) -> bool:
-        """Whether neither the site nor its read was written in place since the site was shown."""
-        return (self.traced._version, self.read._version) == self.versions
-
-    def recomputed(self) -> torch.Tensor:
-        """The module on the read's sampled rows."""
-        return self.linear.forward(self.rows.copy(self.read))
+            return [(name, *pair) for (name, *_), pair in zip(products, pairs, strict=True)]
+        return [
+            (name, *pair)
+            if bool(torch.cat([pair[0], pair[1]]).isfinite().all())
+            else (name, traced, linear.forward(read))
+            for (name, traced, read, linear), pair in zip(products, pairs, strict=True)
+        ]
 
 
 # The DEVIATION of a site that cannot be set against its recomputation.
