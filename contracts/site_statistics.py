@@ -42,10 +42,10 @@ def on_host(x: torch.Tensor) -> bool:
 def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together.
 
-    The tensors of one element count are stacked as the rows of one float64 matrix and each
-    statistic is one reduction along its rows: a traced forward's few dozen slices come in a few
-    sizes (one per site width), so they cost a few dense reductions per size, not a dozen per
-    slice, and each is torch's fastest for its statistic on a CPU (amin and amax, not aminmax; the
+    The tensors of one element count are stacked, then widened to float64 (exactly), as the rows
+    of one matrix, and each statistic is one reduction along its rows: a traced forward's few dozen
+    slices come in a few sizes (one per site width), so they cost a few dense reductions per size,
+    not a dozen per slice, and each is torch's fastest for its statistic on a CPU (amin and amax, not aminmax; the
     mean and squared deviations as sums, not var_mean's Welford loop), several times faster there.
     Counting costs more than the rest together and almost always finds nothing: a tensor whose
     min and max are finite has no NaN (it makes both NaN) and no ±Inf (it makes one of them
@@ -60,7 +60,7 @@ def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         if tensor.numel():  # an empty tensor's statistics stay 0
             by_size.setdefault(tensor.numel(), []).append(i)
     groups = [
-        _Rows(members, torch.stack([tensors[i].detach().reshape(-1).to(torch.float64) for i in members]))
+        _Rows(members, torch.stack([tensors[i].detach().reshape(-1) for i in members]).to(torch.float64))
         for members in by_size.values()
     ]
     counted = True
