@@ -277,23 +277,22 @@ def projected(
 
 def projected_together(
     products: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]], count: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """`projected` of each (linear, traced rows, read rows), computed as one batched product per
     shape of module (a block's q, its k and v, its gate and up, its down projection, the head: a
-    few shapes however deep the model), not two small products per site. The modules' probes are
-    stacked once per version of their weights (`_stacked`)."""
+    few shapes however deep the model), not two small products per site: per shape, the indices
+    of its products and their two sides, each (len(indices), rows, count). The modules' probes
+    are stacked once per version of their weights (`_stacked`)."""
     by_shape: dict[tuple[object, ...], list[int]] = {}
     for i, (linear, traced, read) in enumerate(products):
         by_shape.setdefault((linear.weight.shape, traced.shape, read.shape), []).append(i)
-    out: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(products)  # type: ignore[list-item]
+    groups = []
     for members in by_shape.values():
         outputs, inputs, offsets = _stacked(tuple(probes(products[i][0], count) for i in members))
         traced = torch.stack([products[i][1] for i in members]).float()
         read = torch.stack([products[i][2] for i in members]).float()
-        sides = torch.bmm(traced, outputs), torch.baddbmm(offsets, read, inputs)
-        for j, i in enumerate(members):
-            out[i] = (sides[0][j], sides[1][j])
-    return out
+        groups.append((members, torch.bmm(traced, outputs), torch.baddbmm(offsets, read, inputs)))
+    return groups
 
 
 # The probes of a group of modules stacked for `projected_together`, by the Probes objects (the same
@@ -357,7 +356,7 @@ class SiteIdentities:
         self._reads = frozenset(read for identity in table.values() for read in identity.reads)
         self._seen: dict[str, torch.Tensor] = {}
         # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
-        # another, so each is selected once.
+        # another, so each is selected once (a checked site's, as its own check selected them).
         self._read_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
@@ -401,6 +400,8 @@ class SiteIdentities:
             for read_name, read in zip(identity.reads, reads, strict=True)
         ]
         sampled = traced.index_select(0, chosen)  # a copy: a later in-place write cannot move it
+        if name in self._reads and name not in self.fed:  # the rows its readers read, as traced
+            self._read_rows[name] = (chosen, sampled)
         linear = identity.linear
         if linear is not None and self.probe_count is not None:
             if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
@@ -435,7 +436,7 @@ class SiteIdentities:
     def deviations(self) -> dict[str, torch.Tensor]:
         """Every checked site's DEVIATION, in forward order: the sampled ones measured together, in a
         few reductions over all their rows instead of a dozen small ones per site."""
-        self._pending += self._product_pairs()
+        self._measure_products()
         if self._pending:
             measured = sampled_deviations([(traced, again) for _, traced, again in self._pending])
             for (name, _, _), row in zip(self._pending, measured, strict=True):
@@ -443,28 +444,33 @@ class SiteIdentities:
             self._pending = []
         return {name: row for name, row in self.rows.items() if row is not None}
 
-    def _product_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """The product-checked sites as (name, traced, recomputed) pairs: their rows projected on the
-        module's probes (`projected`), or, for a site whose projections are not all finite (a NaN or
-        an Inf in its rows or its read's), the module recomputed on its rows, so that NaN/Inf are
-        held to the same places as everywhere else. Whether any is not finite is read once, for all
-        of them (on an accelerator the one synchronisation before the trace's host transfer)."""
+    def _measure_products(self) -> None:
+        """The product-checked sites' DEVIATIONs: of their rows projected on the module's probes
+        (`projected_together`), each shape's sites as the rows of one matrix; or, where a site's
+        projections are not all finite (a NaN or an Inf in its rows or its read's), of its rows
+        against the module recomputed on them, set aside with the other sampled pairs, so that
+        NaN/Inf are held to the same places as everywhere else. Whether any is not finite is read
+        once, for all of them (on an accelerator the one synchronisation before the trace's host
+        transfer)."""
         products, self._products = self._products, []
         if not products:
-            return []
+            return
         with torch.autocast(products[0][1].device.type, enabled=False):
-            pairs = projected_together(
+            groups = projected_together(
                 [(linear, traced, read) for _, traced, read, linear in products], self.probe_count or 0
             )
-        flat = torch.cat([side.reshape(-1) for pair in pairs for side in pair])
-        if bool(flat.isfinite().all()):
-            return [(name, *pair) for (name, *_), pair in zip(products, pairs, strict=True)]
-        return [
-            (name, *pair)
-            if bool(torch.cat([pair[0], pair[1]]).isfinite().all())
-            else (name, traced, linear.forward(read))
-            for (name, traced, read, linear), pair in zip(products, pairs, strict=True)
-        ]
+        if bool(torch.cat([side.reshape(-1) for _, *sides in groups for side in sides]).isfinite().all()):
+            for members, projected_rows, recomputed in groups:
+                measured = _row_deviations(projected_rows.flatten(1), recomputed.flatten(1))
+                for row, i in zip(measured, members, strict=True):
+                    self.rows[products[i][0]] = row
+            return
+        for members, projected_rows, recomputed in groups:
+            for j, i in enumerate(members):
+                name, traced, read, linear = products[i]
+                pair = projected_rows[j], recomputed[j]
+                finite = bool(torch.cat(pair).isfinite().all())
+                self._pending.append((name, *pair) if finite else (name, traced, linear.forward(read)))
 
 
 # The DEVIATION of a site that cannot be set against its recomputation.
