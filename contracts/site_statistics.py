@@ -45,8 +45,9 @@ def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     The tensors of one element count are stacked, then widened to float64 (exactly), as the rows
     of one matrix, and each statistic is one reduction along its rows: a traced forward's few dozen
     slices come in a few sizes (one per site width), so they cost a few dense reductions per size,
-    not a dozen per slice, and each is torch's fastest for its statistic on a CPU (amin and amax, not aminmax; the
-    mean and squared deviations as sums, not var_mean's Welford loop), several times faster there.
+    not a dozen per slice, and each is torch's fastest for its statistic on a CPU (amin and amax,
+    not aminmax; the mean and squared deviations as sums, not var_mean's Welford loop), several
+    times faster there.
     Counting costs more than the rest together and almost always finds nothing: a tensor whose
     min and max are finite has no NaN (it makes both NaN) and no ±Inf (it makes one of them
     infinite), and one whose least |x| is not 0 has no zero. On the host, where reading that is
