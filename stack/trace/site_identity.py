@@ -178,32 +178,38 @@ def site_deviation(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tens
 def sampled_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """(len(pairs), 3): each (traced, recomputed) pair's DEVIATION as `site_deviation` defines it,
     for all pairs at once: the pairs are the sampled rows of a forward's sites, a few rows each, so
-    their elements are concatenated (bf16 widened to float32, exactly) and each pass runs once over
-    all of them, instead of a dozen small passes per site. The difference is taken in float32 here:
-    within a rounding of itself of the float64 one (where an identity holds the two sides are within
-    a factor 2 of each other and their difference is exact), far below site_identity_rtol. On the
+    the pairs of one size (one per site width, and every product check's projections) are stacked
+    as the rows of one matrix (bf16 widened to float32, exactly) and each pass runs once over them,
+    instead of a dozen small passes per site. The difference is taken in float32 here: within a
+    rounding of itself of the float64 one (where an identity holds the two sides are within a
+    factor 2 of each other and their difference is exact), far below site_identity_rtol. On the
     host a largest difference that is finite proves every element finite, as in `site_deviation`."""
-    traced = torch.cat([t.reshape(-1) for t, _ in pairs]).float()
-    recomputed = torch.cat([r.reshape(-1) for _, r in pairs]).float()
-    lengths = [t.numel() for t, _ in pairs]
+    device = pairs[0][0].device if pairs else torch.device("cpu")
+    out = torch.zeros(len(pairs), len(DEVIATION), dtype=torch.float64, device=device)
+    by_size: dict[int, list[int]] = {}
+    for i, (traced, _) in enumerate(pairs):
+        by_size.setdefault(traced.numel(), []).append(i)
+    for size, members in by_size.items():
+        if size:  # an empty pair (an expert no token was routed to) is no difference
+            traced = torch.stack([pairs[i][0].reshape(-1) for i in members]).float()
+            recomputed = torch.stack([pairs[i][1].reshape(-1) for i in members]).float()
+            out[members] = _row_deviations(traced, recomputed)
+    return out
+
+
+def _row_deviations(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tensor:
+    """(rows, 3) float64: the DEVIATION of each row of the float32 matrix `traced` from the same row
+    of `recomputed` (which it may overwrite)."""
     diff = torch.sub(traced, recomputed).abs_()
-    if on_host(traced) and (diff.numel() == 0 or bool(diff.max().isfinite())):
-        unmatched = torch.zeros(len(pairs), dtype=torch.float64)
+    if on_host(traced) and bool(diff.max().isfinite()):
+        unmatched = diff.new_zeros(diff.shape[0])
     else:
         traced_finite, recomputed_finite = traced.isfinite(), recomputed.isfinite()
-        unmatched = _segment_max((traced_finite != recomputed_finite).float(), lengths)
+        unmatched = (traced_finite != recomputed_finite).any(1).float()
         stray = traced_finite.logical_and_(recomputed_finite).logical_not_()
         diff.masked_fill_(stray, 0.0)
         recomputed.masked_fill_(stray, 0.0)
-    scale = _segment_max(recomputed.abs_(), lengths)
-    return torch.stack([_segment_max(diff, lengths), scale, unmatched.to(scale)], dim=1)
-
-
-def _segment_max(values: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """float64 (len(lengths),): the largest of each run of `values`, which are never negative (0 for
-    an empty run), NaN kept: one segmented reduction for every run."""
-    runs = torch.tensor(lengths, dtype=torch.int64, device=values.device)
-    return torch.segment_reduce(values, "max", lengths=runs, initial=0.0).double()
+    return torch.stack([diff.amax(1), recomputed.abs_().amax(1), unmatched], dim=1).double()
 
 
 def as_measured(row: list[float], rows: int, checked: int) -> dict[str, float | str]:
@@ -269,6 +275,51 @@ def projected(
     return traced.float() @ made.outputs, torch.addmm(made.offset, read.float(), made.inputs)
 
 
+def projected_together(
+    products: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]], count: int
+) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """`projected` of each (linear, traced rows, read rows), computed as one batched product per
+    shape of module (a block's q, its k and v, its gate and up, its down projection, the head: a
+    few shapes however deep the model), not two small products per site: per shape, the indices
+    of its products and their two sides, each (len(indices), rows, count). The modules' probes
+    are stacked once per version of their weights (`_stacked`)."""
+    by_shape: dict[tuple[object, ...], list[int]] = {}
+    for i, (linear, traced, read) in enumerate(products):
+        by_shape.setdefault((linear.weight.shape, traced.shape, read.shape), []).append(i)
+    groups = []
+    for members in by_shape.values():
+        outputs, inputs, offsets = _stacked(tuple(probes(products[i][0], count) for i in members))
+        traced = torch.stack([products[i][1] for i in members]).float()
+        read = torch.stack([products[i][2] for i in members]).float()
+        groups.append((members, torch.bmm(traced, outputs), torch.baddbmm(offsets, read, inputs)))
+    return groups
+
+
+# The probes of a group of modules stacked for `projected_together`, by the Probes objects (the same
+# objects while the weights are unchanged, and kept alive here, so their identities are a key no
+# other group can take); the last few groups only, about one per shape of module of a model.
+Stacked = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+_STACKED: dict[tuple[int, ...], tuple[tuple[Probes, ...], Stacked]] = {}
+_STACKED_KEPT = 64
+
+
+def _stacked(made: tuple[Probes, ...]) -> Stacked:
+    """(outputs, inputs, offsets) of `made` stacked: (g, out, k), (g, in, k), (g, 1, k)."""
+    key = tuple(id(probe) for probe in made)
+    kept = _STACKED.get(key)
+    if kept is not None:
+        return kept[1]
+    stacked = (
+        torch.stack([probe.outputs for probe in made]),
+        torch.stack([probe.inputs for probe in made]),
+        torch.stack([probe.offset for probe in made])[:, None, :],
+    )
+    if len(_STACKED) >= _STACKED_KEPT:
+        del _STACKED[next(iter(_STACKED))]
+    _STACKED[key] = (made, stacked)
+    return stacked
+
+
 def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[str, torch.Tensor]:
     """The block inputs (and final_norm's) that shadow mode hands the blocks instead of the previous
     block's output: what their identities read there."""
@@ -299,9 +350,13 @@ class SiteIdentities:
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
         self._products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        # The sites some identity reads, kept (by reference) until the block's output: no other, so
+        # that a traced forward frees each activation when the plain one does, and reuses its
+        # memory while it is still in the cache.
+        self._reads = frozenset(read for identity in table.values() for read in identity.reads)
         self._seen: dict[str, torch.Tensor] = {}
         # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
-        # another, so each is selected once.
+        # another, so each is selected once (a checked site's, as its own check selected them).
         self._read_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
@@ -314,7 +369,8 @@ class SiteIdentities:
 
     def visit(self, name: str, tensor: torch.Tensor) -> None:
         """Site `name` as the forward handed it on: its identity's DEVIATION, when it has one."""
-        self._seen[name] = tensor
+        if name in self._reads:
+            self._seen[name] = tensor
         identity = self.table.get(name)
         if identity is not None and name not in self.ablated:
             reads = [self._read(read) for read in identity.reads]
@@ -344,6 +400,8 @@ class SiteIdentities:
             for read_name, read in zip(identity.reads, reads, strict=True)
         ]
         sampled = traced.index_select(0, chosen)  # a copy: a later in-place write cannot move it
+        if name in self._reads and name not in self.fed:  # the rows its readers read, as traced
+            self._read_rows[name] = (chosen, sampled)
         linear = identity.linear
         if linear is not None and self.probe_count is not None:
             if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
@@ -378,7 +436,7 @@ class SiteIdentities:
     def deviations(self) -> dict[str, torch.Tensor]:
         """Every checked site's DEVIATION, in forward order: the sampled ones measured together, in a
         few reductions over all their rows instead of a dozen small ones per site."""
-        self._pending += self._product_pairs()
+        self._measure_products()
         if self._pending:
             measured = sampled_deviations([(traced, again) for _, traced, again in self._pending])
             for (name, _, _), row in zip(self._pending, measured, strict=True):
@@ -386,28 +444,33 @@ class SiteIdentities:
             self._pending = []
         return {name: row for name, row in self.rows.items() if row is not None}
 
-    def _product_pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-        """The product-checked sites as (name, traced, recomputed) pairs: their rows projected on the
-        module's probes (`projected`), or, for a site whose projections are not all finite (a NaN or
-        an Inf in its rows or its read's), the module recomputed on its rows, so that NaN/Inf are
-        held to the same places as everywhere else. Whether any is not finite is read once, for all
-        of them (on an accelerator the one synchronisation before the trace's host transfer)."""
+    def _measure_products(self) -> None:
+        """The product-checked sites' DEVIATIONs: of their rows projected on the module's probes
+        (`projected_together`), each shape's sites as the rows of one matrix; or, where a site's
+        projections are not all finite (a NaN or an Inf in its rows or its read's), of its rows
+        against the module recomputed on them, set aside with the other sampled pairs, so that
+        NaN/Inf are held to the same places as everywhere else. Whether any is not finite is read
+        once, for all of them (on an accelerator the one synchronisation before the trace's host
+        transfer)."""
         products, self._products = self._products, []
         if not products:
-            return []
+            return
         with torch.autocast(products[0][1].device.type, enabled=False):
-            pairs = [
-                projected(linear, traced, read, self.probe_count or 0) for _, traced, read, linear in products
-            ]
-        flat = torch.cat([side.reshape(-1) for pair in pairs for side in pair])
-        if bool(flat.isfinite().all()):
-            return [(name, *pair) for (name, *_), pair in zip(products, pairs, strict=True)]
-        return [
-            (name, *pair)
-            if bool(torch.cat([pair[0], pair[1]]).isfinite().all())
-            else (name, traced, linear.forward(read))
-            for (name, traced, read, linear), pair in zip(products, pairs, strict=True)
-        ]
+            groups = projected_together(
+                [(linear, traced, read) for _, traced, read, linear in products], self.probe_count or 0
+            )
+        if bool(torch.cat([side.reshape(-1) for _, *sides in groups for side in sides]).isfinite().all()):
+            for members, projected_rows, recomputed in groups:
+                measured = _row_deviations(projected_rows.flatten(1), recomputed.flatten(1))
+                for row, i in zip(measured, members, strict=True):
+                    self.rows[products[i][0]] = row
+            return
+        for members, projected_rows, recomputed in groups:
+            for j, i in enumerate(members):
+                name, traced, read, linear = products[i]
+                pair = projected_rows[j], recomputed[j]
+                finite = bool(torch.cat(pair).isfinite().all())
+                self._pending.append((name, *pair) if finite else (name, traced, linear.forward(read)))
 
 
 # The DEVIATION of a site that cannot be set against its recomputation.

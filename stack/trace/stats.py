@@ -33,15 +33,11 @@ from __future__ import annotations
 
 import torch
 
+from contracts.site_statistics import on_host
 from stack.kernels.host_stats import host_site_stats
 from stack.trace.sites import STATS
 
 DEVICE_STATS = STATS[1:]  # what the vector holds, in order
-
-
-def on_host(x: torch.Tensor) -> bool:
-    """Whether reading a scalar of x is free (no device to synchronise)."""
-    return x.device.type == "cpu"
 
 
 def _nonfinite_counts(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -253,14 +253,15 @@ class _Recorder:
     def _sample(self, name: str, seen: torch.Tensor, row: torch.Tensor) -> None:
         """A sampled site's statistics by the kernel and by their definitions, of the same rows,
         taken now (on the device, nothing read back) before anything can write into them: a whole
-        site's definitions at once, a bounded slice's as a float64 copy whose definitions are
-        computed with the other slices' at the end of the forward (`_definitions`)."""
+        site's definitions at once, a bounded slice's as a copy in its own dtype (float64 would
+        double it, and its 128 KiB a fresh mapping of memory per slice on a CPU) whose definitions
+        are computed with the other slices' at the end of the forward (`_definitions`)."""
         chosen, checked, count = statistics_slice(seen, self.statistics_elements)
         by_kernel = row if checked == count else site_stats(chosen)
         definitions = (
             site_statistics.statistics(chosen)
             if self.statistics_elements is None
-            else chosen.detach().to(torch.float64, copy=True)
+            else chosen.detach().clone(memory_format=torch.contiguous_format)
         )
         self.sampled[name] = (by_kernel, definitions, (checked, count))
 
@@ -279,8 +280,9 @@ class _Recorder:
         deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(DEVIATION))
         sampled = list(self.sampled)
         pairs = [
-            torch.cat([kernel, again.to(stats.device)])
+            side
             for (kernel, _, _), again in zip(self.sampled.values(), self._definitions(), strict=True)
+            for side in (kernel, again.to(stats.device))
         ]
         # The one host transfer: every site's statistics, every identity's row, every sampled
         # site's statistics of its slice by the kernel and by their definitions.

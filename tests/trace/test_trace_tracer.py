@@ -15,6 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
+from contracts import site_statistics
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
 from stack.kernels import host_stats
@@ -470,9 +471,10 @@ def test_one_host_transfer_per_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     with _HostReads() as traced:
         on_cpu, _ = trace_forward(model, idx)
     # On the host the C kernel reads nothing through torch: the stacked rows are the one transfer,
-    # beside each identity's finite check (a CPU scalar, free)...
+    # beside each identity's finite check and one for the sampled slices' definitions (whether any
+    # min or max is not finite), CPU scalars, free...
     assert host_stats.engine().startswith("c (")
-    checked = len(on_cpu.identities)
+    checked = len(on_cpu.identities) + 1
     assert traced.counts - plain.counts == Counter({"cpu": 1, "tolist": 1, "__bool__": checked})
     # ...the torch ops read each site's finite check too, and nothing else...
     monkeypatch.setattr(stats_module, "host_site_stats", lambda _x: None)
@@ -483,6 +485,7 @@ def test_one_host_transfer_per_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     # ...and where those reads would synchronise a device, they are not made.
     monkeypatch.setattr(stats_module, "on_host", lambda _x: False)
     monkeypatch.setattr(site_identity, "on_host", lambda _x: False)
+    monkeypatch.setattr(site_statistics, "on_host", lambda _x: False)
     with _HostReads() as accelerator_like:
         elsewhere, _ = trace_forward(model, idx)
     assert accelerator_like.counts - plain.counts == Counter({"cpu": 1, "tolist": 1})
