@@ -444,10 +444,16 @@ def _prepare(m: Metrics) -> Iterator[Identity]:
             yield Identity(f"{where}.{field}", run.get(field), ratio, args, prepare_ratio.__name__)
     if runs:
         yield Identity(
-            "metrics.peak_rss_gib", m.get("peak_rss_gib"), largest, _flat([r.get("peak_rss_gib") for r in runs])
+            "metrics.peak_rss_gib",
+            m.get("peak_rss_gib"),
+            largest,
+            _flat([r.get("peak_rss_gib") for r in runs]),
         )
         yield Identity(
-            "metrics.throughput_ratio", m.get("throughput_ratio"), smallest, _flat([r.get("ratio") for r in runs])
+            "metrics.throughput_ratio",
+            m.get("throughput_ratio"),
+            smallest,
+            _flat([r.get("ratio") for r in runs]),
         )
 
 
