@@ -61,10 +61,11 @@ demo: $(STAMP)
 	@echo "  the site        site/index.html, or '$(BIN)/mkdocs serve' then http://127.0.0.1:8000"
 
 ## test: lint, tests, integrity check, strict site build
-# The check and the site build read the repository and write nothing the other reads (the check
-# leaves the generated docs/reference/ alone), so they run side by side, each on its own core.
+# The tests build the repository's site strict, with a fresh run beside the ledger
+# (tests/support/site_build.py, read by the link and browser tests), so the site is not built a
+# second time here; `make site` builds it alone.
 test: lint pytest
-	$(MAKE) --no-print-directory -j2 --output-sync=target integrity site
+	$(MAKE) --no-print-directory integrity
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
