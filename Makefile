@@ -72,9 +72,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 # The tests run in one pytest-xdist worker per core (TEST_WORKERS=0: in this process alone); a
-# file's tests stay in one worker, so its module fixtures are built once.
+# file's tests stay in one worker, so its module fixtures are built once. Files are handed out in
+# the order tests/conftest.py collects them, longest first: xdist's own reordering, by how many
+# tests a file holds, sent the files of a few long tests (the distributed runs) last, to one core.
 TEST_WORKERS ?= auto
-XDIST := -n $(TEST_WORKERS) --dist loadfile
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # Bytecode is written (into the ignored __pycache__/ folders) even where the environment sets
 # PYTHONDONTWRITEBYTECODE: the suite starts some thousand Python processes (workers, `stack`
 # commands, checks), and without it each compiled the project's sources and rewrote the tests'
