@@ -350,7 +350,7 @@ def _with_its_reader_gone(argv: list[str]) -> int:
 
 
 def test_a_closed_pipe_does_not_end_the_work_of_train_or_prepare(tmp_path: Path, crash_dir: Path) -> None:
-    """Audit 8 H03: `stack train ... 2>&1 | head -1` died at step 2 (exit 1, no line, no crash file,
+    """`stack train ... 2>&1 | head -1` died at step 2 (exit 1, no line, no crash file,
     the run failed without a checkpoint), and prepare exited 2 over a complete DATA_DIR. A command
     that makes work drops what it prints once the reader has gone, and finishes: exit 0."""
     data = tmp_path / "data"

@@ -732,7 +732,7 @@ def test_a_source_is_in_one_system_from_main_share_of_its_documents() -> None:
 
 
 def test_a_language_a_mostly_latin_source_holds_in_earnest_is_kept_and_a_stray_dropped() -> None:
-    """The round-6 user audit's F01: a man-page tree in twenty languages, Latin in over 90 % of its
+    """A user's case: a man-page tree in twenty languages, Latin in over 90 % of its
     pages, lost every Japanese, Korean and Cyrillic page as a script mismatch. A system of the
     minority that is the main one of min_documents documents is held beside the main one (their
     markup may keep them under main_share); one document fewer and it is a stray the filter drops."""
@@ -771,7 +771,7 @@ def test_a_multilingual_source_is_kept_whole_and_its_script_canary_dropped(
     scripts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Five documents in each of many alphabets in one directory: every document is kept, and the
-    script filter's canary, in a script none of them is in, proves it ran (audit finding 4: the canary
+    script filter's canary, in a script none of them is in, proves it ran (the canary once
     fell back to Greek and GATE-DATA-013 fired on good data)."""
     texts = {f"{name}{i}.txt": corpora.alphabet_text(name, i) for name in scripts for i in range(5)}
     inputs = corpus(tmp_path, {"main": texts | {"ja0.txt": corpora.japanese_text(0)}})
@@ -1165,7 +1165,7 @@ def test_the_judge_names_the_reasons_largest_first_and_an_example() -> None:
 def test_the_working_set_never_changes_what_dedup_keeps(tmp_path: Path) -> None:
     """Documents longer than a small working set's batch (33 KiB against 26 KiB at 1 MiB) are
     judged whole and deduplicated like the rest: the manifest and shards are those of the default
-    working set (the second prepare audit's finding 2)."""
+    working set."""
     batch = WorkingSet(MIN_WORKING_SET).batch_bytes
     long_text = " ".join(f"mot{i}" for i in range(batch // 5))
     assert batch < len(long_text) < HELD_DOCUMENT_BYTES

@@ -102,7 +102,7 @@ def as_table(root: Path, docs: Sequence[str], name: str = "docs.csv", **extra: S
 
 def as_categorical_parquet(root: Path, docs: Sequence[str]) -> Path:
     """Parquet whose text column is dictionary-encoded, as pandas' `category` and Polars'
-    categorical columns are saved (the second prepare audit's finding 8)."""
+    categorical columns are saved."""
     root.mkdir(parents=True)
     table = pa.table({"id": list(range(len(docs))), "text": pa.array(list(docs)).dictionary_encode()})
     pq.write_table(table, root / "docs.parquet", row_group_size=16)

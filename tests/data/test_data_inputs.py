@@ -380,7 +380,7 @@ def test_a_json_array_of_texts_is_read_one_document_a_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """`json.dump(texts, f)` is how many people save a list of documents: each string is one
-    document, never the file's JSON read as text (the second prepare audit's finding 4)."""
+    document, never the file's JSON read as text."""
     (tmp_path / "texts.json").write_text(json.dumps(TEXTS))
     code, _, err = prepare(
         capsys, str(tmp_path / "texts.json"), "--out", str(tmp_path / "data"), "--val-fraction", "0"
@@ -474,7 +474,7 @@ def test_a_field_option_that_does_not_apply_is_refused_or_noted(
     assert code == EXIT_BAD_INPUT and err.rstrip().endswith("whose fields it knows; drop --text-field"), err
 
 
-# -- round-6 user audit F03: a table's text column is its documents -----------------------------------
+# -- a table's text column is its documents -----------------------------------
 
 
 def test_a_csv_with_the_text_column_is_read_by_its_rows_and_one_without_is_named(
@@ -516,7 +516,7 @@ def test_a_table_is_split_at_the_delimiter_its_header_uses(
     assert load_manifest(tmp_path / "data").sources["main"].documents == 8
 
 
-# -- round-6 user audit F13: sources whose records keep their text under different names ---------------
+# -- sources whose records keep their text under different names ---------------
 
 
 def test_each_source_can_name_its_own_text_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -693,7 +693,7 @@ def test_a_source_the_records_name_can_be_waived_and_a_misspelt_one_is_refused(
 ) -> None:
     """With --source-field the sources come from the records, so the waiver prepare's own warnings
     advise (`--no-filter blog --reason ...`) is taken, and one naming no record's source is refused
-    once the records are read (the second prepare audit's finding 9)."""
+    once the records are read."""
     rows = [{"text": text, "site": "blog" if i % 2 else "news"} for i, text in enumerate(TEXTS)]
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     base = [str(tmp_path / "s.jsonl"), "--source-field", "site"]
@@ -717,7 +717,7 @@ def test_a_record_with_a_huge_integer_is_read_for_its_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
 ) -> None:
     """JSON allows integers of any length; Python converts at most 4,300 digits. A huge id beside
-    the text ended prepare in an internal error (the second prepare audit's finding 12)."""
+    the text ended prepare in an internal error."""
     huge = "9" * 5000
     lines = [f'{{"id": {huge}, "text": {json.dumps(text)}}}' for text in TEXTS]
     body = "\n".join(lines) + "\n" if suffix == ".jsonl" else "[" + ",".join(lines) + "]"
@@ -731,7 +731,7 @@ def test_a_prepare_whose_held_out_split_is_empty_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two documents at the default --val-fraction: neither is held out, which `stack train` then
-    refuses; prepare says it when it happens, with the fix (the second prepare audit's finding 14)."""
+    refuses; prepare says it when it happens, with the fix."""
     corpus = corpora.write_files(tmp_path / "in", TEXTS[:2])
     code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "data"))
     assert code == 0, err
@@ -826,8 +826,7 @@ def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows
 
 def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Exports nest the text (`{"data": {"text": ...}, "meta": {"site": ...}}`): `--text-field
-    data.text` and `--source-field meta.site` read it; `--text-field data` says how to name it
-    (the second prepare audit's finding 13)."""
+    data.text` and `--source-field meta.site` read it; `--text-field data` says how to name it."""
     rows = [
         {"data": {"text": text}, "meta": {"site": "blog" if i % 2 else "news"}}
         for i, text in enumerate(TEXTS)
@@ -858,8 +857,8 @@ def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.Capt
 def test_a_source_line_names_the_filters_run_when_they_are_not_the_default_list(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`--filter dedup` runs dedup alone, the default five off: the screen says which ran (the
-    second prepare audit's finding 20); under the default list the line stays as it was."""
+    """`--filter dedup` runs dedup alone, the default five off: the screen says which ran; under the default
+    list the line stays as it was."""
     corpus = corpora.write_files(tmp_path / "in", TEXTS)
     code, out, err = prepare(capsys, str(corpus), "--filter", "dedup", "--out", str(tmp_path / "a"))
     assert code == 0 and "main: 8 in, 8 out, 0.00% dropped (none); filters run: dedup" in out, err

@@ -1,13 +1,13 @@
 """A DATA_DIR that moved, through the real commands.
 
-K07: a run whose DATA_DIR moved was resumed with `--resume R --data NEWPLACE`, as the refusal
+A run whose DATA_DIR moved was resumed with `--resume R --data NEWPLACE`, as the refusal
 advised; the resume checked the new place's manifest and trained on it, but R's record kept the old
 place, so `stack eval R --split val` refused ("no DATA_DIR is recorded ... or it no longer exists")
 and the next resume asked for --data again. The checked new place is now the record's `data_dir`
 (what stack.train.lineage reads), the checker holds it to the resume's --data, and eval tells "none
 recorded" from "recorded but gone".
 
-K08: on a small chat set, the held-out shortfall kept advising "lower batch_size" at batch_size 1,
+On a small chat set, the held-out shortfall kept advising "lower batch_size" at batch_size 1,
 by keys no user could find, and never named eval.batches. The advice a lens's shortfall gives is
 derived from what can still move (stack.data.heldout.Shortfall); the training loop evaluates a
 split smaller than its set whole (GATE-EVAL-001 rev 6), and GATE-EVAL-001's line names the
@@ -159,7 +159,7 @@ def _sft(data: Path, start: Path, out: Path, *extra: str) -> int:
 def test_a_heldout_split_smaller_than_the_set_trains_on_it_whole(
     small_chat: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """K08's set, under GATE-EVAL-001 rev 6: a held-out split of fewer windows than the set asks for
+    """A small chat set, under GATE-EVAL-001 rev 6: a held-out split of fewer windows than the set asks for
     is evaluated whole, one window a batch, at batch size 1 as at the default; and eval.batches
     below the split's windows is that many batches. No refusal, no waiver."""
     data, start = small_chat
@@ -253,7 +253,7 @@ def test_the_lens_shortfall_names_the_lens_options(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["batch_size", "batches", "seq_len"])
 def test_each_key_the_training_advice_names_is_one_set_accepts(key: str) -> None:
-    """The advice names keys a user can pass to `--set` (round-12 user audit K28: it named
+    """The advice names keys a user can pass to `--set` (it once named
     train.seq_len, which `--set` refused as unknown; a training window is model.ctx)."""
     name = getattr(TRAINING_KNOBS, key)
     value = 64 if key == "seq_len" else 2

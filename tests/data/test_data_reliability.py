@@ -421,7 +421,7 @@ def test_manifest_hashes_cover_every_listed_file(prepared: Path) -> None:
     assert all(sha256_file(prepared / rel) == sha for rel, sha in manifest.hashes().items())
 
 
-# -- audit F11: the advice of every refusal of a damaged DATA_DIR works when followed ------------
+# -- the advice of every refusal of a damaged DATA_DIR works when followed ------------
 
 
 def _flip_last_byte(path: Path) -> None:

@@ -209,8 +209,8 @@ def test_a_corpus_option_that_never_reaches_the_prepare_is_caught(
     value: Any,
     said: str,
 ) -> None:
-    """The class of R129 over a corpus's other options: the option given, the prepare handed the
-    default (for --doc-sep, --doc-bytes and --format, the Layout built without it), and the checker
+    """An option that never reaches the prepare, over a corpus's other options: the option given, the prepare
+    handed the default (for --doc-sep, --doc-bytes and --format, the Layout built without it), and the checker
     holds the stated option to the manifest."""
     prepare = prepare_module.prepare_corpus
     if handed == "layout":
@@ -252,7 +252,8 @@ def test_a_fine_tuning_option_that_never_reaches_the_prepare_is_caught(
     kept: dict[str, Any],
     said: str,
 ) -> None:
-    """The class of R137 over --pack-len (a prefs window holds two rows of --pack-len)."""
+    """A fine-tuning option that never reaches the prepare, over --pack-len (a prefs window holds two rows of
+    --pack-len)."""
     code, err, record = _prepare(capsys, tmp_path / "base", str(data), *argv, "--val-fraction", "0.3")
     assert code == 0 and findings(record) == [], err
     monkeypatch.setattr(sft_prepare_module, "prepare_sft", _forced(sft_prepare_module.prepare_sft, **kept))

@@ -131,7 +131,7 @@ def test_broken_fp32_graph_is_caught_and_not_quantised(
     assert record["parity"]["model.int8.onnx"] == {"ok": False, "message": "not built: the fp32 graph failed"}
 
 
-# An opset above the exporter's default that torch writes (`stack export --opset`): audit R88's.
+# An opset above the exporter's default that torch writes (`stack export --opset`).
 ASKED_OPSET = onnx_export.DEFAULT_OPSET + 2
 
 
@@ -244,7 +244,7 @@ def test_out_dir_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert not list(tmp_path.glob(".*tmp-*"))  # no staging directory left behind
 
 
-# -- GATE-EXPORT-002 check weights: the int8 graph, as saved, stores int8 weights (audit R66) -----
+# -- GATE-EXPORT-002 check weights: the int8 graph, as saved, stores int8 weights -----
 
 
 @pytest.mark.gate(GATE)

@@ -1,13 +1,13 @@
 """What the export's parity gates and a surgery's gate measure: the two logits tensors, planted otherwise.
 
-R178: stack.export.parity.compare_logits stated the mean difference as `max_abs_diff`, so every
+A mutant stack.export.parity.compare_logits stated the mean difference as `max_abs_diff`, so every
 parity atol was applied to a mean and every gate passed. GATE-EXPORT-001 rev 5, GATE-EXPORT-002 rev
 4 and GATE-LORA-007 rev 3 (check tensors, int8_tensors) judge the numbers contracts.logits_parity
 computes from the two logits tensors, and hold the stated ones to them. The falsifiers plant the
-mean in compare_logits (this process), alone as the audit did, or beside a runtime whose logits are
+mean in compare_logits (this process), alone as the mutant did, or beside a runtime whose logits are
 one logit just beyond the atol; the holds put it just inside.
 
-R189: a laser or quantize surgery wrote its checkpoint without its source's chat template.
+A mutant laser or quantize surgery wrote its checkpoint without its source's chat template.
 GATE-LASER-003 rev 3 (check template) holds the written state.json's template digest to the
 source's (contracts.checkpoints.chat_template_sha256); the checker derives it again.
 """
@@ -52,7 +52,7 @@ def _atol(gate_id: str, name: str) -> float:
 
 
 def plant_mean(monkeypatch: pytest.MonkeyPatch, artefact: str | None = None) -> None:
-    """Audit R178's mutant: compare_logits states the mean |Δ| as max_abs_diff (of `artefact` only,
+    """The mutant: compare_logits states the mean |Δ| as max_abs_diff (of `artefact` only,
     when given)."""
     real = parity.compare_logits
 
@@ -80,7 +80,7 @@ def _export(capsys: pytest.CaptureFixture[str], checkpoint: Path, out: Path, *ex
     return one_line_cli(capsys, "export", str(checkpoint), "--out", str(out), *extra)
 
 
-# -- R178: the parity gates judge the two logits tensors ---------------------------------------
+# -- the parity gates judge the two logits tensors ---------------------------------------
 
 
 @pytest.mark.gate(EXPORT_ONNX)
@@ -141,8 +141,8 @@ def test_an_int8_graph_whose_difference_is_stated_as_a_mean_halts(
 def test_a_hugging_face_export_whose_max_is_stated_as_the_mean_halts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Audit R178 as it ran: an export within the atol, its number the mean; the record would state
-    a number its two tensors contradict."""
+    """The mean-as-max mutant as it ran: an export within the atol, its number the mean; the record would
+    state a number its two tensors contradict."""
     checkpoint = make_checkpoint(tmp_path)
     plant_mean(monkeypatch)
     code, err = _export(capsys, checkpoint, tmp_path / "hf", "--format", "hf")
@@ -224,7 +224,7 @@ def test_the_statute_reads_the_one_moved_logit_whatever_the_rest(
     assert argmax_agreement(reference, reference) == 1.0
 
 
-# -- R189: a surgery's checkpoint carries its source's chat template ---------------------------
+# -- a surgery's checkpoint carries its source's chat template ---------------------------
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def chat_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def plant_dropped_template(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Audit R189's mutant: the surgery's fresh state is written without the carried template."""
+    """The mutant: the surgery's fresh state is written without the carried template."""
     real = output.fresh_state
 
     def dropped(config: Any, tokenizer: dict[str, Any], source: dict[str, Any], _template: Any = None) -> Any:

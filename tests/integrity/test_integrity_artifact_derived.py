@@ -4,23 +4,23 @@ a copy of a committed record as the audit's plant did it, finished by a perfect 
 the artifacts derive re-derived, every verdict re-judged, every artifact re-hashed), and the
 integrity check must name it; the copies as filed pass.
 
-- a mixture's experts restated (V07c: every evaluation line routes to as many experts as it has);
-- a bandit's cap restated (V08: its warmup shares are the caps' projection of even wants);
-- a lens reading's top_k and an ablation's --sample restated (V04, V17: the readings' width, and the
+- a mixture's experts restated (every evaluation line routes to as many experts as it has);
+- a bandit's cap restated (its warmup shares are the caps' projection of even wants);
+- a lens reading's top_k and an ablation's --sample restated (the readings' width, and the
   greedy continuations replayed on the committed model);
-- a single trace's prompt restated with as many tokens (V35: its embed site is the committed
+- a single trace's prompt restated with as many tokens (its embed site is the committed
   model's embedding rows of the prompt's ids);
-- an export's model digest and stored dtypes restated (V11, V19: export.json's files);
-- a fine-tune's data tokenizer restated (V13: its init model's tokenizer);
+- an export's model digest and stored dtypes restated (export.json's files);
+- a fine-tune's data tokenizer restated (its init model's tokenizer);
 - a distillation's teacher re-pointed to a fine-tune's checkpoint with an invented frozen digest
-  (V15: the ledger's memorization record measured that checkpoint's weights otherwise);
-- a benchmark option's active parameters restated (V26: the preset, the options matrix and
+  (the ledger's memorization record measured that checkpoint's weights otherwise);
+- a benchmark option's active parameters restated (the preset, the options matrix and
   ModelConfig's defaults at its commit, counted by contracts.model_shape);
-- a speed benchmark's model restated (V27: config_for at its commit, read from the source);
-- a LoRA merge's modules restated (V32b: the LoRA run of the ledger that wrote the adapters it
+- a speed benchmark's model restated (config_for at its commit, read from the source);
+- a LoRA merge's modules restated (the LoRA run of the ledger that wrote the adapters it
   merged puts them on its config's targets);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
-  filter settings (V02, V37, V41: the command's defaults at the record's commit).
+  filter settings (the command's defaults at the record's commit).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _toml_replaced(run_dir: Path, old: str, new: str) -> None:
 
 
 def test_experts_restated_against_the_routed_counts_is_caught(tmp_path: Path) -> None:
-    """V07c: model.moe_experts doubled on the command line and in config.toml; every evaluation line
+    """The run's model.moe_experts doubled on the command line and in config.toml; every evaluation line
     still routes each mixture layer to as many experts as the run had."""
     routed = next(line["routed"] for line in log_lines(RECORDS / CURRENT_RUN) if "routed" in line)
     experts = len(next(iter(routed.values())))
@@ -262,7 +262,7 @@ def test_an_options_active_parameters_restated_are_caught(tmp_path: Path) -> Non
 
 
 def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_caught(tmp_path: Path) -> None:
-    """V32b: two modules of a layer the model lacks added to a merge (record and surgery.json), with
+    """Two modules of a layer the model lacks added to a merge (record and surgery.json), with
     the adapters its parity and unmerge checks count."""
     modules = _record(MERGE_RUN)["metrics"]["modules"]
     layers = 1 + max(int(m.split(".")[1]) for m in modules)

@@ -7,32 +7,32 @@ re-judged, every artifact re-hashed), and the integrity check must name it; the 
 Tests are prefixed by the area of the branch that added them (tune_, es_, surgery_, sample_, trace_,
 patch_, lens_, prepare_, eval_, export_).
 
-- a memorization's GATE-TRAIN-005 draws restated (W03: both rows continue every example for the
+- a memorization's GATE-TRAIN-005 draws restated (both rows continue every example for the
   continuation's length, memorization.json);
-- a memorization's base_checkpoint restated (W14: its --base, resolved by run.places);
-- a sample's GATE-TRAIN-005 probe_draws restated (W28: PROBE_ROWS × PROBE_TOKENS at its commit);
-- a quantization's HQQ optimiser settings restated (W33: HalfQuadratic's defaults at its commit);
-- an ES run's batch_size and workers restated with no option given (W17, W60: EsSettings' defaults
+- a memorization's base_checkpoint restated (its --base, resolved by run.places);
+- a sample's GATE-TRAIN-005 probe_draws restated (PROBE_ROWS × PROBE_TOKENS at its commit);
+- a quantization's HQQ optimiser settings restated (HalfQuadratic's defaults at its commit);
+- an ES run's batch_size and workers restated with no option given (EsSettings' defaults
   at its commit, its parser declaring none);
-- a LASER run's GATE-LASER-001 elements restated (W05: the listed matrices in its source model);
-- an ES run's GATE-ES-004 angle and GATE-ES-002 smallest noise norm restated (W26b, W31: the
+- a LASER run's GATE-LASER-001 elements restated (the listed matrices in its source model);
+- an ES run's GATE-ES-004 angle and GATE-ES-002 smallest noise norm restated (the
   planted case and the member seeds' noise, contracts.es_noise);
-- a CPU-only torch build's record restated as a CUDA run (W44: env against itself);
-- trace: a site's shape and count restated (W36: layers.0.k 128 wide, a model without grouped-query
+- a CPU-only torch build's record restated as a CUDA run (env against itself);
+- trace: a site's shape and count restated (layers.0.k 128 wide, a model without grouped-query
   attention; the checkpoint's [model] table decides every site's width, contracts.selection.site_widths);
-  a path's dtype restated against --dtype (R83), every traced site against its path's dtype; the
-  table's statistic restated against trace.json's (R103);
-- patch: config.foil restated with no --foil given (W66: trace.json's metric keeps the foil it scored);
-- lens: the read position restated against trace.json's (R93).
-- prepare: a text prepare split with seed 0 where `--seed 3` was asked (R99), a fine-tuning prepare
-  cut at 0.1 where `--val-fraction 0.3` was asked (R91): config.seed and config.val_fraction are the
+  a path's dtype restated against --dtype, every traced site against its path's dtype; the
+  table's statistic restated against trace.json's;
+- patch: config.foil restated with no --foil given (trace.json's metric keeps the foil it scored);
+- lens: the read position restated against trace.json's.
+- prepare: a text prepare split with seed 0 where `--seed 3` was asked, a fine-tuning prepare
+  cut at 0.1 where `--val-fraction 0.3` was asked: config.seed and config.val_fraction are the
   manifest's draw and the command line's options.
-- eval: config.seq_len restated (W08: the committed model's context); GATE-EVAL-003's scored and
-  predicted position digests restated alike (W81: contracts.likelihood.predicted_positions_sha256
+- eval: config.seq_len restated (the committed model's context); GATE-EVAL-003's scored and
+  predicted position digests restated alike (contracts.likelihood.predicted_positions_sha256
   of the token count); a `--text` word that reaches into the checkout from above it (`repo/README.md`
   from the clone's parent) is held to the file its commit holds, not flagged as missing.
-- export: export.json's source config digest and tokenizer summary restated (W09, W12: the committed
-  checkpoint's config and tokenizer); its argv held to run.argv (W11: both name the same line).
+- export: export.json's source config digest and tokenizer summary restated (the committed
+  checkpoint's config and tokenizer); its argv held to run.argv (both name the same line).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def test_es_a_setting_no_option_gave_restated_is_caught(tmp_path: Path, key: str
 
 
 def test_es_a_self_test_angle_restated_within_the_threshold_is_caught(tmp_path: Path) -> None:
-    """W26b: GATE-ES-004's angle restated as a better self-test; contracts.es_noise's planted case,
+    """GATE-ES-004's angle restated as a better self-test; contracts.es_noise's planted case,
     from the run's seed and the gate's thresholds, gives the angle (a derived field: the forger's
     finish puts it back)."""
     angle = gate(_record(ES_RUN), "GATE-ES-004")["measured"]["angle_degrees"]
@@ -232,7 +232,7 @@ def test_trace_site_widened_against_the_checkpoints_shapes_is_caught(tmp_path: P
 
 
 def test_trace_path_dtype_restated_against_its_sites_and_command_line_is_caught(tmp_path: Path) -> None:
-    """R83 seen from the ledger: a path described in bf16 whose sites hold float32 (the forward ran
+    """Seen from the ledger: a path described in bf16 whose sites hold float32 (the forward ran
     in fp32), and a command line's --dtype bf16 against a path described in fp32."""
 
     def as_bf16(report: dict[str, Any], _data: dict[str, Any]) -> None:
@@ -249,7 +249,7 @@ def test_trace_path_dtype_restated_against_its_sites_and_command_line_is_caught(
 
 
 def test_trace_statistic_restated_against_trace_json_is_caught(tmp_path: Path) -> None:
-    """R103 seen from the ledger: trace.json names the table's statistic (from 1.32.0); config.stat
+    """Seen from the ledger: trace.json names the table's statistic (from 1.32.0); config.stat
     restates it, and a record that says absmax where the table showed std is caught."""
 
     def shown(report: dict[str, Any], _data: dict[str, Any]) -> None:
@@ -281,7 +281,7 @@ def test_patch_foil_restated_without_a_foil_option_is_caught(tmp_path: Path) -> 
 
 
 def test_lens_position_restated_against_trace_json_is_caught(tmp_path: Path) -> None:
-    """R93 seen from the ledger: a lens reading's config.position (from 1.32.0) is the position its
+    """Seen from the ledger: a lens reading's config.position (from 1.32.0) is the position its
     readings were taken at, trace.json's."""
     position = json.loads((RECORDS / LENS_RUN / "trace.json").read_text(encoding="utf-8"))["position"]
     found = findings(
@@ -446,7 +446,7 @@ def _text_word_from_above(data: dict[str, Any]) -> str:
 
 
 def test_eval_text_named_from_above_the_checkout_is_held_to_its_file(tmp_path: Path) -> None:
-    """The round-8 mutation audit's false flag: `stack eval ... --text repo/README.md`, run from the
+    """Once falsely flagged: `stack eval ... --text repo/README.md`, run from the
     clone's parent, is the repository's README.md; the honest record passes, a restated count not."""
 
     def from_above(data: dict[str, Any], run_dir: Path) -> None:

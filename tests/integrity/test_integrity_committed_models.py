@@ -4,16 +4,16 @@ copy of a committed record of the current spec and finished as a perfect forger 
 (`ledger_support.rederive`: every derived field copied in, every verdict judged again, every
 artifact re-hashed), and the integrity check must name it from the model or the record it read.
 
-- a memorization's base row, a distillation's frozen teacher said to be another model's weights
-  (U13, U30): stack.tune.frozen.weights_sha256 of the committed model (tools/committed_models.py);
+- a memorization's base row, a distillation's frozen teacher said to be another model's weights:
+  stack.tune.frozen.weights_sha256 of the committed model (tools/committed_models.py);
 - a sample's text not what its ids decode to, its prompt restated, its prompt's token count
-  changed (U01, U02, U04), a lens reading's top-1 label not its token's (U54): the committed
+  changed, a lens reading's top-1 label not its token's: the committed
   checkpoint's tokenizer (tools/trace_tokens.py);
-- an ablation restated as another site (U19): its own intact and ablated traces
+- an ablation restated as another site: its own intact and ablated traces
   (contracts.derive.trace.ablation_site_problems);
-- a lens reading's lens digest restated (U20), a distillation's teacher restated as a model the
-  stack refuses (U29): the records of the lens and of the teacher (tools/cross_reads.py);
-- an export's count of settings read back restated (U12): the config.json its committed model makes.
+- a lens reading's lens digest restated, a distillation's teacher restated as a model the
+  stack refuses: the records of the lens and of the teacher (tools/cross_reads.py);
+- an export's count of settings read back restated: the config.json its committed model makes.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def test_the_records_as_filed_pass(tmp_path: Path, run: str, beside: str | None)
 
 
 def test_the_teacher_planted_has_a_context_below_the_students_windows() -> None:
-    """U29's plant is a teacher the stack refuses: its context is below the student's (no seq_len)."""
+    """The planted teacher is one the stack refuses: its context is below the student's (no seq_len)."""
     teacher, student = _ledger(CURRENT_RUN)["config"]["model"], _ledger(DISTILL_RUN)["config"]
     assert student["distill"].get("seq_len") is None
     assert teacher["ctx"] < student["model"]["ctx"]

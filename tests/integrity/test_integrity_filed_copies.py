@@ -2,13 +2,13 @@
 repository holds: each is planted in a copy of a committed record of spec 1.29.0, its artifacts
 re-hashed as a forger would, and the integrity check must name it; the copy as filed passes.
 
-- a fine-tune's epoch plans said drawn from another seed than the run's (G01);
-- a prepare's dedup rechecks said judged at another Jaccard threshold than its settings (P01: on a
+- a fine-tune's epoch plans said drawn from another seed than the run's;
+- a prepare's dedup rechecks said judged at another Jaccard threshold than its settings (on a
   fresh record, tests/integrity/test_integrity_results.py, the
   ledger's being stale under GATE-DATA-013 rev 5);
-- an export naming another end-of-text id than its committed checkpoint's tokenizer has (E02);
-- a lens reading restated for another prompt of the same length (X03);
-- a patching cell that wrote nothing said to have recovered part of the score (W08).
+- an export naming another end-of-text id than its committed checkpoint's tokenizer has;
+- a lens reading restated for another prompt of the same length;
+- a patching cell that wrote nothing said to have recovered part of the score.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """Tamperings the checker decides, each planted in a copy of a committed record:
 
 - values the code fixes without an option (caught after a perfect forger's finish, `forger_finished`):
-  a lens reading's mode against config.lens (Y11), its position against the prompt's last where the
-  line gives no --position (Y99), a trace's path_a dtype against the parser's default (Y21), a
-  lens-train's nesterov against LensTraining's default no option reaches (Y61);
+  a lens reading's mode against config.lens, its position against the prompt's last where the
+  line gives no --position, a trace's path_a dtype against the parser's default, a
+  lens-train's nesterov against LensTraining's default no option reaches;
 - structural counts the record's other values fix: GATE-DATA-005's max_gap against the span of its
-  ids (Y107), an ablation's logits.elements against the shape of its tokens × vocabulary (Y64); and,
+  ids, an ablation's logits.elements against the shape of its tokens × vocabulary; and,
   derived again (a bare plant is named, the forger's finish can only put the truth back): a patch's
-  config.patch_sites (Y24), GATE-LENS-005's sites (Y100), GATE-LENS-006's objective_steps (Y86) and a
-  memorization's greedy GATE-TRAIN-005 sampler (Y102, Y103);
+  config.patch_sites, GATE-LENS-005's sites, GATE-LENS-006's objective_steps and a
+  memorization's greedy GATE-TRAIN-005 sampler;
 - an export's tokenizer files, tokenizer_keys and config.json special ids against what the committed
-  model makes again (Y46, Y49, Y50, Y91, Y92).
+  model makes again.
 
 The records as filed pass.
 """

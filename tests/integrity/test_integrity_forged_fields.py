@@ -3,18 +3,18 @@ already reads: each is planted in a copy of a committed record,
 finished by a perfect forger (every field the artifacts derive re-derived, every verdict re-judged,
 every artifact re-hashed), and the integrity check must name it; the records as filed pass.
 
-- a setting a silent command line left to a default of None (X40: a sample's top_k) or to a
-  default its parser names by a constant (X08: a tuned lens's weight decay, DEFAULT_WEIGHT_DECAY):
+- a setting a silent command line left to a default of None (a sample's top_k) or to a
+  default its parser names by a constant (a tuned lens's weight decay, DEFAULT_WEIGHT_DECAY):
   tools/integrity/settings/default_sources.py reads every kind of default at the record's commit;
-- a fully consistent CUDA claim (X61: env.torch, env.cuda and env.device alike) against the device
+- a fully consistent CUDA claim (env.torch, env.cuda and env.device alike) against the device
   its gates' generators drew on, and a CUDA build's label against env.cuda (tools/integrity/env_checks.py);
-- a report's library versions (X01: export.json's torch against env.torch; X02: the project's own
+- a report's library versions (export.json's torch against env.torch; the project's own
   version against pyproject.toml at the record's commit; tools/integrity/env_checks.py);
 - a WARN whose check finds, without reading a threshold, that the record contradicts its own
-  measurement (X64: GATE-FT-003's examples_eligible restated; tools/record_checks.contradictions);
-- a made-model digest on a record whose checkpoint is its own output (X74: an ES record;
+  measurement (GATE-FT-003's examples_eligible restated; tools/record_checks.contradictions);
+- a made-model digest on a record whose checkpoint is its own output (an ES record;
   tools/lineage.made_digest_problems);
-- a forged field of the wrong type is a named problem, never a crash of the derivation (X48: an ES
+- a forged field of the wrong type is a named problem, never a crash of the derivation (an ES
   record's resumed_from given as a path; a trace's --layers and --sites, a prepare's canary rows,
   a patch's cells).
 """

@@ -3,15 +3,15 @@ of a committed record and finished by a perfect forger (`forger_finished`:
 every field the artifacts derive re-derived, every verdict re-judged, every artifact re-hashed):
 
 - joined to the committed ledger in a runs-only check (tools/check_integrity.check_lineage's context):
-  a finetune's unique_train_tokens against the prepare manifest its data.manifest_sha256 names (X17),
-  a lens-train's lens digest against the lens reading of the file it saved (X14);
+  a finetune's unique_train_tokens against the prepare manifest its data.manifest_sha256 names,
+  a lens-train's lens digest against the lens reading of the file it saved;
 - tokenizer.json digests held to the committed tokenizer's Hugging Face form
-  (tools/committed_models.ReadModel.tokenizer_json): an export's export.json (X03), a finetune's
-  checkpoint (X18);
+  (tools/committed_models.ReadModel.tokenizer_json): an export's export.json, a finetune's
+  checkpoint;
 - counts a code rule makes of stated numbers (contracts/gate_counts.py, contracts/derive/): lens-train
-  GATE-DATA-005 windows (X13), GATE-KD-002 teacher forwards at least the micro-steps (X24b), GATE-SFT-003
-  positions_compared (X33), GATE-DPO-003 appended (X35), GATE-DATA-008 wanted_warmup (X68); GATE-TRACE-002
-  identities' ref_absmax (X70) and a patch's config.patch_positions (X49) held to trace.json.
+  GATE-DATA-005 windows, GATE-KD-002 teacher forwards at least the micro-steps, GATE-SFT-003
+  positions_compared, GATE-DPO-003 appended, GATE-DATA-008 wanted_warmup; GATE-TRACE-002
+  identities' ref_absmax and a patch's config.patch_positions held to trace.json.
 
 A derived field is caught as planted and put back by the forger's finish (the lie cannot stand); a
 cross-record or committed-file fact is caught after the finish. The records as filed pass.
@@ -174,7 +174,7 @@ GPU_TRACE_RUN = "trace-20261127T153158"
 
 
 def test_x70_the_gpu_records_reference_absmax_stands_as_filed(tmp_path: Path) -> None:
-    """X70 on a GPU's record: an identity's ref_absmax differs from the traced site's absmax, by at
+    """On a GPU's record, an identity's ref_absmax differs from the traced site's absmax, by at
     most its own max_abs_diff (two tensors' largest magnitudes differ by no more than their largest
     difference), and the record stands. It was judged under GATE-TRACE-002 rev 5, so its identities
     are no longer derived again (a stale verdict); the bound for today's sampled identities is held

@@ -4,15 +4,15 @@ is planted in a copy of a committed record of the current spec and finished by a
 integrity check must still name the lie:
 
 - a fully consistent CUDA claim (torch +cu128, cuda 12.8, device cuda) on a record whose writer
-  passes CommandEvidence a literal device (Y82 es, Y98 prepare, Y110 laser: tools/env_checks.py);
+  passes CommandEvidence a literal device (es, prepare, laser: tools/env_checks.py);
 - an ES run's config.toml restated against its source's saved configuration, and its source
-  manifest's digest restated (Y01, Y07: tools/committed_models.py);
-- an ES run's checkpoint, and its last served batch's place in the epoch, restated (Y02, Y106:
-  contracts/derive/training.py; the forger's finish puts the truth back, so these are planted
+  manifest's digest restated (tools/committed_models.py);
+- an ES run's checkpoint, and its last served batch's place in the epoch, restated
+  (contracts/derive/training.py; the forger's finish puts the truth back, so these are planted
   without it);
-- one GATE-MODEL-003 form's reference magnitude restated beside the others of its reference (Y43);
-- gate probes decided before the run restated: KD-004's grad_ratio, ARCH-003's references (Y59, Y93,
-  Y94: tools/probe_replays.py).
+- one GATE-MODEL-003 form's reference magnitude restated beside the others of its reference;
+- gate probes decided before the run restated: KD-004's grad_ratio, ARCH-003's references
+  (tools/probe_replays.py).
 """
 
 from __future__ import annotations

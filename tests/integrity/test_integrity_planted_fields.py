@@ -3,16 +3,15 @@ repository holds: each is planted in a copy of a committed record of spec 1.29.0
  (every cited artifact re-hashed, a derived field re-derived where the plant did), and
 the integrity check must name it; the copies as filed pass.
 
-- a command line written `python -m stack ...` (U24) is read, so the config it resolves still
+- a command line written `python -m stack ...` is read, so the config it resolves still
   holds the record; one `stack` cannot parse is a violation, never a skipped check;
 - a record read at a place another record of the ledger wrote is held to that record's digests,
-  whatever digest it states (U25: a manifest no record made; U15: another run's checkpoint);
-- a lineage parent of a role its kind's command never names (U51);
-- the model a DPO run started from and the data an ES run read, restated (U27, U52);
-- an evaluation's token counts, stored bytes and characters, or one digest of its text restated
-  (U09, U10, U48), derived from the file at its commit although the record is of a dirty tree;
-- the tokenizer or checkpoint step of a committed model a sample or an evaluation read (U05, U06,
-  U08).
+  whatever digest it states (a manifest no record made; another run's checkpoint);
+- a lineage parent of a role its kind's command never names;
+- the model a DPO run started from and the data an ES run read, restated;
+- an evaluation's token counts, stored bytes and characters, or one digest of its text restated,
+  derived from the file at its commit although the record is of a dirty tree;
+- the tokenizer or checkpoint step of a committed model a sample or an evaluation read.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def _argv(words: Any) -> Change:
     ids=["another-program", "an-unknown-option", "another-command-refused", "another-command"],
 )
 def test_a_command_line_the_checker_cannot_read_is_a_violation(tmp_path: Path, words: Any, says: str) -> None:
-    """U24's lesson: an unreadable command line turned every check that reads it off; it is named."""
+    """An unreadable command line must not turn off every check that reads it: it is named."""
     assert_found(findings(planted(tmp_path, CURRENT_RUN, _argv(words))), "run.argv", says)
 
 

@@ -3,21 +3,21 @@ repository holds: each is planted in a copy of a committed record, its artifacts
 field its artifacts derive re-derived, `rederive`) as a forger would, and the integrity check must
 name it; the copy as filed passes.
 
-- memorization.json counting reproduced examples from more tokens than GATE-FT-003's threshold (U14);
-- a falsify record missing a falsifier of its commit, or listing one its commit lacks (U38, U39), a
-  conformance record listing a test its commit lacks (U41), or a test under a gate it is not marked
+- memorization.json counting reproduced examples from more tokens than GATE-FT-003's threshold;
+- a falsify record missing a falsifier of its commit, or listing one its commit lacks, a
+  conformance record listing a test its commit lacks, or a test under a gate it is not marked
   for;
-- repeatability claimed by a run whose config plans no replay (U33);
-- GATE-TRAIN-007's train-split targets other than the first epoch's step lines scored (U28);
-- GATE-CKPT-001's optimizer tensors other than AdamW's three of each stepped tensor (U26), and LoRA
-  targets restated with the checkpoint's files left as the real adapters wrote them (U61c);
-- a lens-train's steps per epoch other than its plan's windows over its batch (U21b);
+- repeatability claimed by a run whose config plans no replay;
+- GATE-TRAIN-007's train-split targets other than the first epoch's step lines scored;
+- GATE-CKPT-001's optimizer tensors other than AdamW's three of each stepped tensor, and LoRA
+  targets restated with the checkpoint's files left as the real adapters wrote them;
+- a lens-train's steps per epoch other than its plan's windows over its batch;
 - a prepare's assigned documents or GATE-DATA-012's per-source documents in other than its
-  manifest's (U35, U50b), or its leak canaries other than the cases its config's leak settings
-  plant (contracts.leak_canaries): two transcript formats taken out (U36), a whole case taken out,
+  manifest's, or its leak canaries other than the cases its config's leak settings
+  plant (contracts.leak_canaries): two transcript formats taken out, a whole case taken out,
   a case's must_drop restated, a row of no case;
 - a training benchmark's batch size or attention other than its preset and the config defaults at
-  its commit decide (U42, U44);
+  its commit decide;
 - an export's parity threshold restated looser than the gate's (thresholds in force).
 """
 

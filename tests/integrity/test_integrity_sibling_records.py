@@ -1,11 +1,11 @@
 """Tamperings the checker decides from a sibling record.
 
-Y96 (round-10 ledger audit): a fine-tune's checkpoint.files restated (state.json's size +1000 bytes,
+A fine-tune's checkpoint.files restated (state.json's size +1000 bytes,
 re-hashed as a forger would); the memorization record that read that checkpoint states the files as
 the fine-tune wrote them. tools/place_links.py joins a record whose `checkpoint` is the one it read to
 the record of the ledger that wrote it at that place, file by file (sha256 and size), naming both.
 
-The round-9 rows of the same family (X13, X33, X35, X49, X68, X70) are caught already on today's
+Other tamperings of the same family are caught already on today's
 records by tests/integrity/test_integrity_forged_verdicts.py.
 """
 

@@ -3,10 +3,11 @@ than its config and a mixture that ignores its configured top_k.
 
 GATE-MODEL-003's check structure holds every parameter the model registers (name, shape, whether it
 trains) at step 0 to contracts.model_parameters.implied_parameters of the run's resolved config;
-each of the audit's four mutants trained with exit 0 and every in-run gate green before it. R125
-crashed with a traceback inside GATE-ARCH-003's one-expert probe; GATE-ARCH-003 rev 3 judges the
-configured mixture against its definition at the configured top_k first, so the run stops on the
-gate (exit 3) before that probe runs. Each bug is planted here, in this process.
+each of four such mutants trained with exit 0 and every in-run gate green before it. One (a
+mixture ignoring its top_k) crashed with a traceback inside GATE-ARCH-003's one-expert probe;
+GATE-ARCH-003 rev 3 judges the configured mixture against its definition at the configured top_k
+first, so the run stops on the gate (exit 3) before that probe runs.
+Each bug is planted here, in this process.
 """
 
 from __future__ import annotations

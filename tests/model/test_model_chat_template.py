@@ -1,9 +1,9 @@
 """Chat data for a model that ships its own chat template is rendered by it; tool calls are rendered
 where that template writes them and dropped, counted, where the template cannot write them.
 
-The audit's F04: chat data prepared with `--tokenizer` of an imported Llama was rendered with the
+Chat data prepared with `--tokenizer` of an imported Llama was rendered with the
 stack's `User:/Assistant:` template, and `stack sft` then replaced the model's own template unsaid.
-F14: one tool call in ten refused a whole chat set with a line cut in the middle of the record.
+One tool call in ten refused a whole chat set with a line cut in the middle of the record.
 The models and their templates are built offline (tests/support/hf_fixtures.py).
 """
 
@@ -101,7 +101,7 @@ def first_example(data: Path) -> tuple[list[int], list[int]]:
     return tokens[first].tolist(), (labels[first] & 1).tolist()
 
 
-# -- F04: the model's own template renders its data, and stays its template -----------------------
+# -- the model's own template renders its data, and stays its template -----------------------
 
 
 @pytest.mark.holds(GATE)
@@ -175,7 +175,7 @@ def test_another_template_is_said_and_training_the_model_on_it_is_refused_unless
 def test_fine_tuning_on_data_rendered_by_the_model_s_template_keeps_it(
     llama: tuple[Path, Path], chats: Path, tmp_path: Path
 ) -> None:
-    """The F04 chain: import → prepare → sft → export; the export's template is the model's."""
+    """The chain: import → prepare → sft → export; the export's template is the model's."""
     source, imported = llama
     assert prepare(chats, tmp_path / "d", str(imported)) == 0
     run = ["sft", "--data", str(tmp_path / "d"), "--init-from", str(imported), "--out", str(tmp_path / "r")]
@@ -185,7 +185,7 @@ def test_fine_tuning_on_data_rendered_by_the_model_s_template_keeps_it(
     assert json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())["chat_template"] == shipped
 
 
-# -- F14: what the template cannot write is dropped and counted, what it can is rendered ----------
+# -- what the template cannot write is dropped and counted, what it can is rendered ----------
 
 
 def test_tool_calls_the_template_cannot_write_are_dropped_and_counted_not_the_file_refused(

@@ -470,7 +470,7 @@ def test_inspect_counts_the_parameters_training_counts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A routed block's threshold is a buffer saved with the weights: `stack inspect` lists it and
-    counts the parameters the training record counts (the options audit's finding 10)."""
+    counts the parameters the training record counts."""
     run = tmp_path / "run"
     assert train(smoke_args(prepared(tmp_path), run, "model.n_layers=2", "model.mod_every=2")) == 0
     capsys.readouterr()

@@ -1,12 +1,12 @@
 """GATE-MODEL-003 rev 5: the reference writes out every option's block, and every command that runs
 a loaded model's forward (`stack eval`, `stack sample`, `stack export`) holds that forward to it.
 
-The round-12 audit's R206 (a depth-routed block computing every token at inference), R217
-(inference ignoring the learned routing threshold), R207 (every expert weighted by the token's
-top-1 gate) and R220 (differential attention's λ from the wrong key vector) moved eval's bits per
-byte and an ONNX export's logits with every gate green: the reference skipped those options, and
-export ran no GATE-MODEL-003. Each mutant is planted here as the audit's one-line patch, compiled
-into the stack's own function (`_planted`), and run through the real command.
+Four mutants (a depth-routed block computing every token at inference, inference ignoring the
+learned routing threshold, every expert weighted by the token's top-1 gate, and differential
+attention's λ from the wrong key vector) moved eval's bits per byte and an ONNX export's logits
+with every gate green: the reference skipped those options, and export ran no GATE-MODEL-003. Each
+mutant is planted here as a one-line patch, compiled into the stack's own function (`_planted`),
+and run through the real command.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def test_any_mixture_of_options_is_its_written_out_architecture(
     assert parity.outcome().ok and set(parity.forms) == FORMS
 
 
-# The round-12 false halt: at the probe's seed 0 this mixture's split of a sequence's top ⌊C·T⌋
+# A false halt once seen: at the probe's seed 0 this mixture's split of a sequence's top ⌊C·T⌋
 # scores lies within fp32 rounding, and the reference's float64 took the other side (train: 3.06).
 TIED = {"diff_attn": True, "moe_experts": 4, "moe_top_k": 1, "mod_every": 2, "mod_capacity": 0.25}
 

@@ -1,7 +1,7 @@
 """Weights files get the permissions every other file of an output gets (stack.outputs.tensor_files).
 
 safetensors writes mode 0600; a shared run's record was readable by colleagues and its weights were
-not (round-10 user audit note).
+not.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from stack.eval.bpb import text_windows
 
 
 def stride_one_past(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The planted bug (M24): full windows of seq_len + 1 tokens taken with stride seq_len + 1, so
+    """The planted bug: full windows of seq_len + 1 tokens taken with stride seq_len + 1, so
     the first token of every window after the first is never a target."""
     full, rest = text_windows(tokens, seq_len)
     n_full = len(full)

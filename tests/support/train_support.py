@@ -213,9 +213,9 @@ class CrossEntropyScaled:
 
 
 class MeanCrossEntropy:
-    """torch.nn.functional as a scorer sees it, but its cross-entropy averaged whatever reduction it
-    asks for: an NLL that is to be a sum is a mean (the audit's P11 in an evaluation matrix, R01 in
-    `stack eval`). Install it with `monkeypatch.setattr(module, "F", MeanCrossEntropy())`."""
+    """torch.nn.functional as a scorer sees it, but its cross-entropy averaged whatever reduction it asks for:
+    an NLL that is to be a sum is a mean (a bug once seen in an evaluation matrix and in `stack eval`).
+    Install it with `monkeypatch.setattr(module, "F", MeanCrossEntropy())`."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(torch.nn.functional, name)
@@ -229,7 +229,7 @@ def characters_for_bytes(value: Any) -> int:
     """`len` as a module of the stack sees it once planted there (`monkeypatch.setattr(module,
     "len", characters_for_bytes, raising=False)`): a bytes object counts the characters it encodes,
     every other value its length. Every UTF-8 byte count of the module becomes a count of
-    characters, consistently (the audit's R20)."""
+    characters, consistently."""
     return builtins.len(value.decode("utf-8")) if isinstance(value, bytes) else builtins.len(value)
 
 

@@ -1,12 +1,12 @@
 """A quantisation's held-out agreement is taken against the source
 as read, on the sample the request asked for (GATE-HQQ-002 rev 5, checks reference and requested).
 
-R204 compared the quantised model with itself (KL 0.0); R208 measured the export's rounding against
-a "float64" copy left in fp32 (GATE-EXPORT-001 rev 6, check exact); R215 ignored `--sample-text
+Mutants compared the quantised model with itself (KL 0.0), measured the export's rounding against
+a "float64" copy left in fp32 (GATE-EXPORT-001 rev 6, check exact), or ignored `--sample-text
 FILE` while the record stated both the file and the default source. Each is planted here in this
 process, through the real `stack quantize` or `stack export`, and halts naming the gate; honest
 runs hold. The checker holds a record's stated sample source to its config's sample_text the same
-way, so an export (whose gates have no such check) planted with R215 is named by it.
+way, so an export (whose gates have no such check) planted to ignore `--sample-text` is named by it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Progress on long surgery: `stack laser` and `stack quantize` say each matrix as it is done.
 
-Round-10 user audit K05: on a 100 M-parameter import, laser ran 85 exact float64 SVDs for six
+A user saw it: on a 100 M-parameter import, laser ran 85 exact float64 SVDs for six
 minutes and quantize five, with nothing on stderr until the end.
 """
 

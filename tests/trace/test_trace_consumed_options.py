@@ -44,7 +44,7 @@ def _result(out: Path, gate_id: str) -> tuple[str, str]:
     return result.verdict.value, result.message or ""
 
 
-# -- R113: only the first --ablate site zeroed ---------------------------------------------------
+# -- planted: only the first --ablate site zeroed--------------------------------------------------
 
 
 def _first_site_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +85,7 @@ def test_an_ablation_of_every_site_asked_passes(run: Path, tmp_path: Path) -> No
     assert findings(tmp_path / "rec") == []
 
 
-# -- R111: the patch at the last position, not --patch-position ----------------------------------
+# -- planted: the patch at the last position, not --patch-position---------------------------------
 
 
 def _at_the_last_position(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +121,8 @@ def test_a_patch_at_another_position_than_asked_is_caught_by_the_checker(
     assert_found(findings(tmp_path / "rec"), "GATE-PATCH-002", "the grid patched 1")
 
     def as_the_mutant_stated(data: dict, _run_dir: Path) -> None:  # type: ignore[type-arg]
-        """R111's record: config and the check's request say the position the run patched."""
+        """The record of a patch planted at the last position: config and the check's request say the
+        position the run patched."""
         data["config"]["patch_positions"] = [data["config"]["tokens"] - 1]
         gate(data, "GATE-PATCH-002")["measured"]["asked_patch"]["position"] = None
 
@@ -160,7 +161,7 @@ def test_a_sweep_passes(run: Path, tmp_path: Path) -> None:
     assert findings(tmp_path / "rec") == []
 
 
-# -- R131: --atol ignored, every site at its calibrated tolerance --------------------------------
+# -- planted: --atol ignored, every site at its calibrated tolerance-------------------------------
 
 BISECT = ("--dtype-b", "fp64", "--atol", "0.05")
 

@@ -5,14 +5,14 @@ trace's dtype held to the one asked for.
   then the naive reference path) ran after the traced one, so the record's GATE-TRACE-002
   statistics and identities were the naive path's, not those trace.json shows. The calibration now
   runs first; a dump trace of a small model passes the checker.
-* R211: `trace --dtype-b bf16` ran in fp16 and every check passed. GATE-TRACE-002 rev 5 check
+* `trace --dtype-b bf16` ran in fp16 and every check passed. GATE-TRACE-002 rev 5 check
   dtype holds every path's sites to the dtype its name asks for (contracts.trace_paths) and halts;
   the checker, which skipped its dtype check where trace.json (a bisection's) names no paths,
   reads them from the record's config there.
-* R219: a bisection's min_atol taken over the elements beyond atol (0.0 at every site) and judged
+* A bisection's min_atol taken over the elements beyond atol (0.0 at every site) and judged
   on: GATE-TRACE-003 rev 6 check margins recomputes each site's margins from its values
   (contracts.trace_tolerance.tolerance_margins) and halts.
-* R216: a --dump that kept a large site's first elements instead of its evenly spaced ones:
+* A --dump that kept a large site's first elements instead of its evenly spaced ones:
   GATE-TRACE-002 rev 5 check dump reads the dump back and holds each site to the traced tensor at
   the format's positions (contracts.dump_sample), and halts.
 """

@@ -1,5 +1,5 @@
 """`stack trace`: the sites a report keeps held to --layers and --sites
-(GATE-TRACE-002 rev 4, check selection; R92), and the checker's derivations of a selected trace."""
+(GATE-TRACE-002 rev 4, check selection), and the checker's derivations of a selected trace."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_a_selected_trace_passes_and_its_record_derives_again(
     assert findings(tmp_path / "rec") == []
 
 
-# -- options the record states, held by the checker to what ran (round-8 R83, R93, R103) ---------
+# -- options the record states, held by the checker to what ran ---------
 
 
 def _checked(

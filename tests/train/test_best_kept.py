@@ -153,7 +153,7 @@ def test_a_prune_that_keeps_one_checkpoint_too_many_halts_the_run(
     assert "GATE-CKPT-002" in err and "a prune left step-0000002, step-0000004" in err, err
 
 
-# -- audit F10: a checkpoint that does not verify is set aside, never counted or deleted ----------
+# -- a checkpoint that does not verify is set aside, never counted or deleted ----------
 
 
 def _corrupt(checkpoint: Path) -> None:

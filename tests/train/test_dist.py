@@ -148,7 +148,7 @@ def test_a_refusal_under_nproc_is_one_line_and_its_own_exit_code(
     data: Path, tmp_path: Path, extra: tuple[str, ...], code: int, said: str
 ) -> None:
     """Both workers refuse alike; the user sees the refusal once, with the exit code a single
-    process gives, never torchrun's traceback and exit 1 (the options audit's finding 4)."""
+    process gives, never torchrun's traceback and exit 1."""
     proc = run_train(*smoke(data, tmp_path / "run", 2, "--nproc", "2", *extra), expect=code)
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(said) and "Traceback" not in proc.stdout

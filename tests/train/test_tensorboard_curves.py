@@ -1,6 +1,6 @@
 """GATE-TRAIN-001 check tensorboard: the TensorBoard curves a run writes are its metrics lines'.
 
-Round-11 mutant R179: a mirror that counted lines instead of reading each line's step drew
+A mutant mirror that counted lines instead of reading each line's step drew
 train/loss of steps 1..6 at steps 2, 4, 5, 8, 9, 11 while metrics.jsonl stayed right, and every gate
 passed, for nothing read the event files back. Now the run reads them back with TensorBoard's own
 reader when it closes them, and holds every (tag, step, value) to the lines by contracts.curves:
@@ -139,7 +139,7 @@ def _dated(run: Path, ahead_s: float) -> str:
 def test_a_resume_in_the_dead_process_s_second_still_shows_its_own_curves(
     mirrored: Path, tmp_path: Path
 ) -> None:
-    """The round-12 proofs' flake, planted: the dead process's file is named to sort after whatever a
+    """A flake once seen in the proofs, planted: the dead process's file is named to sort after whatever a
     resume made at once would be named (TensorBoard reads files in name order, so its stale steps 3-4
     showed over the resume's). The resume waits until its own file sorts last, and holds."""
     run = tmp_path / "run"

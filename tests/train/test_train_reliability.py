@@ -183,7 +183,7 @@ def test_a_resume_on_other_data_or_another_world_size_is_refused_touching_nothin
     assert (
         f"--data {other} holds other prepared data than the run started on, a changed data manifest (" in line
     )
-    assert "--set" not in line  # no key was set: the round-7 audit's G13
+    assert "--set" not in line  # no key was set, so no `--set` is advised
     monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun announces to a resume under --nproc 2
     assert train(["train", "--resume", str(run)]) == 2
     assert "with a changed world_size (1 -> 2)" in one_line(capsys.readouterr().err)
@@ -217,7 +217,7 @@ def test_a_resume_after_its_data_dir_was_prepared_again_says_so(
 def test_a_resume_reads_moved_data_where_data_says_and_names_data_when_it_moved(
     finished: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-6 audit F15b: `--data` with `--resume` is honoured (the run's data at a new place, held to
+    """`--data` with `--resume` is honoured (the run's data at a new place, held to
     the checkpoint's manifest), not ignored. A resume whose recorded DATA_DIR is gone said "make it
     with `stack prepare`"; it names --data, the way to give the place it moved to."""
     run = copy_of(finished, tmp_path)
@@ -455,10 +455,10 @@ def test_a_resume_passes_over_a_malformed_checkpoint(
 def test_a_checkpoint_newer_than_its_logs_steps_is_refused_touching_nothing_then_resumed_past(
     finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """G01's harder variant (a power cut: the checkpoint was synced, the log's tail was not): the log
-    lost step-0000004's event and the step lines before it, so adopting it would leave a gap in the
-    run's history. Refused in one line, touching nothing, naming the way on; after that `mv` the
-    resume continues from the newest checkpoint the log records, and retakes the lost steps."""
+    """The harder variant of a kill between checkpoint and log line (a power cut: the checkpoint was synced,
+    the log's tail was not): the log lost step-0000004's event and the step lines before it, so adopting it
+    would leave a gap in the run's history. Refused in one line, touching nothing, naming the way on; after
+    that `mv` the resume continues from the newest checkpoint the log records, and retakes the lost steps."""
     run = copy_of(finished, tmp_path)
     log = run / "metrics.jsonl"
     lines = log.read_text().splitlines(keepends=True)
@@ -687,7 +687,7 @@ def test_an_unusable_destination_is_refused_before_any_work(
     assert snapshot(tmp_path) == before
 
 
-# -- audit F09: one writer per run directory, whatever the output ----------------------------------
+# -- one writer per run directory, whatever the output ----------------------------------
 
 
 def test_no_command_writes_under_a_run_that_another_process_is_writing(
@@ -719,7 +719,7 @@ def test_no_command_writes_under_a_run_that_another_process_is_writing(
     assert [p.name.split("-")[0] for p in (run / "traces").iterdir()] == ["trace"]
 
 
-# -- audit F15: a refusal offers only what would be accepted ----------------------------------------
+# -- a refusal offers only what would be accepted ----------------------------------------
 
 
 def test_a_folder_of_the_users_files_is_not_offered_resume_and_a_run_is(
@@ -754,7 +754,7 @@ def test_resume_with_new_run_options_names_only_those_given(
     assert "drop --preset (use --set" in one_line(capsys.readouterr().err)
 
 
-# -- round-7 user audit: refusals that say what is wrong and what to do -------------------------
+# -- refusals that say what is wrong and what to do -------------------------
 
 
 def test_a_run_name_that_cannot_be_a_run_id_says_ascii_and_offers_one(
@@ -844,7 +844,7 @@ def test_a_run_that_ends_inside_its_warmup_says_it_never_reaches_its_learning_ra
     assert "warmup_steps" not in capsys.readouterr().err
 
 
-# -- audit F07: a size that cannot fit is refused in one line before anything is allocated ---------
+# -- a size that cannot fit is refused in one line before anything is allocated ---------
 
 
 @pytest.mark.parametrize(

@@ -403,7 +403,7 @@ def test_a_resume_past_a_newer_checkpoint_that_does_not_load_holds_and_names_it(
 
 def unlogged_newest(straight: Path, tmp_path: Path, torn: bool) -> Path:
     """The straight run as a kill between its last checkpoint's rename into place and the log line
-    that records it leaves it (audit round 7, G01): step-0000008 on disk and verifying, the log's
+    that records it leaves it: step-0000008 on disk and verifying, the log's
     last line (its `checkpoint` event) lost whole, or `torn` mid-write."""
     run = tmp_path / "run"
     shutil.copytree(straight, run)
@@ -490,7 +490,7 @@ def test_a_signal_checkpoints_ends_not_completed_and_resume_completes(
     data: Path, straight: Path, tmp_path: Path, stop: signal.Signals, code: int
 ) -> None:
     """SIGTERM or Ctrl-C: a checkpoint at the next step boundary, the record `interrupted`, and the
-    conventional status 128 + the signal (audit F08: it was 0, so `stack train ... && next` went on
+    conventional status 128 + the signal (once, it was 0, so `stack train ... && next` went on
     from a half-trained model); one line names the checkpoint, and --resume runs to the end."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
