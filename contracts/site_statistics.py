@@ -39,6 +39,16 @@ def on_host(x: torch.Tensor) -> bool:
     return x.device.type == "cpu"
 
 
+def by_size(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
+    """The indices of the non-empty `tensors`, grouped by element count in the order first seen:
+    the groups a batched reduction stacks as the rows of one matrix (an empty tensor's row stays 0)."""
+    groups: dict[int, list[int]] = {}
+    for i, tensor in enumerate(tensors):
+        if tensor.numel():
+            groups.setdefault(tensor.numel(), []).append(i)
+    return list(groups.values())
+
+
 def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together.
 
@@ -56,13 +66,9 @@ def statistics_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
     device = tensors[0].device if tensors else torch.device("cpu")
     out = torch.zeros(len(tensors), len(STATISTICS), dtype=torch.float64, device=device)
-    by_size: dict[int, list[int]] = {}
-    for i, tensor in enumerate(tensors):
-        if tensor.numel():  # an empty tensor's statistics stay 0
-            by_size.setdefault(tensor.numel(), []).append(i)
     groups = [
         _Rows(members, torch.stack([tensors[i].detach().reshape(-1) for i in members]).to(torch.float64))
-        for members in by_size.values()
+        for members in by_size(tensors)
     ]
     counted = True
     if groups and on_host(out):

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from contracts.site_statistics import by_size
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT
 from stack.model.moe import MoE
@@ -186,14 +187,11 @@ def sampled_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.
     host a largest difference that is finite proves every element finite, as in `site_deviation`."""
     device = pairs[0][0].device if pairs else torch.device("cpu")
     out = torch.zeros(len(pairs), len(DEVIATION), dtype=torch.float64, device=device)
-    by_size: dict[int, list[int]] = {}
-    for i, (traced, _) in enumerate(pairs):
-        by_size.setdefault(traced.numel(), []).append(i)
-    for size, members in by_size.items():
-        if size:  # an empty pair (an expert no token was routed to) is no difference
-            traced = torch.stack([pairs[i][0].reshape(-1) for i in members]).float()
-            recomputed = torch.stack([pairs[i][1].reshape(-1) for i in members]).float()
-            out[members] = _row_deviations(traced, recomputed)
+    # an empty pair (an expert no token was routed to) is no difference: its row stays 0
+    for members in by_size([traced for traced, _ in pairs]):
+        traced = torch.stack([pairs[i][0].reshape(-1) for i in members]).float()
+        recomputed = torch.stack([pairs[i][1].reshape(-1) for i in members]).float()
+        out[members] = _row_deviations(traced, recomputed)
     return out
 
 
