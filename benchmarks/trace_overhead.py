@@ -30,7 +30,6 @@ from contracts.spec import load_spec
 from stack.kernels.host_stats import engine
 from stack.model import GPT, ModelConfig
 from stack.trace import tracer as tracer_module
-from stack.trace.sites import STATS
 from stack.trace.tracer import trace_forward
 from stack.train.presets import PRESETS
 
@@ -49,8 +48,11 @@ def _seconds(fn: object, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def traced_with(model: GPT, idx: torch.Tensor, site_stats: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """A traced forward whose per-site statistics are `site_stats` instead of the tracer's own.
+def traced_with(
+    model: GPT, idx: torch.Tensor, site_stats: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> None:
+    """A traced forward whose per-site statistics are `site_stats(tensor, out)` instead of the
+    tracer's own (written into `out`, the site's row, as the tracer's are).
 
     The substitute is a measuring instrument, not the statistics, so GATE-TRACE-002 (check
     statistics) would rightly refuse it: the forward timed here is the tracer's own function
@@ -64,10 +66,9 @@ def traced_with(model: GPT, idx: torch.Tensor, site_stats: Callable[[torch.Tenso
 
 
 def hooks_only(model: GPT, idx: torch.Tensor) -> None:
-    """A traced forward whose statistics cost nothing (a constant row per site): the part of the
+    """A traced forward whose statistics cost nothing (each site's row left zero): the part of the
     overhead that the hooks, the site records and the one host transfer take."""
-    row = torch.zeros(len(STATS) - 1, dtype=torch.float64, device=idx.device)
-    traced_with(model, idx, lambda _tensor: row)
+    traced_with(model, idx, lambda _tensor, out: out)
 
 
 def one_read(model: GPT, idx: torch.Tensor) -> None:
@@ -75,8 +76,7 @@ def one_read(model: GPT, idx: torch.Tensor) -> None:
     tracer reads: every element read once by a vectorised library reduction. The floor measured
     under the real statistics (a float64 sum is slower than the C kernel's six statistics and
     would set no floor)."""
-    row = torch.zeros(len(STATS) - 1, dtype=torch.float64, device=idx.device)
-    traced_with(model, idx, lambda tensor: row + tensor.sum())
+    traced_with(model, idx, lambda tensor, out: out.fill_(tensor.sum()))
 
 
 def unchecked(model: GPT, idx: torch.Tensor, statistics: bool = False) -> None:

@@ -153,11 +153,18 @@ def rows_of(x: torch.Tensor) -> tuple[int, int, int] | None:
 
 
 def host_site_stats(
-    tensor: torch.Tensor, *, threads: int | None = None, portable: bool = False
+    tensor: torch.Tensor,
+    *,
+    threads: int | None = None,
+    portable: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """float64 (9,) statistics of a non-empty CPU float32/bf16/fp16 tensor, or None where the
     torch ops must compute them (see the module docstring). `threads` defaults to torch's;
     `portable` runs the kernel's non-AVX-512 path, which the tests hold to the same reference.
+    `out`, a contiguous float64 (9,) CPU tensor, receives the row (and is returned) instead of a
+    new one: a traced forward hands each site a row of one matrix made before the forward (see
+    stack.trace.tracer on why the forward keeps no allocation of its own).
     A float32 or bfloat16 site is read where it lies, in its own dtype; an fp16 one (rare on a
     CPU) is widened to a float32 copy first."""
     if tensor.dtype == torch.float64 or tensor.device.type != "cpu":
@@ -172,7 +179,8 @@ def host_site_stats(
     if layout is None:
         x = x.contiguous()
         layout = 1, x.numel(), x.numel()
-    out = torch.empty(STATS_LEN, dtype=torch.float64)
+    if out is None:
+        out = torch.empty(STATS_LEN, dtype=torch.float64)
     kind = "bf16" if x.dtype == torch.bfloat16 else "f32"
     function = getattr(library, f"gs_site_stats_{kind}{'_portable' if portable else ''}")
     count = torch.get_num_threads() if threads is None else threads

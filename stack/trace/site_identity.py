@@ -62,6 +62,7 @@ from contracts.site_statistics import by_size
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT
 from stack.model.moe import MoE
+from stack.trace.scratch import Scratch
 from stack.trace.sites import Layout, block_input
 from stack.trace.stats import on_host
 
@@ -338,9 +339,13 @@ class SiteIdentities:
         ablated: frozenset[str],
         sample_rows: int | None = None,
         probe_count: int | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         self.table, self.fed, self.ablated, self.sample_rows = table, fed, ablated, sample_rows
         self.probe_count = probe_count
+        # Where the sampled rows and their recomputations are kept until `deviations` (a traced
+        # forward lends its own: stack.trace.scratch says why).
+        self.scratch = Scratch() if scratch is None else scratch
         # Per checked site in forward order, its DEVIATION, or None while its sampled rows wait in
         # `_pending` to be measured with the others' (`deviations`).
         self.rows: dict[str, torch.Tensor | None] = {}
@@ -397,7 +402,7 @@ class SiteIdentities:
             self._rows_of(read_name, read, chosen)
             for read_name, read in zip(identity.reads, reads, strict=True)
         ]
-        sampled = traced.index_select(0, chosen)  # a copy: a later in-place write cannot move it
+        sampled = self.scratch.rows(traced, chosen)  # a copy: a later in-place write cannot move it
         if name in self._reads and name not in self.fed:  # the rows its readers read, as traced
             self._read_rows[name] = (chosen, sampled)
         linear = identity.linear
@@ -406,7 +411,7 @@ class SiteIdentities:
                 return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
             self._products.append((name, sampled, read_rows[0], linear))
             return self._counted(rows, len(chosen), None)
-        recomputed = identity.compute(*read_rows)
+        recomputed = self.scratch.copy(identity.compute(*read_rows))
         if sampled.shape != recomputed.shape:
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
         self._pending.append((name, sampled, recomputed))
@@ -417,14 +422,14 @@ class SiteIdentities:
         key = (rows, device)
         if key not in self._chosen:
             chosen = sampled_rows(rows, self.sample_rows)
-            self._chosen[key] = None if chosen is None else chosen.to(device)
+            self._chosen[key] = None if chosen is None else self.scratch.copy(chosen.to(device))
         return self._chosen[key]
 
     def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """Rows `at` of site `name` as read (a copy, taken once per block and choice of rows)."""
         kept = self._read_rows.get(name)
         if kept is None or kept[0] is not at:
-            kept = self._read_rows[name] = (at, as_rows(read).index_select(0, at))
+            kept = self._read_rows[name] = (at, self.scratch.rows(as_rows(read), at))
         return kept[1]
 
     def _counted(self, rows: int, checked: int, deviation: torch.Tensor | None) -> torch.Tensor | None:

@@ -47,13 +47,22 @@ def _nonfinite_counts(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) ->
     return torch.stack([torch.count_nonzero(x.isnan()), torch.count_nonzero(x.isinf())])
 
 
-def site_stats(tensor: torch.Tensor) -> torch.Tensor:
-    """(len(DEVICE_STATS),) float64 on tensor's device: mean, std, min, max, absmax, nan, inf, zero, l1."""
+def site_stats(tensor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(len(DEVICE_STATS),) float64 on tensor's device: mean, std, min, max, absmax, nan, inf, zero,
+    l1; written into `out` (a contiguous float64 row on that device) and returned when it is given."""
+    row = _site_stats(tensor, out)
+    if out is None or row is out:
+        return row
+    return out.copy_(row)
+
+
+def _site_stats(tensor: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The row, from the fastest path that holds for `tensor`: the C kernel writes into `out`."""
     if tensor.is_cuda and tensor.dtype != torch.float64:
         from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
 
         return site_stats_fused(tensor)
-    if on_host(tensor) and tensor.numel() and (row := host_site_stats(tensor)) is not None:
+    if on_host(tensor) and tensor.numel() and (row := host_site_stats(tensor, out=out)) is not None:
         return row
     x = tensor.detach().reshape(-1)
     # bf16/fp16 would lose the sums; fp32 keeps them, and its reductions are the fast ones on CPU.

@@ -43,6 +43,7 @@ from contracts.selection import trace_sites
 from contracts.spec import load_spec
 from stack.model.gpt import GPT
 from stack.trace.hooks import SiteHooks
+from stack.trace.scratch import lent
 from stack.trace.site_identity import DEVIATION, SiteIdentities, as_measured, as_rows, fed_inputs, identities
 from stack.trace.sites import (
     DENSE,
@@ -210,8 +211,34 @@ def statistics_slice(tensor: torch.Tensor, elements: int | None) -> tuple[torch.
     return chosen, chosen.shape[0], count
 
 
+class Rows:
+    """The statistics rows of one traced forward's sites: one float64 matrix on the device, made
+    before the forward with a row for every site the model has, handed out row by row (`take`);
+    a forward that shows more sites (none should) gets a matrix twice the size, the rows so far
+    copied over."""
+
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        self.matrix = torch.zeros(max(1, capacity), len(STATS) - 1, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def take(self) -> torch.Tensor:
+        """The next free row (a view, written by site_stats)."""
+        if self.count == self.matrix.shape[0]:
+            grown = self.matrix.new_zeros(2 * self.count, self.matrix.shape[1])
+            self.matrix = grown.index_copy_(0, torch.arange(self.count, device=grown.device), self.matrix)
+        self.count += 1
+        return self.matrix[self.count - 1]
+
+    def used(self) -> torch.Tensor:
+        """(rows taken, len(STATS) - 1): the rows written, in the order they were taken."""
+        return self.matrix[: self.count]
+
+
 class _Recorder:
-    """The visitor of one traced forward: statistics on device, values when asked to keep them."""
+    """The visitor of one traced forward: statistics on device, values when asked to keep them.
+
+    Every result it keeps past a site goes into storage made before the forward: the statistics'
+    `Rows`, and the checks' copies in the forward's scratch (stack.trace.scratch says why)."""
 
     def __init__(
         self,
@@ -220,15 +247,17 @@ class _Recorder:
         identities: SiteIdentities,
         sample: frozenset[str],
         statistics_elements: int | None,
+        sites: int,
+        device: torch.device,
     ) -> None:
         self.keep, self.ablate, self.identities, self.sample = keep, ablate, identities, sample
         self.statistics_elements = statistics_elements
+        self.stats, self.slice_stats = Rows(sites, device), Rows(len(sample), device)
         self.order: list[str] = []
-        self.rows: list[torch.Tensor] = []
         self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
         self.values: dict[str, torch.Tensor] = {}
         # Per sampled site: the kernel's statistics of its slice, their definitions' (or, for a
-        # bounded slice, its float64 copy until the end of the forward), (checked, rows).
+        # bounded slice, its copy until the end of the forward), (checked, rows).
         self.sampled: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = {}
         self.duplicates: list[str] = []
 
@@ -239,8 +268,7 @@ class _Recorder:
             self.duplicates.append(name)
             return replacement
         self.order.append(name)
-        row = site_stats(seen)
-        self.rows.append(row)
+        row = site_stats(seen, out=self.stats.take())
         self.meta[name] = (tuple(seen.shape), str(seen.dtype).removeprefix("torch."))
         if self.keep:
             # A copy, so that a later in-place write into the same storage cannot change the record.
@@ -254,14 +282,14 @@ class _Recorder:
         """A sampled site's statistics by the kernel and by their definitions, of the same rows,
         taken now (on the device, nothing read back) before anything can write into them: a whole
         site's definitions at once, a bounded slice's as a copy in its own dtype (float64 would
-        double it, and its 128 KiB a fresh mapping of memory per slice on a CPU) whose definitions
-        are computed with the other slices' at the end of the forward (`_definitions`)."""
+        double it) into the forward's scratch, whose definitions are computed with the other
+        slices' at the end of the forward (`_definitions`)."""
         chosen, checked, count = statistics_slice(seen, self.statistics_elements)
-        by_kernel = row if checked == count else site_stats(chosen)
+        by_kernel = row if checked == count else site_stats(chosen, out=self.slice_stats.take())
         definitions = (
             site_statistics.statistics(chosen)
             if self.statistics_elements is None
-            else chosen.detach().clone(memory_format=torch.contiguous_format)
+            else self.identities.scratch.copy(chosen)
         )
         self.sampled[name] = (by_kernel, definitions, (checked, count))
 
@@ -276,7 +304,7 @@ class _Recorder:
     def trace(self, n_layers: int, layout: Layout) -> Trace:
         deviation_of = self.identities.deviations()
         checked = list(deviation_of)
-        stats, rows = torch.stack(self.rows), list(deviation_of.values())
+        stats, rows = self.stats.used(), list(deviation_of.values())
         deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(DEVIATION))
         sampled = list(self.sampled)
         pairs = [
@@ -361,15 +389,18 @@ def trace_forward(
     ablated = check_ablation(ablate, len(model.layers), layout)
     fed = fed_inputs(feed, len(model.layers))
     budget = CheckBudget.of(_EXHAUSTIVE.get() if exhaustive is None else exhaustive)
-    checked = SiteIdentities(
-        identities(model, layout), fed, ablated, budget.identity_rows, budget.identity_probes
-    )
     sample = statistics_sample(len(model.layers), layout)
-    recorder = _Recorder(keep, ablated, checked, sample, budget.statistics_elements)
-    with SiteHooks(model, recorder, feed) as hooks:
-        logits, _ = model(idx)
+    sites = len(site_names(len(model.layers), layout))
+    with lent() as scratch:
+        checked = SiteIdentities(
+            identities(model, layout), fed, ablated, budget.identity_rows, budget.identity_probes, scratch
+        )
+        recorder = _Recorder(keep, ablated, checked, sample, budget.statistics_elements, sites, idx.device)
+        with SiteHooks(model, recorder, feed) as hooks:
+            logits, _ = model(idx)
+        trace = recorder.trace(len(model.layers), layout)
     zeroed = tuple(dict.fromkeys(r.name for r in hooks.replaced if not bool(r.written.any())))
-    return replace(recorder.trace(len(model.layers), layout), zeroed=zeroed), logits
+    return replace(trace, zeroed=zeroed), logits
 
 
 def unchanged_outcome(traced: torch.Tensor, untraced: torch.Tensor) -> Outcome:

@@ -477,7 +477,7 @@ def test_one_host_transfer_per_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     checked = len(on_cpu.identities) + 1
     assert traced.counts - plain.counts == Counter({"cpu": 1, "tolist": 1, "__bool__": checked})
     # ...the torch ops read each site's finite check too, and nothing else...
-    monkeypatch.setattr(stats_module, "host_site_stats", lambda _x: None)
+    monkeypatch.setattr(stats_module, "host_site_stats", lambda *_a, **_k: None)
     with _HostReads() as by_ops:
         ops, _ = trace_forward(model, idx)
     reads = Counter({"cpu": 1, "tolist": 1, "__bool__": len(ops.sites) + checked})
