@@ -299,7 +299,7 @@ class _Recorder:
         kept = [again for _, again, _ in self.sampled.values()]
         if self.statistics_elements is None or not kept:
             return kept
-        return list(site_statistics.statistics_of(kept).unbind(0))
+        return list(site_statistics.statistics_of(kept, self.identities.scratch.take).unbind(0))
 
     def trace(self, n_layers: int, layout: Layout) -> Trace:
         deviation_of = self.identities.deviations()
