@@ -43,7 +43,10 @@ class Scratch:
         buffer = self.buffers.get(key)
         if buffer is None or start + count > buffer.numel():
             return torch.empty(shape, dtype=dtype, device=device)
-        return buffer[start : start + count].view(shape)
+        strides = [1] * len(shape)
+        for axis in range(len(shape) - 1, 0, -1):
+            strides[axis - 1] = strides[axis] * shape[axis]
+        return buffer.as_strided(shape, strides, start)  # one view, not a slice and its reshape
 
     def rows(self, tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """Rows `at` of the 2-D `tensor`, copied into the scratch."""

@@ -219,15 +219,17 @@ class Rows:
 
     def __init__(self, capacity: int, device: torch.device) -> None:
         self.matrix = torch.zeros(max(1, capacity), len(STATS) - 1, dtype=torch.float64, device=device)
+        self.views = self.matrix.unbind(0)  # every row's view at once, not one indexing per site
         self.count = 0
 
     def take(self) -> torch.Tensor:
         """The next free row (a view, written by site_stats)."""
-        if self.count == self.matrix.shape[0]:
+        if self.count == len(self.views):
             grown = self.matrix.new_zeros(2 * self.count, self.matrix.shape[1])
             self.matrix = grown.index_copy_(0, torch.arange(self.count, device=grown.device), self.matrix)
+            self.views = self.matrix.unbind(0)
         self.count += 1
-        return self.matrix[self.count - 1]
+        return self.views[self.count - 1]
 
     def used(self) -> torch.Tensor:
         """(rows taken, len(STATS) - 1): the rows written, in the order they were taken."""
