@@ -7,7 +7,8 @@ values kept) alternately, and files the ratio of the medians as evidence under
 evidence/runs/bench-trace-<time>/ (or `--ledger DIR`), one record per `--precision` (fp32 and
 bf16 autocast by default). Each record also says what GATE-TRACE-002's checks cost: the traced
 forward without them (`unchecked_ms`), their share of the traced time (`verification_share`),
-and the exhaustive check of `stack trace --verify` (`verified_ms`, `verified_ratio`). The goal is
+and the exhaustive check of `stack trace --verify` (`verified_ms`, `verified_ratio`), and the minor
+page faults per plain and traced forward (`untraced_page_faults`, `traced_page_faults`). The goal is
 read from spec/benchmarks.yaml (`trace_overhead`); the benchmark reports whether it was met and
 never asserts.
 """
@@ -15,6 +16,7 @@ never asserts.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -36,6 +38,12 @@ from stack.train.presets import PRESETS
 ROOT = Path(__file__).resolve().parent.parent
 
 GOAL = "trace_overhead"
+
+
+def _page_faults() -> int:
+    """The process's minor page faults so far: memory the allocator had handed back to the system
+    and touched again (docs/trace.md, Cost: what a traced forward's kept allocations cost a CPU)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _seconds(fn: object, device: torch.device) -> float:
@@ -138,9 +146,12 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
     trace, _ = trace_forward(model, idx)
     elements = int(sum(site.stats["count"] for site in trace.sites.values()))
     times: dict[str, list[float]] = {name: [] for name in runs}
+    faults: dict[str, list[int]] = {name: [] for name in runs}
     for _ in range(repeats):  # alternating, so that drift hits every variant alike
         for name, run in runs.items():
+            before = _page_faults()
             times[name].append(_seconds(run, device))
+            faults[name].append(_page_faults() - before)
     plain, traced, hooks, floor, bare = (times[k] for k in ("plain", "traced", "hooks", "floor", "bare"))
     ms = {name: round(1e3 * statistics.median(values), 3) for name, values in times.items()}
     ratio = quotient(statistics.median(traced), statistics.median(plain))
@@ -179,6 +190,10 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
         "verification_share": round(share(ms["traced"], ms["unchecked"]), 4),
         "verified_ms": ms["verified"],
         "verified_ratio": round(quotient(ms["verified"], ms["plain"]), 4),
+        # Minor page faults per forward (median): none once the allocator's heap is warm, unless a
+        # variant keeps allocations between the ones the forward frees.
+        "untraced_page_faults": int(statistics.median(faults["plain"])),
+        "traced_page_faults": int(statistics.median(faults["traced"])),
         # On CUDA, the kernels of one traced forward by GPU time (benchmarks/model_speed.py).
         **(
             {"profile": cuda_kernels(lambda: trace_forward(model, idx), device)}

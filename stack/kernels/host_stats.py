@@ -164,7 +164,7 @@ def host_site_stats(
     `portable` runs the kernel's non-AVX-512 path, which the tests hold to the same reference.
     `out`, a contiguous float64 (9,) CPU tensor, receives the row (and is returned) instead of a
     new one: a traced forward hands each site a row of one matrix made before the forward (see
-    stack.trace.tracer on why the forward keeps no allocation of its own).
+    stack.trace.scratch on why a forward keeps no allocation of its own past a site).
     A float32 or bfloat16 site is read where it lies, in its own dtype; an fp16 one (rare on a
     CPU) is widened to a float32 copy first."""
     if tensor.dtype == torch.float64 or tensor.device.type != "cpu":

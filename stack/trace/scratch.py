@@ -5,8 +5,8 @@ sampled rows, the statistics' slices) and measure them together after it. Alloca
 those copies would sit between the activations the forward frees, and on a CPU that costs more
 than the checks: glibc cannot hand the freed memory on whole, the top of its heap goes back to the
 system at the end of a forward and comes back page fault by page fault in the next one's matrix
-products (thousands of faults per `small` forward, a tenth of its time; counted by the
-`faults` of benchmarks/trace_overhead.py's variants).
+products (thousands of minor page faults per `small` forward on one core, a tenth of its time;
+benchmarks/trace_overhead.py records them as `traced_page_faults`; docs/trace.md, Cost).
 
 A `Scratch` hands out views of one buffer per device and dtype by bumping an offset (`take`),
 so the forward allocates nothing that outlives a site. A request the buffer cannot hold is

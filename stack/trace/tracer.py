@@ -226,7 +226,8 @@ class Rows:
         """The next free row (a view, written by site_stats)."""
         if self.count == len(self.views):
             grown = self.matrix.new_zeros(2 * self.count, self.matrix.shape[1])
-            self.matrix = grown.index_copy_(0, torch.arange(self.count, device=grown.device), self.matrix)
+            grown[: self.count] = self.matrix
+            self.matrix = grown
             self.views = self.matrix.unbind(0)
         self.count += 1
         return self.views[self.count - 1]

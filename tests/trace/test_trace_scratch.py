@@ -1,4 +1,4 @@
-"""stack.trace.scratch: the traced forward's copies come from buffers the next forward reuses.
+"""stack.trace.scratch and the tracer's statistics rows: what a traced forward keeps past a site.
 
 What the scratch must never do is hand out memory twice in one forward (a check would read
 another site's rows), or keep a stale copy across forwards (a trace would report the previous
@@ -14,7 +14,7 @@ import torch
 
 from stack.trace import scratch as scratch_module
 from stack.trace.scratch import Scratch, lent
-from stack.trace.tracer import trace_forward
+from stack.trace.tracer import Rows, trace_forward
 from tests.support.trace_support import tiny_model
 
 CPU = torch.device("cpu")
@@ -77,3 +77,10 @@ def test_repeated_traces_reuse_the_scratch_and_report_the_same(monkeypatch: pyte
     assert taken and all(taken)  # every copy of the second forward came from the first one's buffers
     assert second.identities == first.identities
     assert second.recomputed == first.recomputed and second.sampled == first.sampled
+
+
+def test_statistics_rows_past_their_capacity_keep_the_rows_written() -> None:
+    rows = Rows(2, CPU)
+    for i in range(5):  # more sites than the model was expected to show
+        rows.take().fill_(i)
+    assert rows.used()[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
