@@ -1,6 +1,8 @@
-"""Test-wide set-up: Triton runs in its interpreter on machines without a GPU.
+"""Test-wide set-up: threads, Triton's interpreter for the tests marked `triton`, the law fully on,
+the cyclic collector, and the order the files run in.
 
-TRITON_INTERPRET must be set before triton is first imported, so it is set here, at collection.
+TRITON_INTERPRET must be set before triton is first imported, so the kernels are built here, at
+collection.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import gc
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 # One intra-op thread, here and in every subprocess a test starts: the tests' models are tiny, so
 # a second thread buys nothing, and on a loaded machine OpenMP's threads spin waiting for each
@@ -21,8 +24,18 @@ import torch  # after the thread count, which torch reads when it loads
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# Without a GPU, Triton's kernels run in its interpreter, which must be on when triton is first
+# imported: it is, here, so the attention kernel is built interpreted in every worker. Then it is
+# switched off again, and only the tests marked `triton` (the kernel's, the attention paths', the
+# options matrix's) switch it on, for themselves and the commands they start (`triton_interpreter`).
+# Every other test runs as a CPU user's command does: GATE-MODEL-001's start-up check compares the
+# sdpa and naive paths, not the interpreted kernel, which took a tenth of a second every run.
+INTERPRETED = not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ
+if INTERPRETED:
+    os.environ["TRITON_INTERPRET"] = "1"
+    import stack.kernels.flash_attention  # noqa: F401  (built interpreted, once)
+
+    del os.environ["TRITON_INTERPRET"]
 
 # Tests run with the law fully on unless a test says otherwise.
 os.environ.setdefault("GATESTACK_CONTRACTS", "full")
@@ -37,8 +50,8 @@ if "GATESTACK_CRASH_DIR" not in os.environ:
 # object again and again; a worker of this suite holds over a million of them (torch's modules, and
 # the parsed sources and logs the integrity checks keep across hundreds of repository copies), and
 # those full walks took a tenth of a worker's time. Young objects are now collected every 50,000
-# allocations instead of 700, and what is alive once the tests are collected is frozen out of the
-# walks (pytest_collection_finish); everything the tests themselves create is still collected.
+# allocations instead of 700, so the full walks come a hundred times less often; everything the
+# tests create is still collected.
 gc.set_threshold(50_000, 20, 10)
 
 # The proof by mutation re-checked against evidence/proofs.lock (`make test`, `make proofs`).
@@ -91,7 +104,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))
 
 
-def pytest_collection_finish() -> None:
-    """Freeze what the imports and collection left alive, so that no collection walks it again."""
-    gc.collect()
-    gc.freeze()
+def _interpret_if_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """TRITON_INTERPRET=1 while a test (or module) marked `triton` runs, on a machine without a GPU."""
+    if not INTERPRETED or request.node.get_closest_marker("triton") is None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "1")
+        yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def triton_interpreter_for_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For a module marked `triton`: its module fixtures too run the kernel interpreted."""
+    yield from _interpret_if_marked(request)
+
+
+@pytest.fixture(autouse=True)
+def triton_interpreter(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For a test marked `triton` (itself, its class or its module)."""
+    yield from _interpret_if_marked(request)

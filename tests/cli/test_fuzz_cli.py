@@ -53,7 +53,7 @@ from stack.data.prepare import prepare_corpus
 from tests.support.artifact_support import reseal
 from tests.support.train_support import prepared, smoke_args, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.triton]
 
 REPO = Path(__file__).resolve().parents[2]
 EXPLORE = os.environ.get("GATESTACK_FUZZ") == "explore"

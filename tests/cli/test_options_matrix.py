@@ -51,6 +51,8 @@ from tests.support.train_support import prepared
 from tools.records.scratch import make_repo
 from tools.site.render import GENERATED, render
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 MATRIX = load_matrix()
 ALL = "moe+diff-attn+mod"
 Cells = dict[str, dict[str, Cell]]

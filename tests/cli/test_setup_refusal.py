@@ -21,6 +21,8 @@ from stack.model import attention, depth_router, diff_attention
 from tests.support.train_support import prepared, smoke_args, train
 from tools.integrity.record_checks import check_record_truth
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 # gate → (module, name, planted replacement, the --set items that turn the option on)
 PLANTS: dict[str, tuple[Any, str, Any, tuple[str, ...]]] = {
     "GATE-MODEL-001": (attention, "softmax_scale", lambda head_dim: 1.0 / head_dim, ()),

@@ -24,6 +24,8 @@ from stack.kernels import flash_attention as fa
 from tools.integrity.record_checks import check_record_truth
 from tools.records import gpu_check
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 ROOT = Path(__file__).resolve().parents[2]
 TAIL = {"batch": 1, "heads": 4, "heads_kv": 2, "n": 70, "dim": 16}  # GQA, one tile and a tail
 

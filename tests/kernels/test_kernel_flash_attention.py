@@ -18,6 +18,8 @@ from stack.kernels import flash_attention as fa
 from stack.kernels.parity import kernel_parity
 from stack.model.attention import naive_attention, softmax_scale
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # Around the tile size: one short tile, a full one, a full one plus one, and several with tails.
 LENGTHS = (1, 63, 64, 65, 100, 257)

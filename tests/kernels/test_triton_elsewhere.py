@@ -22,6 +22,8 @@ from stack.train.trained import load_trained, resolve_checkpoint
 from tests.support.trace_support import CONFIG, save_run, tiny_model
 from tests.support.train_support import prepared
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 TUNE = ("--steps", "2", "--batch-size", "2", "--device", "cpu")
 NOTE = "it runs with attention='sdpa', the same numbers (GATE-MODEL-001)"
 

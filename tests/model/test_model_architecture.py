@@ -39,6 +39,8 @@ from stack.model.lora import adapters as adapters_of
 from stack.model.reference import Adapters
 from tests.support.train_support import prepared, smoke_args, smoke_start, train
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 CONFIG = ModelConfig(vocab=61, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, ctx=48)
 
 

@@ -15,6 +15,8 @@ from stack.model import attention as attention_module
 from stack.model.attention import PATHS, attention
 from stack.model.checks import PathParity, check_attention_paths, runnable_paths
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 CONFIG = ModelConfig(vocab=50, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, ctx=48)
 # Where every path can run: the triton kernel takes CUDA tensors, or CPU ones under its interpreter
 # (which conftest turns on only where there is no GPU).

@@ -37,6 +37,8 @@ from stack.model.gpt import GPT, param_count_formula
 from stack.model.kv_cache import KVCache
 from tests.support.train_support import prepared, smoke_args, train, unjudged, verdicts
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 SHAPE = {
     "vocab": 53,
     "d_model": 32,

@@ -12,6 +12,8 @@ from stack.model.attention import PATHS
 from stack.model.generate import generate_long, keep_top_k, keep_top_p, penalise_repeats
 from stack.model.kv_cache import KVCache
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 CONFIG = ModelConfig(vocab=61, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, ctx=40)
 
 

@@ -51,6 +51,8 @@ from tests.support.train_support import (
     verdicts,
 )
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 SHAPE = {
     "vocab": 53,
     "d_model": 32,

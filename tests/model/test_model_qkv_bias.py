@@ -17,6 +17,8 @@ from stack.model.gpt import GPT, param_count_formula
 from stack.model.kv_cache import KVCache
 from stack.trace.tracer import trace_forward
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 # head_dim 16: one the Triton kernel takes, so GATE-MODEL-001 compares every path.
 SHAPE = {
     "vocab": 61,

@@ -25,6 +25,8 @@ from stack.trace.sites import LAYER_SITES, MODEL_SITES, site_names
 from stack.trace.tracer import SiteRecord, trace_forward
 from tests.support.trace_support import CONFIG, tiny_model, tokens
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 NAMES = site_names(CONFIG.n_layers)
 
 

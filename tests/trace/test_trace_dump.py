@@ -17,6 +17,8 @@ from stack.trace.modes import dumps
 from stack.trace.sites import site_names
 from tests.support.trace_support import tiny_model, tokens
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 
 def dump_of(path: TracePath, out: Path, idx: torch.Tensor) -> Path:
     meta = {"label": path.label, "backend": path.backend, "dtype": path.dtype, "device": "cpu"}

@@ -28,6 +28,8 @@ from stack.trace.stats import site_stats
 from stack.trace.tracer import trace_forward, unchanged_outcome
 from tests.support.trace_support import CONFIG, tiny_model, tokens
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 
 

@@ -28,6 +28,8 @@ from tests.support.ledger_support import SMOKE_OPTIONS, assert_check_required, e
 from tests.support.paths import DATA
 from tests.support.train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 CHAT = DATA / "chat_small.jsonl"
 PACK = 96
 SFT_STEPS = [

@@ -27,6 +27,8 @@ from tests.support.train_support import CrossEntropyScaled, evidence, prepared, 
 from tools.integrity.record_checks import check_record_truth
 from tools.integrity.repeatability import repeatability_problems
 
+pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
 RTOL = load_spec().threshold("GATE-CKPT-003", "nondeterministic_loss_rtol")
 SHORT = ("train.steps=2", "train.warmup_steps=1")  # a smoke run of two steps: every cadence at step 2
 REFUSED_OP = "put_"
