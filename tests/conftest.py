@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import atexit
 import gc
+import importlib
 import os
+import pkgutil
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,10 +24,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch  # after the thread count, which torch reads when it loads
 
+import stack.kernels
+
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Without a GPU, Triton's kernels run in its interpreter, which must be on when triton is first
-# imported: it is, here, so the attention kernel is built interpreted in every worker. Then it is
+# imported: it is, here, so every kernel module is built interpreted in every worker. Then it is
 # switched off again, and only the tests marked `triton` (the kernel's, the attention paths', the
 # options matrix's) switch it on, for themselves and the commands they start (`triton_interpreter`).
 # Every other test runs as a CPU user's command does: GATE-MODEL-001's start-up check compares the
@@ -33,8 +37,8 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 INTERPRETED = not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ
 if INTERPRETED:
     os.environ["TRITON_INTERPRET"] = "1"
-    import stack.kernels.flash_attention  # noqa: F401  (built interpreted, once)
-
+    for kernels in pkgutil.iter_modules(stack.kernels.__path__, "stack.kernels."):
+        importlib.import_module(kernels.name)  # every kernel module, built interpreted once
     del os.environ["TRITON_INTERPRET"]
 
 # Tests run with the law fully on unless a test says otherwise.
