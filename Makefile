@@ -63,9 +63,13 @@ demo: $(STAMP)
 ## test: lint, tests, integrity check, strict site build
 # The tests build the repository's site strict, with a fresh run beside the ledger
 # (tests/support/site_build.py, read by the link and browser tests), so the site is not built a
-# second time here; `make site` builds it alone.
-test: lint pytest
-	$(MAKE) --no-print-directory integrity
+# second time here; `make site` builds it alone. The integrity check runs beside the tests (they
+# write nothing it reads: only the ignored docs/reference/) and its report follows theirs.
+test: lint
+	@$(MAKE) --no-print-directory integrity > $(VENV)/integrity.log 2>&1 & checker=$$!; \
+	$(MAKE) --no-print-directory pytest; tests=$$?; \
+	wait $$checker; integrity=$$?; cat $(VENV)/integrity.log; \
+	test $$tests = 0 && test $$integrity = 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
