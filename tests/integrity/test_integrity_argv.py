@@ -199,7 +199,7 @@ def test_a_dpo_run_holds_every_option_it_was_given(pairs: dict[str, Path], tmp_p
 def test_an_option_the_commands_table_drops_is_caught_by_its_name(
     pairs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`stack dpo`'s table of keys loses --label-noise (the audit's M07): the run trains with ε = 0
+    """`stack dpo`'s table of keys loses --label-noise: the run trains with ε = 0
     and the config rebuild, which resolves the command line through that same table, agrees with
     it. The option is found by its name in config.toml, or not at all."""
     monkeypatch.setattr(dpo_cli, "DPO_KEYS", {"beta": "dpo.beta"})
@@ -213,7 +213,7 @@ def test_an_option_the_commands_table_drops_is_caught_by_its_name(
 def test_a_tuning_run_whose_rate_decays_is_caught(
     pairs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--lr no longer sets the floor of the schedule (the audit's M09): the rate decays, which the
+    """--lr no longer sets the floor of the schedule: the rate decays, which the
     tuning commands promise it does not."""
     monkeypatch.setitem(tune_options.LOOP_KEYS, "lr", ("train.lr",))
     assert _dpo(pairs, tmp_path / "dpo", "--lr", "0.002") == 0

@@ -202,7 +202,7 @@ def _oversize(data: dict[str, Any], _dir: Path) -> None:
         (MEMORIZATION_RUN, "--seed", _seed, "leaves --seed to the default"),
         (PREPARE_RUN, "--filters", _oversize, "config.filter_settings.oversize.max_bytes is"),
     ],
-    ids=["V02-sample-temperature", "V37-memorization-seed", "V41-prepare-filter-settings"],
+    ids=["sample-temperature", "memorization-seed", "prepare-filter-settings"],
 )
 def test_a_setting_left_to_its_default_restated_is_caught(
     tmp_path: Path, run: str, option: str, plant: Change, says: str
