@@ -40,7 +40,7 @@ FAR = 100000  # a run's steps no test waits for: only a signal ends it
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A three-layer byte-level model saved as a run, and a byte-tokenised DATA_DIR."""
-    root = tmp_path_factory.mktemp("es9")
+    root = tmp_path_factory.mktemp("es")
     save_run(root / "source", tiny_model())
     return {"source": root / "source", "data": prepared(root)}
 

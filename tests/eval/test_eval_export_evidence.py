@@ -90,7 +90,7 @@ def test_eval_of_a_crlf_text_scores_every_byte_and_records_it(
     out, err = capsys.readouterr()
     printed = json.loads(out)
     assert printed["bytes"] == crlf_file.stat().st_size
-    # the scoring's progress on stderr (J03), ending at every window of the text
+    # the scoring's progress on stderr, ending at every window of the text
     windows = -(-(printed["tokens"] - 1) // assert_true_record(record_dir, "eval").config["seq_len"])
     assert f"stack eval: scoring: {windows:,} of {windows:,} windows" in err.splitlines()
     record = assert_true_record(record_dir, "eval")
@@ -180,7 +180,7 @@ def test_eval_whose_windows_skip_targets_is_recorded_halted(
 
 
 def _narrowed(by: Callable[[int], int]) -> Callable[..., dict]:
-    """bpb.evaluate_text handed windows of `by(seq_len)` tokens by its caller (audit R80: ctx // 2)."""
+    """bpb.evaluate_text handed windows of `by(seq_len)` tokens by its caller (for example ctx // 2)."""
     real = bpb.evaluate_text
 
     def narrowed(model: torch.nn.Module, tokenizer: object, text: str, seq_len: int, *args, **kwargs) -> dict:
