@@ -84,7 +84,7 @@ PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64)
 def test_compressed_and_utf16_files_prepare_the_documents_of_their_plain_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A folder of only .gz (the audit's refused corpus), .bz2, .xz, .zst, UTF-16 and UTF-32 files holds
+    """A folder of only .gz, .bz2, .xz, .zst, UTF-16 and UTF-32 files holds
     the same documents as its plain UTF-8 twin; the user's files are left as they were."""
     plain, packed = tmp_path / "plain", tmp_path / "packed"
     plain.mkdir()
@@ -205,8 +205,8 @@ def test_a_zstd_file_of_several_frames_is_read_to_its_last(tmp_path: Path) -> No
 def test_a_separator_that_never_occurs_reads_the_file_without_it_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The audit's 20 MB file with --doc-sep that never occurs was one document, dropped as oversize and
-    refused with "cut the documents with --doc-sep". Now it is cut by --doc-bytes like any file
+    """A 20 MB file with a --doc-sep that never occurs is not one document, dropped as oversize and
+    refused with "cut the documents with --doc-sep": it is cut by --doc-bytes like any file
     without a separator, and a note names it and the smaller file, which stays whole."""
     folder = tmp_path / "in"
     folder.mkdir()

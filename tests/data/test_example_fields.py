@@ -32,7 +32,7 @@ from tests.support.train_support import prepared, smoke_args, train
 
 
 def _alpaca(tmp_path: Path, n: int = 12) -> Path:
-    """Alpaca records, every other one with an `input` the output depends on (as the audit's file)."""
+    """Alpaca records, every other one with an `input` the output depends on."""
     rows = []
     for i in range(n):
         a, b = 10 + i, 30 + 2 * i

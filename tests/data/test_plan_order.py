@@ -1,8 +1,8 @@
 """GATE-DATA-002 rev 2 and 3: every epoch plan is its seed's, a shuffle, and a fresh one each epoch.
 
-The quota check of GATE-DATA-001 counts a plan's windows and cannot see their order, so a black-box
-survey's two mutants trained silently: the plan left in corpus order, and the plan seeded without
-its epoch, every epoch replaying the first one's order. A later audit found two more: the plan
+The quota check of GATE-DATA-001 counts a plan's windows and cannot see their order, so two bugs
+would train silently: the plan left in corpus order, and the plan seeded without
+its epoch, every epoch replaying the first one's order. Two more hide as well: the plan
 drawn without train.seed, which the plan checks could not see since they read the plan from
 the function that drew it, and a fractional source drawing the same windows every epoch,
 which the order checks could not see since they compare positions. Each is planted here in the real

@@ -1,7 +1,7 @@
 """What the model is served, judged where it is served (GATE-DATA-001 rev 3, GATE-DATA-005 rev 2,
 GATE-EVAL-001 rev 3, GATE-SFT-001 rev 2).
 
-Each falsifier plants, in this process, a bug a black-box mutant survey found training silently,
+Each falsifier plants, in this process, a bug that would train silently,
 and runs the real command: an epoch plan drawn with replacement, fine-tuning labels of the next
 step served beside this step's tokens, a held-out set read from the train split or with its labels
 one window off, an evaluation that scores two held-out batches eight times, a chat template's

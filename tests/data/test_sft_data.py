@@ -309,7 +309,7 @@ def test_packing_keeps_every_example_whole_inside_one_window(lengths: list[int])
 
 
 def _planted_pack(old: str, new: str) -> Callable[..., Any]:
-    """stack.data.sft_prepare.pack with its one line `old` made `new`: the audit's mutant itself,
+    """stack.data.sft_prepare.pack with its one line `old` made `new`: the mutant itself,
     compiled from the packer's own source in its module's namespace (no packer rewritten here)."""
     source = textwrap.dedent(inspect.getsource(sft_prepare.pack))
     assert source.count(old) == 1

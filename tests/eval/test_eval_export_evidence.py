@@ -324,8 +324,8 @@ def test_a_failed_parity_check_leaves_a_halted_record(
 def test_eval_of_a_compressed_text_scores_its_text(
     run: Path, crlf_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A gzip of the text scores as the text itself, byte for byte (the second prepare audit saw
-    `stack eval --text FILE.gz` refused as not UTF-8)."""
+    """A gzip of the text scores as the text itself, byte for byte (`stack eval --text FILE.gz`
+    is not refused as not UTF-8)."""
     packed = tmp_path / "text.txt.gz"
     packed.write_bytes(gzip.compress(crlf_file.read_bytes()))
     scores = []

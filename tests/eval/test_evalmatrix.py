@@ -569,7 +569,7 @@ def test_completion_bytes_counted_as_characters_are_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Planted: every byte count the matrix makes counts the completion's characters, so
-    each row's bits per byte rises by the accents' share (17 % on the audit's items) and the rows
+    each row's bits per byte rises by the accents' share (17 % on these items) and the rows
     still sum their items; the UTF-8 bytes of the text each forward's taped targets decode to,
     counted by contracts.likelihood, do not match. Exit 3 naming the gate."""
     monkeypatch.setattr(matrix_module, "len", characters_for_bytes, raising=False)

@@ -2,7 +2,7 @@
 
 GATE-FT-002 rev 7's check exact held only that every item had an exact match where
 config.exact_match is true. A scorer comparing only the first character of the greedy continuation
-and the completion passed every gate (the smoke model matched nothing, so the audit saw no change).
+and the completion passed every gate (the smoke model matched nothing, so nothing showed the difference).
 Each item's exact match is now held to contracts.exact_match of the greedy continuation the scorer
 decoded, in the run (exit 3) and by the checker from the continuations evalmatrix.json keeps.
 """

@@ -71,7 +71,7 @@ def _halted(record: Path) -> dict[str, Any]:
 
 
 def test_the_windows_of_a_long_generation_are_the_documented_ones() -> None:
-    """A prompt of 24 and 300 tokens at ctx 128 (the audit's case): the whole text up to the context,
+    """A prompt of 24 and 300 tokens at ctx 128: the whole text up to the context,
     then chunks after the newest half; a prompt that fills the context is read from its newest half."""
     assert context_windows(24, 300, 128) == [
         Window(0, 24, 104),

@@ -224,8 +224,8 @@ def test_a_tuning_run_whose_rate_decays_is_caught(
 
 @pytest.mark.holds("GATE-INTEG-001")
 def test_a_resumed_leg_filed_in_a_ledger_keeps_its_runs_name(tmp_path: Path) -> None:
-    """A resume filed with --evidence-dir is the leg `run-leg2` of the run its command line names
-    (the options audit found the run-id check refusing every such leg)."""
+    """A resume filed with --evidence-dir is the leg `run-leg2` of the run its command line names,
+    and the run-id check takes it as such."""
     ledger, run = tmp_path / "ledger", tmp_path / "run"
     assert train([*smoke_args(prepared(tmp_path), run, *QUICK), "--evidence-dir", str(ledger)]) == 0
     resume = ["train", "--resume", str(run), "--set", "train.steps=4", "--evidence-dir", str(ledger)]

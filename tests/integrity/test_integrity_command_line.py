@@ -1,6 +1,6 @@
 """Tamperings the checker derives from
 what a record's own artifacts, its command line, its committed model or the repository at its commit
-hold: each is planted in a copy of a committed record as the audit's plant did it, finished by a
+hold: each is planted in a copy of a committed record, finished by a
 perfect forger where the field is derived (every field the artifacts derive re-derived, every verdict
 re-judged, every artifact re-hashed), and the integrity check must name it; the copies as filed pass.
 

@@ -253,7 +253,7 @@ def _first_batch_again() -> Callable[[Path, torch.Tensor, int], torch.Tensor]:
 def test_a_lens_comparison_reading_other_text_than_the_heldout_set_is_refused(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, substitute: Callable
 ) -> None:
-    """The audit's mutant read the train split for the "held-out" comparison; here the forwards
+    """Beside a lens read on the train split for the "held-out" comparison, the forwards here
     are handed other windows than the set's (the set itself is right), all or one row of them."""
     model = load_trained(trained["run"]).model
     monkeypatch.setattr(lens_train, "capture", _reading(substitute(), trained["data"]))

@@ -123,7 +123,7 @@ def test_a_group_size_that_does_not_divide_a_row_is_refused(
 def test_the_sizes_a_refusal_offers_divide_every_chosen_matrix() -> None:
     """With no power of two dividing a 100-column matrix, the refusal offers the sizes one
     --group-size could take over every chosen matrix (40 and 100 columns: 2, 4, 5, 10, 20), not
-    those of the one matrix, which the 40-column ones then refused (the options audit)."""
+    those of the one matrix, which the 40-column ones would refuse."""
     targets = [
         Target(site, (site,), nn.Parameter(torch.zeros(8, width)))
         for site, width in (("layers.0.q", 40), ("layers.0.ffn_out", 100))

@@ -319,8 +319,8 @@ def test_an_fp16_fine_tune_whose_first_scaled_gradients_overflow_trains_on(
     world: dict[str, Path], tmp_path: Path
 ) -> None:
     """LoRA adapters on every projection in fp16: the first scaled gradients overflow, the scaler
-    skips those steps and halves its scale, and the run trains on from there (the options audit
-    saw it halted at step 1 for an overflow the scaler would have skipped)."""
+    skips those steps and halves its scale, and the run trains on from there rather than halt at
+    step 1 for an overflow the scaler skips."""
     out = tmp_path / "fp16"
     sets = ("train.steps=12", "train.precision='fp16'", "lora.r=2", "lora.targets='*'", "train.batch_size=1")
     assert main(_sft(world, out, *sets, "eval.every=12", "ckpt.every=12", "monitor.sample_every=12")) == 0
