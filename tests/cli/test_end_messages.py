@@ -45,7 +45,7 @@ def test_empty_heldout_of_one_document_names_the_cut(
 ) -> None:
     """One document cannot be split by any --val-fraction; the advice names --doc-bytes/--doc-sep."""
     text = tmp_path / "input.txt"
-    text.write_bytes((DOCS / "training.md").read_bytes()[:7719])  # the audit's nanoGPT-sized file
+    text.write_bytes((DOCS / "training.md").read_bytes()[:7719])  # one document of 7719 bytes
     line = _empty_heldout_warning(capsys, [str(text), "--out", str(tmp_path / "one")])
     assert "none of the 1 document(s)" in line
     assert "--doc-bytes SIZE" in line and "--doc-sep SEP" in line and "raise --val-fraction" not in line

@@ -483,8 +483,8 @@ def test_the_triton_row_trains_where_triton_runs_and_its_cells_run_where_it_cann
 
 def test_init_from_options_asks_only_the_settings_a_matrixs_model_takes(tmp_path: Path) -> None:
     """A matrix without experts or depth routing asks no moe_z_coef or mod_capacity of its started
-    model, which a model without those options refuses (the options audit ran a custom matrix and
-    lost every init-from-options cell to that refusal); the shipped matrix asks all of them."""
+    model, which a model without those options refuses (a custom matrix would lose every
+    init-from-options cell to that refusal); the shipped matrix asks all of them."""
     matrix = load_matrix()
     plain = matrix.model_copy(update={"options": [o for o in matrix.options if o.name not in ("moe", "mod")]})
     dense = next(c for c in plain.combinations() if not c.held)

@@ -400,7 +400,8 @@ def test_a_config_asking_for_another_held_out_set_than_the_lines_scored_is_caugh
     data: Path, tmp_path: Path
 ) -> None:
     """The record of a run that scored 20 held-out batches, its config.toml made to ask for 24 and
-    everything else re-derived by a perfect forger: the evaluation lines still say 20 (the R69 record)."""
+    everything else re-derived by a perfect forger: the evaluation lines still say 20, as those of a
+    loop that ignores eval.batches would."""
     run = tmp_path / "run"
     assert train(smoke_args(data, run, "eval.batches=20")) == 0
     edited(run, config_edited("batches = 20", "batches = 24"))

@@ -215,7 +215,7 @@ REAL_WANTED = Exp3.wanted
         (("update", _stepped_against_the_reward), "EXP3's step by its reward"),
         (("wanted", _explores_with_all_of_gamma), "EXP3 wants"),
     ],
-    ids=["Q04-update-sign", "Q03-exploration-gamma"],
+    ids=["update-sign", "exploration-gamma"],
 )
 def test_a_bandit_that_steps_or_asks_otherwise_than_exp3_halts(
     data: Path,
@@ -269,7 +269,7 @@ def _never_exploits(self: Exp3, step: int, eligible: Any) -> bool:
         (("record_pulls", _pulls_assigned), "pulls are not the windows served"),
         (("exploiting", _never_exploits), "EXP3 wants"),
     ],
-    ids=["R05-pulls-assigned", "never-exploits"],
+    ids=["pulls-assigned", "never-exploits"],
 )
 def test_a_bandit_whose_statistics_are_not_what_was_served_and_paid_halts(
     data: Path,

@@ -140,7 +140,7 @@ NEAR_MISSES = {
     "# Helpers Module\n# More Notes Here\n# And Another Line\n\nx = 1\n",
     "plain.txt": "A note on the weather. It rained in the morning and cleared up by noon.",
     # A document's own markdown, however many headers, and code holding a system prompt where it
-    # belongs: no first user turn, never judged (the audit's npm docs, scripts and client code).
+    # belongs: no first user turn, never judged (npm docs, scripts and client code alike).
     "readme.md": f"{corpora.markdown_doc(0, sections=LEAK.max_headers + 3)}\n{PHRASE.capitalize()}.\n",
     "deploy.sh": corpora.shell_script(0),
     "client.py": corpora.chat_client(0),
@@ -272,7 +272,7 @@ def test_a_document_without_a_users_words_is_never_a_leak(pieces: list[str]) -> 
 def test_docs_scripts_and_client_code_are_kept_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's corpora: markdown docs, shell scripts with `# Section` comments, and code calling a
+    """Corpora as users hold them: markdown docs, shell scripts with `# Section` comments, and code calling a
     chat model with a system prompt, each alone in a source; the leak filter drops none of them."""
     inputs = corpus(
         tmp_path,
@@ -308,7 +308,7 @@ def test_a_leak_filter_off_by_one_is_caught_before_reading(
 def test_a_leak_filter_that_judges_whole_documents_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Plant the audit's bug: the head region is the document's beginning, not the first user turn, so
+    """Planted: the head region is the document's beginning, not the first user turn, so
     markdown answers, system turns, docs and code are judged as leaks."""
     monkeypatch.setattr(
         leak, "head_region", lambda data, s, head=None: (head or data.decode())[: s.head_chars]
@@ -751,7 +751,7 @@ def test_a_language_a_mostly_latin_source_holds_in_earnest_is_kept_and_a_stray_d
 @pytest.mark.parametrize(
     "scripts",
     [
-        ["latin", "cyrillic", "greek", "armenian", "georgian"],  # the audit's refused corpus
+        ["latin", "cyrillic", "greek", "armenian", "georgian"],  # a corpus of five scripts
         [
             "latin",
             "cyrillic",
@@ -809,7 +809,7 @@ def test_a_source_holding_every_script_of_the_bmp_gets_a_canary_from_beyond_it()
 def test_a_script_canary_in_a_script_the_source_holds_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Plant the audit's bug: the canary falls back to Greek in a source that holds Greek. The filter
+    """Planted: the canary falls back to Greek in a source that holds Greek. The filter
     cannot drop it, and GATE-DATA-013 says so; the canary chosen against the source passes."""
     texts = {
         f"{name}{i}.txt": corpora.alphabet_text(name, i) for name in ("latin", "greek") for i in range(5)
@@ -1008,7 +1008,7 @@ def test_chat_examples_are_checked_in_their_first_user_turn(tmp_path: Path) -> N
 
 
 def leaky_corpus(root: Path) -> list[str]:
-    """The audit's corpus: ten transcripts with a system prompt pasted into the user's turn in a source
+    """Ten transcripts with a system prompt pasted into the user's turn in a source
     of notes, and a clean source."""
     leaks = {f"leak{i}.txt": chatml(phrase_turn(f"Note {i}.\n{PHRASE.title()}.")) for i in range(10)}
     notes = {f"note{i}.txt": f"A note on the weather, day {i}. It rained, then cleared." for i in range(10)}
@@ -1016,7 +1016,7 @@ def leaky_corpus(root: Path) -> list[str]:
 
 
 def skip_source(monkeypatch: pytest.MonkeyPatch, source: str, filter_name: str | None = None) -> None:
-    """Plant the audit's bug: `source`'s documents skip its filters (or only `filter_name`), while
+    """Planted: `source`'s documents skip its filters (or only `filter_name`), while
     its report still names them."""
     checks_of = Screen._checks_of
 
@@ -1042,7 +1042,7 @@ CHECK_NAMES = {
 def test_a_source_whose_filtering_is_skipped_stops_the_prepare(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The audit's mutant through the real CLI: exit 3 naming the gate, nothing published; the same
+    """That plant through the real CLI: exit 3 naming the gate, nothing published; the same
     command unmutated drops the ten leaks and exits 0."""
     inputs = leaky_corpus(tmp_path)
     benign = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "benign"), "--val-fraction", "0")
@@ -1191,7 +1191,7 @@ def test_the_working_set_never_changes_what_dedup_keeps(tmp_path: Path) -> None:
 
 def test_one_system_line_before_a_question_is_kept_and_a_pasted_prompt_is_not() -> None:
     """Gemma's chat format carries a system prompt at the head of the user's turn: one short line
-    holding a fingerprint is kept (the second prepare audit lost 50 of 50 such examples); two
+    holding a fingerprint is kept (dropping it would lose every such example); two
     fingerprints, or one in a long turn, are a pasted prompt."""
     runner = FilterRunner(SETTINGS, ["leak"], {})
     question = "What is the capital of Peru?"

@@ -582,7 +582,7 @@ def test_input_that_does_not_parse_is_refused_in_one_line(
 def mixed_corpus(root: Path) -> list[str]:
     """Every way prepare reads a byte, in two sources: text files (one with a byte-order mark and
     CRLF line ends, one blank, one binary, one cut by --doc-bytes), a separated file with blank
-    stretches and no separator at its end (the audit's sep.txt), JSONL with blank, null and missing
+    stretches and no separator at its end, JSONL with blank, null and missing
     texts, Parquet with a null and a blank row, and a CSV table with a byte-order mark, CRLF row
     ends, a quoted value over two lines, a blank line and empty and blank values."""
     text, records = root / "text", root / "records"

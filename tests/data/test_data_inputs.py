@@ -78,13 +78,13 @@ REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64)
 
 
-# -- finding 5: compressed and UTF-16/32 files are read, files without text are named -----------------
+# -- compressed and UTF-16/32 files are read, files without text are named ----------------------------
 
 
 def test_compressed_and_utf16_files_prepare_the_documents_of_their_plain_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A folder of only .gz (the audit's refused corpus), .bz2, .xz, .zst, UTF-16 and UTF-32 files holds
+    """A folder of only .gz, .bz2, .xz, .zst, UTF-16 and UTF-32 files holds
     the same documents as its plain UTF-8 twin; the user's files are left as they were."""
     plain, packed = tmp_path / "plain", tmp_path / "packed"
     plain.mkdir()
@@ -199,14 +199,14 @@ def test_a_zstd_file_of_several_frames_is_read_to_its_last(tmp_path: Path) -> No
     assert copy.path.read_text() == records(TEXTS)
 
 
-# -- finding 6: a separator that never occurs, a record too long ----------------------------------------
+# -- a separator that never occurs, a record too long -------------------------------------------------
 
 
 def test_a_separator_that_never_occurs_reads_the_file_without_it_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The audit's 20 MB file with --doc-sep that never occurs was one document, dropped as oversize and
-    refused with "cut the documents with --doc-sep". Now it is cut by --doc-bytes like any file
+    """A 20 MB file with a --doc-sep that never occurs is not one document, dropped as oversize and
+    refused with "cut the documents with --doc-sep": it is cut by --doc-bytes like any file
     without a separator, and a note names it and the smaller file, which stays whole."""
     folder = tmp_path / "in"
     folder.mkdir()
@@ -239,10 +239,10 @@ def test_an_oversize_record_is_named_with_its_size_and_line_and_a_fix_that_appli
     assert "raise oversize.max_bytes with --filters FILE" in err and "--doc-sep" not in err
 
 
-# -- finding 7: mis-encoded text is named (tests/data/test_data_filters.py drops it) -----------------------
+# -- mis-encoded text is named (tests/data/test_data_filters.py drops it) -----------------------------
 
 
-# -- finding 8: JSONL as found ---------------------------------------------------------------------------
+# -- JSONL as found -----------------------------------------------------------------------------------
 
 
 def test_a_record_missing_its_field_is_skipped_by_line_and_counted(
@@ -418,7 +418,7 @@ def test_format_jsonl_refuses_an_array_naming_the_element(
     assert code == EXIT_BAD_INPUT and message in err, err
 
 
-# -- finding 9: the rest -------------------------------------------------------------------------------
+# -- other inputs and options -------------------------------------------------------------------------
 
 
 def test_no_glob_is_not_named_when_none_was_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -607,7 +607,7 @@ def test_a_name_that_is_not_utf8_is_written_with_its_bytes_escaped_and_refuses_n
     assert check_record_truth(record, filed.parent, load_spec()).violations == []
 
 
-# -- the second prepare audit: what a directory walk reads ---------------------------------------
+# -- what a directory walk reads ----------------------------------------------------------------------
 
 
 def _names(files: list[InputFile]) -> list[str]:

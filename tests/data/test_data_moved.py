@@ -222,9 +222,9 @@ def repeated_chat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 def test_the_batch_size_advised_for_a_held_out_split_of_repeats_is_one_the_run_passes(
     repeated_chat: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-13 walk: the shortfall advised a batch size by the split's windows (198 // 16 = 12),
-    and the run then halted on GATE-EVAL-001 for too few distinct ones, with no remedy, since a
-    set that repeats windows was taken for the reader's fault. The advice is now a size whose set
+    """A shortfall advising a batch size by the split's windows (198 // 16 = 12) would leave the run
+    to halt on GATE-EVAL-001 for too few distinct ones, with no remedy, since a set that repeats
+    windows is taken for the reader's fault. The advice is a size whose set
     the gate passes (here 2: at 3 the spread lands on 16 distinct examples), and the halt at 3
     names the data's remedy and that size; `prepare --verify` says the same. A split smaller than
     the set (198 windows against 16 batches of 13) is evaluated whole, the data's own repeats and

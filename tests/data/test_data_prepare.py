@@ -341,7 +341,7 @@ def test_split_by_position_is_caught_before_anything_is_written(
 
 
 def _half_the_share(real: Callable[[bytes, int, float], str]) -> Callable[[bytes, int, float], str]:
-    """The mutant survey's M09: each document held out at half the val_fraction asked."""
+    """Each document held out at half the val_fraction asked."""
     return lambda sha, seed, val_fraction: real(sha, seed, val_fraction / 2)
 
 
@@ -464,7 +464,7 @@ def test_a_prepare_record_whose_manifest_holds_another_share_is_caught_by_the_ch
 
 
 def _with_copies(root: Path, distinct: int, copies: int) -> Path:
-    """`distinct` documents and `copies` copies of one more (a site's cookie banner, audit 8 H02)."""
+    """`distinct` documents and `copies` copies of one more (a site's cookie banner)."""
     banner = text_docs(1, seed=7)["doc000.txt"]
     return write_docs(root, text_docs(distinct) | {f"banner/{i:03d}.txt": banner for i in range(copies)})
 
@@ -478,8 +478,8 @@ def _share_measured(ledger: Path) -> dict[str, Any]:
 def test_a_correct_split_of_a_corpus_of_many_copies_holds_and_the_checker_agrees(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Audit 8 H02: 80 documents and 200 copies of a banner, split by content as documented, were
-    stopped (exit 3, "another share than it states"): every copy counted as a draw of its own. The
+    """80 documents and 200 copies of a banner, split by content as documented, must not be stopped
+    (exit 3, "another share than it states") by every copy counted as a draw of its own. The
     split holds 81 contents, judged as such, and the checker derives them from the manifest."""
     corpus = _with_copies(tmp_path / "in", 80, 200)
     ledger = tmp_path / "ledger"

@@ -53,7 +53,7 @@ def _gate(record: Path, gate_id: str) -> dict[str, Any]:
     return next(g for g in gates if g["id"] == gate_id)
 
 
-def _plant_r158(monkeypatch: pytest.MonkeyPatch) -> None:
+def _separator_withheld(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted: the text reader is handed no separator, whatever --doc-sep says."""
     text_documents = formats_module.text_documents
 
@@ -64,12 +64,12 @@ def _plant_r158(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.gate("GATE-DATA-014")
-def test_r158_a_separator_that_never_reaches_the_reader_halts_the_prepare(
+def test_a_separator_that_never_reaches_the_reader_halts_the_prepare(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Planted R158 on 60 separated documents: the one document read holds the separator; exit 3
+    """The separator withheld on 60 separated documents: the one document read holds the separator; exit 3
     naming the gate, nothing published, the halted record measures it."""
-    _plant_r158(monkeypatch)
+    _separator_withheld(monkeypatch)
     code, err, record = _prepare(capsys, tmp_path, _separated_text(60))
     assert code == 3 and "GATE-DATA-014" in err and "still hold the separator" in err, err
     assert not (tmp_path / "d" / "manifest.json").exists()
@@ -79,11 +79,11 @@ def test_r158_a_separator_that_never_reaches_the_reader_halts_the_prepare(
 
 
 @pytest.mark.gate("GATE-DATA-014")
-def test_r158_just_beyond_one_separator_halts(
+def test_a_withheld_separator_just_beyond_one_separator_halts(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Just beyond: two documents, one separator, read as one document by the planted reader: exit 3."""
-    _plant_r158(monkeypatch)
+    _separator_withheld(monkeypatch)
     code, err, _record = _prepare(capsys, tmp_path, _separated_text(2))
     assert code == 3 and "GATE-DATA-014" in err, err
 
@@ -105,7 +105,7 @@ def test_a_separator_free_file_passes_even_with_the_mutant(
 ) -> None:
     """Just inside: a file that never holds the separator is one document read either way; the planted
     reader changes nothing and the prepare passes."""
-    _plant_r158(monkeypatch)
+    _separator_withheld(monkeypatch)
     code, err, record = _prepare(capsys, tmp_path, _separated_text(1))
     assert code == 0, err
     assert _gate(record, "GATE-DATA-014")["measured"]["holding_separator"] == []
@@ -193,7 +193,7 @@ def _cut_prepare(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[in
 def test_a_doc_bytes_that_never_reaches_the_reader_halts_the_prepare(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The class of R158 for --doc-bytes (round-9 R162): the text reader is handed the default cut,
+    """The same fault for --doc-bytes: the text reader is handed the default cut,
     so the file is one piece of about 20 KiB under --doc-bytes 1K: exit 3 naming the gate."""
     text_documents = formats_module.text_documents
 

@@ -32,7 +32,7 @@ from tests.support.train_support import prepared, smoke_args, train
 
 
 def _alpaca(tmp_path: Path, n: int = 12) -> Path:
-    """Alpaca records, every other one with an `input` the output depends on (as the audit's file)."""
+    """Alpaca records, every other one with an `input` the output depends on."""
     rows = []
     for i in range(n):
         a, b = 10 + i, 30 + 2 * i
@@ -51,12 +51,12 @@ def _prepare(source: Path, out: Path, fmt: str = "chat") -> int:
 
 
 def _dropping_input(record: dict[str, Any], where: str) -> list[tuple[str, str]]:
-    """R223's reader: the instruction alone as the user's turn, the record's `input` lost."""
+    """The planted reader: the instruction alone as the user's turn, the record's `input` lost."""
     return [("user", record["instruction"]), ("assistant", record["output"])]
 
 
 @pytest.mark.gate("GATE-DATA-014")
-def test_r223_an_alpaca_reader_that_drops_the_input_stops_stack_prepare(
+def test_an_alpaca_reader_that_drops_the_input_stops_stack_prepare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(chat_shapes, "_alpaca_turns", _dropping_input)
@@ -155,7 +155,7 @@ def test_the_shape_reader_keeps_every_declared_alpaca_field(
     assert fields_missing(record_texts(record, "chat"), "\n".join(t for _, t in turns)) == []
 
 
-# -- R212: a gzip'd UTF-16 file skipped as holding no text "without a byte-order mark" -----------------
+# -- a gzip'd UTF-16 file skipped as holding no text "without a byte-order mark" -----------------------
 
 STORY = [
     "The river ran past the mill and the miller counted the sacks of flour twice before dawn.",
@@ -167,7 +167,7 @@ STORY = [
 
 
 def _u16_folder(tmp_path: Path) -> Path:
-    """Three plain files and two gzip'd UTF-16 files with their byte-order mark (the audit's inputs/u16)."""
+    """Three plain files and two gzip'd UTF-16 files with their byte-order mark."""
     folder = tmp_path / "u16"
     folder.mkdir()
     for i, text in enumerate(STORY[:3]):
@@ -182,8 +182,8 @@ def _u16_folder(tmp_path: Path) -> Path:
 _readable, _encoding = unpack.readable, unpack._encoding
 
 
-def _r212_readable(item: InputFile, scratch: Path, number: int) -> InputFile:
-    """R212's unpacking: the byte-order mark looked for in the file's bytes as stored (for a compressed
+def _mark_sought_in_stored_bytes(item: InputFile, scratch: Path, number: int) -> InputFile:
+    """The planted unpacking: the byte-order mark looked for in the file's bytes as stored (for a compressed
     file, its compressed bytes), never in the decompressed ones."""
     with open(item.path, "rb") as handle:
         stored = handle.read(8)
@@ -195,11 +195,11 @@ def _r212_readable(item: InputFile, scratch: Path, number: int) -> InputFile:
 @pytest.mark.parametrize(
     "reader, fires",
     [
-        pytest.param(_r212_readable, True, marks=pytest.mark.gate("GATE-DATA-014")),
+        pytest.param(_mark_sought_in_stored_bytes, True, marks=pytest.mark.gate("GATE-DATA-014")),
         pytest.param(_readable, False, marks=pytest.mark.holds("GATE-DATA-014")),
     ],
 )
-def test_r212_a_gzipped_utf16_file_skipped_as_no_text_stops_stack_prepare(
+def test_a_gzipped_utf16_file_skipped_as_no_text_stops_stack_prepare(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -243,21 +243,21 @@ def test_marked_text_names_utf16_and_utf32_text_by_its_mark(head: bytes, encodin
     assert marked_text(head) == encoding
 
 
-# -- R202, R203: TensorBoard's `samples` and `events` texts held to the metrics lines ------------------
+# -- TensorBoard's `samples` and `events` texts held to the metrics lines ------------------------------
 
 SETS = ("train.steps=4", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2", "train.tensorboard=true")
 _mirror = tensorboard.Board.line
 
 
 def _first_sample_only(board: tensorboard.Board, kind: str, fields: dict[str, Any]) -> None:
-    """R202's Board: the `samples` text keeps only the first of a sample line's texts."""
+    """The planted Board: the `samples` text keeps only the first of a sample line's texts."""
     if kind == "sample":
         fields = {**fields, "texts": fields.get("texts", [])[:1]}
     _mirror(board, kind, fields)
 
 
 def _no_events(board: tensorboard.Board, kind: str, fields: dict[str, Any]) -> None:
-    """R203's Board: event lines no longer mirrored as the `events` text."""
+    """The planted Board: event lines no longer mirrored as the `events` text."""
     if kind in ("step", "eval", "sample"):
         _mirror(board, kind, fields)
 
@@ -265,7 +265,7 @@ def _no_events(board: tensorboard.Board, kind: str, fields: dict[str, Any]) -> N
 @pytest.fixture(scope="module")
 def tb_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tensorboard")
-    return prepared(tmp_path_factory.mktemp("data12-tb"))
+    return prepared(tmp_path_factory.mktemp("data-tb"))
 
 
 def _tb_gate(run: Path) -> dict[str, Any]:
@@ -281,7 +281,7 @@ def _tb_gate(run: Path) -> dict[str, Any]:
         pytest.param(_mirror, None, marks=pytest.mark.holds("GATE-TRAIN-001")),
     ],
 )
-def test_r202_r203_a_board_that_loses_texts_halts_the_run(
+def test_a_board_that_loses_texts_halts_the_run(
     tb_data: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -319,22 +319,22 @@ def test_the_texts_the_rule_writes_match_their_lines_and_one_lost_does_not() -> 
     assert len(wrong) == 1 and "is missing" in wrong[0]
 
 
-# -- R209: weights files written with the umask, not its complement --------------------------------
+# -- weights files written with the umask, not its complement ------------------------------------------
 
 
-def _r209_permissions(path: Path) -> None:
-    """R209's writer: the umask applied without its complement (mode 0022 under umask 022)."""
+def _umask_without_its_complement(path: Path) -> None:
+    """The planted writer: the umask applied without its complement (mode 0022 under umask 022)."""
     os.chmod(path, 0o666 & tensor_files.process_umask())
 
 
 @pytest.mark.parametrize(
     "permissions, fires",
     [
-        pytest.param(_r209_permissions, True, marks=pytest.mark.gate("GATE-CKPT-001")),
+        pytest.param(_umask_without_its_complement, True, marks=pytest.mark.gate("GATE-CKPT-001")),
         pytest.param(tensor_files.ordinary_permissions, False, marks=pytest.mark.holds("GATE-CKPT-001")),
     ],
 )
-def test_r209_weights_written_unreadable_halt_the_run(
+def test_weights_written_unreadable_halt_the_run(
     tb_data: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -1,10 +1,10 @@
 """GATE-DATA-002 rev 2 and 3: every epoch plan is its seed's, a shuffle, and a fresh one each epoch.
 
-The quota check of GATE-DATA-001 counts a plan's windows and cannot see their order, so a black-box
-survey's two mutants trained silently: the plan left in corpus order, and the plan seeded without
-its epoch, every epoch replaying the first one's order. A later audit found two more: the plan
-drawn without train.seed (M03), which the plan checks could not see since they read the plan from
-the function that drew it, and a fractional source drawing the same windows every epoch (M13),
+The quota check of GATE-DATA-001 counts a plan's windows and cannot see their order, so two bugs
+would train silently: the plan left in corpus order, and the plan seeded without
+its epoch, every epoch replaying the first one's order. Two more hide as well: the plan
+drawn without train.seed, which the plan checks could not see since they read the plan from
+the function that drew it, and a fractional source drawing the same windows every epoch,
 which the order checks could not see since they compare positions. Each is planted here in the real
 reader; the boundary cases hold the stack's measurement of a plan at max_order_z and max_overlap_z
 (10 each) from both sides, and honest plans of many seeds hold.
@@ -44,7 +44,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _in_corpus_order(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """The survey's M12: each source's quota concatenated and never shuffled."""
+    """Each source's quota concatenated and never shuffled."""
 
     def plan(mix: mixture.Mixture, seed: int, epoch: int) -> np.ndarray:
         return np.sort(real(mix, seed, epoch))
@@ -53,7 +53,7 @@ def _in_corpus_order(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarra
 
 
 def _same_every_epoch(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """The survey's M28: the plan seeded without its epoch."""
+    """The plan seeded without its epoch."""
 
     def plan(mix: mixture.Mixture, seed: int, epoch: int) -> np.ndarray:
         return real(mix, seed, 0)
@@ -71,7 +71,7 @@ def _without_seed(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
 
 def _same_subsample(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """The audit's M13, planted in the definition itself (contracts.plan), so that the plan the
+    """The same windows every epoch, planted in the definition itself (contracts.plan), so that the plan the
     reader serves is the one it is held to: every epoch shuffles afresh the windows the first
     epoch drew."""
 

@@ -45,7 +45,7 @@ def _prepare(root: Path, name: str) -> tuple[int, Path]:
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A three-layer byte-level model of context 64 saved as a run: the policy's start and reference."""
-    root = tmp_path_factory.mktemp("prefs11")
+    root = tmp_path_factory.mktemp("prefs")
     save_run(root / "source", tiny_model(ctx=64))
     return root / "source"
 
@@ -56,11 +56,11 @@ def _dpo(source: Path, data: Path, out: Path) -> int:
 
 
 @pytest.mark.gate("GATE-SFT-001")
-def test_falsifier_r190_a_mask_one_token_late_halts_prepare(
+def test_falsifier_a_mask_one_token_late_halts_prepare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """R190 planted in prepare's own rows: the pairs read at the mask are no pair of the data. (A mask
-    that leaves the end-of-text unscored is caught by the check examples already.)"""
+    """A mask one token late, planted in prepare's own rows: the pairs read at the mask are no pair of
+    the data. (A mask that leaves the end-of-text unscored is caught by the check examples already.)"""
     monkeypatch.setattr(prefs_rows, "_row", _late_row)
     status, _ = _prepare(tmp_path, "late")
     err = capsys.readouterr().err
@@ -76,10 +76,10 @@ def test_the_correct_mask_prepares_and_every_pair_is_held(tmp_path: Path) -> Non
 
 
 @pytest.mark.gate("GATE-SFT-001")
-def test_falsifier_r190_dpo_refuses_data_a_buggy_prepare_wrote(
+def test_falsifier_dpo_refuses_data_a_buggy_prepare_wrote(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A DATA_DIR written by a prepare with R190's rows and without the check (as the audit's was):
+    """A DATA_DIR written by a prepare with rows one token late and without the check:
     the unmutated `stack dpo` halts on the first batch its loss reads, naming GATE-SFT-001."""
     with monkeypatch.context() as patched:
         patched.setattr(prefs_rows, "_row", _late_row)

@@ -105,7 +105,7 @@ def test_a_glob_prepare_states_every_option_and_passes(
     assert findings(record) == []
 
 
-def test_r129_a_glob_that_never_reaches_the_prepare_is_caught(
+def test_a_glob_that_never_reaches_the_prepare_is_caught(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Planted: the CLI hands prepare_corpus no glob: the .md file enters the corpus, every gate passes
@@ -154,7 +154,7 @@ def test_a_walk_that_ignores_the_glob_where_every_file_matches_passes(
     assert findings(record) == []
 
 
-def test_r137_a_join_that_never_reaches_the_prepare_is_caught(
+def test_a_join_that_never_reaches_the_prepare_is_caught(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Planted: the CLI hands prepare_sft no join: the examples are joined as TRL joins them (no chat

@@ -1,7 +1,7 @@
 """What the model is served, judged where it is served (GATE-DATA-001 rev 3, GATE-DATA-005 rev 2,
 GATE-EVAL-001 rev 3, GATE-SFT-001 rev 2).
 
-Each falsifier plants, in this process, a bug a black-box mutant survey found training silently,
+Each falsifier plants, in this process, a bug that would train silently,
 and runs the real command: an epoch plan drawn with replacement, fine-tuning labels of the next
 step served beside this step's tokens, a held-out set read from the train split or with its labels
 one window off, an evaluation that scores two held-out batches eight times, a chat template's
@@ -95,7 +95,7 @@ def _refused_at_set_up(code: int, err: str, gate_id: str, needle: str) -> None:
 
 
 def _with_replacement(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """The mutant survey's M10: the plan's ids drawn with replacement instead of permuted."""
+    """The plan's ids drawn with replacement instead of permuted."""
 
     def plan(mix: mixture.Mixture, seed: int, epoch: int) -> np.ndarray:
         ids = real(mix, seed, epoch)
@@ -211,7 +211,7 @@ def test_one_window_planned_in_place_of_another_fires_and_the_plan_itself_holds(
 
 
 def _rounded_up(mix: mixture.Mixture, name: str) -> int:
-    """The mutant survey's M25: a source's quota ceil(w · n) where the rule says floor(w · n)."""
+    """A source's quota ceil(w · n) where the rule says floor(w · n)."""
     lo, hi = mix.ranges[name]
     return math.ceil(mix.weights[name] * (hi - lo))
 
@@ -246,7 +246,7 @@ def test_a_fractional_weights_plan_holds_to_the_rules_quotas(world: dict[str, Pa
 
 
 def _labels_of_the_next_step(real: Callable[[SftReader], SftBatch]) -> Callable[[SftReader], SftBatch]:
-    """The mutant survey's M30: this step's tokens with the labels of the step after it."""
+    """This step's tokens with the labels of the step after it."""
 
     def next_batch(self: SftReader) -> SftBatch:
         batch = real(self)
@@ -310,7 +310,7 @@ def test_a_rank_served_rank_zeros_windows_is_caught_where_the_model_takes_them(
 
 
 def _inputs_only(real: Callable[[torch.Tensor], str]) -> Callable[[torch.Tensor], str]:
-    """The mutant survey's M23: a step's batch_sha256 taken over the inputs only, its last column
+    """A step's batch_sha256 taken over the inputs only, its last column
     (the last target of every row) left out."""
     return lambda rows: real(rows[:, :-1])
 
@@ -405,7 +405,7 @@ def test_a_heldout_set_read_from_the_train_split_is_refused_before_the_first_ste
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The mutant survey's M09: the held-out loss flattered by windows the model trains on."""
+    """The held-out loss flattered by windows the model trains on."""
     real = heldout_module.open_split
     monkeypatch.setattr(
         heldout_module, "open_split", lambda data_dir, manifest, _split: real(data_dir, manifest, "train")
@@ -421,7 +421,7 @@ def test_heldout_labels_one_window_off_are_refused_before_the_first_step(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The mutant survey's M11: the held-out labels' ids spread over one window fewer."""
+    """The held-out labels' ids spread over one window fewer."""
     real = sft_reader_module.spread_ids
     monkeypatch.setattr(sft_reader_module, "spread_ids", lambda total, need: real(total - 1, need))
     code = _sft(world, tmp_path / "run")
@@ -435,7 +435,7 @@ def test_a_heldout_set_planned_over_the_splits_first_windows_is_refused_before_t
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The mutant survey's M10: the planned ids are the split's first n·B, for the set's builder and
+    """The planned ids are the split's first n·B, for the set's builder and
     its check alike, so every batch equals the windows at its planned id and the rest of the split
     is never evaluated."""
     monkeypatch.setattr(heldout_module, "spread_ids", lambda total, need: np.arange(need, dtype=np.int64))
@@ -499,7 +499,7 @@ def test_one_heldout_label_off_fires_and_the_set_itself_holds(world: dict[str, P
 
 
 class TwoBatchesEightTimes(list):  # type: ignore[type-arg]
-    """The mutant survey's M29 as a list: indexing returns batch i % 2; the list still counts all."""
+    """A list whose indexing returns batch i % 2; the list still counts all."""
 
     def __getitem__(self, index: Any) -> Any:
         return super().__getitem__(index % 2)
@@ -622,7 +622,7 @@ def test_supervision_one_token_off_stops_stack_prepare(
     tokenizer: str,
     uncased: Path,
 ) -> None:
-    """The mutant survey's M12 (the first token of each assistant turn left unsupervised), and the
+    """The first token of each assistant turn left unsupervised, and the
     marker's last token supervised: every example still supervised, its EOS included. With a
     tokenizer that normalises, judged against its round trip of each turn (spec 1.14.0): before,
     such turns were only counted as unjudged and the shifted mask went through."""
@@ -661,7 +661,7 @@ Turns = list[tuple[str, str]]
 
 
 def _last_turn_before_each_answer(turns: Turns) -> Turns:
-    """The audit's M28 (`pending = [...]` for `pending += [...]`): of the turns before each assistant
+    """`pending = [...]` for `pending += [...]`: of the turns before each assistant
     turn only the last is kept, so a system prompt leaves every example's prompt."""
     return [
         turn
@@ -671,7 +671,7 @@ def _last_turn_before_each_answer(turns: Turns) -> Turns:
 
 
 def _planted(where: str) -> tuple[Any, Callable[..., Any]]:
-    """The module and function to plant M28 in: the grouping of turns (`turn_segments`, where it
+    """The module and function to plant that in: the grouping of turns (`turn_segments`, where it
     lives once), or the renderer alone as prepare calls it."""
     segments, render = sft_template.turn_segments, sft_prepare.render
 

@@ -309,7 +309,7 @@ def test_packing_keeps_every_example_whole_inside_one_window(lengths: list[int])
 
 
 def _planted_pack(old: str, new: str) -> Callable[..., Any]:
-    """stack.data.sft_prepare.pack with its one line `old` made `new`: the audit's mutant itself,
+    """stack.data.sft_prepare.pack with its one line `old` made `new`: the mutant itself,
     compiled from the packer's own source in its module's namespace (no packer rewritten here)."""
     source = textwrap.dedent(inspect.getsource(sft_prepare.pack))
     assert source.count(old) == 1
@@ -459,8 +459,8 @@ def test_the_reader_judges_the_labels_it_maps(sft_data: Path, tmp_path: Path) ->
 
 @pytest.mark.gate("GATE-SFT-001")
 def test_the_reader_refuses_labels_that_supervise_padding(sft_data: Path, tmp_path: Path) -> None:
-    """Data the audit's M05 packer wrote (padding labelled supervised, the manifest resealed over
-    it) is refused by the reader of every run, whatever prepare judged."""
+    """Data a packer that supervises its padding wrote (padding labelled supervised, the manifest
+    resealed over it) is refused by the reader of every run, whatever prepare judged."""
     data = _relabelled(sft_data, tmp_path, lambda labels, tokens: np.where((labels >> 1) == 0, 1, labels))
     with pytest.raises(GateViolation, match="padding position"):
         SftReader(data, batch_size=1, seq_len=96, seed=0)
@@ -537,7 +537,7 @@ def test_a_table_given_to_a_fine_tuning_format_is_named_with_the_conversion(
 def test_a_chat_file_whose_name_is_not_utf8_is_named_with_its_bytes_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Round-6 audit F12, for fine-tuning data: a record of a file named in Latin-1 that the diversity
+    """For fine-tuning data: a record of a file named in Latin-1 that the diversity
     filter drops, and one left out for a blank answer, are named with the byte written as \\xe9 in
     the drop log and the manifest, and the set is prepared."""
     name = os.fsdecode(b"chat\xe9.jsonl")
@@ -718,8 +718,7 @@ def test_fine_tuning_data_compressed_or_in_utf16_prepares_as_its_text(
     tmp_path: Path, suffix: str, encode: Callable[[bytes], bytes], fmt: str
 ) -> None:
     """Fine-tuning files are read as pretraining text is: a gzip or a UTF-16 file with a byte-order
-    mark gives the shards of its plain UTF-8 text (the second prepare audit's finding 5 saw them
-    refused as not UTF-8)."""
+    mark gives the shards of its plain UTF-8 text, not a refusal as not UTF-8."""
     source = CHAT if fmt == "chat" else DATA / "prefs_small.jsonl"
     (tmp_path / f"given{suffix}").write_bytes(encode(source.read_bytes()))
     made = [
@@ -732,8 +731,8 @@ def test_fine_tuning_data_compressed_or_in_utf16_prepares_as_its_text(
 def test_prepare_says_how_many_examples_each_split_holds_and_how_to_give_a_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Audit 8 H07: a chat prepare's summary said "in 1 documents" per split (its shards count
-    packed streams), the examples held out printed nowhere; and a directory of chat files was
+    """A chat prepare's summary must not say "in 1 documents" per split (its shards count packed
+    streams) nor leave the examples held out unprinted; and a directory of chat files must not be
     refused as "not a file" without the way to give it."""
     out = tmp_path / "d"
     argv = ["prepare", str(CHAT), "--format", "chat", "--pack-len", "96", "--val-fraction", "0.25"]

@@ -114,7 +114,7 @@ def test_a_resume_continues_bit_for_bit(world: dict[str, Path], tmp_path: Path) 
 def test_a_resume_past_a_corrupt_newest_checkpoint_sets_it_aside_whole(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Audit F10 for ES: the resume passes over the damaged step 4 and sets it aside, so its own save
+    """For ES: the resume passes over the damaged step 4 and sets it aside, so its own save
     of step 4 neither replaces nor deletes it (nothing a run cannot vouch for is deleted)."""
     out = tmp_path / "out"
     assert _es(world, out, "--steps", "4", "--save-every", "2") == 0
@@ -252,7 +252,7 @@ def test_a_population_that_is_not_mirrored_fires() -> None:
 
 
 def _copy_task(model: GPT, batch: torch.Tensor) -> torch.Tensor:
-    """The planted bug (M27): the fitness scores each window against itself, not its next tokens."""
+    """The planted bug: the fitness scores each window against itself, not its next tokens."""
     _, loss = model(batch[:, :-1], batch[:, :-1])
     assert loss is not None
     return -loss
@@ -305,7 +305,7 @@ def test_a_fitness_that_is_not_the_next_token_loss_fires(
 
 
 def _one_side(member: Member, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """The planted bug (M22): every member's weights written at +σε, whatever its sign."""
+    """The planted bug: every member's weights written at +σε, whatever its sign."""
     return noise.noise(Member(member.seed, 1), dim, dtype)
 
 
@@ -450,7 +450,7 @@ def test_an_adam_that_steps_downhill_fires(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The planted bug (M05): Adam's step subtracted from θ (its moments as they should be)."""
+    """The planted bug: Adam's step subtracted from θ (its moments as they should be)."""
     real = optimizer.EsAdam.ascend
 
     def descend(self: optimizer.EsAdam, gradient: torch.Tensor) -> None:
@@ -463,7 +463,7 @@ def test_an_adam_that_steps_downhill_fires(
     assert measured["update_worst"] == "θ weights" and measured["update_error"] > 1
     assert not (tmp_path / "out" / "checkpoints").exists()
     # The halted record is true as it stands: halted before its first step's line, it reports no
-    # steps (the round-5 audit's checker once said its artifacts derive an empty list of them).
+    # steps, and the checker derives none from its artifacts either.
     record = read_evidence(tmp_path / "out" / "metadata.json")
     assert "steps" not in record.metrics
     assert check_record_truth(record, tmp_path / "out", load_spec()).violations == []

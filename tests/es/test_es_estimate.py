@@ -1,11 +1,11 @@
 """An ES gradient estimate carries its 1/σ, and a BPE sample follows --seed: each planted otherwise.
 
-R180: `stack es` handed Adam ĝ = Σ w_i ε_i / P instead of / (P·σ); Adam's near scale invariance hid
-most of it and every gate passed, since GATE-ES-006 recomputed Adam from the ĝ it was handed. Its
-check estimate (rev 2) now holds that ĝ to contracts.es_noise.gradient_estimate of the step's shaped
+A `stack es` that hands Adam ĝ = Σ w_i ε_i / P instead of / (P·σ) hides most of it behind Adam's
+near scale invariance, and GATE-ES-006's recomputation of Adam from the ĝ it was handed agrees. Its
+check estimate (rev 2) holds that ĝ to contracts.es_noise.gradient_estimate of the step's shaped
 weights and members' noise.
 
-R196: `stack prepare --tokenizer bpe --seed 3` trained the BPE on seed 0's sample. GATE-DATA-007's
+A `stack prepare --tokenizer bpe --seed 3` that trains the BPE on seed 0's sample: GATE-DATA-007's
 check sample (rev 4) holds the units the trainer read, in order, to contracts.bpe_sample's draw of
 the offered units' content hashes under the seed and the budget; the manifest records the sample's
 digest.
@@ -116,7 +116,7 @@ def test_an_estimate_just_inside_the_tolerance_holds(
     assert inside["verdict"] == "PASS" and ESTIMATE_RTOL / 4 < inside["estimate_error"] <= ESTIMATE_RTOL
 
 
-# -- R196: the BPE's training sample -------------------------------------------------------------
+# -- the BPE's training sample -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def _seedless(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_bpe_sample_that_ignores_the_seed_halts(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """R196 planted, --seed 3: the BPE reads seed 0's units; prepare halts (exit 3, GATE-DATA-007
+    """The seed ignored, --seed 3: the BPE reads seed 0's units; prepare halts (exit 3, GATE-DATA-007
     named) before any DATA_DIR is published, its record stating the two samples."""
     _seedless(monkeypatch)
     code, measured, out = _prepare(corpus, tmp_path, 3)
@@ -196,7 +196,7 @@ def test_the_seeded_sample_holds_and_the_manifest_states_it(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     """The unplanted sampler holds at any seed, its manifest stating the digest the check measured;
-    and at --seed 0 the seedless draw is the rule's own, so R196 planted there holds as well."""
+    and at --seed 0 the seedless draw is the rule's own, so the seed ignored there holds as well."""
     code, measured, out = _prepare(corpus, tmp_path / "clean", seed)
     assert code == 0 and measured["verdict"] == "PASS"
     assert measured["sample_read_units"] < measured["sample_offered_units"]

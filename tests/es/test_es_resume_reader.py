@@ -27,7 +27,7 @@ from tools.integrity.record_checks import check_record_truth
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A three-layer byte-level model saved as a run, and a byte-tokenised DATA_DIR."""
-    root = tmp_path_factory.mktemp("esread10")
+    root = tmp_path_factory.mktemp("esread")
     save_run(root / "source", tiny_model())
     return {"source": root / "source", "data": prepared(root)}
 

@@ -40,7 +40,7 @@ FAR = 100000  # a run's steps no test waits for: only a signal ends it
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A three-layer byte-level model saved as a run, and a byte-tokenised DATA_DIR."""
-    root = tmp_path_factory.mktemp("es9")
+    root = tmp_path_factory.mktemp("es")
     save_run(root / "source", tiny_model())
     return {"source": root / "source", "data": prepared(root)}
 
@@ -130,7 +130,7 @@ def test_a_signal_saves_the_step_records_interrupted_and_the_resume_it_names_con
 def test_a_killed_run_is_still_an_es_run_and_resumes_from_its_newest_checkpoint(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """SIGKILL leaves no record (the audit's run then read as `stack train`'s, which neither command
+    """SIGKILL leaves no record (so the run could be taken for `stack train`'s, which neither command
     would resume): the checkpoints' ES state says whose it is, and the resume goes on from the newest,
     its log's later lines rolled back, to the bytes of a run never stopped."""
     out = tmp_path / "run"

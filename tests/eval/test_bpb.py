@@ -133,7 +133,7 @@ def test_every_token_is_scored_once(seq_len: int, batch_size: int) -> None:
     ids=["batches", "short-final-window", "one-token-windows", "longer-than-text"],
 )
 def test_progress_counts_every_window_up_to_all_of_them(seq_len: int, batch_size: int) -> None:
-    """What `stack eval` shows while it scores (round-9 audit J03): after each batch, the windows
+    """What `stack eval` shows while it scores: after each batch, the windows
     scored so far of how many the text makes: rising, ending at all of them, each token's window once."""
     heard: list[tuple[int, int]] = []
     evaluate_text(
@@ -359,7 +359,7 @@ def test_an_nll_summed_from_each_batchs_mean_is_refused(
 def test_bytes_counted_as_characters_wherever_the_scorer_counts_them_are_refused(
     scored_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's R20, in `stack eval`: every UTF-8 byte count the scorer makes counts characters,
+    """Planted in `stack eval`: every UTF-8 byte count the scorer makes counts characters,
     so its result's bytes, the bytes the scored check holds them to and bits per byte agree with one
     another; the UTF-8 bytes of the text the scored tokens decode to, counted by
     contracts.likelihood, do not."""

@@ -90,7 +90,7 @@ def test_eval_of_a_crlf_text_scores_every_byte_and_records_it(
     out, err = capsys.readouterr()
     printed = json.loads(out)
     assert printed["bytes"] == crlf_file.stat().st_size
-    # the scoring's progress on stderr (J03), ending at every window of the text
+    # the scoring's progress on stderr, ending at every window of the text
     windows = -(-(printed["tokens"] - 1) // assert_true_record(record_dir, "eval").config["seq_len"])
     assert f"stack eval: scoring: {windows:,} of {windows:,} windows" in err.splitlines()
     record = assert_true_record(record_dir, "eval")
@@ -180,7 +180,7 @@ def test_eval_whose_windows_skip_targets_is_recorded_halted(
 
 
 def _narrowed(by: Callable[[int], int]) -> Callable[..., dict]:
-    """bpb.evaluate_text handed windows of `by(seq_len)` tokens by its caller (audit R80: ctx // 2)."""
+    """bpb.evaluate_text handed windows of `by(seq_len)` tokens by its caller (for example ctx // 2)."""
     real = bpb.evaluate_text
 
     def narrowed(model: torch.nn.Module, tokenizer: object, text: str, seq_len: int, *args, **kwargs) -> dict:
@@ -324,8 +324,8 @@ def test_a_failed_parity_check_leaves_a_halted_record(
 def test_eval_of_a_compressed_text_scores_its_text(
     run: Path, crlf_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A gzip of the text scores as the text itself, byte for byte (the second prepare audit saw
-    `stack eval --text FILE.gz` refused as not UTF-8)."""
+    """A gzip of the text scores as the text itself, byte for byte (`stack eval --text FILE.gz`
+    is not refused as not UTF-8)."""
     packed = tmp_path / "text.txt.gz"
     packed.write_bytes(gzip.compress(crlf_file.read_bytes()))
     scores = []

@@ -47,7 +47,7 @@ def _run(*argv: str) -> None:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """name → directory: DATA_DIRs of each kind and the runs trained on them."""
-    root = tmp_path_factory.mktemp("eval9")
+    root = tmp_path_factory.mktemp("eval")
     d = {name: root / name for name in NAMES}
     _run("prepare", str(write_corpus(root)), "--val-fraction", "0.25", "--out", str(d["text"]))
     base = ["train", "--data", str(d["text"]), "--out", str(d["base"]), "--preset", "smoke"]

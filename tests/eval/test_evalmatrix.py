@@ -131,8 +131,8 @@ def test_a_pool_holding_every_item_never_shows_an_item_itself(world: dict[str, A
 def test_the_base_as_its_own_adapter_and_a_folder_that_matches_nothing_change_nothing(
     world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A folder no prompt shares a word with: row D is row C again, which the table showed without
-    a word of why (round-13 walk); a note now names the items it retrieved nothing for."""
+    """A folder no prompt shares a word with: row D is row C again, which the table would show without
+    a word of why; a note names the items it retrieved nothing for."""
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "other.txt").write_text("zzz qqq\n")  # no word of any prompt: nothing is retrieved
@@ -213,7 +213,7 @@ def test_an_example_sharing_only_the_prompt_is_no_leak(world: dict[str, Any], tm
 
 
 def _prompts_only(real: Any) -> Any:
-    """The audit's M04 in `row_contexts`: few-shot examples shown without their completions."""
+    """Planted in `row_contexts`: few-shot examples shown without their completions."""
 
     def contexts(
         row: Row, items: list[Item], draws: dict[str, Any], retrieved: Any
@@ -275,7 +275,7 @@ def _ranked_docs(world: dict[str, Any], tmp_path: Path, tie: bool = False) -> Pa
 
 
 def _worst_first(self: BM25, query: str, n: int) -> list[tuple[Passage, float]]:
-    """The audit's M21 in `BM25.top`: the passages above 0 ranked worst first."""
+    """Planted in `BM25.top`: the passages above 0 ranked worst first."""
     scored = [(self.score(query, i), i) for i in range(len(self.passages))]
     ranked = sorted((pair for pair in scored if pair[0] > 0), key=lambda pair: (pair[0], pair[1]))
     return [(self.passages[i], s) for s, i in ranked[:n]]
@@ -569,7 +569,7 @@ def test_completion_bytes_counted_as_characters_are_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Planted: every byte count the matrix makes counts the completion's characters, so
-    each row's bits per byte rises by the accents' share (17 % on the audit's items) and the rows
+    each row's bits per byte rises by the accents' share (17 % on these items) and the rows
     still sum their items; the UTF-8 bytes of the text each forward's taped targets decode to,
     counted by contracts.likelihood, do not match. Exit 3 naming the gate."""
     monkeypatch.setattr(matrix_module, "len", characters_for_bytes, raising=False)
@@ -595,8 +595,9 @@ def test_accented_completions_are_scored_over_their_utf8_bytes(world: dict[str, 
 
 
 def _bytes_as_characters(data: dict[str, Any], run_dir: Path) -> None:
-    """A perfect forger's R20: evalmatrix.json's item bytes made their completions' characters, its
-    rows summed again by the checker's own function, the record re-derived from the file."""
+    """A perfect forger of bytes counted as characters: evalmatrix.json's item bytes made their
+    completions' characters, its rows summed again by the checker's own function, the record
+    re-derived from the file."""
     path = run_dir / "evalmatrix.json"
     report = json.loads(path.read_text())
     for scores in report["scores"].values():
@@ -662,7 +663,7 @@ def test_every_item_shows_its_own_seeded_draw_and_the_checker_draws_it_again(
 
 
 def _same_shots_for_every_item(data: dict[str, Any], run_dir: Path) -> None:
-    """evalmatrix.json's draws all made the first item's (what R59's matrix wrote)."""
+    """evalmatrix.json's draws all made the first item's (one draw of shots for every item)."""
     path = run_dir / "evalmatrix.json"
     report = json.loads(path.read_text())
     for draw in report["few_shot"]:

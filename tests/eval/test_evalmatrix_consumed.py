@@ -1,12 +1,12 @@
 """`stack evalmatrix` and `stack memorization` consume what their records state: each bug planted in this
 process through the real command path, beside a benign case just inside.
 
-- R172: `stack evalmatrix --docs` whose reader skips the .md files. GATE-FT-002's check retrieval
+- A `stack evalmatrix --docs` whose reader skips the .md files: GATE-FT-002's check retrieval
   rescores the folder as contracts.bm25.folder_passages walks it and holds the retriever's list to it.
-- R173: evalmatrix's item overlap compared without normalising the prompts' spacing. GATE-FT-002's
+- An evalmatrix whose item overlap is compared without normalising the prompts' spacing: GATE-FT-002's
   check overlap holds the stated overlap to contracts.overlap.items_in_training, in-run and in the
   checker (from the prompts evalmatrix.json keeps).
-- R192: `stack memorization --examples` tokenizing a prompt-completion record without its prompt.
+- A `stack memorization --examples` tokenizing a prompt-completion record without its prompt:
   GATE-FT-003's check tokens holds the text of the ids measured to the record's text as
   contracts.recall_draw.example_text writes it.
 """
@@ -37,7 +37,7 @@ PREFIX, CONTINUATION = 8, 32
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A base model (seed 1) and a tuned one (seed 0), six held-out items, a pool of four."""
-    root = tmp_path_factory.mktemp("round11-evalmx")
+    root = tmp_path_factory.mktemp("evalmatrix-world")
     pairs = own_continuations(0, 8, 8, 10, lead=EOT)
     items = [{"id": f"h{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(pairs[:6])]
     pool = [{"id": f"t{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(pairs[6:])]
@@ -55,7 +55,7 @@ def _gate(record: Path, gate_id: str) -> Any:
     return next(g for g in read_evidence(record / "metadata.json").gates if g.id == gate_id)
 
 
-# -- R172: the passages rescored are the statute's walk of --docs --------------------------------
+# -- the passages rescored are the statute's walk of --docs ---------------------------------------
 
 
 def _docs(world: dict[str, Any], folder: Path) -> Path:
@@ -99,7 +99,7 @@ def test_the_reader_and_the_statute_walk_the_same_passages(world: dict[str, Any]
     assert json.loads((record / "evalmatrix.json").read_text())["retrieved"]["h0"][0]["source"] == "b.md"
 
 
-# -- R173: the item overlap is contracts.overlap's ------------------------------------------------
+# -- the item overlap is contracts.overlap's ------------------------------------------------------
 
 
 def _pool_with_twin(world: dict[str, Any]) -> list[dict[str, str]]:
@@ -138,8 +138,8 @@ def test_a_prompt_twin_by_its_words_is_stated_and_rederived(
 
 
 def _overlap_emptied(data: dict[str, Any], run_dir: Path) -> None:
-    """A forger of R173's result: evalmatrix.json's and the gate's overlap emptied, the record
-    re-derived from the files."""
+    """A forger of an unnormalised overlap's result: evalmatrix.json's and the gate's overlap emptied,
+    the record re-derived from the files."""
     path = run_dir / "evalmatrix.json"
     report = json.loads(path.read_text())
     report["overlap"] = {"by_id": [], "by_text": []}
@@ -160,7 +160,7 @@ def test_an_overlap_emptied_in_the_result_is_found_again_from_its_prompts(
     assert_caught(edited(record, _overlap_emptied), "evalmatrix.json states the overlap")
 
 
-# -- R192: each example measured is the start of its record's text --------------------------------
+# -- each example measured is the start of its record's text --------------------------------------
 
 
 def _pc_records(n: int) -> list[dict[str, str]]:

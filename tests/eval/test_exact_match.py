@@ -2,7 +2,7 @@
 
 GATE-FT-002 rev 7's check exact held only that every item had an exact match where
 config.exact_match is true. A scorer comparing only the first character of the greedy continuation
-and the completion passed every gate (the smoke model matched nothing, so the audit saw no change).
+and the completion passed every gate (the smoke model matched nothing, so nothing showed the difference).
 Each item's exact match is now held to contracts.exact_match of the greedy continuation the scorer
 decoded, in the run (exit 3) and by the checker from the continuations evalmatrix.json keeps.
 """
@@ -42,8 +42,9 @@ def _second_character_changed(text: str) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Base (seed 1), adapter (seed 0), four items: the first the adapter's own greedy continuation,
-    the other three the adapter's continuation with its second character changed (R159's case)."""
-    root = tmp_path_factory.mktemp("evalmatrix10")
+    the other three the adapter's continuation with its second character changed (what a scorer of
+    first characters alone takes for a match)."""
+    root = tmp_path_factory.mktemp("exact-match-world")
     pairs = own_continuations(0, 7, 8, 10, lead=EOT)
     items = [
         {"id": f"h{i}", "prompt": p, "completion": c if i == 0 else _second_character_changed(c)}
@@ -85,7 +86,7 @@ def test_honest_exact_matches_hold_and_the_checker_derives_them(
 
 
 def _first_character_only(greedy: str, completion: str) -> bool:
-    """R159's scorer: only the first characters compared."""
+    """The planted scorer: only the first characters compared."""
     return greedy.strip()[:1] == completion.strip()[:1]
 
 
@@ -103,7 +104,7 @@ def test_a_first_character_exact_match_halts(
 
 
 def _matches_inflated(data: dict[str, Any], run_dir: Path) -> None:
-    """A perfect forger's R159 record: row C's exact matches all true, its rows summed again by the
+    """A perfect forger's record of that scorer: row C's exact matches all true, its rows summed again by the
     checker's own function, the record re-derived from the file."""
     path = run_dir / "evalmatrix.json"
     report = json.loads(path.read_text())

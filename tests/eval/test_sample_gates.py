@@ -3,9 +3,9 @@
 Every draw `stack sample` prints is replayed from the logits it was made from under the options
 given (repetition penalty, temperature, top-k, top-p, written out in stack.model.sampling_checks
 apart from stack.model.generate), and those logits are held to a plain forward of the draw's
-window, past the model's context too. Each falsifier plants one of the audit's survivors in
-stack.model.generate and runs the command: an inverted repetition penalty (M18), a long generation
-that keeps the oldest half of the text (M19), top-p cut before the temperature (M20), and one
+window, past the model's context too. Each falsifier plants one bug in
+stack.model.generate and runs the command: an inverted repetition penalty, a long generation
+that keeps the oldest half of the text, top-p cut before the temperature, and one
 token off its replay (just beyond max_mismatched_draws). Each exits 3 with a halted record; the
 unplanted command prints the same text as ever and records its gates PASS.
 """
@@ -71,7 +71,7 @@ def _halted(record: Path) -> dict[str, Any]:
 
 
 def test_the_windows_of_a_long_generation_are_the_documented_ones() -> None:
-    """A prompt of 24 and 300 tokens at ctx 128 (the audit's case): the whole text up to the context,
+    """A prompt of 24 and 300 tokens at ctx 128: the whole text up to the context,
     then chunks after the newest half; a prompt that fills the context is read from its newest half."""
     assert context_windows(24, 300, 128) == [
         Window(0, 24, 104),
@@ -185,7 +185,7 @@ def _oldest_half(model: Any, idx: torch.Tensor, max_new_tokens: int, **sampling:
         (sampling_checks, "generate_long", _oldest_half, [], "context_logits_deviation"),
         (generate_module, "keep_top_p", _top_p_keeping_none, OPTIONS["top-p-hot"], "mismatched_probe_draws"),
     ],
-    ids=["M18-penalty-inverted", "M20-top-p-before-temperature", "M19-oldest-half", "N03-top-p-keeps-none"],
+    ids=["penalty-inverted", "top-p-before-temperature", "oldest-half", "top-p-keeps-none"],
 )
 def test_a_sampler_that_departs_from_its_options_exits_3_with_a_halted_record(
     run: Path,
@@ -237,7 +237,7 @@ def test_one_printed_token_off_its_replay_fires(
 def test_a_generation_that_lost_its_prompts_last_token_fires(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The planted bug (M14, a prompt stripped before it is encoded): the model continues the prompt
+    """The planted bug (a prompt stripped before it is encoded): the model continues the prompt
     short of its last token, every draw replayed right against what it was given. Held to the prompt
     the record names, encoded again, the ids it continued differ."""
     real = sampling_checks.sample_checked
@@ -291,7 +291,8 @@ def test_a_sample_drawn_from_another_seed_than_asked_is_refused(
 
 @pytest.mark.holds("GATE-TRAIN-005")
 def test_two_seeds_print_two_texts(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """What the audit's R23 took away: --seed 3 and --seed 4 print different continuations."""
+    """What a sampler seeded with 0 whatever --seed says takes away: --seed 3 and --seed 4 print
+    different continuations."""
     texts = []
     for seed in ("3", "4"):
         assert _sample(run, None, "--seed", seed) == 0

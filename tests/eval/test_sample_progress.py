@@ -1,8 +1,8 @@
 """`stack sample` on a long request: progress while it draws, and what was
 drawn kept when it is interrupted.
 
-The audit's `stack sample R --tokens 1000000` said nothing for minutes, and a SIGTERM threw every
-token drawn away. Now a request longer than the default shows `stack sample: drawn: N of M tokens`
+A `stack sample R --tokens 1000000` must not say nothing for minutes, nor a SIGTERM throw every
+token drawn away. A request longer than the default shows `stack sample: drawn: N of M tokens`
 off a terminal (stack.cli.progress.amount_progress), fed by a per-token callback through
 sample_checked and generate_long that changes nothing GATE-TRAIN-005 replays (the draws, the
 generator, the record: proved bit-identical with and without it), and an interrupt prints the text

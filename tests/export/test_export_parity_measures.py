@@ -73,7 +73,7 @@ def _measured(ledger: Path, gate_id: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint with confident next-token predictions (its int8 graph keeps the argmax)."""
-    return make_checkpoint(tmp_path_factory.mktemp("r178"), fitted=True, n_kv_heads=1, ffn_hidden=72)
+    return make_checkpoint(tmp_path_factory.mktemp("fitted"), fitted=True, n_kv_heads=1, ffn_hidden=72)
 
 
 def _export(capsys: pytest.CaptureFixture[str], checkpoint: Path, out: Path, *extra: str) -> tuple[int, str]:
@@ -127,8 +127,8 @@ def test_an_fp32_graph_just_inside_the_atol_holds_with_its_max_stated(
 def test_an_int8_graph_whose_difference_is_stated_as_a_mean_halts(
     fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's own int8 export: 0.04 off, stated 0.0013; check int8_tensors holds the stated
-    number to the tensors'."""
+    """An int8 export 0.04 off, stated 0.0013 (the mean of its differences); check int8_tensors holds
+    the stated number to the tensors'."""
     plant_mean(monkeypatch, "model.int8.onnx")
     out, ledger = tmp_path / "onnx", tmp_path / "ledger"
     code, err = _export(capsys, fitted, out, "--format", "onnx", "--int8", "--evidence-dir", str(ledger))
@@ -175,7 +175,7 @@ def test_a_hugging_face_export_just_inside_the_atol_holds(
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("r178-peft")
+    root = tmp_path_factory.mktemp("peft")
     save_lora_run(root / "run", LoraSection(r=4, alpha=8.0, targets=TARGETS, rslora=True))
     return root / "run"
 
@@ -230,7 +230,7 @@ def test_the_statute_reads_the_one_moved_logit_whatever_the_rest(
 @pytest.fixture(scope="module")
 def chat_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run whose checkpoint carries a model's own chat template."""
-    run = tmp_path_factory.mktemp("r189") / "run"
+    run = tmp_path_factory.mktemp("chat-source") / "run"
     save_run(run, tiny_model(), extra={CHAT_TEMPLATE_KEY: imported_template(JINJA)})
     return run
 

@@ -240,8 +240,8 @@ def test_a_config_the_stack_cannot_compute_exactly_is_refused_in_one_line(
 def test_a_mistral_without_a_window_is_refused_with_a_way_in_that_imports(
     sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Audit 8 H10: a Mistral whose sliding_window is null computes as a Llama, yet the refusal named
-    no way in. It names one, and the copy it describes imports (parity held to transformers)."""
+    """A Mistral whose sliding_window is null computes as a Llama, so a refusal must not name no way
+    in. It names one, and the copy it describes imports (parity held to transformers)."""
     mistral = edited_copy(
         sources[USED["llama"]], tmp_path / "mistral", model_type="mistral", sliding_window=None
     )
@@ -537,7 +537,7 @@ def test_an_untouched_import_exports_back_as_transformers_read_the_model(
 
 
 def only_eos_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The F05 writer: tokenizer_config.json holds the eos_token alone (and the template)."""
+    """The planted writer: tokenizer_config.json holds the eos_token alone (and the template)."""
     write = hf_tokenizer.write_tokenizer_files
 
     def planted(out: Path, tokenizer: Any, max_length: int, chat_template: str | None = None) -> None:
@@ -564,7 +564,7 @@ def template_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def end_of_text_as_bos(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The F05 config.json: bos_token_id is the tokenizer's end of text, as for the stack's own models."""
+    """The planted config.json: bos_token_id is the tokenizer's end of text, as for the stack's own models."""
     monkeypatch.setattr(hf, "model_ids", lambda tok: {"bos_token_id": tok.eot_id, "eos_token_id": tok.eot_id})
 
 

@@ -199,7 +199,7 @@ def test_a_dpo_run_holds_every_option_it_was_given(pairs: dict[str, Path], tmp_p
 def test_an_option_the_commands_table_drops_is_caught_by_its_name(
     pairs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`stack dpo`'s table of keys loses --label-noise (the audit's M07): the run trains with ε = 0
+    """`stack dpo`'s table of keys loses --label-noise: the run trains with ε = 0
     and the config rebuild, which resolves the command line through that same table, agrees with
     it. The option is found by its name in config.toml, or not at all."""
     monkeypatch.setattr(dpo_cli, "DPO_KEYS", {"beta": "dpo.beta"})
@@ -213,7 +213,7 @@ def test_an_option_the_commands_table_drops_is_caught_by_its_name(
 def test_a_tuning_run_whose_rate_decays_is_caught(
     pairs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--lr no longer sets the floor of the schedule (the audit's M09): the rate decays, which the
+    """--lr no longer sets the floor of the schedule: the rate decays, which the
     tuning commands promise it does not."""
     monkeypatch.setitem(tune_options.LOOP_KEYS, "lr", ("train.lr",))
     assert _dpo(pairs, tmp_path / "dpo", "--lr", "0.002") == 0
@@ -224,8 +224,8 @@ def test_a_tuning_run_whose_rate_decays_is_caught(
 
 @pytest.mark.holds("GATE-INTEG-001")
 def test_a_resumed_leg_filed_in_a_ledger_keeps_its_runs_name(tmp_path: Path) -> None:
-    """A resume filed with --evidence-dir is the leg `run-leg2` of the run its command line names
-    (the options audit found the run-id check refusing every such leg)."""
+    """A resume filed with --evidence-dir is the leg `run-leg2` of the run its command line names,
+    and the run-id check takes it as such."""
     ledger, run = tmp_path / "ledger", tmp_path / "run"
     assert train([*smoke_args(prepared(tmp_path), run, *QUICK), "--evidence-dir", str(ledger)]) == 0
     resume = ["train", "--resume", str(run), "--set", "train.steps=4", "--evidence-dir", str(ledger)]

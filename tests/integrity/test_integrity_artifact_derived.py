@@ -1,6 +1,6 @@
 """Tamperings the checker derives from what the
 record's own artifacts, its committed model or the repository at its commit hold: each is planted in
-a copy of a committed record as the audit's plant did it, finished by a perfect forger (every field
+a copy of a committed record, finished by a perfect forger (every field
 the artifacts derive re-derived, every verdict re-judged, every artifact re-hashed), and the
 integrity check must name it; the copies as filed pass.
 
@@ -174,8 +174,8 @@ def test_an_export_stored_dtype_restated_against_its_file_size_is_caught(tmp_pat
 
 
 def test_an_export_model_digest_restated_is_caught(tmp_path: Path) -> None:
-    """Lineage.model_sha256 restated; export.json lists the digest of the model it wrote (the
-    audit's forger re-derived the field back to the truth, so its plant left no lie)."""
+    """Lineage.model_sha256 restated; export.json lists the digest of the model it wrote, and
+    the checker derives the field from it (a forger's re-derivation would put the truth back)."""
     found = findings(
         planted(tmp_path, EXPORT_RUN, lambda data, _dir: data["lineage"].update(model_sha256=OTHER_SHA))
     )
@@ -202,7 +202,7 @@ def _oversize(data: dict[str, Any], _dir: Path) -> None:
         (MEMORIZATION_RUN, "--seed", _seed, "leaves --seed to the default"),
         (PREPARE_RUN, "--filters", _oversize, "config.filter_settings.oversize.max_bytes is"),
     ],
-    ids=["V02-sample-temperature", "V37-memorization-seed", "V41-prepare-filter-settings"],
+    ids=["sample-temperature", "memorization-seed", "prepare-filter-settings"],
 )
 def test_a_setting_left_to_its_default_restated_is_caught(
     tmp_path: Path, run: str, option: str, plant: Change, says: str

@@ -1,6 +1,6 @@
 """Tamperings the checker derives from
 what a record's own artifacts, its command line, its committed model or the repository at its commit
-hold: each is planted in a copy of a committed record as the audit's plant did it, finished by a
+hold: each is planted in a copy of a committed record, finished by a
 perfect forger where the field is derived (every field the artifacts derive re-derived, every verdict
 re-judged, every artifact re-hashed), and the integrity check must name it; the copies as filed pass.
 
@@ -144,7 +144,7 @@ def test_surgery_laser_elements_restated_are_caught(tmp_path: Path) -> None:
     assert_found(found, "GATE-LASER-001's elements is", "weights in its source model")
 
 
-@pytest.mark.parametrize("key", ["batch_size", "workers"], ids=["W17-batch-size", "W60-workers"])
+@pytest.mark.parametrize("key", ["batch_size", "workers"], ids=["batch-size", "workers"])
 def test_es_a_setting_no_option_gave_restated_is_caught(tmp_path: Path, key: str) -> None:
     """A setting `stack es` was given no option for, restated; EsSettings' default at the
     commit decides it (the es parser's defaults are None)."""

@@ -161,25 +161,43 @@ def _teacher_of_a_short_context(data: dict[str, Any], _run_dir: Path) -> None:
     measured["sha256_before"] = measured["sha256_after"] = ANOTHER_DIGEST
 
 
-# (audit id, run, tampering, the record checked with it, what the check says)
+# (what is restated, run, tampering, the record checked with it, what the check says)
 PLANTS = [
-    ("U13", MEMORIZATION_RUN, _tuned_base, None, "gates[GATE-FT-003].measured.models_given.base is"),
-    ("U30", DISTILL_RUN, _another_teacher_digest, None, "gates[GATE-KD-002].measured.sha256_before is"),
-    ("U01", SAMPLE_RUN, _nicer_text, None, "sample.json: its text is"),
-    ("U02", SAMPLE_RUN, _another_prompt, None, "but config.prompt and the ids it drew make"),
-    ("U04", SAMPLE_RUN, _fewer_prompt_tokens, None, "sample.json: prompt_tokens is"),
-    ("U19", ABLATION_RUN, _ablated_elsewhere, None, "differs between the intact and the ablated trace"),
-    ("U54", LENS_RUN, _another_label, None, "trace.json: per_layer[0].top1[0] is"),
     (
-        "U20",
+        "memorization-base",
+        MEMORIZATION_RUN,
+        _tuned_base,
+        None,
+        "gates[GATE-FT-003].measured.models_given.base is",
+    ),
+    (
+        "teacher-digest",
+        DISTILL_RUN,
+        _another_teacher_digest,
+        None,
+        "gates[GATE-KD-002].measured.sha256_before is",
+    ),
+    ("sample-text", SAMPLE_RUN, _nicer_text, None, "sample.json: its text is"),
+    ("sample-prompt", SAMPLE_RUN, _another_prompt, None, "but config.prompt and the ids it drew make"),
+    ("prompt-tokens", SAMPLE_RUN, _fewer_prompt_tokens, None, "sample.json: prompt_tokens is"),
+    (
+        "ablated-site",
+        ABLATION_RUN,
+        _ablated_elsewhere,
+        None,
+        "differs between the intact and the ablated trace",
+    ),
+    ("lens-top1-label", LENS_RUN, _another_label, None, "trace.json: per_layer[0].top1[0] is"),
+    (
+        "lens-digest",
         LENS_RUN,
         _another_lens,
         LENS_TRAIN_RUN,
         f"but lens-train record '{LENS_TRAIN_RUN}' saved the lens",
     ),
-    ("U12", EXPORT_RUN, _more_keys_read_back, None, "export.json: architecture_keys is"),
+    ("architecture-keys", EXPORT_RUN, _more_keys_read_back, None, "export.json: architecture_keys is"),
     (
-        "U29",
+        "refused-teacher",
         DISTILL_RUN,
         _teacher_of_a_short_context,
         CURRENT_RUN,

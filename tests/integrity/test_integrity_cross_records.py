@@ -57,7 +57,7 @@ def measured(gate_id: str, **values: Any) -> Change:
 
 
 def _two_more_quota_windows(data: dict[str, Any], _dir: Path) -> None:
-    """The mutant survey's M25 as a record states it: quotas two windows above the rule's."""
+    """A quota rounded up, as a record states it: quotas two windows above the rule's."""
     values = gate(data, "GATE-DATA-001")["measured"]
     values["quota_windows"] += 2
 
@@ -80,43 +80,43 @@ def test_the_fresh_records_pass_checked_together(filed: Filed) -> None:
             "train",
             lambda data, _dir: data["data"].update(tokenizer_sha256=OTHER_SHA),
             f"data.tokenizer_sha256 is '{OTHER_SHA}', but the tokenizer of its data (prepare record",
-            id="T19-tokenizer-sha256",
+            id="tokenizer-sha256",
         ),
         pytest.param(
             "train",
             measured("GATE-DATA-001", covered_shards=8),
             "gates[GATE-DATA-001].measured's coverage is {'covered_shards': 8",
-            id="T20-covered-shards",
+            id="covered-shards",
         ),
         pytest.param(
             "train",
             _two_more_quota_windows,
             "gates[GATE-DATA-001].measured.quota_windows is",
-            id="M25-quota-windows",
+            id="quota-windows",
         ),
         pytest.param(
             "sft",
             _two_more_quota_windows,
             "gates[GATE-DATA-001].measured.quota_windows is",
-            id="M25-sft-quota-windows",
+            id="sft-quota-windows",
         ),
         pytest.param(
             "sft",
             measured("GATE-DATA-007", data_tokenizer_identity=OTHER_SHA, model_tokenizer_identity=OTHER_SHA),
             f"gates[GATE-DATA-007].measured.data_tokenizer_identity is '{OTHER_SHA}'",
-            id="T34-tokenizer-identity",
+            id="tokenizer-identity",
         ),
         pytest.param(
             "sft",
             measured("GATE-SFT-002", assistant_turns=400),
             "gates[GATE-SFT-002].measured.assistant_turns is 400, but its data (prepare record",
-            id="S07-assistant-turns",
+            id="assistant-turns",
         ),
         pytest.param(
             "sft",
             measured("GATE-SFT-001", examples=200),
             "gates[GATE-SFT-001].measured.examples is 200, more than a split of its data",
-            id="S07-examples",
+            id="examples",
         ),
     ],
 )
@@ -148,7 +148,7 @@ def test_a_fine_tune_claiming_pretraining_data_is_caught(filed: Filed, tmp_path:
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_start_step_other_than_the_parents_checkpoint_is_caught(filed: Filed, tmp_path: Path) -> None:
-    """S01/D02: the fine-tune says it started from step 1; its init parent checkpointed its weights
+    """The fine-tune says it started from step 1; its init parent checkpointed its weights
     at step 5."""
     run = copied(tmp_path, filed.sft, lambda data, _dir: data["metrics"]["init_from"].update(step=1))
     assert_named(findings(run, filed.train), "metrics.init_from.step is 1, but its init parent 'run'")

@@ -77,7 +77,7 @@ def _unwritten_cell(data: dict[str, Any], run_dir: Path) -> None:
         ),
         (PATCH_RUN, _unwritten_cell, "layers.0.output at position 7 wrote nothing, yet scored"),
     ],
-    ids=["G01-plan-seed", "E02-end-of-text", "X03-prompt", "W08-unwritten-cell"],
+    ids=["plan-seed", "end-of-text", "prompt", "unwritten-cell"],
 )
 def test_a_fact_the_repository_decides_restated_otherwise_is_caught(
     tmp_path: Path, run: str, change: Any, says: str

@@ -92,30 +92,35 @@ def _file_bytes(name: str) -> Change:
     return _export_edit(lambda r: r["files"][name].update(bytes=r["files"][name]["bytes"] + 30))
 
 
-# (audit id, run, plant, a fragment of the finding) for plants caught after the forger's finish.
+# (what is restated, run, plant, a fragment of the finding): plants caught after the forger's finish.
 FINISHED: list[tuple[str, str, Change, str]] = [
-    ("Y11", LENS_RUN, _logit_lens, "but config.lens is"),
-    ("Y99", LENS_RUN, _earlier_position, "gives no --position"),
-    ("Y21", PATCH_RUN, _other_dtype, "leaves --dtype to the default"),
-    ("Y61", LENS_TRAIN_RUN, _no_nesterov, "no option sets LensTraining.nesterov"),
-    ("Y107", LENS_TRAIN_RUN, _even_spread, "gates[GATE-DATA-005].measured.max_gap is"),
-    ("Y64", ABLATION_RUN, _more_logits, "logits.elements is"),
+    ("lens-mode", LENS_RUN, _logit_lens, "but config.lens is"),
+    ("lens-position", LENS_RUN, _earlier_position, "gives no --position"),
+    ("patch-dtype", PATCH_RUN, _other_dtype, "leaves --dtype to the default"),
+    ("lens-nesterov", LENS_TRAIN_RUN, _no_nesterov, "no option sets LensTraining.nesterov"),
+    ("max-gap", LENS_TRAIN_RUN, _even_spread, "gates[GATE-DATA-005].measured.max_gap is"),
+    ("logits-elements", ABLATION_RUN, _more_logits, "logits.elements is"),
     (
-        "Y46",
+        "tokenizer-keys",
         EXPORT_RUN,
         _export_edit(lambda r: r.update(tokenizer_keys=r["tokenizer_keys"] + 2)),
         "tokenizer_keys",
     ),
     (
-        "Y49",
+        "config-pad-token-id",
         EXPORT_RUN,
         _export_edit(lambda r: r["special_ids"].update({"config.json pad_token_id": 0})),
         "special_ids['config.json pad_token_id'] is 0",
     ),
-    ("Y50", EXPORT_RUN, _file_bytes("special_tokens_map.json"), "special_tokens_map.json is"),
-    ("Y91", EXPORT_RUN, _file_bytes("tokenizer_config.json"), "tokenizer_config.json is"),
     (
-        "Y92",
+        "special-tokens-map-bytes",
+        EXPORT_RUN,
+        _file_bytes("special_tokens_map.json"),
+        "special_tokens_map.json is",
+    ),
+    ("tokenizer-config-bytes", EXPORT_RUN, _file_bytes("tokenizer_config.json"), "tokenizer_config.json is"),
+    (
+        "gatestack-tokenizer-digest",
         EXPORT_RUN,
         _export_edit(lambda r: r["files"]["gatestack_tokenizer.json"].update(sha256=FORGED)),
         "gatestack_tokenizer.json is",
@@ -124,9 +129,9 @@ FINISHED: list[tuple[str, str, Change, str]] = [
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize(("audit", "run", "plant", "fragment"), FINISHED, ids=[c[0] for c in FINISHED])
-def test_a_round11_plant_is_caught_after_the_forgers_finish(
-    tmp_path: Path, audit: str, run: str, plant: Change, fragment: str
+@pytest.mark.parametrize(("restated", "run", "plant", "fragment"), FINISHED, ids=[c[0] for c in FINISHED])
+def test_a_fixed_value_restated_is_caught_after_the_forgers_finish(
+    tmp_path: Path, restated: str, run: str, plant: Change, fragment: str
 ) -> None:
     assert_found(findings(planted(tmp_path, run, forger_finished(plant))), fragment)
 
@@ -164,18 +169,18 @@ def _changed(value: Any) -> Any:
     return value + 0.8 if value == 0.0 else value + 0.2
 
 
-# (audit ids, run, the derived values the plant changes) for plants of a field the artifacts derive.
+# (what is restated, run, the derived values the plant changes) for plants of a derived field.
 DERIVED = [
-    ("Y24", PATCH_RUN, _patch_sites),
-    ("Y100", LENS_RUN, _lens_sites),
-    ("Y86", LENS_TRAIN_RUN, _objective_steps),
-    ("Y102-Y103", MEMORIZATION_RUN, _greedy),
+    ("patch-sites", PATCH_RUN, _patch_sites),
+    ("lens-sites", LENS_RUN, _lens_sites),
+    ("objective-steps", LENS_TRAIN_RUN, _objective_steps),
+    ("greedy-sampler", MEMORIZATION_RUN, _greedy),
 ]
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize(("audit", "run", "rule"), DERIVED, ids=[c[0] for c in DERIVED])
-def test_a_round11_value_restated_is_derived_again(tmp_path: Path, audit: str, run: str, rule: Any) -> None:
+@pytest.mark.parametrize(("restated", "run", "rule"), DERIVED, ids=[c[0] for c in DERIVED])
+def test_a_fixed_value_restated_is_derived_again(tmp_path: Path, restated: str, run: str, rule: Any) -> None:
     """The value the record's artifacts (or the code, for a sampler no option reaches) fix is what the
     record states; planted, the checker names it, and the forger's finish can only put it back."""
     due = rule(_record(run))

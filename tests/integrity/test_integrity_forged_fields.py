@@ -69,7 +69,7 @@ def _edit_json(run_dir: Path, name: str, change: Any) -> None:
 # -- defaults of every kind (tools/integrity/settings/default_sources.py) ---------------------------------
 
 
-def test_x40_sample_top_k_left_to_none_restated_is_caught(tmp_path: Path) -> None:
+def test_sample_top_k_left_to_none_restated_is_caught(tmp_path: Path) -> None:
     """Config.top_k null restated as 40 (and GATE-TRAIN-005's top_k alike) with no --top-k on
     the line: the parser's default None is what the command read."""
     record = _record(SAMPLE_RUN)
@@ -83,7 +83,7 @@ def test_x40_sample_top_k_left_to_none_restated_is_caught(tmp_path: Path) -> Non
     assert_found(found, "config.top_k is 40", "leaves --top-k to the default None", "stack/cli/sample.py")
 
 
-def test_x08_lens_weight_decay_left_to_a_named_constant_restated_is_caught(tmp_path: Path) -> None:
+def test_lens_weight_decay_left_to_a_named_constant_restated_is_caught(tmp_path: Path) -> None:
     """Config.weight_decay ×10, and every step's applied weight decay alike, with no
     --weight-decay on the line: the parser's default is DEFAULT_WEIGHT_DECAY, imported from
     stack.lens.defaults, which the check resolves at the record's commit."""
@@ -163,7 +163,7 @@ def test_every_none_default_a_command_resolves_is_one_its_record_holds_otherwise
 # -- env against what the run measured (tools/integrity/env_checks.py) -------------------------------------
 
 
-def test_x61_a_consistent_cuda_claim_is_held_to_the_generator_device(tmp_path: Path) -> None:
+def test_a_consistent_cuda_claim_is_held_to_the_generator_device(tmp_path: Path) -> None:
     """Env.torch, env.cuda and env.device restated as a CUDA run, all three consistent; the
     generator GATE-TRAIN-005 watched drew on the CPU, where the run's model was."""
     measured = gate(_record(FINETUNE_RUN), "GATE-TRAIN-005")["measured"]
@@ -189,7 +189,7 @@ def test_a_cuda_build_labelled_for_another_cuda_is_caught(tmp_path: Path) -> Non
     assert_found(found, "env.cuda is '12.4'", "a build for CUDA 12.8")
 
 
-def test_x01_export_versions_torch_against_env_is_caught(tmp_path: Path) -> None:
+def test_export_versions_torch_against_env_is_caught(tmp_path: Path) -> None:
     """Export.json's versions.torch restated as a CUDA build; the same process wrote env.torch."""
     env_torch = _record(EXPORT_RUN)["env"]["torch"]
 
@@ -200,7 +200,7 @@ def test_x01_export_versions_torch_against_env_is_caught(tmp_path: Path) -> None
     assert_found(found, "export.json: versions.torch is '2.5.1+cu124'", f"env.torch is {env_torch!r}")
 
 
-def test_x02_export_versions_of_the_project_against_pyproject_is_caught(tmp_path: Path) -> None:
+def test_export_versions_of_the_project_against_pyproject_is_caught(tmp_path: Path) -> None:
     """Export.json's versions.gatestack restated; pyproject.toml at the record's commit says."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert _record(EXPORT_RUN)["run"]["id"] and project["name"] == "gatestack"
@@ -215,7 +215,7 @@ def test_x02_export_versions_of_the_project_against_pyproject_is_caught(tmp_path
 # -- a WARN that contradicts the record (tools/record_checks.contradictions) ----------------------
 
 
-def test_x64_a_warn_whose_check_needs_no_threshold_is_a_violation(tmp_path: Path) -> None:
+def test_a_warn_whose_check_needs_no_threshold_is_a_violation(tmp_path: Path) -> None:
     """GATE-FT-003's examples_eligible restated; its `drawn` check (contracts.recall_draw,
     no threshold read) says the recall describes another set, and the verdict is only WARN."""
     measured = gate(_record(MEMORIZATION_RUN), "GATE-FT-003")["measured"]
@@ -242,7 +242,7 @@ def test_a_warn_of_a_measure_against_its_threshold_is_no_contradiction() -> None
 # -- a made-model digest where the checkpoint is the run's own (tools/integrity/lineage.py) -----------------
 
 
-def test_x74_es_made_model_digest_invented_is_caught(tmp_path: Path) -> None:
+def test_es_made_model_digest_invented_is_caught(tmp_path: Path) -> None:
     """An ES record, whose checkpoint is the model it made, given a model_sha256 no command
     writes there."""
     weights = _record(ES_RUN)["checkpoint"]["files"]["model.safetensors"]["sha256"]
@@ -257,7 +257,7 @@ def test_x74_es_made_model_digest_invented_is_caught(tmp_path: Path) -> None:
 # -- a forged field of the wrong type: a named problem, not a crash ------------------------------
 
 
-def test_x48_es_resumed_from_of_the_wrong_type_is_named(tmp_path: Path) -> None:
+def test_es_resumed_from_of_the_wrong_type_is_named(tmp_path: Path) -> None:
     """Resumed_from given as the path of a checkpoint: named as no step (the derivation used to
     raise a TypeError); a forger's finish puts back what the command lines decide (no resume)."""
 

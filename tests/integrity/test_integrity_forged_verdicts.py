@@ -60,24 +60,29 @@ def _export_tokenizer(data: dict[str, Any], run_dir: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
-# (audit id, run, plant, a fragment of the finding) for plants caught after the forger's finish.
+# (what is restated, run, plant, a fragment of the finding): plants caught after the forger's finish.
 FINISHED: list[tuple[str, str, Change, str]] = [
     (
-        "X17",
+        "unique-train-tokens",
         FINETUNE_RUN,
         lambda d, _r: d["metrics"].update(unique_train_tokens=d["metrics"]["unique_train_tokens"] + 29956378),
         "metrics.unique_train_tokens is",
     ),
-    ("X14", LENS_TRAIN_RUN, lambda d, _r: d["config"].update(lens_sha256=FORGED), f"'{LENS_TRAIN_RUN}'"),
-    ("X03", EXPORT_RUN, _export_tokenizer, "export.json: tokenizer.json is sha256"),
     (
-        "X18",
+        "lens-digest",
+        LENS_TRAIN_RUN,
+        lambda d, _r: d["config"].update(lens_sha256=FORGED),
+        f"'{LENS_TRAIN_RUN}'",
+    ),
+    ("export-tokenizer-digest", EXPORT_RUN, _export_tokenizer, "export.json: tokenizer.json is sha256"),
+    (
+        "checkpoint-tokenizer-digest",
         FINETUNE_RUN,
         lambda d, _r: d["checkpoint"]["files"]["tokenizer.json"].update(sha256=FORGED),
         "checkpoint.files.tokenizer.json is sha256",
     ),
     (
-        "X24b",
+        "teacher-forwards",
         DISTILL_RUN,
         lambda d, _r: gate(d, "GATE-KD-002")["measured"].update(forwards=d["config"]["train"]["steps"] - 20),
         "the teacher ran at least",
@@ -85,9 +90,9 @@ FINISHED: list[tuple[str, str, Change, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("audit", "run", "plant", "fragment"), FINISHED, ids=[c[0] for c in FINISHED])
-def test_a_round9_plant_is_caught_after_the_forgers_finish(
-    tmp_path: Path, audit: str, run: str, plant: Change, fragment: str
+@pytest.mark.parametrize(("restated", "run", "plant", "fragment"), FINISHED, ids=[c[0] for c in FINISHED])
+def test_a_fact_no_rederivation_puts_back_is_caught_after_the_forgers_finish(
+    tmp_path: Path, restated: str, run: str, plant: Change, fragment: str
 ) -> None:
     assert_found(findings(planted(tmp_path, run, forger_finished(plant))), fragment)
 
@@ -124,13 +129,13 @@ def _doubled(value: Any) -> Any:
     return value * 2 if not isinstance(value, float) else value / 2
 
 
-# (audit id, run, the derived values the plant changes) for plants of a field the artifacts derive.
+# (what is restated, run, the derived values the plant changes) for plants of a derived field.
 DERIVED = [
-    ("X13", LENS_TRAIN_RUN, _lens_windows),
-    ("X33", SFT_RUN, _sft_positions),
-    ("X35", DPO_RUN, _dpo_appended),
-    ("X68", CURRENT_RUN, _warmup),
-    ("X70", TRACE_RUN, _ref_absmax),
+    ("lens-heldout-windows", LENS_TRAIN_RUN, _lens_windows),
+    ("sft-positions-compared", SFT_RUN, _sft_positions),
+    ("dpo-appended", DPO_RUN, _dpo_appended),
+    ("wanted-warmup", CURRENT_RUN, _warmup),
+    ("ref-absmax", TRACE_RUN, _ref_absmax),
 ]
 
 
@@ -148,8 +153,10 @@ def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
-@pytest.mark.parametrize(("audit", "run", "rule"), DERIVED, ids=[c[0] for c in DERIVED])
-def test_a_round9_count_restated_is_derived_again(tmp_path: Path, audit: str, run: str, rule: Any) -> None:
+@pytest.mark.parametrize(("restated", "run", "rule"), DERIVED, ids=[c[0] for c in DERIVED])
+def test_a_count_a_code_rule_makes_restated_is_derived_again(
+    tmp_path: Path, restated: str, run: str, rule: Any
+) -> None:
     """The count a code rule makes of the record's other numbers is what the record states; planted,
     the checker names it, and the forger's finish can only put the true count back."""
     due = rule(_record(run))
@@ -173,7 +180,7 @@ def test_a_round9_count_restated_is_derived_again(tmp_path: Path, audit: str, ru
 GPU_TRACE_RUN = "trace-20261127T153158"
 
 
-def test_x70_the_gpu_records_reference_absmax_stands_as_filed(tmp_path: Path) -> None:
+def test_the_gpu_records_reference_absmax_stands_as_filed(tmp_path: Path) -> None:
     """On a GPU's record, an identity's ref_absmax differs from the traced site's absmax, by at
     most its own max_abs_diff (two tensors' largest magnitudes differ by no more than their largest
     difference), and the record stands. It was judged under GATE-TRACE-002 rev 5, so its identities
@@ -186,7 +193,7 @@ def test_x70_the_gpu_records_reference_absmax_stands_as_filed(tmp_path: Path) ->
     assert findings(planted(tmp_path, GPU_TRACE_RUN, lambda _data, _dir: None)) == []
 
 
-def test_x49_patch_positions_restated_is_derived_from_trace_json(tmp_path: Path) -> None:
+def test_patch_positions_restated_are_derived_from_trace_json(tmp_path: Path) -> None:
     """A sweep's config.patch_positions 'every' restated as 'last'; trace.json patched every position."""
 
     def plant(data: dict[str, Any], _dir: Path) -> None:

@@ -5,9 +5,9 @@ a copy of a committed record of the current spec and finished by a perfect forge
 integrity check must still name the lie; the copy as filed, and one restated within the replay's
 tolerance, pass:
 
-- a quantisation's GATE-HQQ-002 `max_kl_nats` restated in the record and surgery.json (Y35): the
+- a quantisation's GATE-HQQ-002 `max_kl_nats` restated in the record and surgery.json: the
   committed source quantised again by `stack.cli.quantize.operate`, two CPU forwards over its sample;
-- an ablation's trace.json `logits.failing` and `logits.cosine` restated (Y65, Y80): the committed
+- an ablation's trace.json `logits.failing` and `logits.cosine` restated: the committed
   checkpoint's intact and ablated forwards again (`stack.trace.modes.ablation`).
 """
 
@@ -84,7 +84,9 @@ def _replayed(found: list[str]) -> list[str]:
 
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(
-    "restate", [lambda _v: 0.01, lambda v: v * BEYOND, lambda v: v / BEYOND], ids=["Y35", "above", "below"]
+    "restate",
+    [lambda _v: 0.01, lambda v: v * BEYOND, lambda v: v / BEYOND],
+    ids=["as-0.01", "above", "below"],
 )
 def test_a_quantisations_max_kl_restated_is_caught_by_its_replay(
     tmp_path: Path, restate: Callable[[float], float]
@@ -104,7 +106,7 @@ def test_a_quantisations_max_kl_within_the_tolerance_holds(tmp_path: Path) -> No
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_ablations_failing_count_restated_is_caught_by_its_replay(tmp_path: Path) -> None:
-    """Y65 (2827 as 1000), and one element fewer: a count has no tolerance."""
+    """2827 failing as 1000, and one element fewer: a count has no tolerance."""
     failing = _json(RECORDS / ABLATION_RUN / "trace.json")["logits"]["failing"]
     for stated in (1000, failing - 1):
         copy = planted(tmp_path / str(stated), ABLATION_RUN, _logits("failing", lambda _v, s=stated: s))
@@ -117,7 +119,7 @@ TOLERANCES = [("cosine", TOLERANCES_READ.value), ("min_rtol", TOLERANCES_READ.ra
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-def test_an_ablations_cosine_restated_as_the_audit_did_is_caught(tmp_path: Path) -> None:
+def test_an_ablations_cosine_restated_as_a_milder_ablation_is_caught(tmp_path: Path) -> None:
     """The cosine 0.9907 restated as 0.9990, a milder ablation."""
     copy = planted(tmp_path, ABLATION_RUN, _logits("cosine", lambda _v: 0.999))
     assert_found(findings(copy), "trace.json: logits.cosine is 0.999", REPLAYED, "modes.ablation")

@@ -125,7 +125,7 @@ def test_a_parent_of_a_role_its_command_never_names_is_caught(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("run", "field", "option"),
     [(DPO_RUN, ("init_from", "path"), "RUN_DIR|CKPT"), (ES_RUN, ("data_dir",), "--data")],
-    ids=["U27-dpo-policy", "U52-es-data"],
+    ids=["dpo-policy", "es-data"],
 )
 def test_an_input_restated_otherwise_than_its_command_line_names_is_caught(
     tmp_path: Path, run: str, field: tuple[str, ...], option: str
@@ -213,7 +213,7 @@ def test_a_dirty_evaluation_of_another_text_than_the_committed_file_is_named(
     assert_found(warnings, f"not the {OTHER_SHA} it states it scored", "is not derived")
 
 
-@pytest.mark.parametrize("run", [SAMPLE_RUN, EVAL_RUN], ids=["U05-sample", "U08-eval"])
+@pytest.mark.parametrize("run", [SAMPLE_RUN, EVAL_RUN], ids=["sample", "eval"])
 def test_the_tokenizer_of_a_committed_model_read_restated_is_caught(tmp_path: Path, run: str) -> None:
     found = findings(
         planted(tmp_path, run, lambda data, _dir: data["data"].update(tokenizer_sha256=OTHER_SHA))

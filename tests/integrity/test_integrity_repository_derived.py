@@ -2,32 +2,29 @@
 repository holds: each is planted in a copy of a committed record, its artifacts re-hashed as a
 forger would, and the integrity check must name it.
 
-- a checkpoint event logged under another step's directory (K8);
-- a DPO step line whose accuracy its mean margin contradicts (F7);
-- a waiver whose reason no command line gave (W1);
-- a LASER record keeping other than ⌈ρ·rank⌉ singular values (E6);
-- an evaluation of a repository file claiming more bytes than the file holds at its commit (E1);
-- a prepare manifest whose shard holds more tokens than its bytes can (E14);
-- a run's held-out windows restated otherwise than its data's held-out shards hold (L13);
-- an evaluation of a released model naming another model's weights (X3);
+- a checkpoint event logged under another step's directory;
+- a DPO step line whose accuracy its mean margin contradicts;
+- a waiver whose reason no command line gave;
+- a LASER record keeping other than ⌈ρ·rank⌉ singular values;
+- an evaluation of a repository file claiming more bytes than the file holds at its commit;
+- a prepare manifest whose shard holds more tokens than its bytes can;
+- a run's held-out windows restated otherwise than its data's held-out shards hold;
+- an evaluation of a released model naming another model's weights;
 - a sample whose command line and config ask another count of tokens than it drew, or whose
-  text is not the one its record hashes (round 4, T36);
-- a bandit run's last epoch plan restated one window short of what its last logged shares give
-  (round 4, T66);
+  text is not the one its record hashes;
+- a bandit run's last epoch plan restated one window short of what its last logged shares give;
 - a quantisation restating round-to-nearest's error, or a LASER record a matrix's norm or the
-  norm of the singular values it discarded, otherwise than its committed source model gives
-  (round 4, T33);
+  norm of the singular values it discarded, otherwise than its committed source model gives;
 - a sample repointed, everywhere its record names it, at the withdrawn release 0.1.0, whose
-  weights are not those the sample states (round 4, T46);
+  weights are not those the sample states;
 - an export restating the built-in sample it compared logits on as half as many windows, its
-  parity positions with it, in its record and export.json alike (round 4, T40);
+  parity positions with it, in its record and export.json alike;
 - a lens fitted on data restating the vocabulary it compared logits over, GATE-LENS-001 and
-  GATE-LENS-005 edited together (the lens helper's gap after T27);
-- an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
-  or its fitness evaluations with another count of targets than its population, batch and
-  window make (T25);
-- a memorization asking for fewer examples than its table lists (T38);
-- a distillation whose teacher and student name another tokenizer than its data's, together (T74).
+  GATE-LENS-005 edited together;
+- an es run's epoch plan restated with quotas its data's manifest does not give, or its fitness
+  evaluations with another count of targets than its population, batch and window make;
+- a memorization asking for fewer examples than its table lists;
+- a distillation whose teacher and student name another tokenizer than its data's, together.
 """
 
 from __future__ import annotations
@@ -126,7 +123,7 @@ def test_a_laser_record_keeping_other_than_rho_says_is_caught(tmp_path: Path) ->
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_eval_claiming_more_bytes_than_its_file_holds_at_its_commit_is_caught(tmp_path: Path) -> None:
-    """E1: bytes 5120 → 5600 with bits per byte recomputed to match, in eval.json and the record; the
+    """Bytes 5120 → 5600 with bits per byte recomputed to match, in eval.json and the record; the
     text's sha256 still names the file, which holds 5120."""
 
     def more_bytes(data: dict[str, Any], run_dir: Path) -> None:
@@ -246,7 +243,7 @@ def test_an_es_runs_quota_its_data_does_not_give_is_caught(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("short", "caught"),
     [
-        pytest.param(1, True, marks=pytest.mark.gate("GATE-INTEG-001"), id="T66-one-window-short"),
+        pytest.param(1, True, marks=pytest.mark.gate("GATE-INTEG-001"), id="one-window-short"),
         pytest.param(0, False, marks=pytest.mark.holds("GATE-INTEG-001"), id="as-filed"),
     ],
 )
@@ -293,7 +290,7 @@ def _first_row_scaled(gate_id: str, key: str, factor: float) -> Any:
             1.15,
             "GATE-HQQ-001's layers.0.ffn_gate rtn_error is",
             marks=pytest.mark.gate("GATE-INTEG-001"),
-            id="T33-rtn-error",
+            id="rtn-error",
         ),
         pytest.param(
             LASER_SOURCE_RUN,
@@ -332,7 +329,7 @@ def test_a_surgery_restating_its_source_model_otherwise_is_caught(
             "0.1.0",
             "but config.checkpoint names the release stdlib-byte-demo@0.1.0, whose weights are",
             marks=pytest.mark.gate("GATE-INTEG-001"),
-            id="T46-withdrawn-release",
+            id="withdrawn-release",
         ),
         pytest.param("0.2.0", None, marks=pytest.mark.holds("GATE-INTEG-001"), id="as-filed"),
     ],
@@ -364,7 +361,7 @@ def test_a_read_repointed_at_a_committed_checkpoint_that_verifies_otherwise_is_c
 @pytest.mark.parametrize(
     ("windows", "caught"),
     [
-        pytest.param(4, True, marks=pytest.mark.gate("GATE-INTEG-001"), id="T40-half-the-windows"),
+        pytest.param(4, True, marks=pytest.mark.gate("GATE-INTEG-001"), id="half-the-windows"),
         pytest.param(8, False, marks=pytest.mark.holds("GATE-INTEG-001"), id="as-filed"),
     ],
 )

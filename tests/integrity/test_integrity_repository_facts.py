@@ -190,25 +190,27 @@ def _parity_threshold(data: dict[str, Any], run_dir: Path) -> None:
         (EXPORT_RUN, _parity_threshold, "export.json: parity.model.safetensors.threshold."),
     ],
     ids=[
-        "U14-min-verbatim",
-        "U33-replay-claimed",
-        "U33-repeatable-flag",
-        "U28-split-targets",
-        "U26-optimizer-compared",
-        "U61c-lora-targets",
-        "U21b-lens-steps-per-epoch",
-        "U35-assigned-documents",
-        "U50b-documents-in",
-        "U36-turn-canaries",
-        "U36-case-removed",
-        "U36-must-drop-restated",
-        "U36-case-invented",
-        "U42-batch-size",
-        "U44-attention",
+        "min-verbatim",
+        "replay-claimed",
+        "repeatable-flag",
+        "split-targets",
+        "optimizer-compared",
+        "lora-targets",
+        "lens-steps-per-epoch",
+        "assigned-documents",
+        "documents-in",
+        "turn-canaries",
+        "case-removed",
+        "must-drop-restated",
+        "case-invented",
+        "batch-size",
+        "attention",
         "parity-threshold",
     ],
 )
-def test_a_round6_tampering_is_caught(tmp_path: Path, run: str, change: Change, says: str) -> None:
+def test_a_tampering_the_repository_decides_is_caught(
+    tmp_path: Path, run: str, change: Change, says: str
+) -> None:
     assert_caught(planted(tmp_path, run, change), says)
 
 

@@ -86,12 +86,12 @@ def test_the_fresh_records_pass_untampered(filed: Filed) -> None:
 
 
 RESTATED = [
-    ("eval", ("metrics", "overlap", "heldout_documents"), 600),  # E01
-    ("export", ("lineage", "model_sha256"), OTHER_SHA),  # P01
+    ("eval", ("metrics", "overlap", "heldout_documents"), 600),
+    ("export", ("lineage", "model_sha256"), OTHER_SHA),
     ("export", ("data", "tokenizer_sha256"), OTHER_SHA),
     ("export", ("checkpoint", "step"), 4),
     ("export", ("config", "int8"), True),  # the export's --int8, which built no int8 graph
-    ("quantize", ("lineage", "model_sha256"), OTHER_SHA),  # Q02
+    ("quantize", ("lineage", "model_sha256"), OTHER_SHA),
     ("quantize", ("config", "bits"), 8),  # surgery.json's settings say 4
     ("quantize", ("checkpoint", "files", "model.safetensors", "sha256"), OTHER_SHA),
     ("prepare", ("data", "tokenizer_sha256"), OTHER_SHA),  # PR1
@@ -116,7 +116,7 @@ def test_a_field_restated_from_its_result_file_is_caught(
 
 # -- gate values a fresh record restates of its manifest, config and log ---------------------------
 # The ledger's records of spec 1.29.0 are stale under GATE-DATA-013 rev 5 and GATE-DATA-007 rev 3,
-# so round 5's P01 (dedup's threshold restated) and the model vocabulary GATE-DATA-007 restates of
+# so dedup's threshold restated and the model vocabulary GATE-DATA-007 restates of
 # the config are planted in fresh records, beside spec 1.30.0's values a prepare's manifest and
 # config give again: each source's byte account (a forger moving the bytes a document lost into
 # framing keeps the sum), the settings the filter rules were judged by, the data's tokenizer, and
@@ -153,7 +153,7 @@ FRESH_GATE_VALUES = [
 @pytest.mark.parametrize(
     ("kind", "gate_id", "edit", "says"),
     FRESH_GATE_VALUES,
-    ids=["P01-min-jaccard", "model-vocab", "accounts", "rules-settings", "round-trip-tokenizer", "stored"],
+    ids=["min-jaccard", "model-vocab", "accounts", "rules-settings", "round-trip-tokenizer", "stored"],
 )
 def test_a_gate_value_its_artifacts_decide_restated_is_caught(
     filed: Filed, tmp_path: Path, kind: str, gate_id: str, edit: Callable[[dict[str, Any]], None], says: str

@@ -26,7 +26,7 @@ from tests.support.ledger_support import (
     planted,
 )
 
-# The checkpoint file the audit's plant restated.
+# The checkpoint file the plants restate.
 RESTATED_FILE = "state.json"
 FORGED = "f" * 64
 
@@ -55,7 +55,7 @@ def test_the_memorization_record_read_the_fine_tunes_checkpoint() -> None:
     assert RESTATED_FILE in made["files"] and RESTATED_FILE in read["files"]
 
 
-def test_y96_a_writers_checkpoint_file_restated_is_named_with_the_record_that_read_it(
+def test_a_writers_checkpoint_file_restated_is_named_with_the_record_that_read_it(
     tmp_path: Path,
 ) -> None:
     """The fine-tune's state.json size restated and finished by a perfect forger, checked alone (joined
@@ -76,7 +76,7 @@ def test_y96_a_writers_checkpoint_file_restated_is_named_with_the_record_that_re
     )
 
 
-def test_y96_a_readers_checkpoint_file_restated_is_named_with_the_record_that_wrote_it(
+def test_a_readers_checkpoint_file_restated_is_named_with_the_record_that_wrote_it(
     tmp_path: Path,
 ) -> None:
     """The memorization record's digest of state.json restated: held to the fine-tune that wrote it."""

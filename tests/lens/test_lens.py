@@ -3,8 +3,8 @@
 Falsifiers plant each lens bug in the stack's own code path: probes that do not start at the
 identity, probes cut from the gradient (the validation doc's bug), probes that lose to the
 logit lens, a lens read through another model or no final norm, a lens fed post-norm states,
-a learning-rate schedule other than the documented one (an audit's shifted by one step), a
-held-out KL other than KL(final ‖ layer) (an audit's reversed), and a later audit's lens trained on
+a learning-rate schedule other than the documented one (one shifted by one step), a
+held-out KL other than KL(final ‖ layer) (one reversed), a lens trained on
 the reversed KL, held-out means over one batch too many, the two lenses' columns swapped, a reading
 against the last lens layer as final, and log-probabilities reported as probabilities.
 """
@@ -253,7 +253,7 @@ def _first_batch_again() -> Callable[[Path, torch.Tensor, int], torch.Tensor]:
 def test_a_lens_comparison_reading_other_text_than_the_heldout_set_is_refused(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, substitute: Callable
 ) -> None:
-    """The audit's mutant read the train split for the "held-out" comparison; here the forwards
+    """Beside a lens read on the train split for the "held-out" comparison, the forwards here
     are handed other windows than the set's (the set itself is right), all or one row of them."""
     model = load_trained(trained["run"]).model
     monkeypatch.setattr(lens_train, "capture", _reading(substitute(), trained["data"]))
@@ -463,7 +463,7 @@ def test_an_identity_kl_just_beyond_the_threshold_fires_and_just_inside_holds() 
 def test_a_lens_schedule_other_than_the_documented_one_fires(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, rate: Callable[[LensTraining, int], float]
 ) -> None:
-    """The audit's N10 (lr · (1 − s/S): every step a step late) and its kin, planted in the rate the
+    """A schedule every step a step late (lr · (1 − s/S)) and its kin, planted in the rate the
     lens's loop sets: the rate read back from the optimizer is not the documented schedule's."""
     model = load_trained(trained["run"]).model
     monkeypatch.setattr(LensTraining, "lr_at", rate)
@@ -633,7 +633,8 @@ def test_a_lens_training_loss_just_beyond_kl_rtol_fires_and_just_inside_holds(
 def test_a_lens_trained_on_the_reversed_kl_exits_3(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """P02 through the CLI: the run stops with exit 3 naming the gate, the model and data as ever."""
+    """The reversed KL through the CLI: the run stops with exit 3 naming the gate, the model and data
+    as ever."""
     kl = lens_train.kl_to_final
     monkeypatch.setattr(lens_train, "kl_to_final", lambda final, reading: kl(reading, final))
     argv = ["lens", str(trained["run"]), "--train", "--data", str(trained["data"]), "--steps", "2"]
@@ -800,7 +801,7 @@ def test_a_lens_readings_kl_is_held_to_its_trace_by_the_checker(
     found = findings(edited(shutil.copytree(out, tmp_path / "kl"), halved))
     assert any("gates[GATE-LENS-006].measured.reading_kl[0]" in line for line in found), found
 
-    def as_logs(data: dict, _dir: Path) -> None:  # the audit's P29, reported and held alike
+    def as_logs(data: dict, _dir: Path) -> None:  # log-probabilities reported as probabilities
         measured = gate(data, "GATE-LENS-006")["measured"]
         for row, logprobs in zip(measured["reading_top"][0], measured["top_logprobs"][0], strict=True):
             for pair, log_p in zip(row, logprobs, strict=True):
@@ -880,8 +881,8 @@ def test_a_lens_record_whose_entropies_are_not_its_readings_is_caught(
 
 
 def _sgd_built_with(monkeypatch: pytest.MonkeyPatch, **forced: object) -> None:
-    """The lens's SGD built with `forced` in place of what the settings hand it (the audit's R19:
-    weight_decay=0.0 whatever --weight-decay said)."""
+    """The lens's SGD built with `forced` in place of what the settings hand it (for
+    example weight_decay=0.0 whatever --weight-decay said)."""
     sgd = torch.optim.SGD
 
     class Forced(sgd):  # type: ignore[misc, valid-type]
@@ -898,8 +899,8 @@ def test_a_lens_trained_without_the_weight_decay_its_record_states_stops(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The audit's R19 through `stack lens --train`: exit 3 naming GATE-LENS-002, the decay read back
-    from the optimizer at every step against the 0.001 the record states."""
+    """An SGD without weight decay through `stack lens --train`: exit 3 naming GATE-LENS-002, the
+    decay read back from the optimizer at every step against the 0.001 the record states."""
     _sgd_built_with(monkeypatch, weight_decay=0.0)
     argv = ["lens", str(trained["run"]), "--train", "--data", str(trained["data"]), "--steps", "3"]
     out = tmp_path / "rec"
@@ -951,11 +952,11 @@ def test_a_lens_record_states_the_hyperparameters_it_applied_and_the_checker_hol
     )
 
 
-# -- the clip and the held-out set the record states, measured where they act (audit R61, R71) -----
+# -- the clip and the held-out set the record states, measured where they act --------------------
 
 
 def _lens_train(trained: dict[str, Path], tmp_path: Path, *extra: str) -> tuple[int, Path]:
-    """`stack lens --train` as the audit ran it (10 steps of 4 × 32 tokens), with `extra`."""
+    """`stack lens --train` at a small size (10 steps of 4 × 32 tokens), with `extra`."""
     out = tmp_path / "rec"
     argv = ["lens", str(trained["run"]), "--train", "--data", str(trained["data"]), "--steps", "10"]
     argv += ["--batch-size", "4", "--seq-len", "32", "--save", str(tmp_path / "l.safetensors")]

@@ -44,7 +44,7 @@ LORA_ALL = ["lora.r=4", "lora.alpha=8", "lora.targets='q,k,v,attn_out'", "lora.d
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A DATA_DIR, a two-block base run, and chat data in its tokenizer for `stack sft`."""
-    root = tmp_path_factory.mktemp("arch9")
+    root = tmp_path_factory.mktemp("arch")
     data, base, chat = prepared(root), root / "base", root / "chat"
     assert train(smoke_args(data, base, *TWO_BLOCKS, *STEPS)) == 0
     prepare = ["prepare", str(DATA / "chat_small.jsonl"), "--format", "chat", "--pack-len", "64"]
@@ -60,7 +60,7 @@ def _halted(code: int, err: str, gate: str, *said: str) -> None:
         assert phrase in err, err
 
 
-# -- the planted bugs, as the audit's patches made them -------------------------------------------
+# -- the planted bugs: each a model built otherwise than its config -------------------------------
 
 
 def _without_shared_expert(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,17 +111,17 @@ def _top_2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 TRAIN_PLANTS = {
-    "R109 shared expert dropped": (
+    "shared expert dropped": (
         _without_shared_expert,
         ["model.moe_experts=4", "model.moe_shared_expert=true", "model.moe_balance_coef=0.1"],
         "layers.0.moe.shared.gate.weight",
     ),
-    "R122 untied model built tied": (
+    "untied model built tied": (
         _always_tied,
         [*TWO_BLOCKS, "model.tie_embeddings=false"],
         "lm_head.weight",
     ),
-    "R123 wrong block routed": (
+    "wrong block routed": (
         _first_block_routed,
         [*TWO_BLOCKS, "model.mod_every=2", "model.mod_capacity=0.25"],
         "layers.0.router.weight",

@@ -26,7 +26,7 @@ MOD = ("model.n_layers=2", "model.mod_every=2", "model.mod_capacity=0.25", "trai
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepared(tmp_path_factory.mktemp("mod10-data"))
+    return prepared(tmp_path_factory.mktemp("mod-data"))
 
 
 def _split(capacity: float, admitted: int, tokens: int, tied: int = 0) -> dict[str, object]:
@@ -47,7 +47,7 @@ def test_an_honest_mod_run_passes_and_replays_its_eval_lines(data: Path, tmp_pat
 
 
 @pytest.mark.gate("GATE-ARCH-008")
-def test_falsifier_r167_threshold_at_another_capacity_halts_the_run(
+def test_falsifier_threshold_at_another_capacity_halts_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Planted: the threshold split at capacity 0.5 while training's top-k keeps 0.25."""

@@ -172,8 +172,8 @@ def test_falsifier_weights_off_by_epsilon(
 
 
 def _unnormalised_forward(self: moe_module.MoE, x: torch.Tensor) -> torch.Tensor:
-    """MoE.forward as the audit's M01 left it: the top-k probabilities used as the experts' weights
-    without dividing them by their sum (the aux terms and counts are not the point here)."""
+    """MoE.forward with the top-k probabilities used as the experts' weights without dividing them
+    by their sum (the aux terms and counts are not the point here)."""
     tokens = x.reshape(-1, x.shape[-1])
     probs = torch.softmax(self.router(tokens).float(), dim=-1)
     top_p, top_i = probs.topk(self.top_k, dim=-1)
@@ -192,7 +192,7 @@ def test_falsifier_top_k_weights_not_renormalised_stop_the_run_before_its_first_
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Top-2 of 4 experts weighted by their raw probabilities: a single expert routed top-1 still
-    gets weight 1, so only the mixture written out from its definition sees it (the audit's M01)."""
+    gets weight 1, so only the mixture written out from its definition sees it."""
     monkeypatch.setattr(moe_module.MoE, "forward", _unnormalised_forward)
     run = tmp_path / "run"
     assert train(smoke_args(data, run, "model.moe_experts=4")) == 3

@@ -41,23 +41,28 @@ MOD = {"mod_every": 2, "mod_capacity": 0.25}
 MOE = {"moe_experts": 4, "moe_top_k": 2}
 DIFF = {"diff_attn": True}
 
-# Each planted bug: owner, method, line before, after.
+# Each planted bug, named for what it does: owner, method, line before, after.
 MUTANTS: dict[str, tuple[type, str, str, str]] = {
-    "R206": (
+    "all-tokens-branch": (
         DepthRoutedBlock,
         "_forward_causal",
         "return torch.where(routed[..., None], x + w * branches, x)",
         "return x + w * branches",
     ),
-    "R217": (
+    "zero-threshold": (
         DepthRoutedBlock,
         "_forward_causal",
         "routed = scores > self.route_threshold.to(scores.dtype)",
         "routed = scores > 0",
     ),
-    "R207": (MoE, "forward", "weights[rows, slot, None]", "weights[rows, 0, None]"),
-    "R220": (DiffAttention, "lambda_full", "* self.lambda_k2.to(dtype)", "* self.lambda_k1.to(dtype)"),
-    # Not the audit's: a mixture that picks its k least likely experts, a choice wrong far from
+    "slot-0-weights": (MoE, "forward", "weights[rows, slot, None]", "weights[rows, 0, None]"),
+    "lambda-k1-twice": (
+        DiffAttention,
+        "lambda_full",
+        "* self.lambda_k2.to(dtype)",
+        "* self.lambda_k1.to(dtype)",
+    ),
+    # A mixture that picks its k least likely experts, a choice wrong far from
     # any tie, which the reference must not settle the module's way.
     "lowest": (
         MoE,
@@ -84,7 +89,7 @@ def _planted(monkeypatch: pytest.MonkeyPatch, mutant: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A checkpoint of each option (a random model: the check draws its own probe weights)."""
-    root = tmp_path_factory.mktemp("options12")
+    root = tmp_path_factory.mktemp("options")
     return {name: save_run(root / name, tiny_model(**options)) for name, options in
             {"mod": MOD, "moe": MOE, "diff": DIFF, "moe64": {**MOE, "ctx": 64}}.items()}  # fmt: skip
 
@@ -133,16 +138,16 @@ def _gate_of(out: Path, command: str) -> dict[str, Any]:
 
 
 CASES = [
-    ("R206", "mod", "eval"),
-    ("R206", "mod", "sample"),
-    ("R217", "mod", "eval"),
-    ("R217", "mod", "sample"),
-    ("R207", "moe", "eval"),
-    ("R207", "moe", "sample"),
-    ("R220", "diff", "export"),
-    ("R220", "diff", "eval"),
-    ("R207", "moe64", "memorization"),
-    ("R206", "mod", "evalmatrix"),
+    ("all-tokens-branch", "mod", "eval"),
+    ("all-tokens-branch", "mod", "sample"),
+    ("zero-threshold", "mod", "eval"),
+    ("zero-threshold", "mod", "sample"),
+    ("slot-0-weights", "moe", "eval"),
+    ("slot-0-weights", "moe", "sample"),
+    ("lambda-k1-twice", "diff", "export"),
+    ("lambda-k1-twice", "diff", "eval"),
+    ("slot-0-weights", "moe64", "memorization"),
+    ("all-tokens-branch", "mod", "evalmatrix"),
 ]
 
 
@@ -191,7 +196,13 @@ def test_an_option_computed_as_written_out_is_checked_and_passes(
 def test_each_mutant_moves_every_form_it_acts_in(monkeypatch: pytest.MonkeyPatch, mutant: str) -> None:
     """Depth routing's mutants act at inference only (evaluation and cached forms); the others in
     every form."""
-    options = {"R206": MOD, "R217": MOD, "R207": MOE, "R220": DIFF, "lowest": MOE}[mutant]
+    options = {
+        "all-tokens-branch": MOD,
+        "zero-threshold": MOD,
+        "slot-0-weights": MOE,
+        "lambda-k1-twice": DIFF,
+        "lowest": MOE,
+    }[mutant]
     _planted(monkeypatch, mutant)
     with pytest.raises(GateViolation) as caught:
         check_architecture(GPT(CONFIG.model_copy(update=options), seed=0))

@@ -1,6 +1,6 @@
 """Router collapse is a failure (GATE-ARCH-012); mild imbalance stays GATE-ARCH-002's warning.
 
-The falsifiers plant the audit's two collapses in the real routing: the router's logits are
+The falsifiers plant two collapses in the real routing: the router's logits are
 replaced as it returns them, and the stack's own top-k, counting and evaluation do the rest,
 through `stack train`. Every token to expert 0 stops the run at its second evaluation; routing
 [2044, 2044, 4, 4] of every 4096 assignments with the balance loss zeroed stops it at its second
@@ -178,7 +178,7 @@ def test_a_collapse_lasting_one_evaluation_less_than_the_spec_holds() -> None:
 
 def _overwrite_routed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each MoE forward overwrites the layer's counts with its own instead of adding them to the
-    window's: the audit's R04. A window of sixteen held-out batches then counts the last one."""
+    window's. A window of sixteen held-out batches then counts the last one."""
     real = MoE.forward
 
     def overwriting(self: MoE, x: torch.Tensor) -> torch.Tensor:

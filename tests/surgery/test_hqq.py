@@ -123,7 +123,7 @@ def test_a_group_size_that_does_not_divide_a_row_is_refused(
 def test_the_sizes_a_refusal_offers_divide_every_chosen_matrix() -> None:
     """With no power of two dividing a 100-column matrix, the refusal offers the sizes one
     --group-size could take over every chosen matrix (40 and 100 columns: 2, 4, 5, 10, 20), not
-    those of the one matrix, which the 40-column ones then refused (the options audit)."""
+    those of the one matrix, which the 40-column ones would refuse."""
     targets = [
         Target(site, (site,), nn.Parameter(torch.zeros(8, width)))
         for site, width in (("layers.0.q", 40), ("layers.0.ffn_out", 100))
@@ -176,7 +176,7 @@ def test_a_zero_point_search_that_goes_the_wrong_way_fires(
 def test_a_grid_one_level_short_fires_though_it_beats_rtn_on_the_same_grid(
     source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The planted bug (M13): the min-max grid divided into 2^bits steps, so the top level clips.
+    """The planted bug: the min-max grid divided into 2^bits steps, so the top level clips.
     Round-to-nearest on that same grid is worse still, and HQQ beat it; the contracts' baseline is
     on the true grid."""
     targets = _targets(source)
@@ -219,7 +219,7 @@ def test_too_coarse_a_quantisation_fires_though_its_weight_error_beats_rtn(
 def test_an_agreement_measured_before_the_weights_changed_fires(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The planted bug (M30): the KL taken against a copy of the model from before the quantised
+    """The planted bug: the KL taken against a copy of the model from before the quantised
     weights were written, so it is 0 whatever the quantiser did."""
     real = agreement.heldout_agreement
     monkeypatch.setattr(
@@ -357,7 +357,7 @@ def test_a_quantize_record_whose_grid_is_not_its_checkpoints_is_caught(source: P
     )
 
 
-# -- GATE-HQQ-001 check requested: the groups are the --group-size the settings state (audit R74) ---
+# -- GATE-HQQ-001 check requested: the groups are the --group-size the settings state -----
 
 
 @pytest.mark.gate("GATE-HQQ-001")

@@ -264,7 +264,7 @@ def test_quantize_on_every_matrix_says_what_it_touched_and_skipped(
 
 
 def _layers_without_their_last(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--layers A-B` parsed as range(A, B): the audit's R36, planted in the stack's parser."""
+    """`--layers A-B` parsed as range(A, B), planted in the stack's parser."""
     from stack.model import names
 
     real = names.parse_layers

@@ -35,7 +35,7 @@ TEXT = "def moving_average(values, width):\n    return [sum(values[i : i + width
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("surgery12"))
+    return make_checkpoint(tmp_path_factory.mktemp("surgery"))
 
 
 @pytest.fixture(scope="module")

@@ -224,7 +224,7 @@ def _nothing(_patches: Patches, _layers: int) -> Patches:
 def test_a_grid_cell_that_patches_another_site_or_position_fires(
     monkeypatch: pytest.MonkeyPatch, rewrite: Callable[[Patches, int], Patches]
 ) -> None:
-    """Every position in each cell (the audit's N18: every cell of the sweep read 1.00), another
+    """Every position in each cell (every cell of the sweep would read 1.00), another
     layer's site, or nothing at all: the hooks' record of the cell's forward names it."""
     model, (clean, corrupted) = _experiment()
     _patch(model, clean, corrupted)  # each cell patches its own site at its own position: holds

@@ -45,7 +45,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_run(root / "inf", model)
     blown = tiny_model(n_layers=2)
     with torch.no_grad():
-        blown.layers[1].ffn.up.weight *= 30  # the audit's M33 model: two layers, one blown up
+        blown.layers[1].ffn.up.weight *= 30  # two layers, one blown up
     save_run(root / "blown", blown)
     heavy = tiny_model(n_layers=2)
     with torch.no_grad():  # a trained two-layer model's shape: FFNs that write far more than the embedding
@@ -386,7 +386,7 @@ def test_two_paths_of_other_layouts_are_refused_not_calibrated() -> None:
 
 
 def _absmax_as_max(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CPU kernel's row of every float32 site with absmax = max: the audit's R06, planted on
+    """The CPU kernel's row of every float32 site with absmax = max, planted on
     the result of the wrapper the statistics call (the kernel itself is C)."""
     from stack.trace import stats
 

@@ -156,7 +156,7 @@ def test_identities_hold_under_lora_shadow_mode_and_ablation() -> None:
 
 def _hooked_as(monkeypatch: pytest.MonkeyPatch, rename: dict[str, str]) -> None:
     """SiteHooks registers each site kind of `rename` under the other name: a hook table with those
-    sites swapped (the audit's M32 swapped q and k)."""
+    sites swapped (q and k, for one)."""
     output_hook = tracer_module.SiteHooks._output
 
     def swapped(self: Any, module: torch.nn.Module, name: str) -> None:

@@ -1,8 +1,8 @@
 """What the loss consumed, measured at the loss (GATE-TRAIN-007), and the objectives' identities on the
 batch the loss just used (GATE-SFT-003 rev 2, GATE-DPO-005 rev 2, GATE-KD-003 rev 2).
 
-Each falsifier patches the stack's own code between the batch and the loss, as an audit's
-sitecustomize did, and runs the real command: an SFT loss on the prompt's tokens, packed examples
+Each falsifier patches the stack's own code between the batch and the loss, as a
+sitecustomize could, and runs the real command: an SFT loss on the prompt's tokens, packed examples
 handed to the model without their document ids, a DPO sum that skips each row's first completion
 token, pretraining targets off by one, a loss computed outside the model's forward, an attention
 mask that mixes the rows of a batch, a sum that gathers the wrong tokens, a KL taken the wrong way

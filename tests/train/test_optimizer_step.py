@@ -4,8 +4,8 @@ Each falsifier plants its bug in a real `stack train` run, where a slip in the l
 optimizer's set-up or a load of weights would put it, and sees the run stop with exit 3 naming
 the gate (at set-up, where the bug is in the optimizer's hold on the model). The rate, gradient
 and update falsifiers put a known factor on what the optimizer is handed or does, just beyond
-and just inside lr_rtol, gradient_rtol and update_rtol; the others plant the bugs a mutant survey
-found training silently (tests/../docs/training.md, "The optimizer's step").
+and just inside lr_rtol, gradient_rtol and update_rtol; the others plant bugs that
+would train silently (tests/../docs/training.md, "The optimizer's step").
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ be training mode (check mode); at the probes, in both modes, the logits the loss
 loss itself are the model's plain forward without targets and its mean cross-entropy (check
 inference). GATE-EVAL-001 rev 5: every evaluation's forwards run in evaluation mode (check mode).
 
-Each falsifier plants one of the audit's survivors, or its nearest kin, through the stack's own
+Each falsifier plants one bug, or its nearest kin, through the stack's own
 code and runs `stack train`: a loop that leaves the model in evaluation mode after evaluating
-(M12) or leaves one module there, an evaluation run in training mode (M24), a loss path that
-skips the final norm (M02) in training or only in evaluation, and losses and logits off the
+or leaves one module there, an evaluation run in training mode, a loss path that
+skips the final norm in training or only in evaluation, and losses and logits off the
 served ones just beyond inference_rtol (with their twins just inside, which hold).
 """
 
@@ -81,7 +81,7 @@ def test_a_clean_run_trains_in_training_mode_and_evaluates_in_evaluation_mode(
 
 def _after_an_evaluation(monkeypatch: pytest.MonkeyPatch, restore: Callable[[GPT], None]) -> None:
     """Once the loop has evaluated, a request for training mode does `restore` instead: the
-    planted loop that does not (wholly) switch the model back (the audit's M12)."""
+    planted loop that does not (wholly) switch the model back."""
     evaluate, evaluated = Trainer.evaluate, []
     train_mode = nn.Module.train
 
@@ -125,7 +125,7 @@ def test_a_step_after_an_evaluation_not_in_training_mode_stops_the_run(
 def test_an_evaluation_in_training_mode_stops_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The loop evaluates without switching the model to evaluation mode (the audit's M24): dropout
+    """The loop evaluates without switching the model to evaluation mode: dropout
     is drawn into every held-out loss early stopping judges. The first evaluation stops."""
     evaluate = Trainer.evaluate
 

@@ -180,7 +180,7 @@ def test_the_loss_ignores_padding_and_prompt_targets(world: dict[str, Path]) -> 
 
 def _counting_one_more(real: Callable[..., tuple[Any, Any, int]]) -> Callable[..., tuple[Any, Any, int]]:
     """A prepare whose manifest counts one supervised token more than its labels hold (the count
-    the audit's M05 packer wrote counted its padding), the labels themselves honest."""
+    of a packer that counts its padding), the labels themselves honest."""
 
     def planted(*args: Any) -> tuple[Any, Any, int]:
         shards, labels, supervised = real(*args)
@@ -319,8 +319,8 @@ def test_an_fp16_fine_tune_whose_first_scaled_gradients_overflow_trains_on(
     world: dict[str, Path], tmp_path: Path
 ) -> None:
     """LoRA adapters on every projection in fp16: the first scaled gradients overflow, the scaler
-    skips those steps and halves its scale, and the run trains on from there (the options audit
-    saw it halted at step 1 for an overflow the scaler would have skipped)."""
+    skips those steps and halves its scale, and the run trains on from there rather than halt at
+    step 1 for an overflow the scaler skips."""
     out = tmp_path / "fp16"
     sets = ("train.steps=12", "train.precision='fp16'", "lora.r=2", "lora.targets='*'", "train.batch_size=1")
     assert main(_sft(world, out, *sets, "eval.every=12", "ckpt.every=12", "monitor.sample_every=12")) == 0
@@ -334,7 +334,7 @@ def test_an_fp16_fine_tune_whose_first_scaled_gradients_overflow_trains_on(
 def test_an_sft_held_out_set_sized_by_the_default_not_eval_batches_stops_the_run(
     world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Round-7 R69 under the SFT objective: the loop hands `heldout` no eval.batches, so the set is
+    """Under the SFT objective, the loop hands `heldout` no eval.batches, so the set is
     the spec minimum's, not the 2 batches the config asks for. GATE-EVAL-002's check asked, in the
     loop every objective shares, stops the run."""
     heldout = Sft.heldout

@@ -39,7 +39,7 @@ SETS = ("train.steps=4", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepared(tmp_path_factory.mktemp("round12-tb"))
+    return prepared(tmp_path_factory.mktemp("tb-data"))
 
 
 def _gate(run: Path) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def test_a_curve_value_a_float32_spacing_off_halts_the_run(
 @pytest.fixture(scope="module")
 def mirrored(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A correct run with TensorBoard on, finished."""
-    run = tmp_path_factory.mktemp("round12-tb-run") / "run"
+    run = tmp_path_factory.mktemp("tb-run") / "run"
     assert train(smoke_args(data, run, *SETS)) == 0
     return run
 

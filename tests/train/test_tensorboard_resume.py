@@ -1,12 +1,11 @@
-"""GATE-TRAIN-001 check tensorboard across resumes (round-12 user audit K26, K31, K27).
+"""GATE-TRAIN-001 check tensorboard across resumes.
 
-K26: TensorBoard turned on at a resume, or a resume after its event files were deleted, trained the
-leg and then halted, the files lacking steps 1..N, on every later resume too. Now the Board a
+TensorBoard turned on at a resume, or a resume after its event files were deleted: the Board a
 resume opens first writes what the kept metrics lines give that the files lack (contracts.curves'
-rule, read back with the check's reader), and the strict check passes over the whole run.
-K31: the way out (a resume with train.tensorboard=false) said "completed" over the halted leg's
-FAIL; the check's values no longer outlive the leg that measured them. K27: a resume says the step
-it continues from and what the log rolls back.
+rule, read back with the check's reader), so the strict check passes over the whole run rather than
+halting each leg on files that lack steps 1..N. A resume with train.tensorboard=false after a halted
+leg does not say "completed" over that leg's FAIL: the check's values do not outlive the leg that
+measured them. A resume says the step it continues from and what the log rolls back.
 """
 
 from __future__ import annotations
@@ -37,13 +36,13 @@ ON, OFF = "train.tensorboard=true", "train.tensorboard=false"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepared(tmp_path_factory.mktemp("round12-tbresume"))
+    return prepared(tmp_path_factory.mktemp("tb-resume-data"))
 
 
 @pytest.fixture(scope="module")
 def plain(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of 4 steps without TensorBoard."""
-    run = tmp_path_factory.mktemp("round12-tbresume-plain") / "run"
+    run = tmp_path_factory.mktemp("tb-resume-plain") / "run"
     assert train(smoke_args(data, run, *SETS)) == 0
     return run
 
@@ -103,7 +102,8 @@ def test_a_resume_after_the_event_files_were_deleted_completes(
 def test_a_miscounting_mirror_still_halts_a_resume_that_turns_tensorboard_on(
     plain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R179 planted in the leg that turns TensorBoard on: the back-fill does not hide its points."""
+    """A mirror that writes each point a step late, planted in the leg that turns TensorBoard on: the
+    back-fill does not hide its points."""
     mirror = tensorboard.Board.line
 
     def counted(board: tensorboard.Board, kind: str, fields: dict[str, Any]) -> None:

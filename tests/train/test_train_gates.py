@@ -287,7 +287,7 @@ def test_one_sampled_token_off_the_replay_is_caught(
 
 
 def _reseeded_with_zero(real: Callable[..., Any]) -> Callable[..., Any]:
-    """The audit's R23 in the monitor: each sampling of a round drawn with its generator seeded with
+    """Planted in the monitor: each sampling of a round drawn with its generator seeded with
     0, not with the round's seed (contracts.seeds.monitor_seed of train.seed and the step)."""
 
     def planted(model: Any, idx: torch.Tensor, tokens: int, sampler: Any, generator: torch.Generator) -> Any:
@@ -564,7 +564,7 @@ def test_early_stopping_out_of_patience_waits_for_its_epoch_floor(data: Path, tm
 
 class _Decoder:
     """A model as `generate` calls it, with a planted change to every cached call: a fresh KV cache
-    at each decoding step (the survey's M13b: each token drawn with no context, at position 0), or
+    at each decoding step (each token drawn with no context, at position 0), or
     the head's logits scaled by `scale` before anything reads them (the monitor's kept logits
     and the draw alike, so only the plain forward can tell)."""
 
@@ -644,7 +644,7 @@ def test_a_run_computing_in_another_precision_than_it_states_stops_at_its_first_
     configured: str,
     computed: str | None,
 ) -> None:
-    """The survey's M21 (an fp32 run under bf16 autocast), and its mirror."""
+    """An fp32 run under bf16 autocast, and its mirror."""
     monkeypatch.setattr(Trainer, "_autocast", autocast_of(computed))
     run = tmp_path / "run"
     assert train(smoke_args(data, run, f"train.precision='{configured}'")) == 3
@@ -683,7 +683,7 @@ def test_fsdp_asked_of_one_process_says_it_trains_unsharded(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """train.parallel='fsdp' without --nproc shards nothing: the run says so rather than leave the
-    user believing it sharded (the options audit's finding 12)."""
+    user believing it sharded."""
     assert train(smoke_args(data, tmp_path / "run", "train.parallel='fsdp'")) == 0
     assert "train.parallel='fsdp' shards over the processes of --nproc N; this run has one process" in (
         capsys.readouterr().err

@@ -677,7 +677,7 @@ def test_a_resume_that_changes_the_clip_or_the_warmup_is_judged_by_the_new_setti
 ) -> None:
     """The earlier leg's post-clip norm and warmup rates were measured under the old settings; a
     resume that changes them is judged on what it measures under the new ones, never on the old
-    values against the new limits (the options audit saw GATE-TRAIN-002 fire with no problem named)."""
+    values against the new limits (GATE-TRAIN-002 would fire with no problem named)."""
     run = interrupted_copy(straight, tmp_path, at_step=4)
     assert train(["train", "--resume", str(run), *(a for c in changes for a in ("--set", c))]) == 0
     record = read_evidence(run / "metadata.json")
@@ -694,8 +694,8 @@ def test_a_resume_that_changes_a_steps_tokens_or_the_held_out_set_is_refused(
     straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str, named: str
 ) -> None:
     """Accumulation sets the tokens a step serves, the unit of the run's plan and epochs; the
-    held-out batches are the one set every evaluation scores. Changed on resume, each left a record
-    the integrity check refused (the options audit); they are refused up front, in one line."""
+    held-out batches are the one set every evaluation scores. Changed on resume, each would leave a
+    record the integrity check refuses; they are refused up front, in one line."""
     run = interrupted_copy(straight, tmp_path, at_step=4)
     assert train(["train", "--resume", str(run), "--set", change]) == 2
     err = capsys.readouterr().err

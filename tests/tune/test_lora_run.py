@@ -333,7 +333,7 @@ def _drawn_at_a_tenth(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("plant", "lora", "says"),
     [
-        pytest.param(_never_drawn, "lora.dropout=0.1", "is not drawn on what A reads", id="R02-never-drawn"),
+        pytest.param(_never_drawn, "lora.dropout=0.1", "is not drawn on what A reads", id="never-drawn"),
         pytest.param(_unscaled, "lora.dropout=0.1", "not rescaled", id="survivors-unscaled"),
         pytest.param(
             _drawn_at_a_tenth,

@@ -1,4 +1,4 @@
-"""GATE-LORA-005 check scale (round-12 mutant R210): an adapter is loaded at the rank and scale its
+"""GATE-LORA-005 check scale: an adapter is loaded at the rank and scale its
 own settings give, read off the wrappers the forward multiplies by, not merely with the right keys."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _saved(tmp_path: Path, rslora: bool) -> Path:
 
 
 def _applied_without_rslora(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plant R210: the load builds its wrappers without the manifest's rsLoRA (at alpha / r)."""
+    """Planted: the load builds its wrappers without the manifest's rsLoRA (at alpha / r)."""
 
     def plain(model: Any, targets: str, r: int, alpha: float, dropout: float, _rslora: bool) -> Any:
         return apply_lora(model, targets, r, alpha, dropout, False)

@@ -1,10 +1,10 @@
 """`stack synth` and `stack evalmatrix`: a value the command consumes,
 measured where it acts and held to the setting its record states.
 
-- R126: synth drew every response with the instruction's budget. GATE-SYNTH-002 rev 3 (check budgets)
+- A synth that draws every response with the instruction's budget: GATE-SYNTH-002 rev 3 (check budgets)
   holds every continuation, as the sampler returned it, to contracts.synth_budget; the checker judges
   synth.json's continuations again against the settings it states.
-- R134: evalmatrix never computed exact match under --exact-match. GATE-FT-002 rev 7 (check exact)
+- An evalmatrix that never computes exact match under --exact-match: GATE-FT-002 rev 7 (check exact)
   holds every item's exact match to config.exact_match; the checker holds evalmatrix.json to it.
 - The checker holds synth's settings and model, and evalmatrix's models, to the command line
   (tools/argv_record.NESTED_OPTIONS).
@@ -37,7 +37,7 @@ from tests.support.trace_support import save_run, tiny_model
 from tools.integrity.record_checks import check_record_truth
 from tools.integrity.settings.argv_record import option_problems
 
-# Loose filters, so that a random model's samples are kept; R126's lengths.
+# Loose filters, so that a random model's samples are kept; lengths that tell the two budgets apart.
 SYNTH_OPTIONS = (
     "--samples",
     "4",
@@ -59,7 +59,7 @@ SYNTH_OPTIONS = (
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random byte-level model of context 128: room for a 16-token instruction and a 40-token response."""
-    root = tmp_path_factory.mktemp("synth9")
+    root = tmp_path_factory.mktemp("synth")
     save_run(root / "source", tiny_model(ctx=128))
     return root / "source"
 
@@ -85,7 +85,7 @@ def _budget_planted(monkeypatch: pytest.MonkeyPatch, budget: Any) -> None:
     monkeypatch.setattr(synth, "_continue", planted)
 
 
-# -- R126: GATE-SYNTH-002 check budgets --------------------------------------------------------
+# -- GATE-SYNTH-002 check budgets: each response drawn with the response's budget --------------
 
 
 @pytest.mark.holds("GATE-SYNTH-002")
@@ -114,7 +114,7 @@ def test_responses_drawn_with_the_instruction_budget_halt(
     """Planted: every response drawn with max_instruction_tokens (16 of 40). The replay draws the same,
     so only the budgets check sees it: exit 3 naming the gate and the budget."""
     _budget_planted(monkeypatch, lambda settings, asked: settings.max_instruction_tokens)
-    out = tmp_path / "r126"
+    out = tmp_path / "instruction-budget"
     assert _synth(source, out) == 3
     result = _gate(out, "GATE-SYNTH-002")
     assert result["verdict"] == "FAIL"
@@ -167,7 +167,7 @@ def test_the_budget_judge_is_the_statute(drawn: int, eot_at: int | None, prompt:
 
 
 def _responses_cut_to_instruction_budget(data: dict[str, Any], run_dir: Path) -> None:
-    """A perfect forger's R126 record: synth.json's responses as drawn with the instruction's budget
+    """A perfect forger's record of that plant: synth.json's responses as drawn with the instruction's budget
     (16 tokens, no end-of-text), the record re-derived from the file."""
     path = run_dir / "synth.json"
     report = json.loads(path.read_text())
@@ -220,7 +220,7 @@ def test_the_synth_template_is_held_to_the_command_line(source: Path, tmp_path: 
     assert_caught(edited(tmp_path / "rec", restated), "config.template.path is", "'chat'")
 
 
-# -- R134: GATE-FT-002 check exact -------------------------------------------------------------
+# -- GATE-FT-002 check exact: exact match computed where --exact-match asks for it -------------
 
 
 EOT = (ByteTokenizer().eot_id,)
@@ -229,7 +229,7 @@ EOT = (ByteTokenizer().eot_id,)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Base (seed 1), adapter (seed 0), four items the adapter continues itself, a pool."""
-    root = tmp_path_factory.mktemp("evalmatrix9")
+    root = tmp_path_factory.mktemp("evalmatrix")
     pairs = own_continuations(0, 7, 8, 10, lead=EOT)
     items = [{"id": f"h{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(pairs[:4])]
     pool = [{"id": f"t{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(pairs[4:])]
@@ -252,8 +252,8 @@ def _matrix(world: dict[str, Any], record: Path, *extra: str) -> int:
 
 
 def _setup_planted(monkeypatch: pytest.MonkeyPatch, **planted: Any) -> None:
-    """The matrix's setup built with the `planted` fields whatever the command line asked (R134:
-    exact=False)."""
+    """The matrix's setup built with the `planted` fields whatever the command line asked (for
+    example exact=False)."""
     real = matrix_module.Setup
     names = list(real.__dataclass_fields__)
     monkeypatch.setattr(
@@ -300,8 +300,9 @@ def test_exact_match_computed_unasked_halts(
 
 
 def _exact_matches_dropped(data: dict[str, Any], run_dir: Path) -> None:
-    """A perfect forger's R134 record: evalmatrix.json's exact matches null, its rows summed again by
-    the checker's own function, the record re-derived from the file, config.exact_match kept."""
+    """A perfect forger's record of exact match never computed: evalmatrix.json's exact matches null,
+    its rows summed again by the checker's own function, the record re-derived from the file,
+    config.exact_match kept."""
     path = run_dir / "evalmatrix.json"
     report = json.loads(path.read_text())
     for scores in report["scores"].values():

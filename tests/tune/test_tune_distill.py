@@ -82,7 +82,7 @@ def _without_t_squared(
 def _nll_weighted_one(
     student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float, alpha: float
 ) -> KdTerms:
-    """The planted bug (M18): the NLL is added with weight 1 instead of 1 − α; KL and NLL logged right."""
+    """The planted bug: the NLL is added with weight 1 instead of 1 − α; KL and NLL logged right."""
     terms = _kd_terms(student, teacher, targets, temperature, alpha)
     return KdTerms(alpha * temperature**2 * terms.kl + terms.nll, terms.kl, terms.nll)
 

@@ -461,14 +461,14 @@ _real_dpo_terms = dpo.dpo_terms
 def _policy_and_reference_swapped(
     policy: torch.Tensor, reference: torch.Tensor, beta: float, label_noise: float = 0.0
 ) -> DpoTerms:
-    """The planted bug (M16): each log-ratio taken as reference − policy."""
+    """The planted bug: each log-ratio taken as reference − policy."""
     return _real_dpo_terms(reference, policy, beta, label_noise)
 
 
 def _beta_left_out_of_h(
     policy: torch.Tensor, reference: torch.Tensor, beta: float, label_noise: float = 0.0
 ) -> DpoTerms:
-    """The planted bug (M17): h = chosen − rejected without β; the rewards keep their β."""
+    """The planted bug: h = chosen − rejected without β; the rewards keep their β."""
     plain = _real_dpo_terms(policy, reference, 1.0, label_noise)
     return DpoTerms(plain.loss, beta * plain.chosen_rewards, beta * plain.rejected_rewards)
 
@@ -653,9 +653,9 @@ def test_pairs_are_refused_as_sft_data_in_one_line(
 def test_a_resume_or_an_out_of_a_run_of_another_kind_names_the_command_that_takes_it(
     made: Path, world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Audit 8 H06: `stack sft --resume` of a run of another task blamed settings the user never gave,
+    """`stack sft --resume` of a run of another task must not blame settings the user never gave,
     or the data; it is refused as dpo and distill refuse it, naming the command that resumes it.
-    H08: `--out` of a run of another kind offered `--resume`, which that command then refused; it is
+    `--out` of a run of another kind must not offer `--resume`, which that command would refuse; it is
     told to choose another --out, and --resume is offered only for a run of the command's own kind."""
     run = Path(shutil.copytree(made, tmp_path / "run"))
     for command, steps in (("sft", ["--set", "train.steps=4"]), ("distill", ["--steps", "4"])):
@@ -688,7 +688,7 @@ def test_a_resume_or_an_out_of_a_run_of_another_kind_names_the_command_that_take
 def test_an_option_and_a_set_of_the_same_key_are_refused_in_one_line(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, pair: list[str]
 ) -> None:
-    """Audit 8 H05: `--steps 2 --set train.steps=3` ran 3 steps, the option the user typed dropped
+    """`--steps 2 --set train.steps=3` must not run 3 steps, dropping the option the user typed
     without a word. The pair is refused, naming both, before anything is written."""
     out = tmp_path / "out"
     argv = [command, str(world["source"]), "--data", str(world["data"]), "--out", str(out), *pair]

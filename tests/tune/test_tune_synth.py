@@ -154,7 +154,7 @@ def test_a_sampler_that_is_not_the_seeded_one_fires(
 def test_a_synthesis_seeded_otherwise_than_stated_fires_though_its_replay_agrees(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The audit's R23, in `stack synth`: the generator is seeded with 0 whatever --seed says. The
+    """Planted in `stack synth`: the generator is seeded with 0 whatever --seed says. The
     replay, seeded the same way, makes every sample again; the state the synthesis drew from is not
     the one --seed 5 gives a fresh generator (check seeded)."""
     real = synth.new_generator
