@@ -36,7 +36,7 @@ def statistics(tensor: torch.Tensor) -> torch.Tensor:
 
 def on_host(x: torch.Tensor) -> bool:
     """Whether reading a scalar of x is free (no device to synchronise)."""
-    return x.device.type == "cpu"
+    return x.is_cpu
 
 
 def by_size(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
@@ -152,6 +152,31 @@ def real(value: Any) -> float | None:
 def strict(stats: Mapping[str, Any]) -> dict[str, Any]:
     """Statistics as strict JSON keeps them: a non-finite float as "nan", "inf" or "-inf"."""
     return {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in stats.items()}
+
+
+# The statistic a moment's tolerance is a multiple of: mean and std are held to the scale of the
+# elements, l1_fp64 to itself.
+TOLERANCE_SCALE = {"mean": "absmax", "std": "absmax", "l1_fp64": "l1_fp64"}
+
+
+def unlike(recorded: Mapping[str, Any], definitions: Mapping[str, Any], rtol: float) -> list[str]:
+    """The statistics of one site recorded otherwise than their definitions give (`statistics`):
+    the counts, min, max and absmax exactly; mean and std within rtol × the definitions' absmax and
+    l1_fp64 within rtol × itself, since a kernel sums in another order (the CPU kernel's lanes in
+    float32 over short runs); NaN where NaN. A statistic that is no number on either side is unlike."""
+    off = []
+    for key in STATISTICS:
+        have, want = real(recorded.get(key)), real(definitions.get(key))
+        if have is None or want is None:
+            off.append(f"{key} {recorded.get(key)!r}, recomputed {definitions.get(key)!r}")
+            continue
+        if have == want or (math.isnan(have) and math.isnan(want)):
+            continue
+        size = real(definitions.get(TOLERANCE_SCALE.get(key, key))) or 0.0
+        allowed = 0.0 if key in EXACT or not math.isfinite(want) else rtol * abs(size)
+        if not abs(have - want) <= allowed:
+            off.append(f"{key} {have!r}, recomputed {want!r}")
+    return off
 
 
 def inconsistencies(stats: Mapping[str, Any]) -> list[str]:

@@ -4,7 +4,6 @@ complete and names its sites truly, and bisection names the planted bug.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from contracts.judges.base import (
     number,
 )
 from contracts.judges.integ import falsifiers_pass
-from contracts.site_statistics import EXACT, STATISTICS, inconsistencies
+from contracts.site_statistics import STATISTICS, inconsistencies, unlike
 from contracts.site_statistics import real as real_statistic
 from contracts.trace_anomaly import EMBEDDING_STREAM_SINCE, ROLES_SINCE, anomalies, block_site
 from contracts.trace_paths import PATH_DTYPES
@@ -468,17 +467,9 @@ def _statistics_problems(m: Measured, t: Thresholds) -> list[str]:
 
 
 def _unlike_recomputed(mine: Mapping[str, Any], again: Mapping[str, Any], rtol: float) -> list[str]:
-    """The statistics of one site recorded otherwise than recomputed (see `_statistics_problems`)."""
-    scale = {"mean": "absmax", "std": "absmax", "l1_fp64": "l1_fp64"}
-    off = []
+    """The statistics of one site recorded otherwise than recomputed (see `_statistics_problems`);
+    a statistic that is no number on either side makes the measurement malformed."""
     for key in STATISTICS:
-        have, want = real_statistic(mine.get(key)), real_statistic(again.get(key))
-        if have is None or want is None:
+        if real_statistic(mine.get(key)) is None or real_statistic(again.get(key)) is None:
             raise Malformed(f"statistic {key} is {mine.get(key)!r} recorded, {again.get(key)!r} recomputed")
-        if have == want or (math.isnan(have) and math.isnan(want)):
-            continue
-        size = real_statistic(again.get(scale.get(key, key))) or 0.0
-        allowed = 0.0 if key in EXACT or not math.isfinite(want) else rtol * abs(size)
-        if not abs(have - want) <= allowed:
-            off.append(f"{key} {have!r}, recomputed {want!r}")
-    return off
+    return unlike(mine, again, rtol)

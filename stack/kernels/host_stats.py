@@ -6,8 +6,9 @@ Why C: on a CPU the torch-op statistics (stack/trace/stats.py) cost the traced f
 small model about as much as the forward itself (bench-trace said 1.65× and more): each site
 takes a dozen ops, every one a pass over the activation with its own temporaries, thread fork
 and dispatch, and a forward has about a hundred sites. host_stats.c reads each element once,
-keeps every sum in float64 with a std as exact as a two-pass one (its header says how), and
-gives the same bits for the same values whatever the layout or the number of threads.
+sums short runs in float32 lanes and everything longer in float64, with a std as exact as a
+two-pass one (its header says how and how close), and gives the same bits for the same values
+whatever the layout or the number of threads.
 
 Why built here, not shipped: the kernel is a page of plain C with no Python or torch headers,
 so the system C compiler (`$CC`, else `cc`) builds it in under a second, once per machine. The
@@ -23,8 +24,9 @@ own that would contend with torch's. A compiler without OpenMP gives a one-threa
 
 Where it cannot help, `host_site_stats` says so with None and the torch ops compute the same
 statistics: a float64 site (its precision is the torch path's to keep, as on CUDA), a site
-with a NaN or an Inf (the kernel detects them from its float64 l1; the torch path counts them),
-or no working compiler. `engine()` names what runs, for the benchmark's record.
+with a NaN or an Inf (the kernel sees them in its sums, as it sees elements beyond about 1e19,
+whose float32 squares overflow; the torch path counts them), or no working compiler.
+`engine()` names what runs, for the benchmark's record.
 """
 
 from __future__ import annotations
@@ -38,14 +40,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 SOURCE = Path(__file__).with_name("host_stats.c")
-BASE_FLAGS = ("-O3", "-fPIC", "-shared")
+BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off")
 STATS_LEN = 9  # mean, std, min, max, absmax, nan, inf, zero, l1 (stack.trace.stats.DEVICE_STATS)
 _ARGS = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p]
+# gs_gather_rows(x, element size, cols, stride, at, count, width, dst)
+_GATHER_ARGS = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+_GATHER_ARGS += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
 
 
 def cache_dir() -> Path:
@@ -100,6 +106,7 @@ def load(path: Path) -> ctypes.CDLL:
     ):
         function = getattr(library, name)
         function.argtypes, function.restype = _ARGS, ctypes.c_int
+    library.gs_gather_rows.argtypes, library.gs_gather_rows.restype = _GATHER_ARGS, None
     library.gs_site_stats_build.argtypes, library.gs_site_stats_build.restype = [], ctypes.c_char_p
     return library
 
@@ -152,6 +159,17 @@ def rows_of(x: torch.Tensor) -> tuple[int, int, int] | None:
     return x.numel() // x.size(-1), x.size(-1), x.stride(-2)
 
 
+@functools.cache
+def _entry_points(library: ctypes.CDLL) -> dict[tuple[torch.dtype, bool], Callable[..., int]]:
+    """The library's statistics function per (site dtype, portable): looked up once per library,
+    not once per site (a traced forward calls `host_site_stats` for every site)."""
+    return {
+        (dtype, portable): getattr(library, f"gs_site_stats_{kind}{'_portable' if portable else ''}")
+        for dtype, kind in ((torch.float32, "f32"), (torch.bfloat16, "bf16"))
+        for portable in (False, True)
+    }
+
+
 def host_site_stats(
     tensor: torch.Tensor,
     *,
@@ -167,23 +185,46 @@ def host_site_stats(
     stack.trace.scratch on why a forward keeps no allocation of its own past a site).
     A float32 or bfloat16 site is read where it lies, in its own dtype; an fp16 one (rare on a
     CPU) is widened to a float32 copy first."""
-    if tensor.dtype == torch.float64 or tensor.device.type != "cpu":
+    if tensor.dtype == torch.float64 or not tensor.is_cpu:
         return None
     library = _library()
     if isinstance(library, str):
         return None
-    x = (
-        tensor if tensor.dtype in (torch.float32, torch.bfloat16) else tensor.detach().float()
-    )  # no detach: read in place
+    x = tensor if tensor.dtype in (torch.float32, torch.bfloat16) else tensor.detach().float()
+    function = _entry_points(library)[x.dtype, portable]
     layout = rows_of(x)
     if layout is None:
         x = x.contiguous()
         layout = 1, x.numel(), x.numel()
     if out is None:
         out = torch.empty(STATS_LEN, dtype=torch.float64)
-    kind = "bf16" if x.dtype == torch.bfloat16 else "f32"
-    function = getattr(library, f"gs_site_stats_{kind}{'_portable' if portable else ''}")
     count = torch.get_num_threads() if threads is None else threads
     if function(x.data_ptr(), *layout, count, out.data_ptr()) != 0:
-        return None  # a NaN or an Inf, which the torch path counts (or no memory for the parts)
+        return None  # a non-finite sum, which the torch path counts (or no memory for the parts)
     return out
+
+
+def gather_rows(tensor: torch.Tensor, at: torch.Tensor, into: torch.Tensor) -> bool:
+    """Copies rows `at` (int64, contiguous) of the CPU tensor `tensor` seen as (-1, width) rows into
+    the contiguous (len(at), width) tensor `into` of its dtype, by the kernel's library; False
+    (nothing copied) where it cannot: no library, or a layout `rows_of` does not describe.
+
+    Why here: a traced forward copies a few rows of most sites for GATE-TRACE-002's identities, each
+    right after the site's statistics; one call into the library that just read the site costs a
+    fraction of torch.index_select, whose dispatch runs cold between the forward's products."""
+    layout = rows_of(tensor) if tensor.is_cpu and tensor.dim() else None
+    library = _library()
+    if layout is None or isinstance(library, str):
+        return False
+    _, cols, stride = layout
+    library.gs_gather_rows(
+        tensor.data_ptr(),
+        tensor.element_size(),
+        cols,
+        stride,
+        at.data_ptr(),
+        at.numel(),
+        tensor.shape[-1],
+        into.data_ptr(),
+    )
+    return True

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 
 import torch
 
+from stack.kernels.host_stats import gather_rows
+
 Key = tuple[torch.device, torch.dtype]
 
 
@@ -49,9 +51,12 @@ class Scratch:
         return buffer.as_strided(shape, strides, start)  # one view, not a slice and its reshape
 
     def rows(self, tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """Rows `at` of the 2-D `tensor`, copied into the scratch."""
-        out = self.take((at.numel(), tensor.shape[1]), tensor.dtype, tensor.device)
-        return torch.index_select(tensor, 0, at, out=out)
+        """Rows `at` of `tensor` seen as (-1, width) rows, copied into the scratch: on the host by the
+        statistics kernel's library (stack.kernels.host_stats.gather_rows says why), else by torch."""
+        out = self.take((at.numel(), tensor.shape[-1]), tensor.dtype, tensor.device)
+        if not gather_rows(tensor, at, out):
+            torch.index_select(tensor.reshape(-1, tensor.shape[-1]), 0, at, out=out)
+        return out
 
     def copy(self, tensor: torch.Tensor) -> torch.Tensor:
         """`tensor` copied into the scratch, contiguous."""

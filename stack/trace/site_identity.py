@@ -353,14 +353,21 @@ class SiteIdentities:
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
         self._products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        # Sampled rows of any other site and of its reads, recomputed by its module in `deviations`:
+        # the rows are copies, so the module can run after the forward, when what it reads is
+        # still in the cache, not between the forward's products, whose data has evicted the
+        # interpreter's and the dispatcher's (a small operation there costs several times more).
+        # (its index in `counted`, name, rows, reads' rows, identity)
+        self._recomputed: list[tuple[int, str, torch.Tensor, list[torch.Tensor], Identity]] = []
         # The sites some identity reads, kept (by reference) until the block's output: no other, so
         # that a traced forward frees each activation when the plain one does, and reuses its
         # memory while it is still in the cache.
         self._reads = frozenset(read for identity in table.values() for read in identity.reads)
         self._seen: dict[str, torch.Tensor] = {}
-        # The sampled rows of each site read so far in this block: q, k and v read one, gate and up
-        # another, so each is selected once (a checked site's, as its own check selected them).
-        self._read_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # The sampled rows of each site read or checked so far in this block, copied when the site
+        # is shown (before anything can write into it), so that q, k and v, which read one site,
+        # and a checked site's readers share one copy: (the rows chosen, their copy).
+        self._site_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
@@ -372,17 +379,23 @@ class SiteIdentities:
 
     def visit(self, name: str, tensor: torch.Tensor) -> None:
         """Site `name` as the forward handed it on: its identity's DEVIATION, when it has one."""
+        identity = self.table.get(name)
+        checked = identity is not None and name not in self.ablated
         if name in self._reads:
             self._seen[name] = tensor
-        identity = self.table.get(name)
-        if identity is not None and name not in self.ablated:
+        if (checked or name in self._reads) and self.sample_rows is not None and tensor.dim():
+            chosen = self._sampled(tensor.numel() // max(1, tensor.shape[-1]), tensor.device)
+            if chosen is not None:
+                self._site_rows[name] = (chosen, self.scratch.rows(tensor, chosen))
+        if checked:
             reads = [self._read(read) for read in identity.reads]
             if any(read is None for read in reads):  # shown before what it is computed from
                 self.rows[name] = self._counted(0, 0, _UNMATCHED.to(tensor.device))
             else:
                 self.rows[name] = self._check(name, tensor, identity, reads)
         if name.endswith(".output"):  # the next block's input, the one site any later identity reads
-            self._seen, self._read_rows = {name: tensor}, {}
+            self._seen = {name: tensor}
+            self._site_rows = {name: kept} if (kept := self._site_rows.get(name)) else {}
 
     def _check(
         self, name: str, tensor: torch.Tensor, identity: Identity, reads: list[torch.Tensor]
@@ -395,26 +408,21 @@ class SiteIdentities:
         chosen = self._sampled(rows, tensor.device)
         if chosen is None:
             return self._counted(rows, rows, site_deviation(tensor, identity.compute(*reads)))
-        traced = as_rows(tensor)
-        if traced.shape[0] != rows:
+        kept = self._site_rows.get(name)
+        if kept is None or kept[0] is not chosen:  # another number of rows than its reads
             return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
+        sampled = kept[1]
         read_rows = [
             self._rows_of(read_name, read, chosen)
             for read_name, read in zip(identity.reads, reads, strict=True)
         ]
-        sampled = self.scratch.rows(traced, chosen)  # a copy: a later in-place write cannot move it
-        if name in self._reads and name not in self.fed:  # the rows its readers read, as traced
-            self._read_rows[name] = (chosen, sampled)
         linear = identity.linear
         if linear is not None and self.probe_count is not None:
             if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
                 return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
             self._products.append((name, sampled, read_rows[0], linear))
             return self._counted(rows, len(chosen), None)
-        recomputed = self.scratch.copy(identity.compute(*read_rows))
-        if sampled.shape != recomputed.shape:
-            return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
-        self._pending.append((name, sampled, recomputed))
+        self._recomputed.append((len(self.counted), name, sampled, read_rows, identity))
         return self._counted(rows, len(chosen), None)
 
     def _sampled(self, rows: int, device: torch.device) -> torch.Tensor | None:
@@ -426,10 +434,11 @@ class SiteIdentities:
         return self._chosen[key]
 
     def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """Rows `at` of site `name` as read (a copy, taken once per block and choice of rows)."""
-        kept = self._read_rows.get(name)
-        if kept is None or kept[0] is not at:
-            kept = self._read_rows[name] = (at, self.scratch.rows(as_rows(read), at))
+        """Rows `at` of site `name` as read: the copy taken when it was shown, or (a fed block input,
+        or rows chosen for another count) one taken now."""
+        kept = self._site_rows.get(name)
+        if kept is None or kept[0] is not at or name in self.fed:
+            return self.scratch.rows(read, at)
         return kept[1]
 
     def _counted(self, rows: int, checked: int, deviation: torch.Tensor | None) -> torch.Tensor | None:
@@ -440,12 +449,25 @@ class SiteIdentities:
         """Every checked site's DEVIATION, in forward order: the sampled ones measured together, in a
         few reductions over all their rows instead of a dozen small ones per site."""
         self._measure_products()
+        self._recompute()
         if self._pending:
             measured = sampled_deviations([(traced, again) for _, traced, again in self._pending])
             for (name, _, _), row in zip(self._pending, measured, strict=True):
                 self.rows[name] = row
             self._pending = []
         return {name: row for name, row in self.rows.items() if row is not None}
+
+    def _recompute(self) -> None:
+        """Each set-aside site's module on its reads' sampled rows, paired with its traced rows for
+        `deviations` (a recomputation of another shape than the rows is unmatched: none checked)."""
+        recomputed, self._recomputed = self._recomputed, []
+        for index, name, sampled, read_rows, identity in recomputed:
+            again = identity.compute(*read_rows)
+            if sampled.shape != again.shape:
+                self.rows[name] = _UNMATCHED.to(sampled.device)
+                self.counted[index] = (self.counted[index][0], 0)
+            else:
+                self._pending.append((name, sampled, again))
 
     def _measure_products(self) -> None:
         """The product-checked sites' DEVIATIONs: of their rows projected on the module's probes

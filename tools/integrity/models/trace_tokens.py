@@ -34,7 +34,6 @@ named.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.reading import read_json
 from contracts.selection import site_widths
-from contracts.site_statistics import EXACT, named, statistics
+from contracts.site_statistics import named, statistics, unlike
 from contracts.spec import Spec
 from stack.cli.sample import RESULT_FILE, prompt_ids, sample_text
 from stack.data.tokenizer import Tokenizer
@@ -71,9 +70,6 @@ LENS_MODES = ("tuned-lens", "logit-lens")
 # The traces whose `embed` site is the committed model's embedding of the prompt on config.path_a
 # (a comparison's second path, a patching's corrupted prompt, are another's).
 EMBED_MODES = ("single", "ablation")
-# The embed site's moments, derived again from the same float32 rows, agree to this relative
-# tolerance (an order of summation; another prompt moves them by far more).
-EMBED_RTOL = 1e-9
 # What an ablation's replay holds of trace.json: every key its two forwards alone decide (the
 # samples are held by their own replay, the kept traces' sites by their widths and the embed site).
 ABLATION_REPLAYED = ("logits", "mean_kl", "argmax_changed", "positions", "per_layer")
@@ -141,7 +137,8 @@ def trace_token_problems(
     if report.get("mode") == "ablation":
         problems += _sample_replay_problems(config, report, read_model(checkpoint), ids)
         problems += _ablation_replay_problems(record, config, report, read_model(checkpoint), ids, spec)
-    problems += _embed_problems(config, report, read_model(checkpoint), ids)
+    rtol = float(spec.threshold("GATE-TRACE-002", "statistics_rtol"))
+    problems += _embed_problems(config, report, read_model(checkpoint), ids, rtol)
     problems += _site_shape_problems(report, read_model(checkpoint).state["config"]["model"], len(ids))
     return (
         problems + _lens_label_problems(report, tokenizer) + _lens_width_problems(config, report, tokenizer)
@@ -249,13 +246,14 @@ def _path_model(path_a: str, model: ReadModel) -> GPT:
 
 
 def _embed_problems(
-    config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int]
+    config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int], rtol: float
 ) -> list[str]:
     """The `embed` site a trace kept (a single trace's, each of an ablation's two) holds the
     committed model's embedding of the prompt's ids on config.path_a: its statistics are
-    contracts.site_statistics' of that lookup, the exact ones equal and the moments within
-    EMBED_RTOL (a single trace's prompt restated with as many tokens is caught; an embedding
-    lookup, no forward)."""
+    contracts.site_statistics' of that lookup, by GATE-TRACE-002's rule for a sampled site
+    (contracts.site_statistics.unlike with its statistics_rtol: the exact ones equal, the moments
+    within the kernels' summation; a single trace's prompt restated with as many tokens moves
+    min and max; an embedding lookup, no forward)."""
     traces = [report.get("trace"), *(report.get("traces") or {}).values()]
     kept = [
         site.get("stats")
@@ -274,12 +272,7 @@ def _embed_problems(
         return [f"its embed site cannot be derived on {config.get('path_a')}: {exc}"]
     problems = []
     for stats in kept:
-        differing = [
-            key
-            for key, value in looked_up.items()
-            if not isinstance(stats.get(key), int | float)
-            or not math.isclose(stats[key], value, rel_tol=0.0 if key in EXACT else EMBED_RTOL, abs_tol=0.0)
-        ]
+        differing = [problem.split()[0] for problem in unlike(stats, looked_up, rtol)]
         if differing:
             problems.append(
                 f"{TRACE_REPORT}: its embed site's {', '.join(differing)} are not those of the embedding "
