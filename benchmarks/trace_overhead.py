@@ -29,7 +29,7 @@ from benchmarks.model_speed import cuda_kernels
 from contracts.derive.benchmarks import ns_per_element, quotient, share
 from contracts.evidence import RunStatus, file_record, free_run_id, new_record, now
 from contracts.spec import load_spec
-from stack.kernels.host_stats import engine
+from stack.kernels.host_stats import copy_rows, engine
 from stack.model import GPT, ModelConfig
 from stack.trace import tracer as tracer_module
 from stack.trace.tracer import trace_forward
@@ -60,13 +60,22 @@ def traced_with(
     model: GPT, idx: torch.Tensor, site_stats: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ) -> None:
     """A traced forward whose per-site statistics are `site_stats(tensor, out)` instead of the
-    tracer's own (written into `out`, the site's row, as the tracer's are).
+    tracer's own (written into `out`, the site's row, as the tracer's are); the rows the checks
+    read are still copied, by torch.
 
     The substitute is a measuring instrument, not the statistics, so GATE-TRACE-002 (check
     statistics) would rightly refuse it: the forward timed here is the tracer's own function
     without that judgement (`__wrapped__`), doing the same work otherwise, sample included."""
     real = tracer_module.site_stats
-    tracer_module.site_stats = site_stats
+
+    def measured(
+        tensor: torch.Tensor, out: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> None:
+        site_stats(tensor, out)
+        if rows is not None:
+            copy_rows(tensor, *rows)
+
+    tracer_module.site_stats = measured
     try:
         trace_forward.__wrapped__(model, idx)
     finally:

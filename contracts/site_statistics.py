@@ -56,18 +56,18 @@ Empty = Callable[[tuple[int, ...], "torch.dtype", "torch.device"], "torch.Tensor
 def statistics_of(tensors: Sequence[torch.Tensor], empty: Empty | None = None) -> torch.Tensor:
     """(len(tensors), len(STATISTICS)) float64: each tensor's `statistics`, computed together.
 
-    The tensors of one element count are stacked, widened to float64 (exactly), as the rows
-    of one matrix, and each statistic is one reduction along its rows: a traced forward's few dozen
-    slices come in a few sizes (one per site width), so they cost a few dense reductions per size,
-    not a dozen per slice, and each is torch's fastest for its statistic on a CPU (amin and amax,
-    not aminmax; the mean and squared deviations as sums, not var_mean's Welford loop), several
-    times faster there.
+    The tensors of one element count are stacked as the rows of one matrix (and widened to
+    float64, exactly, for the sums), and each statistic is one reduction along its rows: a traced
+    forward's few dozen slices come in a few sizes (one per site width), so they cost a few dense
+    reductions per size, not a dozen per slice, and each is torch's fastest for its statistic on a
+    CPU (amin and amax, not aminmax; the mean and squared deviations as sums, not var_mean's
+    Welford loop), several times faster there.
     Counting costs more than the rest together and almost always finds nothing: a tensor whose
     min and max are finite has no NaN (it makes both NaN) and no ±Inf (it makes one of them
     infinite), and one whose least |x| is not 0 has no zero. On the host, where reading that is
     free, it is read once for all the tensors, and when it holds they are not counted.
-    `empty` makes the two float64 matrices of each size (a traced forward hands its scratch, which
-    it keeps between forwards: stack.trace.scratch); by default torch.empty."""
+    `empty` makes the matrices of each size (a traced forward hands its scratch, which it keeps
+    between forwards: stack.trace.scratch); by default torch.empty."""
     import torch
 
     device = tensors[0].device if tensors else torch.device("cpu")
@@ -83,22 +83,23 @@ def statistics_of(tensors: Sequence[torch.Tensor], empty: Empty | None = None) -
 
 
 class _Rows:
-    """Tensors of one size as the rows of a float64 matrix, with what every statistic reads.
+    """Tensors of one size as the rows of a matrix, with what every statistic reads.
 
-    The tensors are widened (exactly) as they are stacked, and besides that matrix one more of its
-    size is made, |x|, whose memory then holds the squared deviations: on a CPU a fresh matrix of
-    this size is memory the allocator may fault in page by page, which costs more than the
-    reductions over it."""
+    The rows are stacked in their own dtype, where min, max and |x| are exact, and widened to
+    float64 once for the sums (mean and squared deviations; Σ|x| is summed in float64 from |x|): on
+    a CPU these passes over the matrix cost most of the definitions, and a float32 pass reads half
+    the bytes of a float64 one. The float64 copy then holds the deviations from the mean."""
 
     def __init__(self, members: list[int], tensors: list[torch.Tensor], empty: Empty) -> None:
         import torch
 
         rows = [tensor.detach().reshape(-1) for tensor in tensors]
-        shape, device = (len(rows), rows[0].numel()), rows[0].device
+        shape, dtype, device = (len(rows), rows[0].numel()), rows[0].dtype, rows[0].device
         self.members = members
-        self.x = x = torch.stack(rows, out=empty(shape, torch.float64, device))
+        self.x = x = torch.stack(rows, out=empty(shape, dtype, device))
         self.low, self.high = x.amin(1), x.amax(1)
-        self.magnitude = torch.abs(x, out=empty(shape, torch.float64, device))
+        self.magnitude = torch.abs(x, out=empty(shape, dtype, device))
+        self.wide = empty(shape, torch.float64, device).copy_(x)
 
     def nothing_to_count(self) -> torch.Tensor:
         """(rows,) bool: whether a row's min and max are finite and its least |x| is not 0."""
@@ -108,13 +109,13 @@ class _Rows:
 
     def statistics(self, counted: bool) -> torch.Tensor:
         """(rows, len(STATISTICS)) float64: each row's `statistics`; its NaN, Inf and zero counts 0
-        without counting unless `counted` (see statistics_of). Overwrites the |x| matrix."""
+        without counting unless `counted` (see statistics_of). Overwrites the float64 matrix."""
         import torch
 
-        x, count = self.x, self.x.shape[1]
-        mean = x.sum(1) / count
-        absmax, l1 = self.magnitude.amax(1), self.magnitude.sum(1)
-        squares = torch.sub(x, mean[:, None], out=self.magnitude).square_().sum(1)
+        x, wide, count = self.x, self.wide, self.x.shape[1]
+        mean = wide.sum(1) / count
+        absmax, l1 = self.magnitude.amax(1), self.magnitude.sum(1, dtype=torch.float64)
+        squares = wide.sub_(mean[:, None]).square_().sum(1)
         zeros = torch.zeros_like(mean)
         nan, inf, zero = (
             (x.isnan().sum(1), x.isinf().sum(1), (x == 0).sum(1)) if counted else (zeros, zeros, zeros)

@@ -176,6 +176,7 @@ def host_site_stats(
     threads: int | None = None,
     portable: bool = False,
     out: torch.Tensor | None = None,
+    rows: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """float64 (9,) statistics of a non-empty CPU float32/bf16/fp16 tensor, or None where the
     torch ops must compute them (see the module docstring). `threads` defaults to torch's;
@@ -184,11 +185,17 @@ def host_site_stats(
     new one: a traced forward hands each site a row of one matrix made before the forward (see
     stack.trace.scratch on why a forward keeps no allocation of its own past a site).
     A float32 or bfloat16 site is read where it lies, in its own dtype; an fp16 one (rare on a
-    CPU) is widened to a float32 copy first."""
-    if tensor.dtype == torch.float64 or not tensor.is_cpu:
-        return None
-    library = _library()
-    if isinstance(library, str):
+    CPU) is widened to a float32 copy first.
+
+    `rows`, (at, into): rows `at` (int64, contiguous) of the tensor seen as (-1, width) rows are
+    copied into the contiguous (len(at), width) `into` of its dtype, whatever is returned: a traced
+    forward copies a few rows of most sites for GATE-TRACE-002's identities, and one visit of the
+    library that reads the site costs a fraction of a torch.index_select, whose dispatch runs cold
+    between the forward's products (the interpreter's and the dispatcher's data evicted by them)."""
+    library = None if tensor.dtype == torch.float64 or not tensor.is_cpu else _library()
+    if library is None or isinstance(library, str):
+        if rows is not None:
+            copy_rows(tensor, *rows)
         return None
     x = tensor if tensor.dtype in (torch.float32, torch.bfloat16) else tensor.detach().float()
     function = _entry_points(library)[x.dtype, portable]
@@ -199,32 +206,18 @@ def host_site_stats(
     if out is None:
         out = torch.empty(STATS_LEN, dtype=torch.float64)
     count = torch.get_num_threads() if threads is None else threads
-    if function(x.data_ptr(), *layout, count, out.data_ptr()) != 0:
-        return None  # a non-finite sum, which the torch path counts (or no memory for the parts)
-    return out
+    found = function(x.data_ptr(), *layout, count, out.data_ptr())
+    if rows is not None:
+        at, into = rows
+        if x.dtype != tensor.dtype:  # a widened copy: its rows are not the site's
+            copy_rows(tensor, at, into)
+        else:
+            _, cols, stride = layout
+            copied = at.data_ptr(), at.numel(), x.shape[-1], into.data_ptr()
+            library.gs_gather_rows(x.data_ptr(), x.element_size(), cols, stride, *copied)
+    return None if found != 0 else out  # non-zero: a non-finite sum, which the torch path counts
 
 
-def gather_rows(tensor: torch.Tensor, at: torch.Tensor, into: torch.Tensor) -> bool:
-    """Copies rows `at` (int64, contiguous) of the CPU tensor `tensor` seen as (-1, width) rows into
-    the contiguous (len(at), width) tensor `into` of its dtype, by the kernel's library; False
-    (nothing copied) where it cannot: no library, or a layout `rows_of` does not describe.
-
-    Why here: a traced forward copies a few rows of most sites for GATE-TRACE-002's identities, each
-    right after the site's statistics; one call into the library that just read the site costs a
-    fraction of torch.index_select, whose dispatch runs cold between the forward's products."""
-    layout = rows_of(tensor) if tensor.is_cpu and tensor.dim() else None
-    library = _library()
-    if layout is None or isinstance(library, str):
-        return False
-    _, cols, stride = layout
-    library.gs_gather_rows(
-        tensor.data_ptr(),
-        tensor.element_size(),
-        cols,
-        stride,
-        at.data_ptr(),
-        at.numel(),
-        tensor.shape[-1],
-        into.data_ptr(),
-    )
-    return True
+def copy_rows(tensor: torch.Tensor, at: torch.Tensor, into: torch.Tensor) -> None:
+    """Rows `at` of `tensor` seen as (-1, width) rows, copied into `into` by torch (any device)."""
+    torch.index_select(tensor.reshape(-1, tensor.shape[-1]), 0, at, out=into)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
-from stack.kernels.host_stats import gather_rows
+from stack.kernels.host_stats import copy_rows
 
 Key = tuple[torch.device, torch.dtype]
 
@@ -36,26 +36,33 @@ class Scratch:
     def __init__(self) -> None:
         self.buffers: dict[Key, torch.Tensor] = {}
         self.used: dict[Key, int] = {}
+        # The views handed out, by (buffer, offset, shape): a forward of the same model and input
+        # asks for the same ones in the same order, and a dictionary lookup costs a fraction of
+        # making the view again between the forward's products. They alias the buffer as any new
+        # view at that place would; they go when it is replaced.
+        self.views: dict[tuple[Key, int, tuple[int, ...]], torch.Tensor] = {}
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """An uninitialised tensor of `shape`, a view of the buffer while it has room."""
         key, count = (device, dtype), math.prod(shape)
         start = self.used.get(key, 0)
         self.used[key] = start + count
+        view = self.views.get((key, start, shape))
+        if view is not None:
+            return view
         buffer = self.buffers.get(key)
         if buffer is None or start + count > buffer.numel():
             return torch.empty(shape, dtype=dtype, device=device)
         strides = [1] * len(shape)
         for axis in range(len(shape) - 1, 0, -1):
             strides[axis - 1] = strides[axis] * shape[axis]
-        return buffer.as_strided(shape, strides, start)  # one view, not a slice and its reshape
+        view = self.views[key, start, shape] = buffer.as_strided(shape, strides, start)
+        return view
 
     def rows(self, tensor: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """Rows `at` of `tensor` seen as (-1, width) rows, copied into the scratch: on the host by the
-        statistics kernel's library (stack.kernels.host_stats.gather_rows says why), else by torch."""
+        """Rows `at` of `tensor` seen as (-1, width) rows, copied into the scratch."""
         out = self.take((at.numel(), tensor.shape[-1]), tensor.dtype, tensor.device)
-        if not gather_rows(tensor, at, out):
-            torch.index_select(tensor.reshape(-1, tensor.shape[-1]), 0, at, out=out)
+        copy_rows(tensor, at, out)
         return out
 
     def copy(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -69,6 +76,7 @@ class Scratch:
             buffer = self.buffers.get(key)
             if buffer is None or buffer.numel() < count:
                 self.buffers[key] = torch.empty(count, dtype=key[1], device=key[0])
+                self.views = {place: view for place, view in self.views.items() if place[0] != key}
         self.used.clear()
 
 

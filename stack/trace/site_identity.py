@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from contracts.site_statistics import by_size
+from stack.kernels.host_stats import copy_rows
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT
 from stack.model.moe import MoE
@@ -146,6 +147,11 @@ def sampled_rows(rows: int, limit: int | None) -> torch.Tensor | None:
 def as_rows(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` as (rows, width): one row per token (a view wherever the layout allows)."""
     return tensor.reshape(-1, tensor.shape[-1]) if tensor.dim() else tensor.reshape(1, 1)
+
+
+def row_count(tensor: torch.Tensor) -> int:
+    """How many rows `as_rows` makes of `tensor`, without making them."""
+    return tensor.numel() // tensor.shape[-1] if tensor.dim() and tensor.shape[-1] else 1
 
 
 def site_deviation(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tensor:
@@ -368,6 +374,8 @@ class SiteIdentities:
         # is shown (before anything can write into it), so that q, k and v, which read one site,
         # and a checked site's readers share one copy: (the rows chosen, their copy).
         self._site_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # The site whose rows `rows_for` last handed out, (name, rows chosen, scratch), for its visit.
+        self._claimed: tuple[str, torch.Tensor, torch.Tensor] | None = None
         self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
@@ -377,16 +385,35 @@ class SiteIdentities:
             return self.fed[name].to(seen.dtype)
         return seen
 
+    def rows_for(self, name: str, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Where site `name`'s sampled rows go, (rows chosen, scratch of their shape), when a check
+        reads them: a caller that asks copies them into it as the site is shown, before `visit` (a
+        traced forward's statistics kernel does, in its visit of the site: stack.trace.stats);
+        `visit` copies them itself for a caller that did not ask."""
+        if self.sample_rows is None or not tensor.dim():
+            return None
+        if name not in self._reads and (name not in self.table or name in self.ablated):
+            return None
+        chosen = self._sampled(row_count(tensor), tensor.device)
+        if chosen is None:  # no more rows than the sample: the check reads the whole site
+            return None
+        into = self.scratch.take(chosen.shape + tensor.shape[-1:], tensor.dtype, tensor.device)
+        self._claimed = (name, chosen, into)
+        return chosen, into
+
     def visit(self, name: str, tensor: torch.Tensor) -> None:
         """Site `name` as the forward handed it on: its identity's DEVIATION, when it has one."""
+        claimed, self._claimed = self._claimed, None
+        if claimed is None or claimed[0] != name:
+            claimed = (name, *rows) if (rows := self.rows_for(name, tensor)) else None
+            if claimed is not None:
+                copy_rows(tensor, *claimed[1:])
+        if claimed is not None:
+            self._site_rows[name] = claimed[1:]
         identity = self.table.get(name)
         checked = identity is not None and name not in self.ablated
         if name in self._reads:
             self._seen[name] = tensor
-        if (checked or name in self._reads) and self.sample_rows is not None and tensor.dim():
-            chosen = self._sampled(tensor.numel() // max(1, tensor.shape[-1]), tensor.device)
-            if chosen is not None:
-                self._site_rows[name] = (chosen, self.scratch.rows(tensor, chosen))
         if checked:
             reads = [self._read(read) for read in identity.reads]
             if any(read is None for read in reads):  # shown before what it is computed from
@@ -404,7 +431,7 @@ class SiteIdentities:
         sampled rows and their recomputation set aside for `deviations`; the counts go to
         `counted`. A site with another number of rows than its reads is unmatched: it observes
         another tensor."""
-        rows = as_rows(reads[0]).shape[0]
+        rows = row_count(reads[0])
         chosen = self._sampled(rows, tensor.device)
         if chosen is None:
             return self._counted(rows, rows, site_deviation(tensor, identity.compute(*reads)))

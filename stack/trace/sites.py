@@ -24,9 +24,10 @@ traces read exactly as before:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.errors import BadInput
@@ -75,7 +76,7 @@ class BlockLayout:
     """
 
     kinds: tuple[str, ...]
-    inputs: Mapping[str, tuple[str, ...]]
+    inputs: Mapping[str, tuple[str, ...]] = field(hash=False)  # a dict: hashed by the kinds it serves
     observe_only: frozenset[str]
     token_rows: frozenset[str] = frozenset()
 
@@ -189,8 +190,10 @@ class Layout:
 DENSE = Layout()
 
 
+@functools.lru_cache(maxsize=64)
 def layout_for(config: ModelConfig) -> Layout:
-    """The site layout of the blocks a model of `config` is built with."""
+    """The site layout of the blocks a model of `config` is built with (kept per configuration: a
+    traced forward asks every time, and the answer is its configuration's)."""
     blocks = tuple(
         block_layout(
             diff_attn=config.diff_attn,
@@ -207,10 +210,16 @@ def layout_for(config: ModelConfig) -> Layout:
 
 def site_names(n_layers: int, layout: Layout = DENSE) -> list[str]:
     """Every site of a model with `n_layers` blocks of `layout`, in forward order."""
+    return list(_site_names(n_layers, layout))
+
+
+@functools.lru_cache(maxsize=64)
+def _site_names(n_layers: int, layout: Layout) -> tuple[str, ...]:
+    """`site_names`, kept per shape: a traced forward asks several times."""
     names = ["embed"]
     for layer in range(n_layers):
         names += [f"layers.{layer}.{site}" for site in layout.block(layer).kinds]
-    return [*names, "final_norm", "logits"]
+    return (*names, "final_norm", "logits")
 
 
 def split(name: str) -> tuple[int | None, str]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from contracts.site_statistics import on_host
-from stack.kernels.host_stats import host_site_stats
+from stack.kernels.host_stats import copy_rows, host_site_stats
 from stack.trace.sites import STATS
 
 DEVICE_STATS = STATS[1:]  # what the vector holds, in order
@@ -47,23 +47,35 @@ def _nonfinite_counts(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) ->
     return torch.stack([torch.count_nonzero(x.isnan()), torch.count_nonzero(x.isinf())])
 
 
-def site_stats(tensor: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def site_stats(
+    tensor: torch.Tensor,
+    out: torch.Tensor | None = None,
+    rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """(len(DEVICE_STATS),) float64 on tensor's device: mean, std, min, max, absmax, nan, inf, zero,
-    l1; written into `out` (a contiguous float64 row on that device) and returned when it is given."""
-    row = _site_stats(tensor, out)
+    l1; written into `out` (a contiguous float64 row on that device) and returned when it is given.
+    `rows`, (at, into): rows `at` of the tensor seen as (-1, width) rows are copied into `into` as
+    well, in the C kernel's visit of the site where it runs (host_site_stats says why)."""
+    row = _site_stats(tensor, out, rows)
     if out is None or row is out:
         return row
     return out.copy_(row)
 
 
-def _site_stats(tensor: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+def _site_stats(
+    tensor: torch.Tensor, out: torch.Tensor | None, rows: tuple[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
     """The row, from the fastest path that holds for `tensor`: the C kernel writes into `out`."""
+    if on_host(tensor) and tensor.numel():
+        row = host_site_stats(tensor, out=out, rows=rows)  # copies the rows in every case
+        if row is not None:
+            return row
+    elif rows is not None:
+        copy_rows(tensor, *rows)
     if tensor.is_cuda and tensor.dtype != torch.float64:
         from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
 
         return site_stats_fused(tensor)
-    if on_host(tensor) and tensor.numel() and (row := host_site_stats(tensor, out=out)) is not None:
-        return row
     x = tensor.detach().reshape(-1)
     # bf16/fp16 would lose the sums; fp32 keeps them, and its reductions are the fast ones on CPU.
     if x.dtype not in (torch.float32, torch.float64):

@@ -27,6 +27,7 @@ row of every identity and each sampled site whole, as its recorded statistics.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -151,6 +152,7 @@ def check_selection(
     --layers and --sites select halts the trace before it is written."""
 
 
+@functools.lru_cache(maxsize=64)
 def statistics_sample(n_layers: int, layout: Layout) -> frozenset[str]:
     """The sites whose statistics a traced forward computes again from their tensors (GATE-TRACE-002,
     check statistics): of each kind of site, its site in the last block that has it, and every site
@@ -271,7 +273,7 @@ class _Recorder:
             self.duplicates.append(name)
             return replacement
         self.order.append(name)
-        row = site_stats(seen, out=self.stats.take())
+        row = site_stats(seen, out=self.stats.take(), rows=self.identities.rows_for(name, seen))
         self.meta[name] = (tuple(seen.shape), str(seen.dtype).removeprefix("torch."))
         if self.keep:
             # A copy, so that a later in-place write into the same storage cannot change the record.
