@@ -143,6 +143,8 @@ def named(row: list[float]) -> dict[str, float]:
 def real(value: Any) -> float | None:
     """A statistic as a float: a number, or the strings "nan", "inf", "-inf" strict JSON keeps
     non-finite ones as; None for anything else."""
+    if type(value) is float:  # nearly every statistic: a judge reads a trace's hundreds of them
+        return value
     if isinstance(value, str) and value.strip().lower() in {"nan", "inf", "-inf", "infinity", "-infinity"}:
         return float(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -160,16 +162,26 @@ def strict(stats: Mapping[str, Any]) -> dict[str, Any]:
 TOLERANCE_SCALE = {"mean": "absmax", "std": "absmax", "l1_fp64": "l1_fp64"}
 
 
-def unlike(recorded: Mapping[str, Any], definitions: Mapping[str, Any], rtol: float) -> list[str]:
+class NotStatistics(ValueError):
+    """A statistic that is no number (`unlike` with strict=True)."""
+
+
+def unlike(
+    recorded: Mapping[str, Any], definitions: Mapping[str, Any], rtol: float, *, strict: bool = False
+) -> list[str]:
     """The statistics of one site recorded otherwise than their definitions give (`statistics`):
     the counts, min, max and absmax exactly; mean and std within rtol × the definitions' absmax and
     l1_fp64 within rtol × itself, since a kernel sums in another order (the CPU kernel's lanes in
-    float32 over short runs); NaN where NaN. A statistic that is no number on either side is unlike."""
+    float32 over short runs); NaN where NaN. A statistic that is no number on either side is
+    unlike, or with `strict` raises NotStatistics (a judge's malformed measurement)."""
     off = []
     for key in STATISTICS:
         have, want = real(recorded.get(key)), real(definitions.get(key))
         if have is None or want is None:
-            off.append(f"{key} {recorded.get(key)!r}, recomputed {definitions.get(key)!r}")
+            found = f"{key} {recorded.get(key)!r}, recomputed {definitions.get(key)!r}"
+            if strict:
+                raise NotStatistics(f"statistic {found}")
+            off.append(found)
             continue
         if have == want or (math.isnan(have) and math.isnan(want)):
             continue

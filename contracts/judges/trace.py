@@ -20,8 +20,7 @@ from contracts.judges.base import (
     number,
 )
 from contracts.judges.integ import falsifiers_pass
-from contracts.site_statistics import STATISTICS, inconsistencies, unlike
-from contracts.site_statistics import real as real_statistic
+from contracts.site_statistics import NotStatistics, inconsistencies, unlike
 from contracts.trace_anomaly import EMBEDDING_STREAM_SINCE, ROLES_SINCE, anomalies, block_site
 from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import asked_bounds
@@ -469,7 +468,7 @@ def _statistics_problems(m: Measured, t: Thresholds) -> list[str]:
 def _unlike_recomputed(mine: Mapping[str, Any], again: Mapping[str, Any], rtol: float) -> list[str]:
     """The statistics of one site recorded otherwise than recomputed (see `_statistics_problems`);
     a statistic that is no number on either side makes the measurement malformed."""
-    for key in STATISTICS:
-        if real_statistic(mine.get(key)) is None or real_statistic(again.get(key)) is None:
-            raise Malformed(f"statistic {key} is {mine.get(key)!r} recorded, {again.get(key)!r} recomputed")
-    return unlike(mine, again, rtol)
+    try:
+        return unlike(mine, again, rtol, strict=True)
+    except NotStatistics as error:
+        raise Malformed(str(error)) from None
