@@ -9,7 +9,7 @@ mean does not cancel it away (two passes here; blocks summed around one of their
 in the C kernel); mean, std, min, max, absmax and l1_fp64 are over all elements,
 so a NaN anywhere makes them NaN (IEEE, on purpose: a NaN must not hide behind a finite mean);
 nan and inf count the non-finite elements; zero counts exact zeros. l1_fp64 is the sum of |x|
-accumulated in float64, so that a change of one ulp in one element still moves it: a
+accumulated in float64 (the CPU kernel adds runs of 16 elements in float32 first): a
 fingerprint that two traces of bit-identical activations share.
 
 Counting NaN and Inf costs two of the most expensive passes, and almost always finds none.
@@ -38,13 +38,6 @@ from stack.kernels.host_stats import copy_rows, host_site_stats
 from stack.trace.sites import STATS
 
 DEVICE_STATS = STATS[1:]  # what the vector holds, in order
-
-
-def _nonfinite_counts(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """(nan, inf) counts of x, skipped on the host when min and max prove there are none."""
-    if on_host(x) and bool(low.isfinite() & high.isfinite()):
-        return torch.zeros(2, dtype=torch.int64)
-    return torch.stack([torch.count_nonzero(x.isnan()), torch.count_nonzero(x.isinf())])
 
 
 def site_stats(
@@ -83,15 +76,31 @@ def _site_stats(
     n = x.numel()
     if n == 0:
         return torch.zeros(len(DEVICE_STATS), dtype=torch.float64, device=x.device)
-    mean = x.sum() / n
-    centered = x - mean
-    std = (torch.dot(centered, centered) / n).sqrt()
+    mean, std = _moments(x)
     low, high = torch.aminmax(x)
+    # On the host one read says whether there is anything to count: min and max finite prove no
+    # NaN and no Inf. A finite std with them is the common case; an infinite one over finite
+    # elements is float32 squares overflowing (elements beyond ~1e19), taken again in float64.
+    nothing_to_count = torch.zeros(2, dtype=torch.int64, device=x.device)
+    if on_host(x) and bool(low.isfinite() & high.isfinite() & std.isfinite()):
+        nonfinite = nothing_to_count
+    elif on_host(x) and x.dtype != torch.float64 and bool(low.isfinite() & high.isfinite()):
+        mean, std = _moments(x.double())
+        nonfinite = nothing_to_count
+    else:
+        nonfinite = torch.stack([torch.count_nonzero(x.isnan()), torch.count_nonzero(x.isinf())])
     # A copy, never x itself: for an fp64 site .double() would return x, and abs_ would edit the model.
     l1 = x.to(torch.float64, copy=True).abs_().sum()
     moments = torch.stack([mean, std, low, high, torch.maximum(-low, high)]).double()
-    counts = torch.cat([_nonfinite_counts(x, low, high), (n - torch.count_nonzero(x)).view(1)]).double()
+    counts = torch.cat([nonfinite, (n - torch.count_nonzero(x)).view(1)]).double()
     return torch.cat([moments, counts, l1.view(1)])
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and the population std of the flat `x`, in its dtype, the std two-pass."""
+    mean = x.sum() / x.numel()
+    centered = x - mean
+    return mean, (torch.dot(centered, centered) / x.numel()).sqrt()
 
 
 def as_dict(count: int, row: list[float]) -> dict[str, float]:

@@ -43,6 +43,19 @@ def test_one_forwards_views_never_overlap_and_the_next_forward_fits_in_the_buffe
     assert not _inside(beyond, buffer)
 
 
+def test_a_forward_of_the_same_shapes_gets_the_same_views_until_the_buffer_is_replaced() -> None:
+    scratch = Scratch()
+    scratch.take((4, 3), torch.float32, CPU)
+    scratch.reset()
+    first = scratch.take((4, 3), torch.float32, CPU)
+    scratch.reset()
+    assert scratch.take((4, 3), torch.float32, CPU) is first  # the next forward's, kept
+    scratch.take((8,), torch.float32, CPU)  # beyond the buffer: it is replaced at the reset
+    scratch.reset()
+    again = scratch.take((4, 3), torch.float32, CPU)
+    assert again is not first and _inside(again, scratch.buffers[(CPU, torch.float32)])
+
+
 def test_rows_and_copies_hold_what_they_copied() -> None:
     scratch = Scratch()
     scratch.take((64,), torch.float32, CPU)

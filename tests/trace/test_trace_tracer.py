@@ -399,20 +399,33 @@ def test_the_c_kernel_matches_a_float64_reference_in_any_layout(
 ) -> None:
     """The CPU kernel (both of its paths) on a slice of a wider matrix, as a fused projection hands
     its sites over, over one block, several and several parts: the reference's numbers, and the
-    same bits as on a contiguous copy and with one thread or two."""
+    same bits as on a contiguous copy, with one thread or two and by either path; the rows it is
+    asked to copy in the same visit are the slice's rows (fp16, read widened, copied by torch)."""
     generator = torch.Generator().manual_seed(seed)
     wide = torch.randn(rows, cols + margin, generator=generator, dtype=torch.float64) * scale + offset
     x = _special(wide.to(dtype), generator, zeros, 0, 0)[:, margin:]
-    got = host_stats.host_site_stats(x)
+    at = torch.arange(rows - 1, -1, -3)
+    into = torch.full((len(at), cols), float("nan"), dtype=dtype)
+    got = host_stats.host_site_stats(x, rows=(at, into))
     assert got is not None
+    assert torch.equal(into, x[at])
     for name, value in _reference_stats(x).items():
         assert dict(zip(STATS[1:], got.tolist(), strict=True))[name] == pytest.approx(
             value, rel=1e-5, abs=1e-5 * scale
         ), name
     assert torch.equal(got, host_stats.host_site_stats(x.contiguous(), threads=1))
     assert torch.equal(got, host_stats.host_site_stats(x, threads=2))
-    portable = host_stats.host_site_stats(x, portable=True)
-    assert portable is not None and torch.allclose(portable, got, rtol=1e-12, atol=0)
+    assert torch.equal(got, host_stats.host_site_stats(x, portable=True))
+
+
+def test_a_site_whose_float32_squares_overflow_goes_to_the_torch_ops() -> None:
+    """Finite elements beyond about 1e19 overflow the kernel's float32 squares: it says so (None),
+    and the torch ops give the site's statistics, none of them Inf."""
+    x = torch.tensor([3e19, -2e19, 1.0, 0.0] * 64)
+    assert host_stats.host_site_stats(x) is None
+    got = dict(zip(STATS[1:], site_stats(x).tolist(), strict=True))
+    assert (got["max"], got["min"], got["zero"], got["inf"]) == (float(x.max()), float(x.min()), 64, 0)
+    assert got["std"] == pytest.approx(float(x.double().std(correction=0)), rel=1e-5)
 
 
 @pytest.mark.parametrize(("nans", "infs"), [(1, 0), (0, 1), (2, 3)])
