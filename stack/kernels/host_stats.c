@@ -20,10 +20,10 @@
  * element: the conversions, not the reads, bounded the all-float64 kernel (about 0.28 ns an
  * element on one Sapphire Rapids core against 0.05 for a plain sum).
  *
- * A bfloat16 site is read in its own dtype: each block is widened into a float32 buffer the size
- * of one block (a bfloat16 is the top half of the float32 of the same value), which stays in the
- * cache, and summed from there exactly as a float32 site of the same values is. So a bf16
- * activation is never copied whole to float32 before its statistics.
+ * A bfloat16 site is read in its own dtype: each element is widened where it is read (a bfloat16
+ * is the top half of the float32 of the same value; sixteen at a time in a register on the
+ * AVX-512 path) and summed exactly as a float32 site of the same values is. So a bf16 activation
+ * is never copied to float32 before its statistics.
  *
  * Every number is a function of the elements' values and order alone: element i of a block
  * is summed in lane i % LANES, and its float32 sum flushed after lane round i / LANES % ROUNDS,
@@ -72,8 +72,8 @@ typedef struct {
 
 static const Totals EMPTY = {0.0, 0.0, 0.0, 0.0, INFINITY, -INFINITY, 0};
 
-/* Adds len contiguous floats into the lanes; the first goes to lane 0. */
-typedef void (*Span)(const float *x, int64_t len, Lanes *a);
+/* Adds len contiguous elements of the site's dtype into the lanes; the first goes to lane 0. */
+typedef void (*Span)(const void *x, int64_t len, Lanes *a);
 
 /* The float32 sums into the float64 ones, lane by lane. */
 static void flush(Lanes *l) {
@@ -97,24 +97,42 @@ static inline void add(Lanes *l, int k, float v) {
     l->high[k] = v > l->high[k] ? v : l->high[k];
 }
 
-static void span_portable(const float *x, int64_t len, Lanes *a) {
-    Lanes l = *a; /* a local copy: the compiler need not fear that x aliases the lanes */
-    int64_t body = len - len % LANES;
-    for (int64_t i = 0; i < body; i += LANES) {
-        for (int k = 0; k < LANES; k++) add(&l, k, x[i + k]);
-        if (++l.rounds == ROUNDS) flush(&l);
-    }
-    for (int64_t i = body; i < len; i++) add(&l, (int)(i - body), x[i]);
-    *a = l;
+/* A float32 as read, and a bfloat16 as the float32 of the same value (its top half). */
+static inline float from_f32(float v) { return v; }
+
+static inline float from_bf16(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
 }
+
+/* The portable span of a dtype: element by element, as `add` says. */
+#define PORTABLE_SPAN(name, type, value)                                                                        \
+    static void name(const void *data, int64_t len, Lanes *a) {                                                 \
+        const type *x = data;                                                                                   \
+        Lanes l = *a; /* a local copy: the compiler need not fear that x aliases the lanes */                   \
+        int64_t body = len - len % LANES;                                                                       \
+        for (int64_t i = 0; i < body; i += LANES) {                                                             \
+            for (int k = 0; k < LANES; k++) add(&l, k, value(x[i + k]));                                        \
+            if (++l.rounds == ROUNDS) flush(&l);                                                                \
+        }                                                                                                       \
+        for (int64_t i = body; i < len; i++) add(&l, (int)(i - body), value(x[i]));                             \
+        *a = l;                                                                                                 \
+    }
+
+PORTABLE_SPAN(span_portable_f32, float, from_f32)
+PORTABLE_SPAN(span_portable_bf16, uint16_t, from_bf16)
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define HAVE_AVX512_SPAN 1
 
-/* Sixteen floats a step, lanes 0-15, in float32; every ROUNDS steps the float32 sums are added
- * into float64 ones (two halves of eight). */
-__attribute__((target("avx512f,avx512dq"))) static void span_avx512(const float *x, int64_t len, Lanes *a) {
+/* Sixteen elements a step, lanes 0-15, in float32 (sixteen bfloat16s widened in the register:
+ * zero-extended to 32 bits and shifted into the top half); every ROUNDS steps the float32 sums
+ * are added into float64 ones (two halves of eight). */
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
+span_avx512(const void *data, int64_t len, Lanes *a, int bf16) {
     int64_t body = len - len % LANES;
     __m512 low = _mm512_loadu_ps(a->low), high = _mm512_loadu_ps(a->high);
     __m512 shift = _mm512_set1_ps(a->shift);
@@ -125,7 +143,13 @@ __attribute__((target("avx512f,avx512dq"))) static void span_avx512(const float 
     int64_t zeros = 0;
     int rounds = a->rounds;
     for (int64_t i = 0; i < body; i += LANES) {
-        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 v;
+        if (bf16) {
+            __m256i halves = _mm256_loadu_si256((const __m256i *)((const uint16_t *)data + i));
+            v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+        } else {
+            v = _mm512_loadu_ps((const float *)data + i);
+        }
         low = _mm512_min_ps(low, v);
         high = _mm512_max_ps(high, v);
         zeros += __builtin_popcount(_mm512_cmpeq_ps_mask(v, _mm512_setzero_ps()));
@@ -157,16 +181,41 @@ __attribute__((target("avx512f,avx512dq"))) static void span_avx512(const float 
     _mm512_storeu_pd(a->l1 + 8, l11);
     a->zeros += zeros;
     a->rounds = rounds;
-    if (body < len) span_portable(x + body, len - body, a); /* the last len % 16, into lanes 0 onwards */
+    if (body < len) { /* the last len % 16, into lanes 0 onwards */
+        if (bf16)
+            span_portable_bf16((const uint16_t *)data + body, len - body, a);
+        else
+            span_portable_f32((const float *)data + body, len - body, a);
+    }
+}
+
+__attribute__((target("avx512f,avx512dq"))) static void span_avx512_f32(const void *x, int64_t len, Lanes *a) {
+    span_avx512(x, len, a, 0);
+}
+
+__attribute__((target("avx512f,avx512dq"))) static void span_avx512_bf16(const void *x, int64_t len, Lanes *a) {
+    span_avx512(x, len, a, 1);
 }
 #endif
 
-static Span chosen = span_portable;
+/* What reads a site of one dtype: its span and its element's size. */
+typedef struct {
+    Span span;
+    size_t size;
+} Reader;
+
+static Reader f32_reader = {span_portable_f32, sizeof(float)};
+static Reader bf16_reader = {span_portable_bf16, sizeof(uint16_t)};
+static const Reader F32_PORTABLE = {span_portable_f32, sizeof(float)};
+static const Reader BF16_PORTABLE = {span_portable_bf16, sizeof(uint16_t)};
 
 __attribute__((constructor)) static void choose_span(void) {
 #ifdef HAVE_AVX512_SPAN
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) chosen = span_avx512;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) {
+        f32_reader.span = span_avx512_f32;
+        bf16_reader.span = span_avx512_bf16;
+    }
 #endif
 }
 
@@ -201,51 +250,34 @@ static Totals finish(Lanes *a, int64_t len) {
     return t;
 }
 
-/* len bfloat16s as the float32s of the same values, into dst. */
-static void widen(float *dst, const uint16_t *src, int64_t len) {
-    for (int64_t i = 0; i < len; i++) {
-        uint32_t bits = (uint32_t)src[i] << 16;
-        memcpy(dst + i, &bits, sizeof bits);
-    }
-}
-
-/* The elements [first, first + len) of a bfloat16 site, row piece by row piece, as float32s. */
-static void gather_bf16(float *dst, const uint16_t *x, int64_t cols, int64_t stride, int64_t first, int64_t len) {
-    int64_t row = first / cols, col = first % cols;
-    for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
-        take = cols - col < len - done ? cols - col : len - done;
-        widen(dst + done, x + row * stride + col, take);
-    }
-}
-
-/* The totals of elements [first, end) in logical order, block by block. A float32 block is
- * spanned row piece by row piece; every piece but the last must fill whole lane rounds, so with
- * a width that is not a multiple of LANES a block that straddles rows is copied into one buffer.
- * A bfloat16 block (`bf16`) is always widened into that buffer first. */
-static Totals part_totals(Span span, const void *data, int bf16, int64_t cols, int64_t stride, int64_t first,
-                          int64_t end) {
-    float scratch[BLOCK];
-    const float *x = data;
+/* The totals of elements [first, end) in logical order, block by block. A block is spanned row
+ * piece by row piece in its own dtype; every piece but the last must fill whole lane rounds, so
+ * with a width that is not a multiple of LANES a block that straddles rows is copied into one
+ * buffer first. */
+static Totals part_totals(Reader r, const char *data, int64_t cols, int64_t stride, int64_t first, int64_t end) {
+    float scratch[BLOCK]; /* room for a block of either dtype */
     Totals t = EMPTY;
     for (; first < end; first += BLOCK) {
         int64_t len = end - first < BLOCK ? end - first : BLOCK, row = first / cols, col = first % cols;
-        if (bf16) gather_bf16(scratch, data, cols, stride, first, len);
-        const float *start = bf16 ? scratch : x + row * stride + col;
-        Lanes a = {.shift = *start};
-        for (int k = 0; k < LANES; k++) a.low[k] = a.high[k] = *start;
-        if (bf16 || col + len <= cols) {
-            span(start, len, &a);
+        const char *start = data + (size_t)(row * stride + col) * r.size;
+        float shift = r.size == sizeof(float) ? *(const float *)start : from_bf16(*(const uint16_t *)start);
+        Lanes a = {.shift = shift};
+        for (int k = 0; k < LANES; k++) a.low[k] = a.high[k] = shift;
+        if (col + len <= cols) {
+            r.span(start, len, &a);
         } else if (cols % LANES == 0) {
             for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
                 take = cols - col < len - done ? cols - col : len - done;
-                span(x + row * stride + col, take, &a);
+                r.span(data + (size_t)(row * stride + col) * r.size, take, &a);
             }
         } else {
+            char *into = (char *)scratch;
             for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
                 take = cols - col < len - done ? cols - col : len - done;
-                memcpy(scratch + done, x + row * stride + col, (size_t)take * sizeof *scratch);
+                const char *piece = data + (size_t)(row * stride + col) * r.size;
+                memcpy(into + (size_t)done * r.size, piece, (size_t)take * r.size);
             }
-            span(scratch, len, &a);
+            r.span(scratch, len, &a);
         }
         Totals u = finish(&a, len);
         merge(&t, &u);
@@ -253,14 +285,13 @@ static Totals part_totals(Span span, const void *data, int bf16, int64_t cols, i
     return t;
 }
 
-static int stats(Span span, const void *x, int bf16, int64_t rows, int64_t cols, int64_t stride, int threads,
-                 double *out) {
+static int stats(Reader r, const void *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
     int64_t n = rows * cols, parts = (n + PART - 1) / PART;
     Totals *part = malloc((size_t)parts * sizeof *part);
     if (part == NULL) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && parts > 1)
     for (int64_t k = 0; k < parts; k++)
-        part[k] = part_totals(span, x, bf16, cols, stride, k * PART, n - k * PART < PART ? n : (k + 1) * PART);
+        part[k] = part_totals(r, x, cols, stride, k * PART, n - k * PART < PART ? n : (k + 1) * PART);
     Totals t = EMPTY;
     for (int64_t k = 0; k < parts; k++) merge(&t, &part[k]);
     free(part);
@@ -278,21 +309,21 @@ static int stats(Span span, const void *x, int bf16, int64_t rows, int64_t cols,
 }
 
 int gs_site_stats_f32(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
-    return stats(chosen, x, 0, rows, cols, stride, threads, out);
+    return stats(f32_reader, x, rows, cols, stride, threads, out);
 }
 
 int gs_site_stats_bf16(const uint16_t *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
-    return stats(chosen, x, 1, rows, cols, stride, threads, out);
+    return stats(bf16_reader, x, rows, cols, stride, threads, out);
 }
 
 int gs_site_stats_bf16_portable(const uint16_t *x, int64_t rows, int64_t cols, int64_t stride, int threads,
                                 double *out) {
-    return stats(span_portable, x, 1, rows, cols, stride, threads, out);
+    return stats(BF16_PORTABLE, x, rows, cols, stride, threads, out);
 }
 
 int gs_site_stats_f32_portable(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads,
                                double *out) {
-    return stats(span_portable, x, 0, rows, cols, stride, threads, out);
+    return stats(F32_PORTABLE, x, rows, cols, stride, threads, out);
 }
 
 /* Token rows at[0..count) of a site laid out as `rows_of` says (rows of cols elements of `size`
@@ -313,5 +344,5 @@ const char *gs_site_stats_build(void) {
 #else
 #define THREADING ""
 #endif
-    return chosen == span_portable ? "portable" THREADING : "avx512" THREADING;
+    return f32_reader.span == span_portable_f32 ? "portable" THREADING : "avx512" THREADING;
 }
