@@ -285,13 +285,19 @@ static Totals part_totals(Reader r, const char *data, int64_t cols, int64_t stri
     return t;
 }
 
+/* Where part k of a site of n elements ends. */
+static inline int64_t end_of(int64_t k, int64_t n) { return n - k * PART < PART ? n : (k + 1) * PART; }
+
 static int stats(Reader r, const void *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
     int64_t n = rows * cols, parts = (n + PART - 1) / PART;
     Totals *part = malloc((size_t)parts * sizeof *part);
     if (part == NULL) return -1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && parts > 1)
-    for (int64_t k = 0; k < parts; k++)
-        part[k] = part_totals(r, x, cols, stride, k * PART, n - k * PART < PART ? n : (k + 1) * PART);
+    if (threads > 1 && parts > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t k = 0; k < parts; k++) part[k] = part_totals(r, x, cols, stride, k * PART, end_of(k, n));
+    } else { /* on the calling thread, without entering the OpenMP runtime (a few microseconds a site) */
+        for (int64_t k = 0; k < parts; k++) part[k] = part_totals(r, x, cols, stride, k * PART, end_of(k, n));
+    }
     Totals t = EMPTY;
     for (int64_t k = 0; k < parts; k++) merge(&t, &part[k]);
     free(part);
