@@ -497,12 +497,13 @@ class SiteIdentities:
                 self._pending.append((name, sampled, again))
 
     def _measure_products(self) -> None:
-        """The product-checked sites' pairs, set aside with the other sampled pairs for `deviations`:
-        their rows projected on the module's probes (`projected_together`, each shape's sites as
-        the rows of one matrix); or, where a site's projections are not all finite (a NaN or an Inf
-        in its rows or its read's), its rows against the module recomputed on them, so that NaN/Inf
-        are held to the same places as everywhere else. Whether any is not finite is read once, for
-        all of them (on an accelerator the one synchronisation before the trace's host transfer)."""
+        """The product-checked sites' DEVIATIONs, of their rows projected on the module's probes
+        (`projected_together`), all of them as the rows of one matrix; or, where a site's
+        projections are not all finite (a NaN or an Inf in its rows or its read's), of its rows
+        against the module recomputed on them, set aside with the other sampled pairs, so that
+        NaN/Inf are held to the same places as everywhere else. Whether any is not finite is read
+        once, for all of them (on an accelerator the one synchronisation before the trace's host
+        transfer)."""
         products, self._products = self._products, []
         if not products:
             return
@@ -510,17 +511,22 @@ class SiteIdentities:
             groups = projected_together(
                 [(linear, traced, read) for _, traced, read, linear in products], self.probe_count or 0
             )
-        finite = bool(
-            torch.cat([side.reshape(-1) for _, *sides in groups for side in sides]).isfinite().all()
-        )
-        for members, projected_rows, recomputed in groups:
-            for j, i in enumerate(members):
-                name, traced, read, linear = products[i]
-                pair = projected_rows[j], recomputed[j]
-                if finite or bool(torch.cat(pair).isfinite().all()):
-                    self._pending.append((name, *pair))
-                else:
-                    self._pending.append((name, traced, linear.forward(read)))
+        # Every product site's projections as the rows of one matrix per side (a row is its s
+        # sampled rows times p probes: the same width for every module).
+        order = [i for members, _, _ in groups for i in members]
+        projected = torch.cat([side.flatten(1) for _, side, _ in groups])
+        recomputed = torch.cat([side.flatten(1) for _, _, side in groups])
+        if bool(torch.cat([projected, recomputed]).isfinite().all()):
+            for i, row in zip(order, _row_deviations(projected, recomputed), strict=True):
+                self.rows[products[i][0]] = row
+            return
+        for j, i in enumerate(order):
+            name, traced, read, linear = products[i]
+            pair = projected[j], recomputed[j]
+            if bool(torch.cat(pair).isfinite().all()):
+                self._pending.append((name, *pair))
+            else:
+                self._pending.append((name, traced, linear.forward(read)))
 
 
 # The DEVIATION of a site that cannot be set against its recomputation.
