@@ -2,16 +2,15 @@
 
 The whole matrix takes minutes and is run like a benchmark (`stack options-matrix`, its record
 filed in the ledger). Here runs its `fast` subset, once for the module: every command on the
-two-block model with all three options (where the defects of issue #30 lived: a 0-dim buffer
-that crashed laser, quantize and LoRA, false trace anomalies on experts no token reached, '*'
-skipping experts, ONNX export of experts with routed depth, DPO scoring a routed model in two
-routings; and those of the 1.11.0 audit: bf16 training, resumed legs, bisection against another
-option, a fine-tune's dropped settings, ES workers, peft's format), the dense model's run that
-distill-student and trace-against read, and the Triton path's run read where Triton cannot run.
-Falsifiers plant a crash, a false gate, a refusal the matrix does not declare, a declared
-refusal that no longer happens, silent wrong results (a fine-tune that drops what it was asked,
-ES workers with a model of their own making), and matrices short of an option, a path, a
-command or a layer.
+two-block model with all three options (where the options' defects show together: a 0-dim buffer
+crashing laser, quantize and LoRA, false trace anomalies on experts no token reached, '*' skipping
+experts, ONNX export of experts with routed depth, DPO scoring a routed model in two routings, bf16
+training, resumed legs, bisection against another option, a fine-tune's dropped settings, ES
+workers, peft's format), the dense model's run that distill-student and trace-against read, and
+the Triton path's run read where Triton cannot run. Falsifiers plant a crash, a false gate, a
+refusal the matrix does not declare, a declared refusal that no longer happens, silent wrong
+results (a fine-tune that drops what it was asked, ES workers with a model of their own making),
+and matrices short of an option, a path, a command or a layer.
 """
 
 from __future__ import annotations
@@ -378,7 +377,7 @@ def test_a_cell_left_out_of_the_record_is_missing(fast: tuple[Path, Cells]) -> N
     assert _not_run(measured) == _not_run(_measured(fast)) + 1
 
 
-# -- the cells of the 1.11.0 audit: silent wrong results, refusals of what a model lacks -------
+# -- cells whose failure is silent: wrong results, refusals of what a model lacks ---------------
 
 
 @pytest.mark.gate("GATE-ARCH-013")
