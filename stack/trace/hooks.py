@@ -1,10 +1,10 @@
 """Forward hooks that show every site's tensor to a visitor, in forward order.
 
-The model's sub-modules are named for the sites (stack/model/layers.py), so almost every site
-is a module's output. Two are not: `attn_residual` is read as the input of `ffn_norm` (Block
-hands the residual stream to it unchanged), and `ffn_silu` lives inside `ffn.swiglu`, where a
-TorchFunctionMode, active only while that module runs, catches the result of `F.silu`. A model
-that stops calling F.silu there leaves the site unobserved, and GATE-TRACE-002 says so.
+The model's sub-modules are named for the sites (stack/model/layers.py), so every site but one
+is a module's output: `ffn_silu` is that of `ffn.swiglu.act`, the SiLU the product applies to the
+gate (a model that computes it otherwise leaves the site unobserved, and GATE-TRACE-002 says so),
+and `attn_residual` is read as the input of `ffn_norm` (Block hands the residual stream to it
+unchanged).
 
 A visitor may return a tensor to use in place of the one it was shown (ablation, and the
 planted bug of GATE-TRACE-001's falsifier); returning None leaves the forward untouched. Every
@@ -32,9 +32,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.diff_attention import DiffAttention
@@ -54,23 +52,6 @@ class Replacement:
     written: torch.Tensor
 
 
-class _SiluProbe(TorchFunctionMode):
-    """Shows the visitor the output of every F.silu called while it is active."""
-
-    def __init__(self, visit: Visitor, name: str) -> None:
-        super().__init__()
-        self.visit, self.name = visit, name
-
-    def __torch_function__(
-        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        if func is F.silu:
-            replacement = self.visit(self.name, out)
-            return out if replacement is None else replacement
-        return out
-
-
 class SiteHooks:
     """A context manager that hooks every site of `model` for the duration of a `with` block."""
 
@@ -78,7 +59,6 @@ class SiteHooks:
         self.model, self._visitor, self.feed = model, visit, feed
         self.replaced: list[Replacement] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._probe: _SiluProbe | None = None
 
     def visit(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         """The visitor's answer for a site, each replacement kept with what it replaced."""
@@ -111,7 +91,7 @@ class SiteHooks:
             else:
                 self._output(layer.ffn.gate, prefix + "ffn_gate")
                 self._output(layer.ffn.up, prefix + "ffn_up")
-                self._silu(layer.ffn.swiglu, prefix + "ffn_silu")
+                self._output(layer.ffn.swiglu.act, prefix + "ffn_silu")
                 self._output(layer.ffn.swiglu, prefix + "ffn_swiglu")
                 self._output(layer.ffn, prefix + "ffn_out")
             self._output(layer, prefix + "output")
@@ -123,7 +103,6 @@ class SiteHooks:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close_probe()  # a forward that raised inside ffn.swiglu left it open
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -159,20 +138,3 @@ class SiteHooks:
             return (self.feed[source].to(args[0].dtype), *args[1:])  # type: ignore[index]
 
         self._handles.append(module.register_forward_pre_hook(hook))
-
-    def _silu(self, swiglu: nn.Module, name: str) -> None:
-        def enter(_module: nn.Module, _args: tuple[Any, ...]) -> None:
-            self._probe = _SiluProbe(self.visit, name)
-            self._probe.__enter__()
-
-        # Registered before the swiglu output hook, so the probe closes before ffn_swiglu is visited.
-        def leave(_module: nn.Module, _args: tuple[Any, ...], _output: torch.Tensor) -> None:
-            self._close_probe()
-
-        self._handles.append(swiglu.register_forward_pre_hook(enter))
-        self._handles.append(swiglu.register_forward_hook(leave))
-
-    def _close_probe(self) -> None:
-        if self._probe is not None:
-            self._probe.__exit__(None, None, None)
-            self._probe = None

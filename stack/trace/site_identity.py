@@ -20,8 +20,8 @@ same module on the same tensor differs by the rounding of another matrix shape (
 projects q, k and v as one product) only.
 
 What no module computes is not recomputed: the sums the block makes itself (`attn_residual`,
-`output`), the attention (`attn_out`, which needs the rotary tables) and `ffn_silu`, the result
-of F.silu wherever ffn.swiglu calls it. They are the arithmetic a trace is there to question (a
+`output`), the attention (`attn_out`, which needs the rotary tables) and `ffn_silu`, the output
+of the product's SiLU (`ffn.swiglu.act`). They are the arithmetic a trace is there to question (a
 bisection names a residual added twice there), and the sites that read them (`ffn_norm`, the
 next block's `attn_norm`, `final_norm`, `ffn_swiglu`) hold them to their names. Under shadow
 mode (`feed`) a block reads the fed tensor, not the previous block's output, and its identities

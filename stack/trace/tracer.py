@@ -265,8 +265,13 @@ class _Recorder:
         # bounded slice, its copy until the end of the forward), (checked, rows).
         self.sampled: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = {}
         self.duplicates: list[str] = []
+        # While a site's identity is checked: the module it recomputes may hold a site of its own,
+        # whose hook then shows the check's call, which is not the forward's.
+        self.checking = False
 
     def __call__(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        if self.checking:  # a check recomputing a module with a site inside it (ffn.swiglu's act)
+            return None
         replacement = torch.zeros_like(tensor) if name in self.ablate else None
         seen = tensor if replacement is None else replacement
         if name in self.meta:
@@ -280,7 +285,11 @@ class _Recorder:
             self.values[name] = seen.detach().clone()
         if name in self.sample:
             self._sample(name, seen, row)
-        self.identities.visit(name, seen)
+        self.checking = True
+        try:
+            self.identities.visit(name, seen)
+        finally:
+            self.checking = False
         return replacement
 
     def _sample(self, name: str, seen: torch.Tensor, row: torch.Tensor) -> None:

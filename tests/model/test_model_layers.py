@@ -37,7 +37,7 @@ def test_block_submodules_are_named_for_their_trace_sites() -> None:
     names = {name for name, _ in Block(CONFIG).named_modules() if name}
     assert names == {
         "attn_norm", "attn", "attn.q", "attn.k", "attn.v", "attn.o",
-        "ffn_norm", "ffn", "ffn.gate", "ffn.up", "ffn.down", "ffn.swiglu",
+        "ffn_norm", "ffn", "ffn.gate", "ffn.up", "ffn.down", "ffn.swiglu", "ffn.swiglu.act",
     }  # fmt: skip
 
 

@@ -48,8 +48,13 @@ def _block_forward(model: GPT, layer: int, residual: float = 0.0, ffn_scale: flo
     model.layers[layer].forward = types.MethodType(forward, model.layers[layer])  # type: ignore[method-assign]
 
 
-def _swiglu(model: GPT, layer: int, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-    model.layers[layer].ffn.swiglu.forward = forward  # type: ignore[method-assign]
+def _swiglu(
+    model: GPT, layer: int, forward: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+) -> None:
+    """`forward(swiglu, gate, up)` as block `layer`'s product, bound to its module (its `act` is the
+    ffn_silu site), so that a deep copy of the model rebinds it to the copy's."""
+    swiglu = model.layers[layer].ffn.swiglu
+    swiglu.forward = types.MethodType(forward, swiglu)  # type: ignore[method-assign]
 
 
 # One planted bug per site kind: a weight edit where the site has a weight, code changed elsewhere.
@@ -64,8 +69,8 @@ PLANTS: dict[str, Callable[[GPT, int, float], None]] = {
     "ffn_norm": lambda m, i, d: _edit_row(m.layers[i].ffn_norm.weight, d),
     "ffn_gate": lambda m, i, d: _edit_row(m.layers[i].ffn.gate.weight, d),
     "ffn_up": lambda m, i, d: _edit_row(m.layers[i].ffn.up.weight, d),
-    "ffn_silu": lambda m, i, d: _swiglu(m, i, lambda g, u: F.silu(g + d) * u),
-    "ffn_swiglu": lambda m, i, d: _swiglu(m, i, lambda g, u: F.silu(g) * u * (1 + d)),
+    "ffn_silu": lambda m, i, d: _swiglu(m, i, lambda s, g, u: s.act(g + d) * u),
+    "ffn_swiglu": lambda m, i, d: _swiglu(m, i, lambda s, g, u: s.act(g) * u * (1 + d)),
     "ffn_out": lambda m, i, d: _edit_row(m.layers[i].ffn.down.weight, d),
     "output": lambda m, i, d: _block_forward(m, i, ffn_scale=1 + d),
     "final_norm": lambda m, i, d: _edit_row(m.final_norm.weight, d),

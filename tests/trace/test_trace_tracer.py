@@ -265,7 +265,8 @@ def test_a_model_that_hides_its_silu_fails_completeness() -> None:
 @pytest.mark.gate("GATE-TRACE-002")
 def test_a_site_seen_twice_fails_completeness() -> None:
     model = tiny_model()
-    model.layers[0].ffn.swiglu.forward = lambda gate, up: F.silu(F.silu(gate)) * up  # type: ignore[method-assign]
+    act = model.layers[0].ffn.swiglu.act
+    model.layers[0].ffn.swiglu.forward = lambda gate, up: act(act(gate)) * up  # type: ignore[method-assign]
     with pytest.raises(GateViolation, match=r"recorded twice: layers\.0\.ffn_silu"):
         trace_forward(model, tokens())
 
