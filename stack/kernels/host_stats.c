@@ -15,7 +15,7 @@
  * Each lane sums in float32 over ROUNDS elements (x - shift is exact for elements within a factor
  * 2 of the shift, and otherwise rounded once, relative to itself), then adds that short sum into
  * float64. A float32 sum of ROUNDS terms is within (ROUNDS - 1) * 2^-24 of their magnitudes (under
- * 1e-6 at 16), far inside GATE-TRACE-002's statistics_rtol (1e-5), and every longer sum runs in
+ * 1e-6 at 16), far inside GATE-TRACE-002's statistics_rtol, and every longer sum runs in
  * float64. Float32 lanes hold twice the elements of float64 ones and need no conversion per
  * element: the conversions, not the reads, bounded the all-float64 kernel (about 0.28 ns an
  * element on one Sapphire Rapids core against 0.05 for a plain sum).
