@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.memory_peak import Peak, at_peak, recorded
 from contracts.derive.benchmarks import (
     amdahl_limit,
     largest,
@@ -251,9 +252,10 @@ def stack_steps(
     return clock
 
 
-def allocator_peak(run: Callable[[], object], device: torch.device) -> int:
+def allocator_peak(run: Callable[[], object], device: torch.device) -> tuple[int, Peak]:
     """The most bytes the torch allocator of `device` held at once while `run` ran, counted from
-    nothing at its start, the same way for any loop.
+    nothing at its start, the same way for any loop; and what was live at the peak, by owner
+    (benchmarks.memory_peak), from the allocator's trace of the same run.
 
     On CUDA, the caching allocator's own peak of allocated bytes. On CPU torch keeps no such count,
     so the profiler records every allocation and free of CPU tensors (`profile_memory`), and the
@@ -265,17 +267,15 @@ def allocator_peak(run: Callable[[], object], device: torch.device) -> int:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)
-        run()
-        return torch.cuda.max_memory_allocated(device) - start
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
-        run()
+        entries, _ = recorded(run, device)
+        return torch.cuda.max_memory_allocated(device) - start, at_peak(entries)
+    entries, profiler = recorded(run, device)
     events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
     held = peak = 0
     for event in sorted(events, key=lambda e: e.start_ns()):
         held += event.nbytes()
         peak = max(peak, held)
-    return peak
+    return peak, at_peak(entries)
 
 
 def active_params(config: ModelConfig) -> float:
@@ -382,13 +382,16 @@ def memory_rows(data: Path, work: Path, preset: str, sets: list[str], device: to
     rows = []
     for accum in sorted({1, config.train.grad_accum}):
         at = [*short, *leg_sets(config.train.deterministic, accum)]
-        plain = allocator_peak(lambda at=at: plain_steps(data, preset, at, MEMORY_STEPS), device)
+        plain, plain_held = allocator_peak(lambda at=at: plain_steps(data, preset, at, MEMORY_STEPS), device)
         out = work / f"memory-{accum}"
-        stack_peak = allocator_peak(
+        stack_peak, stack_held = allocator_peak(
             lambda at=at, out=out: stack_steps(data, out, preset, at, MEMORY_STEPS), device
         )
         row = {"grad_accum": accum, "plain_peak_bytes": plain, "stack_peak_bytes": stack_peak}
-        rows.append({**row, "ratio": round(quotient(stack_peak, plain), 4)})
+        row["ratio"] = round(quotient(stack_peak, plain), 4)
+        # Where each loop's memory was at its peak, for the difference to be read by owner.
+        row["plain_at_peak"], row["stack_at_peak"] = plain_held.as_record(), stack_held.as_record()
+        rows.append(row)
     return rows
 
 

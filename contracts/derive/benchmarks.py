@@ -354,6 +354,13 @@ def _train_legs(m: Metrics) -> Iterator[Identity]:
     for index, row in enumerate(memory):
         peaks = (row.get("stack_peak_bytes"), row.get("plain_peak_bytes"))
         yield Identity(f"metrics.memory[{index}].ratio", row.get("ratio"), quotient, peaks)
+        # What was live at each loop's peak, by owner, adds up to the peak its trace saw.
+        for loop in ("plain", "stack"):
+            held = row.get(f"{loop}_at_peak")
+            if isinstance(held, dict) and isinstance(held.get("owners"), list):
+                parts = tuple(owned.get("bytes") for owned in held["owners"] if isinstance(owned, dict))
+                field = f"metrics.memory[{index}].{loop}_at_peak.peak_bytes"
+                yield Identity(field, held.get("peak_bytes"), total, parts)
     if memory:
         ratios = tuple(row.get("ratio") for row in memory)
         yield Identity("metrics.peak_memory_ratio", m.get("peak_memory_ratio"), largest, ratios)

@@ -53,8 +53,9 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Pa
 
 def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(tmp_path: Path) -> None:
     """Each loop's tokens/s is derived from the per-step seconds stored beside it, and each ratio,
-    price and the peak-memory ratio from the legs and peaks they compare: a step's seconds, a
-    price or a peak edited alone is a contradiction the check names."""
+    price and the peak-memory ratio from the legs and peaks they compare, and what was live at a
+    peak adds up to it: a step's seconds, a price, a peak or an owner's bytes edited alone is a
+    contradiction the check names."""
     data, ledger = prepared(tmp_path), tmp_path / "ledger"
     command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
     run, record = filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
@@ -62,10 +63,16 @@ def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_st
     legs = {(leg["loop"], leg["deterministic"], leg["grad_accum"]) for leg in metrics["legs"]}
     assert legs == {(loop, on, 1) for loop in ("plain", "stack") for on in (True, False)}
     assert [row["grad_accum"] for row in metrics["memory"]] == [1]
+    # What each loop held at its peak, by owner: the stack's run is made by stack/ code.
+    owners = [owned["owner"] for owned in metrics["memory"][0]["stack_at_peak"]["owners"]]
+    assert any(name.startswith("stack/") for name in owners), owners
     edits = {
         "metrics.legs[0].tokens_per_s": lambda m: m["legs"][0]["step_seconds"].__setitem__(-1, 1e3),
         "metrics.determinism_prices[0].price": lambda m: m["determinism_prices"][0].__setitem__("price", 0.5),
         "metrics.memory[0].ratio": lambda m: m["memory"][0].__setitem__("stack_peak_bytes", 1),
+        "metrics.memory[0].stack_at_peak.peak_bytes": lambda m: m["memory"][0]["stack_at_peak"]["owners"][
+            0
+        ].__setitem__("bytes", 1),
     }
     for field, edit in edits.items():
         edited = json.loads(json.dumps(record))
