@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Training-step tokens/s of the stack's GPT against a hand-written GPT of the same configuration.
 
-Issue #40: `stack.model.GPT` carries trace sites, options, LoRA and checks, and the promise is that
-they cost nothing. Both models (the reference is benchmarks/reference_gpt.py) train on the same
-random tokens with the same AdamW, under bf16 autocast on CUDA and in fp32 on CPU, eager and
+`stack.model.GPT` carries trace sites, options, LoRA and checks, and they must cost nothing
+against a model without them. Both models (the reference is benchmarks/reference_gpt.py) train on
+the same random tokens with the same AdamW, under bf16 autocast on CUDA and in fp32 on CPU, eager and
 torch.compile'd; the ratio stack ÷ reference of the median step's tokens/s is judged against
 `model_vs_reference_gpu` or `model_vs_reference_cpu` (spec/benchmarks.yaml), the smaller of the
 eager and compiled ratios counting. On CUDA the record also holds each model's MFU, peak memory
 and the GPU kernels of one eager step by time (torch.profiler), so a gap can be read off it.
 
     python benchmarks/model_speed.py                 # CPU, d 256 × 4 layers, ctx 256
-    python benchmarks/model_speed.py --device cuda   # the issue's shape: 12 × 768, ctx 1024, vocab 32768
+    python benchmarks/model_speed.py --device cuda   # GPT-2 small's shape: 12 × 768, ctx 1024, vocab 32768
 
 The models run under PyTorch's default kernel choices, not `train.deterministic`: this compares
 modules, and both get the same kernels (benchmarks/train_throughput.py compares the loops).
@@ -42,8 +42,8 @@ from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 from stack.train.flops import mfu
 
-# The shapes measured: the issue's on CUDA (GPT-2 small's width and depth with this stack's
-# blocks), one a two-core CPU trains in seconds per step on CPU.
+# The shapes measured: GPT-2 small's width and depth with this stack's blocks on CUDA, one a
+# two-core CPU trains in seconds per step on CPU.
 SHAPES: dict[str, dict[str, int]] = {
     "cuda": {"vocab": 32768, "d_model": 768, "n_layers": 12, "n_heads": 12, "ffn_hidden": 2048, "ctx": 1024},
     "cpu": {"vocab": 4096, "d_model": 256, "n_layers": 4, "n_heads": 4, "ffn_hidden": 704, "ctx": 256},

@@ -1,6 +1,6 @@
 """The smallest correct GPT of a dense `ModelConfig`: what a person would write by hand.
 
-It is the yardstick of benchmarks/model_speed.py (issue #40): the stack's `GPT` carries trace
+It is the yardstick of benchmarks/model_speed.py: the stack's `GPT` carries trace
 sites, options, LoRA and checks, and must cost nothing against this. Never used by `stack`.
 Written the way nanoGPT and Meta's Llama reference are: one fused q|k|v projection, one fused
 gate|up projection, RoPE from a table of angles computed once and applied in fp32, torch's

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""The reference run of issue #34: a real model trained with every gate, then scored, traced and exported.
+"""The reference run: a real model trained with every gate, then scored, traced and exported.
 
-Every training record of the ledger was a toy until a model at a size users train was run through
-the whole life a user gives it. This does that as one command, so a GPU lent for minutes runs it
-without typing: `stack train` of PRESET on DATA (early stopping on, so the run ends where held-out
-loss stops improving, or at its step budget), then `stack eval` of the held-out split, `stack
+Toy training records say nothing of a model at a size users train; this runs one through the
+whole life a user gives it, as one command, so a GPU lent for minutes runs it without typing:
+`stack train` of PRESET on DATA (early stopping on, so the run ends where held-out loss stops
+improving, or at its step budget), then `stack eval` of the held-out split, `stack
 trace` of a prompt and `stack export --format hf` with its parity check. Each command files its
 record into LEDGER (default: this repository's evidence/runs, where `stack release` wants the
 training record) and the run and export go under WORK. The first command that fails stops the

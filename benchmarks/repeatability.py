@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Does `stack train` repeat itself? Two straight runs and a SIGTERM + `--resume`, compared bit for bit.
 
-Issue #39: on an H100 at 12 × 768, ctx 1024, two straight runs with the defaults differed from
-step 2, and the record said the deterministic setting was off when it was on. This runs, for
-eager and for compiled training, each mode's three runs one after another:
+One kernel that is not deterministic is enough to make two straight runs with the defaults
+differ (on an H100 at 12 × 768, ctx 1024, SDPA's cuDNN backward makes them part from step 2:
+docs/gpu.md, "Determinism"), and a record stamped before the setting takes effect misstates it.
+This runs, for eager and for compiled training, each mode's three runs one after another:
 
     A  the straight run                     B  the same command again
     C  the same command, stopped by SIGTERM once it logged step --stop-at (it must end with the
@@ -21,8 +22,8 @@ Each run has the device to itself: three compiled `gpt2` runs side by side ran o
 
     python benchmarks/repeatability.py --data DATA_DIR --preset gpt2 --set train.grad_accum=1
 
-The data must be a prepared DATA_DIR (the issue's: `stack prepare --default --tokenizer bpe
---vocab-size 32768 --val-fraction 0.15`). On CPU it runs too (the tests use a tiny preset).
+The data must be a prepared DATA_DIR (docs/gpu.md's records read `stack prepare --default
+--tokenizer bpe --vocab-size 32768 --val-fraction 0.15`). On CPU it runs too (the tests use a tiny preset).
 """
 
 from __future__ import annotations

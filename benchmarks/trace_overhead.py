@@ -130,7 +130,7 @@ def measure(
     precision: str = "fp32",
 ) -> dict:
     """Median untraced and traced forward times, alternating so drift hits both alike; with
-    `precision` bf16, both under bf16 autocast, as a model trains on a GPU (issue #40)."""
+    `precision` bf16, both under bf16 autocast, as a model trains on a GPU."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         return {**_measure(preset, vocab, batch, tokens, repeats, device), "precision": precision}
 

@@ -17,7 +17,7 @@ Which passages a folder holds is the statute's too (`folder_passages`): every fi
 name ends in .txt or .md (any case), in sorted path order, read as UTF-8 without a byte-order mark
 and with CRLF as LF, cut at blank lines, each piece stripped, the empty ones dropped. The check
 rescores the passages this walk finds, not the retriever's list, and holds that list to them: a
-reader that skipped the .md files was judged against itself and passed.
+reader that skips the .md files would otherwise be judged against itself and pass.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ budget; the trainer reads them in that order (`selected`). So the sample depends
 content, the seed and the budget only. The sample is stated as one digest: the sha256 of its units'
 sha256s, concatenated in that order (`sample_digest`).
 
-The sampler's priority was once drawn without the seed: `--seed 3` trained seed 0's
-BPE, and every gate passed, as nothing drew the sample again.
+A sampler whose priority is drawn without the seed trains seed 0's BPE for `--seed 3` and passes
+every other gate, since nothing else draws the sample again.
 """
 
 from __future__ import annotations

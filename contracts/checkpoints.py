@@ -30,8 +30,8 @@ CHAT_TEMPLATE_KEY = "chat_template"
 def chat_template_sha256(state: Mapping[str, Any]) -> str | None:
     """The digest of the chat template record a checkpoint's state carries (canonical JSON, so its
     name, sha256 and Jinja alike), or None when it carries none. GATE-LASER-003's check template
-    holds a surgery's written checkpoint to its source's by it: an audit's surgery dropped the
-    source's template, and every export of its output then shipped none, unsaid."""
+    holds a surgery's written checkpoint to its source's by it: a surgery that dropped the
+    source's template would make every export of its output ship none, unsaid."""
     record = state.get(CHAT_TEMPLATE_KEY)
     return None if record is None else canonical_sha256(record)
 

@@ -7,7 +7,7 @@ gives which tag (the Board writes by it), and `mismatches` holds the scalars Ten
 reader finds in the event files to what the metrics lines give by the same rule, each at its
 line's own `step`, both ways. The expected side is derived here from metrics.jsonl alone, so a
 writer that counts lines instead of reading their step (train/loss at steps
-2, 4, 5, 8, 9, 11 for 1..6, every gate passed) cannot move both sides. GATE-TRAIN-001's check
+2, 4, 5, 8, 9, 11 for 1..6, which every other gate lets pass) cannot move both sides. GATE-TRAIN-001's check
 tensorboard judges the count this gives.
 
 TensorBoard stores a scalar as float32: a value is compared at float32 (`float32`), nothing looser.
@@ -19,8 +19,8 @@ Texts likewise (`line_texts`, the Board's rule too): a sample line gives the tex
 generated texts each indented and joined by a blank line; an event line (any line but a step, an
 evaluation or a sample) gives the text `events`, its type and its fields. Each is at the line's
 step (a line without one: the last step before it), and `text_mismatches` holds the texts read back
-to the lines', each written text once, both ways (the `samples` text
-kept 1 of 3 texts, the `events` text was lost, and every gate passed).
+to the lines', each written text once, both ways (a `samples` text
+that keeps 1 of 3 texts, or an `events` text lost, passes every other gate).
 """
 
 from __future__ import annotations

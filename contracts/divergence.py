@@ -1,14 +1,14 @@
 """KL divergence between two runs' next-token distributions, by torch's `kl_div`.
 
 It lives in the contracts, apart from the code that reports a divergence (stack.trace.ablation),
-because a KL computed by the code under test shares its bugs: the ablation's KL with its two sides
-swapped was still printed and stored as KL(intact ‖ ablated), and a lens's KL(layer ‖ final) as
-KL(final ‖ layer); nothing held either to its direction. GATE-TRACE-003's check `ablation` and
+because a KL computed by the code under test shares its bugs: an ablation's KL with its two sides
+swapped is still printed and stored as KL(intact ‖ ablated), and a lens's KL(layer ‖ final) as
+KL(final ‖ layer), unless something holds each to its direction. GATE-TRACE-003's check `ablation` and
 GATE-LENS-006 hold the reported KLs to these. The ablation's other numbers are formulas over the
 same two forwards, and their rule lives here too: a per-layer output change divided by the ablated
-norm (18.5 where it was 1.0) and an argmax taken over the positions ("243 of 13 positions") were
-reported and nothing recomputed them. A lens reading's entropy averaged over the vocabulary
-instead of summed (0.0214 nats for 5.49) was reported too: GATE-LENS-006 holds it to `entropy`.
+norm (18.5 where it is 1.0) or an argmax taken over the positions ("243 of 13 positions") is
+reported as it stands unless something recomputes it. So is a lens reading's entropy averaged
+over the vocabulary instead of summed (0.0214 nats for 5.49): GATE-LENS-006 holds it to `entropy`.
 """
 
 from __future__ import annotations

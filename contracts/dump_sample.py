@@ -1,9 +1,9 @@
 """What a trace dump (`stack trace --dump`) keeps of each site, as its format defines it.
 
 It lives in the contracts, apart from the writer (stack.trace.dump), so the check that a dump's
-stored elements are the traced site's does not share the writer's indexing: a writer that kept a
-large site's first elements instead of its evenly spaced ones wrote a dump whose every statistic
-was right, and `--compare` of it against a correct dump of the same model named a divergence at
+stored elements are the traced site's does not share the writer's indexing: a writer that keeps a
+large site's first elements instead of its evenly spaced ones writes a dump whose every statistic
+is right, and `--compare` of it against a correct dump of the same model names a divergence at
 the logits. GATE-TRACE-002's check dump holds every written dump to it.
 
 * A site of at most `limit` elements is kept whole; a larger one as the `limit` elements at flat

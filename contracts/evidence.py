@@ -178,7 +178,7 @@ def leg_of(record_id: str) -> tuple[str, int]:
 
 
 class ParentRef(Record):
-    """A model that a record's model was made from, by content (issue #37; tools/lineage.py checks it)."""
+    """A model that a record's model was made from, by content (tools/integrity/lineage.py checks it)."""
 
     role: str = Field(min_length=1)  # init | reference | teacher | source | resumes (RESUMES)
     run: str | None = Field(default=None, pattern=RUN_ID_PATTERN)  # its record's id; None: it has none

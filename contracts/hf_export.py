@@ -3,8 +3,8 @@ its weights file stores.
 
 The export writes config.json itself (stack.export.hf.hf_config), and a field it writes wrongly
 moves what a user gets while the stack's own read-back agrees with it: `"dtype": "bfloat16"` over
-float32 weights made transformers' plain `from_pretrained` load the model in bfloat16, while the
-export's parity loaded it in float32 by asking for float32, and nothing read the field. So the
+float32 weights makes transformers' plain `from_pretrained` load the model in bfloat16, while the
+export's parity loads it in float32 by asking for float32 and never reads the field. So the
 statute lives here, from the model's [model] table and the dtype its weights are stored in, apart
 from the writer: GATE-EXPORT-001's check architecture holds every field of the written config.json,
 as transformers loads it, to `expected_fields` (a field with no rule here is a difference too, so a

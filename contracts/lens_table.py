@@ -1,10 +1,10 @@
 """The rows `stack lens --csv` writes, derived from the reading `--json` writes: one per layer × position.
 
 The CSV is written from the same readings as the JSON, by the stack's own table code
-(stack.lens.report); nothing read it back, and an audit's CSV carried the shown position's
-KL on every row. This is the table's definition apart from that code: GATE-LENS-006's check table
-parses the CSV file as written and holds every row to `table_rows` of the reading's JSON, cell for
-cell as csv writes them (`table_cells`).
+(stack.lens.report), so a fault there (a CSV carrying the shown position's KL on every row)
+passes unless something reads the file back. This is the table's definition apart from that
+code: GATE-LENS-006's check table parses the CSV file as written and holds every row to
+`table_rows` of the reading's JSON, cell for cell as csv writes them (`table_cells`).
 """
 
 from __future__ import annotations

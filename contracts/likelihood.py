@@ -9,15 +9,15 @@ check nll hold the stated NLL to the sum computed here, apart from the stack's l
 log-softmax of the taped logits, read at each taped target, over every position scored.
 
 The denominator is the text's UTF-8 bytes, counted here (`utf8_bytes`) of the text the scored
-tokens decode to: a count of characters for bytes made accented completions 17 % worse per byte
-and every gate passed (GATE-FT-002's check bytes, GATE-EVAL-003's check nll). `bits_per_byte_of`
-is the one formula of bits per byte, for the stack, the judges and the checker alike.
+tokens decode to: a count of characters for bytes makes accented completions 17 % worse per byte
+and passes every other gate (GATE-FT-002's check bytes, GATE-EVAL-003's check nll catch it).
+`bits_per_byte_of` is the one formula of bits per byte, for the stack, the judges and the checker alike.
 
 Which positions a text's score must sum is stated here too: of a text of N tokens, every position
 1..N−1 once (the first has no context). GATE-EVAL-003 compares the sha256 of the positions the sum
 took (`positions_sha256`, in ascending order) with `predicted_positions_sha256(N)`, and the checker
-derives the latter again from the token count the record states (a record that restated both
-digests alike agreed with itself and with nothing else).
+derives the latter again from the token count the record states (a record that restates both
+digests alike agrees with itself and with nothing else).
 
 torch is loaded only to recompute a sum: the judges read `bits_per_byte_of`, and a prepare loads
 them without torch.

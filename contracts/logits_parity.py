@@ -2,9 +2,9 @@
 
 An export's parity gates (GATE-EXPORT-001 and -002, GATE-LORA-007) hold a runtime's logits to the
 stack's within an absolute tolerance on the largest difference. The stack's own comparison
-(stack.export.parity.compare_logits) states that number; an audit made it the mean difference, so
-an fp32 graph 3.6e-07 off stated 2.1e-08 and an int8 graph 0.04 off stated 0.0013, and every gate
-passed, since the gates judged only the number the code under test computed. The gates' check
+(stack.export.parity.compare_logits) states that number; a comparison that stated the mean
+difference instead would state 2.1e-08 for an fp32 graph 3.6e-07 off and 0.0013 for an int8 graph
+0.04 off, and gates that judged only the number the code under test computed would all pass. The gates' check
 tensors judge the numbers computed here, apart from the stack, from the same two tensors the
 comparison was handed, and hold the stated numbers to them.
 """

@@ -4,7 +4,7 @@
 weights (QuantType.QInt8), each MatMul's weight stored as an INT8 initialiser beside its INT8
 zero-point, fed to a MatMulInteger. Asked for QUInt8 instead, the same graph stores UINT8 weights;
 it still runs and still keeps the next-token argmax, so parity alone does not tell them apart
-(an audit's did exactly that, and every gate passed). GATE-EXPORT-002's check weights holds the
+(an export that quantised to QUInt8 would pass every parity gate). GATE-EXPORT-002's check weights holds the
 types read here from the saved file, by the stack at export time and by the checker from the
 record's model.int8.onnx, to INT8. The opset a graph declares is read here too (`declared_opset`).
 The onnx package is imported when a graph is read, so the

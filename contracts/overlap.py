@@ -5,8 +5,8 @@ whether it was held out (1) or trained on (0). The overlap an evaluation states,
 held-out documents of the data it scored are training documents of the run, or whether the file
 it scored is one, counts membership in those indexes; GATE-EVAL-003's check overlap holds the
 stated numbers to these, computed from the indexes themselves, apart from the code that states
-them (a count of the held-out documents as training ones reported 20 of 20 in training, and
-nothing read the field). `items_in_training` is the same for `stack evalmatrix`'s held-out
+them (a count of the held-out documents as training ones reports 20 of 20 in training, and
+nothing else reads the field). `items_in_training` is the same for `stack evalmatrix`'s held-out
 items and its training pool, by id and by prompt text (GATE-FT-002's check overlap).
 """
 

@@ -2,20 +2,20 @@
 
 It lives in the contracts, apart from the patching run (stack.trace.patch), because a score the
 run computes with its own hooks on, at a position it picks itself, is self-consistent whatever that
-position is: a metric read at the second-to-last token moved every recovered fraction to the wrong
-token and every number still agreed with every other. The check applies this function to the logits
+position is: a metric read at the second-to-last token moves every recovered fraction to the wrong
+token and every number still agrees with every other. The check applies this function to the logits
 of a plain forward of each prompt (no hook on the model) and holds the run's clean and corrupted
 scores to it; the run's own metric calls it too, so a correct run matches it bit for bit.
 
 The recovered fraction is a formula over those scores and lives here for the same reason: a run
-that computed (clean − patched)/(clean − corrupted) reported every cell inverted and the full patch,
+that computes (clean − patched)/(clean − corrupted) reports every cell inverted and the full patch,
 proved bit-exact, as recovering 0.0. GATE-PATCH-002's check `recovery` recomputes every recorded
 fraction from the recorded scores with this function.
 
 Which cells the command line asks for is a rule of its words and the prompt's length alone, and it
-lives here too: a run that patched at the last token where `--patch-position 5` asked recorded
-position 10 as the one it patched, every cell agreed with that statement, and every gate passed
-. GATE-PATCH-002's check `asked` holds the grid's cells to `asked_cells`.
+lives here too: a run that patches at the last token where `--patch-position 5` asks records
+position 10 as the one it patched, every cell agrees with that statement, and every other gate
+passes. GATE-PATCH-002's check `asked` holds the grid's cells to `asked_cells`.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 a grid of 2^bits levels per group is, which the weights a quantiser writes must lie on.
 
 It lives in the contracts, apart from the quantiser's own grid (stack.surgery.hqq), because a
-baseline computed on the grid under test shares its bugs: a grid one level short made HQQ's error
-and the baseline's worse alike, and HQQ still beat "round-to-nearest". The arithmetic is written
+baseline computed on the grid under test shares its bugs: a grid one level short makes HQQ's error
+and the baseline's worse alike, and HQQ still beats "round-to-nearest". The arithmetic is written
 in the same order as the stack's min-max grid (s·(q − z), z = −min/s), so a correct quantiser that
-keeps RTN's zero-point matches this baseline bit for bit. A quantiser whose zero-points went one
-per weight instead of one per group wrote "4-bit" matrices with 32 distinct values in each group
-of 32 and beat round-to-nearest all the same: GATE-HQQ-001's check grid counts the distinct
+keeps RTN's zero-point matches this baseline bit for bit. A quantiser whose zero-points go one
+per weight instead of one per group writes "4-bit" matrices with 32 distinct values in each group
+of 32 and beats round-to-nearest all the same: GATE-HQQ-001's check grid counts the distinct
 values of each group of the weights written (`most_levels`) and dequantises the quantiser's codes
 (`dequantise`) to compare with them.
 """

@@ -14,8 +14,8 @@ a {"text"} record its text, a {"prompt", "completion"} record the prompt then th
 record {"messages"} its messages as the chat template writes them (the caller's rendering, the one
 GATE-SFT-001 reads packed chat examples back against). GATE-FT-003's check tokens holds the text of
 the ids each example was measured on (its prefix and true continuation) to the start of that text:
-an example encoded without its prompt was cut from its completion alone, and every gate passed
-.
+an example encoded without its prompt is cut from its completion alone, which every other gate
+lets pass.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ Each shape declares its text fields:
   conversational form.
 
 Every such field that says something (is not blank) appears, stripped of the whitespace around it
-(a template may trim a turn), in the example's text as rendered: what the loss trains on lost no
-field of its record (an Alpaca record's `input` was left out of the user turn,
-and 100 examples asked for a sum without the numbers).
+(a template may trim a turn), in the example's text as rendered: what the loss trains on loses no
+field of its record (an Alpaca record's `input` left out of the user turn makes an example that
+asks for a sum without the numbers).
 """
 
 from __future__ import annotations

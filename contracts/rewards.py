@@ -5,8 +5,8 @@ They live in the contracts because GATE-DATA-008 holds every reward the bandit w
 rule, applied to the held-out losses the run measured, every step of its log-weights and every
 set of probabilities it asked for to EXP3's rule written out here, apart from the bandit's own
 code: the stack plays the rules, the judge and the integrity check apply them again to the
-measured values (an update that subtracted the reward, or an exploration share of γ where it
-is γ / K, moved the mixture and passed every other check). Both rewards are judged on held-out
+measured values (an update that subtracts the reward, or an exploration share of γ where it
+is γ / K, moves the mixture and passes every other check). Both rewards are judged on held-out
 windows of each source at every evaluation, never on the raw loss (which pays whatever is
 easiest to predict: the post-mortem's repetitive sources).
 """

@@ -2,8 +2,8 @@
 
 GATE-TRAIN-005 replays every draw from the state the generator held before the first one, so a
 sampler that draws from the distribution its settings name passes whatever that state was: a
-`stack sample` whose generator was seeded with 0, whatever --seed said, printed the same text for
-every seed, each draw replayed right, and every gate passed. What proves the seed is the state
+`stack sample` whose generator is seeded with 0, whatever --seed says, prints the same text for
+every seed, each draw replays right, and every other gate passes. What proves the seed is the state
 itself: a generator freshly seeded with the stated seed holds exactly one state, and the draws
 must have started from it (GATE-TRAIN-005's and GATE-SYNTH-002's check seeded). The runs compare
 digests of the two states (`state_sha256`), and the checker seeds a generator again from the

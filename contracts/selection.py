@@ -2,10 +2,11 @@
 docs/surgery.md states, apart from the stack's selection (stack.model.targets, stack.model.names).
 
 A selection computed by the code under test shares its bugs: `--layers 0-1` parsed as range(0, 1)
-left layer 1 out, said so as "outside --layers 0-1", and GATE-LASER-003 held the matrices changed
-to that selection's own list. So the rule lives here once more, from the command line's words and
-the model's [model] table alone, and GATE-LASER-003's check selection holds the surgery's targets
-to it, at run time and in the checker (from the record's argv and config.toml):
+leaves layer 1 out, says so as "outside --layers 0-1", and a GATE-LASER-003 that held the
+matrices changed to that selection's own list would pass it. So the rule lives here once more,
+from the command line's words and the model's [model] table alone, and GATE-LASER-003's check
+selection holds the surgery's targets to it, at run time and in the checker (from the record's
+argv and config.toml):
 
 * the model's matrices are its 2-D weights (contracts.model_shape.parameter_shapes), each tensor
   once, a tied head one tensor with the embedding (both state-dict keys);

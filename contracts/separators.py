@@ -6,8 +6,8 @@ A file is split at every occurrence of the separator as the file writes it: in a
 line ends the separator's line ends are CRLF too, and each document's CRLF are then read as LF. So
 a document read with CRLF as LF holds the separator when it holds the separator with LF line ends;
 any other holds it when it holds the separator's bytes. A document split from a file at the
-separator never does (the separator never reached the reader, and 60
-documents were read as 1 holding the 59 separators).
+separator never does (a reader that misses the separator reads 60 documents as 1 holding the 59
+separators).
 """
 
 from __future__ import annotations

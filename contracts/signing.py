@@ -8,7 +8,7 @@ the spec trusts (spec/signing.yaml, a policy under revision).
 
 The key is a PEM private key file named by GATESTACK_SIGNING_KEY: ECDSA P-256 (or P-384, P-521),
 the curves model-signing's key signer takes too, so one key signs a team's records and its releases
-(stack.release). Without the variable, records are filed unsigned, as they always were. A key inside
+(stack.release). Without the variable, records are filed unsigned. A key inside
 the repository is refused: a key committed beside the records it signs lets anyone who can read the
 repository sign a forgery.
 

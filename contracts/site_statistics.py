@@ -2,8 +2,8 @@
 
 The trace computes a site's statistics in one fused pass (a C kernel on the CPU, Triton on CUDA,
 torch ops elsewhere: stack.trace.stats), and a bug in that pass moves every site it computes
-while each number still looks plausible: an absmax taken as the max reported 0.2658 for a block
-output whose most negative element was −0.3240, and nothing held it. GATE-TRACE-002's check
+while each number still looks plausible: an absmax taken as the max reports 0.2658 for a block
+output whose most negative element is −0.3240, and nothing else holds it. GATE-TRACE-002's check
 `statistics` holds a sample of the trace's sites to the statistics recomputed here from the
 tensor the site observed, in float64 by plain torch reductions, and every site's statistics
 (and the checker every site of trace.json) to `inconsistencies`. The names are the trace's

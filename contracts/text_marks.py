@@ -5,10 +5,10 @@ from the unpacking that should have re-encoded it (stack.data.unpack).
 
 A file of such text starts with its encoding's byte-order mark, and the bytes after the mark
 decode in that encoding to text that holds no NUL character. The reader reads UTF-8, so a file
-read in this state was either skipped as holding no text (its NUL bytes look binary, and the
+read in this state is either skipped as holding no text (its NUL bytes look binary, and the
 reason "UTF-16 without a byte-order mark" is false: it has one) or read as garbage (the mark of a
-gzip'd UTF-16 file looked for in the compressed bytes: two files dropped, the held-out split
-empty).
+gzip'd UTF-16 file looked for in the compressed bytes can drop whole files and leave the held-out
+split empty).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ One site of one layer is no baseline: layer 0's `attn_residual` (stack.trace.sit
 for x + attn_out, the stream between attention and FFN). Its stream is the embedding plus the
 first attention's write, which no block has yet written into whole; from layer 1 on the stream
 carries every earlier block's FFN write too. A trained model's embedding is a fraction of that (std
-0.13 against 1.13 in a two-layer `tiny` run), so as the only other layer it made every trained
-two-layer model's second `attn_residual` an anomaly at 8.6 to 9.2 times. It is still judged
+0.13 against 1.13 in a two-layer `tiny` run), so as the only other layer it would make every
+trained two-layer model's second `attn_residual` an anomaly at 8.6 to 9.2 times. It is still judged
 against the later layers, as every site with a baseline is.
 
 Some sites have a role of their own in a healthy model, and one k × median does not describe them

@@ -2,8 +2,8 @@
 as the torch dtype its sites' tensors must hold.
 
 It lives in the contracts, apart from the stack's own table (stack.trace.calibrate.DTYPES), so a
-path cast to another dtype than its name is held to the name: a bf16 path run in fp16 reported
-fp16's seven-times smaller drift as bf16's, and every gate passed.
+path cast to another dtype than its name is held to the name: a bf16 path run in fp16 would report
+fp16's seven-times smaller drift as bf16's and pass every other gate.
 GATE-TRACE-002's check dtype holds every traced site to it at run time, and the checker every site
 trace.json keeps (contracts.derive.trace.site_dtype_problems).
 """

@@ -3,8 +3,8 @@ report shows the tolerance each site was judged at.
 
 It lives in the contracts, apart from the stack's policy (stack.trace.compare.TolerancePolicy),
 because a policy handed no rules is self-consistent whatever the command line said: a trace that
-dropped `--atol 0.05` judged every site at its calibrated tolerance (0.18 at the norms, looser
-than asked), recorded each site's tolerance honestly, and every gate passed.
+drops `--atol 0.05` judges every site at its calibrated tolerance (0.18 at the norms, looser
+than asked), records each site's tolerance honestly, and passes every other gate.
 GATE-TRACE-003's check `tolerance` holds the tolerance of every compared site to this rule, at run
 time from the command line and in the checker from the record's config and trace.json:
 

@@ -3,8 +3,8 @@
 `stack memorization` counts an example as recited when the continuation a model generated shares
 a run of at least min_verbatim_tokens consecutive tokens, in order, with the true continuation.
 The stack finds that run by dynamic programming (stack.eval.memorization); a recurrence that
-reads the wrong cell of the previous row made every continuation of both models a run of its
-whole length, 8 of 8 examples recited, and every gate passed, since nothing kept the
+reads the wrong cell of the previous row makes every continuation of both models a run of its
+whole length, 8 of 8 examples recited, and every gate would pass if nothing kept the
 continuations to count again. GATE-FT-003's check runs holds every stated run to the one found
 here, and the checker finds it again from the continuations memorization.json keeps.
 

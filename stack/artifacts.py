@@ -1,8 +1,8 @@
 """What a path is, and what each command accepts: one identifier for every artifact gatestack writes.
 
-A command handed the wrong thing used to guess from the one file it happened to open, and the
-guess could be wrong about why it refused: a healthy DATA_DIR read as a checkpoint is "a
-manifest that lacks key 'step'; restore the checkpoint from a good copy". Here each kind of
+A command handed the wrong thing that guessed from the one file it happened to open would be
+wrong about why it refused: a healthy DATA_DIR read as a checkpoint is "a manifest that lacks
+key 'step'; restore the checkpoint from a good copy". Here each kind of
 artifact is defined once, by the files it is made of, and named in the user's words; each input
 of each command says which kinds it takes. So a command refuses a valid artifact of another kind
 in one line that names both kinds and the command that fits:

@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-# The options each action takes besides the path (merge and inspect as before).
+# The options each action takes besides the path.
 OPTIONS = {
     "merge": ("--base", "--out", "--force", "--evidence-dir"),
     "inspect": (),

@@ -114,8 +114,8 @@ def loop_sets(args: argparse.Namespace, settings: Any) -> list[str]:
 
 def resume_sets(args: argparse.Namespace) -> list[str]:
     """The `--set` assignments of a resume: --steps and --device, each when typed. Without --steps
-    the run keeps its own train.steps, as `stack train --resume` does: the option's default (50)
-    once took its place, so a resumed 4-step run trained on to step 50 without a word."""
+    the run keeps its own train.steps, as `stack train --resume` does: the option's default (50) in
+    its place would train a resumed 4-step run on to step 50 without a word."""
     steps = [f"train.steps={args.steps}"] if "steps" in values.given(args) else []
     return [*steps, *loop_sets(args, None)]
 

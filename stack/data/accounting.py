@@ -244,8 +244,8 @@ class Marks:
     """The input files whose reading ended, each judged on its first bytes as the reader read them (a
     compressed file's decompressed copy) by contracts.text_marks, apart from the unpacking that should
     have made UTF-16 or UTF-32 text UTF-8, and those still in such an encoding: GATE-DATA-014's check
-    `marks` (two gzip'd UTF-16 files were once skipped as holding no text "without a byte-order
-    mark", which they had)."""
+    `marks` (a gzip'd UTF-16 file must not be skipped as holding no text "without a byte-order
+    mark" when it has one)."""
 
     def __init__(self) -> None:
         self.files = 0

@@ -1,8 +1,8 @@
 """The refusal of a damaged DATA_DIR: the problem, and a fix that works.
 
 Every reader of a DATA_DIR (the manifest, the shards, the labels, the document index, the drop
-log, the tokenizer) refuses a file that does not match what prepare recorded. Each used to say
-"re-run `stack prepare ... --out DATA_DIR --force`", and --force then refused in its turn: it
+log, the tokenizer) refuses a file that does not match what prepare recorded. "Re-run `stack
+prepare ... --out DATA_DIR --force`" is no fix for that, since --force refuses in its turn: it
 replaces only files prepare can show it wrote, unchanged, so a corrupt manifest (which vouches
 for nothing) or a shard whose bytes changed is exactly what it will not touch.
 

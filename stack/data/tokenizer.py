@@ -49,10 +49,10 @@ TOKENIZER_NAMES = ("byte", "bpe")
 BPE_MIN_VOCAB = 258
 # The longest run of characters without whitespace (or of whitespace) the BPE trainer is given
 # whole. Byte-level pre-tokenization makes each such run one pre-token, and the trainer's cost
-# grows much faster than a pre-token's length: a 300 KB line of random ACGT took minutes, deaf to
+# grows much faster than a pre-token's length: a 300 KB line of random ACGT takes minutes, deaf to
 # Ctrl-C inside the library, a 3 MB line of one letter 13 minutes; cut
 # into runs of this many characters they take under a second. A pre-token of natural text is far
-# shorter, so a corpus without such runs trains exactly as before.
+# shorter, so a corpus without such runs trains as it would uncut.
 BPE_TRAIN_RUN = 256
 LONG_RUN = re.compile(rf"\S{{{BPE_TRAIN_RUN},}}|\s{{{BPE_TRAIN_RUN},}}")
 # Byte-level BPE cuts text into pre-tokens with GPT-2's pattern before it merges anything, and

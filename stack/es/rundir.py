@@ -214,8 +214,8 @@ def _commit(opened: rundir.RunDir, resumed_from: int | None = None) -> None:
 
 def _restored(out: Path, trained: Trained, steps: int | None, data: Path | None) -> Job:
     """The job an ES checkpoint describes, to run on to `steps` (None: its own, as `stack train
-    --resume` keeps a run's train.steps; the option's default once took their place, and a resume
-    trained a 2-step run on to step 100); a resume on other data than the checkpoint's reader was
+    --resume` keeps a run's train.steps, so a resume never trains a 2-step run on to the option's
+    default of 100); a resume on other data than the checkpoint's reader was
     reading is refused (stack.outputs.rundir.refuse_changes)."""
     checkpoint = trained.checkpoint
     es = checkpoint.state.get(ES_STATE)

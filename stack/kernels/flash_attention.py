@@ -293,7 +293,7 @@ def tile_of(kernel: str, dim: int) -> Tile:
 
 # The kernels are registered as torch operators, forward and backward, each with a fake (meta)
 # implementation that gives only shapes and dtypes: torch.compile then keeps them as opaque calls
-# instead of tracing into Triton's launcher, which Inductor cannot compile (issue #39: a
+# instead of tracing into Triton's launcher, which Inductor cannot compile (traced, it ends in a
 # CompilationError at `_fwd_tiles` under train.compile=true). Eager and compiled run the same
 # kernels, so they agree bit for bit. The operators are declared through torch.library's
 # Library, not its custom_op decorator, which imports the whole of torch._dynamo (seconds) on an

@@ -78,8 +78,8 @@ class GPT(nn.Module):
                     nn.init.zeros_(linear.bias)
             nn.init.ones_(layer.attn_norm.weight)
             nn.init.ones_(layer.ffn_norm.weight)
-            # The options' tensors are drawn after everything a plain block draws, so a model
-            # without them consumes the generator exactly as before they existed.
+            # The options' tensors are drawn after everything a plain block draws, so what a model
+            # without them draws from the generator does not depend on which options exist.
             if isinstance(layer.attn, DiffAttention):
                 self._init_diff_attention(layer.attn, std, generator)
             if isinstance(layer, DepthRoutedBlock):

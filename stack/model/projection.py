@@ -4,20 +4,21 @@ A block projects its normed input three times for attention (q, k, v; five with 
 attention) and twice for the feed-forward (gate, up). As separate modules that is three small
 matrix products where one wide one would do, three casts of the input under autocast, and, in
 the backward, three input gradients summed in fp32 by separate kernels. Measured on an H100 at
-12 × 768 under bf16 autocast (issue #40, docs/gpu.md), those costs were a large part of what the
-model lost against a hand-written GPT that fuses its projections.
+12 × 768 under bf16 autocast (docs/gpu.md, "The model against a hand-written GPT"), those costs
+are a large part of what separate projections lose against a hand-written GPT that fuses them.
 
 `project` runs the projections as one product over their stacked weights, then hands each its
 slice. The modules stay what the rest of the stack knows: the home of their weights under their
 own state-dict keys (checkpoints, imports, surgery and LoRA targets name them) and trace sites —
 each module's forward hooks run on its slice, in the modules' order, exactly as `Module.__call__`
-would run them, so a hook sees what it saw before and may replace it (ablation, patching).
+would run them, so a hook sees what it would see on a module of its own and may replace it
+(ablation, patching).
 
 A LoRA wrapper joins the product with its base weight and adds its adapter's term to its slice
 (the `adapter` method), so adapted and bare models compute their base part by the same product
 (GATE-LORA-001 compares them element for element). Any other module, or one with hooks this
 cannot honour (pre-hooks, backward hooks, hooks with keyword arguments, global hooks), makes the
-whole group run module by module, as before.
+whole group run module by module, one product each.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One writer per directory: an advisory lock held for as long as a command writes there.
 
-Two `stack train --out r` at once used to interleave their metrics and leave a record that
+Two `stack train --out r` at once would interleave their metrics and leave a record that
 named one run's seed and the other's checkpoint. A command that writes into a run directory
 (or a prepared DATA_DIR) takes `DIR/.lock` first: an exclusive `flock`, which the kernel
 releases when the process dies, so a lock can never outlive its holder. The file also names the
@@ -8,9 +8,9 @@ holder's pid and command, so the refusal can say who holds it; a file left by a 
 simply taken over, and the caller is told.
 
 The rule covers everything written *under* such a directory too (a trace record in RUN/traces/,
-an export or an evaluation record put inside a run, a DATA_DIR nested in another): while `stack
-train` writes RUN, `stack trace RUN` used to write RUN/traces/ beside it. So every output path
-a command is given, or picks, is checked in stack.outputs.destination, and that check takes the
+an export or an evaluation record put inside a run, a DATA_DIR nested in another): without
+that, `stack trace RUN` could write RUN/traces/ while `stack train` writes RUN. So every output
+path a command is given, or picks, is checked in stack.outputs.destination, and that check takes the
 lock of every one-writer directory the path lies in (`claim_under`), refusing while another
 process holds one, and holds it until the command ends (`command_scope`, opened by stack.cli for
 every command). A one-writer directory is one holding its writer's lock file beside what that

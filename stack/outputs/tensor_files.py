@@ -2,7 +2,7 @@
 
 safetensors writes its files readable by their owner alone (mode 0600), while the stack's JSON, TOML
 and tokenizer files are written as the user's umask allows (0644 under the usual 022): a colleague
-could read a shared run's or export's record but not its weights until someone ran chmod. Every
+could then read a shared run's or export's record but not its weights without a chmod. Every
 weights file the stack writes goes through here.
 """
 

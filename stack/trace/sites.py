@@ -8,8 +8,8 @@ change to them (or to what a name observes) bumps that version.
 
 The layout is read from the model's configuration (`layout_for`), because the blocks are built
 from it, and names what each block's modules hold. A dense block has the kinds of LAYER_SITES.
-The architecture options add their own and never change what a dense name means, so dense
-traces read exactly as before:
+The architecture options add their own and never change what a dense name means, so a dense
+trace reads the same whichever options exist:
 
 * mixture of experts (stack/model/moe.py): after `ffn_norm`, `moe.router` (the router logits),
   per expert `moe.expert<e>.input` (the tokens routed to it) and `moe.expert<e>` (what it

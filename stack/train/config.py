@@ -131,7 +131,7 @@ class BanditSection(Section):
 
 class DataSection(Section):
     """`[data]`: the mixture of sources. Keys left unset are absent from the saved config, so a run
-    without caps, floors, phases or a bandit hashes as it did before they existed."""
+    without caps, floors, phases or a bandit neither saves nor hashes them."""
 
     wrap: bool = Field(default=True, description="start a new epoch when the corpus is exhausted")
     weights: dict[str, float] = Field(default_factory=dict, description="per-source sampling weights")
@@ -192,7 +192,7 @@ class DataSection(Section):
 
 class LoraSection(Section):
     """`[lora]`: low-rank adapters on chosen projections, base frozen (stack/model/lora.py). Absent
-    unless a lora key is set, so every configuration without it hashes as it did before."""
+    unless a lora key is set, so it adds nothing to the saved config, or its hash, of a run without it."""
 
     r: int = Field(default=8, ge=1, description="rank of each adapter")
     alpha: float = Field(default=16.0, gt=0, description="scale numerator: Δ = (alpha / r)·B·A")
@@ -218,8 +218,8 @@ class LoraSection(Section):
 
 class DistillSection(Section):
     """`[distill]`: the frozen teacher of `train.task = "distill"` and the loss's T and α
-    (stack/train/distill_objective.py). Absent unless a distill key is set, so every other
-    configuration hashes as it did before. The defaults are stack.train.tune_settings' (issue #17's)."""
+    (stack/train/distill_objective.py). Absent unless a distill key is set, so it adds nothing to
+    the saved config, or its hash, of any other run. The defaults are stack.train.tune_settings'."""
 
     teacher: str = Field(min_length=1, description="the teacher: a run directory or checkpoint")
     temperature: float = Field(
@@ -236,8 +236,8 @@ class DistillSection(Section):
 
 class DpoSection(Section):
     """`[dpo]`: the frozen reference of `train.task = "dpo"` and the loss's β and ε
-    (stack/train/dpo_objective.py). Absent unless a dpo key is set, so every other configuration
-    hashes as it did before. The defaults are stack.train.tune_settings'."""
+    (stack/train/dpo_objective.py). Absent unless a dpo key is set, so it adds nothing to the
+    saved config, or its hash, of any other run. The defaults are stack.train.tune_settings'."""
 
     reference: str = Field(min_length=1, description="the reference: a run directory or checkpoint")
     beta: float = Field(default=DPO_DEFAULTS.beta, gt=0, description="β, the scale of the implicit reward")
@@ -261,8 +261,8 @@ RENAMED = {
 # Optional sections: absent from a configuration (and its hash) unless one of their keys is set.
 OPTIONAL: dict[str, type[Section]] = {"lora": LoraSection, "distill": DistillSection, "dpo": DpoSection}
 # Optional sections read by one objective only (train.task), and the command that runs it: such a
-# section under another task was refused for the key its command fills in (dpo.reference: Field
-# required), a key the user never heard of.
+# section under another task is refused naming that command, not the key the command fills in
+# (dpo.reference: Field required), which the user never heard of.
 TASK_SECTIONS = {
     "distill": "stack distill TEACHER --data DATA_DIR --out RUN_DIR",
     "dpo": "stack dpo RUN_DIR|CKPT --data PAIRS --out RUN_DIR",

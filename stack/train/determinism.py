@@ -17,8 +17,8 @@ What "on" switches, and why each (docs/gpu.md has the measurements):
 - SDPA without its cuDNN backend. In PyTorch's source (aten/src/ATen/native/transformers/cuda/
   attention_backward.cu and aten/src/ATen/native/cudnn/MHA.cpp) strict mode makes the flash and
   memory-efficient backward passes deterministic, while the cuDNN backward graph has no such
-  switch: strict mode runs it as before, non-deterministically and without a word (seen on an
-  H100 at 12 layers × 768, ctx 1024, issue #39). The math backend is plain matmuls.
+  switch: strict mode runs it non-deterministically and without a word (seen on an H100 at
+  12 layers × 768, ctx 1024; docs/gpu.md, "Determinism"). The math backend is plain matmuls.
   The Triton attention (stack.kernels.flash_attention) is deterministic by construction: each
   program writes its own tiles, nothing is accumulated with atomics.
 

@@ -1,9 +1,10 @@
 """A configuration that cannot fit in the device's memory is refused before anything is allocated.
 
-A mistyped `--set model.ctx=100000000` used to reach the model's start-up checks, whose KV cache
-asked for 25.6 GB at once, and end as an internal error with a traceback. The start-up checks
-now size what they allocate by their probes, and before any of it the run's training step is
-estimated (stack.train.presets.estimated_memory_bytes: the training state of every parameter, the
+A mistyped `--set model.ctx=100000000` must end in one line that shows the typo, not as an
+internal error with a traceback from whatever allocates first (a start-up check's KV cache sized
+by that context asks for 25.6 GB at once). So the start-up checks size what they allocate by
+their probes, and before any of it the run's training step is estimated
+(stack.train.presets.estimated_memory_bytes: the training state of every parameter, the
 activations every block keeps, the loss's logits) against the device's memory: a step that cannot
 fit even there is refused in one line that names the settings its largest term grows with, and
 their values, so the typo shows. The estimate leaves things out (the CUDA context, fragmentation,

@@ -166,7 +166,7 @@ class Objective(ABC):
 
     def state(self) -> dict[str, Any]:
         """What each checkpoint records about the task's bound inputs (none for pretraining): an
-        empty dict leaves the checkpoint's state.json as it was before tasks existed."""
+        empty dict adds nothing to the checkpoint's state.json."""
         return {}
 
     def restore(self, state: dict[str, Any] | None) -> None:  # noqa: B027 - optional hook

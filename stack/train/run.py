@@ -256,8 +256,8 @@ def check_task_data(config: RunConfig, data_dir: Path, command: str) -> None:
 def _check_lora_start(config: RunConfig, started: bool, command: str) -> None:
     """Refuse `[lora]` on a run that starts from no trained model (`started`: --init-from or
     --student, or a resume of a run that had one): the adapters train on a frozen base, and a fresh
-    base is random weights, so the run learned next to nothing and said nothing (loss 5.52 -> 5.48
-    in ten smoke steps where the same run without [lora] reached 4.74), as train.task=sft without
+    base is random weights, so the run would learn next to nothing and say nothing (loss 5.52 -> 5.48
+    in ten smoke steps where the same run without [lora] reaches 4.74), as train.task=sft without
     --init-from would, which is refused too. The fix names the option the user's command has."""
     if config.lora is not None and not started:
         option = "--student RUN|CKPT" if command == "distill" else "--init-from RUN_DIR"
@@ -380,7 +380,7 @@ def _refuse_other_data(run_dir: Path, state: dict[str, Any], data_dir: Path, rec
     """Refuse a resume whose DATA_DIR holds other prepared data than the checkpoint's batch stream
     was read from (its manifest's sha256), saying which way that came about: `--data` named another
     DATA_DIR, or the run's own (`recorded`) was prepared again since (`stack prepare --out DATA_DIR
-    --force`). The refusal of any changed key used to blame --set/--config keys no one had given."""
+    --force`). The generic refusal of a changed key would blame --set/--config keys no one gave."""
     old, new = state["reader"].get("manifest_sha256"), load_manifest(data_dir).sha256
     if old == new:
         return
@@ -487,7 +487,7 @@ def _with_model_of(
 ) -> RunConfig:
     """The run's config with the model of the checkpoint it starts from, and the TRAINING_MODEL_KEYS
     the command line set over it; a setting that would change the architecture is refused naming
-    its key (it used to be dropped in silence: --set model.moe_experts=4 trained a dense model).
+    its key, never dropped in silence (--set model.moe_experts=4 would train a dense model).
 
     Whether the data suits that model is GATE-DATA-007's to say (`check_data_tokenizer`), judged
     in `_set_up` so that its verdict is in the run's ledger.
@@ -780,7 +780,7 @@ def _open_run_dir(run_dir: Path, config: RunConfig) -> None:
 def _unreached_phases(config: RunConfig) -> list[str]:
     """A note for each curriculum phase that starts at or after the run's last step: it never
     applies (a phase serves the steps after its after_step), unless a resume raises train.steps,
-    which is why it is a note and not a refusal. Such a run used to end with exit 0 and no word."""
+    which is why it is a note and not a refusal; without it such a run ends with exit 0 and no word."""
     steps = config.train.steps
     return [
         f"data.phases[{i}] (phase {i + 1}) starts after step {phase.after_step}, but train.steps is "

@@ -4,8 +4,8 @@ A tuning run is a training run (`train.task = "dpo"` or `"distill"`), so its set
 the run's configuration: the `[dpo]` and `[distill]` sections (stack.train.config) take their
 defaults from here, and the commands' options from the same classes. Kept free of torch so that
 `stack --help` stays fast. β = 0.1 is DPO's usual default (TRL's too); T = 4 and α = 0.7 are the
-distillation defaults of issue #17. A resume may change only `steps` and `--device`: every other
-setting is in the run's config.toml.
+distillation defaults docs/preferences.md#distillation documents. A resume may change only `steps`
+and `--device`: every other setting is in the run's config.toml.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ DERIVED_KINDS = frozenset(
         "import-hf",
     }
 )
-# The spec version from which a derived model's record must name its parents (issue #37).
+# The spec version from which a derived model's record must name its parents.
 LINEAGE_SINCE = (1, 7, 0)
 WEIGHTS_FILE = "model.safetensors"
 INIT = "init"  # the role of the parent whose weights a run started from (stack.train.lineage)

@@ -3,8 +3,9 @@
 `stack train` sets `determinism.flags.repeatable` true only when the run's deterministic kernels
 were in force at its first step and its replay (GATE-CKPT-003, stack/train/resume_check.py) held
 bit for bit. A record can claim it any other way only by being written by hand or by a stack that
-stamps the flag without checking (every record before issue #39 said deterministic_algorithms
-false whatever ran). The integrity check asks this of every record (tools/integrity/record_checks.py).
+stamps the flag without checking (a record stamped before the run turns its deterministic
+kernels on says they were off, whatever ran). The integrity check asks this of every record
+(tools/integrity/record_checks.py).
 """
 
 from __future__ import annotations

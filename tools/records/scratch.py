@@ -105,7 +105,7 @@ def make_repo(root: Path, lock: bool = True) -> str:
     (root / "tests" / "test_integ.py").write_text(FALSIFIERS)
     (root / "evidence" / "runs").mkdir(parents=True)
     (root / "evidence" / "registry.yaml").write_text("models: []\n")
-    # Later issues may make more gates ACTIVE; the scratch spec keeps only INTEG in force.
+    # The scratch spec keeps only INTEG in force, however many gates the real spec makes ACTIVE.
     for path in (root / "spec" / "gates").glob("*.yaml"):
         if path.name != "integ.yaml":
             path.write_text(path.read_text().replace("status: ACTIVE", "status: PROPOSED"))

@@ -1,6 +1,6 @@
 """What a record's command lines name, held to what the record says the command used.
 
-A record keeps its command lines (`run.argv`, and each resume's) and, since spec 1.22.0, the
+A record keeps its command lines (`run.argv`, and each resume's) and, from spec 1.22.0 on, the
 place each word naming a file or directory resolved to where the run started (`run.places`).
 The rest of the record restates those words: a surgery's `bits`, an export's `int8`, a trace's
 `prompt` in its config; the parent models in its lineage; a training run's data directory, the
