@@ -80,12 +80,12 @@ def _determinism_run(where: Where, deterministic: bool) -> list[str]:
 
 STEPS: dict[str, Step] = {
     "model": Step(
-        "the model against the hand-written GPT, eager and compiled (#40)",
+        "the model against the hand-written GPT, eager and compiled (model_vs_reference_gpu)",
         False,
         lambda w: [PY, "benchmarks/model_speed.py", "--device", "cuda", "--ledger", str(w.ledger)],
     ),
     "repeat": Step(
-        "two straight runs and a SIGTERM + --resume, eager then compiled (#39)",
+        "two straight runs and a SIGTERM + --resume, eager then compiled (repeatable_runs_gpu)",
         True,
         lambda w: [
             *(PY, "benchmarks/repeatability.py", "--data", str(w.data), "--preset", "gpt2"),
@@ -94,7 +94,7 @@ STEPS: dict[str, Step] = {
         ],
     ),
     "tput": Step(
-        "stack train against a plain loop at gpt2, eager and compiled, and its MFU (#34)",
+        "stack train against a plain loop at gpt2: step cost, determinism price, peak memory by owner, MFU",
         True,
         lambda w: [
             *(PY, "benchmarks/train_throughput.py", "--device", "cuda", "--preset", "gpt2", "--compile"),
@@ -102,25 +102,25 @@ STEPS: dict[str, Step] = {
         ],
     ),
     "trace": Step(
-        "tracing under bf16 at batch 8 x 1024, with the traced forward's kernels (#40)",
+        "tracing at 110 M, batch 8 x 1024, fp32 and bf16, with the traced forward's kernels (trace_overhead)",
         False,
         lambda w: [
             *(PY, "benchmarks/trace_overhead.py", "--device", "cuda", "--preset", "gpt2"),
-            *("--vocab", "32768", "--batch", "8", "--precision", "bf16", "--ledger", str(w.ledger)),
+            *("--vocab", "32768", "--batch", "8", "--ledger", str(w.ledger)),
         ],
     ),
     "det-on": Step(
-        "stack train at gpt2, compiled, 60 steps, train.deterministic on: the price's baseline (#34)",
+        "stack train at gpt2, compiled, 60 steps, train.deterministic on: the price's baseline",
         True,
         lambda w: _determinism_run(w, True),
     ),
     "det-off": Step(
-        "the same run with train.deterministic off: what determinism costs, and the wider tolerances (#34)",
+        "the same run with train.deterministic off: what determinism costs, and the wider tolerances",
         True,
         lambda w: _determinism_run(w, False),
     ),
     "reference": Step(
-        "the reference run at base: every gate on until held-out loss flattens, eval, trace, export hf (#34)",
+        "the reference run at base: every gate on until held-out loss flattens, eval, trace, export hf",
         True,
         lambda w: [
             *(PY, "benchmarks/reference_run.py", "--data", str(w.data), "--work", str(w.work / "reference")),
@@ -128,7 +128,7 @@ STEPS: dict[str, Step] = {
         ],
     ),
     "gpu-check": Step(
-        "make gpu-check: kernels, bf16 training, the fp16 resume, compile, --nproc (#34)",
+        "make gpu-check: kernels, bf16 training, the fp16 resume, compile, --nproc",
         False,
         lambda w: [PY, "tools/gpu_check.py", "--ledger", str(w.ledger)],
     ),
