@@ -317,7 +317,7 @@ def test_other_objectives_whose_loss_reads_other_targets_stop(
     mutant: Callable[..., StepLoss],
     count: str,
 ) -> None:
-    """Mutants the issue did not list: the principle holds on every objective."""
+    """Mutants of the other objectives: the principle holds on every objective."""
     monkeypatch.setattr(objective, "loss", mutant)
     out = tmp_path / "mutant"
     run = _pretrain if command == "pretrain" else _distill
