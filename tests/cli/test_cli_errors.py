@@ -592,7 +592,7 @@ def test_input_a_reader_cannot_follow_is_one_line_exit_2(
 def test_a_lone_surrogate_that_may_be_a_name_byte_is_not_blamed_on_json_alone() -> None:
     """A path's byte that is not UTF-8 (U+DC80-U+DCFF, Python's stand-in for it)
     that reaches a file is not reported as a JSON escape of "a text it read": the line names the byte
-    and both causes it can be. Any other lone surrogate comes from JSON alone and is said as one."""
+    and both causes it can be. Any other lone surrogate comes from JSON alone and is said as a JSON escape."""
     with pytest.raises(UnicodeEncodeError) as name:
         os.fsdecode(b"loop\xe9.txt").encode("utf-8")
     line = describe(name.value)

@@ -238,7 +238,7 @@ def test_a_resume_reads_moved_data_where_data_says_and_names_data_when_it_moved(
 
 
 def test_after_refused_resumes_a_plain_resume_continues(finished: Path, tmp_path: Path) -> None:
-    """Planted: refused resumes that could rewrite config.toml; a later plain resume must still work."""
+    """Two refused resumes leave config.toml as it was: a plain resume after them continues the run."""
     run = copy_of(finished, tmp_path, keep_until=2)
     assert train(["train", "--resume", str(run), "--set", "train.batch_size=2"]) == 2
     assert train(["train", "--resume", str(run), "--set", "model.n_layers=2"]) == 2
@@ -760,8 +760,8 @@ def test_resume_with_new_run_options_names_only_those_given(
 def test_a_run_name_that_cannot_be_a_run_id_says_ascii_and_offers_one(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`--out …/läufe` is refused, and not for "letters, digits, '.', '_' and '-'" only, for ä is a
-    letter: the name is the run's id, which the rule holds to ASCII, and the line says so."""
+    """`--out …/läufe` is refused because the name is the run's id, which the rule holds to ASCII,
+    and the line says so (not "letters, digits, '.', '_' and '-'", for ä is a letter)."""
     out = tmp_path / "läufe"
     assert train(smoke_args(data, out)) == 2
     line = one_line(capsys.readouterr().err)

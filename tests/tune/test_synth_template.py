@@ -1,6 +1,6 @@
 """The chat template `stack synth` prompts a model in: the one its examples would be rendered by.
 
-Synth continues the user turn's prefix, so a synth that took the default template whatever the
+Synth continues the user turn's prefix, so a synth that takes the default template whatever the
 checkpoint shipped would ask a model tuned on another format in a format it never saw, silently.
 It follows prepare's rule (stack.data.sft_prepare.chosen_renderer), and refuses a model shipping a
 Jinja template of its own.
