@@ -53,7 +53,7 @@ if "GATESTACK_CRASH_DIR" not in os.environ:
 # CPython's cyclic collector, at its default thresholds (700, 10, 10), walks every live container
 # object again and again; a worker of this suite holds over a million of them (torch's modules, and
 # the parsed sources and logs the integrity checks keep across hundreds of repository copies), and
-# those full walks took a tenth of a worker's time. Young objects are now collected every 50,000
+# those full walks take a tenth of a worker's time. Young objects are collected every 50,000
 # allocations instead of 700, so the full walks come a hundred times less often; everything the
 # tests create is still collected.
 gc.set_threshold(50_000, 20, 10)

@@ -81,7 +81,7 @@ def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_st
 
 
 def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
-    """`--precision bf16` (issue #40's tracing goal) times both forwards under autocast and says so;
+    """`--precision bf16` times both forwards under autocast and says so;
     its derived per-element cost must hold as written and fail once edited."""
     ledger = tmp_path / "ledger"
     command = ["benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu"]

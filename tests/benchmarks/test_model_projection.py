@@ -1,6 +1,6 @@
 """The fused projections (stack.model.projection) and the reference GPT they are measured against.
 
-The stack's GPT runs q|k|v and gate|up as one matrix product each (issue #40). These tests hold
+The stack's GPT runs q|k|v and gate|up as one matrix product each. These tests hold
 what that must not change: each projection still computes what its module computes alone, its
 forward hooks still see (and may replace) its own output, a module that cannot join runs alone,
 and the whole model still computes what a hand-written GPT of the same weights computes

@@ -506,7 +506,7 @@ def test_a_record_dir_holding_a_users_result_file_is_refused(
 ) -> None:
     """A --record DIR of the user's that holds their own file of the name the command writes its
     result under (eval.json, sample.json, ...) is refused before any work, and the file is kept
-    (once, only metadata.json was checked, and the user's eval.json was written over)."""
+    (a check of metadata.json alone would write over the user's eval.json)."""
     result_file = importlib.import_module(f"stack.cli.{writer.split()[0]}").RESULT_FILE
     out = tmp_path / "out"
     out.mkdir()

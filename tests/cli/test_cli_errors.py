@@ -142,7 +142,7 @@ def test_no_cuda_here_is_refused_before_loading(capsys: pytest.CaptureFixture[st
 
 def test_a_cuda_line_parses_on_a_machine_without_that_device() -> None:
     """The checker reads a GPU machine's records with stack's parser wherever it runs (the H100
-    reference run's eval and trace lines were refused here): only running asks for the device."""
+    reference run's eval and trace lines are read on a CPU machine): only running asks for the device."""
     from tools.integrity.settings.argv_record import parsed
 
     options = parsed(["stack", "eval", "RUN", "--split", "val", "--device", "cuda:7"])
@@ -591,8 +591,8 @@ def test_input_a_reader_cannot_follow_is_one_line_exit_2(
 
 def test_a_lone_surrogate_that_may_be_a_name_byte_is_not_blamed_on_json_alone() -> None:
     """A path's byte that is not UTF-8 (U+DC80-U+DCFF, Python's stand-in for it)
-    that reached a file was reported as a JSON escape of "a text it read"; the line names the byte and
-    both causes it can be. Any other lone surrogate comes from JSON alone and is said as before."""
+    that reaches a file is not reported as a JSON escape of "a text it read": the line names the byte
+    and both causes it can be. Any other lone surrogate comes from JSON alone and is said as a JSON escape."""
     with pytest.raises(UnicodeEncodeError) as name:
         os.fsdecode(b"loop\xe9.txt").encode("utf-8")
     line = describe(name.value)

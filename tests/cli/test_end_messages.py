@@ -16,10 +16,10 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def test_train_says_each_warning_gate_as_prepare_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A run's WARN verdicts (GATE-DATA-004's few tokens per parameter on a small corpus) were in
-    its record and never on the console; the end of the run now says each, in prepare's words. The
-    corpus is the tests' generated one: the docs it was once made of came to hold a split whose
-    held-out part was empty, which `stack train` refuses."""
+    """A run's WARN verdicts (GATE-DATA-004's few tokens per parameter on a small corpus) are not in
+    its record alone: the end of the run says each on the console, in prepare's words. The corpus
+    is the tests' generated one, not the docs, whose split can leave an empty held-out part, which
+    `stack train` refuses."""
     data = prepared(tmp_path)
     capsys.readouterr()
     run = tmp_path / "R"

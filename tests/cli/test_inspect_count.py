@@ -1,8 +1,8 @@
 """`stack inspect`'s parameter count, held to what the checkpoint's config implies.
 
-A mutant counted a depth-routed model's threshold buffers (and a LoRA run's base hashes)
-as parameters; inspect writes no record and runs no gate, so the wrong number went unseen. Its
-count now stands beside the one contracts.model_parameters writes out from the config, and a
+Planted: a mutant that counts a depth-routed model's threshold buffers (and a LoRA run's base
+hashes) as parameters; inspect writes no record and runs no gate, so nothing else sees the wrong
+number. Its count stands beside the one contracts.model_parameters writes out from the config, and a
 difference is said on stderr.
 """
 

@@ -1,5 +1,5 @@
 """The life of a model pretrained with the stack's BPE, through every command that makes a model
-of it, with its own tokenizer all the way (issue #37; docs/life-of-a-model.md walks it by hand).
+of it, with its own tokenizer all the way (docs/life-of-a-model.md walks it by hand).
 
 The walk is tests/support/journey_support.py's, run once for the module. Beside the journey's own checks,
 the integrity checker is shown rejecting a chain broken two ways: a parent's record left out of

@@ -1,4 +1,4 @@
-"""The life of a byte-level model through every command that makes a model of it (issue #37).
+"""The life of a byte-level model through every command that makes a model of it.
 
 The walk is tests/support/journey_support.py's, run once for the module, with the byte tokenizer from
 the first prepare to the re-imported export, and checked by its `JourneyChecks`.

@@ -1,4 +1,4 @@
-"""The life of a Hugging Face Llama-family model brought with its own tokenizer (issue #37).
+"""The life of a Hugging Face Llama-family model brought with its own tokenizer.
 
 The model is built offline (tests/support/hf_fixtures.py: a Llama-3-style byte-level BPE with its special
 tokens, weights written by transformers), imported, and then walked through every command that

@@ -295,8 +295,8 @@ def test_a_refusal_the_matrix_does_not_declare_fails(fast: tuple[Path, Cells]) -
 
 @pytest.mark.gate("GATE-ARCH-013")
 def test_a_declared_refusal_that_no_longer_happens_fails(fast: tuple[Path, Cells]) -> None:
-    """export-onnx declared to refuse experts (as it once crashed on them) but exporting them:
-    the declaration no longer tells the truth, and the cell says so."""
+    """export-onnx declared to refuse experts but exporting them: the declaration does not tell the
+    truth, and the cell says so."""
     stale = _with_refusals("export-onnx", [{"option": "moe", "reason": "data-dependent shapes", "says": "x"}])
     fired = _fired(MATRIX, _measured(fast, stale))
     assert f"1 cell(s) failed: {ALL}/export-onnx: " in fired

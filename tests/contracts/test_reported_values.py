@@ -1,8 +1,8 @@
 """What a run reports is what its gates judged, and both are what it measured (spec 1.18.0).
 
-Each falsifier plants, through `stack train`, a bug that left the measurements right and the
+Each falsifier plants, through `stack train`, a bug that leaves the measurements right and the
 summary wrong: a token count without gradient accumulation (GATE-TRAIN-001 counted), a gradient
-norm read after the clip (GATE-TRAIN-008, which now reads the norm the line logs), a held-out mean
+norm read after the clip (GATE-TRAIN-008, which reads the norm the line logs), a held-out mean
 that leaves out a batch and a stopper handed half the losses (GATE-EVAL-002 aggregated, judged),
 a sampling round scored by its best prompt (GATE-TRAIN-005 scored) and an overfit detector fed the
 train loss twice (GATE-EVAL-004 compared, spec 1.19.0); and, from 1.20.0, a logged loss and a

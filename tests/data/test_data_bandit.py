@@ -296,7 +296,7 @@ def test_the_checker_holds_the_logged_pulls_and_log_weights_to_what_was_served_a
 ) -> None:
     """Every evaluation logs the bandit's pulls (the windows its arms served so far) and log-weights
     (EXP3's steps of the rewards due), and the record checks clean; one evaluation's pulls edited to
-    the last step's alone, as a mutant bandit counted them, contradict the windows its log served."""
+    the last step's alone, as a mutant bandit counts them, contradict the windows its log served."""
     paid = [line for line in _lines(straight, "eval") if "bandit_pulls" in line]
     assert paid and all(sum(line["bandit_pulls"].values()) == 4 * line["step"] for line in paid)
     run = tmp_path / "run"

@@ -1004,7 +1004,7 @@ def test_chat_examples_are_checked_in_their_first_user_turn(tmp_path: Path) -> N
     assert report.documents_out == len(shipped) + 1 == manifest.sources["sft"].documents
 
 
-# -- every source through every filter: the canaries (issue #28) ------------------------------------
+# -- every source through every filter: the canaries ----------------------------------------------
 
 
 def leaky_corpus(root: Path) -> list[str]:

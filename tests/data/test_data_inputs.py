@@ -162,8 +162,8 @@ def _tar(texts: list[str]) -> bytes:
 def test_only_a_file_read_as_text_is_said_to_be_cut_by_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A bundle.tar.gz over --doc-bytes was said to be "cut into about 2 documents",
-    then skipped as a tar archive, two notes that contradict each other. The cut note is said of a
+    """A bundle.tar.gz over --doc-bytes must not be said to be "cut into about 2 documents"
+    and then skipped as a tar archive, two notes that contradict each other. The cut note is said of a
     file the reader reads as text alone, by the sniff the reader skips binaries by."""
     folder = tmp_path / "in"
     folder.mkdir()
@@ -248,8 +248,8 @@ def test_an_oversize_record_is_named_with_its_size_and_line_and_a_fix_that_appli
 def test_a_record_missing_its_field_is_skipped_by_line_and_counted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One record of fifty without `text` was refused with "pass --text-field NAME", the wrong fix for
-    the other 49; it is skipped, counted and named by its line. A file where no record has the field
+    """One record of fifty without `text` is not refused with "pass --text-field NAME", the wrong fix
+    for the other 49: it is skipped, counted and named by its line. A file where no record has the field
     is refused with that fix."""
     rows = [json.dumps({"text": corpora.english_text(i, sentences=4)}) for i in range(50)]
     rows[7] = json.dumps({"title": "no text here"})
@@ -480,8 +480,8 @@ def test_a_field_option_that_does_not_apply_is_refused_or_noted(
 def test_a_csv_with_the_text_column_is_read_by_its_rows_and_one_without_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`reviews.csv --text-field review` was one document of header, ids, ratings and quotes; each
-    review is now a document, and the other columns are in none. A table without the column named
+    """`reviews.csv --text-field review` is not one document of header, ids, ratings and quotes: each
+    review is a document, and the other columns are in none. A table without the column named
     is read whole as text only when no --text-field was given for it, and a note says how to read it."""
     folder = tmp_path / "in"
     folder.mkdir()
@@ -578,10 +578,10 @@ def _fs(name: bytes) -> str:
 def test_a_name_that_is_not_utf8_is_written_with_its_bytes_escaped_and_refuses_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A Latin-1 file name whose document the diversity filter dropped refused the
-    whole corpus (exit 2, "a text it read holds a lone surrogate ... in JSON, \\uD800-\\uDFFF escapes
-    must come as high/low pairs"), the drop log could not hold the name. Every name prepare writes or
-    says now has its bytes that are not UTF-8 written as \\xNN: the drop log, the manifest's examples,
+    """A Latin-1 file name whose document the diversity filter drops must not refuse the whole
+    corpus (exit 2, "a text it read holds a lone surrogate ... in JSON, \\uD800-\\uDFFF escapes
+    must come as high/low pairs") because the drop log cannot hold the name. Every name prepare writes
+    or says has its bytes that are not UTF-8 written as \\xNN: the drop log, the manifest's examples,
     the notes and the evidence record (which the checker passes), for a document kept and one dropped,
     at the top and in a directory whose name is not UTF-8, under an INPUT whose name is not UTF-8."""
     folder = tmp_path / _fs(b"in\xe9")

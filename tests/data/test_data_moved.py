@@ -1,14 +1,14 @@
 """A DATA_DIR that moved, through the real commands.
 
-A run whose DATA_DIR moved was resumed with `--resume R --data NEWPLACE`, as the refusal
-advised; the resume checked the new place's manifest and trained on it, but R's record kept the old
-place, so `stack eval R --split val` refused ("no DATA_DIR is recorded ... or it no longer exists")
-and the next resume asked for --data again. The checked new place is now the record's `data_dir`
-(what stack.train.lineage reads), the checker holds it to the resume's --data, and eval tells "none
+A run whose DATA_DIR moved is resumed with `--resume R --data NEWPLACE`, as the refusal advises;
+the resume checks the new place's manifest and trains on it. A record that keeps the old place
+would make `stack eval R --split val` refuse ("no DATA_DIR is recorded ... or it no longer exists")
+and the next resume ask for --data again: the checked new place is the record's `data_dir` (what
+stack.train.lineage reads), the checker holds it to the resume's --data, and eval tells "none
 recorded" from "recorded but gone".
 
-On a small chat set, the held-out shortfall kept advising "lower batch_size" at batch_size 1,
-by keys no user could find, and never named eval.batches. The advice a lens's shortfall gives is
+On a small chat set, the held-out shortfall must not advise "lower batch_size" at batch_size 1, by
+keys no user could find, without naming eval.batches. The advice a lens's shortfall gives is
 derived from what can still move (stack.data.heldout.Shortfall); the training loop evaluates a
 split smaller than its set whole (GATE-EVAL-001 rev 6), and GATE-EVAL-001's line names the
 remedy for a split that repeats its windows.
@@ -78,7 +78,7 @@ def test_eval_tells_a_gone_data_dir_from_none_recorded(
     moved_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Where the recorded DATA_DIR is gone, eval names it and says to pass its new place; where
-    none is recorded, it says so (the two were one line)."""
+    none is recorded, it says so (two lines, not one for both)."""
     run, _old, _moved = moved_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -253,8 +253,8 @@ def test_the_lens_shortfall_names_the_lens_options(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["batch_size", "batches", "seq_len"])
 def test_each_key_the_training_advice_names_is_one_set_accepts(key: str) -> None:
-    """The advice names keys a user can pass to `--set` (it once named
-    train.seq_len, which `--set` refused as unknown; a training window is model.ctx)."""
+    """The advice names keys a user can pass to `--set` (not train.seq_len, which `--set` refuses
+    as unknown; a training window is model.ctx)."""
     name = getattr(TRAINING_KNOBS, key)
     value = 64 if key == "seq_len" else 2
     config = resolve("smoke", None, [f"{name}={value}"], vocab=256)

@@ -182,8 +182,8 @@ def test_a_restored_bandit_drops_an_excluded_arm(data: Path, caplog: pytest.LogC
 def test_a_restored_state_that_revives_an_excluded_arm_is_caught(
     data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Plant both halves of the zombie: the restore keeps every saved arm, and exclusion no longer
-    # caps a source at 0 (the post-mortem's belt and braces, both gone).
+    # Plant both halves of the zombie: the restore keeps every saved arm, and exclusion does not
+    # cap a source at 0 (both guards against a revived arm removed).
     def revive(self: Exp3, saved: list[str]) -> list[str]:
         self.arms = sorted(set(self.arms) | set(saved))
         return self.arms

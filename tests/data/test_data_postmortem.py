@@ -1,9 +1,9 @@
 """The 120M run's post-mortem, replayed in miniature through the real prepare, reader and policy.
 
-What happened: a source of "region region region" text was on a skip-list of "clean" sources, so
-nothing filtered it; a bandit paid by raw loss favoured it, because repetitive text is easy to
-predict; and after a restart a removed source (the zombie arm) came back with the restored
-state. Each step now has its defence, and this file plants the incident against all of them:
+The incident: a source of "region region region" text on a skip-list of "clean" sources, so
+nothing filters it; a bandit paid by raw loss favouring it, because repetitive text is easy to
+predict; and after a restart a removed source (the zombie arm) coming back with the restored
+state. Each step has its defence, and this file plants the incident against all of them:
 
 1. prepare filters every source: the repetitive source is dropped by the diversity filter, and
    only an explicit waiver, recorded with its reason, lets it through (GATE-DATA-013);

@@ -128,8 +128,8 @@ LAYOUTS = {
 def test_special_tokens_are_read_where_transformers_reads_them(
     layout: str, tokenizer_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    """An eos only in special_tokens_map.json was refused though transformers reads
-    it. Each layout resolves to the named tokens AutoTokenizer gives, and documents end with its eos."""
+    """An eos only in special_tokens_map.json is not refused, for transformers reads it. Each
+    layout resolves to the named tokens AutoTokenizer gives, and documents end with its eos."""
     from transformers import AutoTokenizer
 
     from stack.data.hf_specials import SPECIAL_NAMES, special_tokens

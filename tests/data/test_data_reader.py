@@ -481,7 +481,7 @@ def test_unknown_sources_and_negative_weights_are_bad_input(two_sources: Path, o
 def test_excluding_every_source_names_the_sources_not_the_batch_size(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`data.exclude=["main"]`, the only source, was refused as an epoch of 0
+    """`data.exclude=["main"]`, the only source, is refused naming the sources, not as an epoch of 0
     windows, "lower batch_size or seq_len, or prepare more text"."""
     assert train(smoke_args(data, tmp_path / "run", 'data.exclude=["main"]')) == 2
     err = capsys.readouterr().err

@@ -451,8 +451,8 @@ DAMAGES = {
 def test_the_fix_a_damaged_data_dir_is_refused_with_works_when_followed(
     damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A corrupt manifest made `stack train` say "re-run `stack prepare ... --force`", and
-    --force then refused, repeating it. Now the advice is --force only where prepare's --force rule
+    """A corrupt manifest must not make `stack train` advise "re-run `stack prepare ... --force`"
+    where --force then refuses, repeating it: the advice is --force only where prepare's --force rule
     takes the directory as it is; else a new --out, or moving DATA_DIR away, each of which works, and
     --force's own refusal names no --force."""
     source = write_corpus(tmp_path / "in")

@@ -1,8 +1,7 @@
 """`stack prepare FILE --doc-sep SEP` splits the text at the separator, and the gates see it when it does
 not: planted, a separator that never reaches the text reader (stack.data.formats.read_documents hands
-text_documents no separator), 60 documents were read as 1 holding the 59 separators, the held-out split was
-empty, and every gate and the integrity check passed; the manifest's `reading.doc_sep` still stated the
-separator asked for.
+text_documents no separator), so 60 documents are read as 1 holding the 59 separators and the held-out
+split is empty, while the manifest's `reading.doc_sep` still states the separator asked for.
 
 GATE-DATA-014's check `separated` (rev 5) measures each document the reader yields from a text file
 read with --doc-sep, where it is judged (stack.data.prepare_tasks), against contracts.separators:

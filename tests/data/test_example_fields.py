@@ -220,7 +220,7 @@ def test_a_gzipped_utf16_file_skipped_as_no_text_stops_stack_prepare(
 def test_utf16_without_a_mark_is_still_skipped_as_such(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A file its bytes say is UTF-16 without a mark is skipped with that true reason, as before."""
+    """A file its bytes say is UTF-16 without a mark is skipped with that true reason."""
     folder = _u16_folder(tmp_path)
     (folder / "old.txt").write_bytes("Windows notepad, no mark".encode("utf-16-le"))
     code = main(["prepare", str(folder), "--val-fraction", "0.2", "--out", str(tmp_path / "data")])

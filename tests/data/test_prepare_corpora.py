@@ -1,10 +1,10 @@
-"""The corpora people bring, prepared with the default flags (issue #29): each one either keeps what
+"""The corpora people bring, prepared with the default flags: each one either keeps what
 a user would expect, or is refused naming the filter that refused it and what to pass instead.
 
 The corpora are generated (tests/support/corpora.py): Cyrillic, CJK, Arabic and Devanagari prose, English
 with Python code, DNA, ABC music notation, CSV tables, one 20 MB file without separators, chat
-records with leaked prompts, and the three corpora the issue found refused: Russian and Chinese
-files in one source, random words from a vocabulary of five, and one big text file. The expected
+records with leaked prompts, and three corpora the default flags must not refuse: Russian and
+Chinese files in one source, random words from a vocabulary of five, and one big text file. The expected
 outcome of each is written in its case. The last test shows the output does not depend on the
 number of worker processes.
 """
@@ -61,7 +61,8 @@ KEPT = {
     "dna": Kept(lambda: [corpora.dna_fasta(i) for i in range(12)], ["LATIN"]),
     "abc_music": Kept(lambda: [corpora.abc_tune(i) for i in range(12)], ["LATIN"]),
     "csv_tables": Kept(lambda: [corpora.csv_table(i) for i in range(12)], ["LATIN"]),
-    # Issue #29's refused corpora: both languages in one source, and a vocabulary of five words.
+    # Legitimate corpora a filter must not refuse: both languages in one source, and a vocabulary
+    # of five words.
     "russian_and_chinese": Kept(
         lambda: [corpora.cyrillic_text(i) for i in range(40)] + [corpora.cjk_text(i) for i in range(40)],
         ["CJK", "CYRILLIC"],
@@ -106,9 +107,9 @@ def test_a_corpus_is_kept_whole_in_its_own_scripts(name: str, tmp_path: Path) ->
 def test_one_big_file_without_separators_is_cut_into_documents(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue #29: a 12 MB single file was refused as "binary or empty" (the oversize filter took it
-    whole). Now a 20 MB one is cut at line ends into documents of at most --doc-bytes, which put
-    back together are the file, and prepare says so."""
+    """A single big text file is not refused as "binary or empty" (the oversize filter taking it
+    whole): a 20 MB one is cut at line ends into documents of at most --doc-bytes, which put back
+    together are the file, and prepare says so."""
     big = corpora.write_big_file(tmp_path / "enwik.txt", 20 * MiB)
     code, _out, err = run("prepare", str(big), "--out", str(tmp_path / "data"), "--val-fraction", "0")
     assert code == 0, err

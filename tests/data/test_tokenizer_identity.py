@@ -1,4 +1,4 @@
-"""The tokenizer travels with the model, and is known by what it does (issue #37).
+"""The tokenizer travels with the model, and is known by what it does.
 
 One tokenizer in three files (the stack's BPE record in a checkpoint, its Hugging Face export's
 tokenizer.json, the model imported back) has one identity and encodes the probe text alike, so

@@ -208,8 +208,8 @@ def test_a_completed_run_resumed_as_it_was_is_complete_and_left_alone(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], steps: tuple[str, ...]
 ) -> None:
     """A retried job that finished: `stack train --resume` (and sft, dpo, distill) ends it with exit
-    0 and writes nothing; `stack es --resume` refused it with exit 2. It now ends the same way, OUT
-    and the ledger untouched, naming how to train on; one step more trains."""
+    0 and writes nothing; `stack es --resume` ends the same way, not with exit 2, OUT and the ledger
+    untouched, naming how to train on; one step more trains."""
     out, ledger_dir = tmp_path / "out", tmp_path / "ledger"
     assert _es(world, out) == 0
     capsys.readouterr()
@@ -563,9 +563,9 @@ def test_two_workers_score_a_routed_model_as_one_does(world: dict[str, Path], tm
 
 def test_workers_hold_models_of_their_own(world: dict[str, Path]) -> None:
     """Once torch.multiprocessing is imported (a data loader, an export, pytest's own plugins may),
-    a tensor handed to a worker travels as shared memory: a model handed over as a module was one
+    a tensor handed to a worker travels as shared memory: a model handed over as a module is one
     model shared by every worker and this process, each writing its members' weights into it while
-    the others scored (± members came out alike, and this process's weights changed)."""
+    the others score (± members come out alike, and this process's weights change)."""
     import torch.multiprocessing  # registers the shared-memory reductions
 
     model = load_trained(world["source"]).model

@@ -1,10 +1,11 @@
 """`stack es --resume` restores the data reader: planted, a resume that does not.
 
-The resumed reader started its plan again, so steps 3–4 evaluated the population on step 1–2's
-windows (step-3 fitness mean −4.2655 → −4.7567); exit 0 and the integrity check OK. Each ES step's
-batch, the one its fitness is computed on, is now held to the windows the plan of the run's seed
-gives that step, and the reader's count of batches served to the run's steps (GATE-DATA-001,
-checks windows and stream, through stack.data.reader.check_served as training does).
+A resumed reader that starts its plan again evaluates steps 3–4's population on step 1–2's
+windows (step-3 fitness mean −4.2655 → −4.7567) with exit 0 and the integrity check OK unless it
+is caught. Each ES step's batch, the one its fitness is computed on, is held to the windows the
+plan of the run's seed gives that step, and the reader's count of batches served to the run's
+steps (GATE-DATA-001, checks windows and stream, through stack.data.reader.check_served as
+training does).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """A `stack es` run stopped by a signal is continued with `stack es --resume`.
 
-A scheduler's SIGTERM (or a Ctrl-C) used to end `stack es` at once: no checkpoint of the step
-reached, no record, no resume hint. With no metadata.json of run kind es the directory was taken
-for a training run, so `stack es --resume` sent the user to `stack train --resume`, which refused
-too: nothing could continue the run. Now es stops as `stack train` does (the step finished and
-saved, the record `interrupted`, exit 130 / 143 naming the resume), and a run killed outright is
-still known as an ES run by its checkpoints (or, before its first, its lock) and resumed from its
-newest checkpoint, bit for bit. Each case sends a real signal to a real `stack es` process.
+A scheduler's SIGTERM (or a Ctrl-C) must not end `stack es` at once with no checkpoint of the step
+reached, no record and no resume hint; nor may a directory with no metadata.json of run kind es be
+taken for a training run, sending `stack es --resume` to `stack train --resume`, which refuses too.
+es stops as `stack train` does (the step finished and saved, the record `interrupted`, exit 130 /
+143 naming the resume), and a run killed outright is still known as an ES run by its checkpoints
+(or, before its first, its lock) and resumed from its newest checkpoint, bit for bit. Each case
+sends a real signal to a real `stack es` process.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`stack eval RUN_DIR --split val` of a fine-tuned run.
 
 `stack eval` scores the held-out documents of a DATA_DIR of pretraining text, byte for byte. Given
-`--data DATA_DIR` of chat, prompt-completion or preference examples it refused in one line (exit
-2); without `--data` it took the run's own DATA_DIR unchecked, and an SFT run's packed examples
-reached GATE-EVAL-003, which counted their end-of-text pads as documents and fired (exit 3): a gate
-blaming the split on an ordinary command. The run's own DATA_DIR is now held to the `--data` entry
+`--data DATA_DIR` of chat, prompt-completion or preference examples it refuses in one line (exit
+2). Without `--data`, the run's own DATA_DIR taken unchecked would bring an SFT run's packed
+examples to GATE-EVAL-003, which counts their end-of-text pads as documents and fires (exit 3): a
+gate blaming the split on an ordinary command. The run's own DATA_DIR is held to the `--data` entry
 of stack.cli.inputs (the one rule), and refused in one line naming what scores a fine-tune.
 
 Every case goes through the real commands: a smoke run, an SFT run on chat and one on
@@ -107,7 +107,7 @@ def test_the_run_s_own_data_dir_is_held_to_the_rule_of_data(
 def test_a_pretraining_run_still_evaluates_its_own_held_out_split(
     made: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The run's own DATA_DIR of pretraining text is scored as before, and the record names it."""
+    """The run's own DATA_DIR of pretraining text is scored, and the record names it."""
     record = made["base"].parent / "base-eval"
     code = main(["eval", str(made["base"]), "--split", "val", "--max-bytes", "2000", "--record", str(record)])
     out = capsys.readouterr().out

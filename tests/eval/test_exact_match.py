@@ -1,9 +1,9 @@
 """An exact match compares the whole continuation: planted, a scorer comparing only the first character.
 
-GATE-FT-002 rev 7's check exact held only that every item had an exact match where
-config.exact_match is true. A scorer comparing only the first character of the greedy continuation
-and the completion passed every gate (the smoke model matched nothing, so nothing showed the difference).
-Each item's exact match is now held to contracts.exact_match of the greedy continuation the scorer
+A check that holds only that every item has an exact match where config.exact_match is true lets
+a scorer comparing only the first character of the greedy continuation and the completion pass
+every gate (the smoke model matches nothing, so nothing shows the difference). GATE-FT-002's check
+exact holds each item's exact match to contracts.exact_match of the greedy continuation the scorer
 decoded, in the run (exit 3) and by the checker from the continuations evalmatrix.json keeps.
 """
 

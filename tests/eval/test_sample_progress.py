@@ -100,7 +100,7 @@ def test_a_long_request_shows_its_progress_off_a_terminal(
     run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A line per tenth, `stack sample: drawn: N of M tokens` (stack.cli.progress.AMOUNT_LINE), the
-    last at M; a request of the default's size stays as quiet as before."""
+    last at M; a request of the default's size prints no progress line."""
     assert _sample(run, TOKENS) == 0
     progress = [line for line in capsys.readouterr().err.splitlines() if is_amount_line(line)]
     assert len(progress) == 10, progress

@@ -3,9 +3,9 @@ its record names (GATE-HQQ-002 rev 4, GATE-EXPORT-001 rev 5, GATE-EXPORT-002 rev
 and a lens reading's --csv is its reading (GATE-LENS-006 rev 5, check table).
 
 Mutants read quantize's (and export's) agreement sample from the training split while the record still
-said "(heldout split)", or cut it to one window of eight. Each is planted here in this process,
+says "(heldout split)", or cut it to one window of eight. Each is planted here in this process,
 through the real `stack quantize` and `stack export`, and halts naming the gate; honest runs hold,
-and the checker derives a record's sample again from the source it names. A mutant that wrote every --csv row
+and the checker derives a record's sample again from the source it names. A mutant that writes every --csv row
 of `stack lens` with the shown position's KL, planted the same way, halts.
 """
 

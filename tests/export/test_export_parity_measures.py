@@ -1,13 +1,13 @@
 """What the export's parity gates and a surgery's gate measure: the two logits tensors, planted otherwise.
 
-A mutant stack.export.parity.compare_logits stated the mean difference as `max_abs_diff`, so every
-parity atol was applied to a mean and every gate passed. GATE-EXPORT-001 rev 5, GATE-EXPORT-002 rev
+A mutant stack.export.parity.compare_logits that states the mean difference as `max_abs_diff` has
+every parity atol applied to a mean, and every gate would pass. GATE-EXPORT-001 rev 5, GATE-EXPORT-002 rev
 4 and GATE-LORA-007 rev 3 (check tensors, int8_tensors) judge the numbers contracts.logits_parity
 computes from the two logits tensors, and hold the stated ones to them. The falsifiers plant the
-mean in compare_logits (this process), alone as the mutant did, or beside a runtime whose logits are
+mean in compare_logits (this process), alone as the mutant does, or beside a runtime whose logits are
 one logit just beyond the atol; the holds put it just inside.
 
-A mutant laser or quantize surgery wrote its checkpoint without its source's chat template.
+Planted: a laser or quantize surgery that writes its checkpoint without its source's chat template.
 GATE-LASER-003 rev 3 (check template) holds the written state.json's template digest to the
 source's (contracts.checkpoints.chat_template_sha256); the checker derives it again.
 """

@@ -296,7 +296,7 @@ def eos_moved(directory: Path, layout: str) -> None:
 def test_an_eos_named_where_transformers_reads_it_imports_and_exports_back_unchanged(
     layout: str, sources: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The eos_token only in special_tokens_map.json was refused. Read as transformers
+    """The eos_token only in special_tokens_map.json is not refused: read as transformers
     reads it, the import ends documents with it, and the export reads back as the source did."""
     from transformers import AutoTokenizer
 

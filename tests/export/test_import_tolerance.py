@@ -1,8 +1,8 @@
 """GATE-EXPORT-001's tolerance scales with the stack's own fp32 rounding.
 
-An ordinary fp32 Llama built by transformers (8 layers of 512, logits near 8) differed from the
-stack's logits by 1.13e-4, float summation order, and `stack import-hf` refused it at the fixed
-atol 1e-4. The gate now measures how far the stack's fp32 forward is from the same model in float64
+An ordinary fp32 Llama built by transformers (8 layers of 512, logits near 8) differs from the
+stack's logits by 1.13e-4, float summation order, which a fixed atol of 1e-4 would refuse. The
+gate measures how far the stack's fp32 forward is from the same model in float64
 on the sample (rounding_error) and admits up to logits_rounding_factor times that where it exceeds
 logits_atol. A model with large logits makes the rounding large; a runtime just past the scaled
 tolerance still halts, and one just inside it holds.

@@ -213,7 +213,7 @@ def test_an_option_the_commands_table_drops_is_caught_by_its_name(
 def test_a_tuning_run_whose_rate_decays_is_caught(
     pairs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--lr no longer sets the floor of the schedule: the rate decays, which the
+    """Planted: --lr that does not set the floor of the schedule: the rate decays, which the
     tuning commands promise it does not."""
     monkeypatch.setitem(tune_options.LOOP_KEYS, "lr", ("train.lr",))
     assert _dpo(pairs, tmp_path / "dpo", "--lr", "0.002") == 0

@@ -289,7 +289,7 @@ def test_a_key_a_resume_set_again_is_held_to_the_resume() -> None:
     assert run_checks(ROOT, [RECORDS / "mix-run"], runs_only=True).violations == []
 
 
-# -- the illustrations of issue #27, on the records they name ------------------------------------
+# -- forged verdicts planted on the fixture records they concern ----------------------------------
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -258,7 +258,7 @@ def test_es_made_model_digest_invented_is_caught(tmp_path: Path) -> None:
 
 
 def test_es_resumed_from_of_the_wrong_type_is_named(tmp_path: Path) -> None:
-    """Resumed_from given as the path of a checkpoint: named as no step (the derivation used to
+    """Resumed_from given as the path of a checkpoint: named as no step (the derivation must not
     raise a TypeError); a forger's finish puts back what the command lines decide (no resume)."""
 
     def resumed(data: dict[str, Any], _dir: Path) -> None:

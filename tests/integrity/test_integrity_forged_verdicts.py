@@ -183,9 +183,9 @@ GPU_TRACE_RUN = "trace-20261127T153158"
 def test_the_gpu_records_reference_absmax_stands_as_filed(tmp_path: Path) -> None:
     """On a GPU's record, an identity's ref_absmax differs from the traced site's absmax, by at
     most its own max_abs_diff (two tensors' largest magnitudes differ by no more than their largest
-    difference), and the record stands. It was judged under GATE-TRACE-002 rev 5, so its identities
-    are no longer derived again (a stale verdict); the bound for today's sampled identities is held
-    by contracts/derive/reports.py on the current trace fixture."""
+    difference), and the record stands. It is judged under GATE-TRACE-002 rev 5, older than the
+    spec's, so its identities are not derived again (a stale verdict); the bound for today's
+    sampled identities is held by contracts/derive/reports.py on the current trace fixture."""
     trace = json.loads((RECORDS / GPU_TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
     traced = next(s for s in trace["trace"]["sites"] if s["name"] == "layers.0.k")["stats"]["absmax"]
     identity = _at(_record(GPU_TRACE_RUN), ("GATE-TRACE-002", "identities", "layers.0.k"))

@@ -1,5 +1,5 @@
 """Tamperings that only the forwards of a
-committed model decide, now replayed by the checker (tools/forward_replays.py): each is planted in
+committed model decide, replayed by the checker (tools/forward_replays.py): each is planted in
 a copy of a committed record of the current spec and finished by a perfect forger
 (`forger_finished`: every field the artifacts derive copied in, every artifact re-hashed), and the
 integrity check must still name the lie; the copy as filed, and one restated within the replay's

@@ -327,8 +327,8 @@ def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_repeatability_claim_without_its_replay_is_caught(repo: Path) -> None:
-    """The smoke run replayed nothing (CPU): flipping its claim on is a record stating what no
-    check showed, as every record did before issue #39 for its deterministic flags."""
+    """Planted: the smoke run replayed nothing (CPU), and its repeatable flag is stamped on without
+    the replay having run: a record stating what no check showed must be caught."""
 
     def claim(data: dict[str, Any]) -> None:
         assert data["determinism"]["flags"]["repeatable"] is None
@@ -463,7 +463,7 @@ def test_readme_citing_a_deleted_record_is_caught(repo: Path) -> None:
     assert_caught(repo, "README.md [line", f"cites {cited.group(0)}, which does not exist in the ledger")
 
 
-# -- issue #27: a record is a cache of a derivation; policy is statute; no off-switch; waivers -----
+# -- a record is a cache of a derivation; policy is statute; no off-switch; waivers ---------------
 
 
 @pytest.mark.gate("GATE-INTEG-001")

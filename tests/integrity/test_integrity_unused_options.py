@@ -14,7 +14,7 @@ from tests.support.ledger_support import LENS_RUN, RECORDS, assert_found, findin
 
 
 def _lens_unread(data: dict[str, Any], _run_dir: Path) -> None:
-    """The lens reading's config says no tuned lens was read, as the mutant's honest record did."""
+    """The lens reading's config says no tuned lens was read, as the mutant's honest record does."""
     data["config"].update(lens=None, lens_sha256=None)
 
 

@@ -1,7 +1,7 @@
 """Signed records and signed releases (contracts/signing.py): what a forger who re-hashes cannot redo.
 
-Each forgery docs/concepts/integrity.md once listed as beyond the check (a record and its result
-edited together, weights swapped with their hash, a log rewritten consistently, argv edited) is
+Each forgery a re-hash alone hides from the other checks (a record and its result edited together,
+weights swapped with their hash, a log rewritten consistently, argv edited) is
 planted in a copy of a fixture record, re-hashed as a forger would. On a record signed when filed it
 is caught: the record no longer hashes to what was signed. On an unsigned record it still passes,
 and the check says, as a warning, what an unsigned record cannot prove.

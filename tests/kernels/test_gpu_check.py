@@ -179,7 +179,7 @@ def test_the_resume_comparison_is_bit_for_bit(tmp_path: Path) -> None:
 
 
 def test_the_training_check_trains_the_base_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`make gpu-check` trains `base` (issue #34), not `small`; what it passes to `stack train`."""
+    """`make gpu-check` trains `base`, not `small`; what it passes to `stack train`."""
     asked: list[tuple[str, ...]] = []
 
     def refused(run_dir: Path, *args: str | Path) -> gpu_check.TrainRun:

@@ -167,8 +167,8 @@ def test_refuses_what_it_cannot_compute() -> None:
 
 def test_the_kernels_are_operators_torch_compile_keeps_whole() -> None:
     """Under torch.compile (one graph) the kernels run as opaque operators and give the eager results
-    bit for bit; before, the compiler traced into Triton's launcher and failed (issue #39). The
-    aot_eager backend is dynamo and AOT autograd over fake tensors, where that failure was, without
+    bit for bit; a compiler that traces into Triton's launcher fails. The aot_eager backend is
+    dynamo and AOT autograd over fake tensors, where such a failure shows, without
     Inductor's C++ build of the rest (tens of seconds here); Inductor runs them as the same
     fallback calls."""
     generator = torch.Generator().manual_seed(0)

@@ -128,7 +128,7 @@ def test_sft_refuses_triton_at_set_up_where_triton_runs(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Packed examples need the document mask the kernel has not: refused before anything is
-    written (it was refused at the first step, 12 s in, with OUT written)."""
+    written (not at the first step, 12 s in, with OUT written)."""
     chats = tmp_path / "chats.jsonl"
     chats.write_text(
         "".join(

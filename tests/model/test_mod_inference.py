@@ -60,7 +60,7 @@ def test_falsifier_threshold_at_another_capacity_halts_the_run(
 
 
 def test_a_forged_eval_line_is_caught_by_the_replay(data: Path, tmp_path: Path) -> None:
-    """A held-out loss edited in the log (as a mutant's once differed) is a difference the replay names."""
+    """A held-out loss edited in the log (as a mutant's would differ) is a difference the replay names."""
     run = tmp_path / "run"
     assert train(smoke_args(data, run, *MOD)) == 0
     log = run / "metrics.jsonl"

@@ -64,7 +64,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_off_by_default_changes_nothing() -> None:
-    """A dense config dumps and names its tensors as before the option existed."""
+    """A dense config dumps and names its tensors as a config without the option's keys does."""
     dense = ModelConfig(**SHAPE)
     assert "diff_attn" not in dense.model_dump()
     names = [name for name, _ in GPT(dense, seed=0).named_parameters()]

@@ -417,7 +417,8 @@ def test_falsifier_inference_capacity_boundary() -> None:
 
 def test_a_capacity_that_routes_no_token_of_ctx_is_refused_naming_it() -> None:
     """⌊C·ctx⌋ = 0 routes nothing, and the router could learn nothing: refused in one line that
-    names mod_capacity, where it used to fire the router-gradient gate with no word of capacity."""
+    names mod_capacity, and the router-gradient gate, judged on such a probe, says the capacity
+    routes no token rather than only that the gradient is zero."""
     with pytest.raises(ValueError, match=r"mod_capacity 0.04 routes ⌊C·ctx⌋ = ⌊0.04·24⌋ = 0 tokens"):
         ModelConfig(**{**SHAPE, "mod_every": 2, "mod_capacity": 0.04})
     message = judge("GATE-ARCH-010", {"capacity": 0.02, "length": 40, "grad_absmax": {"layers.1": 0.0}})

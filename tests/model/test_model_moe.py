@@ -68,7 +68,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_off_by_default_changes_nothing() -> None:
-    """A dense config dumps, counts and initialises as before the option existed."""
+    """A dense config dumps, counts and initialises as a config without the option's keys does."""
     dense = ModelConfig(**SHAPE)
     assert not any(key.startswith("moe") for key in dense.model_dump())
     assert not any(".moe." in name for name, _ in GPT(dense, seed=0).named_parameters())

@@ -1,7 +1,7 @@
 """`qkv_bias`: q, k and v projections with biases (the Qwen2 family), and nothing else changed.
 
-Off by default and left out of a saved configuration while off, so every earlier checkpoint,
-config hash and test reads as before; on, the biases are part of the q/k/v modules' outputs, so
+Off by default and left out of a saved configuration while off, so a checkpoint, config hash or
+test made without it reads the same; on, the biases are part of the q/k/v modules' outputs, so
 the trace sites, the KV cache and GATE-MODEL-001's fp64 reference all see them without a path of
 their own.
 """

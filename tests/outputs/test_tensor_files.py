@@ -1,7 +1,7 @@
 """Weights files get the permissions every other file of an output gets (stack.outputs.tensor_files).
 
-safetensors writes mode 0600; a shared run's record was readable by colleagues and its weights were
-not.
+safetensors writes mode 0600, which would leave a shared run's record readable by colleagues and
+its weights not.
 """
 
 from __future__ import annotations

@@ -199,9 +199,9 @@ def test_a_repositorys_first_release_starts_its_registry(
     scratch: Path, capsys: pytest.CaptureFixture[str], registry: str | None
 ) -> None:
     """A user's own repository, its run filed in its ledger, has no registry before its first
-    release, or an empty one: no registry was refused ("run from the repository root"), and an
-    empty `models: []` was refused as not block style. The release starts it (or fills it), and
-    the file reads back as this one entry."""
+    release, or an empty one: neither is refused (not "run from the repository root" for no
+    registry, not "not block style" for an empty `models: []`). The release starts it (or fills
+    it), and the file reads back as this one entry."""
     shutil.rmtree(scratch / RELEASED)
     (scratch / REGISTRY_FILE).unlink()
     if registry is not None:
@@ -325,8 +325,9 @@ def _filed(root: Path, run_id: str) -> contracts.evidence.EvidenceRecord:
 
 
 def test_each_resumed_leg_is_filed_under_its_own_id_naming_the_leg_it_continues(legs: Path) -> None:
-    """The resume was refused ("already exists and the ledger is append-only"): a resumed leg could
-    never be filed, and a release released the first leg's checkpoint."""
+    """Each resumed leg is filed beside the first, not refused ("already exists and the ledger is
+    append-only"), each linked to the leg it resumes, and the run names its newest leg, so a release
+    takes the newest leg's checkpoint, not the first leg's."""
     assert sorted(p.name for p in (legs / "evidence/runs").iterdir()) == ["run", "run-leg2", "run-leg3"]
     first, second, third = (_filed(legs, rid) for rid in ("run", "run-leg2", "run-leg3"))
     assert first.run.started == second.run.started == third.run.started

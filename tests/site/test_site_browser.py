@@ -3,7 +3,7 @@
 The ledger dashboard, a run page, a gate page, the benchmarks page and a comparison are opened at
 1280 px and 390 px (viewport set exactly over the DevTools protocol, `tools/site_browser.py`).
 On each, no table or figure may stick out of the content column or scroll sideways inside it (a
-cut-off column is how the issue saw the step column and the latest verdict lost), and every
+cut-off column hides the step column and the latest verdict), and every
 badge must say its verdict in text. Screenshots go to test-artifacts/ for a person to look at.
 
 Chromium comes from Debian's `chromium` package, which `make test` installs.

@@ -174,7 +174,7 @@ def csv_table(seed: int, rows: int = 120) -> str:
 
 
 def five_words(seed: int, words: int = 800) -> str:
-    """Random words from a vocabulary of five: the generated grammar of issue #29, legitimate data."""
+    """Random words from a vocabulary of five: a generated grammar, legitimate data."""
     rng = random.Random(seed)
     return " ".join(rng.choices(["apple", "river", "stone", "cloud", "ember"], k=words)) + "\n"
 

@@ -97,7 +97,7 @@ def test_the_default_group_divides_the_presets_feed_forward(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The tiny preset's ffn_hidden 176 = 16 · 11: ffn_out (176 columns) takes groups of 16, the rest
-    64, where the old fixed default of 64 refused the command's own usage line."""
+    64, where a fixed default of 64 for every matrix would refuse the command's own usage line."""
     source = tmp_path / "run"
     save_run(source, tiny_model(d_model=64, n_heads=4, ffn_hidden=176))
     out = tmp_path / "out"

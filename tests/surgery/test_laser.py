@@ -243,9 +243,9 @@ def test_experts_are_named_and_a_glob_that_misses_says_what_there_is() -> None:
 def test_quantize_on_every_matrix_says_what_it_touched_and_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The case of the report: `--targets '*'` on a mixture of experts quantised 29 % of the matrix
-    parameters and said nothing of the experts it skipped. Every matrix is quantised now, the
-    command prints the share and the one matrix it skipped (the tied head), and records both."""
+    """`--targets '*'` on a mixture of experts must not quantise 29 % of the matrix parameters and
+    say nothing of the experts it skips: every matrix is quantised, the command prints the share
+    and the one matrix it skipped (the tied head), and records both."""
     source = tmp_path / "run"
     model = _options_model()
     save_run(source, model)

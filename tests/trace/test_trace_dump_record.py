@@ -1,16 +1,14 @@
-"""`stack trace`: a correct `--dump` record the checker refused, and the
-trace's dtype held to the one asked for.
+"""`stack trace`: a correct `--dump` record passes the checker, and the trace's dtype is held to
+the one asked for.
 
-* An unmutated `trace --dump` got 22 GATE-INTEG-001 lines: the dump's calibration forwards (fp64,
-  then the naive reference path) ran after the traced one, so the record's GATE-TRACE-002
-  statistics and identities were the naive path's, not those trace.json shows. The calibration now
-  runs first; a dump trace of a small model passes the checker.
-* `trace --dtype-b bf16` ran in fp16 and every check passed. GATE-TRACE-002 rev 5 check
-  dtype holds every path's sites to the dtype its name asks for (contracts.trace_paths) and halts;
-  the checker, which skipped its dtype check where trace.json (a bisection's) names no paths,
-  reads them from the record's config there.
-* A bisection's min_atol taken over the elements beyond atol (0.0 at every site) and judged
-  on: GATE-TRACE-003 rev 6 check margins recomputes each site's margins from its values
+* The dump's calibration forwards (fp64, then the naive reference path) run before the traced one,
+  so the record's GATE-TRACE-002 statistics and identities are those trace.json shows, not the
+  naive path's; an unmutated dump trace of a small model passes the checker.
+* Planted: `trace --dtype-b bf16` running in fp16. GATE-TRACE-002 rev 5 check dtype holds every
+  path's sites to the dtype its name asks for (contracts.trace_paths) and halts; where trace.json
+  (a bisection's) names no paths, the checker reads them from the record's config.
+* Planted: a bisection's min_atol taken over the elements beyond atol (0.0 at every site) and
+  judged on: GATE-TRACE-003 rev 6 check margins recomputes each site's margins from its values
   (contracts.trace_tolerance.tolerance_margins) and halts.
 * A --dump that kept a large site's first elements instead of its evenly spaced ones:
   GATE-TRACE-002 rev 5 check dump reads the dump back and holds each site to the traced tensor at

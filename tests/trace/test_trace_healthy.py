@@ -103,7 +103,7 @@ def test_the_first_mlp_writes_of_healthy_checkpoints_are_judged_by_their_role(
 ) -> None:
     """Layer 0's feed-forward write of every healthy checkpoint is judged at its role's multiple,
     and lies within it (on this machine a `demo`-shaped one at step 100 stands at about 22 times
-    the other layers', beyond anomaly_std_multiple: the false alarm the issue met)."""
+    the other layers', beyond anomaly_std_multiple: a false alarm if judged at the common multiple)."""
     ratios = {}
     for (preset, step), model in healthy.items():
         names, trace = _trace(model, prompt)

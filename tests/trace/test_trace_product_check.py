@@ -5,7 +5,7 @@ x·(Wᵀr) + b·r on identity_probes seeded vectors r, with Wᵀr kept while the
 The revision states per fault class the probability that this catches it: a scaled module, 1;
 another tensor or a row off by its own size, missed with probability below 1e-10 per sampled row;
 NaN/Inf held to the same places as by recomputation. The tests plant each on sites the product
-check covers (the head above all, whose weight it no longer reads) and the benign case inside.
+check covers (the head above all, whose weight it does not read) and the benign case inside.
 """
 
 from __future__ import annotations

@@ -176,10 +176,10 @@ def _events(run: Path, name: str) -> list[dict]:
 def test_a_resume_past_a_corrupt_newest_checkpoint_sets_it_aside_and_keeps_what_it_resumed_from(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The newest checkpoint does not verify; the resume passes over it, as
-    documented, and its first prune used to rank it among the newest, keep it and delete the valid
-    step the run had resumed from (then GATE-CKPT-002 fired, exit 3). Now the corrupt one is set
-    aside whole, said on stderr and in the log, and the prunes keep the checkpoint resumed from."""
+    """The newest checkpoint does not verify; the resume passes over it, as documented, and its
+    first prune must not rank it among the newest, keep it and delete the valid step the run
+    resumed from (which fires GATE-CKPT-002, exit 3): the corrupt one is set aside whole, said on
+    stderr and in the log, and the prunes keep the checkpoint resumed from."""
     run = tmp_path / "run"
     assert train(smoke_args(data, run, "train.steps=4", "ckpt.every=2", "eval.every=2")) == 0
     _corrupt(run / "checkpoints" / "step-0000004")

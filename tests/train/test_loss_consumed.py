@@ -317,7 +317,8 @@ def test_other_objectives_whose_loss_reads_other_targets_stop(
     mutant: Callable[..., StepLoss],
     count: str,
 ) -> None:
-    """Mutants the issue did not list: the principle holds on every objective."""
+    """Planted in pretraining and distillation: targets unshifted, the loss computed beside the
+    model, a window read one late; each stops the run under GATE-TRAIN-007, on every objective."""
     monkeypatch.setattr(objective, "loss", mutant)
     out = tmp_path / "mutant"
     run = _pretrain if command == "pretrain" else _distill

@@ -111,8 +111,9 @@ def _after_an_evaluation(monkeypatch: pytest.MonkeyPatch, restore: Callable[[GPT
 def test_a_step_after_an_evaluation_not_in_training_mode_stops_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore: Callable[[GPT], None], mode: str
 ) -> None:
-    """Its dropout is no longer drawn (a LoRA run's adapters trained without it): the first step after
-    the first evaluation stops, naming the mode its loss ran in."""
+    """Planted: the model left out of training mode after an evaluation, its dropout not drawn (a LoRA
+    run's adapters would train without it): the first step after the first evaluation stops, naming
+    the mode its loss ran in."""
     _after_an_evaluation(monkeypatch, restore)
     run = tmp_path / "run"
     assert train(smoke_args(data, run, *CADENCE)) == 3

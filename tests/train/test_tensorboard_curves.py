@@ -1,8 +1,8 @@
 """GATE-TRAIN-001 check tensorboard: the TensorBoard curves a run writes are its metrics lines'.
 
-A mutant mirror that counted lines instead of reading each line's step drew
-train/loss of steps 1..6 at steps 2, 4, 5, 8, 9, 11 while metrics.jsonl stayed right, and every gate
-passed, for nothing read the event files back. Now the run reads them back with TensorBoard's own
+A mutant mirror that counts lines instead of reading each line's step draws train/loss of steps
+1..6 at steps 2, 4, 5, 8, 9, 11 while metrics.jsonl stays right, and every gate passes unless
+something reads the event files back. The run reads them back with TensorBoard's own
 reader when it closes them, and holds every (tag, step, value) to the lines by contracts.curves:
 the planted mirror halts the finished run (exit 3, the gate FAIL in its record); a correct run and
 a resumed one (whose purge drops what a dead process logged past its checkpoint) hold, and the

@@ -193,9 +193,9 @@ def test_a_resume_on_other_data_or_another_world_size_is_refused_touching_nothin
 def test_a_resume_after_its_data_dir_was_prepared_again_says_so(
     finished: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The run's own DATA_DIR prepared again (`prepare --out D --force`) under a run
-    was refused as a changed key, "drop those --set/--config keys, use the run's own --data", though
-    no key was set and the data was the run's own; the line says what happened and what to do."""
+    """The run's own DATA_DIR prepared again (`prepare --out D --force`) under a run: the resume is
+    refused, but not as a changed key ("drop those --set/--config keys, use the run's own --data"),
+    for no key is set and the data is the run's own; the line says what happened and what to do."""
     run, again = copy_of(finished, tmp_path), tmp_path / "again"
     shutil.copytree(data, again)
     record = json.loads((run / "metadata.json").read_text())
@@ -238,7 +238,7 @@ def test_a_resume_reads_moved_data_where_data_says_and_names_data_when_it_moved(
 
 
 def test_after_refused_resumes_a_plain_resume_continues(finished: Path, tmp_path: Path) -> None:
-    """The bug this guards: a refused resume used to rewrite config.toml, so every later one failed."""
+    """Two refused resumes leave config.toml as it was: a plain resume after them continues the run."""
     run = copy_of(finished, tmp_path, keep_until=2)
     assert train(["train", "--resume", str(run), "--set", "train.batch_size=2"]) == 2
     assert train(["train", "--resume", str(run), "--set", "model.n_layers=2"]) == 2
@@ -525,9 +525,9 @@ def _stopped_cleanly(run: Path, line: str) -> None:
 def test_a_disk_full_at_the_first_checkpoint_names_it_cleans_up_and_says_how_to_start_again(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The line named no file and said "run again", which was refused; the half-written staging
-    directory stayed (what filled the disk) and metadata.json said `running`, while the refusal of
-    the same command said it "says why". Its own advice is what works now."""
+    """The line names the checkpoint being written and how to start again, not a bare "run again"
+    that is then refused; the half-written staging directory (what filled the disk) is removed and
+    metadata.json says `failed`, not `running`. The line's own advice works."""
     monkeypatch.setattr(ckpt, "save_weights", _full_at(2, ckpt.save_weights, rust=False))
     run = tmp_path / "run"
     argv = smoke_args(data, run, "train.steps=4", "ckpt.every=2")
@@ -571,7 +571,7 @@ def test_a_disk_full_at_a_later_checkpoint_is_no_malformed_file_and_resume_conti
 def test_a_record_the_full_disk_will_not_take_is_said_not_the_error_of_writing_it(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The record's own write failing too used to replace the error that stopped the run; the line
+    """The record's own write failing too must not replace the error that stopped the run: the line
     says the write that stopped it, and that metadata.json still says `running`."""
     monkeypatch.setattr(ckpt, "save_weights", _full_at(2, ckpt.save_weights, rust=False))
     real = run_module.write_evidence
@@ -693,10 +693,10 @@ def test_an_unusable_destination_is_refused_before_any_work(
 def test_no_command_writes_under_a_run_that_another_process_is_writing(
     data: Path, finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """While `stack train` held RUN/.lock, `stack trace RUN` and `stack lens RUN` wrote their records
-    into RUN/traces/. Every output under the run (a record's default home, --out, --json, --record,
-    --save, a run nested in it) is now refused naming the writer, and nothing is written; once the
-    writer is gone, the same command writes there."""
+    """While `stack train` holds RUN/.lock, `stack trace RUN` and `stack lens RUN` must not write
+    their records into RUN/traces/: every output under the run (a record's default home, --out,
+    --json, --record, --save, a run nested in it) is refused naming the writer, and nothing is
+    written; once the writer is gone, the same command writes there."""
     run = copy_of(finished, tmp_path)
     outputs = [
         ["trace", str(run), "--prompt", "hello"],
@@ -760,8 +760,8 @@ def test_resume_with_new_run_options_names_only_those_given(
 def test_a_run_name_that_cannot_be_a_run_id_says_ascii_and_offers_one(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`--out …/läufe` was refused as not "letters, digits, '.', '_' and '-'", though ä is a
-    letter; the name is the run's id, which the rule holds to ASCII, and the line says so."""
+    """`--out …/läufe` is refused because the name is the run's id, which the rule holds to ASCII,
+    and the line says so (not "letters, digits, '.', '_' and '-'", for ä is a letter)."""
     out = tmp_path / "läufe"
     assert train(smoke_args(data, out)) == 2
     line = one_line(capsys.readouterr().err)
@@ -789,8 +789,8 @@ def test_a_run_name_that_cannot_be_a_run_id_says_ascii_and_offers_one(
 def test_a_set_value_that_opens_a_list_but_is_not_toml_says_to_quote_its_items(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, said: str
 ) -> None:
-    """The bare words of `[hello, world]` are not TOML, so the value fell back to a string and
-    was refused as "Input should be a valid list", though a list was written."""
+    """The bare words of `[hello, world]` are not TOML; the value must not fall back to a string
+    refused as "Input should be a valid list", for a list was written."""
     assert train(smoke_args(data, tmp_path / "run", item)) == 2
     line = one_line(capsys.readouterr().err)
     assert said in line and "valid list" not in line
@@ -871,8 +871,8 @@ def test_a_size_that_cannot_fit_is_one_line_naming_it_not_an_internal_error(
 
 
 def test_the_start_up_checks_allocate_by_their_probe_not_by_the_context() -> None:
-    """The architecture check decodes a few tokens through the KV cache; sized by ctx it asked a model
-    of ctx 10^12 for petabytes. It runs now whatever ctx says."""
+    """The architecture check decodes a few tokens through the KV cache; sized by ctx it would ask a
+    model of ctx 10^12 for petabytes. It runs whatever ctx says."""
     from stack.model.checks import check_architecture
     from stack.model.config import ModelConfig
     from stack.model.gpt import GPT
@@ -882,8 +882,8 @@ def test_the_start_up_checks_allocate_by_their_probe_not_by_the_context() -> Non
 
 
 def test_a_required_key_left_out_names_how_to_give_it() -> None:
-    """`stack sft` without train.steps said pydantic's "config train.steps:
-    Field required" and no way to give it; a required key left out now names --set, --config and
+    """`stack sft` without train.steps does not say pydantic's bare "config train.steps: Field
+    required" with no way to give it: a required key left out names --set, --config and
     --preset."""
     from stack.config import parse_section
     from stack.train.config import TrainSection

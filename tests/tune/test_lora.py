@@ -383,8 +383,8 @@ def _options_model() -> torch.nn.Module:
 
 @pytest.mark.holds("GATE-LORA-001", "GATE-LORA-002", "GATE-LORA-003")
 def test_every_projection_of_every_option_carries_an_adapter() -> None:
-    """'*' wraps every expert, both routers and q2/k2 (it used to wrap only the dense names and say
-    nothing), leaves out the embedding and the tied head with their reasons, and the adapted model
+    """'*' wraps every expert, both routers and q2/k2 (not only the dense names, silently), leaves
+    out the embedding and the tied head with their reasons, and the adapted model
     is its base, merges and unmerges: the 0-dim route_threshold hashes like any tensor."""
     model = _options_model()
     selection = lora.lora_selection(model, "*")

@@ -1,9 +1,9 @@
 """The chat template `stack synth` prompts a model in: the one its examples would be rendered by.
 
-Synth continues the user turn's prefix, so a model tuned on another format than the stack's default
-was asked in a format it never saw, silently (synth took the
-default template whatever the checkpoint shipped). It now follows prepare's rule
-(stack.data.sft_prepare.chosen_renderer), and refuses a model shipping a Jinja template of its own.
+Synth continues the user turn's prefix, so a synth that takes the default template whatever the
+checkpoint shipped would ask a model tuned on another format in a format it never saw, silently.
+It follows prepare's rule (stack.data.sft_prepare.chosen_renderer), and refuses a model shipping a
+Jinja template of its own.
 """
 
 from __future__ import annotations
