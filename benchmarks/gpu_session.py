@@ -109,6 +109,14 @@ STEPS: dict[str, Step] = {
             *("--vocab", "32768", "--batch", "8", "--ledger", str(w.ledger)),
         ],
     ),
+    "det-parts": Step(
+        "what each part of train.deterministic costs at gpt2, and whether the weights repeat without it",
+        True,
+        lambda w: [
+            *(PY, "benchmarks/determinism_parts.py", "--device", "cuda", "--preset", "gpt2"),
+            *("--data", str(w.data), "--steps", "12", "--runs", "2", "--ledger", str(w.ledger)),
+        ],
+    ),
     "det-on": Step(
         "stack train at gpt2, compiled, 60 steps, train.deterministic on: the price's baseline",
         True,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import statistics
@@ -85,6 +86,7 @@ class StepClock:
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.weights: str | None = None  # the trained weights' digest, where the loop takes it
 
     def tick(self, *_: object) -> None:
         self.ends.append(time.perf_counter())
@@ -101,7 +103,14 @@ class StepClock:
         return [after - before for before, after in itertools.pairwise(self.ends)]
 
 
-def plain_steps(data: Path, preset: str, sets: list[str], steps: int, compiled: bool = False) -> StepClock:
+def plain_steps(
+    data: Path,
+    preset: str,
+    sets: list[str],
+    steps: int,
+    compiled: bool = False,
+    switches: determinism.Switches | None = None,
+) -> StepClock:
     """Per-step seconds of a hand-written loop with the run's model, optimizer, precision and device.
 
     Like for like with `stack train`: the same preset (batch, accumulation, bf16 autocast where the
@@ -109,13 +118,16 @@ def plain_steps(data: Path, preset: str, sets: list[str], steps: int, compiled: 
     their cost is determinism's, not the stack's, docs/gpu.md), the fused AdamW the stack uses on
     CUDA (foreach on CPU), clipping, one read of the loss per step, and torch.compile when `compiled`.
     The logits are let go once the loss is made, as the stack's objective lets them go: a loop that
-    keeps them through the backward holds a (B, T, vocab) tensor more at its peak.
+    keeps them through the backward holds a (B, T, vocab) tensor more at its peak. `switches`, when
+    given, are the kernels' switches instead of `train.deterministic`'s (benchmarks/
+    determinism_parts.py); the clock's `weights` is then a digest of the trained weights.
     """
     config = resolve(preset, None, sets, vocab=data_vocab(data))
     train = config.train
     device = torch.device("cuda" if train.device == "cuda" else "cpu")
     clock = StepClock()
-    with determinism.kernels(train.deterministic):
+    chosen = determinism.kernels(train.deterministic) if switches is None else determinism.switched(switches)
+    with chosen:
         torch.manual_seed(train.seed)
         model = GPT(config.model, seed=train.seed).to(device)
         forward = torch.compile(model) if compiled else model
@@ -143,7 +155,18 @@ def plain_steps(data: Path, preset: str, sets: list[str], steps: int, compiled: 
             optimizer.zero_grad(set_to_none=True)
             float(loss.detach())  # the stack reads the loss once per step too
             clock.tick()
+        if switches is not None:
+            clock.weights = weights_digest(model)
     return clock
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes in order: two runs that trained the same weights bit for
+    bit give the same digest, whatever the kernels."""
+    digest = hashlib.sha256()
+    for parameter in model.parameters():
+        digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def plain_loop(data: Path, preset: str, sets: list[str], steps: int, compiled: bool = False) -> float:

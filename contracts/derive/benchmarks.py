@@ -496,6 +496,28 @@ def _options(m: Metrics) -> Iterator[Identity]:
             yield Identity(f"metrics.options[{index}].vs_dense", row["vs_dense"], quotient, args)
 
 
+@identities("determinism_parts")
+def _determinism_parts(m: Metrics) -> Iterator[Identity]:
+    """benchmarks/determinism_parts.py: each leg's tokens/s from its per-step seconds past the
+    warm-up; each part's price from the every-part-on leg and the leg with that part off, and the
+    price of all from the on and off legs; whether a leg's weights repeat from its digests."""
+    legs = [leg for leg in m.get("legs") or [] if isinstance(leg, dict)]
+    warmup = m.get("warmup_steps")
+    for index, leg in enumerate(legs):
+        seconds = leg.get("step_seconds")
+        if isinstance(seconds, list) and isinstance(warmup, int) and len(seconds) > warmup:
+            args = _flat(leg.get("tokens_per_step"), seconds[warmup:])
+            yield Identity(f"metrics.legs[{index}].tokens_per_s", leg.get("tokens_per_s"), median_rate, args)
+        digests = leg.get("weights")
+        if isinstance(digests, list) and len(digests) > 1:
+            args = (float(len(set(map(str, digests))) == 1),)
+            yield Identity(f"metrics.legs[{index}].repeats", float(leg.get("repeats") is True), same, args)
+    rate = {leg.get("leg"): leg.get("tokens_per_s") for leg in legs}
+    for part, price in (m.get("prices") or {}).items():
+        without = rate.get("off" if part == "all" else part)
+        yield Identity(f"metrics.prices.{part}", price, overhead, (without, rate.get("on")))
+
+
 def attention_identities(where: str, shapes: Any, ratio: Any) -> Iterator[Identity]:
     """Each shape's triton ÷ sdpa forward+backward TFLOP/s (`where`: the shapes' field), and their
     geometric mean, `metrics.ratio`."""

@@ -158,26 +158,35 @@ class Switches:
 
 
 @contextlib.contextmanager
+def switched(switches: Switches) -> Iterator[None]:
+    """`switches` for the length of the block; the switches that were there before are put back
+    afterwards, so a test or a notebook that trains twice starts clean. (benchmarks/
+    determinism_parts.py sets every switch but one as `train.deterministic` would, to price each.)"""
+    before = Switches.now()
+    switches.apply()
+    try:
+        yield
+    finally:
+        before.apply()
+
+
+@contextlib.contextmanager
 def kernels(deterministic: bool) -> Iterator[Alerts]:
     """`train.deterministic` for the length of a run, set-up included; yields the run's `Alerts`.
 
     An op PyTorch refuses under strict mode becomes the run's one-line refusal (set-up's forward
-    checks reach the model's ops before anything is written). The switches that were there before
-    are put back afterwards, so a test or a notebook that trains twice starts clean.
+    checks reach the model's ops before anything is written).
     """
-    before = Switches.now()
-    before.wanted(deterministic).apply()
     alerts = Alerts()
-    try:
-        with alerts.watching():
-            yield alerts
-    except RuntimeError as exc:
-        refusal = alerts.refusal(exc)
-        if refusal is None:
-            raise
-        raise refusal from None
-    finally:
-        before.apply()
+    with switched(Switches.now().wanted(deterministic)):
+        try:
+            with alerts.watching():
+                yield alerts
+        except RuntimeError as exc:
+            refusal = alerts.refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from None
 
 
 class Alerts:

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import leg_failures
-from contracts.evidence import EVIDENCE_FILE
+from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
 from tests.support.ledger_support import ROOT, findings
 from tests.support.train_support import prepared
 
@@ -136,3 +137,33 @@ def test_the_repeatability_benchmark_compares_a_straight_run_a_repeat_and_a_resu
 
     assert "C exited 0, not stopped by SIGTERM" in leg_failures({"A": 0, "B": 0, "C": 0, "C resumed": 0})
     assert leg_failures({"A": 0, "B": 2, "C": 143, "C resumed": 0}) == "B exited 2"
+
+
+def test_each_part_of_determinism_is_priced_from_its_legs_and_an_edit_is_named(tmp_path: Path) -> None:
+    """benchmarks/determinism_parts.py's record: every leg's tokens/s from its per-step seconds,
+    each part's price from the every-part-on leg and the leg with that part off, and a leg's
+    `repeats` from its weights' digests; a price, a rate or a repeat edited alone is named. The
+    legs run in this process here (the script runs each in a fresh one)."""
+    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+    rows = legs_table(data, "smoke", 6, "cpu", runs=2, run=run_leg)
+    by_leg = {row["leg"]: row for row in rows}
+    assert set(by_leg) == {"on", "off", *PARTS}
+    assert by_leg["cublas_workspace"]["switches"]["cublas_workspace_config"] is None
+    assert by_leg["on"]["switches"]["deterministic_algorithms"]
+    assert not by_leg["off"]["switches"]["deterministic_algorithms"]
+    assert all(row["repeats"] for row in rows), "CPU kernels repeat bit for bit under every leg"
+    argv = ["benchmarks/determinism_parts.py", "--preset", "smoke"]
+    record = new_record("benchmark", run_id("bench-determinism"), argv, device="cpu")
+    record.metrics = parts_metrics(rows, "smoke", 6, 2)
+    run = file_record(ledger, record).parent
+    assert findings(run) == []
+    recorded = json.loads((run / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    edits = {
+        "metrics.prices.cublas_workspace": lambda m: m["prices"].__setitem__("cublas_workspace", 0.5),
+        "metrics.legs[1].tokens_per_s": lambda m: m["legs"][1]["step_seconds"].__setitem__(-1, 1e3),
+        "metrics.legs[2].repeats": lambda m: m["legs"][2]["weights"].__setitem__(1, "0" * 64),
+    }
+    for field, edit in edits.items():
+        edited = json.loads(json.dumps(recorded))
+        edit(edited["metrics"])
+        assert any(f"{field} is" in line for line in edited_findings(run, edited)), field
