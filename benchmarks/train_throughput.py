@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import itertools
 import json
 import statistics
@@ -55,6 +54,7 @@ from stack.train.config import RunConfig, resolve
 from stack.train.flops import flops_per_token, peak_flops
 from stack.train.run import TrainRequest
 from stack.train.run import train as train_run
+from stack.tune.frozen import weights_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,17 +156,8 @@ def plain_steps(
             float(loss.detach())  # the stack reads the loss once per step too
             clock.tick()
         if switches is not None:
-            clock.weights = weights_digest(model)
+            clock.weights = weights_sha256(model)
     return clock
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of every parameter's bytes in order: two runs that trained the same weights bit for
-    bit give the same digest, whatever the kernels."""
-    digest = hashlib.sha256()
-    for parameter in model.parameters():
-        digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def plain_loop(data: Path, preset: str, sets: list[str], steps: int, compiled: bool = False) -> float:
