@@ -324,17 +324,23 @@ def leg_of(legs: list[dict[str, Any]], loop: str, deterministic: bool, grad_accu
     return next((leg for leg in legs if all(leg.get(k) == v for k, v in wanted.items())), {})
 
 
-def _train_legs(m: Metrics) -> Iterator[Identity]:
-    """benchmarks/train_throughput.py's legs: each loop's tokens/s from its per-step seconds, past
-    the warm-up, and its MFU; then stack ÷ plain at the same determinism setting, the determinism
-    price of each loop (on against off) and the peak-memory ratio, each from the legs it compares."""
-    legs = [leg for leg in m.get("legs") or [] if isinstance(leg, dict)]
-    warmup = m.get("warmup_steps")
+def _leg_rates(legs: list[dict[str, Any]], warmup: Any) -> Iterator[Identity]:
+    """Each timed leg's tokens/s (a training benchmark's `metrics.legs`) from its per-step seconds
+    past the warm-up."""
     for index, leg in enumerate(legs):
         seconds = leg.get("step_seconds")
         if isinstance(seconds, list) and isinstance(warmup, int) and len(seconds) > warmup:
             args = _flat(leg.get("tokens_per_step"), seconds[warmup:])
             yield Identity(f"metrics.legs[{index}].tokens_per_s", leg.get("tokens_per_s"), median_rate, args)
+
+
+def _train_legs(m: Metrics) -> Iterator[Identity]:
+    """benchmarks/train_throughput.py's legs: each loop's tokens/s from its per-step seconds, past
+    the warm-up, and its MFU; then stack ÷ plain at the same determinism setting, the determinism
+    price of each loop (on against off) and the peak-memory ratio, each from the legs it compares."""
+    legs = [leg for leg in m.get("legs") or [] if isinstance(leg, dict)]
+    yield from _leg_rates(legs, m.get("warmup_steps"))
+    for index, leg in enumerate(legs):
         if leg.get("mfu") is not None:
             args = (leg.get("tokens_per_s"), m.get("flops_per_token"), m.get("peak_flops"))
             yield Identity(f"metrics.legs[{index}].mfu", leg["mfu"], utilisation, args)
@@ -502,12 +508,8 @@ def _determinism_parts(m: Metrics) -> Iterator[Identity]:
     warm-up; each part's price from the every-part-on leg and the leg with that part off, and the
     price of all from the on and off legs; whether a leg's weights repeat from its digests."""
     legs = [leg for leg in m.get("legs") or [] if isinstance(leg, dict)]
-    warmup = m.get("warmup_steps")
+    yield from _leg_rates(legs, m.get("warmup_steps"))
     for index, leg in enumerate(legs):
-        seconds = leg.get("step_seconds")
-        if isinstance(seconds, list) and isinstance(warmup, int) and len(seconds) > warmup:
-            args = _flat(leg.get("tokens_per_step"), seconds[warmup:])
-            yield Identity(f"metrics.legs[{index}].tokens_per_s", leg.get("tokens_per_s"), median_rate, args)
         digests = leg.get("weights")
         if isinstance(digests, list) and len(digests) > 1:
             args = (float(len(set(map(str, digests))) == 1),)
