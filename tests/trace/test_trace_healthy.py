@@ -7,12 +7,14 @@ layers), and so does a healthy `demo`-shaped model here after 100 steps (about 2
 contracts.trace_anomaly.ROLES), judged at multiples calibrated on healthy models. The suite trains
 each CPU preset's shape (smoke, tiny, demo) for a few steps on this repository's docs, traces its
 early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
-fault planted still name the planted site.
+fault planted still name the planted site. The `base` reference run, trained on a GPU, is held to
+the same rule from its trace record's statistics.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -26,9 +28,12 @@ from stack.trace.anomaly import find_anomalies, judged_sites
 from stack.trace.sites import site_names
 from stack.trace.tracer import trace_forward
 from stack.train.presets import PRESETS
+from tests.support.ledger_support import RECORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = (10, 30, 100)  # early, middle, late
+# The `stack trace` record of the `base` reference run, a fixture (tests/fixtures/records).
+BASE_REFERENCE_TRACE = "trace-20261127T153158"
 CTX, BATCH = 64, 8
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
@@ -96,6 +101,22 @@ def test_no_healthy_checkpoint_has_an_anomaly(
         names, trace = _trace(model, prompt)
         found = find_anomalies(trace, names)
         assert found == [], f"{preset} at step {step}: {[(a.name, round(a.ratio, 1)) for a in found]}"
+
+
+@pytest.mark.holds("GATE-TRACE-003")
+def test_the_base_reference_runs_trace_has_no_anomaly_under_the_current_rule() -> None:
+    """The `base` preset's reference run (10 × 512, 46 M parameters, 1,500 steps and 98 M tokens on a
+    GPU with every gate live; the fixture copy of its `stack trace` record on 'def main():', made
+    under GATE-TRACE-003 rev 7): the per-site statistics its trace.json keeps, judged again by the
+    current rule, name no anomaly, and layer 0's feed-forward write is judged by its role."""
+    trace = json.loads((RECORDS / BASE_REFERENCE_TRACE / "trace.json").read_text(encoding="utf-8"))
+    stats = trace["site_stats"]
+    names = list(stats)
+    assert {name.split(".")[1] for name in names if name.startswith("layers.")} == {str(i) for i in range(10)}
+    found = anomalies(stats, names, lambda b: bool(judge("GATE-TRACE-003", b.measured())))
+    assert found == [], [(a.name, round(a.ratio, 1)) for a in found]
+    roles = {b.name: b.role for b in site_baselines(stats, names)}
+    assert roles["layers.0.ffn_out"] is FIRST_MLP
 
 
 def test_the_first_mlp_writes_of_healthy_checkpoints_are_judged_by_their_role(
