@@ -8,10 +8,10 @@ workspace. Its price as a whole is the goal `train_determinism_price` (benchmark
 train_throughput.py). This says which part the price is: the plain loop of that benchmark
 (`plain_steps`) is timed with every part on, with every part off, and with every part on but one,
 each leg in a fresh process (cuBLAS reads its workspace setting once per process, Inductor its
-mode when it compiles), and each leg run `--runs` times (2 by default) to say whether its trained
-weights repeat bit for bit. A part whose leg is no faster, or whose weights do not repeat
-without it, is worth what it costs; one that costs and whose weights repeat without it buys
-nothing on this model (docs/gpu.md shows the table).
+mode when it compiles, so its part is priced only with `--compile`), and each leg run `--runs`
+times (2 by default) to say whether its trained weights repeat bit for bit. A part whose leg is
+no faster, or whose weights do not repeat without it, is worth what it costs; one that costs and
+whose weights repeat without it buys nothing on this model (docs/gpu.md shows the table).
 
     python benchmarks/determinism_parts.py --device cuda --preset gpt2 --data DATA --steps 20
 
@@ -50,8 +50,8 @@ from stack.train.determinism import SDPA_BACKENDS, Switches
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Each part of `train.deterministic` and the switches it turns back to PyTorch's defaults when it
-# alone is off (the other parts as `train.deterministic` sets them).
+# Each part of `train.deterministic` and the switches its leg sets instead, every other part as
+# `train.deterministic` sets it: PyTorch's defaults, and the uninitialised memory left unfilled.
 PARTS: dict[str, dict[str, Any]] = {
     "deterministic_algorithms": {"deterministic_algorithms": False, "warn_only": False},
     "fill_uninitialized_memory": {"fill_uninitialized_memory": False},
@@ -72,11 +72,13 @@ def leg_switches(leg: str) -> Switches:
     return dataclasses.replace(now.wanted(True), **PARTS[leg])
 
 
-def run_leg(leg: str, data: Path, preset: str, steps: int, device: str) -> dict[str, Any]:
-    """One leg in this process: the plain loop under `leg_switches(leg)`."""
+def run_leg(
+    leg: str, data: Path, preset: str, steps: int, device: str, compiled: bool = False
+) -> dict[str, Any]:
+    """One leg in this process: the plain loop under `leg_switches(leg)`, compiled or eager."""
     sets = [*steady_sets(steps, device), *leg_sets(True, 1)]
     switches = leg_switches(leg)
-    clock = plain_steps(data, preset, sets, steps, switches=switches)
+    clock = plain_steps(data, preset, sets, steps, compiled, switches)
     return {
         "step_seconds": [round(s, 6) for s in clock.step_seconds],
         "switches": switches.as_flags(),
@@ -84,21 +86,23 @@ def run_leg(leg: str, data: Path, preset: str, steps: int, device: str) -> dict[
     }
 
 
-def fresh_leg(leg: str, data: Path, preset: str, steps: int, device: str) -> dict[str, Any]:
+def fresh_leg(
+    leg: str, data: Path, preset: str, steps: int, device: str, compiled: bool = False
+) -> dict[str, Any]:
     """One leg in a fresh Python process (this script with --leg), its JSON read back."""
     argv = [sys.executable, __file__, "--leg", leg, "--data", str(data), "--preset", preset]
-    argv += ["--steps", str(steps), "--device", device]
+    argv += ["--steps", str(steps), "--device", device, *(["--compile"] if compiled else [])]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"leg {leg} failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-Leg = Callable[[str, Path, str, int, str], dict[str, Any]]
+Leg = Callable[[str, Path, str, int, str, bool], dict[str, Any]]
 
 
 def legs_table(
-    data: Path, preset: str, steps: int, device: str, runs: int, run: Leg = fresh_leg
+    data: Path, preset: str, steps: int, device: str, runs: int, compiled: bool = False, run: Leg = fresh_leg
 ) -> list[dict[str, Any]]:
     """Every leg, `runs` times each, each by `run` (in a fresh process by default): the first run's
     seconds and rate, every run's weights digest, and whether they all agree."""
@@ -106,7 +110,7 @@ def legs_table(
     per_step = tokens_per_step(config)
     rows = []
     for leg in LEGS:
-        done = [run(leg, data, preset, steps, device) for _ in range(runs)]
+        done = [run(leg, data, preset, steps, device, compiled) for _ in range(runs)]
         seconds = done[0]["step_seconds"]
         digests = [run["weights"] for run in done]
         rows.append(
@@ -131,11 +135,14 @@ def prices(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {"all": round(overhead(rate["off"], rate["on"]), 4), **found}
 
 
-def parts_metrics(rows: list[dict[str, Any]], preset: str, steps: int, runs: int) -> dict[str, Any]:
+def parts_metrics(
+    rows: list[dict[str, Any]], preset: str, steps: int, runs: int, compiled: bool = False
+) -> dict[str, Any]:
     """The record's metrics: the legs as measured and the prices derived from them."""
     return {
         "benchmark": "determinism_parts",
         "preset": preset,
+        "compiled": compiled,
         "steps": steps,
         "warmup_steps": WARMUP,
         "runs": runs,
@@ -154,6 +161,7 @@ def main() -> int:
     parser.add_argument(
         "--runs", type=int, default=2, help="runs of each leg, to see whether its weights repeat"
     )
+    parser.add_argument("--compile", action="store_true", help="the plain loop under torch.compile")
     parser.add_argument("--data", type=Path, help="a prepared DATA_DIR (default: the embedded corpus, bytes)")
     parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs", help="where the record goes")
     parser.add_argument("--leg", choices=LEGS, help=argparse.SUPPRESS)  # one leg, in a fresh process
@@ -162,7 +170,7 @@ def main() -> int:
         print(f"determinism_parts: give --steps above {WARMUP} and --runs of at least 1")
         return 2
     if args.leg is not None:
-        print(json.dumps(run_leg(args.leg, args.data, args.preset, args.steps, args.device)))
+        print(json.dumps(run_leg(args.leg, args.data, args.preset, args.steps, args.device, args.compile)))
         return 0
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     record = new_record("benchmark", run_id("bench-determinism"), sys.argv, device=name)
@@ -171,8 +179,8 @@ def main() -> int:
         if data is None:
             data = Path(tmp) / "data"
             prepare_corpus([], data, default=True)
-        rows = legs_table(data, args.preset, args.steps, args.device, args.runs)
-    record.metrics = parts_metrics(rows, args.preset, args.steps, args.runs)
+        rows = legs_table(data, args.preset, args.steps, args.device, args.runs, args.compile)
+    record.metrics = parts_metrics(rows, args.preset, args.steps, args.runs, args.compile)
     path = file_record(args.ledger, record)
     print(json.dumps(record.metrics["prices"], indent=2))
     print(f"-> {path}")
