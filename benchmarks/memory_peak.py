@@ -33,6 +33,7 @@ _OWN = re.compile(r"(?:^|/)((?:" + "|".join(OWN_CODE) + r")/[\w/]+\.py)$")
 _PROFILER_FRAME = re.compile(r"^(?P<file>.+\.py)\((?P<line>\d+)\): (?P<function>.+)$")
 # How many owners a summary lists by name; the rest are summed as one.
 SHOWN = 8
+NO_FRAME = "no Python frame (the backward's engine, or C++)"
 MAX_ENTRIES = 2_000_000  # allocator events CUDA's history keeps (a ring: the oldest go first)
 
 
@@ -71,7 +72,8 @@ def _frame(frame: Mapping[str, Any]) -> tuple[str | None, str]:
 def owner(frames: Sequence[Mapping[str, Any]]) -> str:
     """Who made an allocation: `file:function` of its innermost frame in this repository's code
     (OWN_CODE), else of its innermost Python frame (library paths from the package folder on),
-    else its innermost frame's name; "unknown" without frames."""
+    else its innermost frame's name; NO_FRAME without frames (on CUDA, an allocation of the
+    autograd engine's own thread, which runs the backward with no Python stack)."""
     parsed = [_frame(frame) for frame in frames]
     for file, function in parsed:
         own = _OWN.search(file) if file else None
@@ -80,7 +82,7 @@ def owner(frames: Sequence[Mapping[str, Any]]) -> str:
     for file, function in parsed:
         if file:
             return f"{file.rsplit('site-packages/', 1)[-1]}:{function}"
-    return parsed[0][1] if parsed else "unknown"
+    return parsed[0][1] if parsed else NO_FRAME
 
 
 def at_peak(entries: Iterable[Mapping[str, Any]]) -> Peak:

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.memory_peak import at_peak, owner, recorded
+from benchmarks.memory_peak import NO_FRAME, at_peak, owner, recorded
 from stack.model import GPT, ModelConfig
 
 OWNERS = ("stack/train/loop.py", "stack/model/gpt.py", "torch/optim/adamw.py")
@@ -96,7 +96,7 @@ def test_an_owner_is_the_innermost_frame_in_the_repository_else_the_innermost_py
     assert owner(profiler) == "torch/nn/modules/linear.py:forward"
     assert owner(cuda[:1]) == "torch/nn/functional.py:linear"
     assert owner(profiler[:1]) == "<built-in function linear>"
-    assert owner([]) == "unknown"
+    assert owner([]) == NO_FRAME
 
 
 def test_a_cpu_training_step_is_traced_and_its_activations_have_the_models_frames() -> None:
