@@ -44,6 +44,7 @@ from benchmarks.train_throughput import (
 )
 from contracts.derive.benchmarks import median_rate, overhead
 from contracts.evidence import file_record, new_record, run_id
+from stack.artifacts import DATA_MANIFEST
 from stack.data.prepare import prepare_corpus
 from stack.train.config import resolve
 from stack.train.determinism import SDPA_BACKENDS, Switches
@@ -77,11 +78,10 @@ def run_leg(
 ) -> dict[str, Any]:
     """One leg in this process: the plain loop under `leg_switches(leg)`, compiled or eager."""
     sets = [*steady_sets(steps, device), *leg_sets(True, 1)]
-    switches = leg_switches(leg)
-    clock = plain_steps(data, preset, sets, steps, compiled, switches)
+    clock = plain_steps(data, preset, sets, steps, compiled, leg_switches(leg))
     return {
         "step_seconds": [round(s, 6) for s in clock.step_seconds],
-        "switches": switches.as_flags(),
+        "switches": clock.switches,  # as torch reported them while the leg trained
         "weights": clock.weights,
     }
 
@@ -169,7 +169,13 @@ def main() -> int:
     if args.steps <= WARMUP or args.runs < 1:
         print(f"determinism_parts: give --steps above {WARMUP} and --runs of at least 1")
         return 2
+    if args.data is not None and not (args.data / DATA_MANIFEST).is_file():
+        print(f"determinism_parts: --data {args.data} is not a prepared DATA_DIR; run `stack prepare` first")
+        return 2
     if args.leg is not None:
+        if args.data is None:
+            print("determinism_parts: --leg runs one leg of a table and needs --data")
+            return 2
         print(json.dumps(run_leg(args.leg, args.data, args.preset, args.steps, args.device, args.compile)))
         return 0
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"

@@ -87,6 +87,8 @@ class StepClock:
     def __init__(self) -> None:
         self.ends: list[float] = []
         self.weights: str | None = None  # the trained weights' digest, where the loop takes it
+        # The kernels' switches as torch had them at the last step, where the loop reads them.
+        self.switches: dict[str, Any] | None = None
 
     def tick(self, *_: object) -> None:
         self.ends.append(time.perf_counter())
@@ -120,7 +122,8 @@ def plain_steps(
     The logits are let go once the loss is made, as the stack's objective lets them go: a loop that
     keeps them through the backward holds a (B, T, vocab) tensor more at its peak. `switches`, when
     given, are the kernels' switches instead of `train.deterministic`'s (benchmarks/
-    determinism_parts.py); the clock's `weights` is then a digest of the trained weights.
+    determinism_parts.py); the clock's `weights` is then a digest of the trained weights and its
+    `switches` the switches torch reported at the last step.
     """
     config = resolve(preset, None, sets, vocab=data_vocab(data))
     train = config.train
@@ -157,6 +160,7 @@ def plain_steps(
             clock.tick()
         if switches is not None:
             clock.weights = weights_sha256(model)
+            clock.switches = determinism.Switches.now().as_flags()  # read while they are in force
     return clock
 
 

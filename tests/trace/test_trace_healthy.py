@@ -106,8 +106,8 @@ def test_no_healthy_checkpoint_has_an_anomaly(
 @pytest.mark.holds("GATE-TRACE-003")
 def test_the_base_reference_runs_trace_has_no_anomaly_under_the_current_rule() -> None:
     """The `base` preset's reference run (10 × 512, 46 M parameters, 1,500 steps and 98 M tokens on a
-    GPU with every gate live; the fixture copy of its `stack trace` record on 'def main():', made
-    under GATE-TRACE-003 rev 7): the per-site statistics its trace.json keeps, judged again by the
+    GPU with every gate live; the fixture copy of its `stack trace` record on 'def main():', judged
+    under an earlier rule): the per-site statistics its trace.json keeps, judged again by the
     current rule, name no anomaly, and layer 0's feed-forward write is judged by its role."""
     trace = json.loads((RECORDS / BASE_REFERENCE_TRACE / "trace.json").read_text(encoding="utf-8"))
     stats = trace["site_stats"]
