@@ -165,6 +165,7 @@ def draw_diff_probe(probe: DiffAttention, generator: torch.Generator) -> None:
             torch.nn.init.normal_(linear.bias, std=1.0, generator=generator)
     for vector in (probe.lambda_q1, probe.lambda_k1, probe.lambda_q2, probe.lambda_k2):
         torch.nn.init.normal_(vector, std=0.5, generator=generator)
+    _lambda_off_one(probe, generator)
     torch.nn.init.uniform_(probe.head_norm.weight, 0.5, 1.5, generator=generator)
 
 
@@ -237,7 +238,8 @@ def overfit_outcome(best_loss: float, steps: int) -> Outcome:
 def draw_probe_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
     """Weights under which every term of a block moves the logits: each matrix (the embedding
     too) ~ N(0, 1/fan_in), so activations and attention scores are of order 1; norm gains
-    ~ U(0.5, 1.5), so a norm applied without its gain shows; biases ~ N(0, 0.5²)."""
+    ~ U(0.5, 1.5), so a norm applied without its gain shows; biases ~ N(0, 0.5²); a differential
+    attention's λ away from 1 (`_lambda_off_one`)."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.dim() >= 2:
@@ -246,6 +248,26 @@ def draw_probe_weights(model: torch.nn.Module, generator: torch.Generator) -> No
                 param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+        for module in model.modules():
+            if isinstance(module, DiffAttention):
+                _lambda_off_one(module, generator)
+
+
+# How far a probe's λ stays from 1. The first position attends to itself alone, so both branches
+# read the same value there and y = (1 − λ)·v: with λ near 1 that difference cancels and head_norm
+# scales its float32 rounding up by 1 / |1 − λ| (one probe's λ within 1e-3 of 1 left the first
+# position's output at 2.7e-4 of its size and the logits 1e-3 off the float64 reference, a false
+# halt). At 0.5 the rounding is at most doubled.
+LAMBDA_MARGIN = 0.5
+
+
+def _lambda_off_one(attn: DiffAttention, generator: torch.Generator) -> None:
+    """The four λ vectors drawn ~ N(0, 0.5²) again, from `generator`, until |1 − λ| ≥ LAMBDA_MARGIN."""
+    vectors = (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2)
+    with torch.no_grad():
+        while abs(1.0 - float(attn.lambda_full())) < LAMBDA_MARGIN:
+            for vector in vectors:
+                vector.copy_(torch.randn(vector.shape, generator=generator) * 0.5)
 
 
 @dataclass(frozen=True)

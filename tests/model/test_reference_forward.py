@@ -27,7 +27,7 @@ from contracts.errors import GateViolation
 from contracts.evidence import EVIDENCE_FILE
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.model.checks import check_architecture
+from stack.model.checks import LAMBDA_MARGIN, check_architecture, draw_probe_weights
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
@@ -242,6 +242,20 @@ def test_any_mixture_of_options_is_its_written_out_architecture(
     if mod_every:
         options |= {"mod_every": mod_every, "mod_capacity": capacity}
     parity = check_architecture(GPT(CONFIG.model_copy(update=options), seed=0), seed=seed)
+    assert parity.outcome().ok and set(parity.forms) == FORMS
+
+
+@pytest.mark.holds(GATE)
+def test_a_probe_whose_lambda_lands_near_one_is_drawn_again() -> None:
+    """At probe seed 45389 the first block's λ is drawn within 1e-3 of 1, where the first position's
+    differential output (1 − λ)·v cancels and its norm scales float32 rounding past the tolerance:
+    the probe draws that λ again, keeps every λ at least LAMBDA_MARGIN from 1, and the model holds."""
+    model = GPT(CONFIG.model_copy(update={"diff_attn": True, "n_kv_heads": 1}), seed=0)
+    twin = copy.deepcopy(model).float()
+    draw_probe_weights(twin, torch.Generator().manual_seed(45389))
+    lambdas = [float(layer.attn.lambda_full()) for layer in twin.layers]
+    assert all(abs(1.0 - value) >= LAMBDA_MARGIN for value in lambdas), lambdas
+    parity = check_architecture(model, seed=45389)
     assert parity.outcome().ok and set(parity.forms) == FORMS
 
 
