@@ -86,7 +86,7 @@ def measure(gate_id: str, measured: dict[str, Any], *, step: int | None = None, 
     gate = load_spec().gate(gate_id)
     problems = judge(gate_id, measured, gate.threshold_values)
     message = "; ".join(problems) if problems else (holds or f"holds: {gate.title.lower()}")
-    return Outcome(not problems, message, measured, gate.threshold_values, step)
+    return Outcome(not problems, message, measured, gate.threshold_values, step, tuple(problems))
 
 
 @dataclass(frozen=True)

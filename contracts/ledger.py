@@ -11,7 +11,7 @@ the judge's over all of them. Waivers turn a failure into WAIVED, with the user'
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +33,9 @@ class Outcome:
     measured: Any = None
     threshold: Any = None
     step: int | None = None
+    # The judge's problems with `measured`, when the judge made this outcome (None: unknown, and
+    # the ledger judges the values itself); the ledger does not judge the same values twice.
+    problems: tuple[str, ...] | None = None
 
 
 # A verdict only gives way to a worse one.
@@ -59,11 +62,18 @@ def judged_message(problems: list[str]) -> str | None:
 
 
 def judged_result(
-    spec: Spec, gate_id: str, measured: Any, waived: bool, step: int | None = None
+    spec: Spec,
+    gate_id: str,
+    measured: Any,
+    waived: bool,
+    step: int | None = None,
+    problems: Sequence[str] | None = None,
 ) -> GateResult:
-    """A gate result whose verdict, thresholds and message come from the gate's judge."""
+    """A gate result whose verdict, thresholds and message come from the gate's judge: its
+    `problems` with `measured` (None: judged here)."""
     gate = spec.gate(gate_id)
-    problems = judge(gate_id, measured, gate.threshold_values)
+    if problems is None:
+        problems = judge(gate_id, measured, gate.threshold_values)
     # model_construct: every step's bindings land here, and the fields are ours, not input.
     return GateResult.model_construct(
         id=gate_id,
@@ -73,7 +83,7 @@ def judged_result(
         measured=measured,
         threshold=gate.threshold_values,
         step=step,
-        message=judged_message(problems),
+        message=judged_message(list(problems)),
     )
 
 
@@ -85,24 +95,32 @@ def settle(
     ok: bool,
     waived: bool,
     step: int | None = None,
+    problems: Sequence[str] | None = None,
 ) -> GateResult | None:
     """A gate's result after one more outcome, or None when `previous` stands.
 
-    `ok` is the judge's finding over this outcome's own `measured` values. A verdict only gives
-    way to one at least as bad; values of an equal or worse outcome merge into the earlier ones,
-    and the merged values are judged again. A better outcome never hides a worse one: it adds
-    only the values of checks the worse one did not measure (a gate waived for its size keeps the
-    values of the checks it makes later, which a record of its kind must show), never replaces
-    the numbers that made it fire, and the verdict stands. The run's ledger settles every outcome
-    here, and the integrity check settles the outcomes a metrics log holds here too
+    `ok` is the judge's finding over this outcome's own `measured` values, and `problems` its
+    problems when known: a result of those values alone is not judged again (a traced forward's
+    GATE-TRACE-002 values are some hundred numbers, and every training step settles several gates).
+    A verdict only gives way to one at least as bad; values of an equal or worse outcome merge into
+    the earlier ones, and the merged values are judged again. A better outcome never hides a worse
+    one: it adds only the values of checks the worse one did not measure (a gate waived for its size
+    keeps the values of the checks it makes later, which a record of its kind must show), never
+    replaces the numbers that made it fire, and the verdict stands. The run's ledger settles every
+    outcome here, and the integrity check settles the outcomes a metrics log holds here too
     (contracts.derive).
     """
     verdict = verdict_of(spec, gate_id, ok, waived)
     if previous is not None and RANK[verdict] < RANK[previous.verdict]:
         return _joined(spec, gate_id, previous, measured, waived)
     if previous is not None and isinstance(previous.measured, dict) and isinstance(measured, dict):
-        measured = {**_current(gate_id, previous.measured, measured), **measured}
-    return judged_result(spec, gate_id, measured, waived, step)
+        merged = {**_current(gate_id, previous.measured, measured), **measured}
+        if merged.keys() != measured.keys():  # earlier values joined: not what was judged
+            problems = None
+        measured = merged
+    elif previous is not None:
+        problems = None
+    return judged_result(spec, gate_id, measured, waived, step, problems)
 
 
 def _current(gate_id: str, earlier: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +164,9 @@ class Ledger:
         """Record a binding's outcome; returns the verdict the gate now stands at."""
         spec, waived = load_spec(), gate_id in self.waivers
         previous, own = self.results.get(gate_id), verdict_of(spec, gate_id, outcome.ok, waived)
-        result = settle(spec, gate_id, previous, outcome.measured, outcome.ok, waived, outcome.step)
+        result = settle(
+            spec, gate_id, previous, outcome.measured, outcome.ok, waived, outcome.step, outcome.problems
+        )
         if result is None:
             return own
         self.results[gate_id] = result

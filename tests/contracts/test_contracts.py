@@ -8,6 +8,8 @@ import pkgutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import stack
 from contracts import gates as gates_module
@@ -165,3 +167,28 @@ def test_a_passing_check_never_replaces_the_numbers_that_made_a_gate_fire() -> N
     bigger = {"heldout_batches": 16, "distinct_windows": 64, "batch_size": 4}
     assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", bigger, step=3)) is Verdict.PASS
     assert ledger.results["GATE-EVAL-001"].measured == SIZE
+
+
+PRECISION = {"precision": "fp32", "logits_dtypes": ["float32"], "scorings": 2}
+BIGGER = {"heldout_batches": 16, "distinct_windows": 64, "batch_size": 4}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.sampled_from([SIZE, BIGGER, PRECISION, {**SIZE, **PRECISION}]), min_size=1, max_size=5),
+    st.booleans(),
+)
+def test_the_ledger_settles_a_judged_outcome_as_it_would_judge_its_values(
+    sequence: list[dict[str, object]], waived: bool
+) -> None:
+    """An outcome `measure` made carries its judge's problems, which the ledger takes instead of
+    judging the same values again: every verdict and result equals the ones a ledger reaches that
+    judges each outcome's values itself (an outcome without problems)."""
+    waivers = [Waiver(gate="GATE-EVAL-001", reason="a held-out set of repeated windows on purpose")]
+    handed, judged = (Ledger(waivers if waived else None) for _ in range(2))
+    for step, measured in enumerate(sequence):
+        outcome = measure("GATE-EVAL-001", dict(measured), step=step)
+        assert outcome.problems is not None
+        bare = Outcome(outcome.ok, outcome.message, outcome.measured, outcome.threshold, outcome.step)
+        assert handed.record_outcome("GATE-EVAL-001", outcome) is judged.record_outcome("GATE-EVAL-001", bare)
+        assert handed.results == judged.results
