@@ -9,10 +9,13 @@ once its overhead is edited past what those measurements allow. The test never l
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import leg_failures
@@ -37,10 +40,26 @@ def edited_findings(run: Path, record: dict[str, Any]) -> list[str]:
     return findings(run)
 
 
-def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
-    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+@pytest.fixture(scope="module")
+def training_record(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The training benchmark's record of six smoke steps, filed once for the tests that read it."""
+    root = tmp_path_factory.mktemp("training-benchmark")
+    data, ledger = prepared(root), root / "ledger"
     command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
-    run, record = filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
+    return filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
+
+
+def own_copy(filed_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A copy of a filed run and its record for one test to edit."""
+    run, record = filed_run
+    copy = shutil.copytree(run, tmp_path / "ledger" / run.name)
+    return copy, json.loads(json.dumps(record))
+
+
+def test_the_training_benchmark_files_a_record_its_own_numbers_hold(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    run, record = own_copy(training_record, tmp_path)
     metrics = record["metrics"]
     assert metrics["benchmark"] == "train_overhead" and metrics["preset"] == "smoke"
     # One unit of the last digit past what 1 - stack / plain allows from the rounded tokens/s.
@@ -52,14 +71,14 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Pa
     assert any("metrics.overhead is" in line for line in edited_findings(run, record))
 
 
-def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(tmp_path: Path) -> None:
+def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     """Each loop's tokens/s is derived from the per-step seconds stored beside it, and each ratio,
     price and the peak-memory ratio from the legs and peaks they compare, and what was live at a
     peak adds up to it: a step's seconds, a price, a peak or an owner's bytes edited alone is a
     contradiction the check names."""
-    data, ledger = prepared(tmp_path), tmp_path / "ledger"
-    command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
-    run, record = filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
+    run, record = own_copy(training_record, tmp_path)
     metrics = record["metrics"]
     legs = {(leg["loop"], leg["deterministic"], leg["grad_accum"]) for leg in metrics["legs"]}
     assert legs == {(loop, on, 1) for loop in ("plain", "stack") for on in (True, False)}
