@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from contracts.site_statistics import by_size
+from contracts.site_statistics import Empty, by_size
 from stack.kernels.host_stats import copy_rows
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT
@@ -183,7 +183,18 @@ def site_deviation(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tens
     return torch.stack([diff, scale, unmatched.double()])
 
 
-def sampled_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def _float_rows(tensors: list[torch.Tensor], empty: Empty | None) -> torch.Tensor:
+    """`tensors` stacked as float32 (bf16 widened exactly): into `empty`'s tensor when given, so a
+    bf16 stack is not made twice (stacked, then widened)."""
+    if empty is None:
+        return torch.stack(tensors).float()
+    first = tensors[0]
+    return torch.stack(tensors, out=empty((len(tensors), *first.shape), torch.float32, first.device))
+
+
+def sampled_deviations(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]], empty: Empty | None = None
+) -> torch.Tensor:
     """(len(pairs), 3): each (traced, recomputed) pair's DEVIATION as `site_deviation` defines it,
     for all pairs at once: the pairs are the sampled rows of a forward's sites, a few rows each, so
     the pairs of one size (one per site width, and every product check's projections) are stacked
@@ -196,8 +207,8 @@ def sampled_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.
     out = torch.zeros(len(pairs), len(DEVIATION), dtype=torch.float64, device=device)
     # an empty pair (an expert no token was routed to) is no difference: its row stays 0
     for members in by_size([traced for traced, _ in pairs]):
-        traced = torch.stack([pairs[i][0].reshape(-1) for i in members]).float()
-        recomputed = torch.stack([pairs[i][1].reshape(-1) for i in members]).float()
+        traced = _float_rows([pairs[i][0].reshape(-1) for i in members], empty)
+        recomputed = _float_rows([pairs[i][1].reshape(-1) for i in members], empty)
         out[members] = _row_deviations(traced, recomputed)
     return out
 
@@ -281,7 +292,7 @@ def projected(
 
 
 def projected_together(
-    products: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]], count: int
+    products: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]], count: int, empty: Empty | None = None
 ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """`projected` of each (linear, traced rows, read rows), computed as one batched product per
     shape of module (a block's q, its k and v, its gate and up, its down projection, the head: a
@@ -294,8 +305,8 @@ def projected_together(
     groups = []
     for members in by_shape.values():
         outputs, inputs, offsets = _stacked(tuple(probes(products[i][0], count) for i in members))
-        traced = torch.stack([products[i][1] for i in members]).float()
-        read = torch.stack([products[i][2] for i in members]).float()
+        traced = _float_rows([products[i][1] for i in members], empty)
+        read = _float_rows([products[i][2] for i in members], empty)
         groups.append((members, torch.bmm(traced, outputs), torch.baddbmm(offsets, read, inputs)))
     return groups
 
@@ -472,13 +483,16 @@ class SiteIdentities:
         self.counted.append((rows, checked))
         return deviation
 
+    @torch.no_grad()
     def deviations(self) -> dict[str, torch.Tensor]:
         """Every checked site's DEVIATION, in forward order: the sampled ones measured together, in a
-        few reductions over all their rows instead of a dozen small ones per site."""
+        few reductions over all their rows instead of a dozen small ones per site (no graph: a
+        measurement, never differentiated)."""
         self._measure_products()
         self._recompute()
         if self._pending:
-            measured = sampled_deviations([(traced, again) for _, traced, again in self._pending])
+            pairs = [(traced, again) for _, traced, again in self._pending]
+            measured = sampled_deviations(pairs, self.scratch.take)
             for (name, _, _), row in zip(self._pending, measured, strict=True):
                 self.rows[name] = row
             self._pending = []
@@ -509,7 +523,9 @@ class SiteIdentities:
             return
         with torch.autocast(products[0][1].device.type, enabled=False):
             groups = projected_together(
-                [(linear, traced, read) for _, traced, read, linear in products], self.probe_count or 0
+                [(linear, traced, read) for _, traced, read, linear in products],
+                self.probe_count or 0,
+                self.scratch.take,
             )
         # Every product site's projections as the rows of one matrix per side (a row is its s
         # sampled rows times p probes: the same width for every module).

@@ -15,21 +15,20 @@ What the checks of GATE-TRACE-002 cost is bounded, so that tracing stays cheap e
 every checkpoint. The identities are checked on `identity_sample_rows` rows of each site, a
 linear site's by a product check on `identity_probes` random vectors (stack.trace.site_identity
 says why a sample and the probes keep their power). The statistics are held to
-their definitions on a bounded sample of sites (of each kind, its site in the last block that
-has it, and the model's own sites: `statistics_sample`), each on a slice of evenly spaced rows of
-at most `statistics_sample_elements` elements read where the site lies (its layout and dtype,
-so the fused kernel's path): the kernel's statistics of that slice against contracts.
-site_statistics' float64 definitions of the same slice, and every site's statistics to each
-other. A fused kernel that computes another quantity computes it on every slice. The exhaustive
+their definitions on a bounded sample of sites (the first of each call the statistics kernels
+see: `statistics_sample`), each on a slice of evenly spaced rows of at most
+`statistics_sample_elements` elements read where the site lies (its layout and dtype, so the
+fused kernel's path): the kernel's statistics of that slice against contracts.site_statistics'
+float64 definitions of the same slice, and every site's statistics to each other. A fused kernel
+that computes another quantity computes it on every slice. The exhaustive
 check (`exhaustive=True`, or inside `exhaustive_checks()`: `stack trace --verify`) checks every
 row of every identity and each sampled site whole, as its recorded statistics.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -109,7 +108,7 @@ class Trace:
         """GATE-TRACE-002: every site of every layer present, once, with every statistic, and (for a
         trace this process made) each site that is a module's output that module's on its reads."""
         missing = [n for n in self.names if n not in self.sites]
-        partial = [n for n, r in self.sites.items() if any(r.stats.get(s) is None for s in STATS)]
+        partial = [n for n, r in self.sites.items() if None in map(r.stats.get, STATS)]
         problems = {"missing": missing, "partial": partial, "recorded_twice": list(self.duplicates)}
         measured: dict[str, object] = {k: len(v) for k, v in problems.items()}
         measured["examples"] = {k: v[:5] for k, v in problems.items() if v}
@@ -152,15 +151,28 @@ def check_selection(
     --layers and --sites select halts the trace before it is written."""
 
 
-@functools.lru_cache(maxsize=64)
-def statistics_sample(n_layers: int, layout: Layout) -> frozenset[str]:
-    """The sites whose statistics a traced forward computes again from their tensors (GATE-TRACE-002,
-    check statistics): of each kind of site, its site in the last block that has it, and every site
-    outside the blocks; each kind's layout and path through the statistics kernels is in it, and its
-    size does not grow with the model's depth."""
-    names = site_names(n_layers, layout)
-    last = {split(name)[1]: name for name in names if split(name)[0] is not None}
-    return frozenset([*last.values(), *(name for name in names if split(name)[0] is None)])
+# Whether a site the forward shows is one of the check statistics' sample: called once per site.
+Sample = Callable[[torch.Tensor], bool]
+
+
+def statistics_sample() -> Sample:
+    """The sites whose statistics one traced forward computes again from their tensors
+    (GATE-TRACE-002, check statistics): the first site the forward shows of each call the
+    statistics kernels see, its device, dtype, shape and strides. Sites alike in all four are read
+    by the same path of the same kernel over the same bounds (a CPU site's rows, columns and row
+    stride; a CUDA site's launch), so what one of them shows of the kernel each shows; a model's
+    sites come in a few such calls (six at the `small` preset: the residual-width tensors, q, k and
+    v, gate and up, the feed-forward's inner width, the logits), however deep it is."""
+    seen: set[tuple[object, ...]] = set()
+
+    def takes(tensor: torch.Tensor) -> bool:
+        call = (tensor.device, tensor.dtype, tensor.shape, tensor.stride())
+        if call in seen:
+            return False
+        seen.add(call)
+        return True
+
+    return takes
 
 
 _EXHAUSTIVE: ContextVar[bool] = ContextVar("exhaustive", default=False)
@@ -250,14 +262,14 @@ class _Recorder:
         keep: bool,
         ablate: frozenset[str],
         identities: SiteIdentities,
-        sample: frozenset[str],
+        sample: Sample,
         statistics_elements: int | None,
         sites: int,
         device: torch.device,
     ) -> None:
         self.keep, self.ablate, self.identities, self.sample = keep, ablate, identities, sample
         self.statistics_elements = statistics_elements
-        self.stats, self.slice_stats = Rows(sites, device), Rows(len(sample), device)
+        self.stats, self.slice_stats = Rows(sites, device), Rows(sites, device)
         self.order: list[str] = []
         self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
         self.values: dict[str, torch.Tensor] = {}
@@ -283,7 +295,7 @@ class _Recorder:
         if self.keep:
             # A copy, so that a later in-place write into the same storage cannot change the record.
             self.values[name] = seen.detach().clone()
-        if name in self.sample:
+        if self.sample(seen):
             self._sample(name, seen, row)
         self.checking = True
         try:
@@ -403,7 +415,7 @@ def trace_forward(
     ablated = check_ablation(ablate, len(model.layers), layout)
     fed = fed_inputs(feed, len(model.layers))
     budget = CheckBudget.of(_EXHAUSTIVE.get() if exhaustive is None else exhaustive)
-    sample = statistics_sample(len(model.layers), layout)
+    sample = statistics_sample()
     sites = len(site_names(len(model.layers), layout))
     with lent() as scratch:
         checked = SiteIdentities(

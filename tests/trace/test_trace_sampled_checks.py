@@ -202,6 +202,21 @@ def test_a_slice_is_evenly_spaced_rows_in_the_sites_own_layout() -> None:
     assert statistics_slice(q, None)[1:] == (100, 100)
 
 
+def test_the_statistics_sample_is_the_first_site_of_each_kernel_call() -> None:
+    """The check statistics' sample: the first site the forward shows of each device, dtype, shape
+    and strides. q, a view of the fused projection, is sampled beside the residual-width sites of its
+    shape and dtype (embed first); a later block's sites are calls block 0 made already; every
+    site's shape and dtype is among the sample's."""
+    trace, _ = trace_forward(tiny_model(), batch())
+    sampled = set(trace.sampled)
+    assert {"embed", "layers.0.q", "layers.0.ffn_gate", "logits"} <= sampled
+    assert trace.sites["layers.0.q"].shape == trace.sites["embed"].shape and "layers.1.q" in trace.sites
+    assert not sampled & {"layers.0.attn_norm", "layers.1.attn_norm", "layers.1.q", "layers.1.ffn_gate"}
+    calls = {(site.shape, site.dtype) for name, site in trace.sites.items() if name in sampled}
+    assert all((site.shape, site.dtype) in calls for site in trace.sites.values())
+    assert len(sampled) < len(trace.sites)
+
+
 def test_a_slices_statistics_outside_its_sites_are_named() -> None:
     site = {"count": 100, "min": -2.0, "max": 3.0, "absmax": 3.0, "nan": 0, "inf": 0, "zero": 1}
     site |= {"mean": 0.1, "std": 1.0, "l1_fp64": 80.0}
