@@ -314,34 +314,31 @@ static int stats(Reader r, const void *x, int64_t rows, int64_t cols, int64_t st
     return 0;
 }
 
-int gs_site_stats_f32(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
-    return stats(f32_reader, x, rows, cols, stride, threads, out);
-}
-
-int gs_site_stats_bf16(const uint16_t *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
-    return stats(bf16_reader, x, rows, cols, stride, threads, out);
-}
-
-int gs_site_stats_bf16_portable(const uint16_t *x, int64_t rows, int64_t cols, int64_t stride, int threads,
-                                double *out) {
-    return stats(BF16_PORTABLE, x, rows, cols, stride, threads, out);
-}
-
-int gs_site_stats_f32_portable(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads,
-                               double *out) {
-    return stats(F32_PORTABLE, x, rows, cols, stride, threads, out);
-}
-
 /* Token rows at[0..count) of a site laid out as `rows_of` says (rows of cols elements of `size`
  * bytes, `stride` elements apart), each `width` elements, copied one after another into dst. A
  * width divides cols: a layout row is one token row, or the whole contiguous site. */
-void gs_gather_rows(const char *x, int64_t size, int64_t cols, int64_t stride, const int64_t *at, int64_t count,
+static void gs_gather_rows(const char *x, int64_t size, int64_t cols, int64_t stride, const int64_t *at, int64_t count,
                     int64_t width, char *dst) {
     for (int64_t i = 0; i < count; i++) {
         int64_t first = at[i] * width, row = first / cols, col = first % cols;
         memcpy(dst + i * width * size, x + (row * stride + col) * size, (size_t)(width * size));
     }
 }
+
+/* The statistics of a site into out, and (count > 0) its token rows at[0..count) gathered into dst
+ * as gs_gather_rows does: one call per site from the tracer, which copies the rows its checks read
+ * as it reads the statistics. */
+#define SITE_STATS(name, type, reader)                                                                         \
+    int name(const type *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out,                \
+             const int64_t *at, int64_t count, int64_t width, char *dst) {                                      \
+        gs_gather_rows((const char *)x, sizeof(type), cols, stride, at, count, width, dst);                     \
+        return stats(reader, x, rows, cols, stride, threads, out);                                              \
+    }
+
+SITE_STATS(gs_site_stats_f32, float, f32_reader)
+SITE_STATS(gs_site_stats_bf16, uint16_t, bf16_reader)
+SITE_STATS(gs_site_stats_f32_portable, float, F32_PORTABLE)
+SITE_STATS(gs_site_stats_bf16_portable, uint16_t, BF16_PORTABLE)
 
 /* Which span gs_site_stats_f32 runs, and whether it was built with OpenMP: "avx512 openmp". */
 const char *gs_site_stats_build(void) {

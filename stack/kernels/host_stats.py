@@ -48,10 +48,11 @@ import torch
 SOURCE = Path(__file__).with_name("host_stats.c")
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off")
 STATS_LEN = 9  # mean, std, min, max, absmax, nan, inf, zero, l1 (stack.trace.stats.DEVICE_STATS)
+# gs_site_stats_*(x, rows, cols, stride, threads, out, at, count, width, dst): the statistics, and the
+# `count` token rows `at` of `width` elements copied into dst (count 0: none)
 _ARGS = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p]
-# gs_gather_rows(x, element size, cols, stride, at, count, width, dst)
-_GATHER_ARGS = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
-_GATHER_ARGS += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+_ARGS += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+_NO_ROWS = (None, 0, 0, None)
 
 
 def cache_dir() -> Path:
@@ -106,7 +107,6 @@ def load(path: Path) -> ctypes.CDLL:
     ):
         function = getattr(library, name)
         function.argtypes, function.restype = _ARGS, ctypes.c_int
-    library.gs_gather_rows.argtypes, library.gs_gather_rows.restype = _GATHER_ARGS, None
     library.gs_site_stats_build.argtypes, library.gs_site_stats_build.restype = [], ctypes.c_char_p
     return library
 
@@ -206,15 +206,13 @@ def host_site_stats(
     if out is None:
         out = torch.empty(STATS_LEN, dtype=torch.float64)
     count = torch.get_num_threads() if threads is None else threads
-    found = function(x.data_ptr(), *layout, count, out.data_ptr())
-    if rows is not None:
+    gather = _NO_ROWS
+    if rows is not None and x.dtype == tensor.dtype:  # the kernel copies them as it reads the site
         at, into = rows
-        if x.dtype != tensor.dtype:  # a widened copy: its rows are not the site's
-            copy_rows(tensor, at, into)
-        else:
-            _, cols, stride = layout
-            copied = at.data_ptr(), at.numel(), x.shape[-1], into.data_ptr()
-            library.gs_gather_rows(x.data_ptr(), x.element_size(), cols, stride, *copied)
+        gather = at.data_ptr(), at.numel(), x.shape[-1], into.data_ptr()
+    elif rows is not None:  # a widened copy: its rows are not the site's
+        copy_rows(tensor, *rows)
+    found = function(x.data_ptr(), *layout, count, out.data_ptr(), *gather)
     return None if found != 0 else out  # non-zero: a non-finite sum, which the torch path counts
 
 
