@@ -317,8 +317,8 @@ static int stats(Reader r, const void *x, int64_t rows, int64_t cols, int64_t st
 /* Token rows at[0..count) of a site laid out as `rows_of` says (rows of cols elements of `size`
  * bytes, `stride` elements apart), each `width` elements, copied one after another into dst. A
  * width divides cols: a layout row is one token row, or the whole contiguous site. */
-static void gs_gather_rows(const char *x, int64_t size, int64_t cols, int64_t stride, const int64_t *at, int64_t count,
-                    int64_t width, char *dst) {
+static void gs_gather_rows(const char *x, int64_t size, int64_t cols, int64_t stride, const int64_t *at,
+                           int64_t count, int64_t width, char *dst) {
     for (int64_t i = 0; i < count; i++) {
         int64_t first = at[i] * width, row = first / cols, col = first % cols;
         memcpy(dst + i * width * size, x + (row * stride + col) * size, (size_t)(width * size));

@@ -161,8 +161,8 @@ def statistics_sample() -> Sample:
     statistics kernels see, its device, dtype, shape and strides. Sites alike in all four are read
     by the same path of the same kernel over the same bounds (a CPU site's rows, columns and row
     stride; a CUDA site's launch), so what one of them shows of the kernel each shows; a model's
-    sites come in a few such calls (six at the `small` preset: the residual-width tensors, q, k and
-    v, gate and up, the feed-forward's inner width, the logits), however deep it is."""
+    sites come in a few such calls (six at the `small` preset: the residual-width tensors, q, k with
+    v, gate with up, the feed-forward's inner width, the logits), however deep it is."""
     seen: set[tuple[object, ...]] = set()
 
     def takes(tensor: torch.Tensor) -> bool:
