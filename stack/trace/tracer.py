@@ -15,8 +15,8 @@ What the checks of GATE-TRACE-002 cost is bounded, so that tracing stays cheap e
 every checkpoint. The identities are checked on `identity_sample_rows` rows of each site, a
 linear site's by a product check on `identity_probes` random vectors (stack.trace.site_identity
 says why a sample and the probes keep their power). The statistics are held to
-their definitions on a bounded sample of sites (the first of each call the statistics kernels
-see: `statistics_sample`), each on a slice of evenly spaced rows of at most
+their definitions on a bounded sample of sites (the first of each row layout the statistics
+kernels read: `statistics_sample`), each on a slice of evenly spaced rows of at most
 `statistics_sample_elements` elements read where the site lies (its layout and dtype, so the
 fused kernel's path): the kernel's statistics of that slice against contracts.site_statistics'
 float64 definitions of the same slice, and every site's statistics to each other. A fused kernel
@@ -157,19 +157,21 @@ Sample = Callable[[torch.Tensor], bool]
 
 def statistics_sample() -> Sample:
     """The sites whose statistics one traced forward computes again from their tensors
-    (GATE-TRACE-002, check statistics): the first site the forward shows of each call the
-    statistics kernels see, its device, dtype, shape and strides. Sites alike in all four are read
-    by the same path of the same kernel over the same bounds (a CPU site's rows, columns and row
-    stride; a CUDA site's launch), so what one of them shows of the kernel each shows; a model's
-    sites come in a few such calls (six at the `small` preset: the residual-width tensors, q, k with
-    v, gate with up, the feed-forward's inner width, the logits), however deep it is."""
+    (GATE-TRACE-002, check statistics): the first site the forward shows of each row layout the
+    statistics kernels read, its device, dtype, row width and the strides of its rows, however many
+    rows it has. Sites alike in these are read by the same path of the same kernel, their rows laid
+    out alike (a CPU site's columns and row stride, a CUDA site's launch over its rows), so what one
+    of them shows of the kernel each shows; a model's sites come in a few such layouts (six at the
+    `small` preset: the residual-width tensors, q, k with v, gate with up, the feed-forward's inner
+    width, the logits), however deep it is and however its tokens are routed (a mixture's experts
+    read rows of the residual width, each expert its own number of them)."""
     seen: set[tuple[object, ...]] = set()
 
     def takes(tensor: torch.Tensor) -> bool:
-        call = (tensor.device, tensor.dtype, tensor.shape, tensor.stride())
-        if call in seen:
+        layout = (tensor.device, tensor.dtype, tensor.shape[-1:], tensor.stride()[-2:])
+        if layout in seen:
             return False
-        seen.add(call)
+        seen.add(layout)
         return True
 
     return takes

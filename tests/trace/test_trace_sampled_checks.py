@@ -202,11 +202,11 @@ def test_a_slice_is_evenly_spaced_rows_in_the_sites_own_layout() -> None:
     assert statistics_slice(q, None)[1:] == (100, 100)
 
 
-def test_the_statistics_sample_is_the_first_site_of_each_kernel_call() -> None:
-    """The check statistics' sample: the first site the forward shows of each device, dtype, shape
-    and strides. q, a view of the fused projection, is sampled beside the residual-width sites of its
-    shape and dtype (embed first); a later block's sites are calls block 0 made already; every
-    site's shape and dtype is among the sample's."""
+def test_the_statistics_sample_is_the_first_site_of_each_row_layout() -> None:
+    """The check statistics' sample: the first site the forward shows of each device, dtype, row
+    width and row strides. q, a view of the fused projection, is sampled beside the residual-width
+    sites of its shape and dtype (embed first); a later block's sites are layouts block 0 showed
+    already; every site's shape and dtype is among the sample's."""
     trace, _ = trace_forward(tiny_model(), batch())
     sampled = set(trace.sampled)
     assert {"embed", "layers.0.q", "layers.0.ffn_gate", "logits"} <= sampled
@@ -215,6 +215,19 @@ def test_the_statistics_sample_is_the_first_site_of_each_kernel_call() -> None:
     calls = {(site.shape, site.dtype) for name, site in trace.sites.items() if name in sampled}
     assert all((site.shape, site.dtype) in calls for site in trace.sites.values())
     assert len(sampled) < len(trace.sites)
+
+
+def test_the_statistics_sample_of_experts_does_not_grow_with_depth_or_routing() -> None:
+    """Each expert reads its own number of routed rows of the residual width: rows of a layout the
+    forward showed already (embed's), so however many blocks and experts, the sample is the same
+    handful of layouts."""
+    samples = []
+    for layers in (2, 4):
+        trace, _ = trace_forward(tiny_model(moe_experts=4, moe_top_k=2, n_layers=layers), batch())
+        experts = [name for name in trace.sites if ".moe.expert" in name]
+        assert len({trace.sites[name].shape for name in experts}) > 1  # the routing differs
+        samples.append(sorted(trace.sampled))
+    assert samples[0] == samples[1] and not any(".moe.expert" in name for name in samples[0])
 
 
 def test_a_slices_statistics_outside_its_sites_are_named() -> None:
