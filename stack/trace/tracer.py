@@ -158,9 +158,10 @@ Sample = Callable[[torch.Tensor], bool]
 def statistics_sample() -> Sample:
     """The sites whose statistics one traced forward computes again from their tensors
     (GATE-TRACE-002, check statistics): the first site the forward shows of each row layout the
-    statistics kernels read, its device, dtype, row width and the strides of its rows, however many
-    rows it has. Sites alike in these are read by the same path of the same kernel, their rows laid
-    out alike (a CPU site's columns and row stride, a CUDA site's launch over its rows), so what one
+    statistics kernels read, its device, dtype, row width, the strides of its rows and whether it is
+    contiguous, however many rows it has. Sites alike in these are read by the same path of the same
+    kernel, their rows laid out alike (a CPU site's columns and row stride, or a contiguous copy of a
+    layout whose rows do not flatten; a CUDA site's launch over its rows), so what one
     of them shows of the kernel each shows; a model's sites come in a few such layouts (six at the
     `small` preset: the residual-width tensors, q, k with v, gate with up, the feed-forward's inner
     width, the logits), however deep it is and however its tokens are routed (a mixture's experts
@@ -168,7 +169,8 @@ def statistics_sample() -> Sample:
     seen: set[tuple[object, ...]] = set()
 
     def takes(tensor: torch.Tensor) -> bool:
-        layout = (tensor.device, tensor.dtype, tensor.shape[-1:], tensor.stride()[-2:])
+        rows = (tensor.shape[-1:], tensor.stride()[-2:], tensor.is_contiguous())
+        layout = (tensor.device, tensor.dtype, *rows)
         if layout in seen:
             return False
         seen.add(layout)

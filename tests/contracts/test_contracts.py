@@ -142,6 +142,8 @@ def test_static_scan_finds_exactly_the_registered_bindings() -> None:
 
 
 SIZE = {"heldout_batches": 2, "distinct_windows": 4, "batch_size": 4}  # GATE-EVAL-001's set check, failing
+BIGGER = {"heldout_batches": 16, "distinct_windows": 64, "batch_size": 4}  # the same check, passing
+PRECISION = {"precision": "fp32", "logits_dtypes": ["float32"], "scorings": 2}  # its precision check, passing
 
 
 def test_a_waived_gate_keeps_the_values_of_the_checks_it_makes_later() -> None:
@@ -149,14 +151,13 @@ def test_a_waived_gate_keeps_the_values_of_the_checks_it_makes_later() -> None:
     evaluation: the record holds both checks' values (a run of its kind must show them) and the
     verdict stays WAIVED, its step the set-up's."""
     ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a held-out set of repeated windows on purpose")])
-    precision = {"precision": "fp32", "logits_dtypes": ["float32"], "scorings": 2}
     assert (
         ledger.record_outcome("GATE-EVAL-001", Outcome(False, "a held-out set that repeats windows", SIZE))
         is Verdict.WAIVED
     )
-    assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", precision, step=5)) is Verdict.PASS
+    assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", PRECISION, step=5)) is Verdict.PASS
     result = ledger.results["GATE-EVAL-001"]
-    assert (result.verdict, result.step, result.measured) == (Verdict.WAIVED, None, {**SIZE, **precision})
+    assert (result.verdict, result.step, result.measured) == (Verdict.WAIVED, None, {**SIZE, **PRECISION})
 
 
 def test_a_passing_check_never_replaces_the_numbers_that_made_a_gate_fire() -> None:
@@ -164,13 +165,8 @@ def test_a_passing_check_never_replaces_the_numbers_that_made_a_gate_fire() -> N
     they were: only values of checks the worse outcome did not measure are added."""
     ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a held-out set of repeated windows on purpose")])
     ledger.record_outcome("GATE-EVAL-001", Outcome(False, "a held-out set that repeats windows", SIZE))
-    bigger = {"heldout_batches": 16, "distinct_windows": 64, "batch_size": 4}
-    assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", bigger, step=3)) is Verdict.PASS
+    assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", BIGGER, step=3)) is Verdict.PASS
     assert ledger.results["GATE-EVAL-001"].measured == SIZE
-
-
-PRECISION = {"precision": "fp32", "logits_dtypes": ["float32"], "scorings": 2}
-BIGGER = {"heldout_batches": 16, "distinct_windows": 64, "batch_size": 4}
 
 
 @settings(max_examples=40, deadline=None)

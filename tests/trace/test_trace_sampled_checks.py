@@ -33,7 +33,7 @@ from stack.trace.site_identity import (
     sampled_rows,
     site_deviation,
 )
-from stack.trace.tracer import statistics_slice, trace_forward
+from stack.trace.tracer import statistics_sample, statistics_slice, trace_forward
 from tests.support.trace_support import save_run, seen_as, tiny_model
 
 BATCH, LENGTH = 4, 30  # 120 rows: more than identity_sample_rows, so the sample is a sample
@@ -212,9 +212,18 @@ def test_the_statistics_sample_is_the_first_site_of_each_row_layout() -> None:
     assert {"embed", "layers.0.q", "layers.0.ffn_gate", "logits"} <= sampled
     assert trace.sites["layers.0.q"].shape == trace.sites["embed"].shape and "layers.1.q" in trace.sites
     assert not sampled & {"layers.0.attn_norm", "layers.1.attn_norm", "layers.1.q", "layers.1.ffn_gate"}
-    calls = {(site.shape, site.dtype) for name, site in trace.sites.items() if name in sampled}
-    assert all((site.shape, site.dtype) in calls for site in trace.sites.values())
+    layouts = {(site.shape, site.dtype) for name, site in trace.sites.items() if name in sampled}
+    assert all((site.shape, site.dtype) in layouts for site in trace.sites.values())
     assert len(sampled) < len(trace.sites)
+
+
+def test_rows_that_do_not_flatten_are_a_layout_of_their_own() -> None:
+    """Every other sequence of a batch has the rows of the whole batch (width and row stride alike),
+    but its rows do not flatten to one run at a fixed stride, so the kernel reads a contiguous copy:
+    another path, sampled on its own; the same layout with other rows is not."""
+    takes = statistics_sample()
+    batch = torch.randn(4, 3, 8)
+    assert takes(batch) and takes(batch[::2]) and not takes(torch.randn(5, 3, 8))
 
 
 def test_the_statistics_sample_of_experts_does_not_grow_with_depth_or_routing() -> None:
