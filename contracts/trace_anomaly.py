@@ -16,16 +16,17 @@ trained two-layer model's second `attn_residual` an anomaly at 8.6 to 9.2 times.
 against the later layers, as every site with a baseline is.
 
 Some sites have a role of their own in a healthy model, and one k × median does not describe them
-(`ROLES`): layer 0's feed-forward writes (its `ffn_swiglu`, `ffn_out`, a mixture's
-`moe_out`) work as part of the embedding in GPT-2-like models and are many times the later
-layers' (22.1 times at `ffn_out` in a healthy `demo`-shaped model after 100 steps, 13.2 in a
-healthy 110 M model after 120 steps, both exit 3 under one k = 8); the last block's output is
-what the head reads. Each role is judged against its own multiple, calibrated on healthy models of
-the family (spec: GATE-TRACE-003's `<role>_std_multiple`), and no site with a role stands in
-another layer's baseline (its scale is its role's, not the layers'). A site whose only other
-layers have roles has no baseline and is not judged; the report says so (`reasons`). A fault in
-layer 0's MLP before its write (an up or gate projection scaled) is still judged, at its own site,
-at anomaly_std_multiple.
+(`ROLES`): layer 0's feed-forward writes (its `ffn_swiglu`, `ffn_out`, a mixture's `moe_out`) work
+as part of the embedding in GPT-2-like models and are many times the later layers' (22.1 times at
+`ffn_out` in a healthy `demo`-shaped model after 100 steps, 13.2 in a healthy 110 M model after 120
+steps, both exit 3 under one k = 8); layer 0's attention write is mixed from the embedding alone,
+where every later one reads a stream blocks have written into (12.3 times in a healthy two-layer
+`tiny` model after 100 steps, 0.1 in the `base` reference run); the last block's output is what the
+head reads. Each role is judged against its own multiple, calibrated on healthy models of the family
+(spec: GATE-TRACE-003's `<role>_std_multiple`), and no site with a role stands in another layer's
+baseline (its scale is its role's, not the layers'). A site whose only other layers have roles has
+no baseline and is not judged; the report says so (`reasons`). A fault in layer 0's MLP before its
+write (an up or gate projection scaled) is still judged, at its own site, at anomaly_std_multiple.
 
 A site can be empty: an expert no token was routed to, or the feed-forward of a mixture-of-depths
 block that routed none, sees zero rows. Its std (0 by convention) says nothing about the layer, so
@@ -59,6 +60,9 @@ EMBEDDING_STREAM = (0, "attn_residual")
 EMBEDDING_STREAM_SINCE = 7
 # GATE-TRACE-003's revision from which the sites of ROLES are judged by their role's multiple.
 ROLES_SINCE = 8
+# Its revision from which layer 0's attention write has a role too (FIRST_ATTENTION); the rule of
+# the current spec.
+FIRST_ATTENTION_SINCE = 9
 
 
 @dataclass(frozen=True)
@@ -79,16 +83,23 @@ FIRST_MLP = Role(
 LAST_OUTPUT = Role(
     "last_output", "last_output_std_multiple", "the last block's output, what the final norm and head read"
 )
-ROLES = (FIRST_MLP, LAST_OUTPUT)
+FIRST_ATTENTION = Role(
+    "first_attention",
+    "first_attention_std_multiple",
+    "layer 0's attention write, mixed from the embedding alone in a healthy model",
+)
+ROLES = (FIRST_MLP, LAST_OUTPUT, FIRST_ATTENTION)
 FIRST_MLP_SITES = ("ffn_swiglu", "ffn_out", "moe_out")
 
 
-def role_of(layer: int, site: str, n_layers: int, revision: int = ROLES_SINCE) -> Role | None:
+def role_of(layer: int, site: str, n_layers: int, revision: int = FIRST_ATTENTION_SINCE) -> Role | None:
     """The role of `site` of `layer` in a model of `n_layers` blocks under `revision`, if it has one."""
     if revision < ROLES_SINCE or n_layers < 2:
         return None
     if layer == 0 and site in FIRST_MLP_SITES:
         return FIRST_MLP
+    if layer == 0 and site == "attn_out" and revision >= FIRST_ATTENTION_SINCE:
+        return FIRST_ATTENTION
     if layer == n_layers - 1 and site == "output":
         return LAST_OUTPUT
     return None
@@ -158,16 +169,21 @@ def n_blocks(stats: SiteStats) -> int:
     return 1 + max((where[0] for where in map(block_site, stats) if where is not None), default=-1)
 
 
-def site_baselines(stats: SiteStats, names: Sequence[str], revision: int = ROLES_SINCE) -> list[SiteBaseline]:
+def site_baselines(
+    stats: SiteStats, names: Sequence[str], revision: int = FIRST_ATTENTION_SINCE
+) -> list[SiteBaseline]:
     """Each non-empty block site among `names` that another layer has and saw something in, against
     its baseline, in the order of `names` (none for a one-layer model). The baseline is taken over
     the other layers only, those of them whose std is finite (a NaN layer is no baseline), from
     GATE-TRACE-003 `revision` 7 on never over the embedding's stream (EMBEDDING_STREAM), and from
-    revision 8 never over a site with a role (ROLES_SINCE), which is judged by its role's multiple."""
+    revision 8 never over a site with a role (ROLES_SINCE; layer 0's attention write from revision 9),
+    which is judged by its role's multiple."""
     return [b for b in (_judged(stats, name, revision) for name in names) if isinstance(b, SiteBaseline)]
 
 
-def not_judged(stats: SiteStats, names: Sequence[str], revision: int = ROLES_SINCE) -> dict[str, str]:
+def not_judged(
+    stats: SiteStats, names: Sequence[str], revision: int = FIRST_ATTENTION_SINCE
+) -> dict[str, str]:
     """Why each block site among `names` that is not judged is not, by name (the report's reasons)."""
     return {name: why for name in names if isinstance(why := _judged(stats, name, revision), str)}
 
@@ -188,7 +204,7 @@ def _judged(stats: SiteStats, name: str, revision: int) -> SiteBaseline | str | 
             return "no other layer has this site with elements in it"
         return (
             "no baseline: its other layers' sites have roles of their own (the embedding's stream, "
-            "layer 0's MLP write, the last block's output)"
+            "layer 0's attention or MLP write, the last block's output)"
         )
     stds = {j: _number(other.get("std")) for j, other in others}
     used = tuple(j for j, std in stds.items() if math.isfinite(std))
@@ -210,7 +226,7 @@ def anomalies(
     stats: SiteStats,
     names: Sequence[str],
     anomalous: Callable[[SiteBaseline], bool],
-    revision: int = ROLES_SINCE,
+    revision: int = FIRST_ATTENTION_SINCE,
 ) -> list[SiteBaseline]:
     """The anomalous sites among `names`, in their order; `anomalous` is GATE-TRACE-003's decision
     on one site (the judge's, at run time under the spec's thresholds, in a judge under its own)."""

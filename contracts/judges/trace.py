@@ -21,7 +21,13 @@ from contracts.judges.base import (
 )
 from contracts.judges.integ import falsifiers_pass
 from contracts.site_statistics import NotStatistics, inconsistencies, unlike
-from contracts.trace_anomaly import EMBEDDING_STREAM_SINCE, ROLES_SINCE, anomalies, block_site
+from contracts.trace_anomaly import (
+    EMBEDDING_STREAM_SINCE,
+    FIRST_ATTENTION_SINCE,
+    ROLES_SINCE,
+    anomalies,
+    block_site,
+)
 from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import asked_bounds
 from contracts.wording import first_few
@@ -266,6 +272,14 @@ def _anomalous_site(ratio: float, nonfinite: bool, t: Thresholds, role: Any = No
     return []
 
 
+def _anomaly_rule(t: Thresholds) -> int:
+    """The anomaly rule's revision that the thresholds a result was judged under belong to: each
+    role came with its multiple (a record judged earlier is derived again by its own rule)."""
+    if "first_attention_std_multiple" in t:
+        return FIRST_ATTENTION_SINCE
+    return ROLES_SINCE if "first_mlp_std_multiple" in t else EMBEDDING_STREAM_SINCE
+
+
 def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
     """GATE-TRACE-003's check `anomalies` (see `_site_named`): the named anomalies and their
     baselines' layers against those the sites' statistics give under the `site` rule."""
@@ -279,7 +293,7 @@ def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
         stats,
         [str(n) for n in items(m, "sites_judged")],
         lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t, b.role.name if b.role else None)),
-        ROLES_SINCE if "first_mlp_std_multiple" in t else EMBEDDING_STREAM_SINCE,
+        _anomaly_rule(t),
     )
     problems = []
     own = [str(a.get("name")) for a in named if _own_layer_in_baseline(a)]

@@ -22,8 +22,7 @@ from contracts.gates import Outcome, gate_require, measure
 from contracts.judges import judge
 from contracts.spec import load_spec
 from contracts.trace_anomaly import (
-    FIRST_MLP,
-    LAST_OUTPUT,
+    ROLES,
     SiteBaseline,
     SiteStats,
     block_site,
@@ -44,10 +43,7 @@ def std_multiple() -> float:
 def role_multiples() -> dict[str, float]:
     """Each role's multiple (contracts.trace_anomaly.Role.threshold), by role name."""
     spec = load_spec()
-    return {
-        role.name: float(spec.threshold("GATE-TRACE-003", role.threshold))
-        for role in (FIRST_MLP, LAST_OUTPUT)
-    }
+    return {role.name: float(spec.threshold("GATE-TRACE-003", role.threshold)) for role in ROLES}
 
 
 def empty_sites(trace: Trace, names: list[str]) -> list[str]:

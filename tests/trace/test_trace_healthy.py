@@ -2,9 +2,10 @@
 
 A trace that calls a healthy model broken sends its reader after a bug that is not there: a
 healthy 110 M run traced as an anomaly at layers.0.ffn_out (13.2 times the median of the other
-layers), and so does a healthy `demo`-shaped model here after 100 steps (about 22 times). Layer
-0's feed-forward write and the last block's output have roles of their own (rev 8,
-contracts.trace_anomaly.ROLES), judged at multiples calibrated on healthy models. The suite trains
+layers), and so does a healthy `demo`-shaped model here after 100 steps (about 22 times), and a
+healthy two-layer `tiny` one at layers.0.attn_out (12.3 times). Layer 0's attention and
+feed-forward writes and the last block's output have roles of their own
+(contracts.trace_anomaly.ROLES), judged at multiples calibrated on healthy models. The suite trains
 each CPU preset's shape (smoke, tiny, demo) for a few steps on this repository's docs, traces its
 early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
 fault planted still name the planted site. The `base` reference run, trained on a GPU, is held to
@@ -37,6 +38,7 @@ BASE_REFERENCE_TRACE = "trace-20261127T153158"
 CTX, BATCH = 64, 8
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
+FIRST_ATTENTION_K = float(load_spec().threshold("GATE-TRACE-003", "first_attention_std_multiple"))
 
 
 def _corpus() -> torch.Tensor:
@@ -176,11 +178,11 @@ def test_a_fault_planted_in_a_healthy_checkpoint_is_named(
         assert found and found[0].name == f"layers.{layer}.{where}", f"demo at step {step}: {found[:2]}"
 
 
-def _stats(first_mlp: float) -> dict[str, dict[str, float]]:
-    """Four layers' ffn_out statistics, layers 1-3 at std 1, layer 0's at `first_mlp`."""
-    stds = [first_mlp, 1.0, 1.0, 1.0]
+def _stats(first: float, site: str = "ffn_out") -> dict[str, dict[str, float]]:
+    """Four layers' statistics of `site`, layers 1-3 at std 1, layer 0's at `first`."""
+    stds = [first, 1.0, 1.0, 1.0]
     return {
-        f"layers.{i}.ffn_out": {"count": 10.0, "std": s, "nan": 0.0, "inf": 0.0} for i, s in enumerate(stds)
+        f"layers.{i}.{site}": {"count": 10.0, "std": x, "nan": 0.0, "inf": 0.0} for i, x in enumerate(stds)
     }
 
 
@@ -198,6 +200,24 @@ def test_layer_0s_mlp_write_just_beyond_its_role_multiple_fires_and_just_inside_
     stats = _stats(multiple * FIRST_MLP_K)
     flagged = anomalies(stats, list(stats), lambda b: bool(judge("GATE-TRACE-003", b.measured())))
     assert [a.name for a in flagged] == (["layers.0.ffn_out"] if fires else [])
+
+
+@pytest.mark.parametrize(
+    ("multiple", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-003")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-003")),
+    ],
+)
+def test_layer_0s_attention_write_just_beyond_its_role_multiple_fires_and_just_inside_holds(
+    multiple: float, fires: bool
+) -> None:
+    """At 1.5 × first_attention_std_multiple layer 0's attn_out is an anomaly, at 0.5 × (still
+    beyond k) it is not."""
+    stats = _stats(multiple * FIRST_ATTENTION_K, "attn_out")
+    flagged = anomalies(stats, list(stats), lambda b: bool(judge("GATE-TRACE-003", b.measured())))
+    assert [a.name for a in flagged] == (["layers.0.attn_out"] if fires else [])
+    assert multiple * FIRST_ATTENTION_K > K
 
 
 def test_a_role_site_is_no_baseline_and_the_report_says_why_a_site_is_not_judged() -> None:
