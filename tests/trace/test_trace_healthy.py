@@ -6,7 +6,7 @@ layers), and so does a healthy `demo`-shaped model here after 100 steps (about 2
 healthy two-layer `tiny` one at layers.0.attn_out (12.3 times). Layer 0's attention and
 feed-forward writes and the last block's output have roles of their own
 (contracts.trace_anomaly.ROLES), judged at multiples calibrated on healthy models. The suite trains
-each CPU preset's shape (smoke, tiny, demo) for a few steps on this repository's docs, traces its
+each CPU preset's shape (smoke, tiny, demo) for a few steps on the standard library, traces its
 early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
 fault planted still name the planted site. The `base` reference run, trained on a GPU, is held to
 the same rule from its trace record's statistics.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +23,7 @@ import torch
 from contracts.judges import judge
 from contracts.spec import load_spec
 from contracts.trace_anomaly import FIRST_MLP, anomalies, not_judged, site_baselines
+from stack.data.corpus import stdlib_dir
 from stack.model import GPT, ModelConfig
 from stack.trace.anomaly import find_anomalies, judged_sites
 from stack.trace.sites import site_names
@@ -31,18 +31,22 @@ from stack.trace.tracer import trace_forward
 from stack.train.presets import PRESETS
 from tests.support.ledger_support import RECORDS
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS = (10, 30, 100)  # early, middle, late
 # The `stack trace` record of the `base` reference run, a fixture (tests/fixtures/records).
 BASE_REFERENCE_TRACE = "trace-20261127T153158"
 CTX, BATCH = 64, 8
+CORPUS_BYTES = 1 << 20
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
 FIRST_ATTENTION_K = float(load_spec().threshold("GATE-TRACE-003", "first_attention_std_multiple"))
 
 
 def _corpus() -> torch.Tensor:
-    text = b"".join(path.read_bytes() for path in sorted((ROOT / "docs").glob("*.md")))
+    """The first CORPUS_BYTES of the standard library's top-level modules, the corpus `stack prepare
+    --default` makes: a text no edit of this repository changes, so the suite trains the same models
+    until the rule or the model does (on this repository's docs every docs edit trained others)."""
+    files = sorted(stdlib_dir().glob("*.py"))
+    text = b"".join(path.read_bytes() for path in files)[:CORPUS_BYTES]
     return torch.tensor(list(text), dtype=torch.long)
 
 
@@ -168,12 +172,11 @@ def test_a_fault_planted_in_a_healthy_checkpoint_is_named(
     """An up or gate projection blown up in layer 0 is named at its own site (its role begins after
     it); layer 0's down projection is named once its write goes past its role's multiple."""
     for step in STEPS:
-        model = healthy[("demo", step)]
-        if where == "ffn_out":  # to `times` × its baseline, wherever its healthy ratio stood
+        model, scale = healthy[("demo", step)], times
+        if where == "ffn_out":  # to `times` × its baseline, wherever this checkpoint's ratio stood
             names, trace = _trace(model, prompt)
-            clean = {b.name: b.ratio for b in judged_sites(trace, names)}[f"layers.{layer}.ffn_out"]
-            times /= clean
-        names, trace = _trace(_plant(model, where, layer, times), prompt)
+            scale = times / {b.name: b.ratio for b in judged_sites(trace, names)}[f"layers.{layer}.ffn_out"]
+        names, trace = _trace(_plant(model, where, layer, scale), prompt)
         found = find_anomalies(trace, names)
         assert found and found[0].name == f"layers.{layer}.{where}", f"demo at step {step}: {found[:2]}"
 
