@@ -189,6 +189,7 @@ def _stats(first: float, site: str = "ffn_out") -> dict[str, dict[str, float]]:
     }
 
 
+@pytest.mark.parametrize(("site", "role_k"), [("ffn_out", FIRST_MLP_K), ("attn_out", FIRST_ATTENTION_K)])
 @pytest.mark.parametrize(
     ("multiple", "fires"),
     [
@@ -196,31 +197,15 @@ def _stats(first: float, site: str = "ffn_out") -> dict[str, dict[str, float]]:
         pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-003")),
     ],
 )
-def test_layer_0s_mlp_write_just_beyond_its_role_multiple_fires_and_just_inside_holds(
-    multiple: float, fires: bool
+def test_a_layer_0_write_just_beyond_its_role_multiple_fires_and_just_inside_holds(
+    site: str, role_k: float, multiple: float, fires: bool
 ) -> None:
-    """At 1.5 × first_mlp_std_multiple the write is an anomaly, at 0.5 × (still beyond k) it is not."""
-    stats = _stats(multiple * FIRST_MLP_K)
+    """Layer 0's MLP write (first_mlp_std_multiple) and attention write (first_attention_std_multiple)
+    at 1.5 × their role's multiple are anomalies, at 0.5 × (still beyond k) they are not."""
+    assert 0.5 * role_k > K
+    stats = _stats(multiple * role_k, site)
     flagged = anomalies(stats, list(stats), lambda b: bool(judge("GATE-TRACE-003", b.measured())))
-    assert [a.name for a in flagged] == (["layers.0.ffn_out"] if fires else [])
-
-
-@pytest.mark.parametrize(
-    ("multiple", "fires"),
-    [
-        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-003")),
-        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-003")),
-    ],
-)
-def test_layer_0s_attention_write_just_beyond_its_role_multiple_fires_and_just_inside_holds(
-    multiple: float, fires: bool
-) -> None:
-    """At 1.5 × first_attention_std_multiple layer 0's attn_out is an anomaly, at 0.5 × (still
-    beyond k) it is not."""
-    stats = _stats(multiple * FIRST_ATTENTION_K, "attn_out")
-    flagged = anomalies(stats, list(stats), lambda b: bool(judge("GATE-TRACE-003", b.measured())))
-    assert [a.name for a in flagged] == (["layers.0.attn_out"] if fires else [])
-    assert multiple * FIRST_ATTENTION_K > K
+    assert [a.name for a in flagged] == ([f"layers.0.{site}"] if fires else [])
 
 
 def test_a_role_site_is_no_baseline_and_the_report_says_why_a_site_is_not_judged() -> None:
