@@ -28,6 +28,22 @@ baseline (its scale is its role's, not the layers'). A site whose only other lay
 no baseline and is not judged; the report says so (`reasons`). A fault in layer 0's MLP before its
 write (an up or gate projection scaled) is still judged, at its own site, at anomaly_std_multiple.
 
+The sites a block computes from its own sites by its weights (`GAIN_READS`: the projections,
+the attention and MLP writes, the SiLU and the SwiGLU product) are judged by their gain from
+GATE-TRACE-003's revision 10 on: their std over the product of the stds of the sites they read,
+against the median gain of the same site over the other layers. Their scale is the scale of what
+they read times that of their weights, and what they read differs from layer to layer in a
+healthy model: a `demo`-shaped model trained 100 steps on an earlier day's docs wrote 3.06 and
+2.09 at its first two blocks' `ffn_out` and 0.19 and 0.11 at the last two, so the second was 14.1
+times its baseline by std, while by gain (2.43 against 1.89, 1.23 and 0.97) it is 2.0. The roles
+of layer 0's writes were one block's share of that, and a gain has none: from revision 10 only a
+mixture's layer-0 write (`moe_out`, judged by its std) and the last block's output keep a role.
+A weight scaled multiplies its own site's gain alone: the sites that read it see their reads grow
+with them and keep their gains, so the site named is the sub-operation whose weight it is (by std,
+on that model, a down projection scaled 16-fold in layer 2 stood at 2.7 times its baseline and was
+not named at all). The norms, whose output is their weight's scale whatever they read, the
+residual stream, a mixture's sites and the routers are still judged by their std.
+
 A site can be empty: an expert no token was routed to, or the feed-forward of a mixture-of-depths
 block that routed none, sees zero rows. Its std (0 by convention) says nothing about the layer, so
 an empty site is never judged and never part of another layer's baseline: a zero baseline would
@@ -60,9 +76,32 @@ EMBEDDING_STREAM = (0, "attn_residual")
 EMBEDDING_STREAM_SINCE = 7
 # GATE-TRACE-003's revision from which the sites of ROLES are judged by their role's multiple.
 ROLES_SINCE = 8
-# Its revision from which layer 0's attention write has a role too (FIRST_ATTENTION); the rule of
-# the current spec.
+# Its revision from which layer 0's attention write has a role too (FIRST_ATTENTION).
 FIRST_ATTENTION_SINCE = 9
+# Its revision from which the sites of GAIN_READS are judged by their gain (`gain`); the rule of the
+# current spec.
+GAINS_SINCE = 10
+CURRENT = GAINS_SINCE
+
+# The sites a block computes from other sites of its own by its weights, each with the sites it
+# reads: judged from GAINS_SINCE on by their gain, their std over the product of their reads' stds.
+# A healthy model's layers differ in scale by up to twenty times at such a site while the gains of
+# the sub-operation stay within a few times of each other (docs/trace.md, "Calibration"); a weight
+# blown up multiplies its own site's gain alone, so the rule names the sub-operation and the sites
+# after it, which read its output, keep their gains.
+GAIN_READS: dict[str, tuple[str, ...]] = {
+    "q": ("attn_norm",),
+    "k": ("attn_norm",),
+    "v": ("attn_norm",),
+    "q2": ("attn_norm",),
+    "k2": ("attn_norm",),
+    "attn_out": ("v",),
+    "ffn_gate": ("ffn_norm",),
+    "ffn_up": ("ffn_norm",),
+    "ffn_silu": ("ffn_gate",),
+    "ffn_swiglu": ("ffn_silu", "ffn_up"),
+    "ffn_out": ("ffn_swiglu",),
+}
 
 
 @dataclass(frozen=True)
@@ -92,9 +131,15 @@ ROLES = (FIRST_MLP, LAST_OUTPUT, FIRST_ATTENTION)
 FIRST_MLP_SITES = ("ffn_swiglu", "ffn_out", "moe_out")
 
 
-def role_of(layer: int, site: str, n_layers: int, revision: int = FIRST_ATTENTION_SINCE) -> Role | None:
-    """The role of `site` of `layer` in a model of `n_layers` blocks under `revision`, if it has one."""
-    if revision < ROLES_SINCE or n_layers < 2:
+def gain_reads(site: str, revision: int = CURRENT) -> tuple[str, ...]:
+    """The sites whose stds `site`'s gain is over under `revision` (none: it is judged by its std)."""
+    return GAIN_READS.get(site, ()) if revision >= GAINS_SINCE else ()
+
+
+def role_of(layer: int, site: str, n_layers: int, revision: int = CURRENT) -> Role | None:
+    """The role of `site` of `layer` in a model of `n_layers` blocks under `revision`, if it has one
+    (a site judged by its gain has none: its gain is the layers' alike)."""
+    if revision < ROLES_SINCE or n_layers < 2 or gain_reads(site, revision):
         return None
     if layer == 0 and site in FIRST_MLP_SITES:
         return FIRST_MLP
@@ -118,13 +163,20 @@ class SiteBaseline:
     ratio: float
     nonfinite: bool
     role: Role | None = None
+    # The sites its gain is over, when it is judged by its gain: `gain` is then its std over the
+    # product of theirs, and `baseline` the median gain of the same site in the other layers.
+    reads: tuple[str, ...] = ()
+    gain: float = math.nan
 
     def measured(self) -> dict[str, Any]:
         """What GATE-TRACE-003's check `site` reads; JSON has no infinity, the judge reads "inf" back.
-        A site with a role says which, and the judge takes that role's multiple."""
+        A site with a role says which, and one judged by its gain says so: the judge takes that
+        role's multiple, or the gains' (gain_std_multiple)."""
         ratio = self.ratio if math.isfinite(self.ratio) else str(self.ratio)
-        return {"std_ratio": ratio, "nonfinite": self.nonfinite} | (
-            {"role": self.role.name} if self.role else {}
+        return (
+            {"std_ratio": ratio, "nonfinite": self.nonfinite}
+            | ({"role": self.role.name} if self.role else {})
+            | ({"measure": "gain"} if self.reads else {})
         )
 
 
@@ -169,21 +221,18 @@ def n_blocks(stats: SiteStats) -> int:
     return 1 + max((where[0] for where in map(block_site, stats) if where is not None), default=-1)
 
 
-def site_baselines(
-    stats: SiteStats, names: Sequence[str], revision: int = FIRST_ATTENTION_SINCE
-) -> list[SiteBaseline]:
+def site_baselines(stats: SiteStats, names: Sequence[str], revision: int = CURRENT) -> list[SiteBaseline]:
     """Each non-empty block site among `names` that another layer has and saw something in, against
     its baseline, in the order of `names` (none for a one-layer model). The baseline is taken over
     the other layers only, those of them whose std is finite (a NaN layer is no baseline), from
     GATE-TRACE-003 `revision` 7 on never over the embedding's stream (EMBEDDING_STREAM), and from
     revision 8 never over a site with a role (ROLES_SINCE; layer 0's attention write from revision 9),
-    which is judged by its role's multiple."""
+    which is judged by its role's multiple. From revision 10 a site of GAIN_READS is set against the
+    median gain of the same site, not its std (GAINS_SINCE)."""
     return [b for b in (_judged(stats, name, revision) for name in names) if isinstance(b, SiteBaseline)]
 
 
-def not_judged(
-    stats: SiteStats, names: Sequence[str], revision: int = FIRST_ATTENTION_SINCE
-) -> dict[str, str]:
+def not_judged(stats: SiteStats, names: Sequence[str], revision: int = CURRENT) -> dict[str, str]:
     """Why each block site among `names` that is not judged is not, by name (the report's reasons)."""
     return {name: why for name in names if isinstance(why := _judged(stats, name, revision), str)}
 
@@ -197,6 +246,11 @@ def _judged(stats: SiteStats, name: str, revision: int) -> SiteBaseline | str | 
         return "empty: no element (no token routed to it)"
     layer, site = where
     depth = n_blocks(stats)
+    reads = gain_reads(site, revision)
+    if reads and (missing := [r for r in reads if f"layers.{layer}.{r}" not in stats]):
+        return (
+            f"no gain: the site{'s' if len(missing) > 1 else ''} it reads ({', '.join(missing)}) not traced"
+        )
     same = [(j, other) for j, other in _same_site(stats, site) if j != layer and _seen(other)]
     others = [(j, other) for j, other in same if _baseline(j, site, depth, revision)]
     if not others:
@@ -206,13 +260,28 @@ def _judged(stats: SiteStats, name: str, revision: int) -> SiteBaseline | str | 
             "no baseline: its other layers' sites have roles of their own (the embedding's stream, "
             "layer 0's attention or MLP write, the last block's output)"
         )
-    stds = {j: _number(other.get("std")) for j, other in others}
-    used = tuple(j for j, std in stds.items() if math.isfinite(std))
-    baseline = statistics.median(stds[j] for j in used) if used else math.nan
+    measures = {j: _measure(stats, j, site, reads) for j, _ in others}
+    used = tuple(j for j, value in measures.items() if math.isfinite(value))
+    baseline = statistics.median(measures[j] for j in used) if used else math.nan
     std = _number(held.get("std"))
+    value = _measure(stats, layer, site, reads)
     bad = _number(held.get("nan")) + _number(held.get("inf")) > 0 or not math.isfinite(std)
     role = role_of(layer, site, depth, revision)
-    return SiteBaseline(name, layer, site, std, baseline, used, _ratio(std, baseline), bad, role)
+    gain = value if reads else math.nan
+    return SiteBaseline(
+        name, layer, site, std, baseline, used, _ratio(value, baseline), bad, role, reads, gain
+    )
+
+
+def _measure(stats: SiteStats, layer: int, site: str, reads: tuple[str, ...]) -> float:
+    """What site `site` of `layer` is compared by: its std, or (with `reads`) its gain, its std over
+    the product of its reads' stds (NaN where one of theirs is not finite or absent; a read of
+    std 0 makes any spread an infinite gain, none a gain of 1)."""
+    std = _number(stats.get(f"layers.{layer}.{site}", {}).get("std"))
+    if not reads:
+        return std
+    scale = math.prod(_number(stats.get(f"layers.{layer}.{read}", {}).get("std")) for read in reads)
+    return _ratio(std, scale) if math.isfinite(scale) else math.nan
 
 
 def _baseline(layer: int, site: str, n_layers: int, revision: int) -> bool:
@@ -226,7 +295,7 @@ def anomalies(
     stats: SiteStats,
     names: Sequence[str],
     anomalous: Callable[[SiteBaseline], bool],
-    revision: int = FIRST_ATTENTION_SINCE,
+    revision: int = CURRENT,
 ) -> list[SiteBaseline]:
     """The anomalous sites among `names`, in their order; `anomalous` is GATE-TRACE-003's decision
     on one site (the judge's, at run time under the spec's thresholds, in a judge under its own)."""

@@ -695,7 +695,8 @@ def anomaly_problems(
     if named != flagged:
         problems.append(
             f"it names anomalies {named}, but GATE-TRACE-003's rule on its sites' statistics flags "
-            f"{flagged} (each site's std against the median of the same site in the other layers)"
+            f"{flagged} (each site's std, or its gain, against the median of the same site in the other "
+            "layers)"
         )
     return problems
 

@@ -24,7 +24,9 @@ from contracts.site_statistics import NotStatistics, inconsistencies, unlike
 from contracts.trace_anomaly import (
     EMBEDDING_STREAM_SINCE,
     FIRST_ATTENTION_SINCE,
+    GAINS_SINCE,
     ROLES_SINCE,
+    SiteBaseline,
     anomalies,
     block_site,
 )
@@ -119,8 +121,9 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     """
     problems = falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
-        role = m.get("role")
-        problems += _anomalous_site(number(m, "std_ratio"), flag(m, "nonfinite"), t, role)
+        problems += _anomalous_site(
+            number(m, "std_ratio"), flag(m, "nonfinite"), t, m.get("role"), m.get("measure")
+        )
     if has(m, "site_stats", "sites_judged", "anomalies_named"):
         problems += _anomalies_rederived(m, t)
     if has(m, "max_abs_error_over_rtol"):
@@ -259,22 +262,44 @@ def _ablation_counts_wrong(m: Measured) -> list[str]:
     return problems
 
 
-def _anomalous_site(ratio: float, nonfinite: bool, t: Thresholds, role: Any = None) -> list[str]:
+def _anomalous_site(
+    ratio: float, nonfinite: bool, t: Thresholds, role: Any = None, measure: Any = None
+) -> list[str]:
     """GATE-TRACE-003's check `site`: a site holding NaN/Inf, or whose std is beyond
     anomaly_std_multiple × its baseline, is an anomaly (see `_site_named`); from rev 8 a site with a
     role (contracts.trace_anomaly.ROLES: `role` names it) is held to its role's multiple instead,
-    `<role>_std_multiple`, calibrated on healthy models."""
+    `<role>_std_multiple`, calibrated on healthy models; from rev 10 a site judged by its gain
+    (`measure` "gain", contracts.trace_anomaly.GAIN_READS) is held to gain_std_multiple × the
+    median gain of the same site in the other layers."""
     if nonfinite:
         return ["the site holds NaN or Inf"]
-    multiple = t.get(f"{role}_std_multiple", t["anomaly_std_multiple"]) if role else t["anomaly_std_multiple"]
+    if measure == "gain":
+        multiple, what = (
+            t.get("gain_std_multiple", t["anomaly_std_multiple"]),
+            "gain (std over its reads' stds)",
+        )
+    elif role:
+        multiple, what = t.get(f"{role}_std_multiple", t["anomaly_std_multiple"]), "std"
+    else:
+        multiple, what = t["anomaly_std_multiple"], "std"
     if ratio > multiple:
-        return [f"its std is {ratio:.3g}x the same site's median in the other layers (beyond {multiple:g})"]
+        return [
+            f"its {what} is {ratio:.3g}x the same site's median in the other layers (beyond {multiple:g})"
+        ]
     return []
+
+
+def _judged_as(site: SiteBaseline) -> dict[str, str | None]:
+    """What `_anomalous_site` reads of a site besides its ratio: its role, and whether its gain."""
+    return {"role": site.role.name if site.role else None, "measure": "gain" if site.reads else None}
 
 
 def _anomaly_rule(t: Thresholds) -> int:
     """The anomaly rule's revision that the thresholds a result was judged under belong to: each
-    role came with its multiple (a record judged earlier is derived again by its own rule)."""
+    role, and the gains, came with its multiple (a record judged earlier is derived again by its
+    own rule)."""
+    if "gain_std_multiple" in t:
+        return GAINS_SINCE
     if "first_attention_std_multiple" in t:
         return FIRST_ATTENTION_SINCE
     return ROLES_SINCE if "first_mlp_std_multiple" in t else EMBEDDING_STREAM_SINCE
@@ -292,7 +317,11 @@ def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
     derived = anomalies(
         stats,
         [str(n) for n in items(m, "sites_judged")],
-        lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t, b.role.name if b.role else None)),
+        lambda b: bool(
+            _anomalous_site(
+                b.ratio, b.nonfinite, t, b.role.name if b.role else None, "gain" if b.reads else None
+            )
+        ),
         _anomaly_rule(t),
     )
     problems = []
@@ -307,7 +336,8 @@ def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
     if given != wanted:
         problems.append(
             f"the trace names anomalies {_named(given)}, but the statistics of its sites give "
-            f"{_named(wanted)} (each site's std against the median of the same site in the other layers)"
+            f"{_named(wanted)} (each site's std, or its gain, against the median of the same site in "
+            "the other layers)"
         )
     return problems
 

@@ -2,7 +2,9 @@
 
 The rule is GATE-TRACE-003's, in contracts.trace_anomaly: a site's std against the median of the
 same site over the other layers (k = anomaly_std_multiple; a site with a role in a healthy model,
-layer 0's feed-forward write or the last block's output, at its role's calibrated multiple), a
+a mixture's layer-0 write or the last block's output, at its role's calibrated multiple), a site
+that a block computes from its own sites by its weights by its gain, its std over its reads'
+(contracts.trace_anomaly.GAIN_READS), against the median gain (gain_std_multiple), a
 site holding NaN/Inf always an anomaly, an empty site (no token routed there) never judged and
 never a baseline. Reported in
 forward order, the first one is where things went wrong; the ones after it are the cascade.
@@ -40,10 +42,18 @@ def std_multiple() -> float:
     return float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 
 
+def gain_multiple() -> float:
+    """How many times the median gain of the same site in other layers a gain-judged site may reach."""
+    return float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
+
+
 def role_multiples() -> dict[str, float]:
-    """Each role's multiple (contracts.trace_anomaly.Role.threshold), by role name."""
-    spec = load_spec()
-    return {role.name: float(spec.threshold("GATE-TRACE-003", role.threshold)) for role in ROLES}
+    """The multiple of each role the current rule has (contracts.trace_anomaly.Role.threshold), by
+    role name (a role of an earlier revision only, whose threshold the spec no longer holds, is left out)."""
+    thresholds = load_spec().gate("GATE-TRACE-003").thresholds
+    return {
+        role.name: float(thresholds[role.threshold].value) for role in ROLES if role.threshold in thresholds
+    }
 
 
 def empty_sites(trace: Trace, names: list[str]) -> list[str]:

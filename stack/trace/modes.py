@@ -26,6 +26,7 @@ from stack.trace.anomaly import (
     check_anomalies,
     empty_sites,
     find_anomalies,
+    gain_multiple,
     judged_sites,
     role_multiples,
     site_stats,
@@ -76,6 +77,8 @@ def _anomaly_json(a: SiteBaseline) -> dict[str, Any]:
         "baseline_layers": list(a.baseline_layers),
         "ratio": a.ratio,
         "nonfinite": a.nonfinite,
+        # A site judged by its gain: the sites it reads and its gain, which `baseline` is the median of.
+        **({"reads": list(a.reads), "gain": a.gain} if a.reads else {}),
         # Why the site was compared as it was: its role and the multiple it answers to, if any.
         **({"role": a.role.name, "why": a.role.why} if a.role else {}),
     }
@@ -121,7 +124,7 @@ def single(
     else:
         verdict = "anomaly" if found else "clean"
         first = found[0].name if found else None
-        lines += report.anomalies(found, std_multiple(), trace.n_layers)
+        lines += report.anomalies(found, std_multiple(), gain_multiple(), trace.n_layers)
         lines += report.roles(judged_sites(trace, names), role_multiples())
         lines += report.empty(empty)
         if bad.first is not None:

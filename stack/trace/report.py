@@ -154,16 +154,26 @@ def roles(judged: list[SiteBaseline], multiples: dict[str, float]) -> list[str]:
     ]
 
 
-def anomalies(found: list[SiteBaseline], k: float, n_layers: int) -> list[str]:
-    """The first anomaly and the cascade after it, with baselines and ratios."""
+def anomalies(found: list[SiteBaseline], k: float, gain_k: float, n_layers: int) -> list[str]:
+    """The first anomaly and the cascade after it, with baselines and ratios: a site judged by its
+    std at k, one judged by its gain (its std over its reads') at gain_k."""
     if n_layers < 2:
         return ["anomaly mode needs at least two layers to compare a layer with the others"]
     if not found:
-        return [f"no anomaly: no site's std exceeds {k:g} × the median of the same site in the other layers"]
+        return [
+            f"no anomaly: no site's std exceeds {k:g} × the median of the same site in the other layers, "
+            f"and no sub-operation's gain {gain_k:g} × the median gain"
+        ]
     first, rest = found[0], found[1:]
     layers = ",".join(map(str, first.baseline_layers))
     if first.nonfinite:
         headline = f"FIRST ANOMALY: {first.name} holds NaN/Inf"
+    elif first.reads:
+        headline = (
+            f"FIRST ANOMALY: {first.name}: gain {num(first.gain)} (std {num(first.std)} over "
+            f"{' × '.join(first.reads)}) is {_ratio(first)} the median gain {num(first.baseline)} of "
+            f"{first.site} in layers {layers} (k = {gain_k:g})"
+        )
     else:
         headline = (
             f"FIRST ANOMALY: {first.name}: std {num(first.std)} is {_ratio(first)} the median "
@@ -171,12 +181,13 @@ def anomalies(found: list[SiteBaseline], k: float, n_layers: int) -> list[str]:
         )
     lines = [headline, f"cascade after it: {len(rest)} more site(s)"]
     if rest:
-        lines.append(f"  {'site':<26}{'std':>11}{'baseline':>11}  {'of layers':<14}{'ratio':>10}")
+        lines.append(f"  {'site':<26}{'by':>5}{'value':>11}{'baseline':>11}  {'of layers':<14}{'ratio':>10}")
         for a in rest[:CASCADE_SHOWN]:
             flag = "  NaN/Inf" if a.nonfinite else ""
             of = ",".join(map(str, a.baseline_layers))
+            by, value = ("gain", a.gain) if a.reads else ("std", a.std)
             lines.append(
-                f"  {a.name:<26}{num(a.std):>11}{num(a.baseline):>11}  {of:<14}{_ratio(a):>10}{flag}"
+                f"  {a.name:<26}{by:>5}{num(value):>11}{num(a.baseline):>11}  {of:<14}{_ratio(a):>10}{flag}"
             )
         if len(rest) > CASCADE_SHOWN:
             lines.append(f"  ... and {len(rest) - CASCADE_SHOWN} more")

@@ -2,14 +2,14 @@
 
 A trace that calls a healthy model broken sends its reader after a bug that is not there: a
 healthy 110 M run traced as an anomaly at layers.0.ffn_out (13.2 times the median of the other
-layers), and so does a healthy `demo`-shaped model here after 100 steps (about 22 times), and a
-healthy two-layer `tiny` one at layers.0.attn_out (12.3 times). Layer 0's attention and
-feed-forward writes and the last block's output have roles of their own
-(contracts.trace_anomaly.ROLES), judged at multiples calibrated on healthy models. The suite trains
-each CPU preset's shape (smoke, tiny, demo) for a few steps on the standard library, traces its
-early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
-fault planted still name the planted site. The `base` reference run, trained on a GPU, is held to
-the same rule from its trace record's statistics.
+layers by std), a healthy two-layer `tiny` one at layers.0.attn_out (12.3 times), a healthy
+`demo`-shaped one at layers.1.ffn_out (14.1 times). The sites a block computes by its weights are
+judged by their gains over the sites they read, layer 0's as every layer's; a mixture's layer-0
+write and the last block's output have roles of their own (contracts.trace_anomaly). The suite
+trains each CPU preset's shape (smoke, tiny, demo) for a few steps on the standard library, traces
+its early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
+weight scaled still name the planted site first. The `base` reference run, trained on a GPU, is
+held to the same rule from its trace record's statistics.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from contracts.judges import judge
 from contracts.spec import load_spec
-from contracts.trace_anomaly import FIRST_MLP, anomalies, not_judged, site_baselines
+from contracts.trace_anomaly import FIRST_MLP, GAIN_READS, anomalies, not_judged, site_baselines
 from stack.data.corpus import stdlib_dir
 from stack.model import GPT, ModelConfig
 from stack.trace.anomaly import find_anomalies, judged_sites
@@ -38,7 +38,7 @@ CTX, BATCH = 64, 8
 CORPUS_BYTES = 1 << 20
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
-FIRST_ATTENTION_K = float(load_spec().threshold("GATE-TRACE-003", "first_attention_std_multiple"))
+GAIN_K = float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
 
 
 def _corpus() -> torch.Tensor:
@@ -114,31 +114,30 @@ def test_the_base_reference_runs_trace_has_no_anomaly_under_the_current_rule() -
     """The `base` preset's reference run (10 × 512, 46 M parameters, 1,500 steps and 98 M tokens on a
     GPU with every gate live; the fixture copy of its `stack trace` record on 'def main():', judged
     under an earlier rule): the per-site statistics its trace.json keeps, judged again by the
-    current rule, name no anomaly, and layer 0's feed-forward write is judged by its role."""
+    current rule, name no anomaly, and layer 0's feed-forward write is judged by its gain."""
     trace = json.loads((RECORDS / BASE_REFERENCE_TRACE / "trace.json").read_text(encoding="utf-8"))
     stats = trace["site_stats"]
     names = list(stats)
     assert {name.split(".")[1] for name in names if name.startswith("layers.")} == {str(i) for i in range(10)}
     found = anomalies(stats, names, lambda b: bool(judge("GATE-TRACE-003", b.measured())))
     assert found == [], [(a.name, round(a.ratio, 1)) for a in found]
-    roles = {b.name: b.role for b in site_baselines(stats, names)}
-    assert roles["layers.0.ffn_out"] is FIRST_MLP
+    judged = {b.name: b for b in site_baselines(stats, names)}
+    assert judged["layers.0.ffn_out"].role is None and judged["layers.0.ffn_out"].reads == ("ffn_swiglu",)
 
 
-def test_the_first_mlp_writes_of_healthy_checkpoints_are_judged_by_their_role(
+def test_the_layer_0_writes_of_healthy_checkpoints_are_judged_by_their_gains(
     healthy: dict[tuple[str, int], GPT], prompt: torch.Tensor
 ) -> None:
-    """Layer 0's feed-forward write of every healthy checkpoint is judged at its role's multiple,
-    and lies within it (on this machine a `demo`-shaped one at step 100 stands at about 22 times
-    the other layers', beyond anomaly_std_multiple: a false alarm if judged at the common multiple)."""
+    """Layer 0's attention and MLP writes of every healthy checkpoint are judged as every layer's
+    are, by their gains over the sites they read, with no role, and lie within gain_std_multiple."""
     ratios = {}
     for (preset, step), model in healthy.items():
         names, trace = _trace(model, prompt)
         for site in judged_sites(trace, names):
-            if site.name in ("layers.0.ffn_swiglu", "layers.0.ffn_out") and model.config.n_layers > 1:
-                assert site.role is FIRST_MLP
+            if site.layer == 0 and site.site in ("attn_out", "ffn_swiglu", "ffn_out"):
+                assert site.role is None and site.reads == GAIN_READS[site.site]
                 ratios[(preset, step, site.name)] = site.ratio
-    assert ratios and max(ratios.values()) < FIRST_MLP_K
+    assert ratios and max(ratios.values()) < GAIN_K
 
 
 def _plant(model: GPT, where: str, layer: int, times: float) -> GPT:
@@ -159,29 +158,26 @@ def _plant(model: GPT, where: str, layer: int, times: float) -> GPT:
 @pytest.mark.parametrize(
     ("where", "layer", "times"),
     [
-        ("ffn_up", 0, 2 * K),
-        ("ffn_up", 2, 2 * K),
-        ("ffn_gate", 0, 2 * K),
-        ("v", 3, 2 * K),
-        ("ffn_out", 0, 2 * FIRST_MLP_K),
+        ("ffn_up", 0, 2 * GAIN_K),
+        ("ffn_up", 2, 2 * GAIN_K),
+        ("ffn_gate", 0, 2 * GAIN_K),
+        ("v", 3, 2 * GAIN_K),
+        ("ffn_out", 0, 2 * GAIN_K),
+        ("ffn_out", 2, 2 * GAIN_K),
     ],
 )
 def test_a_fault_planted_in_a_healthy_checkpoint_is_named(
     healthy: dict[tuple[str, int], GPT], prompt: torch.Tensor, where: str, layer: int, times: float
 ) -> None:
-    """An up or gate projection blown up in layer 0 is named at its own site (its role begins after
-    it); layer 0's down projection is named once its write goes past its role's multiple."""
+    """A projection's weight blown up is named first at its own site, in layer 0 as in any other:
+    its gain alone moves, and the sites that read it keep theirs."""
     for step in STEPS:
-        model, scale = healthy[("demo", step)], times
-        if where == "ffn_out":  # to `times` × its baseline, wherever this checkpoint's ratio stood
-            names, trace = _trace(model, prompt)
-            scale = times / {b.name: b.ratio for b in judged_sites(trace, names)}[f"layers.{layer}.ffn_out"]
-        names, trace = _trace(_plant(model, where, layer, scale), prompt)
+        names, trace = _trace(_plant(healthy[("demo", step)], where, layer, times), prompt)
         found = find_anomalies(trace, names)
         assert found and found[0].name == f"layers.{layer}.{where}", f"demo at step {step}: {found[:2]}"
 
 
-def _stats(first: float, site: str = "ffn_out") -> dict[str, dict[str, float]]:
+def _stats(first: float, site: str) -> dict[str, dict[str, float]]:
     """Four layers' statistics of `site`, layers 1-3 at std 1, layer 0's at `first`."""
     stds = [first, 1.0, 1.0, 1.0]
     return {
@@ -189,7 +185,11 @@ def _stats(first: float, site: str = "ffn_out") -> dict[str, dict[str, float]]:
     }
 
 
-@pytest.mark.parametrize(("site", "role_k"), [("ffn_out", FIRST_MLP_K), ("attn_out", FIRST_ATTENTION_K)])
+def _flagged(stats: dict[str, dict[str, float]]) -> list[str]:
+    found = anomalies(stats, list(stats), lambda b: bool(judge("GATE-TRACE-003", b.measured())))
+    return [a.name for a in found]
+
+
 @pytest.mark.parametrize(
     ("multiple", "fires"),
     [
@@ -197,24 +197,51 @@ def _stats(first: float, site: str = "ffn_out") -> dict[str, dict[str, float]]:
         pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-003")),
     ],
 )
-def test_a_layer_0_write_just_beyond_its_role_multiple_fires_and_just_inside_holds(
-    site: str, role_k: float, multiple: float, fires: bool
+def test_a_mixtures_layer_0_write_just_beyond_its_role_multiple_fires_and_just_inside_holds(
+    multiple: float, fires: bool
 ) -> None:
-    """Layer 0's MLP write (first_mlp_std_multiple) and attention write (first_attention_std_multiple)
-    at 1.5 × their role's multiple are anomalies, at 0.5 × (still beyond k) they are not."""
-    assert 0.5 * role_k > K
-    stats = _stats(multiple * role_k, site)
-    flagged = anomalies(stats, list(stats), lambda b: bool(judge("GATE-TRACE-003", b.measured())))
-    assert [a.name for a in flagged] == ([f"layers.0.{site}"] if fires else [])
+    """A mixture's layer-0 write (moe_out, judged by its std in its role) at 1.5 × first_mlp_std_multiple
+    is an anomaly, at 0.5 × (still beyond k) it is not."""
+    assert 0.5 * FIRST_MLP_K > K
+    assert _flagged(_stats(multiple * FIRST_MLP_K, "moe_out")) == (["layers.0.moe_out"] if fires else [])
+
+
+@pytest.mark.parametrize(
+    ("multiple", "fires"),
+    [
+        pytest.param(1.25, True, marks=pytest.mark.gate("GATE-TRACE-003")),
+        pytest.param(0.8, False, marks=pytest.mark.holds("GATE-TRACE-003")),
+    ],
+)
+@pytest.mark.parametrize("layer", [0, 2])
+def test_a_write_whose_gain_is_just_beyond_the_gain_multiple_fires_and_just_inside_holds(
+    layer: int, multiple: float, fires: bool
+) -> None:
+    """A down projection's write (ffn_out over ffn_swiglu) with a gain of 1.25 × gain_std_multiple
+    × the other layers' is an anomaly, in layer 0 as in a later one; at 0.8 × it is not, while its
+    std stands at 100 × the other layers' (its read is as large: the early blocks' MLP writes of
+    a healthy model, whichever blocks they are)."""
+    swiglu = [1.0, 1.0, 1.0, 1.0]
+    swiglu[layer] = 100.0 / (multiple * GAIN_K)
+    stats = {}
+    for i, read in enumerate(swiglu):
+        stats[f"layers.{i}.ffn_swiglu"] = {"count": 10.0, "std": read, "nan": 0.0, "inf": 0.0}
+        std = 100.0 if i == layer else 1.0
+        stats[f"layers.{i}.ffn_out"] = {"count": 10.0, "std": std, "nan": 0.0, "inf": 0.0}
+    flagged = [n for n in _flagged(stats) if n.endswith("ffn_out")]
+    assert flagged == ([f"layers.{layer}.ffn_out"] if fires else [])
 
 
 def test_a_role_site_is_no_baseline_and_the_report_says_why_a_site_is_not_judged() -> None:
-    """Two layers: layer 1's ffn_out would be set against layer 0's write alone, whose scale is its
-    role's; it is not judged, and the reason is given."""
+    """Two layers: layer 1's moe_out would be set against a mixture's layer-0 write alone, whose scale
+    is its role's; it is not judged, and the reason is given. A gain site whose read is not traced
+    is not judged either, and says which read."""
     stats = {
-        f"layers.{i}.ffn_out": {"count": 10.0, "std": s, "nan": 0.0, "inf": 0.0}
+        f"layers.{i}.moe_out": {"count": 10.0, "std": s, "nan": 0.0, "inf": 0.0}
         for i, s in ((0, 20.0), (1, 1.0))
     }
     judged = {b.name: b for b in site_baselines(stats, list(stats))}
-    assert set(judged) == {"layers.0.ffn_out"} and judged["layers.0.ffn_out"].role is FIRST_MLP
-    assert "roles of their own" in not_judged(stats, list(stats))["layers.1.ffn_out"]
+    assert set(judged) == {"layers.0.moe_out"} and judged["layers.0.moe_out"].role is FIRST_MLP
+    assert "roles of their own" in not_judged(stats, list(stats))["layers.1.moe_out"]
+    alone = _stats(1.0, "ffn_out")
+    assert "ffn_swiglu" in not_judged(alone, list(alone))["layers.0.ffn_out"]
