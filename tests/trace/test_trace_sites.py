@@ -71,7 +71,7 @@ def test_anomaly_mode_names_the_layer_that_stands_out(layer: int, site: str) -> 
     names = site_names(4)
     trace, _ = trace_forward(model, tokens())
     assert find_anomalies(trace, names) == []
-    k = load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple")
+    k = load_spec().threshold("GATE-TRACE-003", "gain_std_multiple")
     linear = {"ffn_up": model.layers[layer].ffn.up, "v": model.layers[layer].attn.v}.get(
         site, model.layers[layer].ffn.gate
     )
@@ -83,29 +83,41 @@ def test_anomaly_mode_names_the_layer_that_stands_out(layer: int, site: str) -> 
     assert first.ratio > k and first.baseline_layers == tuple(j for j in range(4) if j != layer)
 
 
-def _flagged_at(multiple: float) -> bool:
-    """Whether anomaly mode flags the last layer's ffn_up at `multiple` × the other layers' median std.
+def _measure(trace: object, layer: int, site: str) -> float:
+    """What the rule compares `site` of `layer` by: ffn_up its gain over ffn_norm, ffn_norm its std."""
+    std = trace.stat(f"layers.{layer}.{site}", "std")
+    return std / trace.stat(f"layers.{layer}.ffn_norm", "std") if site == "ffn_up" else std
 
-    ffn_up is a linear of a normed input, so its std scales exactly with its weights; in the last
-    layer the plant changes no other layer's statistics, so the median stays where it was measured.
+
+def _flagged_at(site: str, multiple: float) -> bool:
+    """Whether anomaly mode flags the last layer's `site` at `multiple` × the other layers' median.
+
+    ffn_up is a linear of a normed input and ffn_norm a norm, so each one's measure scales exactly
+    with its weight; in the last layer the plant changes no other layer's statistics, so the median
+    stays where it was measured.
     """
     model = tiny_model(n_layers=4)
     clean, _ = trace_forward(model, tokens())
-    median = statistics.median(clean.stat(f"layers.{j}.ffn_up", "std") for j in range(3))
+    median = statistics.median(_measure(clean, j, site) for j in range(3))
+    module = model.layers[3].ffn.up if site == "ffn_up" else model.layers[3].ffn_norm
     with torch.no_grad():
-        model.layers[3].ffn.up.weight *= multiple * median / clean.stat("layers.3.ffn_up", "std")
+        module.weight *= multiple * median / _measure(clean, 3, site)
     found = find_anomalies(trace_forward(model, tokens())[0], site_names(4))
-    return "layers.3.ffn_up" in {anomaly.name for anomaly in found}
+    return f"layers.3.{site}" in {anomaly.name for anomaly in found}
 
 
 @pytest.mark.gate("GATE-TRACE-003")
-def test_a_site_at_12_times_the_median_is_an_anomaly_and_one_at_6_is_not() -> None:
-    """anomaly_std_multiple 8; 12 and 6 lie strictly inside its double and its half.
+@pytest.mark.parametrize(
+    ("site", "threshold"), [("ffn_up", "gain_std_multiple"), ("ffn_norm", "anomaly_std_multiple")]
+)
+def test_a_site_at_12_times_the_median_is_an_anomaly_and_one_at_6_is_not(site: str, threshold: str) -> None:
+    """gain_std_multiple (a projection, by its gain) and anomaly_std_multiple (a norm, by its std) are
+    8; 12 and 6 lie strictly inside its double and its half.
 
     So a multiple widened or narrowed twofold (or set to 1000) turns this red.
     """
-    assert _flagged_at(12.0)
-    assert not _flagged_at(6.0)
+    assert _flagged_at(site, 12.0)
+    assert not _flagged_at(site, 6.0)
 
 
 def test_a_nonfinite_site_is_an_anomaly_whatever_its_std() -> None:
