@@ -22,7 +22,14 @@ import torch
 
 from contracts.judges import judge
 from contracts.spec import load_spec
-from contracts.trace_anomaly import FIRST_MLP, GAIN_READS, anomalies, not_judged, site_baselines
+from contracts.trace_anomaly import (
+    FIRST_ATTENTION_SINCE,
+    FIRST_MLP,
+    GAIN_READS,
+    anomalies,
+    not_judged,
+    site_baselines,
+)
 from stack.data.corpus import stdlib_dir
 from stack.model import GPT, ModelConfig
 from stack.trace.anomaly import find_anomalies, judged_sites
@@ -30,10 +37,17 @@ from stack.trace.sites import site_names
 from stack.trace.tracer import trace_forward
 from stack.train.presets import PRESETS
 from tests.support.ledger_support import RECORDS
+from tests.support.paths import TESTS
 
 STEPS = (10, 30, 100)  # early, middle, late
 # The `stack trace` record of the `base` reference run, a fixture (tests/fixtures/records).
 BASE_REFERENCE_TRACE = "trace-20261127T153158"
+# The block sites' statistics of a healthy `demo`-shaped model whose first two blocks write large
+# (trained as `_train` trains, 100 steps on this repository's docs/*.md of commit 5d82828, traced
+# on bytes 1000-1063 of them), and of the same model with one weight scaled 16-fold, by the site
+# the fault acts at: by std its second MLP write was an anomaly (14.1x), the layer-2 down
+# projection went unnamed and the layer-3 value projection was named second.
+EARLY_WRITERS = json.loads((TESTS / "fixtures" / "early_writers.json").read_text(encoding="utf-8"))
 CTX, BATCH = 64, 8
 CORPUS_BYTES = 1 << 20
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
@@ -107,6 +121,33 @@ def test_no_healthy_checkpoint_has_an_anomaly(
         names, trace = _trace(model, prompt)
         found = find_anomalies(trace, names)
         assert found == [], f"{preset} at step {step}: {[(a.name, round(a.ratio, 1)) for a in found]}"
+
+
+def _named_by_the_judge(stats: dict[str, dict[str, float]]) -> list[str]:
+    """The anomalies GATE-TRACE-003's judge names from a trace's block-site statistics, in order."""
+    found = anomalies(stats, list(stats), lambda b: bool(judge("GATE-TRACE-003", b.measured())))
+    return [a.name for a in found]
+
+
+@pytest.mark.holds("GATE-TRACE-003")
+def test_a_healthy_model_whose_early_blocks_write_large_has_no_anomaly() -> None:
+    """Its second block's MLP write stands at 14.1 times the last two blocks' by std, and its gain
+    at about twice theirs: no anomaly."""
+    stats = EARLY_WRITERS["healthy"]
+    by_std = [
+        b for b in site_baselines(stats, list(stats), FIRST_ATTENTION_SINCE) if b.name == "layers.1.ffn_out"
+    ]
+    assert by_std[0].ratio > K
+    assert _named_by_the_judge(stats) == []
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+@pytest.mark.parametrize("planted", sorted(set(EARLY_WRITERS) - {"healthy"}))
+def test_a_weight_scaled_in_a_model_whose_early_blocks_write_large_is_named_first(planted: str) -> None:
+    """A down projection in layer 2, an up projection in layer 2, a value projection in layer 3,
+    each scaled 16-fold: each is named first, at the site whose weight it is."""
+    named = _named_by_the_judge(EARLY_WRITERS[planted])
+    assert named and named[0] == planted
 
 
 @pytest.mark.holds("GATE-TRACE-003")
