@@ -248,9 +248,7 @@ def _judged(stats: SiteStats, name: str, revision: int) -> SiteBaseline | str | 
     depth = n_blocks(stats)
     reads = gain_reads(site, revision)
     if reads and (missing := [r for r in reads if f"layers.{layer}.{r}" not in stats]):
-        return (
-            f"no gain: the site{'s' if len(missing) > 1 else ''} it reads ({', '.join(missing)}) not traced"
-        )
+        return f"no gain: what it reads ({', '.join(missing)}) was not traced"
     same = [(j, other) for j, other in _same_site(stats, site) if j != layer and _seen(other)]
     others = [(j, other) for j, other in same if _baseline(j, site, depth, revision)]
     if not others:
@@ -268,9 +266,8 @@ def _judged(stats: SiteStats, name: str, revision: int) -> SiteBaseline | str | 
     bad = _number(held.get("nan")) + _number(held.get("inf")) > 0 or not math.isfinite(std)
     role = role_of(layer, site, depth, revision)
     gain = value if reads else math.nan
-    return SiteBaseline(
-        name, layer, site, std, baseline, used, _ratio(value, baseline), bad, role, reads, gain
-    )
+    ratio = _ratio(value, baseline)
+    return SiteBaseline(name, layer, site, std, baseline, used, ratio, bad, role, reads, gain)
 
 
 def _measure(stats: SiteStats, layer: int, site: str, reads: tuple[str, ...]) -> float:

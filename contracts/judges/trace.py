@@ -273,15 +273,11 @@ def _anomalous_site(
     median gain of the same site in the other layers."""
     if nonfinite:
         return ["the site holds NaN or Inf"]
+    common = t["anomaly_std_multiple"]
     if measure == "gain":
-        multiple, what = (
-            t.get("gain_std_multiple", t["anomaly_std_multiple"]),
-            "gain (std over its reads' stds)",
-        )
-    elif role:
-        multiple, what = t.get(f"{role}_std_multiple", t["anomaly_std_multiple"]), "std"
+        multiple, what = t.get("gain_std_multiple", common), "gain (std over its reads' stds)"
     else:
-        multiple, what = t["anomaly_std_multiple"], "std"
+        multiple, what = (t.get(f"{role}_std_multiple", common) if role else common), "std"
     if ratio > multiple:
         return [
             f"its {what} is {ratio:.3g}x the same site's median in the other layers (beyond {multiple:g})"
@@ -317,11 +313,7 @@ def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
     derived = anomalies(
         stats,
         [str(n) for n in items(m, "sites_judged")],
-        lambda b: bool(
-            _anomalous_site(
-                b.ratio, b.nonfinite, t, b.role.name if b.role else None, "gain" if b.reads else None
-            )
-        ),
+        lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t, **_judged_as(b))),
         _anomaly_rule(t),
     )
     problems = []
