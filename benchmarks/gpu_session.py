@@ -78,6 +78,32 @@ def _determinism_run(where: Where, deterministic: bool) -> list[str]:
     ]
 
 
+# The healthy 110 M runs GATE-TRACE-003's calibration asks for (docs/trace.md, "Calibration"): the
+# gpt2 preset at grad_accum 1, as the run that traced a false anomaly after 120 steps trained, for
+# each of these step budgets, then traced on the reference run's prompt.
+HEALTHY_STEPS = (120, 400, 1500)
+
+
+def _healthy_run(where: Where, steps: int) -> list[str]:
+    """benchmarks/reference_run.py's train and trace of the gpt2 preset for `steps` steps (fewer if
+    early stopping ends it), a checkpoint only at the end, each record filed with the session's."""
+    sets = [f"train.steps={steps}", "train.grad_accum=1", f"train.warmup_steps={min(100, steps // 4)}"]
+    sets += [f"eval.every={max(10, steps // 10)}", f"ckpt.every={steps}", f"monitor.sample_every={steps}"]
+    return [
+        *(PY, "benchmarks/reference_run.py", "--data", str(where.data), "--preset", "gpt2"),
+        *(
+            "--work",
+            str(where.work / "healthy"),
+            "--ledger",
+            str(where.ledger),
+            "--commands",
+            "train",
+            "trace",
+        ),
+        *(word for value in sets for word in ("--set", value)),
+    ]
+
+
 STEPS: dict[str, Step] = {
     "model": Step(
         "the model against the hand-written GPT, eager and compiled (model_vs_reference_gpu)",
@@ -135,6 +161,14 @@ STEPS: dict[str, Step] = {
             *("--ledger", str(w.ledger)),
         ],
     ),
+    **{
+        f"healthy-{steps}": Step(
+            f"a healthy 110 M run of {steps} steps at grad_accum 1, traced: no anomaly under GATE-TRACE-003",
+            True,
+            lambda w, steps=steps: _healthy_run(w, steps),
+        )
+        for steps in HEALTHY_STEPS
+    },
     "gpu-check": Step(
         "make gpu-check: kernels, bf16 training, the fp16 resume, compile, --nproc",
         False,

@@ -12,6 +12,11 @@ rest; the exit code is its own (0 when all four succeeded).
 
     python benchmarks/reference_run.py --data DATA --work /tmp/reference
     python benchmarks/reference_run.py --data DATA --work /tmp/ref --preset gpt2 --set train.steps=3000
+    python benchmarks/reference_run.py --data DATA --work /tmp/ref --preset gpt2 --commands train trace
+
+`--commands` runs some of the four, in their order: a healthy checkpoint traced is all GATE-TRACE-003's
+calibration asks of a run (docs/trace.md, "Calibration"), and the 110 M shape's at 120, 400 and 1,500
+steps are three such runs (benchmarks/gpu_session.py, the `healthy-*` steps).
 
 The step budget and evaluation cadence below fit a few minutes of an H100 at `base` (all four
 commands took 394 s there); `--set` overrides them and anything else. Releasing the run
@@ -37,18 +42,22 @@ DEFAULT_SETS += ("monitor.sample_every=250",)
 PROMPT = "def main():"
 
 
+COMMANDS = ("train", "eval", "trace", "export")
+
+
 def commands(args: argparse.Namespace, run_id: str) -> list[tuple[str, list[str]]]:
-    """(name, argv) of the four commands, in order."""
+    """(name, argv) of the commands `args.commands` names, in the order of COMMANDS."""
     run, filed = args.work / run_id, ["--evidence-dir", str(args.ledger)]
     sets = [word for value in (*DEFAULT_SETS, *args.set) for word in ("--set", value)]
     on = ["--device", args.device]
-    return [
+    every = [
         ("train", [*STACK, "train", "--data", str(args.data), "--out", str(run), "--preset", args.preset,
                    *sets, *filed]),
         ("eval", [*STACK, "eval", str(run), "--split", "val", *on, *filed]),
         ("trace", [*STACK, "trace", str(run), "--prompt", PROMPT, *on, *filed]),
         ("export", [*STACK, "export", str(run), "--format", "hf", "--out", f"{run}-hf", *filed]),
     ]  # fmt: skip
+    return [(name, argv) for name, argv in every if name in args.commands]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ledger", type=Path, default=ROOT / "evidence" / "runs", help="where records are filed"
     )
+    parser.add_argument(
+        "--commands", nargs="+", choices=COMMANDS, default=list(COMMANDS), help="which to run (default all)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
+    if "train" not in args.commands:
+        parser.error("--commands must include train: the others read the run it makes")
     run_id = f"reference-{args.preset}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     for name, command in commands(args, run_id):
         print(f"reference_run: {name}: {' '.join(command)}", flush=True)

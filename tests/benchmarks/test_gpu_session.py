@@ -90,3 +90,20 @@ def test_the_corpus_is_the_stdlib_and_the_libraries_found_with_its_record_filed(
     prepare = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("prepare:"))
     assert "--default --glob *.py" in prepare and f"numpy={Path(numpy.__file__).parent}" in prepare
     assert "--evidence-dir /tmp/unused/ledger" in prepare
+
+
+def test_the_healthy_runs_train_the_gpt2_preset_at_grad_accum_1_for_their_steps_and_trace_it(
+    tmp_path: Path,
+) -> None:
+    """Each `healthy-N` step trains the gpt2 preset for N steps at grad_accum 1, one checkpoint at its
+    end, and traces it, filing both records with the session's."""
+    where = gpu_session.Where(tmp_path / "data", tmp_path / "ledger", tmp_path / "work")
+    for steps in gpu_session.HEALTHY_STEPS:
+        step = gpu_session.STEPS[f"healthy-{steps}"]
+        argv = step.argv(where)
+        assert step.reads_data and argv[argv.index("--data") + 1] == str(where.data)
+        assert argv[argv.index("--ledger") + 1] == str(where.ledger)
+        assert argv[argv.index("--commands") + 1 : argv.index("--commands") + 3] == ["train", "trace"]
+        sets = [argv[i + 1] for i, word in enumerate(argv) if word == "--set"]
+        config = resolve(argv[argv.index("--preset") + 1], None, sets, vocab=32768)
+        assert (config.train.steps, config.train.grad_accum, config.ckpt.every) == (steps, 1, steps)

@@ -48,3 +48,25 @@ def test_a_failed_command_stops_the_rest_with_its_own_exit_code(
     out = capsys.readouterr().out
     assert "train ended with exit 2; the commands after it were not run" in out
     assert "reference_run: eval:" not in out and not list(tmp_path.glob(f"*/{EVIDENCE_FILE}"))
+
+
+def test_commands_runs_those_named_and_refuses_a_list_without_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--commands train trace`: the two records a healthy checkpoint's calibration needs, no more."""
+    ledger = tmp_path / "ledger"
+    argv = [
+        "--data",
+        str(prepared(tmp_path)),
+        "--work",
+        str(tmp_path / "work"),
+        "--ledger",
+        str(ledger),
+        *SMOKE,
+    ]
+    assert reference_run.main([*argv, "--commands", "train", "trace"]) == 0
+    kinds = sorted(read_evidence(path).run.kind for path in ledger.glob(f"*/{EVIDENCE_FILE}"))
+    assert kinds == ["trace", "train"]
+    with pytest.raises(SystemExit) as stopped:
+        reference_run.main([*argv, "--commands", "trace"])
+    assert stopped.value.code == 2 and "must include train" in capsys.readouterr().err
