@@ -37,7 +37,8 @@ healthy model: a `demo`-shaped model trained 100 steps on an earlier day's docs 
 2.09 at its first two blocks' `ffn_out` and 0.19 and 0.11 at the last two, so the second was 14.1
 times its baseline by std, while by gain (2.43 against 1.89, 1.23 and 0.97) it is 2.0. The roles
 of layer 0's writes were one block's share of that, and a gain has none: from revision 10 only a
-mixture's layer-0 write (`moe_out`, judged by its std) and the last block's output keep a role.
+mixture's layer-0 writes (`moe_out` and each expert's output, judged by their std: an expert's
+sub-operations are not traced) and the last block's output keep a role.
 A weight scaled multiplies its own site's gain alone: the sites that read it see their reads grow
 with them and keep their gains, so the site named is the sub-operation whose weight it is (by std,
 on that model, a down projection scaled 16-fold in layer 2 stood at 2.7 times its baseline and was
@@ -129,6 +130,10 @@ FIRST_ATTENTION = Role(
 )
 ROLES = (FIRST_MLP, LAST_OUTPUT, FIRST_ATTENTION)
 FIRST_MLP_SITES = ("ffn_swiglu", "ffn_out", "moe_out")
+# From GAINS_SINCE a mixture's layer-0 expert writes (each expert's output, the shared expert's) have
+# moe_out's role too: the sub-operations inside an expert are not traced, so no gain divides the
+# scale of its weights out, and a healthy mixture's layer-0 experts write as large as its moe_out.
+_EXPERT_WRITE = re.compile(r"^moe\.(expert\d+|shared)$")
 
 
 def gain_reads(site: str, revision: int = CURRENT) -> tuple[str, ...]:
@@ -141,7 +146,8 @@ def role_of(layer: int, site: str, n_layers: int, revision: int = CURRENT) -> Ro
     (a site judged by its gain has none: its gain is the layers' alike)."""
     if revision < ROLES_SINCE or n_layers < 2 or gain_reads(site, revision):
         return None
-    if layer == 0 and site in FIRST_MLP_SITES:
+    expert_write = revision >= GAINS_SINCE and _EXPERT_WRITE.match(site) is not None
+    if layer == 0 and (site in FIRST_MLP_SITES or expert_write):
         return FIRST_MLP
     if layer == 0 and site == "attn_out" and revision >= FIRST_ATTENTION_SINCE:
         return FIRST_ATTENTION

@@ -48,6 +48,11 @@ BASE_REFERENCE_TRACE = "trace-20261127T153158"
 # the fault acts at: by std its second MLP write was an anomaly (14.1x), the layer-2 down
 # projection went unnamed and the layer-3 value projection was named second.
 EARLY_WRITERS = json.loads((TESTS / "fixtures" / "early_writers.json").read_text(encoding="utf-8"))
+# The block sites' statistics of a healthy `demo`-shaped mixture of 4 experts (top 2), trained as
+# `_train` trains with moe_experts=4 on the same text and traced on the same prompt, at steps 30
+# and 100, and at step 100 with expert 0 of layer 2 scaled 16-fold (its down projection): its
+# layer-0 experts write as large as its moe_out (12.6 and 27.7 times by std).
+MIXTURE = json.loads((TESTS / "fixtures" / "healthy_mixture.json").read_text(encoding="utf-8"))
 CTX, BATCH = 64, 8
 CORPUS_BYTES = 1 << 20
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
@@ -148,6 +153,25 @@ def test_a_weight_scaled_in_a_model_whose_early_blocks_write_large_is_named_firs
     each scaled 16-fold: each is named first, at the site whose weight it is."""
     named = _named_by_the_judge(EARLY_WRITERS[planted])
     assert named and named[0] == planted
+
+
+@pytest.mark.holds("GATE-TRACE-003")
+@pytest.mark.parametrize("step", ["healthy-30", "healthy-100"])
+def test_a_healthy_mixtures_layer_0_experts_are_judged_by_their_role(step: str) -> None:
+    """Each expert's output in layer 0 shares moe_out's role: no anomaly, where judging them at the
+    common multiple (as revision 9 did) called the layer-0 experts anomalies."""
+    stats = MIXTURE[step]
+    before = [b.name for b in site_baselines(stats, list(stats), FIRST_ATTENTION_SINCE) if b.ratio > K]
+    assert any(name.startswith("layers.0.moe.expert") for name in before)
+    judged = {b.name: b for b in site_baselines(stats, list(stats))}
+    assert judged["layers.0.moe.expert0"].role is FIRST_MLP
+    assert _named_by_the_judge(stats) == []
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_an_expert_scaled_in_a_later_layer_of_a_healthy_mixture_is_named_first() -> None:
+    """Expert 0 of layer 2 with its down projection scaled 16-fold, at step 100: named first."""
+    assert _named_by_the_judge(MIXTURE["layers.2.moe.expert0"])[:1] == ["layers.2.moe.expert0"]
 
 
 @pytest.mark.holds("GATE-TRACE-003")
