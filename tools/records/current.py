@@ -5,8 +5,8 @@ under an older revision of a gate is stale and is no longer re-derived, so when 
 what a record would say (a spec version that revises gates, a change to what a command writes),
 the set is made again, the same way each time: the demo release (evidence/models/stdlib-byte-demo-
 0.2.0) through each command that reads or writes a model, on a mixture of the default corpus and
-this repository's docs, from a clean tree (a record of a dirty tree names no commit anyone can
-check out). They are fixtures of the tests, not ledger entries:
+this repository's docs as they stood at DOCS_COMMIT, from a clean tree (a record of a dirty tree
+names no commit anyone can check out). They are fixtures of the tests, not ledger entries:
 
     python tools/current_records.py --work /tmp/records      (make fixtures)
 
@@ -19,10 +19,12 @@ machine.
 from __future__ import annotations
 
 import argparse
+import io
 import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,13 +33,18 @@ from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, collect_code, read_evid
 
 RELEASE = "evidence/models/stdlib-byte-demo-0.2.0"
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "records" / "current"
+# The commit whose docs/ the records' mixture and evaluation read, checked out into --work: the docs
+# as they stand would make every docs edit train other fixture models (one sentence added to
+# docs/trace.md once made the distilled mixture's router collapse, GATE-ARCH-012, and stopped the
+# set). Move it forward only to re-make the records on other text on purpose.
+DOCS_COMMIT = "a3563cd31b27bcf3c1949e93e35182682a83f3f8"
 # Run directories whose name is the run id (the training loop names a run after its directory).
 TRAINING_IDS = ("mix-run", "finetune", "sft-lora", "dpo", "distill-moe4")
 
 
 def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
     """(label, stack argv) of every record, in the order their inputs need."""
-    w, r, docs = shlex.quote(str(work)), RELEASE, shlex.quote(str(REPO_ROOT / "docs"))
+    w, r, docs = shlex.quote(str(work)), RELEASE, shlex.quote(str(work / "text" / "docs"))
     tests = shlex.quote(str(REPO_ROOT / "tests" / "data"))
     day = datetime.now(UTC).strftime("%Y%m%dT%H%M")  # two sets filed on one day get their own ids
     run = {name: f"{w}/{name}-{day}-spec-{version}" for name in TRAINING_IDS}
@@ -111,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"current_records: {args.work} is not empty; give a new directory", file=sys.stderr)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
+    if (problem := checked_out_docs(args.work / "text")) is not None:
+        print(f"current_records: {problem}", file=sys.stderr)
+        return 2
     ledger = args.work / "ledger"  # a scratch ledger: these records are fixtures, not evidence
     ledger.mkdir()
     filed: list[tuple[str, str]] = []  # (label, run id): the fixture directory each record goes to
@@ -144,6 +154,22 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(ledger / name, args.into / label)
         print(f"{label:<13} {name} -> {args.into / label}")
     return 0
+
+
+def checked_out_docs(into: Path) -> str | None:
+    """docs/ of DOCS_COMMIT written under `into` (as `into`/docs), or why it could not be."""
+    done = subprocess.run(
+        ["git", "archive", "--format=tar", DOCS_COMMIT, "docs"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        why = done.stderr.decode().strip()
+        return f"docs/ of {DOCS_COMMIT[:12]} cannot be read here ({why}); run from a clone with its history"
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+        archive.extractall(into, filter="data")
+    return None
 
 
 def _replaceable(target: Path) -> bool:
