@@ -33,7 +33,7 @@ from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, collect_code, read_evid
 
 RELEASE = "evidence/models/stdlib-byte-demo-0.2.0"
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "records" / "current"
-# The commit whose docs/ the records' mixture and evaluation read, checked out into --work: the docs
+# The commit whose docs/ the records' training mixture reads, checked out into --work: the docs
 # as they stand would make every docs edit train other fixture models (one sentence added to
 # docs/trace.md once made the distilled mixture's router collapse, GATE-ARCH-012, and stopped the
 # set). Move it forward only to re-make the records on other text on purpose.
@@ -45,6 +45,8 @@ TRAINING_IDS = ("mix-run", "finetune", "sft-lora", "dpo", "distill-moe4")
 def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
     """(label, stack argv) of every record, in the order their inputs need."""
     w, r, docs = shlex.quote(str(work)), RELEASE, shlex.quote(str(work / "text" / "docs"))
+    # the evaluation's text is the checkout's own file: the checker reads it at the record's commit
+    page = shlex.quote(str(REPO_ROOT / "docs" / "concepts" / "gates.md"))
     tests = shlex.quote(str(REPO_ROOT / "tests" / "data"))
     day = datetime.now(UTC).strftime("%Y%m%dT%H%M")  # two sets filed on one day get their own ids
     run = {name: f"{w}/{name}-{day}-spec-{version}" for name in TRAINING_IDS}
@@ -64,7 +66,7 @@ def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
         patch        trace {r} --prompt 'import os' --patch 'import re' --target s --patch-sweep output
         ablate       trace {r} --prompt 'def main():' --ablate layers.1.ffn_up --sample 8
         lens         lens {r} --prompt 'def main():' --lens {w}/demo.lens.safetensors
-        eval         eval {r} --text {docs}/concepts/gates.md
+        eval         eval {r} --text {page}
         mix-run      train --data {w}/mix-data --out {run["mix-run"]} --preset smoke
                      --set "train.device='cpu'" --set train.steps=40 --set eval.every=10 --set ckpt.every=10
                      --set model.moe_experts=4 --set model.moe_balance_coef=0.1 --set 'data.caps={{docs=0.3}}'
