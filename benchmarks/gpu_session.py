@@ -89,18 +89,10 @@ def _healthy_run(where: Where, steps: int) -> list[str]:
     early stopping ends it), a checkpoint only at the end, each record filed with the session's."""
     sets = [f"train.steps={steps}", "train.grad_accum=1", f"train.warmup_steps={min(100, steps // 4)}"]
     sets += [f"eval.every={max(10, steps // 10)}", f"ckpt.every={steps}", f"monitor.sample_every={steps}"]
+    folders = ["--work", str(where.work / "healthy"), "--ledger", str(where.ledger)]
     return [
-        *(PY, "benchmarks/reference_run.py", "--data", str(where.data), "--preset", "gpt2"),
-        *(
-            "--work",
-            str(where.work / "healthy"),
-            "--ledger",
-            str(where.ledger),
-            "--commands",
-            "train",
-            "trace",
-        ),
-        *(word for value in sets for word in ("--set", value)),
+        *(PY, "benchmarks/reference_run.py", "--data", str(where.data), "--preset", "gpt2", *folders),
+        *("--commands", "train", "trace", *(word for value in sets for word in ("--set", value))),
     ]
 
 

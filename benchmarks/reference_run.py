@@ -8,7 +8,7 @@ improving, or at its step budget), then `stack eval` of the held-out split, `sta
 trace` of a prompt and `stack export --format hf` with its parity check. Each command files its
 record into LEDGER (default: this repository's evidence/runs, where `stack release` wants the
 training record) and the run and export go under WORK. The first command that fails stops the
-rest; the exit code is its own (0 when all four succeeded).
+rest; the exit code is its own (0 when every command run succeeded).
 
     python benchmarks/reference_run.py --data DATA --work /tmp/reference
     python benchmarks/reference_run.py --data DATA --work /tmp/ref --preset gpt2 --set train.steps=3000

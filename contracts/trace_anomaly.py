@@ -35,15 +35,15 @@ against the median gain of the same site over the other layers. Their scale is t
 they read times that of their weights, and what they read differs from layer to layer in a
 healthy model: a `demo`-shaped model trained 100 steps on an earlier day's docs wrote 3.06 and
 2.09 at its first two blocks' `ffn_out` and 0.19 and 0.11 at the last two, so the second was 14.1
-times its baseline by std, while by gain (2.43 against 1.89, 1.23 and 0.97) it is 2.0. The roles
-of layer 0's writes were one block's share of that, and a gain has none: from revision 10 only a
-mixture's layer-0 writes (`moe_out` and each expert's output, judged by their std: an expert's
-sub-operations are not traced) and the last block's output keep a role.
-A weight scaled multiplies its own site's gain alone: the sites that read it see their reads grow
-with them and keep their gains, so the site named is the sub-operation whose weight it is (by std,
-on that model, a down projection scaled 16-fold in layer 2 stood at 2.7 times its baseline and was
-not named at all). The norms, whose output is their weight's scale whatever they read, the
-residual stream, a mixture's sites and the routers are still judged by their std.
+times its baseline by std, while by gain (2.43 against 1.89, 1.23 and 0.97) it is 2.0. A gain
+needs no role for layer 0's writes: from revision 10 only a mixture's layer-0 writes (`moe_out`
+and each expert's output, judged by their std: an expert's sub-operations are not traced) and the
+last block's output keep a role. A weight scaled multiplies its own site's gain alone: the sites
+that read it see their reads grow with them and keep their gains, so the site named is the
+sub-operation whose weight it is (by std, on that model, a down projection scaled 16-fold in layer
+2 stood at 2.7 times its baseline and was not named at all). The norms, whose output is their
+weight's scale whatever they read, the residual stream, a mixture's sites and the routers are
+still judged by their std.
 
 A site can be empty: an expert no token was routed to, or the feed-forward of a mixture-of-depths
 block that routed none, sees zero rows. Its std (0 by convention) says nothing about the layer, so

@@ -2,11 +2,10 @@
 
 The rule is GATE-TRACE-003's, in contracts.trace_anomaly: a site's std against the median of the
 same site over the other layers (k = anomaly_std_multiple; a site with a role in a healthy model,
-a mixture's layer-0 write or the last block's output, at its role's calibrated multiple), a site
-that a block computes from its own sites by its weights by its gain, its std over its reads'
-(contracts.trace_anomaly.GAIN_READS), against the median gain (gain_std_multiple), a
-site holding NaN/Inf always an anomaly, an empty site (no token routed there) never judged and
-never a baseline. Reported in
+a mixture's layer-0 write or the last block's output, at its role's calibrated multiple); a site a
+block computes from its own sites by its weights (contracts.trace_anomaly.GAIN_READS) by its gain,
+its std over its reads', against the median gain (gain_std_multiple); a site holding NaN/Inf always
+an anomaly, an empty site (no token routed there) never judged and never a baseline. Reported in
 forward order, the first one is where things went wrong; the ones after it are the cascade.
 `empty_sites` names the empty ones for the report.
 
