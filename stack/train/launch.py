@@ -47,7 +47,20 @@ def launch(nproc: int, argv: list[str]) -> int:
         elif not arg.startswith("--nproc="):
             rest.append(arg)
     with tempfile.TemporaryDirectory(prefix="gatestack-launch-") as where:
-        command = [sys.executable, "-m", __name__, "--standalone", f"--nproc-per-node={nproc}", "-m", "stack"]
+        # torchrun's agent makes a folder per attempt and rank under its log directory, by default a
+        # new torchelastic_* one in the system's temporary folder that nothing removes: here it is
+        # a folder of this launch's own, removed with it.
+        logs = f"--log-dir={Path(where) / 'torchrun'}"
+        command = [
+            sys.executable,
+            "-m",
+            __name__,
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            logs,
+            "-m",
+            "stack",
+        ]
         # torchrun gives each worker one OpenMP thread unless OMP_NUM_THREADS says otherwise, and
         # says so in a five-line banner on every launch: the same default, set here, goes unsaid.
         env = {OMP_THREADS_ENV: "1", **os.environ, LAUNCH_DIR_ENV: where}

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -262,8 +263,16 @@ def test_a_registry_card_path_that_does_not_read_is_named(card: str, problem: st
     assert all(any(f"[{model.key}]" in line for line in lines) for model in rest), lines
 
 
+@pytest.fixture
+def crash_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the checker saves the tracebacks of the crashes these tests plant: the test's own
+    folder, not the machine's temporary directory, which a test run should leave as it found it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
 def test_a_crash_on_one_record_is_named_and_the_rest_checked(
-    cases: list[Case], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cases: list[Case], crash_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A bug of the checker on one record is that record's failure (its traceback saved), never a
     verdict: the other records are checked, and the exit status is 1, an internal error."""
@@ -281,13 +290,14 @@ def test_a_crash_on_one_record_is_named_and_the_rest_checked(
     failure = report.failures[0]
     assert failure.rule == CHECKER_FAILED and failure.record == read_evidence(crashing / EVIDENCE_FILE).run.id
     saved = Path(failure.message.rsplit("traceback saved to ", 1)[1])
+    assert saved.parent == crash_dir
     assert "RuntimeError: a bug of the checker" in saved.read_text(encoding="utf-8")
     assert main(["--runs-only", "--run", str(crashing), "--run", str(other)]) == 1
     assert "integrity: NO VERDICT" in capsys.readouterr().out
 
 
 def test_a_crash_outside_any_record_exits_1_naming_its_traceback(
-    cases: list[Case], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cases: list[Case], crash_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> None:
         raise KeyError("a bug of the checker")
@@ -297,4 +307,5 @@ def test_a_crash_outside_any_record_exits_1_naming_its_traceback(
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "internal error, no verdict" in err, err
     saved = Path(err.strip().rsplit("traceback saved to ", 1)[1])
+    assert saved.parent == crash_dir
     assert "KeyError: 'a bug of the checker'" in saved.read_text(encoding="utf-8")

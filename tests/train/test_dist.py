@@ -154,6 +154,18 @@ def test_a_refusal_under_nproc_is_one_line_and_its_own_exit_code(
     assert line.startswith(said) and "Traceback" not in proc.stdout
 
 
+def test_a_launch_leaves_nothing_in_the_temporary_folder(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun's agent keeps a folder per attempt and rank under its log directory, by default a new
+    torchelastic_* folder of the system's that nothing removes: one per `--nproc` launch."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    run_train(*smoke(data, tmp_path / "run", 2, "--nproc", "2", "--set", "model.n_heads=3"), expect=2)
+    assert list(temporary.iterdir()) == []
+
+
 REFUSED = {"line": "stack train: error: config model: d_model 32 is not a multiple of n_heads 3", "code": 2}
 SIGTERMED = {"line": "stack train: interrupted by SIGTERM", "code": 143}
 
