@@ -41,9 +41,12 @@ and each expert's output, judged by their std: an expert's sub-operations are no
 last block's output keep a role. A weight scaled multiplies its own site's gain alone: the sites
 that read it see their reads grow with them and keep their gains, so the site named is the
 sub-operation whose weight it is (by std, on that model, a down projection scaled 16-fold in layer
-2 stood at 2.7 times its baseline and was not named at all). The norms, whose output is their
-weight's scale whatever they read, the residual stream, a mixture's sites and the routers are
-still judged by their std.
+2 stood at 2.7 times its baseline and was not named at all). From revision 11 a
+mixture-of-depths block's router, which scores the block's input as it comes (the residual stream,
+not normed), is judged by its gain over that input too, at a multiple of its own (ROUTER_READS);
+by std a healthy router stood at 7.7 times the other block's, by gain at 4.5. The norms, whose
+output is their weight's scale whatever they read, the residual stream, a mixture's sites and a
+mixture's router (which reads a norm's output) are still judged by their std.
 
 A site can be empty: an expert no token was routed to, or the feed-forward of a mixture-of-depths
 block that routed none, sees zero rows. Its std (0 by convention) says nothing about the layer, so
@@ -79,10 +82,12 @@ EMBEDDING_STREAM_SINCE = 7
 ROLES_SINCE = 8
 # Its revision from which layer 0's attention write has a role too (FIRST_ATTENTION).
 FIRST_ATTENTION_SINCE = 9
-# Its revision from which the sites of GAIN_READS are judged by their gain (`gain`); the rule of the
-# current spec.
+# Its revision from which the sites of GAIN_READS are judged by their gain (`gain`).
 GAINS_SINCE = 10
-CURRENT = GAINS_SINCE
+# Its revision from which a mixture-of-depths block's router is judged by its gain over the block's
+# input, at its own multiple (ROUTER_READS); the rule of the current spec.
+ROUTER_GAINS_SINCE = 11
+CURRENT = ROUTER_GAINS_SINCE
 
 # The sites a block computes from other sites of its own by its weights, each with the sites it
 # reads: judged from GAINS_SINCE on by their gain, their std over the product of their reads' stds.
@@ -103,6 +108,19 @@ GAIN_READS: dict[str, tuple[str, ...]] = {
     "ffn_swiglu": ("ffn_silu", "ffn_up"),
     "ffn_out": ("ffn_swiglu",),
 }
+# What a site reads that is no site of its own block: the block's input, the previous block's output
+# (the embedding for block 0; `read_site`).
+BLOCK_INPUT = "input"
+# A mixture-of-depths block's router scores the block's input as it comes, not normed: its std is
+# the scale of the residual stream, which grows with depth in a healthy model, times that of its
+# weight (docs/trace.md, "Calibration"). Judged from ROUTER_GAINS_SINCE by its gain over that
+# input, against the median gain of the other blocks' routers, at router_gain_std_multiple: a score
+# is a decision whose scale each block's router learns for itself, so routers are calibrated on
+# routers alone.
+ROUTER_READS: dict[str, tuple[str, ...]] = {"router": (BLOCK_INPUT,)}
+# The threshold each measure other than the std is held to (the std's: anomaly_std_multiple, or a
+# role's multiple); what `SiteBaseline.measure` names.
+MEASURE_THRESHOLDS = {"gain": "gain_std_multiple", "router_gain": "router_gain_std_multiple"}
 
 
 @dataclass(frozen=True)
@@ -137,8 +155,19 @@ _EXPERT_WRITE = re.compile(r"^moe\.(expert\d+|shared)$")
 
 
 def gain_reads(site: str, revision: int = CURRENT) -> tuple[str, ...]:
-    """The sites whose stds `site`'s gain is over under `revision` (none: it is judged by its std)."""
+    """The sites whose stds `site`'s gain is over under `revision` (none: it is judged by its std),
+    each a site of its block or BLOCK_INPUT."""
+    if site in ROUTER_READS:
+        return ROUTER_READS[site] if revision >= ROUTER_GAINS_SINCE else ()
     return GAIN_READS.get(site, ()) if revision >= GAINS_SINCE else ()
+
+
+def read_site(layer: int, read: str) -> str:
+    """The name of the site a site of block `layer` reads as `read`: one of the block's own, or the
+    block's input (`embed` for block 0, else the previous block's `output`)."""
+    if read == BLOCK_INPUT:
+        return "embed" if layer == 0 else f"layers.{layer - 1}.output"
+    return f"layers.{layer}.{read}"
 
 
 def role_of(layer: int, site: str, n_layers: int, revision: int = CURRENT) -> Role | None:
@@ -174,15 +203,22 @@ class SiteBaseline:
     reads: tuple[str, ...] = ()
     gain: float = math.nan
 
+    @property
+    def measure(self) -> str:
+        """What the site is compared by: "std", "gain" (GAIN_READS) or "router_gain" (ROUTER_READS)."""
+        if not self.reads:
+            return "std"
+        return "router_gain" if self.site in ROUTER_READS else "gain"
+
     def measured(self) -> dict[str, Any]:
         """What GATE-TRACE-003's check `site` reads; JSON has no infinity, the judge reads "inf" back.
-        A site with a role says which, and one judged by its gain says so: the judge takes that
-        role's multiple, or the gains' (gain_std_multiple)."""
+        A site with a role says which, and one judged by a gain says which gain: the judge takes that
+        role's multiple, or the measure's (MEASURE_THRESHOLDS)."""
         ratio = self.ratio if math.isfinite(self.ratio) else str(self.ratio)
         return (
             {"std_ratio": ratio, "nonfinite": self.nonfinite}
             | ({"role": self.role.name} if self.role else {})
-            | ({"measure": "gain"} if self.reads else {})
+            | ({"measure": self.measure} if self.reads else {})
         )
 
 
@@ -234,7 +270,8 @@ def site_baselines(stats: SiteStats, names: Sequence[str], revision: int = CURRE
     GATE-TRACE-003 `revision` 7 on never over the embedding's stream (EMBEDDING_STREAM), and from
     revision 8 never over a site with a role (ROLES_SINCE; layer 0's attention write from revision 9),
     which is judged by its role's multiple. From revision 10 a site of GAIN_READS is set against the
-    median gain of the same site, not its std (GAINS_SINCE)."""
+    median gain of the same site, not its std (GAINS_SINCE), and from revision 11 a router too
+    (ROUTER_GAINS_SINCE: its gain over the block's input)."""
     return [b for b in (_judged(stats, name, revision) for name in names) if isinstance(b, SiteBaseline)]
 
 
@@ -253,7 +290,7 @@ def _judged(stats: SiteStats, name: str, revision: int) -> SiteBaseline | str | 
     layer, site = where
     depth = n_blocks(stats)
     reads = gain_reads(site, revision)
-    if reads and (missing := [r for r in reads if f"layers.{layer}.{r}" not in stats]):
+    if reads and (missing := [read_site(layer, r) for r in reads if read_site(layer, r) not in stats]):
         return f"no gain: what it reads ({', '.join(missing)}) was not traced"
     same = [(j, other) for j, other in _same_site(stats, site) if j != layer and _seen(other)]
     others = [(j, other) for j, other in same if _baseline(j, site, depth, revision)]
@@ -283,7 +320,7 @@ def _measure(stats: SiteStats, layer: int, site: str, reads: tuple[str, ...]) ->
     std = _number(stats.get(f"layers.{layer}.{site}", {}).get("std"))
     if not reads:
         return std
-    scale = math.prod(_number(stats.get(f"layers.{layer}.{read}", {}).get("std")) for read in reads)
+    scale = math.prod(_number(stats.get(read_site(layer, read), {}).get("std")) for read in reads)
     return _ratio(std, scale) if math.isfinite(scale) else math.nan
 
 

@@ -25,7 +25,9 @@ from contracts.trace_anomaly import (
     EMBEDDING_STREAM_SINCE,
     FIRST_ATTENTION_SINCE,
     GAINS_SINCE,
+    MEASURE_THRESHOLDS,
     ROLES_SINCE,
+    ROUTER_GAINS_SINCE,
     SiteBaseline,
     anomalies,
     block_site,
@@ -270,12 +272,14 @@ def _anomalous_site(
     role (contracts.trace_anomaly.ROLES: `role` names it) is held to its role's multiple instead,
     `<role>_std_multiple`, calibrated on healthy models; from rev 10 a site judged by its gain
     (`measure` "gain", contracts.trace_anomaly.GAIN_READS) is held to gain_std_multiple × the
-    median gain of the same site in the other layers."""
+    median gain of the same site in the other layers, and from rev 11 a router by its gain over the
+    block's input (`measure` "router_gain") to router_gain_std_multiple × the other routers'
+    (contracts.trace_anomaly.MEASURE_THRESHOLDS)."""
     if nonfinite:
         return ["the site holds NaN or Inf"]
     common = t["anomaly_std_multiple"]
-    if measure == "gain":
-        multiple, what = t.get("gain_std_multiple", common), "gain (std over its reads' stds)"
+    if measure in MEASURE_THRESHOLDS:
+        multiple, what = t.get(MEASURE_THRESHOLDS[measure], common), "gain (std over its reads' stds)"
     else:
         multiple, what = (t.get(f"{role}_std_multiple", common) if role else common), "std"
     if ratio > multiple:
@@ -286,14 +290,16 @@ def _anomalous_site(
 
 
 def _judged_as(site: SiteBaseline) -> dict[str, str | None]:
-    """What `_anomalous_site` reads of a site besides its ratio: its role, and whether its gain."""
-    return {"role": site.role.name if site.role else None, "measure": "gain" if site.reads else None}
+    """What `_anomalous_site` reads of a site besides its ratio: its role, and which gain, if any."""
+    return {"role": site.role.name if site.role else None, "measure": site.measure if site.reads else None}
 
 
 def _anomaly_rule(t: Thresholds) -> int:
     """The anomaly rule's revision that the thresholds a result was judged under belong to: each
     role, and the gains, came with its multiple (a record judged earlier is derived again by its
     own rule)."""
+    if "router_gain_std_multiple" in t:
+        return ROUTER_GAINS_SINCE
     if "gain_std_multiple" in t:
         return GAINS_SINCE
     if "first_attention_std_multiple" in t:

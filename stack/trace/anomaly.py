@@ -3,8 +3,9 @@
 The rule is GATE-TRACE-003's, in contracts.trace_anomaly: a site's std against the median of the
 same site over the other layers (k = anomaly_std_multiple; a site with a role in a healthy model,
 a mixture's layer-0 write or the last block's output, at its role's calibrated multiple); a site a
-block computes from its own sites by its weights (contracts.trace_anomaly.GAIN_READS) by its gain,
-its std over its reads', against the median gain (gain_std_multiple); a site holding NaN/Inf always
+block computes from its own sites by its weights (contracts.trace_anomaly.GAIN_READS), and a
+mixture-of-depths router, by its gain, its std over its reads', against the median gain
+(gain_std_multiple; router_gain_std_multiple for a router); a site holding NaN/Inf always
 an anomaly, an empty site (no token routed there) never judged and never a baseline. Reported in
 forward order, the first one is where things went wrong; the ones after it are the cascade.
 `empty_sites` names the empty ones for the report.
@@ -23,10 +24,13 @@ from contracts.gates import Outcome, gate_require, measure
 from contracts.judges import judge
 from contracts.spec import load_spec
 from contracts.trace_anomaly import (
+    MEASURE_THRESHOLDS,
     ROLES,
     SiteBaseline,
     SiteStats,
     block_site,
+    gain_reads,
+    read_site,
     site_baselines,
 )
 from stack.trace.report import plain
@@ -36,14 +40,13 @@ from stack.trace.tracer import Trace
 BASELINE_STATS = ("count", "std", "nan", "inf")
 
 
-def std_multiple() -> float:
-    """k: how many times the baseline a site's std may reach."""
-    return float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
-
-
-def gain_multiple() -> float:
-    """How many times the median gain of the same site in other layers a gain-judged site may reach."""
-    return float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
+def measure_multiples() -> dict[str, float]:
+    """How many times the median of the same site in the other layers each measure a site is judged
+    by may reach (SiteBaseline.measure: its std at k, a gain at its own multiple), by measure; a
+    measure whose threshold the spec does not hold is left out."""
+    thresholds = load_spec().gate("GATE-TRACE-003").thresholds
+    named = {"std": "anomaly_std_multiple", **MEASURE_THRESHOLDS}
+    return {measure: float(thresholds[key].value) for measure, key in named.items() if key in thresholds}
 
 
 def role_multiples() -> dict[str, float]:
@@ -61,11 +64,18 @@ def empty_sites(trace: Trace, names: list[str]) -> list[str]:
 
 
 def site_stats(trace: Trace) -> dict[str, dict[str, Any]]:
-    """What the baselines read of every block site of the trace, as JSON data (non-finite as text)."""
+    """What the baselines read, as JSON data (non-finite as text), in forward order: every block site
+    of the trace, and any other site a gain is over (the embedding, which a router in block 0 reads)."""
+    read = {
+        read_site(where[0], kind)
+        for where in map(block_site, trace.sites)
+        if where is not None
+        for kind in gain_reads(where[1])
+    }
     return {
         name: plain({key: record.stats[key] for key in BASELINE_STATS})
         for name, record in trace.sites.items()
-        if block_site(name) is not None
+        if block_site(name) is not None or name in read
     }
 
 

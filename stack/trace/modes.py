@@ -26,11 +26,10 @@ from stack.trace.anomaly import (
     check_anomalies,
     empty_sites,
     find_anomalies,
-    gain_multiple,
     judged_sites,
+    measure_multiples,
     role_multiples,
     site_stats,
-    std_multiple,
 )
 from stack.trace.bisect import Bisection, bisect, check_comparable, nonfinite
 from stack.trace.calibrate import TracePath, check_dtypes, combined, reference_error, run
@@ -124,7 +123,7 @@ def single(
     else:
         verdict = "anomaly" if found else "clean"
         first = found[0].name if found else None
-        lines += report.anomalies(found, std_multiple(), gain_multiple(), trace.n_layers)
+        lines += report.anomalies(found, measure_multiples(), trace.n_layers)
         lines += report.roles(judged_sites(trace, names), role_multiples())
         lines += report.empty(empty)
         if bad.first is not None:

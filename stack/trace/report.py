@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Mapping
 from typing import Any
 
-from contracts.trace_anomaly import SiteBaseline
+from contracts.trace_anomaly import SiteBaseline, read_site
 from stack.trace.ablation import AblationEffect
 from stack.trace.bisect import Bisection, NonFinite
 from stack.trace.compare import ErrorStats, SiteComparison
@@ -154,25 +155,30 @@ def roles(judged: list[SiteBaseline], multiples: dict[str, float]) -> list[str]:
     ]
 
 
-def anomalies(found: list[SiteBaseline], k: float, gain_k: float, n_layers: int) -> list[str]:
+def anomalies(found: list[SiteBaseline], multiples: Mapping[str, float], n_layers: int) -> list[str]:
     """The first anomaly and the cascade after it, with baselines and ratios: a site judged by its
-    std at k, one judged by its gain (its std over its reads') at gain_k."""
+    std, or by a gain (its std over its reads'), at the multiple of its measure (`multiples`, by
+    SiteBaseline.measure)."""
     if n_layers < 2:
         return ["anomaly mode needs at least two layers to compare a layer with the others"]
+    k, gain_k = multiples["std"], multiples["gain"]
+    router_k = multiples.get("router_gain", gain_k)
     if not found:
+        routers = "" if router_k == gain_k else f" ({router_k:g} × for a router)"
         return [
             f"no anomaly: no site's std exceeds {k:g} × the median of the same site in the other layers, "
-            f"and no sub-operation's gain {gain_k:g} × the median gain"
+            f"and no sub-operation's gain {gain_k:g} × the median gain{routers}"
         ]
     first, rest = found[0], found[1:]
     layers = ",".join(map(str, first.baseline_layers))
     if first.nonfinite:
         headline = f"FIRST ANOMALY: {first.name} holds NaN/Inf"
     elif first.reads:
+        reads = " × ".join(read_site(first.layer, read) for read in first.reads)
         headline = (
-            f"FIRST ANOMALY: {first.name}: gain {num(first.gain)} (std {num(first.std)} over "
-            f"{' × '.join(first.reads)}) is {_ratio(first)} the median gain {num(first.baseline)} of "
-            f"{first.site} in layers {layers} (k = {gain_k:g})"
+            f"FIRST ANOMALY: {first.name}: gain {num(first.gain)} (std {num(first.std)} over {reads}) is "
+            f"{_ratio(first)} the median gain {num(first.baseline)} of {first.site} in layers {layers} "
+            f"(k = {multiples.get(first.measure, k):g})"
         )
     else:
         headline = (

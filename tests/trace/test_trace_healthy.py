@@ -23,16 +23,18 @@ import torch
 from contracts.judges import judge
 from contracts.spec import load_spec
 from contracts.trace_anomaly import (
+    BLOCK_INPUT,
     FIRST_ATTENTION_SINCE,
     FIRST_MLP,
     GAIN_READS,
+    GAINS_SINCE,
     anomalies,
     not_judged,
     site_baselines,
 )
 from stack.data.corpus import stdlib_dir
 from stack.model import GPT, ModelConfig
-from stack.trace.anomaly import find_anomalies, judged_sites
+from stack.trace.anomaly import find_anomalies, judged_sites, site_stats
 from stack.trace.sites import site_names
 from stack.trace.tracer import trace_forward
 from stack.train.presets import PRESETS
@@ -53,11 +55,17 @@ EARLY_WRITERS = json.loads((TESTS / "fixtures" / "early_writers.json").read_text
 # and 100, and at step 100 with expert 0 of layer 2 scaled 16-fold (its down projection): its
 # layer-0 experts write as large as its moe_out (12.6 and 27.7 times by std).
 MIXTURE = json.loads((TESTS / "fixtures" / "healthy_mixture.json").read_text(encoding="utf-8"))
+# The block sites' statistics of a healthy `demo`-shaped model with a mixture-of-depths block every
+# second block (routers in layers 1 and 3), trained 150 steps of a 400-step `stack train` run on
+# `stack prepare --default`'s corpus and traced on "        x = y + 1", and of the same model with
+# layer 3's router weight scaled 16-fold: by std its layer-3 router stood at 8.11 times layer 1's.
+ROUTERS = json.loads((TESTS / "fixtures" / "healthy_routers.json").read_text(encoding="utf-8"))
 CTX, BATCH = 64, 8
 CORPUS_BYTES = 1 << 20
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
 GAIN_K = float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
+ROUTER_K = float(load_spec().threshold("GATE-TRACE-003", "router_gain_std_multiple"))
 
 
 def _corpus() -> torch.Tensor:
@@ -172,6 +180,24 @@ def test_a_healthy_mixtures_layer_0_experts_are_judged_by_their_role(step: str) 
 def test_an_expert_scaled_in_a_later_layer_of_a_healthy_mixture_is_named_first() -> None:
     """Expert 0 of layer 2 with its down projection scaled 16-fold, at step 100: named first."""
     assert _named_by_the_judge(MIXTURE["layers.2.moe.expert0"])[:1] == ["layers.2.moe.expert0"]
+
+
+@pytest.mark.holds("GATE-TRACE-003")
+def test_a_healthy_routers_gain_over_the_residual_stream_it_reads_is_no_anomaly() -> None:
+    """The layer-3 router reads a larger stream than layer 1's: by std (revision 10) an anomaly, by
+    its gain over the block's input (layer 2's output) within router_gain_std_multiple."""
+    stats = ROUTERS["healthy"]
+    by_std = {b.name: b for b in site_baselines(stats, list(stats), GAINS_SINCE)}
+    assert by_std["layers.3.router"].ratio > K
+    judged = {b.name: b for b in site_baselines(stats, list(stats))}
+    assert judged["layers.3.router"].reads == (BLOCK_INPUT,) and judged["layers.3.router"].ratio < ROUTER_K
+    assert _named_by_the_judge(stats) == []
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_a_router_scaled_in_a_healthy_model_is_named_first() -> None:
+    """Layer 3's router weight scaled 16-fold in that model: named first, at the router."""
+    assert _named_by_the_judge(ROUTERS["layers.3.router"])[:1] == ["layers.3.router"]
 
 
 @pytest.mark.holds("GATE-TRACE-003")
@@ -295,6 +321,45 @@ def test_a_write_whose_gain_is_just_beyond_the_gain_multiple_fires_and_just_insi
         stats[f"layers.{i}.ffn_out"] = {"count": 10.0, "std": std, "nan": 0.0, "inf": 0.0}
     flagged = [n for n in _flagged(stats) if n.endswith("ffn_out")]
     assert flagged == ([f"layers.{layer}.ffn_out"] if fires else [])
+
+
+@pytest.mark.parametrize(
+    ("multiple", "fires"),
+    [
+        pytest.param(1.25, True, marks=pytest.mark.gate("GATE-TRACE-003")),
+        pytest.param(0.8, False, marks=pytest.mark.holds("GATE-TRACE-003")),
+    ],
+)
+@pytest.mark.parametrize("layer", [0, 2])
+def test_a_router_whose_gain_is_just_beyond_its_multiple_fires_and_just_inside_holds(
+    layer: int, multiple: float, fires: bool
+) -> None:
+    """A router (a mixture-of-depths block in every block) whose gain over its block's input is 1.25 ×
+    router_gain_std_multiple × the other routers' is an anomaly, in block 0 (which reads the
+    embedding) as in a later one; at 0.8 × it is not, while its std stands at 100 × the others'."""
+    inputs = [1.0, 1.0, 1.0, 1.0]
+    inputs[layer] = 100.0 / (multiple * ROUTER_K)
+    stats = {"embed": {"count": 10.0, "std": inputs[0], "nan": 0.0, "inf": 0.0}}
+    for i in range(4):
+        std = 100.0 if i == layer else 1.0
+        stats[f"layers.{i}.router"] = {"count": 10.0, "std": std, "nan": 0.0, "inf": 0.0}
+        after = inputs[i + 1] if i + 1 < 4 else 1.0
+        stats[f"layers.{i}.output"] = {"count": 10.0, "std": after, "nan": 0.0, "inf": 0.0}
+    flagged = [n for n in _flagged(stats) if n.endswith("router")]
+    assert flagged == ([f"layers.{layer}.router"] if fires else [])
+
+
+def test_a_block_0_routers_gain_reads_the_embedding_which_the_report_keeps() -> None:
+    """A mixture-of-depths block 0 reads the embedding: the statistics the report keeps hold it, and
+    the router is judged by its gain over it."""
+    shape = {"d_model": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "ffn_hidden": 64, "ctx": 32}
+    model = GPT(ModelConfig(vocab=256, mod_every=1, **shape), seed=0).eval()
+    trace, _ = trace_forward(model, torch.arange(32).unsqueeze(0))
+    stats = site_stats(trace)
+    assert "embed" in stats and "logits" not in stats
+    judged = {b.name: b for b in site_baselines(stats, list(stats))}
+    assert judged["layers.0.router"].reads == (BLOCK_INPUT,)
+    assert judged["layers.0.router"].gain == stats["layers.0.router"]["std"] / stats["embed"]["std"]
 
 
 def test_a_role_site_is_no_baseline_and_the_report_says_why_a_site_is_not_judged() -> None:
