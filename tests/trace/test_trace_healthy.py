@@ -30,6 +30,7 @@ from contracts.trace_anomaly import (
     GAINS_SINCE,
     anomalies,
     not_judged,
+    read_site,
     site_baselines,
 )
 from stack.data.corpus import stdlib_dir
@@ -297,6 +298,10 @@ def test_a_mixtures_layer_0_write_just_beyond_its_role_multiple_fires_and_just_i
     assert _flagged(_stats(multiple * FIRST_MLP_K, "moe_out")) == (["layers.0.moe_out"] if fires else [])
 
 
+# A site judged by a gain, the read its gain is over (of block i: `read_site(i, read)`), its multiple.
+GAINS = {"ffn_out": ("ffn_swiglu", GAIN_K), "router": (BLOCK_INPUT, ROUTER_K)}
+
+
 @pytest.mark.parametrize(
     ("multiple", "fires"),
     [
@@ -305,48 +310,25 @@ def test_a_mixtures_layer_0_write_just_beyond_its_role_multiple_fires_and_just_i
     ],
 )
 @pytest.mark.parametrize("layer", [0, 2])
-def test_a_write_whose_gain_is_just_beyond_the_gain_multiple_fires_and_just_inside_holds(
-    layer: int, multiple: float, fires: bool
+@pytest.mark.parametrize("site", sorted(GAINS))
+def test_a_gain_just_beyond_its_multiple_fires_and_just_inside_holds(
+    site: str, layer: int, multiple: float, fires: bool
 ) -> None:
-    """A down projection's write (ffn_out over ffn_swiglu) with a gain of 1.25 × gain_std_multiple
-    × the other layers' is an anomaly, in layer 0 as in a later one; at 0.8 × it is not, while its
-    std stands at 100 × the other layers' (its read is as large: the early blocks' MLP writes of
-    a healthy model, whichever blocks they are)."""
-    swiglu = [1.0, 1.0, 1.0, 1.0]
-    swiglu[layer] = 100.0 / (multiple * GAIN_K)
+    """A down projection's write (ffn_out over ffn_swiglu, at gain_std_multiple), or a router (a
+    mixture-of-depths block in every block, over its block's input, the embedding for block 0, at
+    router_gain_std_multiple), whose gain is 1.25 × its multiple × the other layers' is an anomaly,
+    in layer 0 as in a later one; at 0.8 × it is not, while its std stands at 100 × the other
+    layers' (its read is as large: the early blocks' MLP writes of a healthy model, whichever blocks
+    they are; the residual stream a deeper router reads)."""
+    read, k = GAINS[site]
     stats = {}
-    for i, read in enumerate(swiglu):
-        stats[f"layers.{i}.ffn_swiglu"] = {"count": 10.0, "std": read, "nan": 0.0, "inf": 0.0}
-        std = 100.0 if i == layer else 1.0
-        stats[f"layers.{i}.ffn_out"] = {"count": 10.0, "std": std, "nan": 0.0, "inf": 0.0}
-    flagged = [n for n in _flagged(stats) if n.endswith("ffn_out")]
-    assert flagged == ([f"layers.{layer}.ffn_out"] if fires else [])
-
-
-@pytest.mark.parametrize(
-    ("multiple", "fires"),
-    [
-        pytest.param(1.25, True, marks=pytest.mark.gate("GATE-TRACE-003")),
-        pytest.param(0.8, False, marks=pytest.mark.holds("GATE-TRACE-003")),
-    ],
-)
-@pytest.mark.parametrize("layer", [0, 2])
-def test_a_router_whose_gain_is_just_beyond_its_multiple_fires_and_just_inside_holds(
-    layer: int, multiple: float, fires: bool
-) -> None:
-    """A router (a mixture-of-depths block in every block) whose gain over its block's input is 1.25 ×
-    router_gain_std_multiple × the other routers' is an anomaly, in block 0 (which reads the
-    embedding) as in a later one; at 0.8 × it is not, while its std stands at 100 × the others'."""
-    inputs = [1.0, 1.0, 1.0, 1.0]
-    inputs[layer] = 100.0 / (multiple * ROUTER_K)
-    stats = {"embed": {"count": 10.0, "std": inputs[0], "nan": 0.0, "inf": 0.0}}
     for i in range(4):
         std = 100.0 if i == layer else 1.0
-        stats[f"layers.{i}.router"] = {"count": 10.0, "std": std, "nan": 0.0, "inf": 0.0}
-        after = inputs[i + 1] if i + 1 < 4 else 1.0
-        stats[f"layers.{i}.output"] = {"count": 10.0, "std": after, "nan": 0.0, "inf": 0.0}
-    flagged = [n for n in _flagged(stats) if n.endswith("router")]
-    assert flagged == ([f"layers.{layer}.router"] if fires else [])
+        scale = std / (multiple * k) if i == layer else 1.0
+        stats[read_site(i, read)] = {"count": 10.0, "std": scale, "nan": 0.0, "inf": 0.0}
+        stats[f"layers.{i}.{site}"] = {"count": 10.0, "std": std, "nan": 0.0, "inf": 0.0}
+    flagged = [n for n in _flagged(stats) if n.endswith(site)]
+    assert flagged == ([f"layers.{layer}.{site}"] if fires else [])
 
 
 def test_a_block_0_routers_gain_reads_the_embedding_which_the_report_keeps() -> None:
