@@ -41,12 +41,12 @@ and each expert's output, judged by their std: an expert's sub-operations are no
 last block's output keep a role. A weight scaled multiplies its own site's gain alone: the sites
 that read it see their reads grow with them and keep their gains, so the site named is the
 sub-operation whose weight it is (by std, on that model, a down projection scaled 16-fold in layer
-2 stood at 2.7 times its baseline and was not named at all). From revision 11 a
-mixture-of-depths block's router, which scores the block's input as it comes (the residual stream,
-not normed), is judged by its gain over that input too, at a multiple of its own (ROUTER_READS);
-by std a healthy router stood at 8.11 times the other block's, by gain at 5.2. The norms, whose
-output is their weight's scale whatever they read, the residual stream, a mixture's sites and a
-mixture's router (which reads a norm's output) are still judged by their std.
+2 stood at 2.7 times its baseline and was not named at all). From revision 11 the routers are
+judged by their gain too, at a multiple of their own (ROUTER_READS): a mixture-of-depths block's
+router over the block's input, which it scores as it comes (the residual stream, not normed; by
+std a healthy router stood at 8.11 times the other block's, by gain at 5.2), a mixture of experts'
+router over ffn_norm. The norms, whose output is their weight's scale whatever they read, the
+residual stream and a mixture's other sites are still judged by their std.
 
 A site can be empty: an expert no token was routed to, or the feed-forward of a mixture-of-depths
 block that routed none, sees zero rows. Its std (0 by convention) says nothing about the layer, so
@@ -84,8 +84,8 @@ ROLES_SINCE = 8
 FIRST_ATTENTION_SINCE = 9
 # Its revision from which the sites of GAIN_READS are judged by their gain (`gain`).
 GAINS_SINCE = 10
-# Its revision from which a mixture-of-depths block's router is judged by its gain over the block's
-# input, at its own multiple (ROUTER_READS); the rule of the current spec.
+# Its revision from which the routers are judged by their gain over what they score, at a multiple
+# of their own (ROUTER_READS); the rule of the current spec.
 ROUTER_GAINS_SINCE = 11
 CURRENT = ROUTER_GAINS_SINCE
 
@@ -111,13 +111,14 @@ GAIN_READS: dict[str, tuple[str, ...]] = {
 # What a site reads that is no site of its own block: the block's input, the previous block's output
 # (the embedding for block 0; `read_site`).
 BLOCK_INPUT = "input"
-# A mixture-of-depths block's router scores the block's input as it comes, not normed: its std is
-# the scale of the residual stream, which grows with depth in a healthy model, times that of its
-# weight (docs/trace.md, "Calibration"). Judged from ROUTER_GAINS_SINCE by its gain over that
-# input, against the median gain of the other blocks' routers, at router_gain_std_multiple: a score
-# is a decision whose scale each block's router learns for itself, so routers are calibrated on
-# routers alone.
-ROUTER_READS: dict[str, tuple[str, ...]] = {"router": (BLOCK_INPUT,)}
+# The routers, each with what it scores: a mixture-of-depths block's router the block's input as it
+# comes, not normed, whose scale is the residual stream's, which grows with depth in a healthy model
+# (docs/trace.md, "Calibration"); a mixture of experts' router the block's ffn_norm, as the
+# projections read a norm's output. Judged from ROUTER_GAINS_SINCE by their gain over it, against
+# the median gain of the same router in the other blocks, at router_gain_std_multiple: a score is a
+# decision whose scale each block's router learns for itself, so routers are calibrated on routers
+# alone.
+ROUTER_READS: dict[str, tuple[str, ...]] = {"router": (BLOCK_INPUT,), "moe.router": ("ffn_norm",)}
 # The threshold each measure other than the std is held to (the std's: anomaly_std_multiple, or a
 # role's multiple); what `SiteBaseline.measure` names.
 MEASURE_THRESHOLDS = {"gain": "gain_std_multiple", "router_gain": "router_gain_std_multiple"}
@@ -205,7 +206,8 @@ class SiteBaseline:
 
     @property
     def measure(self) -> str:
-        """What the site is compared by: "std", "gain" (GAIN_READS) or "router_gain" (ROUTER_READS)."""
+        """What the site is compared by: "std", "gain" (GAIN_READS) or "router_gain" (ROUTER_READS: a
+        mixture-of-depths or a mixture of experts' router)."""
         if not self.reads:
             return "std"
         return "router_gain" if self.site in ROUTER_READS else "gain"
@@ -271,7 +273,7 @@ def site_baselines(stats: SiteStats, names: Sequence[str], revision: int = CURRE
     revision 8 never over a site with a role (ROLES_SINCE; layer 0's attention write from revision 9),
     which is judged by its role's multiple. From revision 10 a site of GAIN_READS is set against the
     median gain of the same site, not its std (GAINS_SINCE), and from revision 11 a router too
-    (ROUTER_GAINS_SINCE: its gain over the block's input)."""
+    (ROUTER_GAINS_SINCE: its gain over what it scores)."""
     return [b for b in (_judged(stats, name, revision) for name in names) if isinstance(b, SiteBaseline)]
 
 

@@ -272,9 +272,9 @@ def _anomalous_site(
     role (contracts.trace_anomaly.ROLES: `role` names it) is held to its role's multiple instead,
     `<role>_std_multiple`, calibrated on healthy models; from rev 10 a site judged by its gain
     (`measure` "gain", contracts.trace_anomaly.GAIN_READS) is held to gain_std_multiple × the
-    median gain of the same site in the other layers, and from rev 11 a router by its gain over the
-    block's input (`measure` "router_gain") to router_gain_std_multiple × the other routers'
-    (contracts.trace_anomaly.MEASURE_THRESHOLDS)."""
+    median gain of the same site in the other layers, and from rev 11 a router by its gain over what
+    it scores (`measure` "router_gain") to router_gain_std_multiple × the same router's in the other
+    blocks (contracts.trace_anomaly.MEASURE_THRESHOLDS)."""
     if nonfinite:
         return ["the site holds NaN or Inf"]
     common = t["anomaly_std_multiple"]

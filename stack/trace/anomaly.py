@@ -4,7 +4,7 @@ The rule is GATE-TRACE-003's, in contracts.trace_anomaly: a site's std against t
 same site over the other layers (k = anomaly_std_multiple; a site with a role in a healthy model,
 a mixture's layer-0 write or the last block's output, at its role's calibrated multiple); a site a
 block computes from its own sites by its weights (contracts.trace_anomaly.GAIN_READS), and a
-mixture-of-depths router, by its gain, its std over its reads', against the median gain
+router (ROUTER_READS), by its gain, its std over its reads', against the median gain
 (gain_std_multiple; router_gain_std_multiple for a router); a site holding NaN/Inf always
 an anomaly, an empty site (no token routed there) never judged and never a baseline. Reported in
 forward order, the first one is where things went wrong; the ones after it are the cascade.

@@ -299,7 +299,11 @@ def test_a_mixtures_layer_0_write_just_beyond_its_role_multiple_fires_and_just_i
 
 
 # A site judged by a gain, the read its gain is over (of block i: `read_site(i, read)`), its multiple.
-GAINS = {"ffn_out": ("ffn_swiglu", GAIN_K), "router": (BLOCK_INPUT, ROUTER_K)}
+GAINS = {
+    "ffn_out": ("ffn_swiglu", GAIN_K),
+    "router": (BLOCK_INPUT, ROUTER_K),
+    "moe.router": ("ffn_norm", ROUTER_K),
+}
 
 
 @pytest.mark.parametrize(
@@ -314,9 +318,10 @@ GAINS = {"ffn_out": ("ffn_swiglu", GAIN_K), "router": (BLOCK_INPUT, ROUTER_K)}
 def test_a_gain_just_beyond_its_multiple_fires_and_just_inside_holds(
     site: str, layer: int, multiple: float, fires: bool
 ) -> None:
-    """A down projection's write (ffn_out over ffn_swiglu, at gain_std_multiple), or a router (a
-    mixture-of-depths block in every block, over its block's input, the embedding for block 0, at
-    router_gain_std_multiple), whose gain is 1.25 × its multiple × the other layers' is an anomaly,
+    """A down projection's write (ffn_out over ffn_swiglu, at gain_std_multiple), or a router (at
+    router_gain_std_multiple: a mixture-of-depths block's in every block, over its block's input,
+    the embedding for block 0; a mixture of experts', over ffn_norm), whose gain is 1.25 × its
+    multiple × the other layers' is an anomaly,
     in layer 0 as in a later one; at 0.8 × it is not, while its std stands at 100 × the other
     layers' (its read is as large: the early blocks' MLP writes of a healthy model, whichever blocks
     they are; the residual stream a deeper router reads)."""
