@@ -155,13 +155,27 @@ def test_a_healthy_model_whose_early_blocks_write_large_has_no_anomaly() -> None
     assert _named_by_the_judge(stats) == []
 
 
+# The faults planted in the healthy models the fixtures keep, each as (its model's block-site
+# statistics with the fault, the site whose weight was scaled 16-fold): in the model whose early
+# blocks write large a down projection in layer 2, an up projection in layer 2 and a value
+# projection in layer 3; in the mixture expert 0 of layer 2 (its down projection, at step 100); in
+# the mixture-of-depths model layer 3's router.
+PLANTED = {
+    **{
+        f"early-writers-{site}": (EARLY_WRITERS[site], site)
+        for site in sorted(set(EARLY_WRITERS) - {"healthy"})
+    },
+    "mixture-expert": (MIXTURE["layers.2.moe.expert0"], "layers.2.moe.expert0"),
+    "depth-router": (ROUTERS["layers.3.router"], "layers.3.router"),
+}
+
+
 @pytest.mark.gate("GATE-TRACE-003")
-@pytest.mark.parametrize("planted", sorted(set(EARLY_WRITERS) - {"healthy"}))
-def test_a_weight_scaled_in_a_model_whose_early_blocks_write_large_is_named_first(planted: str) -> None:
-    """A down projection in layer 2, an up projection in layer 2, a value projection in layer 3,
-    each scaled 16-fold: each is named first, at the site whose weight it is."""
-    named = _named_by_the_judge(EARLY_WRITERS[planted])
-    assert named and named[0] == planted
+@pytest.mark.parametrize("planted", sorted(PLANTED))
+def test_a_weight_scaled_in_a_healthy_models_statistics_is_named_first(planted: str) -> None:
+    """Each fault of PLANTED is named first, at the site whose weight it is."""
+    stats, site = PLANTED[planted]
+    assert _named_by_the_judge(stats)[:1] == [site]
 
 
 @pytest.mark.holds("GATE-TRACE-003")
@@ -177,12 +191,6 @@ def test_a_healthy_mixtures_layer_0_experts_are_judged_by_their_role(step: str) 
     assert _named_by_the_judge(stats) == []
 
 
-@pytest.mark.gate("GATE-TRACE-003")
-def test_an_expert_scaled_in_a_later_layer_of_a_healthy_mixture_is_named_first() -> None:
-    """Expert 0 of layer 2 with its down projection scaled 16-fold, at step 100: named first."""
-    assert _named_by_the_judge(MIXTURE["layers.2.moe.expert0"])[:1] == ["layers.2.moe.expert0"]
-
-
 @pytest.mark.holds("GATE-TRACE-003")
 def test_a_healthy_routers_gain_over_the_residual_stream_it_reads_is_no_anomaly() -> None:
     """The layer-3 router reads a larger stream than layer 1's: by std (revision 10) an anomaly, by
@@ -193,12 +201,6 @@ def test_a_healthy_routers_gain_over_the_residual_stream_it_reads_is_no_anomaly(
     judged = {b.name: b for b in site_baselines(stats, list(stats))}
     assert judged["layers.3.router"].reads == (BLOCK_INPUT,) and judged["layers.3.router"].ratio < ROUTER_K
     assert _named_by_the_judge(stats) == []
-
-
-@pytest.mark.gate("GATE-TRACE-003")
-def test_a_router_scaled_in_a_healthy_model_is_named_first() -> None:
-    """Layer 3's router weight scaled 16-fold in that model: named first, at the router."""
-    assert _named_by_the_judge(ROUTERS["layers.3.router"])[:1] == ["layers.3.router"]
 
 
 @pytest.mark.holds("GATE-TRACE-003")
