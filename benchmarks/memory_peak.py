@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -116,6 +116,28 @@ def at_peak(entries: Iterable[Mapping[str, Any]]) -> Peak:
         if entry.get("category"):
             categories[str(entry["category"])] += int(entry["size"])
     return Peak(peak, tuple(owners.most_common()), tuple(categories.most_common()))
+
+
+class ProfilerEvent(Protocol):
+    """What `running_peak` reads of one of the CPU profiler's events (its kineto results)."""
+
+    def name(self) -> str: ...
+    def nbytes(self) -> int: ...
+    def start_ns(self) -> int: ...
+
+
+def running_peak(events: Iterable[ProfilerEvent]) -> int:
+    """The largest running sum, in time order, of the bytes the profiler's memory events ("[memory]":
+    an allocation's size, a free's negated) report: the CPU allocator's own high-water mark, frees
+    of tensors made before recording included. Only an event with bytes is asked its name: the
+    profiler can hold an operator's event whose name is not UTF-8 (seen in a process's first
+    profile), and reading that name raises."""
+    memory = [event for event in events if event.nbytes() and event.name() == "[memory]"]
+    held = peak = 0
+    for event in sorted(memory, key=lambda event: event.start_ns()):
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak
 
 
 def recorded(run: Callable[[], object], device: torch.device) -> tuple[list[dict[str, Any]], Any]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.memory_peak import Peak, at_peak, recorded
+from benchmarks.memory_peak import Peak, at_peak, recorded, running_peak
 from contracts.derive.benchmarks import (
     amdahl_limit,
     largest,
@@ -277,8 +277,9 @@ def allocator_peak(run: Callable[[], object], device: torch.device) -> tuple[int
 
     On CUDA, the caching allocator's own peak of allocated bytes. On CPU torch keeps no such count,
     so the profiler records every allocation and free of CPU tensors (`profile_memory`), and the
-    peak is the largest running sum of those sizes in the order they happened: tensors only, not
-    the interpreter, numpy or the allocator's pages, which a process's RSS would mix in.
+    peak is the largest running sum of those sizes in the order they happened (`running_peak`):
+    tensors only, not the interpreter, numpy or the allocator's pages, which a process's RSS would
+    mix in.
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -288,12 +289,7 @@ def allocator_peak(run: Callable[[], object], device: torch.device) -> tuple[int
         entries, _ = recorded(run, device)
         return torch.cuda.max_memory_allocated(device) - start, at_peak(entries)
     entries, profiler = recorded(run, device)
-    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
-    held = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        held += event.nbytes()
-        peak = max(peak, held)
-    return peak, at_peak(entries)
+    return running_peak(profiler.profiler.kineto_results.events()), at_peak(entries)
 
 
 def active_params(config: ModelConfig) -> float:

@@ -8,13 +8,14 @@ of a real training step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.memory_peak import NO_FRAME, at_peak, owner, recorded
+from benchmarks.memory_peak import NO_FRAME, at_peak, owner, recorded, running_peak
 from stack.model import GPT, ModelConfig
 
 OWNERS = ("stack/train/loop.py", "stack/model/gpt.py", "torch/optim/adamw.py")
@@ -117,3 +118,39 @@ def test_a_cpu_training_step_is_traced_and_its_activations_have_the_models_frame
     assert peak.bytes > 0 and sum(size for _, size in peak.owners) == peak.bytes
     assert any(name.startswith("stack/model/") for name, _ in peak.owners), peak.owners
     assert dict(peak.categories), "the profiler's trace names each allocation's category"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One profiler event as `running_peak` reads it; `label` None stands for a name that is not
+    UTF-8, which the profiler's own event raises on when asked (a process's first profile held one)."""
+
+    label: str | None
+    bytes: int
+    start: int
+
+    def name(self) -> str:
+        if self.label is None:
+            raise UnicodeDecodeError("utf-8", b"\xc9", 0, 1, "invalid continuation byte")
+        return self.label
+
+    def nbytes(self) -> int:
+        return self.bytes
+
+    def start_ns(self) -> int:
+        return self.start
+
+
+def test_the_cpu_peak_is_the_highest_running_sum_of_memory_events_in_time_order() -> None:
+    events = [
+        Event("[memory]", -64, 5),  # a tensor made before recording, freed at 5
+        Event("aten::mm", 0, 1),
+        Event(None, 0, 2),  # an operator whose name cannot be read: never asked
+        Event("[memory]", 300, 4),
+        Event("[memory]", 100, 1),
+        Event("[memory]", -100, 3),
+        Event("[memory]", 50, 6),
+    ]
+    # in time order: +100, −100, +300, −64, +50 → the highest running sum is 300, at 4
+    assert running_peak(events) == 300
+    assert running_peak([Event(None, 0, 0)]) == 0
