@@ -1,14 +1,24 @@
-"""A trace site's statistics in two Triton launches: block partials, then one merge.
+"""A trace site's statistics in two Triton launches: tile partials, then one merge.
 
     row = site_stats_fused(x)   # float64 (9,): mean, std, min, max, absmax, nan, inf, zero, l1
 
 On a GPU the tracer's cost is not arithmetic but launches: the torch-op statistics
 (stack/trace/stats.py) take about fifteen small kernels per site, and a traced forward has
-hundreds of sites. Here the first kernel reads every element once and writes, per block of
-BLOCK elements, the partial statistics (count of finite-or-not elements, sum, the block's sum of
-squared deviations from its own mean, min, max, NaN, Inf and zero counts, and the sum of |x| in
-float64); the second, one program, merges the blocks with Chan's pairwise update for the
+hundreds of sites. Here the first kernel reads every element once, where it lies, and writes per
+tile of BLOCK elements the partial statistics (count of finite-or-not elements, sum, the tile's
+sum of squared deviations from its own mean, min, max, NaN, Inf and zero counts, and the sum of
+|x| in float64); the second, one program, merges the tiles with Chan's pairwise update for the
 variance, so the std is as stable as a two-pass one, and writes the row.
+
+A site is read in its own layout: rows of contiguous elements at a fixed stride
+(stack.kernels.host_stats.rows_of), as a slice of a fused projection hands over q, k, v, the gate
+and the up projection, in tiles of whole rows (or of row pieces, for rows longer than a tile). So
+no site is copied to make it contiguous (a copy as large as the activation, and a launch), and
+the tile's addresses need no division. Where the tracer asks for a site's sampled token rows
+(GATE-TRACE-002's identities read them after the forward), the merge program copies them too,
+as the CPU kernel does in its visit: a traced site costs its two launches and nothing more,
+where a copy of the statistics into the forward's matrix, a gather of its rows and the
+contiguous copy took up to four more.
 
 Conventions are the tracer's (docs/trace.md): population std; a NaN anywhere makes mean, std,
 min, max and absmax NaN; an Inf makes the mean infinite (or NaN for +Inf and -Inf) and the std
@@ -22,20 +32,24 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 2048  # elements per program of the partials kernel
-MERGE_BLOCK = 1024  # partial rows the merge program reads per step
-PARTIALS = 9  # count, sum, m2, min, max, nan, inf, zero, l1 per block
+from stack.kernels.host_stats import rows_of
+
+BLOCK = 2048  # elements per program of the partials kernel (a tile of rows × columns)
+MERGE_BLOCK = 1024  # partial rows the merge program reads per step, and row elements it copies
+PARTIALS = 9  # count, sum, m2, min, max, nan, inf, zero, l1 per tile
 
 
 @triton.jit
-def _partials(X, P, n, BLOCK: tl.constexpr):
-    """One block's partial statistics into row program_id of P (float64)."""
-    start = tl.program_id(0).to(tl.int64) * BLOCK
-    offsets = start + tl.arange(0, BLOCK)
-    valid = offsets < n
+def _partials(X, P, rows, cols, stride, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """One tile's partial statistics into row (program 0 · programs 1 + program 1) of P (float64):
+    rows ROWS · program 0 on, columns COLS · program 1 on, of a site of `rows` rows of `cols`
+    elements, `stride` elements apart."""
+    r = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    c = tl.program_id(1).to(tl.int64) * COLS + tl.arange(0, COLS)
+    valid = (r[:, None] < rows) & (c[None, :] < cols)
     # Upcast right after the load: bf16/fp16 sites (and Triton's interpreter, which computes
     # them wrongly otherwise) are summed as float64, memory-bound either way.
-    x = tl.load(X + offsets, mask=valid, other=0.0).to(tl.float64)
+    x = tl.load(X + r[:, None] * stride + c[None, :], mask=valid, other=0.0).to(tl.float64)
     count = tl.sum(valid.to(tl.float64))
     is_nan = (x != x) & valid
     is_inf = (tl.abs(x) == float("inf")) & valid
@@ -43,7 +57,8 @@ def _partials(X, P, n, BLOCK: tl.constexpr):
     deviation = tl.where(valid, x - total / count, 0.0)
     low = tl.min(tl.where(valid & ~is_nan, x, float("inf")))
     high = tl.max(tl.where(valid & ~is_nan, x, float("-inf")))
-    row = P + tl.program_id(0).to(tl.int64) * 9
+    tile = tl.program_id(0).to(tl.int64) * tl.num_programs(1) + tl.program_id(1)
+    row = P + tile * 9
     tl.store(row + 0, count)
     tl.store(row + 1, total)
     tl.store(row + 2, tl.sum(deviation * deviation))
@@ -56,8 +71,10 @@ def _partials(X, P, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _merge(P, OUT, blocks, n, MERGE_BLOCK: tl.constexpr):
-    """Every block's partials into the site's row: sums add, m2 merges by Chan's update."""
+def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK: tl.constexpr):
+    """Every tile's partials into the site's row: sums add, m2 merges by Chan's update. Then the
+    `copies` token rows AT[0..copies) of the site (rows of `width` elements; its layout's rows are
+    `cols` elements, `stride` apart) copied one after another into DST, element for element."""
     total = tl.zeros([MERGE_BLOCK], tl.float64)
     count = tl.zeros([MERGE_BLOCK], tl.float64)
     low = tl.full([MERGE_BLOCK], float("inf"), tl.float64)
@@ -101,19 +118,42 @@ def _merge(P, OUT, blocks, n, MERGE_BLOCK: tl.constexpr):
     tl.store(OUT + 6, n_inf)
     tl.store(OUT + 7, tl.sum(zeros))
     tl.store(OUT + 8, tl.sum(l1))
+    for i in range(0, copies):
+        first = tl.load(AT + i) * width
+        source = X + (first // cols) * stride + first % cols
+        for start in range(0, width, MERGE_BLOCK):
+            offsets = start + tl.arange(0, MERGE_BLOCK)
+            inside = offsets < width
+            tl.store(DST + i * width + offsets, tl.load(source + offsets, mask=inside), mask=inside)
 
 
-def site_stats_fused(tensor: torch.Tensor) -> torch.Tensor:
-    """The site's statistics as float64 (9,) on its device, in two launches, with no host read."""
-    x = tensor.detach().reshape(-1)
-    if not x.is_contiguous():
+def site_stats_fused(
+    tensor: torch.Tensor,
+    out: torch.Tensor | None = None,
+    rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The site's statistics as float64 (9,) on its device, in two launches, with no host read:
+    written into `out` (a contiguous float64 row on that device) and returned when it is given.
+    `rows`, (at, into): token rows `at` (int64, contiguous) of the site seen as (-1, width) rows
+    copied into the contiguous (len(at), width) `into` of its dtype, by the same launches."""
+    x = tensor.detach()
+    layout = rows_of(x)
+    if layout is None:  # leading dimensions that do not flatten: the one layout read as a copy
         x = x.contiguous()
-    n = x.numel()
-    if n == 0:
-        return torch.zeros(PARTIALS, dtype=torch.float64, device=x.device)
-    blocks = triton.cdiv(n, BLOCK)
-    partials = torch.empty(blocks, PARTIALS, dtype=torch.float64, device=x.device)
-    out = torch.empty(PARTIALS, dtype=torch.float64, device=x.device)
-    _partials[(blocks,)](x, partials, n, BLOCK=BLOCK)
-    _merge[(1,)](partials, out, blocks, n, MERGE_BLOCK=MERGE_BLOCK)
+        layout = 1, x.numel(), x.numel()
+    height, cols, stride = layout
+    if out is None:
+        out = torch.empty(PARTIALS, dtype=torch.float64, device=x.device)
+    if x.numel() == 0:  # nothing computed, nothing wrong: zeros (and no row to copy)
+        return out.zero_()
+    width = min(BLOCK, triton.next_power_of_2(cols))
+    grid = (triton.cdiv(height, BLOCK // width), triton.cdiv(cols, width))
+    partials = torch.empty(grid[0] * grid[1], PARTIALS, dtype=torch.float64, device=x.device)
+    _partials[grid](x, partials, height, cols, stride, ROWS=BLOCK // width, COLS=width)
+    # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
+    at, into = rows if rows is not None else (partials.view(torch.int64), x)
+    copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)
+    _merge[(1,)](
+        partials, out, len(partials), x, cols, stride, at, copies, token_width, into, MERGE_BLOCK=MERGE_BLOCK
+    )
     return out

@@ -20,10 +20,12 @@ On an accelerator, reading it would synchronise the device, so there they are al
 The torch ops below are the reference path; two fused kernels stand in for them where the ops'
 overhead, not their arithmetic, is the cost, and compute the same statistics under the same
 conventions. On a CUDA device a site that is not float64 goes to two Triton launches
-(stack/kernels/site_stats.py) instead of about fifteen small ones. On the CPU a float32 (or
-bf16/fp16) site goes to a C kernel that reads each element once (stack/kernels/host_stats.py)
-instead of a dozen passes with their temporaries; it hands back to the torch ops a site with a
-NaN or an Inf, which they count, and every site when no C compiler was found.
+(stack/kernels/site_stats.py) instead of about fifteen small ones; they read it in its own
+layout, write its row into the forward's matrix and copy the rows GATE-TRACE-002's checks read.
+On the CPU a float32 (or bf16/fp16) site goes to a C kernel that reads each element once
+(stack/kernels/host_stats.py) instead of a dozen passes with their temporaries; it hands back to
+the torch ops a site with a NaN or an Inf, which they count, and every site when no C compiler
+was found.
 
 A site may be empty: an expert that no token was routed to sees zero rows. Its statistics are
 all zero (count 0), not NaN, since nothing was computed and nothing went wrong.
@@ -63,12 +65,12 @@ def _site_stats(
         row = host_site_stats(tensor, out=out, rows=rows)  # copies the rows in every case
         if row is not None:
             return row
-    elif rows is not None:
-        copy_rows(tensor, *rows)
-    if tensor.is_cuda and tensor.dtype != torch.float64:
+    elif tensor.is_cuda and tensor.dtype != torch.float64:
         from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
 
-        return site_stats_fused(tensor)
+        return site_stats_fused(tensor, out=out, rows=rows)  # copies the rows in its own launches
+    elif rows is not None:
+        copy_rows(tensor, *rows)
     x = tensor.detach().reshape(-1)
     # bf16/fp16 would lose the sums; fp32 keeps them, and its reductions are the fast ones on CPU.
     if x.dtype not in (torch.float32, torch.float64):

@@ -381,6 +381,45 @@ def test_fused_statistics_match_a_float64_reference_across_blocks(
             assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
 
 
+@settings(max_examples=10, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    cols=st.sampled_from([1, 7, 64, 300, 2048, 2500]),
+    margin=st.integers(0, 20),
+    scale=st.floats(1e-3, 1e3),
+    offset=st.floats(-100, 100),
+    zeros=st.integers(0, 5),
+    nans=st.integers(0, 1),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
+    rows: int, cols: int, margin: int, scale: float, offset: float, zeros: int, nans: int, dtype, seed: int
+) -> None:
+    """The CUDA path's kernels (interpreted) on a slice of a wider matrix, as a fused projection hands
+    its sites over, in tiles of whole rows (narrower rows than a tile) or of row pieces (wider): the
+    reference's numbers written into the row handed in, and the token rows asked for copied bit for
+    bit, as the tracer's visit of a site asks (stack.trace.stats)."""
+    from stack.kernels.site_stats import PARTIALS, site_stats_fused
+
+    generator = torch.Generator().manual_seed(seed)
+    wide = torch.randn(rows, cols + margin, generator=generator, dtype=torch.float64) * scale + offset
+    x = _special(wide.to(dtype), generator, zeros, nans, 0)[:, margin:]
+    at = torch.arange(rows - 1, -1, -3)
+    into = torch.full((len(at), cols), float("nan"), dtype=dtype)
+    matrix = torch.full((2, PARTIALS), float("nan"), dtype=torch.float64)
+    row = matrix[1]
+    assert site_stats_fused(x, out=row, rows=(at, into)) is row
+    assert torch.equal(into.view(torch.uint8), x[at].view(torch.uint8)), "the rows' bits, NaN too"
+    got = dict(zip(STATS[1:], row.tolist(), strict=True))
+    for name, value in _reference_stats(x).items():
+        if math.isnan(value):
+            assert math.isnan(got[name]), name
+        else:
+            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
+    assert matrix[0].isnan().all(), "only the row handed in is written"
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     rows=st.integers(1, 40),
