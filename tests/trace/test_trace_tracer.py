@@ -317,6 +317,16 @@ def _reference_stats(x: torch.Tensor) -> dict[str, float]:
     }
 
 
+def _assert_reference(got: dict[str, float], x: torch.Tensor, scale: float) -> None:
+    """`got`, a site's statistics by name, against `_reference_stats` of x: NaN where the reference is
+    NaN, elsewhere within 1e-5 of it (relative, and absolute at the values' scale)."""
+    for name, value in _reference_stats(x).items():
+        if math.isnan(value):
+            assert math.isnan(got[name]), name
+        else:
+            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     shape=st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 17)),
@@ -342,12 +352,7 @@ def test_statistics_match_a_float64_reference(
     x = (torch.randn(shape, generator=generator, dtype=torch.float64) * scale + offset).to(DTYPES[dtype])
     _special(x, generator, zeros, nans, infs)
     got = dict(zip(STATS[1:], site_stats(x).tolist(), strict=True))
-    want = _reference_stats(x)
-    for name, value in want.items():
-        if math.isnan(value):
-            assert math.isnan(got[name]), name
-        else:
-            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
+    _assert_reference(got, x, scale)
 
 
 @settings(max_examples=12, deadline=None)
@@ -374,11 +379,7 @@ def test_fused_statistics_match_a_float64_reference_across_blocks(
     x = (torch.randn(n, generator=generator, dtype=torch.float64) * scale + offset).to(dtype)
     _special(x, generator, zeros, nans, infs)
     got = dict(zip(STATS[1:], site_stats_fused(x).tolist(), strict=True))
-    for name, value in _reference_stats(x).items():
-        if math.isnan(value):
-            assert math.isnan(got[name]), name
-        else:
-            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
+    _assert_reference(got, x, scale)
 
 
 @settings(max_examples=10, deadline=None)
@@ -412,11 +413,7 @@ def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
     assert site_stats_fused(x, out=row, rows=(at, into)) is row
     assert torch.equal(into.view(torch.uint8), x[at].view(torch.uint8)), "the rows' bits, NaN too"
     got = dict(zip(STATS[1:], row.tolist(), strict=True))
-    for name, value in _reference_stats(x).items():
-        if math.isnan(value):
-            assert math.isnan(got[name]), name
-        else:
-            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
+    _assert_reference(got, x, scale)
     assert matrix[0].isnan().all(), "only the row handed in is written"
 
 
@@ -449,10 +446,7 @@ def test_the_c_kernel_matches_a_float64_reference_in_any_layout(
     got = host_stats.host_site_stats(x, rows=(at, into))
     assert got is not None
     assert torch.equal(into, x[at])
-    for name, value in _reference_stats(x).items():
-        assert dict(zip(STATS[1:], got.tolist(), strict=True))[name] == pytest.approx(
-            value, rel=1e-5, abs=1e-5 * scale
-        ), name
+    _assert_reference(dict(zip(STATS[1:], got.tolist(), strict=True)), x, scale)
     assert torch.equal(got, host_stats.host_site_stats(x.contiguous(), threads=1))
     assert torch.equal(got, host_stats.host_site_stats(x, threads=2))
     assert torch.equal(got, host_stats.host_site_stats(x, portable=True))
