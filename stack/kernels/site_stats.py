@@ -16,9 +16,9 @@ and the up projection, in tiles of whole rows (or of row pieces, for rows longer
 no site is copied to make it contiguous (a copy as large as the activation, and a launch), and
 the tile's addresses need no division. Where the tracer asks for a site's sampled token rows
 (GATE-TRACE-002's identities read them after the forward), the merge program copies them too,
-as the CPU kernel does in its visit: a traced site costs its two launches and nothing more,
-where a copy of the statistics into the forward's matrix, a gather of its rows and the
-contiguous copy took up to four more.
+as the CPU kernel does in its visit, and the row is written where the caller keeps it (the
+forward's statistics matrix): a traced site costs these two launches, with no copy of its row,
+no gather of its sampled rows and no copy of the site besides.
 
 Conventions are the tracer's (docs/trace.md): population std; a NaN anywhere makes mean, std,
 min, max and absmax NaN; an Inf makes the mean infinite (or NaN for +Inf and -Inf) and the std
