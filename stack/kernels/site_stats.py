@@ -146,10 +146,12 @@ def site_stats_fused(
         out = torch.empty(PARTIALS, dtype=torch.float64, device=x.device)
     if x.numel() == 0:  # nothing computed, nothing wrong: zeros (and no row to copy)
         return out.zero_()
-    width = min(BLOCK, triton.next_power_of_2(cols))
-    grid = (triton.cdiv(height, BLOCK // width), triton.cdiv(cols, width))
+    # A tile is as many whole rows as fit in BLOCK elements, or a BLOCK-long piece of a longer row.
+    tile_cols = min(BLOCK, triton.next_power_of_2(cols))
+    tile_rows = BLOCK // tile_cols
+    grid = (triton.cdiv(height, tile_rows), triton.cdiv(cols, tile_cols))
     partials = torch.empty(grid[0] * grid[1], PARTIALS, dtype=torch.float64, device=x.device)
-    _partials[grid](x, partials, height, cols, stride, ROWS=BLOCK // width, COLS=width)
+    _partials[grid](x, partials, height, cols, stride, ROWS=tile_rows, COLS=tile_cols)
     # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
     at, into = rows if rows is not None else (partials.view(torch.int64), x)
     copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)
