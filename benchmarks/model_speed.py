@@ -98,16 +98,33 @@ def synchronize(device: torch.device) -> None:
 
 
 def cuda_kernels(run: Callable[[], object], device: torch.device) -> dict[str, Any]:
-    """The GPU kernels of one call of `run`: launches, GPU time and the top ones by time (two warm
-    calls first: the first pays for handles and autotuning)."""
+    """The GPU kernels of one call of `run` (launches, GPU time and the top ones by time) and its
+    host's waits for the device (`kernel_summary`), after two warm calls: the first pays for
+    handles and autotuning."""
     for _ in range(2):
         run()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profiler:
         run()
         torch.cuda.synchronize(device)
-    kernels = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return kernel_summary(profiler)
+
+
+# What the host does that makes it wait for the device: a scalar read (`.item()`, `float()`,
+# `.tolist()` of a device tensor) and the runtime's explicit waits.
+HOST_READ = "aten::_local_scalar_dense"
+HOST_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def kernel_summary(profiler: torch.profiler.profile) -> dict[str, Any]:
+    """A profile's GPU kernels (launches, GPU time, the top ones by time) and, where it recorded
+    the host too, how often the host read a scalar off the device or waited for it: each such
+    wait leaves the GPU idle until the host has queued the next work."""
+    events = profiler.key_averages()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    return {
+    host = {e.key: e.count for e in events if e.device_type == torch.autograd.DeviceType.CPU}
+    summary: dict[str, Any] = {
         "launches": sum(e.count for e in kernels),
         "device_ms": round(sum(e.self_device_time_total for e in kernels) / 1e3, 3),
         "top": [
@@ -115,6 +132,10 @@ def cuda_kernels(run: Callable[[], object], device: torch.device) -> dict[str, A
             for e in kernels[:TOP_KERNELS]
         ],
     }
+    if host:
+        summary["host_reads"] = host.get(HOST_READ, 0)
+        summary["host_waits"] = {name: host[name] for name in HOST_WAITS if name in host}
+    return summary
 
 
 def kernel_profile(model: torch.nn.Module, config: ModelConfig, batch: int, device: torch.device) -> dict:

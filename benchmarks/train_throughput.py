@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from benchmarks.memory_peak import Peak, at_peak, recorded, running_peak
+from benchmarks.model_speed import kernel_summary
 from contracts.derive.benchmarks import (
     amdahl_limit,
     largest,
@@ -61,6 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 5
 FFN_MULTIPLE = 8  # an equal-active ffn_hidden is rounded to this
 MEMORY_STEPS = 3  # steps of a memory leg: a probed first step, a steady one, a probed last step
+STEADY_STEP = 2  # the memory leg's step between its probes, profiled on CUDA
 
 
 def steady_sets(steps: int, device: str) -> list[str]:
@@ -105,6 +107,32 @@ class StepClock:
         return [after - before for before, after in itertools.pairwise(self.ends)]
 
 
+class ProfiledClock(StepClock):
+    """A StepClock that also profiles one step (`step`, counted from 1) of the loop it times, host
+    and GPU (`kernel_summary`): what the step launched, what the GPU spent, and how often the
+    host waited for the device, the same instrument for both loops."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+        self.profile: dict[str, Any] | None = None
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._profiler = torch.profiler.profile(activities=activities)
+
+    def tick(self, *_: object) -> None:
+        # The first tick is the loop's start, so step s runs from tick s to tick s + 1.
+        if len(self.ends) == self.step + 1:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self._profiler.stop()
+            self.profile = kernel_summary(self._profiler)
+        super().tick()
+        if len(self.ends) == self.step:
+            self._profiler.start()
+
+
 def plain_steps(
     data: Path,
     preset: str,
@@ -112,6 +140,7 @@ def plain_steps(
     steps: int,
     compiled: bool = False,
     switches: determinism.Switches | None = None,
+    clock: StepClock | None = None,
 ) -> StepClock:
     """Per-step seconds of a hand-written loop with the run's model, optimizer, precision and device.
 
@@ -123,12 +152,13 @@ def plain_steps(
     keeps them through the backward holds a (B, T, vocab) tensor more at its peak. `switches`, when
     given, are the kernels' switches instead of `train.deterministic`'s (benchmarks/
     determinism_parts.py); the clock's `weights` is then a digest of the trained weights and its
-    `switches` the switches torch reported at the last step.
+    `switches` the switches torch reported at the last step. `clock` times the steps (a new
+    StepClock unless given).
     """
     config = resolve(preset, None, sets, vocab=data_vocab(data))
     train = config.train
     device = torch.device("cuda" if train.device == "cuda" else "cpu")
-    clock = StepClock()
+    clock = clock or StepClock()
     chosen = determinism.kernels(train.deterministic) if switches is None else determinism.switched(switches)
     with chosen:
         torch.manual_seed(train.seed)
@@ -250,10 +280,16 @@ def stack_run(
 
 
 def stack_steps(
-    data: Path, out: Path, preset: str, sets: list[str], steps: int, compile_model: bool = False
+    data: Path,
+    out: Path,
+    preset: str,
+    sets: list[str],
+    steps: int,
+    compile_model: bool = False,
+    clock: StepClock | None = None,
 ) -> StepClock:
     """Per-step seconds of one in-process `stack train` run with every gate, timed as the plain
-    loop is (`StepClock`, handed to the run as its progress display)."""
+    loop is (`clock`, a new StepClock unless given, handed to the run as its progress display)."""
     request = TrainRequest(
         data_dir=data,
         out=out,
@@ -265,7 +301,7 @@ def stack_steps(
         evidence_dir=None,
         argv=["stack", *stack_argv(data, out, preset, sets, steps, compile_model)],
     )
-    clock = StepClock()
+    clock = clock or StepClock()
     assert train_run(request, clock.progress) == 0
     return clock
 
@@ -396,15 +432,28 @@ def memory_rows(data: Path, work: Path, preset: str, sets: list[str], device: to
     rows = []
     for accum in sorted({1, config.train.grad_accum}):
         at = [*short, *leg_sets(config.train.deterministic, accum)]
-        plain, plain_held = allocator_peak(lambda at=at: plain_steps(data, preset, at, MEMORY_STEPS), device)
+        # On CUDA each loop's steady step is profiled too (on a CPU the memory profile is the
+        # one profiler running); the allocator's recording slows the host, not what is counted.
+        plain_clock, stack_clock = (
+            ProfiledClock(STEADY_STEP) if device.type == "cuda" else StepClock() for _ in range(2)
+        )
+        plain, plain_held = allocator_peak(
+            lambda at=at, clock=plain_clock: plain_steps(data, preset, at, MEMORY_STEPS, clock=clock), device
+        )
         out = work / f"memory-{accum}"
         stack_peak, stack_held = allocator_peak(
-            lambda at=at, out=out: stack_steps(data, out, preset, at, MEMORY_STEPS), device
+            lambda at=at, out=out, clock=stack_clock: stack_steps(
+                data, out, preset, at, MEMORY_STEPS, clock=clock
+            ),
+            device,
         )
         row = {"grad_accum": accum, "plain_peak_bytes": plain, "stack_peak_bytes": stack_peak}
         row["ratio"] = round(quotient(stack_peak, plain), 4)
         # Where each loop's memory was at its peak, for the difference to be read by owner.
         row["plain_at_peak"], row["stack_at_peak"] = plain_held.as_record(), stack_held.as_record()
+        for loop, clock in (("plain", plain_clock), ("stack", stack_clock)):
+            if isinstance(clock, ProfiledClock):
+                row[f"{loop}_step_profile"] = clock.profile
         rows.append(row)
     return rows
 
