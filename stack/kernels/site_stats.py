@@ -40,12 +40,13 @@ PARTIALS = 9  # count, sum, m2, min, max, nan, inf, zero, l1 per tile
 
 
 @triton.jit
-def _partials(X, P, rows, cols, stride, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """One tile's partial statistics into row (program 0 · programs 1 + program 1) of P (float64):
-    rows ROWS · program 0 on, columns COLS · program 1 on, of a site of `rows` rows of `cols`
-    elements, `stride` elements apart."""
-    r = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    c = tl.program_id(1).to(tl.int64) * COLS + tl.arange(0, COLS)
+def _partials(X, P, rows, cols, stride, col_tiles, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """One tile's partial statistics into row `program` of P (float64): of a site of `rows` rows
+    of `cols` elements, `stride` elements apart, cut in tiles of ROWS rows × COLS columns,
+    `col_tiles` to a row, the tile `program` counts in row-major order."""
+    tile = tl.program_id(0).to(tl.int64)
+    r = (tile // col_tiles) * ROWS + tl.arange(0, ROWS)
+    c = (tile % col_tiles) * COLS + tl.arange(0, COLS)
     valid = (r[:, None] < rows) & (c[None, :] < cols)
     # Upcast right after the load: bf16/fp16 sites (and Triton's interpreter, which computes
     # them wrongly otherwise) are summed as float64, memory-bound either way.
@@ -57,7 +58,6 @@ def _partials(X, P, rows, cols, stride, ROWS: tl.constexpr, COLS: tl.constexpr):
     deviation = tl.where(valid, x - total / count, 0.0)
     low = tl.min(tl.where(valid & ~is_nan, x, float("inf")))
     high = tl.max(tl.where(valid & ~is_nan, x, float("-inf")))
-    tile = tl.program_id(0).to(tl.int64) * tl.num_programs(1) + tl.program_id(1)
     row = P + tile * 9
     tl.store(row + 0, count)
     tl.store(row + 1, total)
@@ -127,6 +127,20 @@ def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK:
             tl.store(DST + i * width + offsets, tl.load(source + offsets, mask=inside), mask=inside)
 
 
+def tiling(height: int, cols: int) -> tuple[int, int, int, int]:
+    """(tiles, tiles a row, tile rows, tile columns) of a site of `height` rows of `cols` elements:
+    a tile is as many whole rows as fit in BLOCK elements, or a BLOCK-long piece of a longer row.
+
+    The tiles are one program each on a one-dimensional grid, whose CUDA limit (2^31 - 1) no
+    site reaches; a grid of (row tiles, column tiles) is refused at launch ("invalid argument")
+    once a dimension after the first passes 65,535, as GPT-2's logits, one contiguous row of
+    8 × 1,024 × 32,768 elements, cut in 131,072 pieces, did."""
+    tile_cols = min(BLOCK, triton.next_power_of_2(cols))
+    tile_rows = BLOCK // tile_cols
+    col_tiles = triton.cdiv(cols, tile_cols)
+    return triton.cdiv(height, tile_rows) * col_tiles, col_tiles, tile_rows, tile_cols
+
+
 def site_stats_fused(
     tensor: torch.Tensor,
     out: torch.Tensor | None = None,
@@ -146,12 +160,9 @@ def site_stats_fused(
         out = torch.empty(PARTIALS, dtype=torch.float64, device=x.device)
     if x.numel() == 0:  # nothing computed, nothing wrong: zeros (and no row to copy)
         return out.zero_()
-    # A tile is as many whole rows as fit in BLOCK elements, or a BLOCK-long piece of a longer row.
-    tile_cols = min(BLOCK, triton.next_power_of_2(cols))
-    tile_rows = BLOCK // tile_cols
-    grid = (triton.cdiv(height, tile_rows), triton.cdiv(cols, tile_cols))
-    partials = torch.empty(grid[0] * grid[1], PARTIALS, dtype=torch.float64, device=x.device)
-    _partials[grid](x, partials, height, cols, stride, ROWS=tile_rows, COLS=tile_cols)
+    tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols)
+    partials = torch.empty(tiles, PARTIALS, dtype=torch.float64, device=x.device)
+    _partials[(tiles,)](x, partials, height, cols, stride, col_tiles, ROWS=tile_rows, COLS=tile_cols)
     # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
     at, into = rows if rows is not None else (partials.view(torch.int64), x)
     copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)

@@ -26,6 +26,7 @@ def cases() -> dict[str, tuple[str, dict[str, str], dict[str, int]]]:
     for dtype in ("fp32", "bf16", "fp16"):
         for index, rows, cols in (("i32", 2, BLOCK // 2), ("i64", 1, BLOCK)):
             signature = {"X": f"*{dtype}", "P": "*fp64", "rows": index, "cols": index, "stride": index}
+            signature |= {"col_tiles": index}
             signature |= {"ROWS": "constexpr", "COLS": "constexpr"}
             found[f"partials-{dtype}-{index}-{rows}x{cols}"] = (
                 "_partials",

@@ -417,6 +417,29 @@ def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
     assert matrix[0].isnan().all(), "only the row handed in is written"
 
 
+# CUDA's grid limits: the first dimension up to 2^31 - 1 programs, the others up to 65,535.
+CUDA_GRID_X = 2**31 - 1
+
+
+@given(elements=st.integers(1, 2**40), cols=st.integers(1, 2**31))
+@example(elements=1, cols=8 * 1024 * 32768)  # GPT-2's logits at batch 8 x 1,024: one contiguous row
+def test_the_fused_statistics_tile_any_site_on_a_grid_cuda_launches(elements: int, cols: int) -> None:
+    """The partials kernel's tiles cover the site's every element, each tile reads at least one,
+    and their one-dimensional grid is one CUDA accepts for sites up to 2^40 elements (a grid of
+    row tiles × column tiles was refused at launch on an H200 for GPT-2's logits, which Triton's
+    interpreter never sees)."""
+    from stack.kernels.site_stats import BLOCK, tiling
+
+    height = max(1, elements // cols)
+    tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols)
+    assert tile_rows * tile_cols == BLOCK
+    assert col_tiles * tile_cols >= cols > (col_tiles - 1) * tile_cols, "each column tile reads a column"
+    row_tiles = tiles // col_tiles
+    assert tiles == row_tiles * col_tiles
+    assert row_tiles * tile_rows >= height > (row_tiles - 1) * tile_rows, "each row tile reads a row"
+    assert tiles <= CUDA_GRID_X
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     rows=st.integers(1, 40),
