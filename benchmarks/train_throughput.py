@@ -62,7 +62,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 5
 FFN_MULTIPLE = 8  # an equal-active ffn_hidden is rounded to this
 MEMORY_STEPS = 3  # steps of a memory leg: a probed first step, a steady one, a probed last step
-STEADY_STEP = 2  # the memory leg's step between its probes, profiled on CUDA
+# The step each loop's profile covers: the first past the warm-up, so the stack's first step and
+# its probe (which runs after that step's tick) are behind it, and its last step's evaluation ahead.
+PROFILED_STEP = WARMUP + 1
 
 
 def steady_sets(steps: int, device: str) -> list[str]:
@@ -110,7 +112,8 @@ class StepClock:
 class ProfiledClock(StepClock):
     """A StepClock that also profiles one step (`step`, counted from 1) of the loop it times, host
     and GPU (`kernel_summary`): what the step launched, what the GPU spent, and how often the
-    host waited for the device, the same instrument for both loops."""
+    host waited for the device, the same instrument for both loops. The profile's own reading is
+    done at the next tick, so it lengthens the step after the profiled one, not that one."""
 
     def __init__(self, step: int) -> None:
         super().__init__()
@@ -119,18 +122,19 @@ class ProfiledClock(StepClock):
         activities = [torch.profiler.ProfilerActivity.CPU]
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self._profiler = torch.profiler.profile(activities=activities)
+        self.profiler = torch.profiler.profile(activities=activities)
 
     def tick(self, *_: object) -> None:
-        # The first tick is the loop's start, so step s runs from tick s to tick s + 1.
-        if len(self.ends) == self.step + 1:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self._profiler.stop()
-            self.profile = kernel_summary(self._profiler)
+        # Tick 0 is the loop's start and tick s the end of step s: the profile runs from tick
+        # step - 1 to tick step, and is stopped as soon as that tick's time is taken.
+        if len(self.ends) == self.step and torch.cuda.is_available():
+            torch.cuda.synchronize()  # the step's kernels, which the host may have run ahead of
         super().tick()
         if len(self.ends) == self.step:
-            self._profiler.start()
+            self.profiler.start()
+        elif len(self.ends) == self.step + 1:
+            self.profiler.stop()
+            self.profile = kernel_summary(self.profiler)
 
 
 def plain_steps(
@@ -432,30 +436,30 @@ def memory_rows(data: Path, work: Path, preset: str, sets: list[str], device: to
     rows = []
     for accum in sorted({1, config.train.grad_accum}):
         at = [*short, *leg_sets(config.train.deterministic, accum)]
-        # On CUDA each loop's steady step is profiled too (on a CPU the memory profile is the
-        # one profiler running); the allocator's recording slows the host, not what is counted.
-        plain_clock, stack_clock = (
-            ProfiledClock(STEADY_STEP) if device.type == "cuda" else StepClock() for _ in range(2)
-        )
-        plain, plain_held = allocator_peak(
-            lambda at=at, clock=plain_clock: plain_steps(data, preset, at, MEMORY_STEPS, clock=clock), device
-        )
+        plain, plain_held = allocator_peak(lambda at=at: plain_steps(data, preset, at, MEMORY_STEPS), device)
         out = work / f"memory-{accum}"
         stack_peak, stack_held = allocator_peak(
-            lambda at=at, out=out, clock=stack_clock: stack_steps(
-                data, out, preset, at, MEMORY_STEPS, clock=clock
-            ),
-            device,
+            lambda at=at, out=out: stack_steps(data, out, preset, at, MEMORY_STEPS), device
         )
         row = {"grad_accum": accum, "plain_peak_bytes": plain, "stack_peak_bytes": stack_peak}
         row["ratio"] = round(quotient(stack_peak, plain), 4)
         # Where each loop's memory was at its peak, for the difference to be read by owner.
         row["plain_at_peak"], row["stack_at_peak"] = plain_held.as_record(), stack_held.as_record()
-        for loop, clock in (("plain", plain_clock), ("stack", stack_clock)):
-            if isinstance(clock, ProfiledClock):
-                row[f"{loop}_step_profile"] = clock.profile
         rows.append(row)
     return rows
+
+
+def step_profiles(data: Path, work: Path, preset: str, sets: list[str], device: str) -> dict[str, Any]:
+    """Each loop's PROFILED_STEP at grad_accum 1 and the preset's determinism setting, in a run of
+    its own on `device` that ends with it (`ProfiledClock`): where a step's time goes when the two
+    loops differ."""
+    short = [*sets, *steady_sets(PROFILED_STEP, device)]
+    config = resolve(preset, None, short, vocab=data_vocab(data))
+    at = [*short, *leg_sets(config.train.deterministic, 1)]
+    plain = plain_steps(data, preset, at, PROFILED_STEP, clock=ProfiledClock(PROFILED_STEP))
+    out = work / "profiled"
+    stack = stack_steps(data, out, preset, at, PROFILED_STEP, clock=ProfiledClock(PROFILED_STEP))
+    return {"grad_accum": 1, "step": PROFILED_STEP, "plain": plain.profile, "stack": stack.profile}
 
 
 def comparisons(legs: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -519,6 +523,7 @@ def main() -> int:
         config = resolve(preset, None, sets, vocab=data_vocab(data))
         legs = timed_legs(data, work, preset, sets, args.steps, name)
         memory = memory_rows(data, work, preset, sets, torch.device(args.device))
+        profiles = step_profiles(data, work, preset, sets, args.device)
         compiled = plain_compiled = bound = None
         if args.compile:
             plain_compiled = plain_loop(data, preset, sets, args.steps, compiled=True)
@@ -553,6 +558,7 @@ def main() -> int:
         "determinism_prices": prices,
         "memory": memory,
         "memory_steps": MEMORY_STEPS,
+        "step_profiles": profiles,
         "flops_per_token": flops_per_token(config.model),
         "peak_flops": peak_flops(name),
         "plain_compiled_tokens_per_s": None if plain_compiled is None else round(plain_compiled),

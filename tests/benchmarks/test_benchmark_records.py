@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import leg_failures
+from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
 from tests.support.ledger_support import ROOT, findings
 from tests.support.train_support import prepared
@@ -69,6 +70,25 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(
         tampered += 0.0001  # half unit (5e-4) would cover the tamper: the test failed 1 run in 10
     metrics["overhead"] = tampered
     assert any("metrics.overhead is" in line for line in edited_findings(run, record))
+
+
+def test_the_training_benchmark_profiles_one_steady_step_of_each_loop(
+    training_record: tuple[Path, dict[str, Any]],
+) -> None:
+    """Each loop's step past the warm-up, profiled in a run of its own: both read the loss off the
+    device, so neither profile can be empty of host reads."""
+    profiles = training_record[1]["metrics"]["step_profiles"]
+    assert profiles["step"] == WARMUP + 1 and profiles["grad_accum"] == 1
+    for loop in ("plain", "stack"):
+        assert profiles[loop]["host_reads"] >= 1, loop
+
+
+def test_a_profiled_clock_profiles_the_one_step_it_names(tmp_path: Path) -> None:
+    """The profile of step 2 of three holds one optimizer step: not the step before it, not the one
+    after, whose tick reads the profile."""
+    clock = plain_steps(prepared(tmp_path), "smoke", ["train.device='cpu'"], 3, clock=ProfiledClock(2))
+    steps = [e.count for e in clock.profiler.key_averages() if e.key.startswith("Optimizer.step#")]
+    assert steps == [1] and clock.profile is not None and len(clock.step_seconds) == 3
 
 
 def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(
