@@ -2,22 +2,25 @@
 """What each part of `train.deterministic` costs, and whether the weights repeat without it.
 
 `train.deterministic` sets several switches at once (stack.train.determinism.Switches): PyTorch's
-deterministic algorithms, strict; the uninitialised memory they fill; cuDNN deterministic and not
-benchmarking; Inductor's deterministic mode; SDPA without its cuDNN backend; cuBLAS's fixed
-workspace. Its price as a whole is the goal `train_determinism_price` (benchmarks/
-train_throughput.py). This says which part the price is: the plain loop of that benchmark
-(`plain_steps`) is timed with every part on, with every part off, and with every part on but one,
-each leg in a fresh process (cuBLAS reads its workspace setting once per process, Inductor its
-mode when it compiles, so its part is priced only with `--compile`), and each leg run `--runs`
-times (2 by default) to say whether its trained weights repeat bit for bit. A part whose leg is
-no faster, or whose weights do not repeat without it, is worth what it costs; one that costs and
-whose weights repeat without it buys nothing on this model (docs/gpu.md shows the table).
+deterministic algorithms, strict; cuDNN deterministic and not benchmarking; Inductor's
+deterministic mode; SDPA without its cuDNN backend; cuBLAS's fixed workspace; and the
+uninitialised memory PyTorch's deterministic mode would fill left unfilled. Its price as a whole
+is the goal `train_determinism_price` (benchmarks/train_throughput.py). This says which part the
+price is: the plain loop of that benchmark (`plain_steps`) is timed with every part as
+`train.deterministic` sets it ("on"), with `train.deterministic` off, and with every part as it
+sets it but one, switched the other way (the fill's leg fills, so its price is negative by what
+filling would cost), each leg in a fresh process (cuBLAS reads its workspace setting once per
+process, Inductor its mode when it compiles, so its part is priced only with `--compile`), and
+each leg run `--runs` times (2 by default) to say whether its trained weights repeat bit for bit.
+A part whose leg is no faster, or whose weights do not repeat without it, is worth what it costs;
+one that costs and whose weights repeat without it buys nothing on this model (docs/gpu.md shows
+the table).
 
     python benchmarks/determinism_parts.py --device cuda --preset gpt2 --data DATA --steps 20
 
 The record (`bench-determinism-<time>`, no goal of its own) keeps each leg's per-step seconds,
 tokens/s, the switches it ran under as torch reported them, and its weights' digests; each part's
-price is 1 − (every part on) ÷ (that part off), derived from the legs' rates.
+price is 1 − ("on") ÷ (that part switched), derived from the legs' rates.
 """
 
 from __future__ import annotations
@@ -52,10 +55,11 @@ from stack.train.determinism import SDPA_BACKENDS, Switches
 ROOT = Path(__file__).resolve().parent.parent
 
 # Each part of `train.deterministic` and the switches its leg sets instead, every other part as
-# `train.deterministic` sets it: PyTorch's defaults, and the uninitialised memory left unfilled.
+# `train.deterministic` sets it: PyTorch's defaults, and the uninitialised memory filled (which
+# `train.deterministic` leaves unfilled: stack.train.determinism says why).
 PARTS: dict[str, dict[str, Any]] = {
     "deterministic_algorithms": {"deterministic_algorithms": False, "warn_only": False},
-    "fill_uninitialized_memory": {"fill_uninitialized_memory": False},
+    "fill_uninitialized_memory": {"fill_uninitialized_memory": True},
     "cudnn_deterministic": {"cudnn_deterministic": False},
     "inductor_deterministic": {"inductor_deterministic": False},
     "sdpa_cudnn_excluded": {"sdpa_backends": SDPA_BACKENDS},

@@ -14,6 +14,14 @@ What "on" switches, and why each (docs/gpu.md has the measurements):
   without one raises, which the loop turns into a one-line refusal naming it.
 - cuBLAS's workspace fixed (CUBLAS_WORKSPACE_CONFIG), cuDNN deterministic and not benchmarking,
   Inductor's deterministic mode (no on-device benchmarking of numerically different choices).
+- Not `torch.utils.deterministic.fill_uninitialized_memory`, which PyTorch's deterministic mode
+  turns on by default: it fills every new tensor with NaN before an op writes it, so that an op
+  whose result reads memory it never wrote gives the same (NaN) answer each time. A model whose
+  training ends finite under it has no such read: the fill buys nothing there, and it costs a
+  fill kernel per allocation (3.8 % of a `demo` step on a CPU; on an H200 at `gpt2` a plain
+  loop's two steps held 1,180 fill kernels, 7 % of their GPU time: docs/gpu.md). Should an op
+  ever read unwritten memory, the in-process replay's bit-for-bit comparison of the first steps
+  (GATE-CKPT-003) halts the run rather than let it claim repeatability.
 - SDPA without its cuDNN backend. In PyTorch's source (aten/src/ATen/native/transformers/cuda/
   attention_backward.cu and aten/src/ATen/native/cudnn/MHA.cpp) strict mode makes the flash and
   memory-efficient backward passes deterministic, while the cuDNN backward graph has no such
@@ -132,6 +140,7 @@ class Switches:
             return switched
         return replace(
             switched,
+            fill_uninitialized_memory=False,  # buys no repeatability, costs a fill per allocation
             sdpa_backends=tuple(b for b in self.sdpa_backends if b not in NONDETERMINISTIC_SDPA),
             cublas_workspace_config=self.cublas_workspace_config or CUBLAS_WORKSPACE,
         )

@@ -64,6 +64,8 @@ def test_the_setting_is_strict_and_put_back_after_the_run() -> None:
         assert on.cudnn_deterministic and not on.cudnn_benchmark and on.inductor_deterministic
         assert "cudnn" not in on.sdpa_backends and "flash" in on.sdpa_backends
         assert on.cublas_workspace_config == determinism.CUBLAS_WORKSPACE
+        # What torch's deterministic mode would fill with NaN is left unfilled (stack.train.determinism).
+        assert not on.fill_uninitialized_memory
     assert determinism.Switches.now() == before
     with determinism.kernels(False):
         assert not torch.are_deterministic_algorithms_enabled()
