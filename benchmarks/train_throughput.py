@@ -5,7 +5,8 @@ The plain loop is what a person would write by hand: the same GPT, AdamW, clippi
 from a memory-mapped array, and nothing else. `stack train` adds the reader, hashes, gate
 checks, metrics lines, evidence and the coherence monitor; its overhead is the ratio of the two
 medians of per-step throughput (steady state: the first steps are dropped). With `--compile`
-the stack also runs with torch.compile. Results go to evidence/runs/bench-train-<time>/.
+both loops also run under torch.compile, at grad_accum 1 and at the preset's accumulation
+(`compiled_legs`). Results go to evidence/runs/bench-train-<time>/.
 
 `--options` measures instead every model of spec/options_matrix.yaml (each option alone, every
 pair, all together) under `stack train` (benchmark `train_options`, no goal: it records). Each
@@ -196,13 +197,6 @@ def plain_steps(
             clock.weights = weights_sha256(model)
             clock.switches = determinism.Switches.now().as_flags()  # read while they are in force
     return clock
-
-
-def plain_loop(data: Path, preset: str, sets: list[str], steps: int, compiled: bool = False) -> float:
-    """Median tokens/s of the plain loop (`plain_steps`) past the warm-up steps."""
-    config = resolve(preset, None, sets, vocab=data_vocab(data))
-    seconds = plain_steps(data, preset, sets, steps, compiled).step_seconds
-    return median_rate(tokens_per_step(config), *seconds[WARMUP:])
 
 
 def tokens_per_step(config: RunConfig) -> int:
@@ -427,6 +421,63 @@ def timed_legs(data: Path, work: Path, preset: str, sets: list[str], steps: int,
     return legs
 
 
+def cuda_peak(run: Callable[[], StepClock], device: torch.device) -> tuple[StepClock, int | None]:
+    """`run`'s clock, and on CUDA the most bytes the caching allocator held at once during it,
+    counted from what was held at its start (None elsewhere): read from the allocator's own
+    counters, which cost a timed step nothing, unlike the allocation trace `allocator_peak` keeps."""
+    if device.type != "cuda":
+        return run(), None
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    clock = run()
+    torch.cuda.synchronize(device)
+    return clock, torch.cuda.max_memory_allocated(device) - start
+
+
+def compiled_legs(
+    data: Path, work: Path, preset: str, sets: list[str], steps: int, name: str, device: torch.device
+) -> list[dict[str, Any]]:
+    """Both loops under torch.compile at the preset's determinism setting, at grad_accum 1 and at the
+    preset's accumulation, timed as the eager legs are; on CUDA each with its run's allocator peak
+    (`peak_bytes`: probes, evaluation, samples and checkpoint included for the stack)."""
+    config = resolve(preset, None, sets, vocab=data_vocab(data))
+    legs = []
+    for accum in sorted({1, config.train.grad_accum}):
+        at = [*sets, *leg_sets(config.train.deterministic, accum)]
+        at_config = resolve(preset, None, at, vocab=data_vocab(data))
+        out = work / f"compiled-{accum}"
+        runs = {
+            "plain": lambda at=at: plain_steps(data, preset, at, steps, compiled=True),
+            "stack": lambda at=at, out=out: stack_steps(data, out, preset, at, steps, compile_model=True),
+        }
+        for loop, run in runs.items():
+            clock, peak = cuda_peak(run, device)
+            row = {**leg(loop, at_config, clock, name), "compiled": True}
+            if peak is not None:
+                row["peak_bytes"] = peak
+            legs.append(row)
+    return legs
+
+
+def compiled_comparisons(legs: list[dict[str, Any]], deterministic: bool) -> list[dict[str, Any]]:
+    """Stack ÷ plain of the compiled legs at each accumulation (and the per-step cost, 1 − that),
+    and their peaks' ratio where both were measured."""
+    rows = []
+    for accum in sorted({row["grad_accum"] for row in legs}):
+        plain, stack = (leg_of(legs, loop, deterministic, accum) for loop in ("plain", "stack"))
+        row = {
+            "grad_accum": accum,
+            "stack_over_plain": round(quotient(stack["tokens_per_s"], plain["tokens_per_s"]), 4),
+            "step_cost": round(overhead(plain["tokens_per_s"], stack["tokens_per_s"]), 4),
+        }
+        if "peak_bytes" in plain and "peak_bytes" in stack:
+            row["peak_ratio"] = round(quotient(stack["peak_bytes"], plain["peak_bytes"]), 4)
+        rows.append(row)
+    return rows
+
+
 def memory_rows(data: Path, work: Path, preset: str, sets: list[str], device: torch.device) -> list[dict]:
     """Each loop's allocator peak over a short run at the preset's determinism setting, at grad_accum
     1 and at the preset's accumulation: the stack's run probes its first and last step, evaluates,
@@ -524,14 +575,18 @@ def main() -> int:
         legs = timed_legs(data, work, preset, sets, args.steps, name)
         memory = memory_rows(data, work, preset, sets, torch.device(args.device))
         profiles = step_profiles(data, work, preset, sets, args.device)
-        compiled = plain_compiled = bound = None
+        compiled_rows, bound = [], None
         if args.compile:
-            plain_compiled = plain_loop(data, preset, sets, args.steps, compiled=True)
-            clock = stack_steps(data, work / "compiled", preset, sets, args.steps, compile_model=True)
-            compiled = leg("stack", config, clock, name)["tokens_per_s"]
+            device = torch.device(args.device)
+            compiled_rows = compiled_legs(data, work, preset, sets, args.steps, name, device)
             bound = compile_bound(data, preset, sets, args.steps) if args.device == "cpu" else None
     vs_plain, prices = comparisons(legs)
     deterministic = config.train.deterministic
+    # At the preset's accumulation, as its defaults train: the compiled speed-up, stack ÷ plain and MFU.
+    at_preset = (deterministic, config.train.grad_accum)
+    compiled = leg_of(compiled_rows, "stack", *at_preset).get("tokens_per_s")
+    plain_compiled = leg_of(compiled_rows, "plain", *at_preset).get("tokens_per_s")
+    compiled_vs_plain = compiled_comparisons(compiled_rows, deterministic)
     plain = leg_of(legs, "plain", deterministic, 1)["tokens_per_s"]
     gated = leg_of(legs, "stack", deterministic, 1)["tokens_per_s"]
     stack_on, stack_off = (leg_of(legs, "stack", d, 1)["tokens_per_s"] for d in (True, False))
@@ -561,7 +616,16 @@ def main() -> int:
         "step_profiles": profiles,
         "flops_per_token": flops_per_token(config.model),
         "peak_flops": peak_flops(name),
-        "plain_compiled_tokens_per_s": None if plain_compiled is None else round(plain_compiled),
+        "compiled_legs": compiled_rows,
+        "compiled_vs_plain": compiled_vs_plain,
+        # At grad_accum 1, compiled: the per-step cost, and the larger peak ratio of the two accumulations.
+        "compiled_overhead": next((r["step_cost"] for r in compiled_vs_plain if r["grad_accum"] == 1), None),
+        "compiled_peak_memory_ratio": (
+            largest(*(r["peak_ratio"] for r in compiled_vs_plain))
+            if compiled_vs_plain and all("peak_ratio" in r for r in compiled_vs_plain)
+            else None
+        ),
+        "plain_compiled_tokens_per_s": plain_compiled,
         "compiled_tokens_per_s": compiled,
         "compiled_speedup": None if compiled is None else round(quotient(compiled, plain), 3),
         "compile_bound": bound,

@@ -324,33 +324,71 @@ def leg_of(legs: list[dict[str, Any]], loop: str, deterministic: bool, grad_accu
     return next((leg for leg in legs if all(leg.get(k) == v for k, v in wanted.items())), {})
 
 
-def _leg_rates(legs: list[dict[str, Any]], warmup: Any) -> Iterator[Identity]:
-    """Each timed leg's tokens/s (a training benchmark's `metrics.legs`) from its per-step seconds
-    past the warm-up."""
+def _leg_rates(legs: list[dict[str, Any]], m: Metrics, where: str = "legs") -> Iterator[Identity]:
+    """Each timed leg's tokens/s (a training benchmark's `metrics.<where>`) from its per-step seconds
+    past the warm-up, and its MFU where it states one."""
+    warmup = m.get("warmup_steps")
     for index, leg in enumerate(legs):
         seconds = leg.get("step_seconds")
         if isinstance(seconds, list) and isinstance(warmup, int) and len(seconds) > warmup:
             args = _flat(leg.get("tokens_per_step"), seconds[warmup:])
-            yield Identity(f"metrics.legs[{index}].tokens_per_s", leg.get("tokens_per_s"), median_rate, args)
+            field = f"metrics.{where}[{index}].tokens_per_s"
+            yield Identity(field, leg.get("tokens_per_s"), median_rate, args)
+        if leg.get("mfu") is not None:
+            args = (leg.get("tokens_per_s"), m.get("flops_per_token"), m.get("peak_flops"))
+            yield Identity(f"metrics.{where}[{index}].mfu", leg["mfu"], utilisation, args)
+
+
+def _stack_over_plain(
+    where: str, rows: Any, legs: list[dict[str, Any]], deterministic: Any = None
+) -> Iterator[Identity]:
+    """Each row of `metrics.<where>`: stack ÷ plain and the per-step cost from the two legs at its
+    determinism setting (the row's own, else `deterministic`) and accumulation."""
+    for index, row in enumerate(r for r in rows or [] if isinstance(r, dict)):
+        at = (row.get("deterministic", deterministic), row.get("grad_accum"))
+        plain, stack = leg_of(legs, "plain", *at), leg_of(legs, "stack", *at)
+        rates = (plain.get("tokens_per_s"), stack.get("tokens_per_s"))
+        yield Identity(f"metrics.{where}[{index}].step_cost", row.get("step_cost"), overhead, rates)
+        ratio = row.get("stack_over_plain")
+        yield Identity(f"metrics.{where}[{index}].stack_over_plain", ratio, quotient, rates[::-1])
+        if "peak_ratio" in row:
+            peaks = (stack.get("peak_bytes"), plain.get("peak_bytes"))
+            yield Identity(f"metrics.{where}[{index}].peak_ratio", row["peak_ratio"], quotient, peaks)
+
+
+def _compiled_legs(m: Metrics) -> Iterator[Identity]:
+    """The compiled legs (`compiled_legs`, at the preset's determinism setting): their rates, stack ÷
+    plain and the peaks' ratio at each accumulation, and the headlines read off them: the compiled
+    tokens/s at the preset's accumulation, the per-step cost at grad_accum 1, the larger peak ratio."""
+    legs = [leg for leg in m.get("compiled_legs") or [] if isinstance(leg, dict)]
+    if not legs:
+        return
+    deterministic = m.get("deterministic")
+    yield from _leg_rates(legs, m, "compiled_legs")
+    rows = [row for row in m.get("compiled_vs_plain") or [] if isinstance(row, dict)]
+    yield from _stack_over_plain("compiled_vs_plain", rows, legs, deterministic)
+    for loop, field in (("stack", "compiled_tokens_per_s"), ("plain", "plain_compiled_tokens_per_s")):
+        at_preset = leg_of(legs, loop, deterministic, m.get("grad_accum"))
+        if at_preset and field in m:
+            yield Identity(f"metrics.{field}", m[field], same, (at_preset.get("tokens_per_s"),))
+    plain, stack = (leg_of(legs, loop, deterministic, 1) for loop in ("plain", "stack"))
+    if plain and stack and m.get("compiled_overhead") is not None:
+        rates = (plain.get("tokens_per_s"), stack.get("tokens_per_s"))
+        yield Identity("metrics.compiled_overhead", m["compiled_overhead"], overhead, rates)
+    if m.get("compiled_peak_memory_ratio") is not None:
+        ratios = tuple(row.get("peak_ratio") for row in rows)
+        yield Identity("metrics.compiled_peak_memory_ratio", m["compiled_peak_memory_ratio"], largest, ratios)
 
 
 def _train_legs(m: Metrics) -> Iterator[Identity]:
     """benchmarks/train_throughput.py's legs: each loop's tokens/s from its per-step seconds, past
     the warm-up, and its MFU; then stack ÷ plain at the same determinism setting, the determinism
-    price of each loop (on against off) and the peak-memory ratio, each from the legs it compares."""
+    price of each loop (on against off) and the peak-memory ratio, each from the legs it compares;
+    and the same of its compiled legs."""
     legs = [leg for leg in m.get("legs") or [] if isinstance(leg, dict)]
-    yield from _leg_rates(legs, m.get("warmup_steps"))
-    for index, leg in enumerate(legs):
-        if leg.get("mfu") is not None:
-            args = (leg.get("tokens_per_s"), m.get("flops_per_token"), m.get("peak_flops"))
-            yield Identity(f"metrics.legs[{index}].mfu", leg["mfu"], utilisation, args)
-    for index, row in enumerate(r for r in m.get("vs_plain") or [] if isinstance(r, dict)):
-        at = (row.get("deterministic"), row.get("grad_accum"))
-        plain, stack = leg_of(legs, "plain", *at), leg_of(legs, "stack", *at)
-        rates = (plain.get("tokens_per_s"), stack.get("tokens_per_s"))
-        yield Identity(f"metrics.vs_plain[{index}].step_cost", row.get("step_cost"), overhead, rates)
-        ratio = row.get("stack_over_plain")
-        yield Identity(f"metrics.vs_plain[{index}].stack_over_plain", ratio, quotient, rates[::-1])
+    yield from _leg_rates(legs, m)
+    yield from _stack_over_plain("vs_plain", m.get("vs_plain"), legs)
+    yield from _compiled_legs(m)
     for index, row in enumerate(r for r in m.get("determinism_prices") or [] if isinstance(r, dict)):
         loop, accum = row.get("loop"), row.get("grad_accum")
         on, off = leg_of(legs, str(loop), True, accum), leg_of(legs, str(loop), False, accum)
@@ -508,7 +546,7 @@ def _determinism_parts(m: Metrics) -> Iterator[Identity]:
     warm-up; each part's price from the every-part-on leg and the leg with that part off, and the
     price of all from the on and off legs; whether a leg's weights repeat from its digests."""
     legs = [leg for leg in m.get("legs") or [] if isinstance(leg, dict)]
-    yield from _leg_rates(legs, m.get("warmup_steps"))
+    yield from _leg_rates(legs, m)
     for index, leg in enumerate(legs):
         digests = leg.get("weights")
         if isinstance(digests, list) and len(digests) > 1:

@@ -43,10 +43,11 @@ def edited_findings(run: Path, record: dict[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def training_record(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """The training benchmark's record of six smoke steps, filed once for the tests that read it."""
+    """The training benchmark's record of six smoke steps a leg, eager and compiled, filed once for
+    the tests that read it."""
     root = tmp_path_factory.mktemp("training-benchmark")
     data, ledger = prepared(root), root / "ledger"
-    command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
+    command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6", "--compile"]
     return filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
 
 
@@ -81,6 +82,33 @@ def test_the_training_benchmark_profiles_one_steady_step_of_each_loop(
     assert profiles["step"] == WARMUP + 1 and profiles["grad_accum"] == 1
     for loop in ("plain", "stack"):
         assert profiles[loop]["host_reads"] >= 1, loop
+
+
+def test_the_compiled_legs_and_what_is_read_off_them_are_derived_from_their_steps(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Both loops compiled at grad_accum 1 (the smoke preset's own), their tokens/s from their steps,
+    and stack ÷ plain, the per-step cost and the compiled tokens/s from those legs: any of them
+    edited alone is named."""
+    run, record = own_copy(training_record, tmp_path)
+    metrics = record["metrics"]
+    legs = [(leg["loop"], leg["grad_accum"], leg["compiled"]) for leg in metrics["compiled_legs"]]
+    assert legs == [("plain", 1, True), ("stack", 1, True)]
+    assert metrics["compiled_overhead"] == metrics["compiled_vs_plain"][0]["step_cost"]
+    edits = {
+        "metrics.compiled_legs[1].tokens_per_s": lambda m: m["compiled_legs"][1]["step_seconds"].__setitem__(
+            -1, 1e3
+        ),
+        "metrics.compiled_vs_plain[0].step_cost": lambda m: m["compiled_vs_plain"][0].__setitem__(
+            "step_cost", 0.5
+        ),
+        "metrics.compiled_tokens_per_s": lambda m: m.__setitem__("compiled_tokens_per_s", 1),
+        "metrics.compiled_overhead": lambda m: m.__setitem__("compiled_overhead", 0.5),
+    }
+    for field, edit in edits.items():
+        edited = json.loads(json.dumps(record))
+        edit(edited["metrics"])
+        assert any(f"{field} is" in line for line in edited_findings(run, edited)), field
 
 
 def test_a_profiled_clock_profiles_the_one_step_it_names(tmp_path: Path) -> None:
