@@ -64,7 +64,8 @@ WARMUP = 5
 FFN_MULTIPLE = 8  # an equal-active ffn_hidden is rounded to this
 MEMORY_STEPS = 3  # steps of a memory leg: a probed first step, a steady one, a probed last step
 # The step each loop's profile covers: the first past the warm-up, so the stack's first step and
-# its probe (which runs after that step's tick) are behind it, and its last step's evaluation ahead.
+# its probe (which runs after that step's tick) and the state digests of its first steps are behind
+# it; its run takes one step more, since the last step is probed (GATE-TRAIN-008) and evaluated.
 PROFILED_STEP = WARMUP + 1
 
 
@@ -500,16 +501,24 @@ def memory_rows(data: Path, work: Path, preset: str, sets: list[str], device: to
     return rows
 
 
-def step_profiles(data: Path, work: Path, preset: str, sets: list[str], device: str) -> dict[str, Any]:
-    """Each loop's PROFILED_STEP at grad_accum 1 and the preset's determinism setting, in a run of
-    its own on `device` that ends with it (`ProfiledClock`): where a step's time goes when the two
-    loops differ."""
-    short = [*sets, *steady_sets(PROFILED_STEP, device)]
+def profiled_steps(
+    data: Path, work: Path, preset: str, sets: list[str], device: str
+) -> tuple[ProfiledClock, ProfiledClock]:
+    """The plain loop's and the stack's clocks, each of a run of its own on `device`, at grad_accum
+    1 and the preset's determinism setting, one step longer than PROFILED_STEP, which they profile."""
+    steps = PROFILED_STEP + 1
+    short = [*sets, *steady_sets(steps, device)]
     config = resolve(preset, None, short, vocab=data_vocab(data))
     at = [*short, *leg_sets(config.train.deterministic, 1)]
-    plain = plain_steps(data, preset, at, PROFILED_STEP, clock=ProfiledClock(PROFILED_STEP))
-    out = work / "profiled"
-    stack = stack_steps(data, out, preset, at, PROFILED_STEP, clock=ProfiledClock(PROFILED_STEP))
+    plain = plain_steps(data, preset, at, steps, clock=ProfiledClock(PROFILED_STEP))
+    stack = stack_steps(data, work / "profiled", preset, at, steps, clock=ProfiledClock(PROFILED_STEP))
+    return plain, stack
+
+
+def step_profiles(data: Path, work: Path, preset: str, sets: list[str], device: str) -> dict[str, Any]:
+    """Each loop's steady PROFILED_STEP (`profiled_steps`), summarised: where a step's time goes
+    when the two loops differ."""
+    plain, stack = profiled_steps(data, work, preset, sets, device)
     return {"grad_accum": 1, "step": PROFILED_STEP, "plain": plain.profile, "stack": stack.profile}
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import leg_failures
-from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps
+from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, profiled_steps
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
 from tests.support.ledger_support import ROOT, findings
 from tests.support.train_support import prepared
@@ -109,6 +109,18 @@ def test_the_compiled_legs_and_what_is_read_off_them_are_derived_from_their_step
         edited = json.loads(json.dumps(record))
         edit(edited["metrics"])
         assert any(f"{field} is" in line for line in edited_findings(run, edited)), field
+
+
+def test_the_profiled_step_of_the_stack_is_a_steady_one(tmp_path: Path) -> None:
+    """In the stack's profiled step the model multiplies as often as in the plain loop's: no probe
+    (GATE-TRAIN-008's reference gradient is one more backward, which its last step takes)."""
+    sets = ["train.device='cpu'", "train.warmup_steps=2"]
+    plain, stack = profiled_steps(prepared(tmp_path), tmp_path / "work", "smoke", sets, "cpu")
+    products = [
+        sum(event.count for event in clock.profiler.key_averages() if event.key == "aten::mm")
+        for clock in (plain, stack)
+    ]
+    assert products[0] > 0 and products[1] == products[0], products
 
 
 def test_a_profiled_clock_profiles_the_one_step_it_names(tmp_path: Path) -> None:
