@@ -129,6 +129,11 @@ STEPS: dict[str, Step] = {
             *("--vocab", "32768", "--batch", "8", "--ledger", str(w.ledger)),
         ],
     ),
+    "stats-tiles": Step(
+        "which tile the CUDA statistics kernel should cut a traced forward's sites in, at 110 M",
+        False,
+        lambda w: [PY, "benchmarks/stats_tiles.py", "--ledger", str(w.ledger)],
+    ),
     "det-parts": Step(
         "what each part of train.deterministic costs at gpt2, and whether the weights repeat without it",
         True,

@@ -4,17 +4,18 @@
 
 On a GPU the tracer's cost is not arithmetic but launches: the torch-op statistics
 (stack/trace/stats.py) take about fifteen small kernels per site, and a traced forward has
-hundreds of sites. Here the first kernel reads every element once, where it lies, and writes per
-tile of BLOCK elements the partial statistics (count of finite-or-not elements, sum, the tile's
-sum of squared deviations from its own mean, min, max, NaN, Inf and zero counts, and the sum of
-|x| in float64); the second, one program, merges the tiles with Chan's pairwise update for the
-variance, so the std is as stable as a two-pass one, and writes the row.
+hundreds of sites. Here the first kernel reads every element once, where it lies, in tiles
+(`Tile`), and each of its programs writes the partial statistics of its tiles (count of
+finite-or-not elements, sum, sum of squared deviations from their mean, min, max, NaN, Inf and
+zero counts, and the sum of |x| in float64); the second, one program, merges the programs' rows.
+Both merge with Chan's pairwise update for the variance, so the std is as stable as a two-pass
+one; the merge writes the row.
 
 A site is read in its own layout: rows of contiguous elements at a fixed stride
 (stack.kernels.host_stats.rows_of), as a slice of a fused projection hands over q, k, v, the gate
 and the up projection, in tiles of whole rows (or of row pieces, for rows longer than a tile). So
 no site is copied to make it contiguous (a copy as large as the activation, and a launch), and
-the tile's addresses need no division. Where the tracer asks for a site's sampled token rows
+an element's address needs no division. Where the tracer asks for a site's sampled token rows
 (GATE-TRACE-002's identities read them after the forward), the merge program copies them too,
 as the CPU kernel does in its visit, and the row is written where the caller keeps it (the
 forward's statistics matrix): a traced site costs these two launches, with no copy of its row,
@@ -28,46 +29,100 @@ site is left to the torch path, which keeps its precision. The float64 reference
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from stack.kernels.host_stats import rows_of
 
-BLOCK = 2048  # elements per program of the partials kernel (a tile of rows × columns)
 MERGE_BLOCK = 1024  # partial rows the merge program reads per step, and row elements it copies
-PARTIALS = 9  # count, sum, m2, min, max, nan, inf, zero, l1 per tile
+PARTIALS = 9  # count, sum, m2, min, max, nan, inf, zero, l1 per program
+
+
+@dataclass(frozen=True)
+class Tile:
+    """How the partials kernel cuts a site: tiles of `elements` elements (a power of two: whole rows,
+    or pieces of a longer row), `per_program` consecutive tiles to a program, which merges them as
+    it goes and writes one row of partials. More tiles a program mean fewer programs and fewer rows
+    for the merge to read; which is fastest is the GPU's to say (benchmarks/stats_tiles.py)."""
+
+    elements: int = 2048
+    per_program: int = 1
+
+
+# The tile every traced forward's statistics use on CUDA: the one measured on an H200 (docs/gpu.md,
+# "Tracing on a GPU"); benchmarks/stats_tiles.py times the others against it.
+TILE = Tile()
 
 
 @triton.jit
-def _partials(X, P, rows, cols, stride, col_tiles, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """One tile's partial statistics into row `program` of P (float64): of a site of `rows` rows
-    of `cols` elements, `stride` elements apart, cut in tiles of ROWS rows × COLS columns,
-    `col_tiles` to a row, the tile `program` counts in row-major order."""
-    tile = tl.program_id(0).to(tl.int64)
-    r = (tile // col_tiles) * ROWS + tl.arange(0, ROWS)
-    c = (tile % col_tiles) * COLS + tl.arange(0, COLS)
-    valid = (r[:, None] < rows) & (c[None, :] < cols)
-    # Upcast right after the load: bf16/fp16 sites (and Triton's interpreter, which computes
-    # them wrongly otherwise) are summed as float64, memory-bound either way.
-    x = tl.load(X + r[:, None] * stride + c[None, :], mask=valid, other=0.0).to(tl.float64)
-    count = tl.sum(valid.to(tl.float64))
-    is_nan = (x != x) & valid
-    is_inf = (tl.abs(x) == float("inf")) & valid
-    total = tl.sum(tl.where(valid, x, 0.0))
-    deviation = tl.where(valid, x - total / count, 0.0)
-    low = tl.min(tl.where(valid & ~is_nan, x, float("inf")))
-    high = tl.max(tl.where(valid & ~is_nan, x, float("-inf")))
-    row = P + tile * 9
-    tl.store(row + 0, count)
+def _partials(
+    X,
+    P,
+    rows,
+    cols,
+    stride,
+    col_tiles,
+    tiles,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+    PER_PROGRAM: tl.constexpr,
+):
+    """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those below
+    `tiles`) into row `program` of P (float64): of a site of `rows` rows of `cols` elements,
+    `stride` elements apart, cut in tiles of ROWS rows × COLS columns, `col_tiles` to a row, counted
+    in row-major order. Each tile's mean and squared deviations are its own (two passes over its
+    registers), merged into the program's by Chan's update, as the merge program merges programs."""
+    program = tl.program_id(0).to(tl.int64)
+    n = tl.full([], 0.0, tl.float64)
+    total = tl.full([], 0.0, tl.float64)
+    m2 = tl.full([], 0.0, tl.float64)
+    low = tl.full([], float("inf"), tl.float64)
+    high = tl.full([], float("-inf"), tl.float64)
+    nans = tl.full([], 0.0, tl.float64)
+    infs = tl.full([], 0.0, tl.float64)
+    zeros = tl.full([], 0.0, tl.float64)
+    l1 = tl.full([], 0.0, tl.float64)
+    for k in range(PER_PROGRAM):
+        tile = program * PER_PROGRAM + k
+        r = (tile // col_tiles) * ROWS + tl.arange(0, ROWS)
+        c = (tile % col_tiles) * COLS + tl.arange(0, COLS)
+        # A tile past the site's last (the last program's, when it has fewer left) reads no row.
+        last_row = tl.where(tile < tiles, rows, 0)
+        valid = (r[:, None] < last_row) & (c[None, :] < cols)
+        # Upcast right after the load: bf16/fp16 sites (and Triton's interpreter, which computes
+        # them wrongly otherwise) are summed as float64, memory-bound either way.
+        x = tl.load(X + r[:, None] * stride + c[None, :], mask=valid, other=0.0).to(tl.float64)
+        count = tl.sum(valid.to(tl.float64))
+        is_nan = (x != x) & valid
+        tile_total = tl.sum(tl.where(valid, x, 0.0))
+        tile_mean = tile_total / tl.maximum(count, 1.0)
+        deviation = tl.where(valid, x - tile_mean, 0.0)
+        # Chan: M2 of the union = both M2 + (mean difference)² · n · count / (n + count); a tile
+        # past the site's last (count 0) adds nothing, and the program's first adds its own.
+        shift = tile_mean - total / tl.maximum(n, 1.0)
+        joined = tl.where(n > 0, shift * shift * n * count / tl.maximum(n + count, 1.0), 0.0)
+        m2 = tl.where(count > 0, m2 + tl.sum(deviation * deviation) + joined, m2)
+        n += count
+        total += tile_total
+        low = tl.minimum(low, tl.min(tl.where(valid & ~is_nan, x, float("inf"))))
+        high = tl.maximum(high, tl.max(tl.where(valid & ~is_nan, x, float("-inf"))))
+        nans += tl.sum(is_nan.to(tl.float64))
+        infs += tl.sum(((tl.abs(x) == float("inf")) & valid).to(tl.float64))
+        zeros += tl.sum(((x == 0.0) & valid).to(tl.float64))
+        l1 += tl.sum(tl.where(valid, tl.abs(x), 0.0))
+    row = P + program * 9
+    tl.store(row + 0, n)
     tl.store(row + 1, total)
-    tl.store(row + 2, tl.sum(deviation * deviation))
+    tl.store(row + 2, m2)
     tl.store(row + 3, low)
     tl.store(row + 4, high)
-    tl.store(row + 5, tl.sum(is_nan.to(tl.float64)))
-    tl.store(row + 6, tl.sum(is_inf.to(tl.float64)))
-    tl.store(row + 7, tl.sum(((x == 0.0) & valid).to(tl.float64)))
-    tl.store(row + 8, tl.sum(tl.where(valid, tl.abs(x), 0.0)))
+    tl.store(row + 5, nans)
+    tl.store(row + 6, infs)
+    tl.store(row + 7, zeros)
+    tl.store(row + 8, l1)
 
 
 @triton.jit
@@ -127,16 +182,16 @@ def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK:
             tl.store(DST + i * width + offsets, tl.load(source + offsets, mask=inside), mask=inside)
 
 
-def tiling(height: int, cols: int) -> tuple[int, int, int, int]:
+def tiling(height: int, cols: int, elements: int = TILE.elements) -> tuple[int, int, int, int]:
     """(tiles, tiles a row, tile rows, tile columns) of a site of `height` rows of `cols` elements:
-    a tile is as many whole rows as fit in BLOCK elements, or a BLOCK-long piece of a longer row.
+    a tile is as many whole rows as fit in `elements`, or an `elements`-long piece of a longer row.
 
-    The tiles are one program each on a one-dimensional grid, whose CUDA limit (2^31 - 1) no
-    site reaches; a grid of (row tiles, column tiles) is refused at launch ("invalid argument")
-    once a dimension after the first passes 65,535, as GPT-2's logits, one contiguous row of
-    8 × 1,024 × 32,768 elements, cut in 131,072 pieces, did."""
-    tile_cols = min(BLOCK, triton.next_power_of_2(cols))
-    tile_rows = BLOCK // tile_cols
+    The programs run on a one-dimensional grid, whose CUDA limit (2^31 - 1) no site reaches; a
+    grid of (row tiles, column tiles) is refused at launch ("invalid argument") once a dimension
+    after the first passes 65,535, as GPT-2's logits, one contiguous row of 8 × 1,024 × 32,768
+    elements, cut in 131,072 pieces, did."""
+    tile_cols = min(elements, triton.next_power_of_2(cols))
+    tile_rows = elements // tile_cols
     col_tiles = triton.cdiv(cols, tile_cols)
     return triton.cdiv(height, tile_rows) * col_tiles, col_tiles, tile_rows, tile_cols
 
@@ -145,11 +200,13 @@ def site_stats_fused(
     tensor: torch.Tensor,
     out: torch.Tensor | None = None,
     rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+    tile: Tile = TILE,
 ) -> torch.Tensor:
     """The site's statistics as float64 (9,) on its device, in two launches, with no host read:
     written into `out` (a contiguous float64 row on that device) and returned when it is given.
     `rows`, (at, into): token rows `at` (int64, contiguous) of the site seen as (-1, width) rows
-    copied into the contiguous (len(at), width) `into` of its dtype, by the same launches."""
+    copied into the contiguous (len(at), width) `into` of its dtype, by the same launches. `tile`
+    is how the partials kernel cuts the site (`Tile`)."""
     x = tensor.detach()
     layout = rows_of(x)
     if layout is None:  # leading dimensions that do not flatten: the one layout read as a copy
@@ -160,9 +217,15 @@ def site_stats_fused(
         out = torch.empty(PARTIALS, dtype=torch.float64, device=x.device)
     if x.numel() == 0:  # nothing computed, nothing wrong: zeros (and no row to copy)
         return out.zero_()
-    tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols)
-    partials = torch.empty(tiles, PARTIALS, dtype=torch.float64, device=x.device)
-    _partials[(tiles,)](x, partials, height, cols, stride, col_tiles, ROWS=tile_rows, COLS=tile_cols)
+    tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols, tile.elements)
+    programs = triton.cdiv(tiles, tile.per_program)
+    partials = torch.empty(programs, PARTIALS, dtype=torch.float64, device=x.device)
+    _partials[(programs,)](
+        *(x, partials, height, cols, stride, col_tiles, tiles),
+        ROWS=tile_rows,
+        COLS=tile_cols,
+        PER_PROGRAM=tile.per_program,
+    )
     # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
     at, into = rows if rows is not None else (partials.view(torch.int64), x)
     copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)

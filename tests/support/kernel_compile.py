@@ -20,18 +20,20 @@ def cases() -> dict[str, tuple[str, dict[str, str], dict[str, int]]]:
     """Every case by name: the kernel's name in stack.kernels.site_stats, its argument types (as
     Triton writes them) and its compile-time constants, over the site dtypes, index widths and tile
     shapes a traced forward launches."""
-    from stack.kernels.site_stats import BLOCK, MERGE_BLOCK
+    from stack.kernels.site_stats import MERGE_BLOCK, TILE
 
     found: dict[str, tuple[str, dict[str, str], dict[str, int]]] = {}
+    # The tile in use, and programs of several tiles (benchmarks/stats_tiles.py's candidates).
+    shapes = (("i32", 2, TILE.elements // 2, TILE.per_program), ("i64", 1, TILE.elements, 4))
     for dtype in ("fp32", "bf16", "fp16"):
-        for index, rows, cols in (("i32", 2, BLOCK // 2), ("i64", 1, BLOCK)):
+        for index, rows, cols, per_program in shapes:
             signature = {"X": f"*{dtype}", "P": "*fp64", "rows": index, "cols": index, "stride": index}
-            signature |= {"col_tiles": index}
-            signature |= {"ROWS": "constexpr", "COLS": "constexpr"}
-            found[f"partials-{dtype}-{index}-{rows}x{cols}"] = (
+            signature |= {"col_tiles": index, "tiles": index}
+            signature |= {"ROWS": "constexpr", "COLS": "constexpr", "PER_PROGRAM": "constexpr"}
+            found[f"partials-{dtype}-{index}-{rows}x{cols}-{per_program}"] = (
                 "_partials",
                 signature,
-                {"ROWS": rows, "COLS": cols},
+                {"ROWS": rows, "COLS": cols, "PER_PROGRAM": per_program},
             )
         signature = {"P": "*fp64", "OUT": "*fp64", "blocks": "i32", "X": f"*{dtype}", "cols": "i32"}
         signature |= {"stride": "i32", "AT": "*i64", "copies": "i32", "width": "i32", "DST": f"*{dtype}"}

@@ -15,10 +15,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
+from benchmarks.stats_tiles import CANDIDATES as STATS_TILE_CANDIDATES
 from contracts import site_statistics
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
 from stack.kernels import host_stats
+from stack.kernels.site_stats import Tile
 from stack.trace import ablation, modes, site_identity
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
@@ -29,6 +31,9 @@ from stack.trace.tracer import trace_forward, unchanged_outcome
 from tests.support.trace_support import CONFIG, tiny_model, tokens
 
 pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a CPU
+
+# The CUDA statistics kernel's tile in use and benchmarks/stats_tiles.py's other candidates.
+TILES = (Tile(), *STATS_TILE_CANDIDATES)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 
@@ -366,19 +371,30 @@ def test_statistics_match_a_float64_reference(
     infs=st.integers(0, 2),
     dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
     seed=st.integers(0, 2**16),
+    tile=st.sampled_from(TILES),
 )
 def test_fused_statistics_match_a_float64_reference_across_blocks(
-    blocks: int, tail: int, scale: float, offset: float, zeros: int, nans: int, infs: int, dtype, seed: int
+    blocks: int,
+    tail: int,
+    scale: float,
+    offset: float,
+    zeros: int,
+    nans: int,
+    infs: int,
+    dtype,
+    seed: int,
+    tile: Tile,
 ) -> None:
-    """The CUDA path's fused kernels (here in Triton's interpreter), over one block, several,
-    and a partial last one, with the same specials and the same reference as the torch path."""
-    from stack.kernels.site_stats import BLOCK, site_stats_fused
+    """The CUDA path's fused kernels (here in Triton's interpreter), over one tile, several, and a
+    partial last one, a program of one tile or of several (the last program's tiles partly past the
+    site), with the same specials and the same reference as the torch path."""
+    from stack.kernels.site_stats import site_stats_fused
 
-    n = max(blocks * BLOCK + tail, 1)
+    n = max(blocks * tile.elements + tail, 1)
     generator = torch.Generator().manual_seed(seed)
     x = (torch.randn(n, generator=generator, dtype=torch.float64) * scale + offset).to(dtype)
     _special(x, generator, zeros, nans, infs)
-    got = dict(zip(STATS[1:], site_stats_fused(x).tolist(), strict=True))
+    got = dict(zip(STATS[1:], site_stats_fused(x, tile=tile).tolist(), strict=True))
     _assert_reference(got, x, scale)
 
 
@@ -393,9 +409,19 @@ def test_fused_statistics_match_a_float64_reference_across_blocks(
     nans=st.integers(0, 1),
     dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
     seed=st.integers(0, 2**16),
+    tile=st.sampled_from(TILES),
 )
 def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
-    rows: int, cols: int, margin: int, scale: float, offset: float, zeros: int, nans: int, dtype, seed: int
+    rows: int,
+    cols: int,
+    margin: int,
+    scale: float,
+    offset: float,
+    zeros: int,
+    nans: int,
+    dtype,
+    seed: int,
+    tile: Tile,
 ) -> None:
     """The CUDA path's kernels (interpreted) on a slice of a wider matrix, as a fused projection hands
     its sites over, in tiles of whole rows (narrower rows than a tile) or of row pieces (wider): the
@@ -410,7 +436,7 @@ def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
     into = torch.full((len(at), cols), float("nan"), dtype=dtype)
     matrix = torch.full((2, PARTIALS), float("nan"), dtype=torch.float64)
     row = matrix[1]
-    assert site_stats_fused(x, out=row, rows=(at, into)) is row
+    assert site_stats_fused(x, out=row, rows=(at, into), tile=tile) is row
     assert torch.equal(into.view(torch.uint8), x[at].view(torch.uint8)), "the rows' bits, NaN too"
     got = dict(zip(STATS[1:], row.tolist(), strict=True))
     _assert_reference(got, x, scale)
@@ -421,18 +447,20 @@ def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
 CUDA_GRID_X = 2**31 - 1
 
 
-@given(elements=st.integers(1, 2**40), cols=st.integers(1, 2**31))
-@example(elements=1, cols=8 * 1024 * 32768)  # GPT-2's logits at batch 8 x 1,024: one contiguous row
-def test_the_fused_statistics_tile_any_site_on_a_grid_cuda_launches(elements: int, cols: int) -> None:
+@given(elements=st.integers(1, 2**40), cols=st.integers(1, 2**31), tile=st.sampled_from(TILES))
+@example(elements=1, cols=8 * 1024 * 32768, tile=Tile())  # GPT-2's logits at batch 8 x 1,024: one row
+def test_the_fused_statistics_tile_any_site_on_a_grid_cuda_launches(
+    elements: int, cols: int, tile: Tile
+) -> None:
     """The partials kernel's tiles cover the site's every element, each tile reads at least one,
     and their one-dimensional grid is one CUDA accepts for sites up to 2^40 elements (a grid of
     row tiles × column tiles was refused at launch on an H200 for GPT-2's logits, which Triton's
     interpreter never sees)."""
-    from stack.kernels.site_stats import BLOCK, tiling
+    from stack.kernels.site_stats import tiling
 
     height = max(1, elements // cols)
-    tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols)
-    assert tile_rows * tile_cols == BLOCK
+    tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols, tile.elements)
+    assert tile_rows * tile_cols == tile.elements
     assert col_tiles * tile_cols >= cols > (col_tiles - 1) * tile_cols, "each column tile reads a column"
     row_tiles = tiles // col_tiles
     assert tiles == row_tiles * col_tiles
