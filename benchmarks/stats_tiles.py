@@ -32,6 +32,7 @@ import torch
 from contracts.derive.benchmarks import fastest
 from contracts.evidence import RunStatus, file_record, ledger_slot, new_record, now, run_id
 from contracts.gates import contract_mode
+from stack.cli.values import positive_int
 from stack.kernels.site_stats import PARTIALS, TILE, Tile, site_stats_fused
 from stack.model import GPT, ModelConfig
 from stack.trace.hooks import SiteHooks
@@ -142,9 +143,9 @@ def search(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="gpt2", choices=sorted(PRESETS))
-    parser.add_argument("--vocab", type=int, default=32768)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per candidate")
+    parser.add_argument("--vocab", type=positive_int, default=32768)
+    parser.add_argument("--batch", type=positive_int, default=8)
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed repetitions per candidate")
     parser.add_argument(
         "--ledger", type=Path, default=ROOT / "evidence" / "runs", help="file the record here"
     )

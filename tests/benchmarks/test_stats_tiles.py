@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.stats_tiles import CANDIDATES, forward_sites, search
+from benchmarks.stats_tiles import CANDIDATES, forward_sites, main, search
 from stack.model import GPT, ModelConfig
 from stack.train.presets import PRESETS
 
@@ -32,3 +32,10 @@ def test_every_candidate_tile_computes_the_statistics_of_the_tile_in_use() -> No
     assert len(rows) == 1 + len(CANDIDATES)
     assert max(row["relative_difference"] for row in rows) < 1e-9, rows
     assert found["bf16"]["site_stats"]["best"] in rows
+
+
+def test_a_count_that_is_not_positive_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["--repeats", "0"])
+    assert refused.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
