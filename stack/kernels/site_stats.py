@@ -7,9 +7,9 @@ On a GPU the tracer's cost is not arithmetic but launches: the torch-op statisti
 hundreds of sites. Here the first kernel reads every element once, where it lies, in tiles
 (`Tile`), and each of its programs writes the partial statistics of its tiles (count of
 finite-or-not elements, sum, sum of squared deviations from their mean, min, max, NaN, Inf and
-zero counts, and the sum of |x| in float64); the second, one program, merges the programs' rows.
-Both merge with Chan's pairwise update for the variance, so the std is as stable as a two-pass
-one; the merge writes the row.
+zero counts, and the sum of |x| in float64, a column of a matrix with a row per statistic); the
+second, one program, merges the programs' columns. Both merge with Chan's pairwise update for the
+variance, so the std is as stable as a two-pass one; the merge writes the row.
 
 A site is read in its own layout: rows of contiguous elements at a fixed stride
 (stack.kernels.host_stats.rows_of), as a slice of a fused projection hands over q, k, v, the gate
@@ -71,10 +71,11 @@ def _partials(
     PER_PROGRAM: tl.constexpr,
 ):
     """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those below
-    `tiles`) into row `program` of P (float64): of a site of `rows` rows of `cols` elements,
-    `stride` elements apart, cut in tiles of ROWS rows × COLS columns, `col_tiles` to a row, counted
-    in row-major order. Each tile's mean and squared deviations are its own (two passes over its
-    registers), merged into the program's by Chan's update, as the merge program merges programs."""
+    `tiles`) into column `program` of P (float64, a row per statistic): of a site of `rows` rows of
+    `cols` elements, `stride` elements apart, cut in tiles of ROWS rows × COLS columns, `col_tiles`
+    to a row, counted in row-major order. Each tile's mean and squared deviations are its own (two
+    passes over its registers), merged into the program's by Chan's update, as the merge program
+    merges programs."""
     program = tl.program_id(0).to(tl.int64)
     n = tl.full([], 0.0, tl.float64)
     total = tl.full([], 0.0, tl.float64)
@@ -113,21 +114,24 @@ def _partials(
         infs += tl.sum(((tl.abs(x) == float("inf")) & valid).to(tl.float64))
         zeros += tl.sum(((x == 0.0) & valid).to(tl.float64))
         l1 += tl.sum(tl.where(valid, tl.abs(x), 0.0))
-    row = P + program * 9
-    tl.store(row + 0, n)
-    tl.store(row + 1, total)
-    tl.store(row + 2, m2)
-    tl.store(row + 3, low)
-    tl.store(row + 4, high)
-    tl.store(row + 5, nans)
-    tl.store(row + 6, infs)
-    tl.store(row + 7, zeros)
-    tl.store(row + 8, l1)
+    # Column `program` of P, statistic k at row k: the merge reads each statistic of consecutive
+    # programs from consecutive addresses (coalesced), not nine doubles apart.
+    column, programs = P + program, tl.num_programs(0).to(tl.int64)
+    tl.store(column + 0 * programs, n)
+    tl.store(column + 1 * programs, total)
+    tl.store(column + 2 * programs, m2)
+    tl.store(column + 3 * programs, low)
+    tl.store(column + 4 * programs, high)
+    tl.store(column + 5 * programs, nans)
+    tl.store(column + 6 * programs, infs)
+    tl.store(column + 7 * programs, zeros)
+    tl.store(column + 8 * programs, l1)
 
 
 @triton.jit
 def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK: tl.constexpr):
-    """Every tile's partials into the site's row: sums add, m2 merges by Chan's update. Then the
+    """Every program's partials (`blocks` columns of P, a row per statistic) into the site's row:
+    sums add, m2 merges by Chan's update. Then the
     `copies` token rows AT[0..copies) of the site (rows of `width` elements; its layout's rows are
     `cols` elements, `stride` apart) copied one after another into DST, element for element."""
     total = tl.zeros([MERGE_BLOCK], tl.float64)
@@ -141,14 +145,14 @@ def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK:
     for start in range(0, blocks, MERGE_BLOCK):
         rows = start + tl.arange(0, MERGE_BLOCK)
         valid = rows < blocks
-        count += tl.load(P + rows * 9 + 0, mask=valid, other=0.0)
-        total += tl.load(P + rows * 9 + 1, mask=valid, other=0.0)
-        low = tl.minimum(low, tl.load(P + rows * 9 + 3, mask=valid, other=float("inf")))
-        high = tl.maximum(high, tl.load(P + rows * 9 + 4, mask=valid, other=float("-inf")))
-        nans += tl.load(P + rows * 9 + 5, mask=valid, other=0.0)
-        infs += tl.load(P + rows * 9 + 6, mask=valid, other=0.0)
-        zeros += tl.load(P + rows * 9 + 7, mask=valid, other=0.0)
-        l1 += tl.load(P + rows * 9 + 8, mask=valid, other=0.0)
+        count += tl.load(P + 0 * blocks + rows, mask=valid, other=0.0)
+        total += tl.load(P + 1 * blocks + rows, mask=valid, other=0.0)
+        low = tl.minimum(low, tl.load(P + 3 * blocks + rows, mask=valid, other=float("inf")))
+        high = tl.maximum(high, tl.load(P + 4 * blocks + rows, mask=valid, other=float("-inf")))
+        nans += tl.load(P + 5 * blocks + rows, mask=valid, other=0.0)
+        infs += tl.load(P + 6 * blocks + rows, mask=valid, other=0.0)
+        zeros += tl.load(P + 7 * blocks + rows, mask=valid, other=0.0)
+        l1 += tl.load(P + 8 * blocks + rows, mask=valid, other=0.0)
     n_all = tl.sum(count)
     mean = tl.sum(total) / n_all
     # Chan: M2 = sum of the blocks' M2 + sum of count_b * (mean_b - mean)^2.
@@ -156,10 +160,10 @@ def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK:
     for start in range(0, blocks, MERGE_BLOCK):
         rows = start + tl.arange(0, MERGE_BLOCK)
         valid = rows < blocks
-        c = tl.load(P + rows * 9 + 0, mask=valid, other=1.0)
-        block_mean = tl.load(P + rows * 9 + 1, mask=valid, other=0.0) / c
+        c = tl.load(P + 0 * blocks + rows, mask=valid, other=1.0)
+        block_mean = tl.load(P + 1 * blocks + rows, mask=valid, other=0.0) / c
         shift = tl.where(valid, block_mean - mean, 0.0)
-        m2 += tl.load(P + rows * 9 + 2, mask=valid, other=0.0) + tl.where(valid, c * shift * shift, 0.0)
+        m2 += tl.load(P + 2 * blocks + rows, mask=valid, other=0.0) + tl.where(valid, c * shift * shift, 0.0)
     std = tl.sqrt(tl.sum(m2) / n_all)
     lo, hi = tl.min(low), tl.max(high)
     n_nan, n_inf = tl.sum(nans), tl.sum(infs)
@@ -219,7 +223,7 @@ def site_stats_fused(
         return out.zero_()
     tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols, tile.elements)
     programs = triton.cdiv(tiles, tile.per_program)
-    partials = torch.empty(programs, PARTIALS, dtype=torch.float64, device=x.device)
+    partials = torch.empty(PARTIALS, programs, dtype=torch.float64, device=x.device)
     _partials[(programs,)](
         *(x, partials, height, cols, stride, col_tiles, tiles),
         ROWS=tile_rows,
@@ -230,6 +234,6 @@ def site_stats_fused(
     at, into = rows if rows is not None else (partials.view(torch.int64), x)
     copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)
     _merge[(1,)](
-        partials, out, len(partials), x, cols, stride, at, copies, token_width, into, MERGE_BLOCK=MERGE_BLOCK
+        partials, out, programs, x, cols, stride, at, copies, token_width, into, MERGE_BLOCK=MERGE_BLOCK
     )
     return out
