@@ -40,15 +40,17 @@ from stack.train.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The tiles tried besides the one in use: more tiles a program (fewer programs, fewer partial rows
-# for the merge to read) and larger or smaller tiles.
+# The tiles tried besides the one in use: more tiles a program (each thread adds them into its own
+# accumulators, reduced once a program; fewer programs, fewer partial columns for the merge to
+# read) and smaller tiles. None is larger than 2,048 elements, past which a program's accumulators
+# spill from registers (Tile.warps).
 CANDIDATES = (
     Tile(2048, 4),
     Tile(2048, 16),
+    Tile(2048, 64),
     Tile(1024, 16),
-    Tile(4096, 1),
-    Tile(4096, 8),
-    Tile(8192, 4),
+    Tile(1024, 64),
+    Tile(512, 64),
 )
 
 

@@ -39,6 +39,7 @@ from stack.kernels.host_stats import rows_of
 
 MERGE_BLOCK = 1024  # partial rows the merge program reads per step, and row elements it copies
 PARTIALS = 9  # count, sum, m2, min, max, nan, inf, zero, l1 per program
+ELEMENTS_PER_THREAD = 8  # of a tile, in a program of the partials kernel (Tile.warps)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ class Tile:
 
     elements: int = 2048
     per_program: int = 1
+
+    @property
+    def warps(self) -> int:
+        """The warps a program runs on: a thread per ELEMENTS_PER_THREAD elements of a tile, 4 to 8
+        warps of 32 threads. Each thread keeps nine accumulators per element of a tile in registers
+        across the program's tiles (`_partials`): more elements a thread, or more threads a program
+        (which share an SM's 65,536 registers), and they spill to memory. A tile past 2,048
+        elements spills either way (tests/kernels/test_kernel_compile.py holds each tile to none)."""
+        return min(8, max(4, self.elements // (32 * ELEMENTS_PER_THREAD)))
 
 
 # The tile every traced forward's statistics use on CUDA: the one measured on an H200 (docs/gpu.md,
@@ -73,59 +83,66 @@ def _partials(
     """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those below
     `tiles`) into column `program` of P (float64, a row per statistic): of a site of `rows` rows of
     `cols` elements, `stride` elements apart, cut in tiles of ROWS rows × COLS columns, `col_tiles`
-    to a row, counted in row-major order. Each tile's mean and squared deviations are its own (two
-    passes over its registers), merged into the program's by Chan's update, as the merge program
-    merges programs."""
+    to a row, counted in row-major order.
+
+    Each of the program's threads adds its elements of every tile into accumulators of its own, and
+    the program reduces them across its threads once, at the end, not once a tile: the reductions,
+    not the reads, bound a program of one tile. The sums run around a shift, the program's first
+    element (0 when that is not finite), as the CPU kernel's do (stack/kernels/host_stats.c): the
+    squared deviations are q − s²/n of s = Σ(x − shift) and q = Σ(x − shift)², in float64, which
+    loses at most a factor n + 1 of its precision since the shift is one of the elements."""
     program = tl.program_id(0).to(tl.int64)
+    first = program * PER_PROGRAM
+    origin = X + (first // col_tiles) * ROWS * stride + (first % col_tiles) * COLS
+    shift = tl.load(origin).to(tl.float64)
+    shift = tl.where((shift == shift) & (tl.abs(shift) != float("inf")), shift, 0.0)
     n = tl.full([], 0.0, tl.float64)
-    total = tl.full([], 0.0, tl.float64)
-    m2 = tl.full([], 0.0, tl.float64)
-    low = tl.full([], float("inf"), tl.float64)
-    high = tl.full([], float("-inf"), tl.float64)
-    nans = tl.full([], 0.0, tl.float64)
-    infs = tl.full([], 0.0, tl.float64)
-    zeros = tl.full([], 0.0, tl.float64)
-    l1 = tl.full([], 0.0, tl.float64)
+    total = tl.zeros([ROWS, COLS], tl.float64)
+    squares = tl.zeros([ROWS, COLS], tl.float64)
+    low = tl.full([ROWS, COLS], float("inf"), tl.float64)
+    high = tl.full([ROWS, COLS], float("-inf"), tl.float64)
+    nans = tl.zeros([ROWS, COLS], tl.int32)
+    infs = tl.zeros([ROWS, COLS], tl.int32)
+    zeros = tl.zeros([ROWS, COLS], tl.int32)
+    l1 = tl.zeros([ROWS, COLS], tl.float64)
     for k in range(PER_PROGRAM):
-        tile = program * PER_PROGRAM + k
-        r = (tile // col_tiles) * ROWS + tl.arange(0, ROWS)
-        c = (tile % col_tiles) * COLS + tl.arange(0, COLS)
+        tile = first + k
+        top, left = (tile // col_tiles) * ROWS, (tile % col_tiles) * COLS
+        r, c = top + tl.arange(0, ROWS), left + tl.arange(0, COLS)
         # A tile past the site's last (the last program's, when it has fewer left) reads no row.
         last_row = tl.where(tile < tiles, rows, 0)
         valid = (r[:, None] < last_row) & (c[None, :] < cols)
+        # Its elements, counted from where it starts (no reduction): a tile is cut short only at
+        # the site's last row and last column, and one past the last tile has none.
+        height = tl.maximum(tl.minimum(last_row - top, ROWS), 0)
+        n += height.to(tl.float64) * tl.minimum(cols - left, COLS).to(tl.float64)
         # Upcast right after the load: bf16/fp16 sites (and Triton's interpreter, which computes
         # them wrongly otherwise) are summed as float64, memory-bound either way.
         x = tl.load(X + r[:, None] * stride + c[None, :], mask=valid, other=0.0).to(tl.float64)
-        count = tl.sum(valid.to(tl.float64))
         is_nan = (x != x) & valid
-        tile_total = tl.sum(tl.where(valid, x, 0.0))
-        tile_mean = tile_total / tl.maximum(count, 1.0)
-        deviation = tl.where(valid, x - tile_mean, 0.0)
-        # Chan: M2 of the union = both M2 + (mean difference)² · n · count / (n + count); a tile
-        # past the site's last (count 0) adds nothing, and the program's first adds its own.
-        shift = tile_mean - total / tl.maximum(n, 1.0)
-        joined = tl.where(n > 0, shift * shift * n * count / tl.maximum(n + count, 1.0), 0.0)
-        m2 = tl.where(count > 0, m2 + tl.sum(deviation * deviation) + joined, m2)
-        n += count
-        total += tile_total
-        low = tl.minimum(low, tl.min(tl.where(valid & ~is_nan, x, float("inf"))))
-        high = tl.maximum(high, tl.max(tl.where(valid & ~is_nan, x, float("-inf"))))
-        nans += tl.sum(is_nan.to(tl.float64))
-        infs += tl.sum(((tl.abs(x) == float("inf")) & valid).to(tl.float64))
-        zeros += tl.sum(((x == 0.0) & valid).to(tl.float64))
-        l1 += tl.sum(tl.where(valid, tl.abs(x), 0.0))
+        deviation = tl.where(valid, x - shift, 0.0)
+        total += deviation
+        squares += deviation * deviation
+        low = tl.minimum(low, tl.where(valid & ~is_nan, x, float("inf")))
+        high = tl.maximum(high, tl.where(valid & ~is_nan, x, float("-inf")))
+        nans += is_nan.to(tl.int32)
+        infs += ((tl.abs(x) == float("inf")) & valid).to(tl.int32)
+        zeros += ((x == 0.0) & valid).to(tl.int32)
+        l1 += tl.where(valid, tl.abs(x), 0.0)
+    s = tl.sum(total)
+    m2 = tl.sum(squares) - s * s / tl.maximum(n, 1.0)
     # Column `program` of P, statistic k at row k: the merge reads each statistic of consecutive
     # programs from consecutive addresses (coalesced), not nine doubles apart.
     column, programs = P + program, tl.num_programs(0).to(tl.int64)
     tl.store(column + 0 * programs, n)
-    tl.store(column + 1 * programs, total)
-    tl.store(column + 2 * programs, m2)
-    tl.store(column + 3 * programs, low)
-    tl.store(column + 4 * programs, high)
-    tl.store(column + 5 * programs, nans)
-    tl.store(column + 6 * programs, infs)
-    tl.store(column + 7 * programs, zeros)
-    tl.store(column + 8 * programs, l1)
+    tl.store(column + 1 * programs, n * shift + s)
+    tl.store(column + 2 * programs, tl.where(m2 > 0.0, m2, 0.0))
+    tl.store(column + 3 * programs, tl.min(low))
+    tl.store(column + 4 * programs, tl.max(high))
+    tl.store(column + 5 * programs, tl.sum(nans).to(tl.float64))
+    tl.store(column + 6 * programs, tl.sum(infs).to(tl.float64))
+    tl.store(column + 7 * programs, tl.sum(zeros).to(tl.float64))
+    tl.store(column + 8 * programs, tl.sum(l1))
 
 
 @triton.jit
@@ -229,6 +246,7 @@ def site_stats_fused(
         ROWS=tile_rows,
         COLS=tile_cols,
         PER_PROGRAM=tile.per_program,
+        num_warps=tile.warps,
     )
     # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
     at, into = rows if rows is not None else (partials.view(torch.int64), x)

@@ -1,45 +1,70 @@
 """Compiles the statistics' CUDA kernels for Hopper, in a process of its own, and says how each went.
 
-    python -m tests.support.kernel_compile   # one line a case: "ok CASE" or "failed CASE: why"
+    python -m tests.support.kernel_compile   # one line a case: "ok CASE REG:n STACK:n" or "failed CASE: why"
 
-Triton compiles without a GPU, for a named target, down to the cubin its own ptxas assembles. It
-must run in a process where Triton was never put in interpreter mode: tests/conftest.py imports
-the kernels (and Triton's own library) interpreted on a machine without a GPU, and a kernel
-decorated there cannot be compiled afterwards. tests/kernels/test_kernel_compile.py runs this.
+Triton compiles without a GPU, for a named target, down to the cubin its own ptxas assembles, with
+the warps the launch asks for; `cuobjdump -res-usage` (shipped in Triton's wheel beside ptxas)
+reads back the registers a thread uses and the stack it spills to. It must run in a process where
+Triton was never put in interpreter mode: tests/conftest.py imports the kernels (and Triton's own
+library) interpreted on a machine without a GPU, and a kernel decorated there cannot be compiled
+afterwards. tests/kernels/test_kernel_compile.py runs this.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import tempfile
 
 # Hopper (H100, H200): the GPUs docs/gpu.md's records are taken on.
 TARGET = ("cuda", 90, 32)
 
+Case = tuple[str, dict[str, str], dict[str, int], int]
 
-def cases() -> dict[str, tuple[str, dict[str, str], dict[str, int]]]:
+
+def cases() -> dict[str, Case]:
     """Every case by name: the kernel's name in stack.kernels.site_stats, its argument types (as
-    Triton writes them) and its compile-time constants, over the site dtypes, index widths and tile
-    shapes a traced forward launches."""
+    Triton writes them), its compile-time constants and its warps, over the site dtypes, index
+    widths and tiles a traced forward launches (the tile in use and benchmarks/stats_tiles.py's
+    candidates)."""
+    from benchmarks.stats_tiles import CANDIDATES
     from stack.kernels.site_stats import MERGE_BLOCK, TILE
 
-    found: dict[str, tuple[str, dict[str, str], dict[str, int]]] = {}
-    # The tile in use, and programs of several tiles (benchmarks/stats_tiles.py's candidates).
-    shapes = (("i32", 2, TILE.elements // 2, TILE.per_program), ("i64", 1, TILE.elements, 4))
+    found: dict[str, Case] = {}
     for dtype in ("fp32", "bf16", "fp16"):
-        for index, rows, cols, per_program in shapes:
+        # 32-bit indices (every site but the largest) with tiles of two rows, for the tile in use;
+        # 64-bit ones with tiles of one row, for it and every candidate.
+        shapes = [("i32", TILE), *(("i64", tile) for tile in (TILE, *CANDIDATES))]
+        for index, tile in shapes:
+            rows, cols = (2, tile.elements // 2) if index == "i32" else (1, tile.elements)
             signature = {"X": f"*{dtype}", "P": "*fp64", "rows": index, "cols": index, "stride": index}
             signature |= {"col_tiles": index, "tiles": index}
             signature |= {"ROWS": "constexpr", "COLS": "constexpr", "PER_PROGRAM": "constexpr"}
-            found[f"partials-{dtype}-{index}-{rows}x{cols}-{per_program}"] = (
+            found[f"partials-{dtype}-{index}-{rows}x{cols}-{tile.per_program}"] = (
                 "_partials",
                 signature,
-                {"ROWS": rows, "COLS": cols, "PER_PROGRAM": per_program},
+                {"ROWS": rows, "COLS": cols, "PER_PROGRAM": tile.per_program},
+                tile.warps,
             )
         signature = {"P": "*fp64", "OUT": "*fp64", "blocks": "i32", "X": f"*{dtype}", "cols": "i32"}
         signature |= {"stride": "i32", "AT": "*i64", "copies": "i32", "width": "i32", "DST": f"*{dtype}"}
         signature |= {"MERGE_BLOCK": "constexpr"}
-        found[f"merge-{dtype}"] = ("_merge", signature, {"MERGE_BLOCK": MERGE_BLOCK})
+        found[f"merge-{dtype}"] = ("_merge", signature, {"MERGE_BLOCK": MERGE_BLOCK}, 4)
     return found
+
+
+def resources(cubin: bytes, tools: str) -> str:
+    """`REG:n STACK:n` of the one kernel in `cubin`, as cuobjdump -res-usage reports them."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "kernel.cubin")
+        with open(path, "wb") as file:
+            file.write(cubin)
+        done = subprocess.run(
+            [os.path.join(tools, "cuobjdump"), "-res-usage", path], capture_output=True, text=True, check=True
+        )
+    usage = next(line for line in done.stdout.splitlines() if "REG:" in line).split()
+    return " ".join(field for field in usage if field.startswith(("REG:", "STACK:")))
 
 
 def main() -> int:
@@ -50,11 +75,13 @@ def main() -> int:
     from stack.kernels import site_stats
 
     target = GPUTarget(*TARGET)
-    for name, (kernel, signature, constants) in cases().items():
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    for name, (kernel, signature, constants, warps) in cases().items():
         try:
             source = ASTSource(fn=getattr(site_stats, kernel), signature=signature, constexprs=constants)
-            assembled = triton.compile(source, target=target).asm
-            print(f"ok {name}" if assembled.get("cubin") else f"failed {name}: no cubin")
+            compiled = triton.compile(source, target=target, options={"num_warps": warps})
+            cubin = compiled.asm.get("cubin")
+            print(f"ok {name} {resources(cubin, tools)}" if cubin else f"failed {name}: no cubin")
         except Exception as error:  # any failure of the compiler is the finding this reports
             why = " ".join(str(error).split())[-300:]  # the compiler's message ends with the reason
             print(f"failed {name}: {type(error).__name__}: {why}")
