@@ -33,7 +33,7 @@ from contracts.derive.benchmarks import fastest
 from contracts.evidence import RunStatus, file_record, ledger_slot, new_record, now, run_id
 from contracts.gates import contract_mode
 from stack.cli.values import positive_int
-from stack.kernels.site_stats import PARTIALS, TILE, Tile, site_stats_fused
+from stack.kernels.site_stats import PARTIALS, TILE, Pending, Tile, merge_all, site_stats_fused
 from stack.model import GPT, ModelConfig
 from stack.trace.hooks import SiteHooks
 from stack.train.presets import PRESETS
@@ -42,15 +42,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The tiles tried besides the one in use: more tiles a program (each thread adds them into its own
 # accumulators, reduced once a program; fewer programs, fewer partial columns for the merge to
-# read) and smaller tiles. None is larger than 2,048 elements, past which a program's accumulators
-# spill from registers (Tile.warps).
+# read) and tiles of half the size. None is larger than 2,048 elements, past which a program's
+# accumulators spill from registers (Tile.warps), nor smaller than 1,024, whose bf16 build does.
 CANDIDATES = (
     Tile(2048, 4),
     Tile(2048, 16),
     Tile(2048, 64),
     Tile(1024, 16),
+    Tile(1024, 32),
     Tile(1024, 64),
-    Tile(512, 64),
 )
 
 
@@ -79,12 +79,15 @@ def _seconds(run: Any, device: torch.device) -> float:
 
 def time_tile(sites: list[torch.Tensor], tile: Tile, repeats: int) -> tuple[float, torch.Tensor]:
     """The median milliseconds of every site's statistics with `tile` (after one warm call, which
-    compiles), and the statistics themselves, one row a site."""
+    compiles), and the statistics themselves, one row a site: as a traced forward launches them, a
+    partials launch a site and the merges queued for one launch after the last."""
     out = torch.empty(len(sites), PARTIALS, dtype=torch.float64, device=sites[0].device)
 
     def all_sites() -> None:
+        pending: list[Pending] = []
         for row, site in zip(out, sites, strict=True):
-            site_stats_fused(site, out=row, tile=tile)
+            site_stats_fused(site, out=row, tile=tile, pending=pending)
+        merge_all(pending)
 
     all_sites()
     times = sorted(_seconds(all_sites, sites[0].device) for _ in range(repeats))

@@ -69,7 +69,10 @@ def traced_with(
     real = tracer_module.site_stats
 
     def measured(
-        tensor: torch.Tensor, out: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor] | None = None
+        tensor: torch.Tensor,
+        out: torch.Tensor,
+        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        pending: list | None = None,
     ) -> torch.Tensor:
         if rows is not None:
             copy_rows(tensor, *rows)

@@ -1,4 +1,4 @@
-"""A trace site's statistics in two Triton launches: tile partials, then one merge.
+"""A trace site's statistics in Triton launches: tile partials as the site is shown, then a merge.
 
     row = site_stats_fused(x)   # float64 (9,): mean, std, min, max, absmax, nan, inf, zero, l1
 
@@ -8,18 +8,20 @@ hundreds of sites. Here the first kernel reads every element once, where it lies
 (`Tile`), and each of its programs writes the partial statistics of its tiles (count of
 finite-or-not elements, sum, sum of squared deviations from their mean, min, max, NaN, Inf and
 zero counts, and the sum of |x| in float64, a column of a matrix with a row per statistic); the
-second, one program, merges the programs' columns. Both merge with Chan's pairwise update for the
-variance, so the std is as stable as a two-pass one; the merge writes the row.
+merge, a program a site, merges a site's columns into its row. Both merge with Chan's pairwise
+update for the variance, so the std is as stable as a two-pass one. A traced forward queues its
+sites' merges and launches them together after the forward (`merge_all`): a launch for every
+site, and one for the forward.
 
 A site is read in its own layout: rows of contiguous elements at a fixed stride
 (stack.kernels.host_stats.rows_of), as a slice of a fused projection hands over q, k, v, the gate
 and the up projection, in tiles of whole rows (or of row pieces, for rows longer than a tile). So
 no site is copied to make it contiguous (a copy as large as the activation, and a launch), and
 an element's address needs no division. Where the tracer asks for a site's sampled token rows
-(GATE-TRACE-002's identities read them after the forward), the merge program copies them too,
+(GATE-TRACE-002's identities read them after the forward), the partials' launch copies them too,
 as the CPU kernel does in its visit, and the row is written where the caller keeps it (the
-forward's statistics matrix): a traced site costs these two launches, with no copy of its row,
-no gather of its sampled rows and no copy of the site besides.
+forward's statistics matrix): a traced site costs one launch and its share of the merge's, with
+no copy of its row, no gather of its sampled rows and no copy of the site besides.
 
 Conventions are the tracer's (docs/trace.md): population std; a NaN anywhere makes mean, std,
 min, max and absmax NaN; an Inf makes the mean infinite (or NaN for +Inf and -Inf) and the std
@@ -37,7 +39,8 @@ import triton.language as tl
 
 from stack.kernels.host_stats import rows_of
 
-MERGE_BLOCK = 1024  # partial rows the merge program reads per step, and row elements it copies
+MERGE_BLOCK = 1024  # programs' partials a merge program reads per step
+MERGE_WARPS = 8  # a merge program's warps: 4 elements a thread, whose accumulators fit registers
 PARTIALS = 9  # count, sum, m2, min, max, nan, inf, zero, l1 per program
 ELEMENTS_PER_THREAD = 8  # of a tile, in a program of the partials kernel (Tile.warps)
 
@@ -76,6 +79,10 @@ def _partials(
     stride,
     col_tiles,
     tiles,
+    AT,
+    copies,
+    width,
+    DST,
     ROWS: tl.constexpr,
     COLS: tl.constexpr,
     PER_PROGRAM: tl.constexpr,
@@ -83,7 +90,10 @@ def _partials(
     """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those below
     `tiles`) into column `program` of P (float64, a row per statistic): of a site of `rows` rows of
     `cols` elements, `stride` elements apart, cut in tiles of ROWS rows × COLS columns, `col_tiles`
-    to a row, counted in row-major order.
+    to a row, counted in row-major order. The programs also copy the `copies` token rows AT[0..copies)
+    of the site (rows of `width` elements) one after another into DST, element for element, each
+    program every num_programs-th of them: the site is read where the forward shows it, before
+    anything after it could write into it.
 
     Each of the program's threads adds its elements of every tile into accumulators of its own, and
     the program reduces them across its threads once, at the end, not once a tile: the reductions,
@@ -143,14 +153,24 @@ def _partials(
     tl.store(column + 6 * programs, tl.sum(infs).to(tl.float64))
     tl.store(column + 7 * programs, tl.sum(zeros).to(tl.float64))
     tl.store(column + 8 * programs, tl.sum(l1))
+    for i in range(program, copies, programs):
+        first = tl.load(AT + i) * width
+        source = X + (first // cols) * stride + first % cols
+        for start in range(0, width, ROWS * COLS):
+            offsets = start + tl.arange(0, ROWS * COLS)
+            inside = offsets < width
+            tl.store(DST + i * width + offsets, tl.load(source + offsets, mask=inside), mask=inside)
 
 
 @triton.jit
-def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK: tl.constexpr):
-    """Every program's partials (`blocks` columns of P, a row per statistic) into the site's row:
-    sums add, m2 merges by Chan's update. Then the
-    `copies` token rows AT[0..copies) of the site (rows of `width` elements; its layout's rows are
-    `cols` elements, `stride` apart) copied one after another into DST, element for element."""
+def _merge(SITES, MERGE_BLOCK: tl.constexpr):
+    """Site `program`'s partials into its row: SITES holds a site a row, (the address of its
+    partials, the programs that wrote them, the address of its row), and the partials are a column
+    per program, a row per statistic (float64). Sums add, m2 merges by Chan's update."""
+    entry = SITES + tl.program_id(0).to(tl.int64) * 3
+    P = tl.load(entry).to(tl.pointer_type(tl.float64), bitcast=True)
+    blocks = tl.load(entry + 1)
+    OUT = tl.load(entry + 2).to(tl.pointer_type(tl.float64), bitcast=True)
     total = tl.zeros([MERGE_BLOCK], tl.float64)
     count = tl.zeros([MERGE_BLOCK], tl.float64)
     low = tl.full([MERGE_BLOCK], float("inf"), tl.float64)
@@ -194,13 +214,6 @@ def _merge(P, OUT, blocks, X, cols, stride, AT, copies, width, DST, MERGE_BLOCK:
     tl.store(OUT + 6, n_inf)
     tl.store(OUT + 7, tl.sum(zeros))
     tl.store(OUT + 8, tl.sum(l1))
-    for i in range(0, copies):
-        first = tl.load(AT + i) * width
-        source = X + (first // cols) * stride + first % cols
-        for start in range(0, width, MERGE_BLOCK):
-            offsets = start + tl.arange(0, MERGE_BLOCK)
-            inside = offsets < width
-            tl.store(DST + i * width + offsets, tl.load(source + offsets, mask=inside), mask=inside)
 
 
 def tiling(height: int, cols: int, elements: int = TILE.elements) -> tuple[int, int, int, int]:
@@ -217,17 +230,28 @@ def tiling(height: int, cols: int, elements: int = TILE.elements) -> tuple[int, 
     return triton.cdiv(height, tile_rows) * col_tiles, col_tiles, tile_rows, tile_cols
 
 
+# A site's merge, queued (`site_stats_fused(pending=...)`): its partials, the programs that wrote
+# them, and the row they merge into.
+Pending = tuple[torch.Tensor, int, torch.Tensor]
+
+
 def site_stats_fused(
     tensor: torch.Tensor,
     out: torch.Tensor | None = None,
     rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     tile: Tile = TILE,
+    pending: list[Pending] | None = None,
 ) -> torch.Tensor:
     """The site's statistics as float64 (9,) on its device, in two launches, with no host read:
     written into `out` (a contiguous float64 row on that device) and returned when it is given.
     `rows`, (at, into): token rows `at` (int64, contiguous) of the site seen as (-1, width) rows
-    copied into the contiguous (len(at), width) `into` of its dtype, by the same launches. `tile`
-    is how the partials kernel cuts the site (`Tile`)."""
+    copied into the contiguous (len(at), width) `into` of its dtype, by the partials' launch. `tile`
+    is how the partials kernel cuts the site (`Tile`).
+
+    With `pending`, the merge is queued there instead of launched: a traced forward merges all its
+    sites in one launch after it (`merge_all`), a program a site, rather than a launch a site as it
+    is shown (launches cost the host more than a site's merge costs the GPU); `out` is written only
+    then, and the list keeps the site's partials until then."""
     x = tensor.detach()
     layout = rows_of(x)
     if layout is None:  # leading dimensions that do not flatten: the one layout read as a copy
@@ -241,17 +265,29 @@ def site_stats_fused(
     tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols, tile.elements)
     programs = triton.cdiv(tiles, tile.per_program)
     partials = torch.empty(PARTIALS, programs, dtype=torch.float64, device=x.device)
+    # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
+    at, into = rows if rows is not None else (partials.view(torch.int64), x)
+    copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)
     _partials[(programs,)](
-        *(x, partials, height, cols, stride, col_tiles, tiles),
+        *(x, partials, height, cols, stride, col_tiles, tiles, at, copies, token_width, into),
         ROWS=tile_rows,
         COLS=tile_cols,
         PER_PROGRAM=tile.per_program,
         num_warps=tile.warps,
     )
-    # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
-    at, into = rows if rows is not None else (partials.view(torch.int64), x)
-    copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)
-    _merge[(1,)](
-        partials, out, programs, x, cols, stride, at, copies, token_width, into, MERGE_BLOCK=MERGE_BLOCK
-    )
+    if pending is None:
+        merge_all([(partials, programs, out)])
+    else:
+        pending.append((partials, programs, out))
     return out
+
+
+def merge_all(pending: list[Pending]) -> None:
+    """Every queued site's partials merged into its row, in one launch (a program a site). The
+    sites' addresses go to the device in one copy that waits for nothing queued before it."""
+    if not pending:
+        return
+    device = pending[0][0].device
+    sites = [(partials.data_ptr(), programs, out.data_ptr()) for partials, programs, out in pending]
+    table = torch.tensor(sites, dtype=torch.int64).to(device, non_blocking=True)
+    _merge[(len(sites),)](table, MERGE_BLOCK=MERGE_BLOCK, num_warps=MERGE_WARPS)

@@ -19,9 +19,10 @@ On an accelerator, reading it would synchronise the device, so there they are al
 
 The torch ops below are the reference path; two fused kernels stand in for them where the ops'
 overhead, not their arithmetic, is the cost, and compute the same statistics under the same
-conventions. On a CUDA device a site that is not float64 goes to two Triton launches
-(stack/kernels/site_stats.py) instead of about fifteen small ones; they read it in its own
-layout, write its row into the forward's matrix and copy the rows GATE-TRACE-002's checks read.
+conventions. On a CUDA device a site that is not float64 goes to a Triton launch
+(stack/kernels/site_stats.py) instead of about fifteen small ones, which reads it in its own
+layout and copies the rows GATE-TRACE-002's checks read; the traced forward's sites are merged
+into their rows of its matrix by one more launch after it (`finish`).
 On the CPU a float32 (or bf16/fp16) site goes to a C kernel that reads each element once
 (stack/kernels/host_stats.py) instead of a dozen passes with their temporaries; it hands back to
 the torch ops a site with a NaN or an Inf, which they count, and every site when no C compiler
@@ -46,29 +47,51 @@ def site_stats(
     tensor: torch.Tensor,
     out: torch.Tensor | None = None,
     rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pending: list | None = None,
 ) -> torch.Tensor:
     """(len(DEVICE_STATS),) float64 on tensor's device: mean, std, min, max, absmax, nan, inf, zero,
     l1; written into `out` (a contiguous float64 row on that device) and returned when it is given.
     `rows`, (at, into): rows `at` of the tensor seen as (-1, width) rows are copied into `into` as
-    well, in the C kernel's visit of the site where it runs (host_site_stats says why)."""
-    row = _site_stats(tensor, out, rows)
+    well, in the C kernel's visit of the site where it runs (host_site_stats says why). `pending`,
+    a list a traced forward keeps: where the CUDA kernels queue the site's merge, so that `out` is
+    written when `finish(pending)` merges the forward's sites together."""
+    row = _site_stats(tensor, out, rows, pending)
     if out is None or row is out:
         return row
     return out.copy_(row)
 
 
+def finish(pending: list) -> None:
+    """The merges `site_stats` queued in `pending`, launched together; `pending` is emptied."""
+    if pending:
+        from stack.kernels.site_stats import merge_all  # triton: imported only where it runs
+
+        merge_all(pending)
+        pending.clear()
+
+
+def fused(tensor: torch.Tensor) -> bool:
+    """Whether the Triton kernels compute `tensor`'s statistics: a CUDA site that is not float64
+    (whose precision is the torch ops' to keep). A test routes a CPU site here too, where Triton's
+    interpreter runs the same kernels."""
+    return tensor.is_cuda and tensor.dtype != torch.float64
+
+
 def _site_stats(
-    tensor: torch.Tensor, out: torch.Tensor | None, rows: tuple[torch.Tensor, torch.Tensor] | None
+    tensor: torch.Tensor,
+    out: torch.Tensor | None,
+    rows: tuple[torch.Tensor, torch.Tensor] | None,
+    pending: list | None,
 ) -> torch.Tensor:
     """The row, from the fastest path that holds for `tensor`: the C kernel writes into `out`."""
+    if fused(tensor):
+        from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
+
+        return site_stats_fused(tensor, out=out, rows=rows, pending=pending)  # copies the rows too
     if on_host(tensor) and tensor.numel():
         row = host_site_stats(tensor, out=out, rows=rows)  # copies the rows in every case
         if row is not None:
             return row
-    elif tensor.is_cuda and tensor.dtype != torch.float64:
-        from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
-
-        return site_stats_fused(tensor, out=out, rows=rows)  # copies the rows in its own launches
     elif rows is not None:
         copy_rows(tensor, *rows)
     x = tensor.detach().reshape(-1)

@@ -55,7 +55,7 @@ from stack.trace.sites import (
     site_names,
     split,
 )
-from stack.trace.stats import as_dict, site_stats
+from stack.trace.stats import as_dict, finish, site_stats
 
 
 @dataclass(frozen=True)
@@ -274,6 +274,9 @@ class _Recorder:
         self.keep, self.ablate, self.identities, self.sample = keep, ablate, identities, sample
         self.statistics_elements = statistics_elements
         self.stats, self.slice_stats = Rows(sites, device), Rows(sites, device)
+        # On CUDA, the sites' merges, queued as they are shown and launched together after the
+        # forward (stack.trace.stats.finish): their rows are written only then.
+        self.pending: list = []
         self.order: list[str] = []
         self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
         self.values: dict[str, torch.Tensor] = {}
@@ -294,7 +297,8 @@ class _Recorder:
             self.duplicates.append(name)
             return replacement
         self.order.append(name)
-        row = site_stats(seen, out=self.stats.take(), rows=self.identities.rows_for(name, seen))
+        rows = self.identities.rows_for(name, seen)
+        row = site_stats(seen, out=self.stats.take(), rows=rows, pending=self.pending)
         self.meta[name] = (tuple(seen.shape), str(seen.dtype).removeprefix("torch."))
         if self.keep:
             # A copy, so that a later in-place write into the same storage cannot change the record.
@@ -315,7 +319,9 @@ class _Recorder:
         double it) into the forward's scratch, whose definitions are computed with the other
         slices' at the end of the forward (`_definitions`)."""
         chosen, checked, count = statistics_slice(seen, self.statistics_elements)
-        by_kernel = row if checked == count else site_stats(chosen, out=self.slice_stats.take())
+        by_kernel = (
+            row if checked == count else site_stats(chosen, out=self.slice_stats.take(), pending=self.pending)
+        )
         definitions = (
             site_statistics.statistics(chosen)
             if self.statistics_elements is None
@@ -332,6 +338,7 @@ class _Recorder:
         return list(site_statistics.statistics_of(kept, self.identities.scratch.take).unbind(0))
 
     def trace(self, n_layers: int, layout: Layout) -> Trace:
+        finish(self.pending)  # first, so the device merges while the host checks
         deviation_of = self.identities.deviations()
         checked = list(deviation_of)
         stats, rows = self.stats.used(), list(deviation_of.values())

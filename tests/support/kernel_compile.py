@@ -29,7 +29,7 @@ def cases() -> dict[str, Case]:
     widths and tiles a traced forward launches (the tile in use and benchmarks/stats_tiles.py's
     candidates)."""
     from benchmarks.stats_tiles import CANDIDATES
-    from stack.kernels.site_stats import MERGE_BLOCK, TILE
+    from stack.kernels.site_stats import MERGE_BLOCK, MERGE_WARPS, TILE
 
     found: dict[str, Case] = {}
     for dtype in ("fp32", "bf16", "fp16"):
@@ -40,6 +40,7 @@ def cases() -> dict[str, Case]:
             rows, cols = (2, tile.elements // 2) if index == "i32" else (1, tile.elements)
             signature = {"X": f"*{dtype}", "P": "*fp64", "rows": index, "cols": index, "stride": index}
             signature |= {"col_tiles": index, "tiles": index}
+            signature |= {"AT": "*i64", "copies": "i32", "width": "i32", "DST": f"*{dtype}"}
             signature |= {"ROWS": "constexpr", "COLS": "constexpr", "PER_PROGRAM": "constexpr"}
             found[f"partials-{dtype}-{index}-{rows}x{cols}-{tile.per_program}"] = (
                 "_partials",
@@ -47,10 +48,8 @@ def cases() -> dict[str, Case]:
                 {"ROWS": rows, "COLS": cols, "PER_PROGRAM": tile.per_program},
                 tile.warps,
             )
-        signature = {"P": "*fp64", "OUT": "*fp64", "blocks": "i32", "X": f"*{dtype}", "cols": "i32"}
-        signature |= {"stride": "i32", "AT": "*i64", "copies": "i32", "width": "i32", "DST": f"*{dtype}"}
-        signature |= {"MERGE_BLOCK": "constexpr"}
-        found[f"merge-{dtype}"] = ("_merge", signature, {"MERGE_BLOCK": MERGE_BLOCK}, 4)
+    signature = {"SITES": "*i64", "MERGE_BLOCK": "constexpr"}
+    found["merge"] = ("_merge", signature, {"MERGE_BLOCK": MERGE_BLOCK}, MERGE_WARPS)
     return found
 
 

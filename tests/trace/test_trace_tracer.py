@@ -443,6 +443,53 @@ def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
     assert matrix[0].isnan().all(), "only the row handed in is written"
 
 
+def test_fused_statistics_queued_and_merged_in_one_launch_write_what_each_alone_writes() -> None:
+    """A traced forward queues its sites' merges and launches them together (`merge_all`, a program
+    a site): each row is bit for bit what the site's own two launches give, of sites of other
+    sizes, dtypes and layouts, with their rows copied by the partials' launch; nothing is written
+    before the merge."""
+    from stack.kernels.site_stats import PARTIALS, merge_all, site_stats_fused
+
+    generator = torch.Generator().manual_seed(3)
+    wide = torch.randn(40, 300, generator=generator)
+    sites = [wide[:, 44:], torch.randn(50, 100, generator=generator).bfloat16(), torch.randn(3, 7, 2048)]
+    sites[2][1, 2, 5] = float("nan")
+    alone = torch.stack([site_stats_fused(site) for site in sites])
+    queued = torch.full((len(sites), PARTIALS), -1.0, dtype=torch.float64)
+    at = torch.tensor([4, 0, 2])
+    copies = [torch.zeros(len(at), site.shape[-1], dtype=site.dtype) for site in sites]
+    pending: list = []
+    for site, row, into in zip(sites, queued, copies, strict=True):
+        site_stats_fused(site, out=row, rows=(at, into), pending=pending)
+    assert (queued == -1.0).all() and len(pending) == len(sites), "written only by the merge"
+    merge_all(pending)
+    assert torch.equal(queued.nan_to_num(7.0), alone.nan_to_num(7.0))
+    for site, into in zip(sites, copies, strict=True):
+        assert torch.equal(into, site.reshape(-1, site.shape[-1])[at])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_traced_forward_on_the_fused_kernels_matches_the_c_kernel(
+    monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    """The traced forward as it runs on CUDA (the Triton kernels, here interpreted on the CPU's
+    tensors): sites' merges queued and launched together after the forward, the identities'
+    rows copied by the partials' launch. Its trace holds GATE-TRACE-002 and gives every site the
+    statistics the C kernel gives, within their float32 lanes' rounding; a merge never launched
+    would leave the rows zero and the sampled sites' statistics checks would fail."""
+    model = tiny_model()
+    idx = torch.randint(CONFIG.vocab, (4, 30), generator=torch.Generator().manual_seed(0))  # rows sampled
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        by_c, _ = trace_forward(model, idx)
+        monkeypatch.setattr(stats_module, "fused", lambda tensor: tensor.dtype != torch.float64)
+        by_triton, _ = trace_forward(model, idx)
+    assert list(by_triton.sites) == list(by_c.sites)
+    for name, site in by_c.sites.items():
+        for statistic, value in site.stats.items():
+            got = by_triton.stat(name, statistic)
+            assert got == pytest.approx(value, rel=1e-5, abs=1e-6), (name, statistic)
+
+
 # CUDA's grid limits: the first dimension up to 2^31 - 1 programs, the others up to 65,535.
 CUDA_GRID_X = 2**31 - 1
 
