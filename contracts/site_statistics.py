@@ -49,6 +49,24 @@ def by_size(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
     return list(groups.values())
 
 
+def sent(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor made on the host now, copied to `device` without waiting for what is queued
+    there: from page-locked memory on CUDA (a copy from pageable memory may wait for the stream,
+    and one that is not asked to be asynchronous always does), where a traced forward reads the
+    device once, after its checks are queued."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def place_rows(out: torch.Tensor, members: list[int], rows: torch.Tensor) -> None:
+    """rows[i] into out[members[i]], without waiting for out's device: indexing it with the Python
+    list would copy the list there by a copy that waits for everything queued before it."""
+    import torch
+
+    out.index_copy_(0, sent(torch.tensor(members, dtype=torch.int64), out.device), rows.to(out.dtype))
+
+
 # Makes an uninitialised tensor: (shape, dtype, device) -> tensor.
 Empty = Callable[[tuple[int, ...], "torch.dtype", "torch.device"], "torch.Tensor"]
 
@@ -78,7 +96,7 @@ def statistics_of(tensors: Sequence[torch.Tensor], empty: Empty | None = None) -
     if groups and on_host(out):
         counted = not bool(torch.cat([group.nothing_to_count() for group in groups]).all())
     for group in groups:
-        out[group.members] = group.statistics(counted)
+        place_rows(out, group.members, group.statistics(counted))
     return out
 
 

@@ -37,6 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
+from contracts.site_statistics import sent
 from stack.kernels.host_stats import rows_of
 
 MERGE_BLOCK = 1024  # programs' partials a merge program reads per step
@@ -284,10 +285,10 @@ def site_stats_fused(
 
 def merge_all(pending: list[Pending]) -> None:
     """Every queued site's partials merged into its row, in one launch (a program a site). The
-    sites' addresses go to the device in one copy that waits for nothing queued before it."""
+    sites' addresses go to the device in one copy that waits for nothing queued before it (`sent`)."""
     if not pending:
         return
     device = pending[0][0].device
     sites = [(partials.data_ptr(), programs, out.data_ptr()) for partials, programs, out in pending]
-    table = torch.tensor(sites, dtype=torch.int64).to(device, non_blocking=True)
+    table = sent(torch.tensor(sites, dtype=torch.int64), device)
     _merge[(len(sites),)](table, MERGE_BLOCK=MERGE_BLOCK, num_warps=MERGE_WARPS)

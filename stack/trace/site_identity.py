@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from contracts.site_statistics import Empty, by_size
+from contracts.site_statistics import Empty, by_size, place_rows, sent
 from stack.kernels.host_stats import copy_rows
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT
@@ -209,7 +209,7 @@ def sampled_deviations(
     for members in by_size([traced for traced, _ in pairs]):
         traced = _float_rows([pairs[i][0].reshape(-1) for i in members], empty)
         recomputed = _float_rows([pairs[i][1].reshape(-1) for i in members], empty)
-        out[members] = _row_deviations(traced, recomputed)
+        place_rows(out, members, _row_deviations(traced, recomputed))
     return out
 
 
@@ -391,6 +391,11 @@ class SiteIdentities:
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
         self._products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        # On an accelerator, after `deviations`: the product-checked sites, and per site whether its
+        # projections were all finite (on the device, for the caller to read with the rest of the
+        # trace, not before: `remeasured` then measures a site whose were not).
+        self.projected: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        self.projections_finite: torch.Tensor | None = None
         # Sampled rows of any other site and of its reads, recomputed by its module in `deviations`:
         # the rows are copies, so the module can run after the forward, when what it reads is
         # still in the cache, not between the forward's products, whose data has evicted the
@@ -489,7 +494,7 @@ class SiteIdentities:
         key = (rows, device)
         if key not in self._chosen:
             chosen = sampled_rows(rows, self.sample_rows)
-            self._chosen[key] = None if chosen is None else self.scratch.copy(chosen.to(device))
+            self._chosen[key] = None if chosen is None else self.scratch.copy(sent(chosen, device))
         return self._chosen[key]
 
     def _rows_of(self, name: str, read: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
@@ -535,10 +540,11 @@ class SiteIdentities:
         """The product-checked sites' DEVIATIONs, of their rows projected on the module's probes
         (`projected_together`), all of them as the rows of one matrix; or, where a site's
         projections are not all finite (a NaN or an Inf in its rows or its read's), of its rows
-        against the module recomputed on them, set aside with the other sampled pairs, so that
-        NaN/Inf are held to the same places as everywhere else. Whether any is not finite is read
-        once, for all of them (on an accelerator the one synchronisation before the trace's host
-        transfer)."""
+        against the module recomputed on them, so that NaN/Inf are held to the same places as
+        everywhere else. On the host whether any is not finite is read at once, for all of them;
+        on an accelerator reading it would wait for the whole forward before the other checks are
+        queued, so the rows are the projections' there and `projections_finite` says, with the
+        trace's one transfer, which sites `remeasured` must measure again."""
         products, self._products = self._products, []
         if not products:
             return
@@ -548,18 +554,37 @@ class SiteIdentities:
                 self.probe_count or 0,
                 self.scratch.take,
             )
-        measured = _finite_row_deviations(projected, recomputed)
+        ordered = [products[i] for i in order]
+        if not on_host(projected):
+            self.projected = ordered
+            self.projections_finite = projected.isfinite().all(1) & recomputed.isfinite().all(1)
+            measured = _row_deviations(projected, recomputed)
+        else:
+            measured = _finite_row_deviations(projected, recomputed)
         if measured is not None:
-            for i, row in zip(order, measured, strict=True):
-                self.rows[products[i][0]] = row
+            for (name, *_), row in zip(ordered, measured, strict=True):
+                self.rows[name] = row
             return
-        for j, i in enumerate(order):
-            name, traced, read, linear = products[i]
-            pair = projected[j], recomputed[j]
-            if bool(torch.cat(pair).isfinite().all()):
-                self._pending.append((name, *pair))
+        for (name, traced, read, linear), side, again in zip(ordered, projected, recomputed, strict=True):
+            if bool(torch.cat([side, again]).isfinite().all()):
+                self._pending.append((name, side, again))
             else:
                 self._pending.append((name, traced, linear.forward(read)))
+
+    @torch.no_grad()
+    def remeasured(self, finite: list[float]) -> dict[str, torch.Tensor]:
+        """The DEVIATIONs of the product-checked sites (`projected`) whose projections `finite`, read
+        back from `projections_finite`, says were not all finite: their rows against the module
+        recomputed on them, as on the host."""
+        again = [
+            (name, traced, linear.forward(read))
+            for ok, (name, traced, read, linear) in zip(finite, self.projected, strict=True)
+            if not ok
+        ]
+        measured = sampled_deviations(
+            [(traced, recomputed) for _, traced, recomputed in again], self.scratch.take
+        )
+        return {name: row for (name, _, _), row in zip(again, measured, strict=True)}
 
 
 # The DEVIATION of a site that cannot be set against its recomputation.

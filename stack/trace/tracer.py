@@ -255,6 +255,10 @@ class Rows:
         return self.matrix[: self.count]
 
 
+# GATE-TRACE-002's values of each site an identity checks, by site (site_identity.as_measured).
+Measured = dict[str, dict[str, Any]]
+
+
 class _Recorder:
     """The visitor of one traced forward: statistics on device, values when asked to keep them.
 
@@ -350,8 +354,11 @@ class _Recorder:
             for side in (kernel, again.to(stats.device))
         ]
         # The one host transfer: every site's statistics, every identity's row, every sampled
-        # site's statistics of its slice by the kernel and by their definitions.
-        flat = torch.cat([stats.flatten(), deviations.flatten(), *pairs]).cpu().tolist()
+        # site's statistics of its slice by the kernel and by their definitions (and on an
+        # accelerator, whether each product check's projections were finite).
+        finite = self.identities.projections_finite
+        doubted = [] if finite is None else [finite.to(stats.dtype)]
+        flat = torch.cat([stats.flatten(), deviations.flatten(), *pairs, *doubted]).cpu().tolist()
         width, cut = stats.shape[1], stats.numel()
         tail = cut + deviations.numel()
         size = width + len(site_statistics.STATISTICS)
@@ -373,6 +380,8 @@ class _Recorder:
             name: as_measured(flat[cut + i * len(DEVIATION) : cut + (i + 1) * len(DEVIATION)], *counts)
             for i, (name, counts) in enumerate(zip(checked, self.identities.counted, strict=True))
         }
+        if finite is not None:
+            identities |= self._remeasured(flat[len(flat) - len(finite) :], identities)
         duplicates = tuple(self.duplicates)
         return Trace(
             n_layers,
@@ -385,6 +394,19 @@ class _Recorder:
             recomputed=recomputed,
             sample_rows=sample_rows,
         )
+
+    def _remeasured(self, finite: list[float], measured: Measured) -> Measured:
+        """The identities of the product-checked sites whose projections `finite` says were not
+        all finite, measured again against their modules (SiteIdentities.remeasured), with their
+        rows as first `measured`: none, almost always, and then nothing more is read."""
+        again = self.identities.remeasured(finite)
+        if not again:
+            return {}
+        rows = torch.stack(list(again.values())).tolist()
+        return {
+            name: as_measured(row, measured[name]["rows"], measured[name]["rows_checked"])
+            for name, row in zip(again, rows, strict=True)
+        }
 
 
 def check_site(name: str, option: str, n_layers: int, layout: Layout) -> BlockLayout | None:

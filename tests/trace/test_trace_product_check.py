@@ -17,6 +17,7 @@ import torch
 
 from contracts.errors import GateViolation
 from contracts.spec import load_spec
+from stack.trace import site_identity
 from stack.trace.site_identity import Identity, SiteIdentities, probes, sampled_rows
 from stack.trace.tracer import trace_forward
 from tests.support.trace_support import seen_as, tiny_model
@@ -25,6 +26,17 @@ BATCH, LENGTH = 4, 30  # 120 rows: more than identity_sample_rows, so rows are s
 SAMPLE = int(load_spec().threshold("GATE-TRACE-002", "identity_sample_rows"))
 PROBES = int(load_spec().threshold("GATE-TRACE-002", "identity_probes"))
 RTOL = float(load_spec().threshold("GATE-TRACE-002", "site_identity_rtol"))
+
+
+@pytest.fixture(params=["host", "accelerator"])
+def checked_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where the product check runs: on the host, or as on an accelerator, where reading whether a
+    projection is finite would wait for the whole forward (site_identity.on_host false: the masked
+    paths run, and the projections' finiteness is read with the trace's one transfer, after which
+    the sites whose were not finite are measured again)."""
+    if request.param == "accelerator":
+        monkeypatch.setattr(site_identity, "on_host", lambda _tensor: False)
+    return request.param
 
 
 def batch(seed: int = 0) -> torch.Tensor:
@@ -97,7 +109,7 @@ def test_a_row_off_by_its_own_size_is_caught_on_every_draw() -> None:
 
 
 @pytest.mark.gate("GATE-TRACE-002")
-def test_a_nan_the_module_does_not_make_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_nan_the_module_does_not_make_is_caught(monkeypatch: pytest.MonkeyPatch, checked_on: str) -> None:
     """A NaN in a sampled row of a linear site whose read is finite: the projections are not all
     finite, the module is recomputed on the rows, and NaN stands on one side only."""
     first = int(sampled_rows(BATCH * LENGTH, SAMPLE)[2])
@@ -113,7 +125,7 @@ def test_a_nan_the_module_does_not_make_is_caught(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.holds("GATE-TRACE-002")
-def test_a_model_that_makes_nan_traces_with_nan_at_the_same_places() -> None:
+def test_a_model_that_makes_nan_traces_with_nan_at_the_same_places(checked_on: str) -> None:
     """A token whose embedding is NaN makes NaN wherever attention carries it: every linear site's
     projections are NaN, the module recomputed agrees, and the trace stands."""
     model = tiny_model()
@@ -153,7 +165,7 @@ def test_a_healthy_trace_under_bf16_autocast_holds_on_the_projections() -> None:
 
 
 @pytest.mark.holds("GATE-TRACE-002")
-def test_a_projection_that_overflows_is_held_to_the_module_not_to_its_projection() -> None:
+def test_a_projection_that_overflows_is_held_to_the_module_not_to_its_projection(checked_on: str) -> None:
     """A head row of 1e38 overflows that logit to ±Inf on the rows whose normed input sums beyond
     3.4, while x·(Wᵀr), of a finite Wᵀr, stays finite: held to the projections the Inf would stand
     on one side only. The rows' projections are not all finite, so the module is recomputed on
