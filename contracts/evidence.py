@@ -86,6 +86,9 @@ class CodeInfo(Record):
 class EnvInfo(Record):
     python: str
     platform: str
+    # The CPU's model name (a benchmark's ratio moves with it: tracing's on one core, a GPU run's
+    # host-bound share); None where the system does not say, and in records made before it was kept.
+    processor: str | None = None
     torch: str | None = None
     triton: str | None = None
     cuda: str | None = None
@@ -282,11 +285,26 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def processor_name() -> str | None:
+    """The CPU's model name: Linux's /proc/cpuinfo `model name` (e.g. "AMD EPYC"), elsewhere what
+    the platform module says; None when neither says anything."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def collect_env(device: str, cuda: str | None = None) -> EnvInfo:
     """Interpreter, platform and library versions; read from package metadata, importing nothing."""
     return EnvInfo(
         python=sys.version.split()[0],
         platform=platform.platform(),
+        processor=processor_name(),
         torch=_version("torch"),
         triton=_version("triton"),
         cuda=cuda,
