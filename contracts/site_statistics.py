@@ -50,10 +50,10 @@ def by_size(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
 
 
 def sent(host: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor made on the host now, copied to `device` without waiting for what is queued
-    there: from page-locked memory on CUDA (a copy from pageable memory may wait for the stream,
-    and one that is not asked to be asynchronous always does), where a traced forward reads the
-    device once, after its checks are queued."""
+    """`host`, a tensor in the host's memory, copied to `device` without waiting for the work queued
+    there: through page-locked memory on CUDA (a copy from pageable memory may wait for the stream,
+    and one not asked to be asynchronous always does). A traced forward reads its device once,
+    after its checks are queued; a copy that waited would be a second read, before them."""
     if device.type == "cuda":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device)

@@ -230,10 +230,11 @@ def _row_deviations(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Ten
 
 
 def _finite_row_deviations(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tensor | None:
-    """`_row_deviations` where every element of both matrices is finite, else None, read once
-    (on an accelerator, a synchronisation): a largest difference per row that is finite in every
-    row proves both sides finite there (Inf or NaN on either side makes a difference Inf or NaN,
-    and amax keeps a NaN), so nothing is masked. Overwrites `recomputed` only when it answers."""
+    """`_row_deviations` where every element of both matrices is finite, else None: on the host,
+    where reading the answer is free (elsewhere it would wait for the device). A largest difference
+    per row that is finite in every row proves both sides finite there (Inf or NaN on either side
+    makes a difference Inf or NaN, and amax keeps a NaN), so nothing is masked. Overwrites
+    `recomputed` only when it answers."""
     largest = torch.sub(traced, recomputed).abs_().amax(1)
     if not bool(largest.isfinite().all()):
         return None
