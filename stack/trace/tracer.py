@@ -230,29 +230,30 @@ def statistics_slice(tensor: torch.Tensor, elements: int | None) -> tuple[torch.
 
 
 class Rows:
-    """The statistics rows of one traced forward's sites: one float64 matrix on the device, made
-    before the forward with a row for every site the model has, handed out row by row (`take`);
-    a forward that shows more sites (none should) gets a matrix twice the size, the rows so far
-    copied over."""
+    """The statistics rows of one traced forward's sites: float64 on the device, made before the
+    forward with a row for every site the model has, handed out row by row (`take`). A row never
+    moves once handed out, since a CUDA site's is written only after the forward, by its queued
+    merge: a forward that shows more sites (none should) gets another matrix as large, and `used`
+    joins them."""
 
     def __init__(self, capacity: int, device: torch.device) -> None:
-        self.matrix = torch.zeros(max(1, capacity), len(STATS) - 1, dtype=torch.float64, device=device)
-        self.views = self.matrix.unbind(0)  # every row's view at once, not one indexing per site
+        self.chunks = [torch.zeros(max(1, capacity), len(STATS) - 1, dtype=torch.float64, device=device)]
+        self.views = list(self.chunks[0].unbind(0))  # every row's view at once, not one indexing per site
         self.count = 0
 
     def take(self) -> torch.Tensor:
         """The next free row (a view, written by site_stats)."""
         if self.count == len(self.views):
-            grown = self.matrix.new_zeros(2 * self.count, self.matrix.shape[1])
-            grown[: self.count] = self.matrix
-            self.matrix = grown
-            self.views = self.matrix.unbind(0)
+            chunk = self.chunks[-1].new_zeros(self.chunks[-1].shape)
+            self.chunks.append(chunk)
+            self.views += chunk.unbind(0)
         self.count += 1
         return self.views[self.count - 1]
 
     def used(self) -> torch.Tensor:
         """(rows taken, len(STATS) - 1): the rows written, in the order they were taken."""
-        return self.matrix[: self.count]
+        matrix = self.chunks[0] if len(self.chunks) == 1 else torch.cat(self.chunks)
+        return matrix[: self.count]
 
 
 # GATE-TRACE-002's values of each site an identity checks, by site (site_identity.as_measured).

@@ -93,7 +93,10 @@ def test_repeated_traces_reuse_the_scratch_and_report_the_same(monkeypatch: pyte
 
 
 def test_statistics_rows_past_their_capacity_keep_the_rows_written() -> None:
+    """More sites than the model was expected to show: every row handed out stays where it was
+    handed out (a CUDA site's is written after the forward, by its queued merge), all in `used`."""
     rows = Rows(2, CPU)
-    for i in range(5):  # more sites than the model was expected to show
-        rows.take().fill_(i)
+    taken = [rows.take() for _ in range(5)]
+    for i, row in enumerate(taken):  # written only after every row was handed out
+        row.fill_(i)
     assert rows.used()[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
