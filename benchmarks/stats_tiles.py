@@ -3,10 +3,11 @@
 
     python benchmarks/stats_tiles.py [--preset gpt2] [--vocab 32768] [--batch 8] [--ledger DIR]
 
-A traced forward's statistics on CUDA are two Triton launches a site (stack/kernels/site_stats.py);
-the partials kernel cuts each site in tiles (`Tile`: elements a tile, tiles a program). On an H200
-at GPT-2 small's shape they read the sites at about a quarter of the card's bandwidth, and the
-merge's reads of one row of partials a program cost as much again (docs/trace.md, "On a GPU").
+A traced forward's statistics on CUDA are a partials launch a site and one merge launch after the
+forward (stack/kernels/site_stats.py); the partials kernel cuts each site in tiles (`Tile`: elements
+a tile, tiles a program). On an H200 at GPT-2 small's shape the kernels of the time read the sites at
+about a quarter of the card's bandwidth, and the merges took two thirds as long again
+(docs/trace.md, "On a GPU").
 This times every candidate tile (`CANDIDATES`, the tile in use first) over the sites of one
 forward of a model of the preset's shape, as the forward hands them over (slices of the fused
 projections included), in fp32 and under bf16 autocast, and records each candidate's time with

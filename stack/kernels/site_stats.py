@@ -49,9 +49,10 @@ ELEMENTS_PER_THREAD = 8  # of a tile, in a program of the partials kernel (Tile.
 @dataclass(frozen=True)
 class Tile:
     """How the partials kernel cuts a site: tiles of `elements` elements (a power of two: whole rows,
-    or pieces of a longer row), `per_program` consecutive tiles to a program, which merges them as
-    it goes and writes one row of partials. More tiles a program mean fewer programs and fewer rows
-    for the merge to read; which is fastest is the GPU's to say (benchmarks/stats_tiles.py)."""
+    or pieces of a longer row), `per_program` consecutive tiles to a program, which adds them into
+    its threads' accumulators and writes one column of partials. More tiles a program mean fewer
+    programs, fewer reductions and fewer columns for the merge to read; which is fastest is the
+    GPU's to say (benchmarks/stats_tiles.py)."""
 
     elements: int = 2048
     per_program: int = 1
@@ -59,15 +60,15 @@ class Tile:
     @property
     def warps(self) -> int:
         """The warps a program runs on: a thread per ELEMENTS_PER_THREAD elements of a tile, 4 to 8
-        warps of 32 threads. Each thread keeps nine accumulators per element of a tile in registers
+        warps of 32 threads. Each thread keeps eight accumulators per element of a tile in registers
         across the program's tiles (`_partials`): more elements a thread, or more threads a program
         (which share an SM's 65,536 registers), and they spill to memory. A tile past 2,048
         elements spills either way (tests/kernels/test_kernel_compile.py holds each tile to none)."""
         return min(8, max(4, self.elements // (32 * ELEMENTS_PER_THREAD)))
 
 
-# The tile every traced forward's statistics use on CUDA: the one measured on an H200 (docs/gpu.md,
-# "Tracing on a GPU"); benchmarks/stats_tiles.py times the others against it.
+# The tile every traced forward's statistics use on CUDA: the one the H200 records of docs/gpu.md
+# ("Tracing on a GPU") ran; benchmarks/stats_tiles.py times the others against it.
 TILE = Tile()
 
 
@@ -97,11 +98,11 @@ def _partials(
     anything after it could write into it.
 
     Each of the program's threads adds its elements of every tile into accumulators of its own, and
-    the program reduces them across its threads once, at the end, not once a tile: the reductions,
-    not the reads, bound a program of one tile. The sums run around a shift, the program's first
-    element (0 when that is not finite), as the CPU kernel's do (stack/kernels/host_stats.c): the
-    squared deviations are q − s²/n of s = Σ(x − shift) and q = Σ(x − shift)², in float64, which
-    loses at most a factor n + 1 of its precision since the shift is one of the elements."""
+    the program reduces them across its threads once, at the end, instead of ending every tile in
+    nine float64 reductions. The sums run around a shift, the program's first element (0 when that
+    is not finite), as the CPU kernel's do (stack/kernels/host_stats.c): the squared deviations are
+    q − s²/n of s = Σ(x − shift) and q = Σ(x − shift)², in float64, which loses at most a factor
+    n + 1 of its precision since the shift is one of the elements."""
     program = tl.program_id(0).to(tl.int64)
     first = program * PER_PROGRAM
     origin = X + (first // col_tiles) * ROWS * stride + (first % col_tiles) * COLS

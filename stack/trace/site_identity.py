@@ -287,7 +287,8 @@ def probes(linear: nn.Linear, count: int) -> Probes:
         return kept
     width = weight.shape[0]
     seeded = torch.Generator().manual_seed(width)
-    drawn = torch.randn(width, count, generator=seeded, dtype=torch.float64).t()  # the columns of rev 7
+    # Drawn width by count and taken as rows: the same seeded vectors whichever way they are stored.
+    drawn = torch.randn(width, count, generator=seeded, dtype=torch.float64).t()
     outputs = (drawn / drawn.abs().sum(1, keepdim=True)).float().to(weight.device)
     with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
         inputs = outputs @ weight.detach().float()

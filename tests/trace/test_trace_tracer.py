@@ -35,6 +35,18 @@ pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a C
 # The CUDA statistics kernel's tile in use and benchmarks/stats_tiles.py's other candidates.
 TILES = (Tile(), *STATS_TILE_CANDIDATES)
 
+# What the fused kernels' reference tests draw besides the site's shape: its values' scale and
+# offset, the zeros and NaN planted in it, its dtype, the seed, and the tile it is cut in.
+FUSED_CASES = {
+    "scale": st.floats(1e-3, 1e3),
+    "offset": st.floats(-100, 100),
+    "zeros": st.integers(0, 5),
+    "nans": st.integers(0, 1),
+    "dtype": st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    "seed": st.integers(0, 2**16),
+    "tile": st.sampled_from(TILES),
+}
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 
 
@@ -364,14 +376,8 @@ def test_statistics_match_a_float64_reference(
 @given(
     blocks=st.sampled_from([1, 2, 3]),
     tail=st.integers(-5, 5),
-    scale=st.floats(1e-3, 1e3),
-    offset=st.floats(-100, 100),
-    zeros=st.integers(0, 5),
-    nans=st.integers(0, 1),
     infs=st.integers(0, 2),
-    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
-    seed=st.integers(0, 2**16),
-    tile=st.sampled_from(TILES),
+    **FUSED_CASES,
 )
 def test_fused_statistics_match_a_float64_reference_across_blocks(
     blocks: int,
@@ -403,13 +409,7 @@ def test_fused_statistics_match_a_float64_reference_across_blocks(
     rows=st.integers(1, 40),
     cols=st.sampled_from([1, 7, 64, 300, 2048, 2500]),
     margin=st.integers(0, 20),
-    scale=st.floats(1e-3, 1e3),
-    offset=st.floats(-100, 100),
-    zeros=st.integers(0, 5),
-    nans=st.integers(0, 1),
-    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
-    seed=st.integers(0, 2**16),
-    tile=st.sampled_from(TILES),
+    **FUSED_CASES,
 )
 def test_fused_statistics_read_a_slice_where_it_lies_and_copy_its_rows(
     rows: int,
