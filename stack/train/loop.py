@@ -5,13 +5,16 @@ token ids), forward and backward (recording what each loss consumed, stack.model
 clip the global gradient norm, read loss, gradient norm and the consumption counts to the host
 once, check that every loss consumed what its batch states (GATE-TRAIN-007) and that loss and
 norm are finite (GATE-TRAIN-003), step AdamW at the scheduled learning rate, write the step's
-metrics line (GATE-TRAIN-001), watch for spikes (GATE-TRAIN-006). On the first step of each
-invocation and at every evaluation, the objective's probe checks its identities on the batch the
-loss just used. On a cadence: held-out evaluation with early stopping and overfit detection
-(GATE-EVAL-001…004) and, with experts, routing balance and collapse (GATE-ARCH-002, -012),
-coherence samples (GATE-TRAIN-005) and checkpoints (GATE-CKPT-001/002). Everything the loop
-keeps between steps is in `TrainState` and goes into every checkpoint, which is what makes a
-resume exact (GATE-CKPT-003).
+metrics line (GATE-TRAIN-001), watch for spikes (GATE-TRAIN-006). Where AdamW is fused (on CUDA)
+the read and the checks come after the optimizer's step, which skips itself on the device if the
+loss or the norm is not finite, and `run` queues the next step's work before judging this one, so
+that the GPU does not wait for the host's checks (stack.train.queued says what that keeps). On
+the first step of each invocation and at every evaluation, the objective's probe checks its
+identities on the batch the loss just used. On a cadence: held-out evaluation with early
+stopping and overfit detection (GATE-EVAL-001…004) and, with experts, routing balance and
+collapse (GATE-ARCH-002, -012), coherence samples (GATE-TRAIN-005) and checkpoints
+(GATE-CKPT-001/002). Everything the loop keeps between steps is in `TrainState` and goes into
+every checkpoint, which is what makes a resume exact (GATE-CKPT-003).
 
 The end of the corpus: with data.wrap=false the loop stops before a step the corpus cannot
 finish and checkpoints the last one (status `exhausted`); with data.wrap=true each wrap to a
@@ -130,6 +133,8 @@ from stack.train.lora_setup import StartWeights, adapter_parameters, adapter_set
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
 from stack.train.overfit import OverfitDetector, check_compared
+from stack.train.queued import QueuedStep, step_unless
+from stack.train.readback import Readback
 from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state, state_digest
 from stack.train.spikes import SpikeDetector
 from stack.train.stepping import (
@@ -206,6 +211,13 @@ def group_settings(config: RunConfig, adapters: bool) -> list[dict[str, Any]]:
     return groups
 
 
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW steps fused on `device`: on CUDA, one kernel for every parameter, which can skip
+    a step on the device (stack.train.queued); on the CPU the foreach step, whose bits the CPU's
+    runs and records were made with."""
+    return device.type == "cuda"
+
+
 def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on matrices only; norms and biases are not decayed. LoRA
     adapters' A and B are a third group, decayed at lora.weight_decay (default 0)."""
@@ -215,7 +227,7 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.dev
     if adapters:
         params.append([p for p in model.parameters() if id(p) in adapters])
     settings = group_settings(config, bool(adapters))
-    fused = device.type == "cuda"
+    fused = fused_adamw(device)
     return torch.optim.AdamW(
         [{"params": group, **setting} for group, setting in zip(params, settings, strict=True)],
         lr=config.train.lr,
@@ -354,6 +366,8 @@ class Trainer:
         self.replayed_until = 0  # the last step this invocation replays (`run` sets it)
         self.repeatability: dict[str, Any] | None = None  # what the replay compared and cost
         self.update_judged = False  # GATE-TRAIN-008 watches each invocation's first update it can judge
+        self.in_flight = 0  # steps queued and not yet judged (`queue_step`, `judge`): 0 or 1
+        self.last_judged = 0.0  # time.perf_counter() as the last step was judged
         self.logged_shares: dict[str, float] | None = None  # the policy's shares the log last said
         check_stability(train.clip_norm, train.warmup_steps, train.weight_decay)
         if config.eval.early_stop:
@@ -710,9 +724,27 @@ class Trainer:
         return {key: getattr(self.config.train, key) for key in SCHEDULE_KEYS}
 
     def train_step(self) -> dict[str, Any]:
-        """One optimizer step; returns its metrics line (already checked and written)."""
+        """One optimizer step, judged before it returns; returns its metrics line (already checked and
+        written). `run` queues the next step before judging this one wherever it may (`queue_step`)."""
+        return self.judge(self.queue_step())
+
+    def judges_late(self, watched: bool) -> bool:
+        """Whether a step is judged after its optimizer step is queued (and, in `run`, after the next
+        step's work is): where the optimizer can skip a step on the device (a fused AdamW's
+        found_inf), so that a step whose loss or gradient norm is not finite changes nothing, with
+        no loss scaler (whose own skip reads the device), and not at a probe, which compares the
+        optimizer's step with its inputs as it begins (GATE-TRAIN-008)."""
+        fused = bool(self.optimizer.defaults.get("fused"))
+        return fused and not self.scaler.is_enabled() and not watched
+
+    def queue_step(self) -> QueuedStep:
+        """One optimizer step's work, queued: its micro-batches' forwards and backwards, the clip, and
+        the step's measurements. Where the step is judged late (`judges_late`), the optimizer's step
+        too, skipped on the device if the loss or the gradient norm is not finite, and the step is
+        returned unjudged, its measurements on their way to the host; otherwise it is judged here,
+        before the optimizer's step, and returned with its line."""
         train = self.config.train
-        step = self.state.step + 1
+        step = self.state.step + 1 + self.in_flight
         started = time.perf_counter()
         lr = lr_at(
             step, lr=train.lr, min_lr=train.min_lr, warmup_steps=train.warmup_steps, total_steps=train.steps
@@ -730,7 +762,7 @@ class Trainer:
         # GATE-TRAIN-008 probes the step's arithmetic at the first step of the invocation it can
         # judge and at every evaluation: a reference gradient is taken from each micro-batch's
         # objective before the loop back-propagates it, and the optimizer's inputs as its step begins.
-        watched = not self.update_judged or step % self.config.eval.every == 0 or step == train.steps
+        watched = self.watches(step)
         # Read from the device only at a probe: the scale this step's backward runs at.
         loss_scale = self.scaler.get_scale() if watched and self.scaler.is_enabled() else 1.0
         reference = None
@@ -750,6 +782,7 @@ class Trainer:
         extra_names = self.objective.metric_names
         extra_totals = torch.zeros(len(extra_names), device=self.device)
         tally = Tally(self.device, train.precision)  # what each micro-batch's loss consumed (GATE-TRAIN-007)
+        moe = False
         for _ in range(train.grad_accum):
             served = self.reader.next_batch()
             self.state.batches_taken += 1
@@ -763,6 +796,7 @@ class Trainer:
                 objective = step_loss.backprop + weighted_aux(aux)
                 if aux:
                     defined_totals += defined_terms(module for _, module in self.model.moe_layers())
+            moe = bool(aux)
             if reference is not None:
                 reference.add(objective)  # before the backward below frees the graph
             if aux:  # after the reference's backward, so the hooks read the loop's own backward only
@@ -802,27 +836,108 @@ class Trainer:
                 tally.counts.float(),
             ]
         )
-        values = distributed.mean_across(self.world, measured).tolist()  # the step's one read
+        measured = distributed.mean_across(self.world, measured)
+        queued = QueuedStep(
+            step=step,
+            started=started,
+            applied=applied,
+            phase=phase,
+            epoch_before=epoch,
+            epoch=self.reader.epoch,
+            shares=dict(self.policy.shares),
+            hashes=hashes,
+            planned=planned,
+            served_tokens=served_tokens,
+            tally=tally,
+            moe=moe,
+            aux_count=len(aux_totals),
+            defined_count=len(defined_totals),
+            extra_names=tuple(extra_names),
+            aux_gradients=aux_gradients,
+            measured=Readback(measured),  # the step's one read
+        )
+        if self.judges_late(watched):
+            # GATE-TRAIN-003 on the device: the fused step skips itself (weights, moments and its
+            # count) where the loss or the gradient norm it was measured with is not finite.
+            step_unless(self.optimizer, measured[:2].isfinite().all().logical_not())
+            self.optimizer.zero_grad(set_to_none=True)
+            self.in_flight += 1
+            return queued
+        line, skipped, terms = self._judged_values(queued)
+        probe = self._armed_probe(reference, line["grad_norm"], step) if watched and not skipped else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if skipped:
+            check_finite(line["loss"], line["grad_norm"], step, float(self.scaler.get_scale()))
+        if probe is not None:
+            probe.close()
+            if not self.scaler.is_enabled() or self.scaler.get_scale() >= loss_scale:  # the scaler stepped
+                self._judge_update(probe, lr, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        queued.line = self._finish(queued, line, terms)
+        return queued
+
+    def watches(self, step: int) -> bool:
+        """Whether GATE-TRAIN-008 probes `step`: the invocation's first step whose update it can
+        judge, every evaluation's step and the last."""
+        train = self.config.train
+        return not self.update_judged or step % self.config.eval.every == 0 or step == train.steps
+
+    def queues_ahead(self, queued: QueuedStep, probed: bool, signals: Signals) -> bool:
+        """Whether `run` may queue the step after `queued` before judging it: both are judged late
+        (the next is no probe, which is judged as it is queued), the reader can serve the next, and
+        nothing after `queued` reads or keeps what it made (the invocation's first probe, an
+        evaluation, a sample, a checkpoint, a state digest, a signal's save or stop)."""
+        step = queued.step
+        keeps = (
+            not probed
+            or self.evaluates_after(step)
+            or step % self.config.monitor.sample_every == 0
+            or step % self.config.ckpt.every == 0
+            or digests_state(step, self.replayed_until, self.world.distributed)
+            or signals.save_now
+            or signals.stop is not None
+        )
+        due = step < self.config.train.steps and self.judges_late(self.watches(step + 1))
+        return queued.line is None and due and not keeps and not self.exhausted()
+
+    def judge(self, queued: QueuedStep) -> dict[str, Any]:
+        """The step's metrics line, judged: at once for a step `queue_step` judged already; else its
+        measurements read (waiting for no work queued after them) and held to the gates as a step
+        judged before its optimizer step is (`_judged_values`)."""
+        if queued.line is not None:
+            return queued.line
+        self.in_flight -= 1
+        line, _, terms = self._judged_values(queued)
+        queued.line = self._finish(queued, line, terms)
+        return queued.line
+
+    def _judged_values(self, queued: QueuedStep) -> tuple[dict[str, Any], bool, dict[str, Any]]:
+        """The step's measurements read back, its line made from them, and the checks a step passes
+        before anything keeps what it made: (line, whether an fp16 scaler skips it, the mixture's
+        auxiliary terms)."""
+        train, step = self.config.train, queued.step
+        values = queued.measured.values()
         consumed = [v * self.world.size for v in values[len(values) - len(CONSUMED_COUNTS) :]]
         loss_value, grad_value, clipped_value, forward_value, *rest = (
             float(v) for v in values[: len(values) - len(CONSUMED_COUNTS)]
         )
-        aux_count = len(aux_totals)  # the objective and each term's mean, then the gradients they received
+        aux_count = queued.aux_count  # the objective and each term's mean, then the gradients they received
         aux_values, gradient_sums = rest[:aux_count], rest[aux_count : 2 * aux_count]
-        defined_values = rest[2 * aux_count : 2 * aux_count + len(defined_totals)]
-        extra_values = rest[2 * aux_count + len(defined_totals) :]
+        defined_values = rest[2 * aux_count : 2 * aux_count + queued.defined_count]
+        queued.extra_values = rest[2 * aux_count + queued.defined_count :]
         # The step's line, made before any judge reads it: the judges below read the values it
         # logs, so a line cannot say other numbers than those judged (GATE-TRAIN-001).
-        consumption = tally.measured(consumed)
+        consumption = queued.tally.measured(consumed)
         line: dict[str, Any] = {
             "step": step,
-            "epoch": self.reader.epoch,
+            "epoch": queued.epoch,
             "loss": loss_value,
-            "lr": applied,  # read back from the optimizer (GATE-TRAIN-008 re-derives its schedule check)
+            "lr": queued.applied,  # read back from the optimizer (GATE-TRAIN-008 re-derives its schedule)
             "grad_norm": grad_value,
             CLIPPED_NORM: clipped_value,  # what GATE-TRAIN-002's clip check judged, re-derived from here
-            "tokens": served_tokens,  # counted from the batches served (GATE-TRAIN-001's counted check)
-            "batch_sha256": step_sha256(hashes),
+            "tokens": queued.served_tokens,  # counted from the batches served (GATE-TRAIN-001, counted)
+            "batch_sha256": step_sha256(queued.hashes),
             "targets": consumption["targets"],  # what the loss scored, and its hash (GATE-TRAIN-007)
             "targets_sha256": consumption["targets_sha256"],
         }
@@ -837,13 +952,16 @@ class Trainer:
         if not skipped:
             check_finite(line["loss"], line["grad_norm"], step)
         check_counted(line["tokens"], self.tokens_per_step, step)
-        check_fingerprint(line["batch_sha256"], planned, step)
+        check_fingerprint(line["batch_sha256"], queued.planned, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = (
             aux_terms(
-                self.config.model, aux_values[1:], aux_gradients.derivatives(gradient_sums), defined_values
+                self.config.model,
+                aux_values[1:],
+                queued.aux_gradients.derivatives(gradient_sums),
+                defined_values,
             )
-            if aux and not skipped
+            if queued.moe and not skipped
             else {}
         )
         if terms:
@@ -853,35 +971,35 @@ class Trainer:
         # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
         if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
             check_first_loss(line["loss"], self.config.model.vocab, step)
-        probe = self._armed_probe(reference, line["grad_norm"], step) if watched and not skipped else None
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if skipped:
-            check_finite(line["loss"], line["grad_norm"], step, float(self.scaler.get_scale()))
-        if probe is not None:
-            probe.close()
-            if not self.scaler.is_enabled() or self.scaler.get_scale() >= loss_scale:  # the scaler stepped
-                self._judge_update(probe, lr, step)
-        self.optimizer.zero_grad(set_to_none=True)
+        return line, skipped, terms
+
+    def _finish(self, queued: QueuedStep, line: dict[str, Any], terms: dict[str, Any]) -> dict[str, Any]:
+        """A judged step into the state and the log: its line written, its events, its spikes."""
+        step = queued.step
         self.state.step = step
         self.state.tokens_seen += line["tokens"]
-        line["tokens_per_s"] = line["tokens"] / max(time.perf_counter() - started, 1e-9)
+        # Over the time since the step began, or since the step before it was judged if that is
+        # later: with the host a step ahead of its judges, the time between two judgements is the
+        # device's time for a step.
+        now = time.perf_counter()
+        line["tokens_per_s"] = line["tokens"] / max(now - max(queued.started, self.last_judged), 1e-9)
+        self.last_judged = now
         if digests_state(step, self.replayed_until, self.world.distributed):  # timed apart: not the step's
             line[STATE_KEY] = state_digest(self.model, self.optimizer)
         for name, term in terms.items():  # logged apart from `loss`, which stays the cross-entropy
             line[f"moe_{name}"] = term["value"]
             line[f"moe_{name}_defined"] = term["defined"]  # GATE-ARCH-001 re-derives its check from here
-        line.update(zip(extra_names, extra_values, strict=True))
+        line.update(zip(queued.extra_names, queued.extra_values, strict=True))
         if self.scaler.is_enabled():
             line["loss_scale"] = float(self.scaler.get_scale())
         self.metrics_log.step(line)
-        if phase is not None:  # a curriculum switch (GATE-DATA-009 judged it)
-            self.metrics_log.write("event", step=step, event="phase", phase=phase)
-        if self.policy.shares != self.logged_shares:  # from this step on; the checker derives
-            self.logged_shares = self.policy.shares  # GATE-DATA-008's expected shares from these
+        if queued.phase is not None:  # a curriculum switch (GATE-DATA-009 judged it)
+            self.metrics_log.write("event", step=step, event="phase", phase=queued.phase)
+        if queued.shares != self.logged_shares:  # from this step on; the checker derives
+            self.logged_shares = queued.shares  # GATE-DATA-008's expected shares from these
             self.metrics_log.write("event", step=step, event="shares", shares=self.logged_shares)
-        if self.reader.epoch != epoch:  # the reader wrapped (data.wrap=true): said, not only logged
-            self.metrics_log.write("event", step=step, event="wrap", epoch=self.reader.epoch)
+        if queued.epoch != queued.epoch_before:  # the reader wrapped (data.wrap=true): said, not only logged
+            self.metrics_log.write("event", step=step, event="wrap", epoch=queued.epoch)
             self.on_event("wrap", self)
         if self.state.spikes.observe(line["loss"], step):
             self.metrics_log.write("event", step=step, event="loss_spike", loss=line["loss"])
@@ -1247,15 +1365,22 @@ class Trainer:
                 rehearsal = self.rehearse(steps) if steps else None
                 taken: list[dict[str, Any]] = []
                 probed = False  # the first step of every invocation is probed, then every evaluation's
-                while self.state.step < train.steps:
-                    if self.exhausted():
+                ahead: QueuedStep | None = None  # the next step, queued before this one is judged
+                while ahead is not None or self.state.step < train.steps:
+                    if ahead is not None:
+                        queued, ahead = ahead, None
+                    elif self.exhausted():
                         self.state.stop_reason = (
                             f"GATE-DATA-001: the train split is exhausted after epoch {self.reader.epoch} "
                             f"({self.reader.steps_per_epoch} batches) and data.wrap=false"
                         )
                         status = "exhausted"
                         break
-                    line = self.train_step()
+                    else:
+                        queued = self.queue_step()
+                    if self.queues_ahead(queued, probed, signals):
+                        ahead = self.queue_step()  # the GPU works on it while this one is judged
+                    line = self.judge(queued)
                     if rehearsal is not None and len(taken) < len(rehearsal.lines):
                         taken.append(line)
                         if len(taken) == len(rehearsal.lines):  # before anything else reads the state
@@ -1269,6 +1394,8 @@ class Trainer:
                         self.evaluate()
                     if step % self.config.monitor.sample_every == 0 or step == train.steps:
                         self.sample()
+                    if ahead is not None:  # nothing reads or keeps this step's state: the next one's is made
+                        continue
                     if signals.save_now or step % self.config.ckpt.every == 0:
                         signals.save_now = False
                         self.save()

@@ -23,6 +23,7 @@ from stack.model import gpt as gpt_module
 from stack.model.gpt import GPT
 from stack.train import determinism
 from stack.train.loop import Trainer
+from stack.train.queued import QueuedStep
 from tests.support.train_support import CrossEntropyScaled, evidence, prepared, smoke_args, step_lines, train
 from tools.integrity.record_checks import check_record_truth
 from tools.integrity.repeatability import repeatability_problems
@@ -120,13 +121,13 @@ def test_the_record_states_the_switches_of_the_first_step(
     """No record's flags differ from what ran: they are read at the first step, where this test
     reads them too, and the process's switches are its own again after the run."""
     seen: list[bool] = []
-    original = Trainer.train_step
+    original = Trainer.queue_step
 
-    def spying(self: Trainer) -> dict[str, Any]:
+    def spying(self: Trainer) -> QueuedStep:
         seen.append(torch.are_deterministic_algorithms_enabled())
         return original(self)
 
-    monkeypatch.setattr(Trainer, "train_step", spying)
+    monkeypatch.setattr(Trainer, "queue_step", spying)
     before = determinism.Switches.now()
     run = tmp_path / "run"
     assert train(smoke_args(data, run, *SHORT)) == 0

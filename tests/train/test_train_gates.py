@@ -28,6 +28,7 @@ from stack.train.early_stop import EarlyStopper
 from stack.train.guards import check_clipped, check_first_loss, check_stability
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
+from stack.train.queued import QueuedStep
 from stack.train.resume_check import tensors_digest
 from tests.support.ledger_support import assert_caught, edited
 from tests.support.trace_support import save_run, tiny_model
@@ -73,16 +74,16 @@ def test_a_clean_run_passes_its_gates(data: Path, tmp_path: Path) -> None:
 def test_non_finite_loss_halts_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    step, steps = Trainer.train_step, [0]
+    step, steps = Trainer.queue_step, [0]
 
-    def counted(self: Trainer) -> dict[str, object]:
+    def counted(self: Trainer) -> QueuedStep:
         steps[0] += 1
         return step(self)
 
     # The third step's loss (not a probe's before it) is NaN.
     nan = float("nan")
     monkeypatch.setattr(gpt_module, "F", CrossEntropyScaled(lambda: nan if steps[0] >= 3 else 1.0))
-    monkeypatch.setattr(Trainer, "train_step", counted)
+    monkeypatch.setattr(Trainer, "queue_step", counted)
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
     assert "GATE-TRAIN-003" in capsys.readouterr().err
