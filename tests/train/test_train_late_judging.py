@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from stack.train.queued import QueuedStep
 from stack.train.resume_check import tensors_digest
 from tests.support.train_support import (
     CrossEntropyScaled,
+    differences,
     evidence,
     prepared,
     smoke_args,
@@ -157,7 +160,7 @@ def test_a_non_finite_step_judged_late_changes_nothing_and_halts(
         assert trainer.state.step == 1
 
 
-@pytest.mark.gate("GATE-TRAIN-003")
+@pytest.mark.holds("GATE-TRAIN-003")
 @pytest.mark.usefixtures("fused")
 def test_a_finite_step_judged_late_is_stepped(data: Path, tmp_path: Path) -> None:
     """The benign side: a finite step queued the same way moves the weights and AdamW's count."""
@@ -215,3 +218,32 @@ def test_a_loop_that_stops_clipping_is_caught_on_a_step_judged_late(
     assert train(smoke_args(data, run, *tight)) == 3
     assert verdicts(run)["GATE-TRAIN-002"] == "FAIL"
     assert [line["step"] for line in step_lines(run)] == list(range(1, 8))
+
+
+@pytest.mark.usefixtures("fused")
+def test_a_stop_while_a_step_is_queued_behind_saves_a_judged_step_and_resumes_bit_for_bit(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM arrives as step 9 is queued behind step 8: step 9 is judged before the checkpoint,
+    which holds the state after it, and the resume's steps and final weights are the straight
+    run's bit for bit."""
+    straight = tmp_path / "straight"
+    assert train(smoke_args(data, straight, *LONG)) == 0
+    unpatched = Trainer.queue_step
+    ahead = _queued_ahead(monkeypatch)
+    real = Trainer.queue_step
+
+    def queue_step(self: Trainer) -> QueuedStep:
+        queued = real(self)
+        if queued.step == 9 and self.in_flight == 2:  # 8 unjudged, 9 just queued behind it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return queued
+
+    monkeypatch.setattr(Trainer, "queue_step", queue_step)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, *LONG)) == 143
+    assert 9 in ahead and [line["step"] for line in step_lines(run)] == list(range(1, 10))
+    assert [path.name for path in ckpt.list_checkpoints(run)] == ["step-0000009"]
+    monkeypatch.setattr(Trainer, "queue_step", unpatched)
+    assert train(["train", "--resume", str(run)]) == 0
+    assert differences(straight, run) == []
