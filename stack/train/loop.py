@@ -732,10 +732,11 @@ class Trainer:
         """Whether a step is judged after its optimizer step is queued (and, in `run`, after the next
         step's work is): where the optimizer can skip a step on the device (a fused AdamW's
         found_inf), so that a step whose loss or gradient norm is not finite changes nothing, with
-        no loss scaler (whose own skip reads the device), and not at a probe, which compares the
+        no loss scaler (whose own skip reads the device), not under FSDP (whose sharded parameters
+        no test here has stepped with a found_inf), and not at a probe, which compares the
         optimizer's step with its inputs as it begins (GATE-TRAIN-008)."""
         fused = bool(self.optimizer.defaults.get("fused"))
-        return fused and not self.scaler.is_enabled() and not watched
+        return fused and not self.scaler.is_enabled() and not self.sharded and not watched
 
     def queue_step(self) -> QueuedStep:
         """One optimizer step's work, queued: its micro-batches' forwards and backwards, the clip, and

@@ -23,10 +23,12 @@ from stack.cli.progress import is_amount_line
 from stack.data.prepare import prepare_corpus
 from stack.data.tokenizer import load_tokenizer
 from stack.model import GPT
+from stack.model import gpt as gpt_module
 from stack.train import checkpoint as ckpt
 from stack.train.config import resolve
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
+from stack.train.resume_check import tensors_digest
 from tests.support.trace_support import save_run
 
 WORDS = [
@@ -210,6 +212,24 @@ class CrossEntropyScaled:
         loss = torch.nn.functional.cross_entropy(*args, **kwargs)
         factor = self.factor()
         return loss if factor == 1.0 else loss * factor
+
+
+def weights_and_moments(trainer: Trainer) -> tuple[str, str]:
+    """sha256 of the model's weights and of every tensor of the optimizer's state."""
+    return (
+        tensors_digest(trainer.model.state_dict()),
+        tensors_digest(ckpt.optimizer_tensors(trainer.optimizer)[0]),
+    )
+
+
+def nan_loss(_trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's loss NaN, where the model computes it."""
+    monkeypatch.setattr(gpt_module, "F", CrossEntropyScaled(lambda: float("nan")))
+
+
+def nan_in_one_gradient(trainer: Trainer, _monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loss stays finite; only one weight's gradient is poisoned on its way back."""
+    trainer.model.layers[0].ffn.up.weight.register_hook(lambda grad: grad * float("nan"))
 
 
 class MeanCrossEntropy:

@@ -29,13 +29,14 @@ from stack.train.guards import check_clipped, check_first_loss, check_stability
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
 from stack.train.queued import QueuedStep
-from stack.train.resume_check import tensors_digest
 from tests.support.ledger_support import assert_caught, edited
 from tests.support.trace_support import save_run, tiny_model
 from tests.support.train_support import (
     CrossEntropyScaled,
     autocast_of,
     evidence,
+    nan_in_one_gradient,
+    nan_loss,
     prepared,
     smoke_args,
     smoke_trainer,
@@ -43,6 +44,7 @@ from tests.support.train_support import (
     train,
     unjudged,
     verdicts,
+    weights_and_moments,
 )
 
 
@@ -484,27 +486,10 @@ def test_a_post_clip_norm_past_the_rounding_slack_is_not_clipped() -> None:
 # -- GATE-TRAIN-003: nothing non-finite reaches the weights ----------------------------------
 
 
-def _weights_and_moments(trainer: Trainer) -> tuple[str, str]:
-    """sha256 of the model's weights and of every tensor of the optimizer's state."""
-    return (
-        tensors_digest(trainer.model.state_dict()),
-        tensors_digest(ckpt.optimizer_tensors(trainer.optimizer)[0]),
-    )
-
-
-def _nan_loss(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpt_module, "F", CrossEntropyScaled(lambda: float("nan")))
-
-
-def _nan_in_one_gradient(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The loss stays finite; only one weight's gradient is poisoned on its way back."""
-    trainer.model.layers[0].ffn.up.weight.register_hook(lambda grad: grad * float("nan"))
-
-
 @pytest.mark.gate("GATE-TRAIN-003")
 @pytest.mark.parametrize(
     ("plant", "finite_loss"),
-    [(_nan_loss, False), (_nan_in_one_gradient, True)],
+    [(nan_loss, False), (nan_in_one_gradient, True)],
     ids=["nan-loss", "nan-gradient"],
 )
 def test_a_non_finite_step_leaves_weights_and_optimizer_untouched(
@@ -518,12 +503,12 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_untouched(
     with smoke_trainer(data, tmp_path / "run") as trainer:
         trainer.train_step()  # a good step first, so AdamW holds moments a late check would spoil
         plant(trainer, monkeypatch)
-        before = _weights_and_moments(trainer)
+        before = weights_and_moments(trainer)
         with pytest.raises(GateViolation) as caught:
             trainer.train_step()
         assert caught.value.gate_id == "GATE-TRAIN-003"
         assert isinstance(caught.value.measured["loss"], float) is finite_loss
-        assert _weights_and_moments(trainer) == before and trainer.state.step == 1
+        assert weights_and_moments(trainer) == before and trainer.state.step == 1
 
 
 # -- GATE-TRAIN-004: the first loss within half a nat of ln(vocab) ---------------------------

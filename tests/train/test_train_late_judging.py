@@ -27,12 +27,15 @@ from tests.support.train_support import (
     CrossEntropyScaled,
     differences,
     evidence,
+    nan_in_one_gradient,
+    nan_loss,
     prepared,
     smoke_args,
     smoke_trainer,
     step_lines,
     train,
     verdicts,
+    weights_and_moments,
 )
 
 # Fourteen steps with everything that reads a step's state at the last one: steps 6 to 12 (after
@@ -108,24 +111,10 @@ def test_steps_judged_behind_the_next_one_log_what_steps_judged_first_log(
     assert evidence(late)["run"]["status"] == "completed"
 
 
-def _weights_and_moments(trainer: Trainer) -> tuple[str, str]:
-    return (
-        tensors_digest(trainer.model.state_dict()),
-        tensors_digest(ckpt.optimizer_tensors(trainer.optimizer)[0]),
-    )
-
-
-def _nan_loss(_trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpt_module, "F", CrossEntropyScaled(lambda: float("nan")))
-
-
-def _nan_in_one_gradient(trainer: Trainer, _monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer.model.layers[0].ffn.up.weight.register_hook(lambda grad: grad * float("nan"))
-
-
 def _inf_in_one_gradient(trainer: Trainer, _monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loss stays finite; one row of one weight's gradient is infinite."""
     trainer.model.layers[0].ffn.up.weight.register_hook(
-        lambda grad: grad.index_fill(0, grad.new_tensor([0]).long(), math.inf)
+        lambda grad: torch.cat([grad[:1] * math.inf, grad[1:]])
     )
 
 
@@ -133,7 +122,7 @@ def _inf_in_one_gradient(trainer: Trainer, _monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.usefixtures("fused")
 @pytest.mark.parametrize(
     ("plant", "finite_loss"),
-    [(_nan_loss, False), (_nan_in_one_gradient, True), (_inf_in_one_gradient, True)],
+    [(nan_loss, False), (nan_in_one_gradient, True), (_inf_in_one_gradient, True)],
     ids=["nan-loss", "nan-gradient", "inf-gradient"],
 )
 def test_a_non_finite_step_judged_late_changes_nothing_and_halts(
@@ -149,10 +138,10 @@ def test_a_non_finite_step_judged_late_changes_nothing_and_halts(
         trainer.train_step()  # step 1, a probe: judged before its optimizer step
         trainer.update_judged = True  # and the next one is no probe
         plant(trainer, monkeypatch)
-        before = _weights_and_moments(trainer)
+        before = weights_and_moments(trainer)
         queued = trainer.queue_step()
         assert queued.line is None and trainer.in_flight == 1  # stepped, not yet judged
-        assert _weights_and_moments(trainer) == before
+        assert weights_and_moments(trainer) == before
         with pytest.raises(GateViolation) as caught:
             trainer.judge(queued)
         assert caught.value.gate_id == "GATE-TRAIN-003"
@@ -167,9 +156,9 @@ def test_a_finite_step_judged_late_is_stepped(data: Path, tmp_path: Path) -> Non
     with smoke_trainer(data, tmp_path / "run", "train.steps=3") as trainer:
         trainer.train_step()
         trainer.update_judged = True
-        before = _weights_and_moments(trainer)
+        before = weights_and_moments(trainer)
         queued = trainer.queue_step()
-        weights, moments = _weights_and_moments(trainer)
+        weights, moments = weights_and_moments(trainer)
         assert weights != before[0] and moments != before[1]
         assert trainer.judge(queued)["step"] == 2 and trainer.state.step == 2
 
