@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contracts.device_copy import sent
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.data.damage import Damaged
@@ -42,8 +43,8 @@ class SftBatch:
     labels: torch.Tensor
 
     def to(self, device: torch.device) -> SftBatch:
-        """Both tensors on `device`."""
-        return SftBatch(self.tokens.to(device, non_blocking=True), self.labels.to(device, non_blocking=True))
+        """Both tensors on `device`, copied without waiting for the work queued there."""
+        return SftBatch(sent(self.tokens, device), sent(self.labels, device))
 
     def __getitem__(self, rows: slice) -> SftBatch:
         """The windows `rows` of the batch, as a batch (what a probe reads a part at a time)."""

@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from contracts.site_statistics import sent
+from contracts.device_copy import sent
 from stack.kernels.host_stats import rows_of
 
 MERGE_BLOCK = 1024  # programs' partials a merge program reads per step

@@ -58,7 +58,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from contracts.site_statistics import Empty, by_size, place_rows, sent
+from contracts.device_copy import sent
+from contracts.site_statistics import Empty, by_size, place_rows
 from stack.kernels.host_stats import copy_rows
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT

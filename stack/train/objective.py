@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from contracts.device_copy import sent
 from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
 from stack.model.consumed import Consumed, next_tokens
@@ -192,7 +193,7 @@ class Pretrain(Objective):
         return batch
 
     def to_device(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-        return batch.to(device, non_blocking=True)
+        return sent(batch, device)
 
     def loss(self, forward: Forward, model: torch.nn.Module, batch: torch.Tensor) -> StepLoss:
         _, loss = forward(batch[:, :-1], batch[:, 1:])
