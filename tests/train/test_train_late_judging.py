@@ -92,19 +92,25 @@ def _final_weights(run: Path) -> str:
 
 
 @pytest.mark.usefixtures("fused")
+@pytest.mark.parametrize(
+    "model",
+    [(), ("model.moe_experts=4", "model.moe_top_k=2", "model.moe_balance_coef=0.1")],
+    ids=["dense", "experts"],
+)
 def test_steps_judged_behind_the_next_one_log_what_steps_judged_first_log(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: tuple[str, ...]
 ) -> None:
     """The order changes when the host reads, not what the device computes: every line (but its
-    time) and the weights at the end are those of the same run judged step by step, before each
-    optimizer step; and the steps the last boundary allows were queued ahead."""
+    time; with experts, each auxiliary term too) and the weights at the end are those of the same
+    run judged step by step, before each optimizer step; and the steps the last boundary allows
+    were queued ahead."""
     first = tmp_path / "first"
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "judges_late", lambda _self, _watched: False)
-        assert train(smoke_args(data, first, *LONG)) == 0
+        assert train(smoke_args(data, first, *LONG, *model)) == 0
     ahead = _queued_ahead(monkeypatch)
     late = tmp_path / "late"
-    assert train(smoke_args(data, late, *LONG)) == 0
+    assert train(smoke_args(data, late, *LONG, *model)) == 0
     assert ahead == list(range(7, 14))  # queued while 6 to 12 were judged; 14 is a probe
     assert _lines(late) == _lines(first) and len(_lines(late)) == 14
     assert _final_weights(late) == _final_weights(first)
