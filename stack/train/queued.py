@@ -37,20 +37,20 @@ class QueuedStep:
     started: float  # time.perf_counter() as the step began
     applied: float  # the schedule's rate, read back from the optimizer
     phase: int | None  # the curriculum's phase when it switched at this step
-    epoch_before: int  # the reader's epoch as the step began, and after its batches
-    epoch: int
+    epoch_before: int  # the reader's epoch as the step began
+    epoch: int  # and after its batches
     shares: dict[str, float]  # the policy's shares the step was served by
-    hashes: list[str]  # each micro-batch's hash, and the plan's
-    planned: list[str]
+    hashes: list[str]  # each micro-batch's hash
+    planned: list[str]  # each micro-batch's hash in the run's plan
     served_tokens: int
     tally: Tally  # what the step's losses consumed (GATE-TRAIN-007)
     moe: bool  # whether the model returned auxiliary losses
-    aux_count: int
-    defined_count: int
-    extra_names: tuple[str, ...]
+    aux_count: int  # how many of the measurements are the objective and its auxiliary terms
+    defined_count: int  # how many are the terms as defined, recomputed from the routers
+    extra_names: tuple[str, ...]  # the objective's own scalars, by name
     aux_gradients: AuxGradients
-    measured: Readback
-    extra_values: list[float] = field(default_factory=list)
+    measured: Readback  # every measurement of the step, on its way to the host
+    extra_values: list[float] = field(default_factory=list)  # the objective's scalars, once read
     line: dict[str, Any] | None = None
 
 

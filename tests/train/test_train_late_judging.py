@@ -22,6 +22,7 @@ from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.loop import Trainer
 from stack.train.queued import QueuedStep
+from stack.train.readback import Readback
 from stack.train.resume_check import tensors_digest
 from tests.support.train_support import (
     CrossEntropyScaled,
@@ -242,3 +243,12 @@ def test_a_stop_while_a_step_is_queued_behind_saves_a_judged_step_and_resumes_bi
     monkeypatch.setattr(Trainer, "queue_step", unpatched)
     assert train(["train", "--resume", str(run)]) == 0
     assert differences(straight, run) == []
+
+
+def test_a_readback_holds_the_values_it_was_made_from() -> None:
+    """What a step measured is what its judges read, whatever writes into the tensor after it."""
+    measured = torch.tensor([1.5, 2.0, float("nan")])
+    readback = Readback(measured)
+    measured.fill_(0.0)
+    got = readback.values()
+    assert got[:2] == [1.5, 2.0] and math.isnan(got[2])
