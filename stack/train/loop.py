@@ -864,6 +864,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.in_flight += 1
             return queued
+        assert not self.in_flight, "a step judged as it is queued must not pass an unjudged one"
         line, skipped, terms = self._judged_values(queued)
         probe = self._armed_probe(reference, line["grad_norm"], step) if watched and not skipped else None
         self.scaler.step(self.optimizer)
