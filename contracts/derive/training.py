@@ -1027,7 +1027,7 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
             return
     start = steady_from(inputs, log, config)
     if start is not None and spe >= 1:
-        _epoch_steps(log, spe, start, settler)
+        _epoch_steps(log, spe, start, settler, inputs.record.run.status in ENDED)
 
 
 def epoch_length_problems(inputs: Inputs, batch: Any) -> list[str]:
@@ -1046,13 +1046,14 @@ def epoch_length_problems(inputs: Inputs, batch: Any) -> list[str]:
     ]
 
 
-def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
+def _epoch_steps(log: Log, spe: int, start: int, settler: Settler, ended: bool) -> None:
     """What steps per epoch `spe`, in force from step `start` on, decide of the log: the reader
     serves step s of a run as the (s − 1)-th batch of its stream, so s is in epoch ⌊(s − 1) / spe⌋,
-    a `wrap` event opens each new epoch at its first step, and the last step is the batch whose
-    epoch and place in it GATE-DATA-001 states. Before `start` a policy's shares may have made
-    epochs of other lengths: the rule holds only where none ended there (no wrap before `start`,
-    and `start` not past the stated epoch's end)."""
+    a `wrap` event opens each new epoch at its first step, and in a run that `ended` the last step
+    is the batch whose epoch and place in it GATE-DATA-001 states (a halted run's reader served
+    the batch of the step that halted it, and of one queued behind it, which no line logs).
+    Before `start` a policy's shares may have made epochs of other lengths: the rule holds only
+    where none ended there (no wrap before `start`, and `start` not past the stated epoch's end)."""
     derived = settler.derived
     wraps = [(e.get("step"), e.get("epoch")) for e in log.events if e.get("event") == "wrap"]
     if start - 1 > spe or any(isinstance(step, int) and step < start for step, _ in wraps):
@@ -1073,7 +1074,7 @@ def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
             f"{METRICS_LOG}: its wrap events are at (step, epoch) {wraps}, but the record's {spe} steps "
             f"per epoch wrap at {expected}"
         )
-    if log.steps:
+    if log.steps and ended:
         epoch, index = divmod(log.last_step - 1, spe)
         restate(settler, "GATE-DATA-001", "epoch", epoch)
         restate(settler, "GATE-DATA-001", "step_in_epoch", index)
@@ -1441,7 +1442,9 @@ def _counted_by_rule(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
     """What gates restate of the config and the log: GATE-DATA-007's model vocabulary is the config's;
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
-    batch a step, without gradient accumulation), and the batch_sha256 its fingerprint check held
+    batch a step, without gradient accumulation; in a run that ended, not halted: a halted run's
+    reader served the step that halted it, and one queued behind it, which no line logs), and the
+    batch_sha256 its fingerprint check held
     to the step's planned windows is the one that step's line logs; GATE-TRAIN-007's targets,
     counted and hashed at the step it was last judged, are the ones that step's line logs (the
     probe reads the step's last micro-batch, the whole batch without accumulation, on one
@@ -1455,7 +1458,8 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
         derived.put(("gates", "GATE-DATA-007", "measured", "model_vocab"), vocab)
     taken = judged.get("GATE-DATA-001", {})
     one_batch = config.get("train", {}).get("grad_accum", 1) == 1
-    if settler.wanted("GATE-DATA-001") and one_batch and log.steps:
+    ended = inputs.record.run.status in ENDED  # a halted run's reader served steps no line logs
+    if settler.wanted("GATE-DATA-001") and one_batch and log.steps and ended:
         for key in ("served_batches", "taken_batches"):
             if key in taken:
                 derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)

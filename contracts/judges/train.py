@@ -137,9 +137,10 @@ def _stability(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-TRAIN-003", needs=("loss", "grad_norm"))
 def _finite(m: Measured, t: Thresholds) -> list[str]:
-    """Finite before the step; under fp16 loss scaling an overflowing gradient with a finite loss
-    is a step the scaler skipped (`loss_scale`, the scale it left), allowed while that scale stays
-    at least min_loss_scale: below it the gradients overflow at any scale."""
+    """The step's loss and gradient norm finite (judged before its optimizer step, or after one the
+    device skipped for them: rev 3); under fp16 loss scaling an overflowing gradient with a finite
+    loss is a step the scaler skipped (`loss_scale`, the scale it left), allowed while that scale
+    stays at least min_loss_scale: below it the gradients overflow at any scale."""
     loss, grad_norm = number(m, "loss"), number(m, "grad_norm")
     if math.isfinite(loss) and math.isfinite(grad_norm):
         return []
@@ -151,7 +152,7 @@ def _finite(m: Measured, t: Thresholds) -> list[str]:
             f"the gradient norm is {grad_norm} at every loss scale down to {scale:g} (below "
             f"{t['min_loss_scale']:g}): the gradients are not finite at any scale, not just for fp16"
         ]
-    return [f"loss {loss} / gradient norm {grad_norm} is not finite before the optimizer step"]
+    return [f"loss {loss} / gradient norm {grad_norm} is not finite: the step must not reach the weights"]
 
 
 @judges("GATE-TRAIN-004", needs=("loss", "vocab"))

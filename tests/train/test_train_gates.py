@@ -29,7 +29,7 @@ from stack.train.guards import check_clipped, check_first_loss, check_stability
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
 from stack.train.queued import QueuedStep
-from tests.support.ledger_support import assert_caught, edited
+from tests.support.ledger_support import assert_caught, edited, findings
 from tests.support.trace_support import save_run, tiny_model
 from tests.support.train_support import (
     CrossEntropyScaled,
@@ -93,6 +93,7 @@ def test_non_finite_loss_halts_the_run(
     assert record["run"]["status"] == "halted" and "GATE-TRAIN-003" in record["run"]["stop_reason"]
     assert verdicts(run)["GATE-TRAIN-003"] == "FAIL"
     assert [ln["step"] for ln in step_lines(run)] == [1, 2]  # step 3 never reached the weights
+    assert findings(run) == []  # the record of a halted run holds to its artifacts
 
 
 def poisoned_scale(self: torch.amp.GradScaler, outputs: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from stack.train.loop import Trainer
 from stack.train.queued import QueuedStep
 from stack.train.readback import Readback
 from stack.train.resume_check import tensors_digest
+from tests.support.ledger_support import findings
 from tests.support.train_support import (
     CrossEntropyScaled,
     differences,
@@ -176,7 +177,8 @@ def test_a_run_halts_at_a_non_finite_step_judged_behind_the_next(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From step 9 the loss is NaN: step 9 is judged with step 10 queued, and the run halts there
-    with no line, sample or checkpoint after step 8; the record names the gate."""
+    with no line, sample or checkpoint after step 8; the record names the gate, and the checker
+    finds it true to its artifacts."""
     ahead = _queued_ahead(monkeypatch)
     from_nine = _from_step(monkeypatch, 9)
     monkeypatch.setattr(gpt_module, "F", CrossEntropyScaled(lambda: math.nan if from_nine() else 1.0))
@@ -189,6 +191,7 @@ def test_a_run_halts_at_a_non_finite_step_judged_behind_the_next(
     assert ckpt.list_checkpoints(run) == []
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     assert not [line for line in lines if line["type"] == "sample"]
+    assert findings(run) == []  # its reader served steps 9 and 10, which no line logs
 
 
 @pytest.mark.gate("GATE-TRAIN-002")
