@@ -1442,15 +1442,15 @@ def _counted_by_rule(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
     """What gates restate of the config and the log: GATE-DATA-007's model vocabulary is the config's;
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
-    batch a step, without gradient accumulation; in a run that ended, not halted: a halted run's
-    reader served the step that halted it, and one queued behind it, which no line logs), and the
-    batch_sha256 its fingerprint check held
-    to the step's planned windows is the one that step's line logs; GATE-TRAIN-007's targets,
-    counted and hashed at the step it was last judged, are the ones that step's line logs (the
-    probe reads the step's last micro-batch, the whole batch without accumulation, on one
-    process), its logged and forward loss
-    at that step are the loss the line logs (its logged check holds them equal at run time), and the precision
-    its logits' dtypes are held to, as GATE-EVAL-001's, is the config's train.precision."""
+    batch a step, without gradient accumulation; in a run that ended: a halted run's reader may
+    also have served the step that halted it and one queued behind it, which no line logs, so its
+    count is held between its last logged step and two steps after), and the batch_sha256 its
+    fingerprint check held to the step's planned windows is the one that step's line logs;
+    GATE-TRAIN-007's targets, counted and hashed at the step it was last judged, are the ones that
+    step's line logs (the probe reads the step's last micro-batch, the whole batch without
+    accumulation, on one process), its logged and forward loss at that step are the loss the line
+    logs (its logged check holds them equal at run time), and the precision its logits' dtypes are
+    held to, as GATE-EVAL-001's, is the config's train.precision."""
     derived = settler.derived
     judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
     vocab = config.get("model", {}).get("vocab")
@@ -1459,10 +1459,17 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
     taken = judged.get("GATE-DATA-001", {})
     one_batch = config.get("train", {}).get("grad_accum", 1) == 1
     ended = inputs.record.run.status in ENDED  # a halted run's reader served steps no line logs
-    if settler.wanted("GATE-DATA-001") and one_batch and log.steps and ended:
+    if settler.wanted("GATE-DATA-001") and one_batch and log.steps:
         for key in ("served_batches", "taken_batches"):
-            if key in taken:
+            if key not in taken:
+                continue
+            if ended:
                 derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)
+            elif not (whole(taken[key]) and log.last_step <= taken[key] <= log.last_step + 2):
+                derived.problems.append(
+                    f"gates[GATE-DATA-001].measured.{key} is {taken[key]}, but a run halted after its "
+                    f"step {log.last_step} served batches of the two steps after it at most"
+                )
     fingerprinted = next((s for s in log.steps if s.get("step") == taken.get("fingerprinted_step")), None)
     if settler.wanted("GATE-DATA-001") and fingerprinted is not None and "logged_batch_sha256" in taken:
         logged = fingerprinted.get("batch_sha256")

@@ -24,7 +24,7 @@ from stack.train.loop import Trainer
 from stack.train.queued import QueuedStep
 from stack.train.readback import Readback
 from stack.train.resume_check import tensors_digest
-from tests.support.ledger_support import findings
+from tests.support.ledger_support import assert_found, edited, findings, gate
 from tests.support.train_support import (
     CrossEntropyScaled,
     differences,
@@ -192,6 +192,9 @@ def test_a_run_halts_at_a_non_finite_step_judged_behind_the_next(
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     assert not [line for line in lines if line["type"] == "sample"]
     assert findings(run) == []  # its reader served steps 9 and 10, which no line logs
+    # ...and no more: a count three steps past the last line is not the reader's
+    taken = edited(run, lambda data, _dir: gate(data, "GATE-DATA-001")["measured"].update(taken_batches=11))
+    assert_found(findings(taken), "taken_batches is 11, but a run halted after its step 8")
 
 
 @pytest.mark.gate("GATE-TRAIN-002")
