@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from contracts.errors import GateViolation
+from stack.data.reader import TokenReader
 from stack.model import gpt as gpt_module
 from stack.train import checkpoint as ckpt
 from stack.train import loop
@@ -258,3 +259,22 @@ def test_a_readback_holds_the_values_it_was_made_from() -> None:
     measured.fill_(0.0)
     got = readback.values()
     assert got[:2] == [1.5, 2.0] and math.isnan(got[2])
+
+
+@pytest.mark.usefixtures("fused")
+def test_a_corpus_that_runs_out_behind_a_queued_step_stops_at_the_last_whole_step(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With data.wrap=false no step is queued that the corpus cannot finish: the run stops after
+    the epoch's last whole step, checkpointed there, and its record holds to its artifacts."""
+    exhausting = ("train.batch_size=8", "model.ctx=64", "train.grad_accum=8", "train.steps=1000")
+    nothing_before = ("eval.every=1000", "ckpt.every=1000", "monitor.sample_every=1000")
+    ahead = _queued_ahead(monkeypatch)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, *exhausting, *nothing_before, "data.wrap=false")) == 3
+    last = TokenReader(data, batch_size=8, seq_len=64, seed=0).steps_per_epoch // 8
+    assert ahead == list(range(7, last + 1))  # the last whole step too, behind the one before it
+    assert [line["step"] for line in step_lines(run)] == list(range(1, last + 1))
+    assert ckpt.list_checkpoints(run)[-1].name == f"step-{last:07d}"
+    assert evidence(run)["run"]["status"] == "exhausted"
+    assert findings(run) == []
