@@ -138,7 +138,7 @@ def _stability(m: Measured, t: Thresholds) -> list[str]:
 @judges("GATE-TRAIN-003", needs=("loss", "grad_norm"))
 def _finite(m: Measured, t: Thresholds) -> list[str]:
     """The step's loss and gradient norm finite (judged before its optimizer step, or after one the
-    device skipped for them: rev 3); under fp16 loss scaling an overflowing gradient with a finite
+    device skipped for them); under fp16 loss scaling an overflowing gradient with a finite
     loss is a step the scaler skipped (`loss_scale`, the scale it left), allowed while that scale
     stays at least min_loss_scale: below it the gradients overflow at any scale."""
     loss, grad_norm = number(m, "loss"), number(m, "grad_norm")

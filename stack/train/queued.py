@@ -7,7 +7,7 @@ batch. Where the optimizer can skip a step on the device, the loop queues the op
 and, in `Trainer.run`, the next step's forwards and backwards too, and judges the step while the
 GPU works (`Trainer.judge`): the GPU is then idle only when the host is slower than a step.
 
-What a step judged late still guarantees (GATE-TRAIN-003, revision 3): its optimizer step is
+What a step judged late still guarantees (GATE-TRAIN-003): its optimizer step is
 skipped on the device where its loss or gradient norm is not finite (`step_unless`: a fused AdamW
 leaves weights, moments and its step count as they were, as it does for a loss scaler's overflow),
 and the run judges every step before anything reads or keeps what it made (an evaluation, a
