@@ -29,6 +29,7 @@ from benchmarks.model_speed import cuda_kernels
 from contracts.derive.benchmarks import ns_per_element, quotient, share
 from contracts.evidence import RunStatus, file_record, free_run_id, new_record, now
 from contracts.spec import load_spec
+from stack.kernels.host_checks import engine as checks_engine
 from stack.kernels.host_stats import copy_rows, engine
 from stack.model import GPT, ModelConfig
 from stack.trace import tracer as tracer_module
@@ -186,6 +187,9 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
         # What computed the statistics: on a CPU the C kernel (and which of its paths), or the torch
         # ops and why; on CUDA the Triton kernels.
         "statistics_engine": engine() if device.type == "cpu" else "triton",
+        # What measured GATE-TRACE-002's sampled checks: on a CPU the C kernel, or the torch ops and
+        # why; on CUDA the torch ops.
+        "checks_engine": checks_engine() if device.type == "cpu" else "torch",
         "untraced_ms": round(1e3 * statistics.median(plain), 3),
         "traced_ms": round(1e3 * statistics.median(traced), 3),
         "ratio": round(ratio, 4),

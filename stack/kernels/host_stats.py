@@ -10,17 +10,10 @@ sums short runs in float32 lanes and everything longer in float64, with a std as
 two-pass one (its header says how and how close), and gives the same bits for the same values
 whatever the layout or the number of threads.
 
-Why built here, not shipped: the kernel is a page of plain C with no Python or torch headers,
-so the system C compiler (`$CC`, else `cc`) builds it in under a second, once per machine. The
-library is cached under `$XDG_CACHE_HOME/gatestack/` (else `~/.cache/gatestack/`), named by a
-digest of the source, the flags and the platform, and written under a temporary name then
-renamed, so concurrent first uses never load half a file. ctypes loads it and releases the GIL
-during each call. One build serves every x86-64 CPU: the AVX-512 path is chosen at load time.
-
-Threads: when torch's own parallel backend is OpenMP, the kernel is built with OpenMP too, so
-its `omp parallel` runs on the thread pool torch's operators use (the same libgomp.so.1, which
-the loader shares), with torch.get_num_threads() threads, instead of starting threads of its
-own that would contend with torch's. A compiler without OpenMP gives a one-thread build.
+Built on first use by the system C compiler and cached (stack.kernels.host_build says how and
+why), with OpenMP where torch runs on it: the kernel's `omp parallel` then runs on torch's own
+thread pool, with torch.get_num_threads() threads. One build serves every x86-64 CPU: the AVX-512
+path is chosen at load time.
 
 Where it cannot help, `host_site_stats` says so with None and the torch ops compute the same
 statistics: a float64 site (its precision is the torch path's to keep, as on CUDA), a site
@@ -33,20 +26,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from stack.kernels.host_build import loaded
+
 SOURCE = Path(__file__).with_name("host_stats.c")
-BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=off")
 STATS_LEN = 9  # mean, std, min, max, absmax, nan, inf, zero, l1 (stack.trace.stats.DEVICE_STATS)
 # gs_site_stats_*(x, rows, cols, stride, threads, out, at, count, width, dst): the statistics, and the
 # `count` token rows `at` of `width` elements copied into dst (count 0: none)
@@ -55,50 +42,8 @@ _ARGS += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
 _NO_ROWS = (None, 0, 0, None)
 
 
-def cache_dir() -> Path:
-    """Where built kernels are kept (XDG's user cache)."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "gatestack"
-
-
-def compiler() -> str | None:
-    """The C compiler's path: `$CC`, else `cc`, on PATH; None when there is none."""
-    return shutil.which(os.environ.get("CC", "cc"))
-
-
-def flag_sets() -> list[tuple[str, ...]]:
-    """The builds to try, best first: with OpenMP where torch runs on OpenMP, then without."""
-    plain = [*BASE_FLAGS]
-    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        return [(*plain, "-fopenmp"), tuple(plain)]
-    return [tuple(plain)]
-
-
-def build(cc: str, flags: tuple[str, ...], directory: Path) -> Path:
-    """The kernel's shared library in `directory`, compiled by `cc` unless it is there already.
-
-    Raises OSError (a directory it cannot write) or CalledProcessError (the compiler refused).
-    """
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(f"{cc} {' '.join(flags)} {sys.platform}-{platform.machine()}".encode())
-    target = directory / f"host_stats-{digest.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=directory, prefix=target.stem, suffix=".part")
-    os.close(fd)
-    try:
-        command = [cc, *flags, str(SOURCE), "-o", partial, "-lm"]
-        subprocess.run(command, check=True, capture_output=True, text=True)
-        os.replace(partial, target)
-    finally:
-        Path(partial).unlink(missing_ok=True)
-    return target
-
-
-def load(path: Path) -> ctypes.CDLL:
-    """The built library with its functions' signatures declared."""
-    library = ctypes.CDLL(str(path))
+def declare(library: ctypes.CDLL) -> ctypes.CDLL:
+    """`library` with its functions' signatures declared."""
     for name in (
         "gs_site_stats_f32",
         "gs_site_stats_f32_portable",
@@ -111,30 +56,10 @@ def load(path: Path) -> ctypes.CDLL:
     return library
 
 
-def _built(cc: str, flags: tuple[str, ...]) -> ctypes.CDLL:
-    try:
-        return load(build(cc, flags, cache_dir()))
-    except OSError:  # an unwritable cache or a damaged file in it: build for this process only
-        with tempfile.TemporaryDirectory(prefix="gatestack-kernels-") as scratch:
-            return load(build(cc, flags, Path(scratch)))  # once loaded, it outlives its file
-
-
 @functools.cache
 def _library() -> ctypes.CDLL | str:
     """The loaded kernel, or why there is none (the torch ops then compute every site)."""
-    cc = compiler()
-    if cc is None:
-        return f"no C compiler ({os.environ.get('CC', 'cc')}) on PATH"
-    failure = ""
-    for flags in flag_sets():
-        try:
-            return _built(cc, flags)
-        except subprocess.CalledProcessError as error:
-            lines = (error.stderr or "").strip().splitlines()
-            failure = f"{cc} did not build {SOURCE.name}: {lines[0] if lines else error}"
-        except OSError as error:
-            failure = f"the C kernel could not be built or loaded: {error}"
-    return failure
+    return loaded(SOURCE, declare, openmp=True)
 
 
 def engine() -> str:

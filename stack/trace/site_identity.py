@@ -60,6 +60,7 @@ from torch import nn
 
 from contracts.device_copy import sent
 from contracts.site_statistics import Empty, by_size, place_rows
+from stack.kernels.host_checks import host_deviations, host_product_deviations
 from stack.kernels.host_stats import copy_rows
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT
@@ -203,7 +204,11 @@ def sampled_deviations(
     instead of a dozen small passes per site. The difference is taken in float32 here: within a
     rounding of itself of the float64 one (where an identity holds the two sides are within a
     factor 2 of each other and their difference is exact), far below site_identity_rtol. On the
-    host a largest difference that is finite proves every element finite, as in `site_deviation`."""
+    host the C kernel measures them all in one call (stack.kernels.host_checks), with the same
+    bits; where it cannot, a largest difference that is finite proves every element finite, as in
+    `site_deviation`."""
+    if pairs and on_host(pairs[0][0]) and (by_kernel := host_deviations(pairs)) is not None:
+        return by_kernel[0]
     device = pairs[0][0].device if pairs else torch.device("cpu")
     out = torch.zeros(len(pairs), len(DEVIATION), dtype=torch.float64, device=device)
     # an empty pair (an expert no token was routed to) is no difference: its row stays 0
@@ -290,7 +295,7 @@ def probes(linear: nn.Linear, count: int) -> Probes:
     seeded = torch.Generator().manual_seed(width)
     # Drawn width by count and taken as rows: the same seeded vectors whichever way they are stored.
     drawn = torch.randn(width, count, generator=seeded, dtype=torch.float64).t()
-    outputs = (drawn / drawn.abs().sum(1, keepdim=True)).float().to(weight.device)
+    outputs = (drawn / drawn.abs().sum(1, keepdim=True)).float().contiguous().to(weight.device)
     with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
         inputs = outputs @ weight.detach().float()
         offset = outputs.new_zeros(count, 1) if bias is None else outputs @ bias.detach().float()[:, None]
@@ -382,7 +387,7 @@ class SiteIdentities:
         probe_count: int | None = None,
         scratch: Scratch | None = None,
     ) -> None:
-        self.table, self.fed, self.ablated, self.sample_rows = table, fed, ablated, sample_rows
+        self.fed, self.sample_rows = fed, sample_rows
         self.probe_count = probe_count
         # Where the sampled rows and their recomputations are kept until `deviations` (a traced
         # forward lends its own: stack.trace.scratch says why).
@@ -409,6 +414,9 @@ class SiteIdentities:
         # that a traced forward frees each activation when the plain one does, and reuses its
         # memory while it is still in the cache.
         self._reads = frozenset(read for identity in table.values() for read in identity.reads)
+        # The identities asked (an ablated site's is not), and the sites whose rows a check reads.
+        self._checked = {name: identity for name, identity in table.items() if name not in ablated}
+        self._copied = self._reads | self._checked.keys()
         self._seen: dict[str, torch.Tensor] = {}
         # The sampled rows of each site read or checked so far in this block, copied when the site
         # is shown (before anything can write into it), so that q, k and v, which read one site,
@@ -430,9 +438,7 @@ class SiteIdentities:
         reads them: a caller that asks copies them into it as the site is shown, before `visit` (a
         traced forward's statistics kernel does, in its visit of the site: stack.trace.stats);
         `visit` copies them itself for a caller that did not ask."""
-        if self.sample_rows is None or not tensor.dim():
-            return None
-        if name not in self._reads and (name not in self.table or name in self.ablated):
+        if self.sample_rows is None or name not in self._copied or not tensor.dim():
             return None
         chosen = self._sampled(row_count(tensor), tensor.device)
         if chosen is None:  # no more rows than the sample: the check reads the whole site
@@ -450,11 +456,10 @@ class SiteIdentities:
                 copy_rows(tensor, *claimed[1:])
         if claimed is not None:
             self._site_rows[name] = claimed[1:]
-        identity = self.table.get(name)
-        checked = identity is not None and name not in self.ablated
+        identity = self._checked.get(name)
         if name in self._reads:
             self._seen[name] = tensor
-        if checked:
+        if identity is not None:
             reads = [self._read(read) for read in identity.reads]
             if any(read is None for read in reads):  # shown before what it is computed from
                 self.rows[name] = self._counted(0, 0, _UNMATCHED.to(tensor.device))
@@ -549,7 +554,7 @@ class SiteIdentities:
         queued, so the rows are the projections' there and `projections_finite` says, with the
         trace's one transfer, which sites `remeasured` must measure again."""
         products, self._products = self._products, []
-        if not products:
+        if not products or self._measured_on_host(products):
             return
         with torch.autocast(products[0][1].device.type, enabled=False):
             order, projected, recomputed = projected_together(
@@ -573,6 +578,32 @@ class SiteIdentities:
                 self._pending.append((name, side, again))
             else:
                 self._pending.append((name, traced, linear.forward(read)))
+
+    def _measured_on_host(self, products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]]) -> bool:
+        """`_measure_products` by the C kernel (stack.kernels.host_checks), where the rows are on the
+        host and it can read them: the projections and their deviations in two calls, a site whose
+        projections were not all finite set against its module recomputed on its rows. False where
+        the torch ops must measure them."""
+        first = products[0][1]
+        if not on_host(first):
+            return False
+        count = self.probe_count or 0
+        checks = []
+        for _, traced, read, linear in products:
+            made = probes(linear, count)
+            checks.append((made.outputs, made.inputs, made.offset, traced, read))
+        shape = (len(products), count * first.shape[0])
+        sides = [self.scratch.take(shape, torch.float32, first.device) for _ in range(2)]
+        measured = host_product_deviations(checks, *sides)
+        if measured is None:
+            return False
+        rows, finite = measured
+        for (name, traced, read, linear), row, ok in zip(products, rows, finite, strict=True):
+            if ok:
+                self.rows[name] = row
+            else:
+                self._pending.append((name, traced, linear.forward(read)))
+        return True
 
     @torch.no_grad()
     def remeasured(self, finite: list[float]) -> dict[str, torch.Tensor]:

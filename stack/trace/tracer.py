@@ -256,6 +256,10 @@ class Rows:
         return matrix[: self.count]
 
 
+# The slices' rows made before a forward: one per row layout the statistics kernels read (six at the
+# `small` preset: statistics_sample); a forward that checks more takes another matrix as large.
+_SLICES = 8
+
 # GATE-TRACE-002's values of each site an identity checks, by site (site_identity.as_measured).
 Measured = dict[str, dict[str, Any]]
 
@@ -278,7 +282,8 @@ class _Recorder:
     ) -> None:
         self.keep, self.ablate, self.identities, self.sample = keep, ablate, identities, sample
         self.statistics_elements = statistics_elements
-        self.stats, self.slice_stats = Rows(sites, device), Rows(sites, device)
+        # A row per site, and one per sampled site whose check reads a slice of it (`_sample`).
+        self.stats, self.slice_stats = Rows(sites, device), Rows(_SLICES, device)
         # On CUDA, the sites' merges, queued as they are shown and launched together after the
         # forward (stack.trace.stats.finish): their rows are written only then.
         self.pending: list = []

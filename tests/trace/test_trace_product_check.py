@@ -17,6 +17,7 @@ import torch
 
 from contracts.errors import GateViolation
 from contracts.spec import load_spec
+from stack.kernels import host_checks
 from stack.trace import site_identity
 from stack.trace.site_identity import Identity, SiteIdentities, probes, sampled_rows
 from stack.trace.tracer import trace_forward
@@ -28,12 +29,15 @@ PROBES = int(load_spec().threshold("GATE-TRACE-002", "identity_probes"))
 RTOL = float(load_spec().threshold("GATE-TRACE-002", "site_identity_rtol"))
 
 
-@pytest.fixture(params=["host", "accelerator"])
+@pytest.fixture(params=["host", "host, torch ops", "accelerator"])
 def checked_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Where the product check runs: on the host, or as on an accelerator, where reading whether a
+    """Where the product check runs: on the host, by the C kernel (stack.kernels.host_checks) or,
+    where it cannot be built, by the torch ops; or as on an accelerator, where reading whether a
     projection is finite would wait for the whole forward (site_identity.on_host false: the masked
     paths run, and the projections' finiteness is read with the trace's one transfer, after which
     the sites whose were not finite are measured again)."""
+    if request.param == "host, torch ops":
+        monkeypatch.setattr(host_checks, "_kernel", lambda: None)
     if request.param == "accelerator":
         monkeypatch.setattr(site_identity, "on_host", lambda _tensor: False)
     return request.param

@@ -3,6 +3,7 @@ computes its statistics right, and reads the device once per forward."""
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,7 @@ from benchmarks.stats_tiles import CANDIDATES as STATS_TILE_CANDIDATES
 from contracts import site_statistics
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
-from stack.kernels import host_stats
+from stack.kernels import host_build, host_stats
 from stack.kernels.site_stats import Tile
 from stack.trace import ablation, modes, site_identity
 from stack.trace import stats as stats_module
@@ -570,14 +571,15 @@ def test_a_non_finite_site_goes_to_the_torch_ops_which_count_it(nans: int, infs:
 
 
 def test_the_kernel_builds_once_into_its_cache(tmp_path: Path) -> None:
-    cc = host_stats.compiler()
+    cc = host_build.compiler()
     assert cc is not None, "the CPU trace statistics need a C compiler on this machine"
-    flags = host_stats.flag_sets()[0]
-    built = host_stats.build(cc, flags, tmp_path)
+    flags = host_build.flag_sets(openmp=True)[0]
+    built = host_build.build(host_stats.SOURCE, cc, flags, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no partial file is left behind
     stamp = built.stat().st_mtime_ns
-    assert host_stats.build(cc, flags, tmp_path) == built and built.stat().st_mtime_ns == stamp
-    library = host_stats.load(built)
+    assert host_build.build(host_stats.SOURCE, cc, flags, tmp_path) == built
+    assert built.stat().st_mtime_ns == stamp
+    library = host_stats.declare(ctypes.CDLL(str(built)))
     assert library.gs_site_stats_build().decode().split()[0] in {"avx512", "portable"}
 
 
