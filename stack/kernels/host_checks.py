@@ -32,7 +32,7 @@ from stack.kernels.host_build import loaded
 
 SOURCE = Path(__file__).with_name("host_checks.c")
 DEVIATION_WIDTH = 3  # max_abs_diff, ref_absmax, unmatched (stack.trace.site_identity.DEVIATION)
-_BF16 = {torch.float32: 0, torch.bfloat16: 1}
+_BF16_FLAG = {torch.float32: 0, torch.bfloat16: 1}  # the dtypes the kernel reads, and how it is told
 
 _Pointers = ctypes.POINTER(ctypes.c_void_p)
 _Flags = ctypes.POINTER(ctypes.c_int)
@@ -82,6 +82,7 @@ def engine() -> str:
 
 
 def _kernel() -> ctypes.CDLL | None:
+    """The loaded kernel, or None where there is none."""
     library = _library()
     return None if isinstance(library, str) else library
 
@@ -89,7 +90,7 @@ def _kernel() -> ctypes.CDLL | None:
 def _readable(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
     """The tensors as the kernel reads them (contiguous CPU float32 or bfloat16), or None when one
     is not of those dtypes or not on the host."""
-    if not all(t.dtype in _BF16 and t.is_cpu for t in tensors):
+    if not all(t.dtype in _BF16_FLAG and t.is_cpu for t in tensors):
         return None
     return [t if t.is_contiguous() else t.contiguous() for t in tensors]
 
@@ -144,9 +145,9 @@ def host_deviations(
         library,
         portable,
         [t.data_ptr() for t in traced],
-        [_BF16[t.dtype] for t in traced],
+        [_BF16_FLAG[t.dtype] for t in traced],
         [r.data_ptr() for r in recomputed],
-        [_BF16[r.dtype] for r in recomputed],
+        [_BF16_FLAG[r.dtype] for r in recomputed],
         [t.numel() for t in traced],
     )
 
@@ -192,11 +193,11 @@ def host_product_deviations(
         rows,
         probes,
         _array(ctypes.c_void_p, [t.data_ptr() for t in traced]),
-        _array(ctypes.c_int, [_BF16[t.dtype] for t in traced]),
+        _array(ctypes.c_int, [_BF16_FLAG[t.dtype] for t in traced]),
         _array(ctypes.c_int64, [t.shape[-1] for t in traced]),
         _array(ctypes.c_void_p, [r.data_ptr() for r in outputs]),
         _array(ctypes.c_void_p, [x.data_ptr() for x in read]),
-        _array(ctypes.c_int, [_BF16[x.dtype] for x in read]),
+        _array(ctypes.c_int, [_BF16_FLAG[x.dtype] for x in read]),
         _array(ctypes.c_int64, [x.shape[-1] for x in read]),
         _array(ctypes.c_void_p, [w.data_ptr() for w in inputs]),
         _array(ctypes.c_void_p, [b.data_ptr() for b in offsets]),
