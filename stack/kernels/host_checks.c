@@ -31,6 +31,12 @@
 
 #define LANES 16
 
+#if defined(__GNUC__) && !defined(__clang__)
+/* GCC warns that a 64-byte vector returned by value has another ABI with AVX-512 than without;
+ * every function that returns one here is inlined, so no call crosses the two. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 /* LANES float32s, and LANES 32-bit and 16-bit integers, as GCC's and clang's vector extensions:
  * element-wise arithmetic, one register of the AVX-512 build, four SSE ones of the portable one. */
 typedef float Lanes __attribute__((vector_size(LANES * sizeof(float))));
@@ -60,10 +66,11 @@ static inline __attribute__((always_inline)) Lanes lanes_at(const void *x, int b
     return value;
 }
 
-/* The sum of a vector's lanes, in lane order. */
-static inline __attribute__((always_inline)) float lane_sum(Lanes v) {
+/* The sum of a vector's lanes, in lane order. (Vectors are passed by address: GCC notes that a
+ * 64-byte vector passed by value has another ABI with AVX-512 than without.) */
+static inline __attribute__((always_inline)) float lane_sum(const Lanes *v) {
     float total = 0.0f;
-    for (int l = 0; l < LANES; l++) total += v[l];
+    for (int l = 0; l < LANES; l++) total += (*v)[l];
     return total;
 }
 
@@ -74,7 +81,7 @@ static inline __attribute__((always_inline)) float dot(const float *r, const voi
     int64_t body = width - width % LANES;
     for (int64_t c = 0; c < body; c += LANES) sums += lanes_at(r, 0, c) * lanes_at(x, bf16, c);
     for (int64_t c = body; c < width; c++) sums[c - body] += r[c] * element(x, bf16, c);
-    return lane_sum(sums);
+    return lane_sum(&sums);
 }
 
 /* Row x (width elements) on the GROUP probe rows r[0..GROUP) (width apart), each as `dot` sums it:
@@ -90,7 +97,7 @@ static inline __attribute__((always_inline)) void dot_group(const float *r, cons
     }
     for (int j = 0; j < GROUP; j++) {
         for (int64_t c = body; c < width; c++) sums[j][c - body] += r[j * width + c] * element(x, bf16, c);
-        out[j] = lane_sum(sums[j]);
+        out[j] = lane_sum(&sums[j]);
     }
 }
 
@@ -134,22 +141,24 @@ static inline __attribute__((always_inline)) int finite_bits(float v) {
 }
 
 /* |v| lane by lane: its sign bit cleared. */
-static inline __attribute__((always_inline)) Lanes magnitude_of(Lanes v) {
+static inline __attribute__((always_inline)) Lanes magnitude_of(const Lanes *v) {
     Bits bits;
-    memcpy(&bits, &v, sizeof bits);
+    memcpy(&bits, v, sizeof bits);
     bits &= 0x7fffffffu;
-    memcpy(&v, &bits, sizeof v);
-    return v;
+    Lanes magnitude;
+    memcpy(&magnitude, &bits, sizeof magnitude);
+    return magnitude;
 }
 
-/* v where v > w, else w, lane by lane (a NaN in v gives w's lane: as `v > w ? v : w` does). */
-static inline __attribute__((always_inline)) Lanes larger(Lanes v, Lanes w) {
-    Bits chosen = (Bits)(v > w), vb, wb;
-    memcpy(&vb, &v, sizeof vb);
-    memcpy(&wb, &w, sizeof wb);
+/* *v where *v > *w, else *w, lane by lane (a NaN in v gives w's lane: as `v > w ? v : w` does). */
+static inline __attribute__((always_inline)) Lanes larger(const Lanes *v, const Lanes *w) {
+    Bits chosen = (Bits)(*v > *w), vb, wb;
+    memcpy(&vb, v, sizeof vb);
+    memcpy(&wb, w, sizeof wb);
     Bits bits = (vb & chosen) | (wb & ~chosen);
-    memcpy(&v, &bits, sizeof v);
-    return v;
+    Lanes result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
 }
 
 /* The DEVIATION of a from b (len elements each) into out[0..3); returns whether every element of
@@ -160,9 +169,10 @@ static inline __attribute__((always_inline)) int deviation_of(const void *a, int
     Lanes worst = {0.0f}, scale = {0.0f}, probe = {0.0f};
     int64_t body = len - len % LANES;
     for (int64_t c = 0; c < body; c += LANES) {
-        Lanes x = lanes_at(a, a_bf16, c), y = lanes_at(b, b_bf16, c);
-        worst = larger(magnitude_of(x - y), worst);
-        scale = larger(magnitude_of(y), scale);
+        Lanes x = lanes_at(a, a_bf16, c), y = lanes_at(b, b_bf16, c), difference = x - y;
+        Lanes d = magnitude_of(&difference), m = magnitude_of(&y);
+        worst = larger(&d, &worst);
+        scale = larger(&m, &scale);
         probe += (x - x) + (y - y);
     }
     for (int64_t c = body; c < len; c++) {
