@@ -72,8 +72,12 @@ typedef struct {
 
 static const Totals EMPTY = {0.0, 0.0, 0.0, 0.0, INFINITY, -INFINITY, 0};
 
-/* Adds len contiguous elements of the site's dtype into the lanes; the first goes to lane 0. */
-typedef void (*Span)(const void *x, int64_t len, Lanes *a);
+/* Adds len elements of the site's dtype into the lanes, the first to lane 0, read as pieces: the
+ * first `first` elements from x, then runs of `cols` elements, each `gap` bytes after the end of
+ * the one before (a site's rows). Every piece but the last fills whole lane rounds. One call spans
+ * a block however many rows it straddles, so that the AVX-512 span can fetch each next row while it
+ * reads one (see there). */
+typedef void (*Span)(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap, Lanes *a);
 
 /* The float32 sums into the float64 ones, lane by lane. */
 static void flush(Lanes *l) {
@@ -109,15 +113,19 @@ static inline float from_bf16(uint16_t h) {
 
 /* The portable span of a dtype: element by element, as `add` says. */
 #define PORTABLE_SPAN(name, type, value)                                                                        \
-    static void name(const void *data, int64_t len, Lanes *a) {                                                 \
-        const type *x = data;                                                                                   \
+    static void name(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap, Lanes *a) {          \
         Lanes l = *a; /* a local copy: the compiler need not fear that x aliases the lanes */                   \
-        int64_t body = len - len % LANES;                                                                       \
-        for (int64_t i = 0; i < body; i += LANES) {                                                             \
-            for (int k = 0; k < LANES; k++) add(&l, k, value(x[i + k]));                                        \
-            if (++l.rounds == ROUNDS) flush(&l);                                                                \
+        for (int64_t done = 0, take = first; done < len; done += take, take = cols) {                           \
+            const type *piece = (const type *)x;                                                                \
+            take = take < len - done ? take : len - done;                                                       \
+            x += take * (int64_t)sizeof(type) + gap;                                                            \
+            int64_t body = take - take % LANES;                                                                 \
+            for (int64_t i = 0; i < body; i += LANES) {                                                         \
+                for (int k = 0; k < LANES; k++) add(&l, k, value(piece[i + k]));                                \
+                if (++l.rounds == ROUNDS) flush(&l);                                                            \
+            }                                                                                                   \
+            for (int64_t i = body; i < take; i++) add(&l, (int)(i - body), value(piece[i]));                    \
         }                                                                                                       \
-        for (int64_t i = body; i < len; i++) add(&l, (int)(i - body), value(x[i]));                             \
         *a = l;                                                                                                 \
     }
 
@@ -130,43 +138,61 @@ PORTABLE_SPAN(span_portable_bf16, uint16_t, from_bf16)
 
 /* Sixteen elements a step, lanes 0-15, in float32 (sixteen bfloat16s widened in the register:
  * zero-extended to 32 bits and shifted into the top half); every ROUNDS steps the float32 sums
- * are added into float64 ones (two halves of eight). */
+ * are added into float64 ones (two halves of eight).
+ *
+ * Each step also asks for the same place in the next two row pieces (prefetches, which change no
+ * value). A site sliced from a wider product (a feed-forward's gate and up halves: rows of 4 KiB
+ * every 8 KiB in float32) is a stream that jumps a page at every row, where the hardware's
+ * prefetcher stops, so each row began with the latency of memory: the gate and up sites of a
+ * `small` forward took 0.53 ns an element against 0.20 for the same elements contiguous, and
+ * 0.23 with the prefetches (one EPYC core; one row ahead alone, 0.32). */
 __attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
-span_avx512(const void *data, int64_t len, Lanes *a, int bf16) {
-    int64_t body = len - len % LANES;
+span_avx512(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap, Lanes *a, int bf16) {
     __m512 low = _mm512_loadu_ps(a->low), high = _mm512_loadu_ps(a->high);
     __m512 shift = _mm512_set1_ps(a->shift);
     __m512 fsum = _mm512_loadu_ps(a->fsum), fsq = _mm512_loadu_ps(a->fsquares), fl1 = _mm512_loadu_ps(a->fl1);
     __m512d sum0 = _mm512_loadu_pd(a->sum), sum1 = _mm512_loadu_pd(a->sum + 8);
     __m512d sq0 = _mm512_loadu_pd(a->squares), sq1 = _mm512_loadu_pd(a->squares + 8);
     __m512d l10 = _mm512_loadu_pd(a->l1), l11 = _mm512_loadu_pd(a->l1 + 8);
-    int64_t zeros = 0;
+    int64_t size = bf16 ? (int64_t)sizeof(uint16_t) : (int64_t)sizeof(float);
+    int64_t zeros = 0, done = 0, take = first < len ? first : len, body = take - take % LANES;
     int rounds = a->rounds;
-    for (int64_t i = 0; i < body; i += LANES) {
-        __m512 v;
-        if (bf16) {
-            __m256i halves = _mm256_loadu_si256((const __m256i *)((const uint16_t *)data + i));
-            v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
-        } else {
-            v = _mm512_loadu_ps((const float *)data + i);
+    for (;;) {
+        const char *next = x + take * size + gap; /* the next piece, from its first element */
+        int64_t ahead = len - done - take; /* how much of it there is */
+        for (int64_t i = 0; i < body; i += LANES) {
+            __m512 v;
+            if (bf16) {
+                __m256i halves = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + i));
+                v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+            } else {
+                v = _mm512_loadu_ps((const float *)x + i);
+            }
+            if (i < ahead) _mm_prefetch(next + i * size, _MM_HINT_T0);
+            if (i + cols < ahead) _mm_prefetch(next + cols * size + gap + i * size, _MM_HINT_T1);
+            low = _mm512_min_ps(low, v);
+            high = _mm512_max_ps(high, v);
+            zeros += __builtin_popcount(_mm512_cmpeq_ps_mask(v, _mm512_setzero_ps()));
+            __m512 d = _mm512_sub_ps(v, shift);
+            fsum = _mm512_add_ps(fsum, d);
+            fsq = _mm512_add_ps(fsq, _mm512_mul_ps(d, d));
+            fl1 = _mm512_add_ps(fl1, _mm512_abs_ps(v));
+            if (++rounds == ROUNDS) {
+                sum0 = _mm512_add_pd(sum0, _mm512_cvtps_pd(_mm512_castps512_ps256(fsum)));
+                sum1 = _mm512_add_pd(sum1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(fsum, 1)));
+                sq0 = _mm512_add_pd(sq0, _mm512_cvtps_pd(_mm512_castps512_ps256(fsq)));
+                sq1 = _mm512_add_pd(sq1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(fsq, 1)));
+                l10 = _mm512_add_pd(l10, _mm512_cvtps_pd(_mm512_castps512_ps256(fl1)));
+                l11 = _mm512_add_pd(l11, _mm512_cvtps_pd(_mm512_extractf32x8_ps(fl1, 1)));
+                fsum = fsq = fl1 = _mm512_setzero_ps();
+                rounds = 0;
+            }
         }
-        low = _mm512_min_ps(low, v);
-        high = _mm512_max_ps(high, v);
-        zeros += __builtin_popcount(_mm512_cmpeq_ps_mask(v, _mm512_setzero_ps()));
-        __m512 d = _mm512_sub_ps(v, shift);
-        fsum = _mm512_add_ps(fsum, d);
-        fsq = _mm512_add_ps(fsq, _mm512_mul_ps(d, d));
-        fl1 = _mm512_add_ps(fl1, _mm512_abs_ps(v));
-        if (++rounds == ROUNDS) {
-            sum0 = _mm512_add_pd(sum0, _mm512_cvtps_pd(_mm512_castps512_ps256(fsum)));
-            sum1 = _mm512_add_pd(sum1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(fsum, 1)));
-            sq0 = _mm512_add_pd(sq0, _mm512_cvtps_pd(_mm512_castps512_ps256(fsq)));
-            sq1 = _mm512_add_pd(sq1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(fsq, 1)));
-            l10 = _mm512_add_pd(l10, _mm512_cvtps_pd(_mm512_castps512_ps256(fl1)));
-            l11 = _mm512_add_pd(l11, _mm512_cvtps_pd(_mm512_extractf32x8_ps(fl1, 1)));
-            fsum = fsq = fl1 = _mm512_setzero_ps();
-            rounds = 0;
-        }
+        if (body < take || ahead == 0) break; /* the last piece, with its last take % 16 or none */
+        done += take;
+        x = next;
+        take = cols < ahead ? cols : ahead;
+        body = take - take % LANES;
     }
     _mm512_storeu_ps(a->low, low);
     _mm512_storeu_ps(a->high, high);
@@ -181,20 +207,23 @@ span_avx512(const void *data, int64_t len, Lanes *a, int bf16) {
     _mm512_storeu_pd(a->l1 + 8, l11);
     a->zeros += zeros;
     a->rounds = rounds;
-    if (body < len) { /* the last len % 16, into lanes 0 onwards */
+    if (body < take) { /* the last take % 16, into lanes 0 onwards */
+        int64_t rest = take - body;
         if (bf16)
-            span_portable_bf16((const uint16_t *)data + body, len - body, a);
+            span_portable_bf16(x + body * size, rest, rest, rest, 0, a);
         else
-            span_portable_f32((const float *)data + body, len - body, a);
+            span_portable_f32(x + body * size, rest, rest, rest, 0, a);
     }
 }
 
-__attribute__((target("avx512f,avx512dq"))) static void span_avx512_f32(const void *x, int64_t len, Lanes *a) {
-    span_avx512(x, len, a, 0);
+__attribute__((target("avx512f,avx512dq"))) static void span_avx512_f32(const char *x, int64_t len, int64_t first,
+                                                                         int64_t cols, int64_t gap, Lanes *a) {
+    span_avx512(x, len, first, cols, gap, a, 0);
 }
 
-__attribute__((target("avx512f,avx512dq"))) static void span_avx512_bf16(const void *x, int64_t len, Lanes *a) {
-    span_avx512(x, len, a, 1);
+__attribute__((target("avx512f,avx512dq"))) static void span_avx512_bf16(const char *x, int64_t len, int64_t first,
+                                                                          int64_t cols, int64_t gap, Lanes *a) {
+    span_avx512(x, len, first, cols, gap, a, 1);
 }
 #endif
 
@@ -250,10 +279,10 @@ static Totals finish(Lanes *a, int64_t len) {
     return t;
 }
 
-/* The totals of elements [first, end) in logical order, block by block. A block is spanned row
- * piece by row piece in its own dtype; every piece but the last must fill whole lane rounds, so
- * with a width that is not a multiple of LANES a block that straddles rows is copied into one
- * buffer first. */
+/* The totals of elements [first, end) in logical order, block by block. A block is spanned in one
+ * call, row piece by row piece in its own dtype; every piece but the last must fill whole lane
+ * rounds, so with a width that is not a multiple of LANES a block that straddles rows is copied
+ * into one buffer first. */
 static Totals part_totals(Reader r, const char *data, int64_t cols, int64_t stride, int64_t first, int64_t end) {
     float scratch[BLOCK]; /* room for a block of either dtype */
     Totals t = EMPTY;
@@ -263,13 +292,8 @@ static Totals part_totals(Reader r, const char *data, int64_t cols, int64_t stri
         float shift = r.size == sizeof(float) ? *(const float *)start : from_bf16(*(const uint16_t *)start);
         Lanes a = {.shift = shift};
         for (int k = 0; k < LANES; k++) a.low[k] = a.high[k] = shift;
-        if (col + len <= cols) {
-            r.span(start, len, &a);
-        } else if (cols % LANES == 0) {
-            for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
-                take = cols - col < len - done ? cols - col : len - done;
-                r.span(data + (size_t)(row * stride + col) * r.size, take, &a);
-            }
+        if (col + len <= cols || cols % LANES == 0) {
+            r.span(start, len, cols - col, cols, (int64_t)((stride - cols) * r.size), &a);
         } else {
             char *into = (char *)scratch;
             for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
@@ -277,7 +301,7 @@ static Totals part_totals(Reader r, const char *data, int64_t cols, int64_t stri
                 const char *piece = data + (size_t)(row * stride + col) * r.size;
                 memcpy(into + (size_t)done * r.size, piece, (size_t)take * r.size);
             }
-            r.span(scratch, len, &a);
+            r.span(into, len, len, len, 0, &a);
         }
         Totals u = finish(&a, len);
         merge(&t, &u);
