@@ -31,6 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as torch_module
 
+# A LoRA wrapper's `adapter`: its term on the input, or None where it adds none. Named here, so that
+# the cast below is a string, not a type built again for every module of every forward.
+Adapter = Callable[[torch.Tensor], Any]
+
 
 def _global_hooks() -> bool:
     """Whether any hook is registered for every module (nn.modules.module.register_module_*)."""
@@ -90,7 +94,7 @@ def project(x: torch.Tensor, modules: Sequence[nn.Module]) -> list[torch.Tensor]
     widths = [w.shape[0] for w in weights]
     start = 0
     for module, width in zip(modules, widths, strict=True):
-        adapter = cast(Callable[[torch.Tensor], Any] | None, getattr(module, "adapter", None))
+        adapter = cast("Adapter | None", getattr(module, "adapter", None))
         term = adapter(x) if adapter is not None else None
         if term is not None:
             fused.narrow(-1, start, width).add_(term)

@@ -410,20 +410,20 @@ class SiteIdentities:
         # interpreter's and the dispatcher's (a small operation there costs several times more).
         # (its index in `counted`, name, rows, reads' rows, identity)
         self._recomputed: list[tuple[int, str, torch.Tensor, list[torch.Tensor], Identity]] = []
-        # The sites some identity reads, kept (by reference) until the block's output: no other, so
-        # that a traced forward frees each activation when the plain one does, and reuses its
-        # memory while it is still in the cache.
-        self._reads = frozenset(read for identity in table.values() for read in identity.reads)
-        # The identities asked (an ablated site's is not), and the sites whose rows a check reads.
-        self._checked = {name: identity for name, identity in table.items() if name not in ablated}
-        self._copied = self._reads | self._checked.keys()
+        # Per site some identity reads or checks, (its identity if it is asked, whether one reads
+        # it): the tensors read are kept (by reference) until the block's output, no other, so that
+        # a traced forward frees each activation when the plain one does, and reuses its memory
+        # while it is still in the cache. An ablated site's identity is not asked.
+        reads = {read for identity in table.values() for read in identity.reads}
+        self._roles = {name: (None, True) for name in reads}
+        for name, identity in table.items():
+            if name not in ablated:
+                self._roles[name] = (identity, name in reads)
         self._seen: dict[str, torch.Tensor] = {}
         # The sampled rows of each site read or checked so far in this block, copied when the site
         # is shown (before anything can write into it), so that q, k and v, which read one site,
         # and a checked site's readers share one copy: (the rows chosen, their copy).
         self._site_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        # The site whose rows `rows_for` last handed out, (name, rows chosen, scratch), for its visit.
-        self._claimed: tuple[str, torch.Tensor, torch.Tensor] | None = None
         self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
@@ -433,31 +433,29 @@ class SiteIdentities:
             return self.fed[name].to(seen.dtype)
         return seen
 
-    def rows_for(self, name: str, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Where site `name`'s sampled rows go, (rows chosen, scratch of their shape), when a check
-        reads them: a caller that asks copies them into it as the site is shown, before `visit` (a
-        traced forward's statistics kernel does, in its visit of the site: stack.trace.stats);
-        `visit` copies them itself for a caller that did not ask."""
-        if self.sample_rows is None or name not in self._copied or not tensor.dim():
+    def visit(
+        self, name: str, tensor: torch.Tensor, *, copies: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Site `name` as the forward handed it on: its identity's DEVIATION, when it has one, taken
+        now or set aside for `deviations`. A check reads a few rows of the site, copied into the
+        scratch before anything can write into it: by `visit` itself, or with `copies` by the
+        caller, to whom `visit` then returns where they go, (rows chosen, their scratch), or None
+        (none read, or every row: the site itself). A traced forward's statistics kernel copies
+        them as it reads the site (stack.trace.stats). Nothing here reads the rows' values: every
+        sampled check runs after the forward."""
+        role = self._roles.get(name)
+        if role is None:
             return None
-        chosen = self._sampled(row_count(tensor), tensor.device)
-        if chosen is None:  # no more rows than the sample: the check reads the whole site
-            return None
-        into = self.scratch.take(chosen.shape + tensor.shape[-1:], tensor.dtype, tensor.device)
-        self._claimed = (name, chosen, into)
-        return chosen, into
-
-    def visit(self, name: str, tensor: torch.Tensor) -> None:
-        """Site `name` as the forward handed it on: its identity's DEVIATION, when it has one."""
-        claimed, self._claimed = self._claimed, None
-        if claimed is None or claimed[0] != name:
-            claimed = (name, *rows) if (rows := self.rows_for(name, tensor)) else None
-            if claimed is not None:
-                copy_rows(tensor, *claimed[1:])
-        if claimed is not None:
-            self._site_rows[name] = claimed[1:]
-        identity = self._checked.get(name)
-        if name in self._reads:
+        identity, read = role
+        rows, sample = None, self.sample_rows
+        if sample is not None and tensor.dim():
+            chosen = self._sampled(row_count(tensor), tensor.device)
+            if chosen is not None:  # more rows than the sample: `sample` of them
+                into = self.scratch.take((sample, tensor.shape[-1]), tensor.dtype, tensor.device)
+                rows = self._site_rows[name] = (chosen, into)
+                if not copies:
+                    copy_rows(tensor, chosen, into)
+        if read:
             self._seen[name] = tensor
         if identity is not None:
             reads = [self._read(read) for read in identity.reads]
@@ -467,7 +465,8 @@ class SiteIdentities:
                 self.rows[name] = self._check(name, tensor, identity, reads)
         if name.endswith(".output"):  # the next block's input, the one site any later identity reads
             self._seen = {name: tensor}
-            self._site_rows = {name: kept} if (kept := self._site_rows.get(name)) else {}
+            self._site_rows = {name: rows} if rows is not None else {}
+        return rows if copies else None
 
     def _check(
         self, name: str, tensor: torch.Tensor, identity: Identity, reads: list[torch.Tensor]
@@ -493,9 +492,9 @@ class SiteIdentities:
             if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
                 return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
             self._products.append((name, sampled, read_rows[0], linear))
-            return self._counted(rows, len(chosen), None)
+            return self._counted(rows, sampled.shape[0], None)
         self._recomputed.append((len(self.counted), name, sampled, read_rows, identity))
-        return self._counted(rows, len(chosen), None)
+        return self._counted(rows, sampled.shape[0], None)
 
     def _sampled(self, rows: int, device: torch.device) -> torch.Tensor | None:
         """`sampled_rows` of a site of `rows` rows on `device`, made once per forward and shape."""
@@ -598,7 +597,7 @@ class SiteIdentities:
         if measured is None:
             return False
         rows, finite = measured
-        for (name, traced, read, linear), row, ok in zip(products, rows, finite, strict=True):
+        for (name, traced, read, linear), row, ok in zip(products, rows.unbind(0), finite, strict=True):
             if ok:
                 self.rows[name] = row
             else:

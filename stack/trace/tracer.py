@@ -307,7 +307,12 @@ class _Recorder:
             self.duplicates.append(name)
             return replacement
         self.order.append(name)
-        rows = self.identities.rows_for(name, seen)
+        self.checking = True  # an identity checked on every row recomputes its module now
+        try:
+            rows = self.identities.visit(name, seen, copies=True)
+        finally:
+            self.checking = False
+        # The statistics kernel copies the rows the checks read as it reads the site.
         row = site_stats(seen, out=self.stats.take(), rows=rows, pending=self.pending)
         self.meta[name] = (tuple(seen.shape), str(seen.dtype).removeprefix("torch."))
         if self.keep:
@@ -315,11 +320,6 @@ class _Recorder:
             self.values[name] = seen.detach().clone()
         if self.sample(seen):
             self._sample(name, seen, row)
-        self.checking = True
-        try:
-            self.identities.visit(name, seen)
-        finally:
-            self.checking = False
         return replacement
 
     def _sample(self, name: str, seen: torch.Tensor, row: torch.Tensor) -> None:
