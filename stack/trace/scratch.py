@@ -65,9 +65,9 @@ class Scratch:
         copy_rows(tensor, at, out)
         return out
 
-    def copy(self, tensor: torch.Tensor) -> torch.Tensor:
-        """`tensor` copied into the scratch, contiguous."""
-        return self.take(tuple(tensor.shape), tensor.dtype, tensor.device).copy_(tensor)
+    def copy(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """`tensor` copied into the scratch, contiguous, in `dtype` (default: its own)."""
+        return self.take(tuple(tensor.shape), dtype or tensor.dtype, tensor.device).copy_(tensor)
 
     def reset(self) -> None:
         """Every view handed out is free again; a buffer that was short is made as large as the

@@ -260,6 +260,13 @@ class Rows:
 # `small` preset: statistics_sample); a forward that checks more takes another matrix as large.
 _SLICES = 8
 
+
+def _widened(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a slice's copy for its definitions is kept in: float32 for a narrower float (which
+    it holds exactly), the slice's own otherwise."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 # GATE-TRACE-002's values of each site an identity checks, by site (site_identity.as_measured).
 Measured = dict[str, dict[str, Any]]
 
@@ -325,9 +332,11 @@ class _Recorder:
     def _sample(self, name: str, seen: torch.Tensor, row: torch.Tensor) -> None:
         """A sampled site's statistics by the kernel and by their definitions, of the same rows,
         taken now (on the device, nothing read back) before anything can write into them: a whole
-        site's definitions at once, a bounded slice's as a copy in its own dtype (float64 would
-        double it) into the forward's scratch, whose definitions are computed with the other
-        slices' at the end of the forward (`_definitions`)."""
+        site's definitions at once, a bounded slice's as a copy into the forward's scratch, whose
+        definitions are computed with the other slices' at the end of the forward
+        (`_definitions`). The copy of a bf16 or fp16 slice is float32, which holds it exactly
+        (float64 would double it again): torch's CPU reductions run several times slower over bf16
+        than over float32, and a bf16 trace's definitions took longer than the copies' widening."""
         chosen, checked, count = statistics_slice(seen, self.statistics_elements)
         by_kernel = (
             row if checked == count else site_stats(chosen, out=self.slice_stats.take(), pending=self.pending)
@@ -335,7 +344,7 @@ class _Recorder:
         definitions = (
             site_statistics.statistics(chosen)
             if self.statistics_elements is None
-            else self.identities.scratch.copy(chosen)
+            else self.identities.scratch.copy(chosen, _widened(chosen.dtype))
         )
         self.sampled[name] = (by_kernel, definitions, (checked, count))
 
