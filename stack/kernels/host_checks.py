@@ -95,8 +95,16 @@ def _readable(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
     return [t if t.is_contiguous() else t.contiguous() for t in tensors]
 
 
+@functools.lru_cache(maxsize=64)
+def _array_type(kind: type, length: int) -> type:
+    """ctypes' type of an array of `length` `kind`s, made once: `kind * length` makes a new type
+    each time it is written, a reference cycle that only the garbage collector frees (eight per
+    traced forward set off a collection about once a forward)."""
+    return kind * length
+
+
 def _array(kind: type, values: Sequence[int]) -> ctypes.Array:
-    return (kind * len(values))(*values)
+    return _array_type(kind, len(values))(*values)
 
 
 def _measure(
@@ -111,7 +119,7 @@ def _measure(
     """gs_deviations over pairs given by their addresses: (rows, finite)."""
     count = len(sizes)
     out = torch.zeros(count, DEVIATION_WIDTH, dtype=torch.float64)
-    finite = (ctypes.c_int8 * count)()
+    finite = _array_type(ctypes.c_int8, count)()
     deviations = library.gs_deviations_portable if portable else library.gs_deviations
     deviations(
         count,
