@@ -115,10 +115,11 @@ static inline float from_bf16(uint16_t h) {
 #define PORTABLE_SPAN(name, type, value)                                                                        \
     static void name(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap, Lanes *a) {          \
         Lanes l = *a; /* a local copy: the compiler need not fear that x aliases the lanes */                   \
-        for (int64_t done = 0, take = first; done < len; done += take, take = cols) {                           \
-            const type *piece = (const type *)x;                                                                \
+        int64_t at = 0; /* bytes from x to the piece */                                                         \
+        for (int64_t done = 0, take = first; done < len;                                                        \
+             done += take, at += take * (int64_t)sizeof(type) + gap, take = cols) {                             \
             take = take < len - done ? take : len - done;                                                       \
-            x += take * (int64_t)sizeof(type) + gap;                                                            \
+            const type *piece = (const type *)(x + at);                                                         \
             int64_t body = take - take % LANES;                                                                 \
             for (int64_t i = 0; i < body; i += LANES) {                                                         \
                 for (int k = 0; k < LANES; k++) add(&l, k, value(piece[i + k]));                                \
@@ -158,8 +159,8 @@ span_avx512(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap
     int64_t zeros = 0, done = 0, take = first < len ? first : len, body = take - take % LANES;
     int rounds = a->rounds;
     for (;;) {
-        const char *next = x + take * size + gap; /* the next piece, from its first element */
-        int64_t ahead = len - done - take; /* how much of it there is */
+        int64_t step = take * size + gap; /* bytes from this piece to the next */
+        int64_t ahead = len - done - take; /* the elements after this piece */
         for (int64_t i = 0; i < body; i += LANES) {
             __m512 v;
             if (bf16) {
@@ -168,8 +169,8 @@ span_avx512(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap
             } else {
                 v = _mm512_loadu_ps((const float *)x + i);
             }
-            if (i < ahead) _mm_prefetch(next + i * size, _MM_HINT_T0);
-            if (i + cols < ahead) _mm_prefetch(next + cols * size + gap + i * size, _MM_HINT_T1);
+            if (i < ahead) _mm_prefetch(x + step + i * size, _MM_HINT_T0);
+            if (i + cols < ahead) _mm_prefetch(x + step + cols * size + gap + i * size, _MM_HINT_T1);
             low = _mm512_min_ps(low, v);
             high = _mm512_max_ps(high, v);
             zeros += __builtin_popcount(_mm512_cmpeq_ps_mask(v, _mm512_setzero_ps()));
@@ -190,7 +191,7 @@ span_avx512(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap
         }
         if (body < take || ahead == 0) break; /* the last piece, with its last take % 16 or none */
         done += take;
-        x = next;
+        x += step;
         take = cols < ahead ? cols : ahead;
         body = take - take % LANES;
     }
