@@ -530,6 +530,10 @@ def test_the_fused_statistics_tile_any_site_on_a_grid_cuda_launches(
 # Blocks that straddle rows: a width of whole lane rounds (summed row by row) and one that is not (copied).
 @example(rows=40, cols=256, margin=16, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=1)
 @example(rows=40, cols=250, margin=6, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=2)
+# The gate half of a fused gate|up product (rows of 1,024 every 2,048): spans that fetch the next rows
+# ahead as they read one, over blocks and parts that straddle rows, in both dtypes.
+@example(rows=40, cols=1024, margin=1024, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=3)
+@example(rows=40, cols=1024, margin=1024, scale=1.0, offset=3.0, zeros=2, dtype=torch.bfloat16, seed=4)
 def test_the_c_kernel_matches_a_float64_reference_in_any_layout(
     rows: int, cols: int, margin: int, scale: float, offset: float, zeros: int, dtype, seed: int
 ) -> None:
