@@ -98,8 +98,8 @@ def _readable(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
 @functools.lru_cache(maxsize=64)
 def _array_type(kind: type, length: int) -> type:
     """ctypes' type of an array of `length` `kind`s, made once: `kind * length` makes a new type
-    each time it is written, a reference cycle that only the garbage collector frees (eight per
-    traced forward set off a collection about once a forward)."""
+    each time it is written, a reference cycle that only the garbage collector frees (eight a
+    traced forward, otherwise)."""
     return kind * length
 
 
