@@ -28,15 +28,17 @@
  * Every number is a function of the elements' values and order alone: element i of a block
  * is summed in lane i % LANES, and its float32 sum flushed after lane round i / LANES % ROUNDS,
  * whatever row it sits in (a block that straddles rows of a width that is not a multiple of LANES
- * is copied into one buffer first), blocks are grouped into parts of PART elements, and the parts
- * (computed by OpenMP threads when built with it) merge in order. So the same values give the
- * same bits whatever the tensor's layout and however many threads ran. Both spans multiply and
+ * is copied into one buffer first), and the blocks (shared among OpenMP threads when built with
+ * it) merge in order, whichever thread summed each. So the same values give the same bits
+ * whatever the tensor's layout and however many threads ran. A block is the unit of that merge
+ * too, not a group of blocks, so that GATE-TRACE-002's slice of at most two blocks' elements
+ * runs it (a larger unit would leave the slices the threads' merge never reached). Both spans multiply and
  * add separately (the library is built with -ffp-contract=off), so they give the same bits too.
  *
  * A NaN or an Inf makes the sums non-finite, and so do finite elements large enough to overflow a
  * float32 sum or square (beyond about 1e19): the statistics are then never counted here, the
  * function returns 1 and the caller computes them another way. It returns 0 with
- * out[5] = out[6] = 0 when every sum is finite, and -1 when it could not allocate its parts.
+ * out[5] = out[6] = 0 when every sum is finite, and -1 when it could not allocate its blocks' totals.
  *
  * The AVX-512 span is chosen when the library loads (__builtin_cpu_supports), so one build
  * serves any x86-64 machine; elsewhere the portable span runs. Both compute the same sums.
@@ -48,7 +50,6 @@
 #include <string.h>
 
 #define BLOCK 8192
-#define PART (4 * BLOCK)
 #define LANES 16
 #define ROUNDS 16
 
@@ -280,52 +281,47 @@ static Totals finish(Lanes *a, int64_t len) {
     return t;
 }
 
-/* The totals of elements [first, end) in logical order, block by block. A block is spanned in one
+/* The totals of the block of len elements from element `first` in logical order, spanned in one
  * call, row piece by row piece in its own dtype; every piece but the last must fill whole lane
  * rounds, so with a width that is not a multiple of LANES a block that straddles rows is copied
  * into one buffer first. */
-static Totals part_totals(Reader r, const char *data, int64_t cols, int64_t stride, int64_t first, int64_t end) {
+static Totals block_totals(Reader r, const char *data, int64_t cols, int64_t stride, int64_t first, int64_t len) {
     float scratch[BLOCK]; /* room for a block of either dtype */
-    Totals t = EMPTY;
-    for (; first < end; first += BLOCK) {
-        int64_t len = end - first < BLOCK ? end - first : BLOCK, row = first / cols, col = first % cols;
-        const char *start = data + (size_t)(row * stride + col) * r.size;
-        float shift = r.size == sizeof(float) ? *(const float *)start : from_bf16(*(const uint16_t *)start);
-        Lanes a = {.shift = shift};
-        for (int k = 0; k < LANES; k++) a.low[k] = a.high[k] = shift;
-        if (col + len <= cols || cols % LANES == 0) {
-            r.span(start, len, cols - col, cols, (int64_t)((stride - cols) * r.size), &a);
-        } else {
-            char *into = (char *)scratch;
-            for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
-                take = cols - col < len - done ? cols - col : len - done;
-                const char *piece = data + (size_t)(row * stride + col) * r.size;
-                memcpy(into + (size_t)done * r.size, piece, (size_t)take * r.size);
-            }
-            r.span(into, len, len, len, 0, &a);
+    int64_t row = first / cols, col = first % cols;
+    const char *start = data + (size_t)(row * stride + col) * r.size;
+    float shift = r.size == sizeof(float) ? *(const float *)start : from_bf16(*(const uint16_t *)start);
+    Lanes a = {.shift = shift};
+    for (int k = 0; k < LANES; k++) a.low[k] = a.high[k] = shift;
+    if (col + len <= cols || cols % LANES == 0) {
+        r.span(start, len, cols - col, cols, (int64_t)((stride - cols) * r.size), &a);
+    } else {
+        char *into = (char *)scratch;
+        for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
+            take = cols - col < len - done ? cols - col : len - done;
+            const char *piece = data + (size_t)(row * stride + col) * r.size;
+            memcpy(into + (size_t)done * r.size, piece, (size_t)take * r.size);
         }
-        Totals u = finish(&a, len);
-        merge(&t, &u);
+        r.span(into, len, len, len, 0, &a);
     }
-    return t;
+    return finish(&a, len);
 }
 
-/* Where part k of a site of n elements ends. */
-static inline int64_t end_of(int64_t k, int64_t n) { return n - k * PART < PART ? n : (k + 1) * PART; }
+/* How many elements block k of a site of n elements holds. */
+static inline int64_t block_len(int64_t k, int64_t n) { return n - k * BLOCK < BLOCK ? n - k * BLOCK : BLOCK; }
 
 static int stats(Reader r, const void *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
-    int64_t n = rows * cols, parts = (n + PART - 1) / PART;
-    Totals *part = malloc((size_t)parts * sizeof *part);
-    if (part == NULL) return -1;
-    if (threads > 1 && parts > 1) {
+    int64_t n = rows * cols, blocks = (n + BLOCK - 1) / BLOCK;
+    Totals *block = malloc((size_t)blocks * sizeof *block);
+    if (block == NULL) return -1;
+    if (threads > 1 && blocks > 1) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t k = 0; k < parts; k++) part[k] = part_totals(r, x, cols, stride, k * PART, end_of(k, n));
+        for (int64_t k = 0; k < blocks; k++) block[k] = block_totals(r, x, cols, stride, k * BLOCK, block_len(k, n));
     } else { /* on the calling thread, without entering the OpenMP runtime (a few microseconds a site) */
-        for (int64_t k = 0; k < parts; k++) part[k] = part_totals(r, x, cols, stride, k * PART, end_of(k, n));
+        for (int64_t k = 0; k < blocks; k++) block[k] = block_totals(r, x, cols, stride, k * BLOCK, block_len(k, n));
     }
     Totals t = EMPTY;
-    for (int64_t k = 0; k < parts; k++) merge(&t, &part[k]);
-    free(part);
+    for (int64_t k = 0; k < blocks; k++) merge(&t, &block[k]);
+    free(block);
     if (!isfinite(t.l1) || !isfinite(t.m2) || !isfinite(t.mean)) return 1;
     out[0] = t.mean;
     out[1] = sqrt(t.m2 / t.count);

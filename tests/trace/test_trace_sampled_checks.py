@@ -24,6 +24,7 @@ from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.kernels import host_build, host_stats
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
 from stack.trace.site_identity import (
@@ -191,6 +192,34 @@ def test_a_kernel_whose_absmax_is_the_max_is_caught_on_slices(monkeypatch: pytes
     with pytest.raises(GateViolation, match=r"absmax") as fired:
         trace_forward(tiny_model(), batch())
     assert any(checked < rows for checked, rows in fired.value.measured["stats_rows"].values())
+
+
+# The C kernel's merge of a site's blocks (host_stats.c), each summed on its own, by OpenMP's threads
+# where there are several, and what a planted fault leaves of it: the first block of several dropped.
+_MERGE = "for (int64_t k = 0; k < blocks; k++) merge(&t, &block[k]);"
+_MERGE_WITHOUT_FIRST = "for (int64_t k = blocks > 1; k < blocks; k++) merge(&t, &block[k]);"
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+def test_a_kernel_whose_merge_drops_a_block_is_caught_on_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault class 'a kernel computing another quantity', in the merge that joins the blocks the
+    threads summed: a slice of statistics_sample_elements spans two of the kernel's blocks, so the
+    merge runs on it and the slice's statistics leave their definitions (here the logits', the one
+    layout of this model whose slice spans more than one block)."""
+    source = host_stats.SOURCE.read_text()
+    assert _MERGE in source, "the planted fault no longer matches the kernel's merge"
+    mutant = tmp_path / "host_stats.c"
+    mutant.write_text(source.replace(_MERGE, _MERGE_WITHOUT_FIRST))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    library = host_build.loaded(mutant, host_stats.declare, openmp=True)
+    assert not isinstance(library, str), library
+    monkeypatch.setattr(host_stats, "_library", lambda: library)
+    with pytest.raises(GateViolation, match="logits") as fired:
+        trace_forward(tiny_model(), batch())
+    checked, rows = fired.value.measured["stats_rows"]["logits"]
+    assert checked < rows
 
 
 def test_a_slice_is_evenly_spaced_rows_in_the_sites_own_layout() -> None:
