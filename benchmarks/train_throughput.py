@@ -441,8 +441,11 @@ def compiled_legs(
     data: Path, work: Path, preset: str, sets: list[str], steps: int, name: str, device: torch.device
 ) -> list[dict[str, Any]]:
     """Both loops under torch.compile at the preset's determinism setting, at grad_accum 1 and at the
-    preset's accumulation, timed as the eager legs are; on CUDA each with its run's allocator peak
-    (`peak_bytes`: probes, evaluation, samples and checkpoint included for the stack)."""
+    preset's accumulation, timed as the eager legs are, each with an allocator peak (`peak_bytes`,
+    probes, evaluation, samples and checkpoint included for the stack): on CUDA its timed run's, from
+    the allocator's counters; on the CPU, where only the profiler's trace of every allocation counts
+    one (allocator_peak) and would slow the timed steps, that of a memory leg of its own, compiled,
+    as `memory_rows` measures the eager loops."""
     config = resolve(preset, None, sets, vocab=data_vocab(data))
     legs = []
     for accum in sorted({1, config.train.grad_accum}):
@@ -453,11 +456,18 @@ def compiled_legs(
             "plain": lambda at=at: plain_steps(data, preset, at, steps, compiled=True),
             "stack": lambda at=at, out=out: stack_steps(data, out, preset, at, steps, compile_model=True),
         }
+        short = memory_sets(sets, device, config.train.deterministic, accum)
+        memory_out = work / f"compiled-memory-{accum}"
+        memory = {
+            "plain": lambda short=short: plain_steps(data, preset, short, MEMORY_STEPS, compiled=True),
+            "stack": lambda short=short, out=memory_out: stack_steps(
+                data, out, preset, short, MEMORY_STEPS, compile_model=True
+            ),
+        }
         for loop, run in runs.items():
             clock, peak = cuda_peak(run, device)
             row = {**leg(loop, at_config, clock, name), "compiled": True}
-            if peak is not None:
-                row["peak_bytes"] = peak
+            row["peak_bytes"] = allocator_peak(memory[loop], device)[0] if peak is None else peak
             legs.append(row)
     return legs
 
@@ -479,15 +489,21 @@ def compiled_comparisons(legs: list[dict[str, Any]], deterministic: bool) -> lis
     return rows
 
 
+def memory_sets(sets: list[str], device: torch.device, deterministic: bool, accum: int) -> list[str]:
+    """`--set` items of a memory leg: MEMORY_STEPS steps (a probed first step, a steady one, a probed
+    last one, with evaluation, samples and a checkpoint at its end) at one determinism setting and
+    accumulation."""
+    return [*sets, *steady_sets(MEMORY_STEPS, device.type), *leg_sets(deterministic, accum)]
+
+
 def memory_rows(data: Path, work: Path, preset: str, sets: list[str], device: torch.device) -> list[dict]:
     """Each loop's allocator peak over a short run at the preset's determinism setting, at grad_accum
     1 and at the preset's accumulation: the stack's run probes its first and last step, evaluates,
     samples and checkpoints, so its peak is the run's, not only a steady step's."""
-    short = [*sets, *steady_sets(MEMORY_STEPS, device.type)]
-    config = resolve(preset, None, short, vocab=data_vocab(data))
+    config = resolve(preset, None, sets, vocab=data_vocab(data))
     rows = []
     for accum in sorted({1, config.train.grad_accum}):
-        at = [*short, *leg_sets(config.train.deterministic, accum)]
+        at = memory_sets(sets, device, config.train.deterministic, accum)
         plain, plain_held = allocator_peak(lambda at=at: plain_steps(data, preset, at, MEMORY_STEPS), device)
         out = work / f"memory-{accum}"
         stack_peak, stack_held = allocator_peak(
