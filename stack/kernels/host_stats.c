@@ -30,10 +30,10 @@
  * whatever row it sits in (a block that straddles rows of a width that is not a multiple of LANES
  * is copied into one buffer first), and the blocks (shared among OpenMP threads when built with
  * it) merge in order, whichever thread summed each. So the same values give the same bits
- * whatever the tensor's layout and however many threads ran. A block is the unit of that merge
- * too, not a group of blocks, so that GATE-TRACE-002's slice of at most two blocks' elements
- * runs it (a larger unit would leave the slices the threads' merge never reached). Both spans multiply and
- * add separately (the library is built with -ffp-contract=off), so they give the same bits too.
+ * whatever the tensor's layout and however many threads ran. The block is the threads' unit as
+ * well as the merge's, so a slice GATE-TRACE-002 checks (statistics_sample_elements, two blocks)
+ * runs the merge of the threads' sums as a whole site does. Both spans multiply and add
+ * separately (the library is built with -ffp-contract=off), so they give the same bits too.
  *
  * A NaN or an Inf makes the sums non-finite, and so do finite elements large enough to overflow a
  * float32 sum or square (beyond about 1e19): the statistics are then never counted here, the
