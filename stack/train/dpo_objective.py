@@ -253,6 +253,11 @@ class Dpo(Objective):
         }
         return StepLoss(backprop=terms.loss, logged=terms.loss, metrics=metrics)
 
+    def loss_again(self, forward: Forward, model: torch.nn.Module, batch: SftBatch) -> torch.Tensor:
+        """The pairs' DPO loss, computed again without keeping its margin and accuracy as the step's
+        a second time (the loss's own checks of the batch ran when it was scored)."""
+        return self._terms(forward, pair_rows(batch)).loss
+
     def stated(self, batch: SftBatch) -> list[Consumed]:
         """The reference's scoring, then the policy's, each of the pairs' rows as the label file
         marks them: a row's targets are its next tokens where their supervised bit is set. The

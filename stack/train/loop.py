@@ -139,6 +139,7 @@ from stack.train.resume_check import Rehearsal, check_replay, check_restored, en
 from stack.train.spikes import SpikeDetector
 from stack.train.stepping import (
     AdamWSettings,
+    Draws,
     GradientReference,
     StepProbe,
     applied_lr,
@@ -790,6 +791,7 @@ class Trainer:
             tokens = self.objective.tokens(served)
             batch = self.objective.to_device(served, self.device)
             stated = self.objective.stated(batch)  # before the loss, which could change the batch
+            drawn = Draws.now(self.device) if reference is not None else None  # what the forward draws from
             with self._autocast():
                 with recording() as tape:
                     step_loss = self.objective.loss(self.forward_model, self.model, batch)
@@ -798,9 +800,7 @@ class Trainer:
                 if aux:
                     defined_totals += defined_terms(module for _, module in self.model.moe_layers())
             moe = bool(aux)
-            if reference is not None:
-                reference.add(objective)  # before the backward below frees the graph
-            if aux:  # after the reference's backward, so the hooks read the loop's own backward only
+            if aux:
                 aux_gradients.watch(step_loss.backprop, self.model)  # hooks, read by the backward below
             self.scaler.scale(objective / train.grad_accum).backward()
             tally.add(tape, stated)
@@ -819,6 +819,8 @@ class Trainer:
                 aux_totals += torch.stack([objective.detach(), *(aux[n][1].detach() for n in AUX_TERMS)])
             if extra_names:
                 extra_totals += torch.stack([step_loss.metrics[n].detach().float() for n in extra_names])
+            if reference is not None and drawn is not None:
+                reference.add(self._objective_again(batch, drawn))  # the loop's graph freed by its backward
         self.policy.after_step()
         self.scaler.unscale_(self.optimizer)
         grad_norm = distributed.local_value(
@@ -1009,6 +1011,15 @@ class Trainer:
             -self.config.eval.every :
         ]
         return line
+
+    def _objective_again(self, batch: Any, drawn: Draws) -> torch.Tensor:
+        """GATE-TRAIN-008's reference objective of one micro-batch: its forward run again, by the same
+        model (compiled or wrapped as the loop's), on the same batch, under the random state its
+        first forward drew from (`drawn`), with its own graph, which the reference's backward frees.
+        Nothing it runs is recorded as the step's (the consumed tensors, the experts' hooks)."""
+        with drawn.again(), self._autocast():
+            again = self.objective.loss_again(self.forward_model, self.model, batch)
+            return again + weighted_aux(self.model.aux_losses())
 
     def _armed_probe(self, reference: GradientReference | None, logged_norm: float, step: int) -> StepProbe:
         """GATE-TRAIN-008 at a probe, before the step: the optimizer holds the model's tensors; and the

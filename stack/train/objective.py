@@ -130,6 +130,12 @@ class Objective(ABC):
     def loss(self, forward: Forward, model: torch.nn.Module, batch: Any) -> StepLoss:
         """The loss of one micro-batch under `forward` (the model, or its DDP/compiled wrapper)."""
 
+    def loss_again(self, forward: Forward, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        """What `loss` back-propagated for `batch`, computed again and kept nowhere: GATE-TRAIN-008's
+        reference gradient is taken from it (stack.train.stepping). A task whose `loss` keeps
+        something of the step it scores overrides this, so that the step is not counted twice."""
+        return self.loss(forward, model, batch).backprop
+
     @abstractmethod
     def stated(self, batch: Any) -> list[Consumed]:
         """Each scoring the loss of `batch` must make, in order, as the batch's own tensors state it."""

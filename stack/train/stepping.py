@@ -15,11 +15,14 @@ Six facts about a step that no other gate looks at, each measured where its bug 
   leaves the optimizer stepping the tensors it replaced and the head untied: the model's weights
   then never change, and every other gate holds.
 * `gradient`: at the probes, the gradient the optimizer is handed is the clip of the gradient of
-  the step's mean objective. The reference is taken from each micro-batch's own graph by a second
-  backward pass (`torch.autograd.grad`, the graph kept for the loop's backward) of objective /
-  grad_accum at the step's loss scale, before the loop's backward runs: the same kernels in the
-  same precision, so it equals the loop's gradient to rounding in fp32, bf16 and fp16 alike
-  while only deterministic kernels run. With train.deterministic off the two backward passes may
+  the step's mean objective. The reference is taken from each micro-batch's forward run again after
+  the loop's backward, from the same batch under the random state its first forward drew from
+  (the loop's `_objective_again`), by a backward of its own (`torch.autograd.grad`) of objective /
+  grad_accum at the step's loss scale: the same kernels in the same precision, so it equals the
+  loop's gradient to rounding in fp32, bf16 and fp16 alike while only deterministic kernels run.
+  Taken so, it keeps no graph alive: a second backward through the loop's own graph, run before
+  the loop's and keeping that graph for it, held every saved activation and its whole working
+  set at once, the run's peak memory (docs/gpu.md). With train.deterministic off the two backward passes may
   sum in different orders (cuDNN's attention backward does), so the probe records whether the
   switches in force let such kernels run (`deterministic_kernels`) and the gate then holds the
   gradient to a wider, stated tolerance. The
@@ -52,7 +55,7 @@ Six facts about a step that no other gate looks at, each measured where its bug 
   norm gain of 1) leaves it bit for bit as it was.
 
 The probes are the first step of every invocation, then every evaluation step. They cost one
-more backward per micro-batch, and four copies of the trained parameters (weights, gradient and
+more forward and backward per micro-batch, and four copies of the trained parameters (weights, gradient and
 both moments before the step) with float64 work taken `CHUNK` elements at a time. A step the fp16
 loss scaler skipped (it found an overflow) changes nothing by design: nothing is judged there, and
 the next step is watched instead; one at a rate of exactly 0 is judged for everything but
@@ -64,11 +67,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch._functorch.config as functorch_config
 
 from contracts.derive.training import deterministic_kernels
 from contracts.gates import Outcome, gate_require, measure
@@ -238,13 +241,38 @@ def _reported(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
+@dataclass(frozen=True)
+class Draws:
+    """The generators a forward draws from (the CPU's, and its CUDA device's), as they stood before it
+    (`now`): GATE-TRAIN-008's reference runs a micro-batch's forward again `again`, drawing what the
+    first drew (LoRA's dropout), and leaves the run's generators where they were."""
+
+    device: torch.device
+    cpu: torch.Tensor
+    cuda: torch.Tensor | None
+
+    @classmethod
+    def now(cls, device: torch.device) -> Draws:
+        """The generators' states now, before a forward on `device` draws from them."""
+        on_cuda = device.type == "cuda"
+        return cls(device, torch.get_rng_state(), torch.cuda.get_rng_state(device) if on_cuda else None)
+
+    @contextmanager
+    def again(self) -> Iterator[None]:
+        """The block draws what the forward after `now` drew; the generators are put back after it."""
+        with torch.random.fork_rng(devices=[self.device] if self.cuda is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
 class GradientReference:
     """The gradient of the step's mean objective over its micro-batches, Σ ∂(objective / grad_accum)/∂θ,
     taken at `loss_scale` as the loop scales its backward, and the scale taken off when measured.
 
-    `add` runs before the loop's own backward of the same objective, through the same graph, which
-    it keeps for that backward. A graph torch.compile built for a backward that frees its saved
-    tensors ("donated buffers") is run here without freeing them.
+    `add` is handed each micro-batch's objective from a forward of its own (not the graph the loop
+    back-propagates), whose graph its backward frees.
     """
 
     def __init__(self, named: Named, grad_accum: int, loss_scale: float) -> None:
@@ -254,11 +282,10 @@ class GradientReference:
         self.sums: list[torch.Tensor | None] = [None] * len(named)
 
     def add(self, objective: torch.Tensor) -> None:
-        """One micro-batch's objective, before the loop back-propagates it."""
+        """One micro-batch's objective, from a forward of its own (`add` frees its graph)."""
         parameters = [p for _, p in self.named]
         scaled = objective / self.grad_accum * self.loss_scale
-        with functorch_config.patch(donated_buffer=False):
-            grads = torch.autograd.grad(scaled, parameters, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(scaled, parameters, allow_unused=True)
         for i, grad in enumerate(grads):
             if grad is not None:
                 previous = self.sums[i]
