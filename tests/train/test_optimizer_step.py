@@ -625,3 +625,38 @@ def test_a_step_with_no_nonzero_gradient_had_nothing_to_apply() -> None:
 
 def test_a_sharded_model_whose_gradient_is_not_compared_has_nothing_to_judge() -> None:
     assert judge("GATE-TRAIN-008", {"gradient_compared": False}) == []
+
+
+# -- GATE-TRAIN-008's reference gradient: a forward of its own, whose graph it frees ---------------
+
+
+def test_the_reference_gradient_frees_the_graph_it_is_taken_from() -> None:
+    """The reference keeps nothing alive past its backward (rev 5): the objective's graph is freed, so
+    a probed step holds no saved activation beyond the plain loop's; what it sums is the gradient of
+    objective / grad_accum at the loss scale."""
+    from stack.train.stepping import GradientReference
+
+    layer = torch.nn.Linear(4, 3)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    objective = torch.tanh(layer(x)).square().sum()
+    reference = GradientReference(list(layer.named_parameters()), grad_accum=2, loss_scale=8.0)
+    reference.add(objective)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        objective.backward()
+    (torch.tanh(layer(x)).square().sum() / 2 * 8.0).backward()
+    assert reference.sums[0] is not None and layer.weight.grad is not None
+    assert torch.equal(reference.sums[0], layer.weight.grad)
+
+
+def test_a_forward_drawn_again_draws_what_it_drew_and_leaves_the_generators_as_they_were() -> None:
+    """Draws.again replays the random draws of the forward after `now` (a LoRA dropout's), and the
+    run's generator then continues as if nothing had run again."""
+    from stack.train.stepping import Draws
+
+    drawn = Draws.now(torch.device("cpu"))
+    first = torch.nn.functional.dropout(torch.ones(64), p=0.5)
+    after_first = torch.get_rng_state()
+    with drawn.again():
+        second = torch.nn.functional.dropout(torch.ones(64), p=0.5)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), after_first)
