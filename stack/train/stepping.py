@@ -20,9 +20,9 @@ Six facts about a step that no other gate looks at, each measured where its bug 
   (the loop's `_objective_again`), by a backward of its own (`torch.autograd.grad`) of objective /
   grad_accum at the step's loss scale: the same kernels in the same precision, so it equals the
   loop's gradient to rounding in fp32, bf16 and fp16 alike while only deterministic kernels run.
-  Taken so, it keeps no graph alive: a second backward through the loop's own graph, run before
-  the loop's and keeping that graph for it, held every saved activation and its whole working
-  set at once, the run's peak memory (docs/gpu.md). With train.deterministic off the two backward passes may
+  Its graph is its own, freed by its backward: a backward through the loop's graph, kept for the
+  loop's, would hold every saved activation and its whole working set at once, above the plain
+  loop's peak (docs/gpu.md). With train.deterministic off the two backward passes may
   sum in different orders (cuDNN's attention backward does), so the probe records whether the
   switches in force let such kernels run (`deterministic_kernels`) and the gate then holds the
   gradient to a wider, stated tolerance. The
@@ -55,8 +55,8 @@ Six facts about a step that no other gate looks at, each measured where its bug 
   norm gain of 1) leaves it bit for bit as it was.
 
 The probes are the first step of every invocation, then every evaluation step. They cost one
-more forward and backward per micro-batch, and four copies of the trained parameters (weights, gradient and
-both moments before the step) with float64 work taken `CHUNK` elements at a time. A step the fp16
+more forward and backward per micro-batch, and four copies of the trained parameters (weights,
+gradient and both moments before the step) with float64 work taken `CHUNK` elements at a time. A step the fp16
 loss scaler skipped (it found an overflow) changes nothing by design: nothing is judged there, and
 the next step is watched instead; one at a rate of exactly 0 is judged for everything but
 `moved`. Under data or fully sharded parallelism each rank judges its own parameters (replicas,
