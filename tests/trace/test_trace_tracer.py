@@ -531,14 +531,14 @@ def test_the_fused_statistics_tile_any_site_on_a_grid_cuda_launches(
 @example(rows=40, cols=256, margin=16, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=1)
 @example(rows=40, cols=250, margin=6, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=2)
 # The gate half of a fused gate|up product (rows of 1,024 every 2,048): spans that fetch the next rows
-# ahead as they read one, over blocks and parts that straddle rows, in both dtypes.
+# ahead as they read one, over blocks that straddle rows, in both dtypes.
 @example(rows=40, cols=1024, margin=1024, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=3)
 @example(rows=40, cols=1024, margin=1024, scale=1.0, offset=3.0, zeros=2, dtype=torch.bfloat16, seed=4)
 def test_the_c_kernel_matches_a_float64_reference_in_any_layout(
     rows: int, cols: int, margin: int, scale: float, offset: float, zeros: int, dtype, seed: int
 ) -> None:
     """The CPU kernel (both of its paths) on a slice of a wider matrix, as a fused projection hands
-    its sites over, over one block, several and several parts: the reference's numbers, and the
+    its sites over, over one block and several: the reference's numbers, and the
     same bits as on a contiguous copy, with one thread or two and by either path; the rows it is
     asked to copy in the same visit are the slice's rows (fp16, read widened, copied by torch)."""
     generator = torch.Generator().manual_seed(seed)

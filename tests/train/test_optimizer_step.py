@@ -29,6 +29,7 @@ from stack.model import GPT, ModelConfig
 from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.lora_setup import StartWeights
+from stack.train.stepping import Draws, GradientReference
 from tests.support.train_support import evidence, prepared, smoke_args, smoke_start, step_lines, train
 from tools.integrity.record_checks import check_record_truth
 
@@ -631,11 +632,9 @@ def test_a_sharded_model_whose_gradient_is_not_compared_has_nothing_to_judge() -
 
 
 def test_the_reference_gradient_frees_the_graph_it_is_taken_from() -> None:
-    """The reference keeps nothing alive past its backward (rev 5): the objective's graph is freed, so
+    """The reference keeps nothing alive past its backward: the objective's graph is freed, so
     a probed step holds no saved activation beyond the plain loop's; what it sums is the gradient of
     objective / grad_accum at the loss scale."""
-    from stack.train.stepping import GradientReference
-
     layer = torch.nn.Linear(4, 3)
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
     objective = torch.tanh(layer(x)).square().sum()
@@ -651,8 +650,6 @@ def test_the_reference_gradient_frees_the_graph_it_is_taken_from() -> None:
 def test_a_forward_drawn_again_draws_what_it_drew_and_leaves_the_generators_as_they_were() -> None:
     """Draws.again replays the random draws of the forward after `now` (a LoRA dropout's), and the
     run's generator then continues as if nothing had run again."""
-    from stack.train.stepping import Draws
-
     drawn = Draws.now(torch.device("cpu"))
     first = torch.nn.functional.dropout(torch.ones(64), p=0.5)
     after_first = torch.get_rng_state()
