@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.memory_peak import Peak, at_peak, recorded, running_peak
+from benchmarks.memory_peak import Peak, at_peak, profiled_peak, recorded, running_peak
 from benchmarks.model_speed import kernel_summary
 from contracts.derive.benchmarks import (
     amdahl_limit,
@@ -443,9 +443,9 @@ def compiled_legs(
     """Both loops under torch.compile at the preset's determinism setting, at grad_accum 1 and at the
     preset's accumulation, timed as the eager legs are, each with an allocator peak (`peak_bytes`,
     probes, evaluation, samples and checkpoint included for the stack): on CUDA its timed run's, from
-    the allocator's counters; on the CPU, where only the profiler's trace of every allocation counts
-    one (allocator_peak) and would slow the timed steps, that of a memory leg of its own, compiled,
-    as `memory_rows` measures the eager loops."""
+    the allocator's counters; on the CPU, where only the profiler's record of every allocation counts
+    one and would slow the timed steps, that of a memory leg of its own, compiled, counted as
+    `memory_rows` counts the eager loops' (its owners are not summarised: `profiled_peak`)."""
     config = resolve(preset, None, sets, vocab=data_vocab(data))
     legs = []
     for accum in sorted({1, config.train.grad_accum}):
@@ -467,7 +467,7 @@ def compiled_legs(
         for loop, run in runs.items():
             clock, peak = cuda_peak(run, device)
             row = {**leg(loop, at_config, clock, name), "compiled": True}
-            row["peak_bytes"] = allocator_peak(memory[loop], device)[0] if peak is None else peak
+            row["peak_bytes"] = profiled_peak(memory[loop]) if peak is None else peak
             legs.append(row)
     return legs
 
