@@ -1016,8 +1016,11 @@ class Trainer:
         """GATE-TRAIN-008's reference objective of one micro-batch: its forward run again, by the same
         model (compiled or wrapped as the loop's), on the same batch, under the random state its
         first forward drew from (`drawn`), with its own graph, which the reference's backward frees.
-        Nothing it runs is recorded as the step's (the consumed tensors, the experts' hooks)."""
-        with drawn.again(), self._autocast():
+        Nothing it runs is recorded as the step's (the consumed tensors, the experts' hooks). It runs
+        under a tape of its own, discarded, as the loop's forward runs under the step's: whether a
+        tape is open is part of what a compiled forward was compiled for, so without one a compiled
+        model would compile and run a second graph, not the loop's."""
+        with drawn.again(), self._autocast(), recording():
             again = self.objective.loss_again(self.forward_model, self.model, batch)
             return again + weighted_aux(self.model.aux_losses())
 

@@ -657,3 +657,17 @@ def test_a_forward_drawn_again_draws_what_it_drew_and_leaves_the_generators_as_t
         second = torch.nn.functional.dropout(torch.ones(64), p=0.5)
     assert torch.equal(first, second)
     assert torch.equal(torch.get_rng_state(), after_first)
+
+
+def test_a_compiled_run_probes_with_the_graph_it_compiled_for_its_steps(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference's forward at a probe (the first step, and the evaluation step) runs the graph
+    torch.compile made for the loop's steps: a recompilation anywhere in the run is an error here.
+    A forward run outside the step's tape of consumed tensors was a second graph, compiled again
+    at the first probe (a third more of the first step on the demo preset's CPU run)."""
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.compile=true", "train.steps=6")) == 0
+    assert _result(evidence(run))["verdict"] == "PASS"
