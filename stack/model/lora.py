@@ -103,7 +103,9 @@ class LoRALinear(nn.Module):
         self._base_copy: torch.Tensor | None = None
         # Rows the adapter's term was computed for with autograd on (training): an expert that no
         # token was routed to has none, and its B rightly stays zero (GATE-LORA-004 reads this).
-        self.fed = 0
+        # A tensor counted by the forward itself: a Python int there is a constant torch.compile
+        # guards on, so a compiled run compiled its forward again at every step until it gave up.
+        self.fed = torch.zeros((), dtype=torch.int64, device=device)
 
     @property
     def merged(self) -> bool:
@@ -156,7 +158,7 @@ class LoRALinear(nn.Module):
         if self.merged:
             return None
         if torch.is_grad_enabled():
-            self.fed += x.numel() // self.in_features
+            self.fed.add_(x.numel() // self.in_features)
         return self.scale * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

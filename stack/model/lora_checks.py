@@ -130,7 +130,7 @@ def trained_measured(model: nn.Module) -> dict[str, Any]:
         "base_moved": [name for name, w in found if not w.base_intact()],
         "trainable_base": [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in own],
         "zero_b": [name for name, w in found if not bool(w.lora_B.detach().ne(0).any())],
-        "unfed": [name for name, w in found if w.fed == 0],
+        "unfed": [name for name, w in found if int(w.fed) == 0],
     }
 
 

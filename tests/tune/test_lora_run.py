@@ -90,6 +90,20 @@ def test_a_lora_resume_is_bit_exact(runs: dict[str, Path], tmp_path: Path) -> No
     assert verdicts(run)["GATE-LORA-004"] == "PASS"
 
 
+def test_a_compiled_lora_run_compiles_its_forward_once(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each adapter counts the rows it was fed (GATE-LORA-004's `unfed`) in a tensor its forward adds
+    to: counted in a Python int, the count was a constant torch.compile guards on, so a compiled
+    LoRA run compiled its forward again at every step (until dynamo's limit, then ran it eager).
+    A recompilation anywhere in the run is an error here."""
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    run = tmp_path / "run"
+    assert _tune(runs, run, *LORA, "train.compile=true") == 0
+    assert verdicts(run)["GATE-LORA-004"] == "PASS"
+
+
 @pytest.mark.holds("GATE-LORA-002", "GATE-LORA-003", "GATE-LORA-005", "GATE-LORA-006")
 def test_merge_of_a_run_and_of_its_adapter_agree_and_export(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -282,7 +296,7 @@ def _adapter_with(dropped: Callable[[LoRALinear, torch.Tensor], torch.Tensor]) -
         if self.merged:
             return None
         if torch.is_grad_enabled():
-            self.fed += x.numel() // self.in_features
+            self.fed.add_(x.numel() // self.in_features)
         return self.scale * F.linear(F.linear(dropped(self, x), self.lora_A), self.lora_B)
 
     return adapter
