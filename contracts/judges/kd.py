@@ -54,7 +54,7 @@ def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
 @judges(
     "GATE-KD-003",
     checks={
-        "identities": ("alpha0_abs_diff", "self_kl"),
+        "identities": ("alpha0_abs_diff", "model_nll", "self_kl"),
         "minimised": ("kl_minimised", "kl_recomputed"),
         "loss": (
             "alpha",
@@ -72,11 +72,13 @@ def _identities(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     if has(m, "loss_minimised", "nll_minimised", "nll_recomputed"):
         problems += _kd_loss_written_out(m, t)
-    if has(m, "alpha0_abs_diff", "self_kl"):
-        diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
-        if not diff <= t["alpha0_atol"]:
+    if has(m, "alpha0_abs_diff", "model_nll", "self_kl"):
+        diff, nll, self_kl = (number(m, key) for key in ("alpha0_abs_diff", "model_nll", "self_kl"))
+        allowed = t["loss_rtol"] * abs(nll)
+        if not diff <= allowed:
             problems.append(
-                f"at α = 0 the loss differs from the plain NLL by {diff:.3g} (allowed {t['alpha0_atol']:g})"
+                f"at α = 0 the loss differs from the student's own NLL {nll:.6g} by {diff:.3g} "
+                f"(allowed {allowed:.3g}: loss_rtol × that NLL)"
             )
         if not self_kl <= t["self_kl_atol"]:
             problems.append(

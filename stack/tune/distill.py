@@ -12,7 +12,7 @@ bound here:
 
 - GATE-KD-001 teacher and student share the tokenizer (identity) and vocabulary, or a declared
   truncation covers every id the tokenizer has (`check_vocabularies`);
-- GATE-KD-003 α = 0 gives the plain NLL exactly, and a student distilled from itself has KL 0
+- GATE-KD-003 α = 0 gives the plain NLL (to a rounding), and a student distilled from itself has KL 0
   (`check_identities`); on a cadence, the KL and NLL the loss minimised are those recomputed from
   the teacher's and the student's logits, and the loss is α·T²·KL + (1 − α)·NLL of them
   (`check_minimised_kl`);
@@ -102,10 +102,13 @@ def common_logits(logits: torch.Tensor, vocab: int) -> torch.Tensor:
 def identity_probe(
     student_logits: torch.Tensor, model_nll: torch.Tensor, targets: torch.Tensor, temperature: float
 ) -> dict[str, float]:
-    """|L(α = 0) − the model's own NLL| and the KL of the student to itself, on one batch."""
+    """|L(α = 0) − the model's own NLL|, that NLL (the difference is judged relative to it: a compiled
+    forward's cross-entropy is another kernel than the loss's), and the KL of the student to
+    itself, on one batch."""
     plain = kd_terms(student_logits, student_logits, targets, temperature, 0.0)
     return {
         "alpha0_abs_diff": float((plain.loss - model_nll.float()).abs()),
+        "model_nll": float(model_nll),
         "self_kl": float(plain.kl.abs()),
     }
 
