@@ -286,3 +286,14 @@ def interrupted_copy(straight: Path, tmp_path: Path, at_step: int) -> Path:
         if int(path.name.split("-")[1]) > at_step:
             shutil.rmtree(path)
     return run
+
+
+@contextmanager
+def compiled_once() -> Iterator[None]:
+    """A block in which torch.compile compiling a function again is an error (RecompileError, which a
+    `stack` command reports as an internal error, exit 1), with dynamo's caches emptied first so
+    that what earlier tests compiled does not count. Set through dynamo's own `config.patch`:
+    a monkeypatched attribute of that config module does not come back when undone."""
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        yield

@@ -30,7 +30,15 @@ from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.lora_setup import StartWeights
 from stack.train.stepping import Draws, GradientReference
-from tests.support.train_support import evidence, prepared, smoke_args, smoke_start, step_lines, train
+from tests.support.train_support import (
+    compiled_once,
+    evidence,
+    prepared,
+    smoke_args,
+    smoke_start,
+    step_lines,
+    train,
+)
 from tools.integrity.record_checks import check_record_truth
 
 
@@ -659,15 +667,12 @@ def test_a_forward_drawn_again_draws_what_it_drew_and_leaves_the_generators_as_t
     assert torch.equal(torch.get_rng_state(), after_first)
 
 
-def test_a_compiled_run_probes_with_the_graph_it_compiled_for_its_steps(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_compiled_run_probes_with_the_graph_it_compiled_for_its_steps(data: Path, tmp_path: Path) -> None:
     """The reference's forward at a probe (the first step, and the evaluation step) runs the graph
     torch.compile made for the loop's steps: a recompilation anywhere in the run is an error here.
     A forward run outside the step's tape of consumed tensors was a second graph, compiled again
     at the first probe (a third more of the first step on the demo preset's CPU run)."""
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    torch._dynamo.reset()
     run = tmp_path / "run"
-    assert train(smoke_args(data, run, "train.compile=true", "train.steps=6")) == 0
+    with compiled_once():
+        assert train(smoke_args(data, run, "train.compile=true", "train.steps=6")) == 0
     assert _result(evidence(run))["verdict"] == "PASS"

@@ -30,6 +30,7 @@ from stack.train import lora_setup
 from stack.train.trained import load_trained
 from tests.support.trace_support import save_run
 from tests.support.train_support import (
+    compiled_once,
     evidence,
     one_line_cli,
     prepared,
@@ -90,17 +91,14 @@ def test_a_lora_resume_is_bit_exact(runs: dict[str, Path], tmp_path: Path) -> No
     assert verdicts(run)["GATE-LORA-004"] == "PASS"
 
 
-def test_a_compiled_lora_run_compiles_its_forward_once(
-    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_compiled_lora_run_compiles_its_forward_once(runs: dict[str, Path], tmp_path: Path) -> None:
     """Each adapter counts the rows it was fed (GATE-LORA-004's `unfed`) in a tensor its forward adds
     to: counted in a Python int, the count was a constant torch.compile guards on, so a compiled
     LoRA run compiled its forward again at every step (until dynamo's limit, then ran it eager).
     A recompilation anywhere in the run is an error here."""
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    torch._dynamo.reset()
     run = tmp_path / "run"
-    assert _tune(runs, run, *LORA, "train.compile=true") == 0
+    with compiled_once():
+        assert _tune(runs, run, *LORA, "train.compile=true") == 0
     assert verdicts(run)["GATE-LORA-004"] == "PASS"
 
 

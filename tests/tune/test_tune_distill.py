@@ -31,7 +31,7 @@ from stack.tune import distill, frozen
 from stack.tune.distill import KdTerms
 from tests.support.ledger_support import assert_check_required, each_required_check, findings
 from tests.support.trace_support import save_run, tiny_model
-from tests.support.train_support import prepared, smoke_args, train
+from tests.support.train_support import compiled_once, prepared, smoke_args, train
 
 STUDENT = ("--preset", "smoke", "--set", "model.moe_experts=2", "--set", "model.moe_top_k=1")
 
@@ -397,15 +397,14 @@ def test_identities_just_beyond_the_tolerance_fire_and_just_inside_hold() -> Non
 
 
 def test_a_compiled_distillation_holds_the_identities_to_its_own_forward(
-    world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: dict[str, Path], tmp_path: Path
 ) -> None:
     """A compiled student computes its cross-entropy in Inductor's kernel, a rounding away from the
     loss's torch one: the first batch's identities hold it to that within loss_rtol, and the run
     trains (held bit for bit, every compiled distillation halted there), compiling its forward once."""
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    torch._dynamo.reset()
     out = tmp_path / "out"
-    assert _distill(world, out, "--preset", "smoke", "--set", "train.compile=true") == 0
+    with compiled_once():
+        assert _distill(world, out, "--preset", "smoke", "--set", "train.compile=true") == 0
     result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-KD-003")
     assert result.verdict.value == "PASS"
 
