@@ -103,8 +103,8 @@ class LoRALinear(nn.Module):
         self._base_copy: torch.Tensor | None = None
         # Rows the adapter's term was computed for with autograd on (training): an expert that no
         # token was routed to has none, and its B rightly stays zero (GATE-LORA-004 reads this).
-        # A tensor counted by the forward itself: a Python int there is a constant torch.compile
-        # guards on, so a compiled run compiled its forward again at every step until it gave up.
+        # A tensor the forward adds to, not a Python int: torch.compile guards on an int
+        # attribute's value, so a count kept in one would have the forward compiled at every step.
         self.fed = torch.zeros((), dtype=torch.int64, device=device)
 
     @property
