@@ -670,8 +670,8 @@ def test_a_forward_drawn_again_draws_what_it_drew_and_leaves_the_generators_as_t
 def test_a_compiled_run_probes_with_the_graph_it_compiled_for_its_steps(data: Path, tmp_path: Path) -> None:
     """The reference's forward at a probe (the first step, and the evaluation step) runs the graph
     torch.compile made for the loop's steps: a recompilation anywhere in the run is an error here.
-    A forward run outside the step's tape of consumed tensors was a second graph, compiled again
-    at the first probe (a third more of the first step on the demo preset's CPU run)."""
+    A forward run outside the step's tape of consumed tensors would be a second graph, compiled
+    again at the first probe (a third more of the first step on the demo preset's CPU run)."""
     run = tmp_path / "run"
     with compiled_once():
         assert train(smoke_args(data, run, "train.compile=true", "train.steps=6")) == 0

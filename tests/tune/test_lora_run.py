@@ -93,8 +93,9 @@ def test_a_lora_resume_is_bit_exact(runs: dict[str, Path], tmp_path: Path) -> No
 
 def test_a_compiled_lora_run_compiles_its_forward_once(runs: dict[str, Path], tmp_path: Path) -> None:
     """Each adapter counts the rows it was fed (GATE-LORA-004's `unfed`) in a tensor its forward adds
-    to: counted in a Python int, the count was a constant torch.compile guards on, so a compiled
-    LoRA run compiled its forward again at every step (until dynamo's limit, then ran it eager).
+    to: counted in a Python int, the count would be a constant torch.compile guards on, and a
+    compiled LoRA run would compile its forward again at every step (until dynamo's limit, then
+    run it eager).
     A recompilation anywhere in the run is an error here."""
     run = tmp_path / "run"
     with compiled_once():

@@ -401,7 +401,7 @@ def test_a_compiled_distillation_holds_the_identities_to_its_own_forward(
 ) -> None:
     """A compiled student computes its cross-entropy in Inductor's kernel, a rounding away from the
     loss's torch one: the first batch's identities hold it to that within loss_rtol, and the run
-    trains (held bit for bit, every compiled distillation halted there), compiling its forward once."""
+    trains (held bit for bit, a compiled distillation would halt there), compiling its forward once."""
     out = tmp_path / "out"
     with compiled_once():
         assert _distill(world, out, "--preset", "smoke", "--set", "train.compile=true") == 0
