@@ -145,24 +145,18 @@ def test_a_changed_world_size_is_refused(parallel: Path, tmp_path: Path) -> None
     ids=["bad-input", "gate"],
 )
 def test_a_refusal_under_nproc_is_one_line_and_its_own_exit_code(
-    data: Path, tmp_path: Path, extra: tuple[str, ...], code: int, said: str
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: tuple[str, ...], code: int, said: str
 ) -> None:
     """Both workers refuse alike; the user sees the refusal once, with the exit code a single
-    process gives, never torchrun's traceback and exit 1."""
-    proc = run_train(*smoke(data, tmp_path / "run", 2, "--nproc", "2", *extra), expect=code)
-    (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(said) and "Traceback" not in proc.stdout
-
-
-def test_a_launch_leaves_nothing_in_the_temporary_folder(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """torchrun's agent keeps a folder per attempt and rank under its log directory, by default a new
-    torchelastic_* folder of the system's that nothing removes: one per `--nproc` launch."""
+    process gives, never torchrun's traceback and exit 1. The launch leaves nothing in the
+    temporary folder: torchrun's agent keeps a folder per attempt and rank under its log
+    directory, by default a new torchelastic_* folder of the system's that nothing removes."""
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setenv("TMPDIR", str(temporary))
-    run_train(*smoke(data, tmp_path / "run", 2, "--nproc", "2", "--set", "model.n_heads=3"), expect=2)
+    proc = run_train(*smoke(data, tmp_path / "run", 2, "--nproc", "2", *extra), expect=code)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(said) and "Traceback" not in proc.stdout
     assert list(temporary.iterdir()) == []
 
 
