@@ -64,6 +64,38 @@ def test_dashboard_counts_from_the_evidence_and_filters_by_kind_and_status(tmp_p
     assert "GATE-INTEG-001](gates/GATE-INTEG-001.md): latest verdict" not in dashboard
 
 
+def test_the_benchmarks_page_shows_the_newest_record_of_each_place_a_goal_was_measured_in(
+    tmp_path: Path,
+) -> None:
+    """A goal met on a CPU and missed on a GPU shows both rows, the GPU's newest record judged by the
+    spec's goal; an older record of the same place is left out, and so is a record older than one
+    that names more of its place (a precision its benchmark did not yet record)."""
+    sha = make_repo(tmp_path)
+
+    def benchmark(run_id: str, minutes: int, device: str, ratio: float, precision: str | None) -> None:
+        path = make_record(tmp_path, run_id, sha, minutes=minutes)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["env"]["device"] = device
+        named = {"precision": precision} if precision else {}
+        record["metrics"] = {"benchmark": "trace_overhead", "preset": "small", "ratio": ratio, **named}
+        path.write_text(json.dumps(record), encoding="utf-8")
+
+    benchmark("gpu-older", 0, "NVIDIA H200", 1.05, "bf16")
+    benchmark("cpu-unnamed", 1, "cpu", 2.5, None)
+    benchmark("gpu-newer", 2, "NVIDIA H200", 3.6, "bf16")
+    benchmark("cpu-fp32", 3, "cpu", 1.1, "fp32")
+    render(tmp_path)
+    rows = {
+        run: line
+        for line in shown(tmp_path / GENERATED / "benchmarks.md").splitlines()
+        for run in ("gpu-older", "cpu-unnamed", "gpu-newer", "cpu-fp32")
+        if f"[{run}]" in line
+    }
+    assert rows.keys() == {"gpu-newer", "cpu-fp32"}
+    assert "cpu · small · fp32" in rows["cpu-fp32"] and ">met<" in rows["cpu-fp32"]
+    assert "NVIDIA H200 · small · bf16" in rows["gpu-newer"] and ">not met<" in rows["gpu-newer"]
+
+
 def test_verdict_values_are_rows_with_units_and_limits() -> None:
     rows = value_rows(
         {"repeats": 0.16296387902571127, "tokens_per_parameter": 6.372386325921009, "patience": 5},

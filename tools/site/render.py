@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE, REPO_ROOT
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord
 from contracts.registry import Registry
 from contracts.schemas import json_schemas
 from contracts.spec import Spec
@@ -59,39 +59,72 @@ def _benchmarks_of(metrics: dict[str, object]) -> list[str]:
     return [str(metrics.get("benchmark")), *(also if isinstance(also, list) else [])]
 
 
+# Where a benchmark record measured (`measured_where`): device, preset, precision.
+Place = tuple[str, str, str]
+
+
+def measured_where(record: EvidenceRecord) -> Place:
+    """Where a benchmark record measured: its device, and the preset and precision it names (blank
+    where it names none). Records of one goal made in different places are different series: a
+    CPU's number does not stand for a GPU's, nor `small`'s for `gpt2`'s, nor fp32's for bf16's."""
+    metrics = record.metrics
+    return record.env.device, str(metrics.get("preset") or ""), str(metrics.get("precision") or "")
+
+
+def _names_more(newer: Place, older: Place) -> bool:
+    """Whether `newer` is `older` with a part `older` left blank named: a record made before its
+    benchmark stated that part (the precision, say) is the same series as the newer ones that do."""
+    return newer != older and all(not part or part == named for part, named in zip(older, newer, strict=True))
+
+
+def newest_by_place(goal: str, ledger: Ledger) -> dict[Place, EvidenceRecord]:
+    """The newest record of each place (`measured_where`) that measured `goal`, newest first; a
+    place whose newest record is older than one that names more of the same place is left out."""
+    newest: dict[Place, EvidenceRecord] = {}
+    for loaded in ledger.runs:  # newest first
+        record = record_of(loaded)
+        where = measured_where(record)
+        if goal in _benchmarks_of(record.metrics) and not any(_names_more(seen, where) for seen in newest):
+            newest.setdefault(where, record)
+    return newest
+
+
 def benchmarks_page(ledger: Ledger) -> str:
-    """Each benchmark goal of the spec with its latest measurement from the ledger."""
+    """Each benchmark goal of the spec with the newest measurement of each place it was measured."""
     page = "benchmarks.md"
     out = [BANNER, "# Benchmarks\n"]
     out.append(
-        "Goals come from `spec/benchmarks.yaml`; measurements from the newest benchmark evidence "
-        "record of each. A benchmark measures and records; it never fails a build.\n"
+        "Goals come from `spec/benchmarks.yaml`; measurements from the benchmark evidence records, the "
+        "newest of each place a goal was measured: its device, preset and precision. A goal met on a "
+        "CPU and missed on a GPU shows both rows. A benchmark measures and records; it never fails a "
+        "build.\n"
     )
     rows = []
     for goal in ledger.spec.benchmarks.values():
-        latest = next(
-            (record_of(e) for e in ledger.runs if goal.name in _benchmarks_of(record_of(e).metrics)), None
-        )
         op = "≤" if goal.direction == "at_most" else "≥"
         unit = unit_of(goal.metric)
         target = f"{code(goal.metric)} {op} {number(goal.goal, unit)}"
-        if latest is None:
+        newest = newest_by_place(goal.name, ledger)
+        if not newest:
             rows.append(
-                [text(goal.title), target, "not measured yet", badge("no measurement", "s-other"), "—"]
+                [text(goal.title), target, "—", "not measured yet", badge("no measurement", "s-other"), "—"]
             )
             continue
-        measured = latest.metrics.get(goal.metric)
-        note = latest.metrics.get("note")
-        # The spec's goal judges the number; a record's own opinion is not consulted.
-        if isinstance(measured, int | float) and not isinstance(measured, bool):
-            met = badge("met", "s-ok") if goal.met(measured) else badge("not met", "s-bad")
-        else:
-            met = badge("n/a", "s-other")
-        if note:
-            met += f"<br>{text(note)}"
-        run = f"{run_link(page, latest.run.id)}<br>{latest.run.started:%Y-%m-%d}"
-        rows.append([text(goal.title), target, scalar(measured, unit), met, run])
-    out += table(["benchmark", "goal", "measured", "met", "run"], rows)
+        for first, (where, record) in enumerate(newest.items()):
+            measured = record.metrics.get(goal.metric)
+            note = record.metrics.get("note")
+            # The spec's goal judges the number; a record's own opinion is not consulted.
+            if isinstance(measured, int | float) and not isinstance(measured, bool):
+                met = badge("met", "s-ok") if goal.met(measured) else badge("not met", "s-bad")
+            else:
+                met = badge("n/a", "s-other")
+            if note:
+                met += f"<br>{text(note)}"
+            place = " · ".join(text(part) for part in where if part)
+            run = f"{run_link(page, record.run.id)}<br>{record.run.started:%Y-%m-%d}"
+            title, goal_cell = (text(goal.title), target) if first == 0 else ("", "")
+            rows.append([title, goal_cell, place, scalar(measured, unit), met, run])
+    out += table(["benchmark", "goal", "measured on", "measured", "met", "run"], rows)
     return "\n".join(out) + "\n"
 
 
