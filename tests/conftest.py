@@ -1,5 +1,5 @@
-"""Test-wide set-up: threads, Triton's interpreter for the tests marked `triton`, the law fully on,
-the cyclic collector, and the order the files run in.
+"""Test-wide set-up: threads, Triton's interpreter for the tests marked `triton`, Hypothesis's
+profile, the law fully on, the cyclic collector, and the order the files run in.
 
 TRITON_INTERPRET must be set before triton is first imported, so the kernels are built here, at
 collection.
@@ -21,6 +21,7 @@ from collections.abc import Iterator
 # other (a 0.1 s evaluation took 3.5 s with two threads while another job ran).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import hypothesis
 import pytest
 import torch  # after the thread count, which torch reads when it loads
 
@@ -40,6 +41,13 @@ if INTERPRETED:
     for kernels in pkgutil.iter_modules(stack.kernels.__path__, "stack.kernels."):
         importlib.import_module(kernels.name)  # every kernel module, built interpreted once
     del os.environ["TRITON_INTERPRET"]
+
+# Hypothesis holds no example to a time limit: its default fails an example that takes over 200 ms,
+# which on a loaded machine measures the machine, not the property (a speed is a benchmark's
+# evidence, never an assertion). Registered before the test modules are imported, so every
+# `@settings` there starts from it.
+hypothesis.settings.register_profile("gatestack", deadline=None)
+hypothesis.settings.load_profile("gatestack")
 
 # Tests run with the law fully on unless a test says otherwise.
 os.environ.setdefault("GATESTACK_CONTRACTS", "full")

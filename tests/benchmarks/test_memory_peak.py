@@ -49,7 +49,7 @@ def traces(draw: st.DrawFn) -> list[dict[str, Any]]:
     return entries
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(traces())
 def test_the_owners_at_the_peak_add_up_to_the_highest_running_sum(entries: list[dict[str, Any]]) -> None:
     sizes: dict[int, int] = {}

@@ -30,7 +30,7 @@ def linears(widths: list[int], d_in: int = 32, bias: bool = False) -> list[nn.Li
     return [nn.Linear(d_in, w, bias=bias) for w in widths]
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(
     widths=st.lists(st.integers(1, 40), min_size=1, max_size=5),
     bias=st.booleans(),
@@ -99,7 +99,7 @@ def test_lora_adapters_join_the_product_and_add_their_term() -> None:
     torch.testing.assert_close(fused, alone, rtol=1e-5, atol=1e-5)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(st.integers(0, 2**16))
 def test_rope_in_four_ops_is_the_half_rotation_bit_for_bit(seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)

@@ -169,7 +169,7 @@ def test_a_passing_check_never_replaces_the_numbers_that_made_a_gate_fire() -> N
     assert ledger.results["GATE-EVAL-001"].measured == SIZE
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     st.lists(st.sampled_from([SIZE, BIGGER, PRECISION, {**SIZE, **PRECISION}]), min_size=1, max_size=5),
     st.booleans(),

@@ -24,7 +24,7 @@ def _same(a: list[float], b: list[float]) -> bool:
     )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     st.lists(st.lists(VALUES, max_size=9), min_size=1, max_size=6),
     st.sampled_from([torch.float32, torch.bfloat16]),

@@ -45,7 +45,7 @@ def _hf_render(template: str, messages: list[dict[str, str]], generation: bool) 
     return rendered[0]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     prefixes=st.lists(PIECES, min_size=3, max_size=3),
     suffixes=st.lists(PIECES, min_size=2, max_size=2),

@@ -21,7 +21,7 @@ def _limits() -> tuple[float, float]:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.integers(1, 10**13), st.integers(1, 10**12), st.integers(1, 10**11))
 def test_ratios_and_limits_come_from_the_inputs_and_the_spec(planned: int, unique: int, params: int) -> None:
     with recording(Ledger()):

@@ -258,7 +258,7 @@ PIECES = [
 
 
 @given(st.lists(st.sampled_from(PIECES), max_size=40))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 def test_a_document_without_a_users_words_is_never_a_leak(pieces: list[str]) -> None:
     """Markdown, fingerprint phrases and code, in any number and order, are no leak unless they sit in
     a user's turn: a document holds one only between a user marker and its end."""
@@ -363,7 +363,7 @@ def test_canaries_follow_a_users_limits_in_every_format(tmp_path: Path) -> None:
     assert not rows["markdown_document"]["dropped"] and not rows["client_code"]["dropped"]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     max_headers=st.integers(0, 6),
     max_header_weight=st.floats(0.05, 40.0),
@@ -560,7 +560,7 @@ def test_kept_documents_must_be_the_written_ones() -> None:
 
 
 @given(st.lists(st.sampled_from([*NEAR_MISSES.values(), *LEAKS.values(), "x" * 40]), max_size=12))
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @pytest.mark.holds("GATE-DATA-014")
 def test_in_is_out_plus_drops_for_any_mix(texts: list[str]) -> None:
     runner = FilterRunner(SETTINGS, [*SETTINGS.default, "dedup"], {})
@@ -677,7 +677,7 @@ def test_script_share_at_the_limit_is_kept_and_below_dropped() -> None:
 
 
 @given(st.text(st.characters(exclude_categories=("Mn", "Mc", "Me")), max_size=200))
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 def test_the_script_table_counts_each_letter_by_its_unicode_name(text: str) -> None:
     """The code-point table behind letter_counts gives each letter the script of its Unicode name."""
     letters = [c for c in text if unicodedata.category(c).startswith("L")]
@@ -787,7 +787,7 @@ def test_a_multilingual_source_is_kept_whole_and_its_script_canary_dropped(
 
 
 @given(st.sets(st.sampled_from(sorted(alphabets())), max_size=60))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 def test_the_script_canary_is_foreign_to_whatever_a_source_holds(held: set[str]) -> None:
     """Whatever scripts a source holds, its script canary is written in another one, and dropped."""
     runner = FilterRunner(SETTINGS, ["script"], {})
@@ -905,7 +905,7 @@ def test_exact_and_near_duplicates_are_dropped_and_distinct_texts_kept() -> None
 
 
 @given(st.text(min_size=1, max_size=300))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 def test_a_signature_is_a_function_of_the_text(text: str) -> None:
     index = NearDuplicates(SETTINGS.dedup)
     first, second = index.signature(text.encode()), NearDuplicates(SETTINGS.dedup).signature(text.encode())
@@ -1578,7 +1578,7 @@ def test_the_recheck_takes_the_first_filter_recheck_docs_drops_of_each_reason() 
 
 
 @given(st.text(max_size=300))
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 def test_the_plain_letter_count_is_the_filters_table(text: str) -> None:
     """contracts.filter_rules counts letters one character at a time through unicodedata; the filter
     through its table: the same letters by script and the same U+FFFD, marks and all."""

@@ -210,7 +210,7 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True) if b > a]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     text=st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=120).map("".join),
     cuts=st.lists(st.integers(0, 2000), max_size=8),
@@ -228,7 +228,7 @@ def test_a_document_encoded_in_safe_pieces_gets_the_ids_of_the_whole(
         assert ids == tokenizer.encode(text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(data=st.binary(max_size=80), cuts=st.lists(st.integers(0, 80), max_size=10))
 def test_utf8_repaired_in_blocks_equals_repaired_whole(data: bytes, cuts: list[int]) -> None:
     stream = Utf8Stream()
@@ -238,7 +238,7 @@ def test_utf8_repaired_in_blocks_equals_repaired_whole(data: bytes, cuts: list[i
         block.decode("utf-8")  # every block ends between characters
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     parts=st.lists(st.text(alphabet=st.sampled_from("ab é\n\t|<>"), max_size=30), max_size=8),
     batch_bytes=st.integers(1, 24),
@@ -369,7 +369,7 @@ def test_bpe_trains_on_a_seeded_sample_that_ignores_layout(
     st.randoms(use_true_random=False),
     st.integers(1, 4),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 def test_a_bpe_sample_is_the_same_whatever_the_order_and_the_parts(
     units: list[tuple[int, bytes]], budget: int, rng: random.Random, parts: int
 ) -> None:
@@ -392,7 +392,7 @@ def test_a_bpe_sample_is_the_same_whatever_the_order_and_the_parts(
 
 
 @given(st.binary(max_size=3000) | st.text(max_size=1000).map(lambda t: t.encode()), st.integers(1, 700))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 def test_a_file_without_separator_is_cut_into_pieces_that_make_it_up(
     tmp_path_factory: pytest.TempPathFactory, data: bytes, doc_bytes: int
 ) -> None:

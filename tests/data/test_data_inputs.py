@@ -115,7 +115,7 @@ def test_compressed_and_utf16_files_prepare_the_documents_of_their_plain_text(
     compression=st.sampled_from([None, *COMPRESS]),
     encoding=st.sampled_from([None, *UTF]),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 def test_a_copy_read_in_a_files_place_is_its_text_in_utf8(
     text: str, compression: str | None, encoding: str | None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -309,7 +309,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     values=st.lists(JSON_VALUES, max_size=12), indent=st.sampled_from([None, 0, 2]), chunk=st.integers(1, 64)
 )

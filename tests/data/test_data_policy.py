@@ -96,7 +96,7 @@ def _bounded(draw: st.DrawFn) -> tuple[dict[str, float], dict[str, float], dict[
     return wanted, caps, floors
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(_bounded())
 # A floor one ulp under its cap: both breaks are one float, and the cap must win there.
 @example(case=({"s0": 1.5}, {"s0": 1.0}, {"s0": 0.9999999999999999}))
@@ -264,7 +264,7 @@ def test_a_bandit_state_left_out_of_the_checkpoint_is_caught(
         mixture_policy(data, CURRICULUM, bandit=BANDIT).load_state_dict(saved, 8)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(st.lists(st.dictionaries(st.sampled_from(SOURCES), st.floats(0.01, 10.0), min_size=1), max_size=6))
 def test_bandit_state_round_trips_through_json(losses: list[dict[str, float]]) -> None:
     bandit = Exp3(SOURCES, reward="improvement", gamma=0.1, eta=1.0, warmup_steps=0, reference={})

@@ -65,7 +65,7 @@ def test_an_eos_string_in_the_text_is_text_not_a_separator(tokenizer_dirs: dict[
         assert tokenizer.decode(ids) == f"before {tokenizer.eot_token} after"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(text=st.text(max_size=80))
 def test_a_byte_level_pretrained_tokenizer_round_trips_any_text(
     tokenizer_dirs: dict[str, Path], text: str

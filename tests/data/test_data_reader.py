@@ -306,7 +306,7 @@ def test_the_reference_windows_equal_the_gathered_ones(data: Path) -> None:
 # -- GATE-DATA-002: restore continues the exact stream -----------------------------------------
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**32 - 1),
     world_size=st.integers(1, 3),

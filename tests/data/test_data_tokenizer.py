@@ -44,14 +44,14 @@ def bpe() -> BpeTokenizer:
     return train_bpe(SAMPLE * 5, 400)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.text())
 def test_byte_round_trip_is_lossless(text: str) -> None:
     tok = ByteTokenizer()
     assert tok.decode(tok.encode(text)) == text
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.text())
 def test_bpe_round_trip_is_lossless(text: str) -> None:
     tok = bpe()
@@ -74,7 +74,7 @@ def test_bpe_compresses_and_is_deterministic() -> None:
     assert train_bpe(SAMPLE * 5, 400).sha256 == bpe().sha256
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.lists(st.text(alphabet=st.sampled_from("ab \n\u00e9"), max_size=700), max_size=3))
 def test_the_trainer_gets_every_character_once_and_no_run_longer_than_its_bound(texts: list[str]) -> None:
     """runs_cut: the pieces are the texts, in order; none holds a run (of non-space or of space)

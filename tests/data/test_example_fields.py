@@ -143,7 +143,7 @@ def test_the_judge_names_each_lost_field_and_passes_none() -> None:
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(instruction=text.filter(str.strip), given_=text, output=text.filter(str.strip))
 def test_the_shape_reader_keeps_every_declared_alpaca_field(
     instruction: str, given_: str, output: str

@@ -112,7 +112,7 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_siz
 WIDTH = 128  # a row holds any pair of TEXT: a prompt and a completion of 12 four-byte characters, and its end
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(prompt=TEXT, chosen=TEXT, rejected=TEXT, late=st.booleans())
 def test_a_rendered_pair_reads_back_at_its_mask_and_a_late_mask_does_not(
     prompt: str, chosen: str, rejected: str, late: bool

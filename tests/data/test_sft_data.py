@@ -90,7 +90,7 @@ safe_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(turns=st.lists(st.tuples(safe_text, safe_text), min_size=1, max_size=3))
 def test_the_mask_selects_exactly_the_assistant_contents(turns: list[tuple[str, str]]) -> None:
     """Round trip: the supervised ids decode to the assistant contents, each followed by its EOS."""
@@ -288,7 +288,7 @@ def test_a_bpe_that_joins_the_markers_space_to_the_answer_fires(tmp_path: Path) 
 # -- packing ---------------------------------------------------------------------------------
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(lengths=st.lists(st.integers(2, 32), min_size=1, max_size=12))
 def test_packing_keeps_every_example_whole_inside_one_window(lengths: list[int]) -> None:
     examples = [
@@ -371,7 +371,7 @@ def test_examples_one_position_off_the_rule_fire_and_none_holds(shift: int, fire
     assert outcome.ok is not fires and (outcome.measured["examples_misplaced"] > 0) is fires
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(lengths=st.lists(st.integers(2, 32), min_size=1, max_size=12))
 def test_the_packer_packs_as_the_greedy_rule_does(lengths: list[int]) -> None:
     """Any lengths up to pack_len: the stack's packer and contracts.packing agree on every start."""

@@ -347,7 +347,7 @@ def test_bm25_ranks_the_passage_sharing_rare_words_first() -> None:
     assert ranked[0][1] > ranked[1][1] > 0
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     query=st.lists(
         st.sampled_from(["gate", "kernel", "model", "shards", "the", "absent"]), min_size=1, max_size=5

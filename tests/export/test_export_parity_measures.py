@@ -200,7 +200,7 @@ def test_a_peft_adapter_just_inside_the_atol_holds(
     assert one_line_cli(capsys, "lora", "export", str(lora_run), "--out", str(tmp_path / "peft"))[0] == 0
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(
     st.integers(1, 3),
     st.integers(1, 4),

@@ -319,7 +319,7 @@ def test_an_adapter_directory_given_as_a_model_names_the_command_that_makes_one(
 # -- Hugging Face names as LoRA targets -------------------------------------------------------
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(matrix=st.sampled_from(names.BLOCK), layer=st.integers(0, 2))
 def test_a_hugging_face_name_targets_the_same_projection_as_its_site(
     matrix: names.Matrix, layer: int

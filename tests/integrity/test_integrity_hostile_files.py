@@ -171,7 +171,7 @@ def corruption(original: bytes, name: str, how: tuple[str, float, bytes]) -> byt
 
 
 @pytest.mark.gate(INTEG)
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pick=st.integers(min_value=0), how=CORRUPTIONS)
 def test_a_corrupted_file_is_a_violation_of_its_record_never_a_crash(
     cases: list[Case], pick: int, how: tuple[str, float, bytes]

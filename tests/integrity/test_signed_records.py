@@ -493,7 +493,7 @@ def signed_sample(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Pa
     return copied(tmp_path_factory.mktemp("signed-sample"), "current/sample", keys[0])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_byte_of_a_signed_subject_changed_is_named(
     data: st.DataObject,

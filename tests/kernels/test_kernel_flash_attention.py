@@ -82,7 +82,7 @@ def test_matches_reference_around_the_tile_size(n: int, causal: bool) -> None:
 
 
 @pytest.mark.holds("GATE-KERNEL-001")
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batch=st.integers(1, 2),
     heads_kv=st.integers(1, 2),

@@ -31,7 +31,7 @@ def _torch_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.T
         return sampled_deviations(pairs)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(st.lists(st.tuples(PAIR, DTYPE, DTYPE), min_size=1, max_size=6))
 def test_the_kernels_deviations_are_the_torch_ops_bit_for_bit(drawn: list[Any]) -> None:
     """Every pair's row, NaN and Inf at the same places or not, a difference that overflows float32,

@@ -276,7 +276,7 @@ TARGETS = [
 ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(options=OPTIONS, targets=st.sampled_from(TARGETS))
 def test_the_stack_builds_exactly_what_the_statute_implies_for_every_option(
     options: dict[str, Any], targets: str | None

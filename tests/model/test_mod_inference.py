@@ -84,7 +84,7 @@ def test_falsifier_inference_check_boundary() -> None:
     assert judge("GATE-ARCH-008", _split(0.25, capacity_share(0.5, 96), 96)) != []
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     scores=st.lists(st.integers(-4, 4), min_size=2, max_size=40),
     capacity=st.floats(0.05, 1.0),

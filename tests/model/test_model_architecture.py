@@ -68,7 +68,7 @@ def _message(model: GPT, **kwargs: object) -> str:
     return caught.value.message
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(
     kv_heads=st.sampled_from([1, 2, 4]),
     head_dim=st.sampled_from([8, 16]),

@@ -37,7 +37,7 @@ def _parity(outputs: dict[str, torch.Tensor], reference: torch.Tensor) -> PathPa
     )
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8)
 @given(
     heads_kv=st.integers(1, 2),
     group=st.integers(1, 3),

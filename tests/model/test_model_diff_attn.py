@@ -154,7 +154,7 @@ def _scaled_twice(real: object) -> object:
 
 
 @pytest.mark.holds("GATE-ARCH-007")
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(seed=st.integers(0, 10_000), kv_heads=st.sampled_from([1, 2, 4]), bias=st.booleans())
 def test_reduction_identity_holds_for_any_draw(seed: int, kv_heads: int, bias: bool) -> None:
     """λ = 0 gives normalised ordinary attention whatever the weights, GQA grouping and biases."""
@@ -211,7 +211,7 @@ def test_falsifier_sdpa_scaled_twice_on_the_differential_layer(monkeypatch: pyte
     assert caught.value.gate_id == "GATE-MODEL-001"
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=5)
 @given(split=st.integers(min_value=SHAPE["ctx"] - 6, max_value=SHAPE["ctx"] - 1), seed=st.integers(0, 1000))
 def test_kv_cache_decoding_equals_one_forward(split: int, seed: int) -> None:
     """Prefill then one token at a time through the cache gives the logits of one full forward."""

@@ -17,7 +17,7 @@ from stack.model import GPT, ModelConfig, param_count_formula
 CONFIG = ModelConfig(vocab=97, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, ctx=32)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(
     vocab=st.integers(2, 300),
     heads_kv=st.integers(1, 3),

@@ -50,7 +50,7 @@ def test_swiglu_product_is_observable_by_a_forward_hook() -> None:
     torch.testing.assert_close(seen[0], torch.nn.functional.silu(ffn.gate(x)) * ffn.up(x))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(scale=st.floats(1e-3, 1e3), width=st.sampled_from([8, 32, 64]))
 def test_rmsnorm_output_has_unit_rms_whatever_the_input_scale(scale: float, width: int) -> None:
     x = torch.randn(4, width, dtype=torch.float64) * scale
@@ -58,7 +58,7 @@ def test_rmsnorm_output_has_unit_rms_whatever_the_input_scale(scale: float, widt
     torch.testing.assert_close(out.pow(2).mean(-1), torch.ones(4, dtype=torch.float64))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(start=st.integers(0, 8), shift=st.integers(0, 7))
 def test_rope_scores_depend_only_on_relative_position(start: int, shift: int) -> None:
     """<rope(q, m), rope(k, n)> is a function of m - n: shifting both positions changes nothing."""

@@ -106,7 +106,7 @@ def test_config_refuses_inconsistent_keys() -> None:
         ModelConfig.from_dict({**SHAPE, "mod_every": 2, "attention": "triton"})
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(
     capacity=st.floats(min_value=0.05, max_value=1.0),  # ⌊C·ctx⌋ ≥ 1; shorter T may still route none
     length=st.integers(min_value=1, max_value=SHAPE["ctx"]),
@@ -319,7 +319,7 @@ def test_the_threshold_splits_the_last_training_batch() -> None:
     assert int(routed_block(model).routed.sum()) == capacity_tokens(0.25, tokens.numel())
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     scores=st.lists(st.floats(-8, 8, allow_nan=False, width=32), min_size=1, max_size=60),
     capacity=st.floats(min_value=0.01, max_value=1.0),

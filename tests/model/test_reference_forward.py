@@ -213,7 +213,7 @@ def test_each_mutant_moves_every_form_it_acts_in(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.holds(GATE)
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20)
 @given(
     experts=st.sampled_from([0, 2, 4]),
     top_k=st.integers(1, 2),

@@ -32,7 +32,7 @@ def _earlier_of(out: Path, listed: list[str]) -> Earlier:
     return Earlier("record.json", {rel: frozenset({sha256_file(out / rel)}) for rel in listed})
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     present=st.sets(st.sampled_from(NAMES), min_size=1),
     unlisted=st.sets(st.sampled_from(NAMES)),

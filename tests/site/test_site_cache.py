@@ -56,7 +56,7 @@ def test_a_cache_that_cannot_be_written_still_draws(tmp_path: Path, monkeypatch:
     assert site_cache.kept(_shout)("ab", 1) == "AB"
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(source=st.text(max_size=200), name=st.sampled_from(["a.py", "b.yaml", "c.md", "d.unknown"]))
 def test_highlighting_read_back_is_the_highlighting_drawn(source: str, name: str) -> None:
     with tempfile.TemporaryDirectory() as scratch, pytest.MonkeyPatch.context() as patch:

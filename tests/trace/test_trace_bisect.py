@@ -98,7 +98,7 @@ def test_every_site_kind_has_a_plant() -> None:
 
 @pytest.mark.gate("GATE-TRACE-003")
 @pytest.mark.parametrize("kind", [*LAYER_SITES, *MODEL_SITES])
-@settings(max_examples=2, deadline=None)
+@settings(max_examples=2)
 @given(layer=st.integers(0, CONFIG.n_layers - 1), delta=st.floats(0.05, 2.0))
 def test_bisection_names_the_planted_layer_and_site(kind: str, layer: int, delta: float) -> None:
     model, broken = planted(kind, layer, delta)
@@ -148,7 +148,7 @@ def test_a_broken_attention_backend_is_named_at_attn_out(monkeypatch: pytest.Mon
 
 @pytest.mark.gate("GATE-TRACE-003")
 @pytest.mark.parametrize("kind", ["v", "ffn_gate", "ffn_up", "ffn_out"])
-@settings(max_examples=3, deadline=None)
+@settings(max_examples=3)
 @given(layer=st.integers(0, CONFIG.n_layers - 1), value=st.sampled_from([float("nan"), float("inf")]))
 def test_the_producer_of_a_nan_is_named_not_the_sites_that_pass_it_on(
     kind: str, layer: int, value: float
@@ -184,7 +184,7 @@ def _record(name: str, values: torch.Tensor) -> SiteRecord:
     return SiteRecord(name, tuple(values.shape), "float32", {})
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(atol=st.floats(0, 1), rtol=st.floats(0, 1), seed=st.integers(0, 2**16), scale=st.floats(1e-3, 10))
 def test_the_minimum_tolerance_passes_and_anything_tighter_fails(
     atol: float, rtol: float, seed: int, scale: float

@@ -26,7 +26,7 @@ def dump_of(path: TracePath, out: Path, idx: torch.Tensor) -> Path:
     return out
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(numel=st.integers(1, 5 * SAMPLE_LIMIT))
 def test_samples_are_whole_below_the_limit_and_evenly_spread_above(numel: int) -> None:
     indices = sample_indices(numel, SAMPLE_LIMIT)

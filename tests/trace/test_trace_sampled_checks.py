@@ -283,7 +283,7 @@ SPECIALS = st.sampled_from([0.0, -0.0, 1e-30, 3.0e38, float("nan"), float("inf")
 PAIR = st.lists(st.tuples(st.floats(-1e6, 1e6) | SPECIALS, st.floats(-1e6, 1e6) | SPECIALS), max_size=12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(PAIR, min_size=1, max_size=5), st.sampled_from([torch.float32, torch.bfloat16]))
 def test_the_sampled_deviations_are_each_pairs_site_deviation(pairs: list[Any], dtype: torch.dtype) -> None:
     """Measured together, each pair's row is site_deviation's (float64) up to the rounding of its

@@ -25,7 +25,7 @@ def test_names_are_the_documented_vocabulary() -> None:
     assert "layers.1.ffn_swiglu" in names and len(names) == 2 * len(LAYER_SITES) + 3
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(n_layers=st.integers(1, 40))
 def test_every_name_splits_back_and_reads_only_earlier_sites(n_layers: int) -> None:
     names = site_names(n_layers)
@@ -64,7 +64,7 @@ def test_a_glob_that_matches_nothing_is_bad_input() -> None:
 
 
 @pytest.mark.gate("GATE-TRACE-003")
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6)
 @given(layer=st.integers(0, 3), site=st.sampled_from(["ffn_up", "v", "ffn_gate"]))
 def test_anomaly_mode_names_the_layer_that_stands_out(layer: int, site: str) -> None:
     model = tiny_model(n_layers=4)

@@ -60,7 +60,7 @@ def traced_equals_untraced(model: torch.nn.Module, idx: torch.Tensor) -> bool:
 
 
 @pytest.mark.holds("GATE-TRACE-001")
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12)
 @given(
     seed=st.integers(0, 2**16),
     length=st.integers(1, 16),
@@ -249,7 +249,7 @@ def test_a_site_seen_off_its_module_just_beyond_site_identity_rtol_fires_and_jus
 SPECIALS = st.sampled_from([0.0, -0.0, 1e-30, 3.0e38, float("nan"), float("inf"), float("-inf")])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     st.lists(
         st.tuples(st.floats(-1e6, 1e6) | SPECIALS, st.floats(-1e6, 1e6) | SPECIALS), min_size=1, max_size=40
@@ -345,7 +345,7 @@ def _assert_reference(got: dict[str, float], x: torch.Tensor, scale: float) -> N
             assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     shape=st.tuples(st.integers(1, 3), st.integers(1, 9), st.integers(1, 17)),
     scale=st.floats(1e-3, 1e3),
@@ -373,7 +373,7 @@ def test_statistics_match_a_float64_reference(
     _assert_reference(got, x, scale)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12)
 @given(
     blocks=st.sampled_from([1, 2, 3]),
     tail=st.integers(-5, 5),
@@ -405,7 +405,7 @@ def test_fused_statistics_match_a_float64_reference_across_blocks(
     _assert_reference(got, x, scale)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(
     rows=st.integers(1, 40),
     cols=st.sampled_from([1, 7, 64, 300, 2048, 2500]),
@@ -516,7 +516,7 @@ def test_the_fused_statistics_tile_any_site_on_a_grid_cuda_launches(
     assert tiles <= CUDA_GRID_X
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(
     rows=st.integers(1, 40),
     cols=st.integers(1, 300),
@@ -750,7 +750,7 @@ def test_ablating_a_site_that_cannot_be_zeroed_is_bad_input(site: str, needle: s
 
 
 @pytest.mark.holds("GATE-TRACE-002")
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(
     rows=st.integers(1, 30),
     cols=st.integers(1, 200),

@@ -356,7 +356,7 @@ def test_each_measured_difference_alone_fires_and_agreement_holds() -> None:
 
 
 @pytest.mark.holds("GATE-TRAIN-007")
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     rows=st.integers(1, 3),
     width=st.integers(2, 9),
@@ -546,7 +546,7 @@ def test_a_cross_entropy_that_skips_one_target_after_the_tape_stops_at_the_probe
     vocab=st.integers(2, 40),
     data=st.data(),
 )
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 def test_the_gradient_reads_back_exactly_the_targets_a_cross_entropy_scores(
     batch: int, length: int, vocab: int, data: st.DataObject
 ) -> None:

@@ -60,7 +60,7 @@ def test_ordinary_text_scores_well_above_the_floor(text: str) -> None:
     assert coherence_score(text) > FLOOR + 20
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.text(max_size=300))
 def test_score_stays_in_0_to_100(text: str) -> None:
     assert 0.0 <= coherence_score(text) <= 100.0
@@ -135,7 +135,7 @@ def _run(monitor: CoherenceMonitor, scores: list[float], first_step: int) -> lis
     return fired
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(st.floats(0.0, 100.0), max_size=30), st.data())
 def test_state_round_trips_through_json(scores: list[float], data: st.DataObject) -> None:
     """Stopping, saving to JSON and resuming continues exactly as an uninterrupted monitor."""

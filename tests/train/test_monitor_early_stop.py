@@ -222,7 +222,7 @@ def _run(stopper: EarlyStopper, evals: list[tuple[float, float, float]], first_s
     ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(EVALS, st.data())
 def test_state_round_trips_through_json(evals: list[tuple[float, float, float]], data: st.DataObject) -> None:
     """Stopping, saving to JSON and resuming decides exactly as an uninterrupted stopper."""

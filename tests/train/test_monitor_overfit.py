@@ -70,7 +70,7 @@ def _run(detector: OverfitDetector, evals: list[tuple[float, float]], first_step
     return [detector.observe(train, heldout, first_step + i) for i, (train, heldout) in enumerate(evals)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=25), st.data())
 def test_state_round_trips_through_json(grid: list[tuple[int, int]], data: st.DataObject) -> None:
     """Saving to JSON mid-streak and resuming detects exactly what an uninterrupted detector detects."""

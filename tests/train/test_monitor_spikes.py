@@ -72,7 +72,7 @@ def _run(detector: SpikeDetector, losses: list[float], first_step: int) -> list[
     return [detector.observe(loss, first_step + i) for i, loss in enumerate(losses)]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(st.lists(st.floats(1.0, 2.0), min_size=WINDOW + 1, max_size=WINDOW + 40), st.data())
 def test_state_round_trips_through_json(losses: list[float], data: st.DataObject) -> None:
     """Saving the window to JSON and resuming flags exactly the spikes an uninterrupted run flags."""

@@ -35,7 +35,7 @@ def _config(**fields: object) -> ModelConfig:
     return ModelConfig.from_dict(base | {"ctx": 16} | fields)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12)
 @given(
     layers=st.integers(1, 3),
     heads=st.sampled_from([(4, 4), (4, 2), (4, 1), (2, 2)]),

@@ -58,7 +58,7 @@ def _adapted(targets: str = "q,v,ffn_*", **changes: object) -> torch.nn.Module:
 
 
 @pytest.mark.holds("GATE-LORA-001")
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12)
 @given(
     r=st.integers(1, 8),
     alpha=st.floats(0.5, 64.0),
@@ -152,7 +152,7 @@ def test_a_difference_just_beyond_the_tolerance_fires_and_just_inside_holds() ->
 
 
 @pytest.mark.holds("GATE-LORA-003")
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8)
 @given(seed=st.integers(0, 2**16), std=st.floats(1e-4, 1.0))
 def test_unmerge_restores_the_base_bit_for_bit(seed: int, std: float) -> None:
     model = _adapted()
@@ -406,7 +406,7 @@ def test_every_projection_of_every_option_carries_an_adapter() -> None:
     assert base_sha256(model) == base
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(
     shape=st.lists(st.integers(0, 3), min_size=0, max_size=4),
     dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.int64, torch.bool, torch.uint8]),

@@ -243,7 +243,7 @@ def test_bad_input_is_one_line_and_exit_2(
 # -- properties --------------------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     seed=st.integers(0, 2**16),
     temperature=st.floats(0.5, 8.0),

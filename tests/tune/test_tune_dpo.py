@@ -211,7 +211,7 @@ def test_data_that_is_not_pairs_is_refused_in_one_line(
 # -- properties --------------------------------------------------------------------------------
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(
     logps=st.lists(st.floats(-200, 0, width=32), min_size=2, max_size=8).filter(lambda v: len(v) % 2 == 0),
     beta=st.floats(1e-3, 10),
@@ -226,7 +226,7 @@ def test_a_policy_equal_to_its_reference_has_loss_ln2_and_no_reward(
     assert not terms.chosen_rewards.any() and not terms.rejected_rewards.any()
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(
     logps=st.lists(st.floats(-50, 0, width=32), min_size=4, max_size=8).filter(lambda v: len(v) % 2 == 0),
     noise=st.floats(0, 0.49),
@@ -255,7 +255,7 @@ def test_the_old_name_label_smoothing_is_refused_naming_label_noise() -> None:
     assert "TRL" in str(refused.value) and "\n" not in str(refused.value)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30)
 @given(size=st.integers(1, 12), width=st.integers(48, 64), pad=st.integers(0, 5))
 def test_the_mask_covers_exactly_the_completions(size: int, width: int, pad: int) -> None:
     records = [json.loads(line) for line in PREFS.read_text().splitlines()][:size]
@@ -275,7 +275,7 @@ def test_the_mask_covers_exactly_the_completions(size: int, width: int, pad: int
 _TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(prompt=_TEXT, chosen=_TEXT, rejected=_TEXT)
 def test_a_prepared_pair_reads_back_as_its_two_sequences(prompt: str, chosen: str, rejected: str) -> None:
     tokenizer = ByteTokenizer()
