@@ -96,11 +96,14 @@ def _inductor_deterministic() -> bool:
 
 
 def _set_inductor_deterministic(on: bool) -> None:
-    """Set Inductor's deterministic mode, through its environment variable while it is not loaded."""
+    """Set Inductor's deterministic mode: its config where it is loaded, and its environment
+    variable in every case. The variable is what an Inductor loaded later reads, and what the
+    processes this one starts inherit, so it must say the same as the config: a run that loaded
+    Inductor after setting it would otherwise leave it set when the switches are put back."""
     inductor = sys.modules.get(INDUCTOR_CONFIG)
     if inductor is not None:
         inductor.deterministic = on
-    elif on:
+    if on:
         os.environ[INDUCTOR_ENV] = "1"
     else:
         os.environ.pop(INDUCTOR_ENV, None)

@@ -9,6 +9,8 @@ rehearsal.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,6 +73,24 @@ def test_the_setting_is_strict_and_put_back_after_the_run() -> None:
     with determinism.kernels(False):
         assert not torch.are_deterministic_algorithms_enabled()
     assert determinism.Switches.now() == before
+
+
+def test_inductor_loaded_during_a_run_leaves_its_environment_as_it_found_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that sets Inductor's deterministic mode before Inductor is loaded (its environment
+    variable) and loads it (`train.compile`) leaves neither the variable nor the config set: the
+    processes started afterwards (a benchmark's legs, a test's commands) inherit the environment."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.delenv(determinism.INDUCTOR_ENV, raising=False)
+    monkeypatch.setattr(inductor, "deterministic", False)
+    monkeypatch.delitem(sys.modules, determinism.INDUCTOR_CONFIG)  # not loaded yet
+    with determinism.kernels(True):
+        assert os.environ.get(determinism.INDUCTOR_ENV) == "1"
+        sys.modules[determinism.INDUCTOR_CONFIG] = inductor  # loaded by the run's compilation
+    assert determinism.INDUCTOR_ENV not in os.environ
+    assert not inductor.deterministic
 
 
 STRICT = (
