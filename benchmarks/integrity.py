@@ -35,13 +35,13 @@ def measure(records: int) -> dict[str, float | int | bool]:
             make_record(root, f"run-{i:05d}", sha, outcomes, artifact_text=f'{{"step": {i}}}\n', minutes=i)
         start = time.perf_counter()
         report = run_checks(root, [])
-        seconds = time.perf_counter() - start
+        seconds = round(time.perf_counter() - start, 3)  # met judged on the number recorded
     if report.violations:
         raise SystemExit(f"benchmark repository is not clean: {report.violations[0].line()}")
     goal = load_spec().benchmark(GOAL)
     return {
         "records": report.records,
-        "seconds": round(seconds, 3),
+        "seconds": seconds,
         "goal": goal.goal,
         "met": goal.met(seconds),
     }

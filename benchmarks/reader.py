@@ -97,12 +97,12 @@ def measure(data: Path, batches: int, rounds: int) -> tuple[dict[str, object], L
                 rates[name].append(tokens_per_s(source, batches))
     median = {name: statistics.median(values) for name, values in rates.items()}
     goal = load_spec().benchmark(GOAL)
-    ratio = quotient(median["reader"], median["index"])
+    ratio = round(quotient(median["reader"], median["index"]), 3)  # met judged on the number recorded
     metrics: dict[str, object] = {
         "benchmark": GOAL,
         "tokens_per_s": round(median["reader"]),
         "baseline_tokens_per_s": round(median["index"]),
-        "ratio": round(ratio, 3),
+        "ratio": ratio,
         "goal": goal.goal,
         "met": goal.met(ratio),
         "strided_tokens_per_s": round(median["strided"]),

@@ -88,7 +88,7 @@ def main() -> int:
         env = {**os.environ, "GATESTACK_SMOKE_LEGS": str(legs_file)}
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=ROOT, env=env, check=False)
-        seconds = time.perf_counter() - start
+        seconds = round(time.perf_counter() - start, 2)  # met judged on the number recorded
         legs = json.loads(legs_file.read_text()) if legs_file.exists() else {}
     if proc.returncode != 0:
         print("bench-smoke: the smoke test failed; nothing recorded", file=sys.stderr)
@@ -101,7 +101,7 @@ def main() -> int:
     legs_seconds = [t["seconds"] for t in in_process.values()]
     record.metrics = {
         "benchmark": GOAL,
-        "seconds": round(seconds, 2),
+        "seconds": seconds,
         "command": command,
         # One after another in the test's process: wall and CPU seconds of each.
         "legs_seconds": {name: round(t["seconds"], 3) for name, t in in_process.items()},
