@@ -58,7 +58,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.triton]
 REPO = Path(__file__).resolve().parents[2]
 EXPLORE = os.environ.get("GATESTACK_FUZZ") == "explore"
 # Never compared: caches and build output that tools other than `stack` write while tests run.
-UNWATCHED = {".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", ".ruff_cache", "site"}
+UNWATCHED = {".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", ".ruff_cache"}
+# Never compared either: what the tests in the other workers write into the repository as they run
+# (the site's build and its generated pages, the drawings' cache, the browser test's screenshots),
+# each a folder git ignores.
+WRITTEN_BESIDE = {"site", ".cache", "test-artifacts", str(Path("docs") / "reference")}
 SOURCE_DIRS = ("stack", "contracts", "tests", "tools", "docs")
 ERROR_LINE = re.compile(r"^stack(?: [a-z-]+)?: (?:error|gate fired|internal error): ")
 TRACEBACK = "Traceback (most recent call last)"
@@ -70,7 +74,6 @@ def fuzz_settings(examples: int) -> settings:
         max_examples=examples * (20 if EXPLORE else 1),
         derandomize=not EXPLORE,
         database=None,
-        deadline=None,
         print_blob=EXPLORE,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     )
@@ -209,10 +212,12 @@ def check(outcome: Outcome) -> None:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """path → (size, mtime) of everything under root (directories as (-1, 0)), caches aside."""
+    """path → (size, mtime) of everything under root (directories as (-1, 0)), caches and what other
+    tests write beside it aside."""
     found: dict[str, tuple[int, int]] = {}
     for directory, subdirs, files in os.walk(root):
-        subdirs[:] = [d for d in subdirs if d not in UNWATCHED]
+        relative = Path(directory).relative_to(root)
+        subdirs[:] = [d for d in subdirs if d not in UNWATCHED and str(relative / d) not in WRITTEN_BESIDE]
         found[directory] = (-1, 0)
         for name in files:
             path = os.path.join(directory, name)

@@ -90,6 +90,9 @@ class CoverageRow:
 
 
 def _walk(root: Path, rel_dir: str, suffixes: set[str] | None = None) -> Iterator[Path]:
+    """The files below `rel_dir`, caches and the generated pages walked around, never entered: the
+    site build deletes and rewrites those pages while `make test` runs the check beside it, and a
+    folder that vanishes under a walk that entered it is an error, not an empty folder."""
     base = root / rel_dir
     if not base.is_dir():
         return
@@ -102,6 +105,11 @@ def _walk(root: Path, rel_dir: str, suffixes: set[str] | None = None) -> Iterato
                     stack.append(entry)
             elif suffixes is None or entry.suffix in suffixes:
                 yield entry
+
+
+def prose_files(root: Path) -> list[Path]:
+    """README.md and the Markdown of docs/, the generated pages left out: the prose that cites."""
+    return [root / "README.md", *sorted(_walk(root, "docs", {".md"}))]
 
 
 def citing_files(root: Path) -> Iterator[Path]:

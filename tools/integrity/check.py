@@ -78,7 +78,6 @@ from contracts.spec import (
     load_spec_from,
 )
 from tools.integrity.audit import (
-    GENERATED,
     RUNS_DIR,
     CoverageRow,
     LoadedEvidence,
@@ -87,6 +86,7 @@ from tools.integrity.audit import (
     coverage,
     evidence_paths,
     load_evidence,
+    prose_files,
     scan_bindings,
     scan_citations,
     scan_falsifiers,
@@ -998,9 +998,8 @@ class Checker:
         """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught), and
         every figure cited by a link into a record is the number it names there
         (tools/integrity/prose_figures.py)."""
-        sources = [self.root / "README.md", *sorted((self.root / "docs").rglob("*.md"))]
-        for source in sources:
-            if not source.is_file() or source.is_relative_to(self.root / GENERATED):
+        for source in prose_files(self.root):
+            if not source.is_file():
                 continue
             try:
                 text = read_text(source, self.root)
@@ -1061,9 +1060,8 @@ class Checker:
 def prose_citations(root: Path) -> Iterator[tuple[Path, int, re.Match[str]]]:
     """(file, line number, match) for every ledger path README.md and docs/ cite (a pattern such as
     evidence/runs/bench-trace-<time> is no citation)."""
-    sources = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
-    for source in sources:
-        if not source.is_file() or source.is_relative_to(root / GENERATED):
+    for source in prose_files(root):
+        if not source.is_file():
             continue
         try:
             text = read_text(source, root)

@@ -31,9 +31,12 @@ from typing import Any
 
 # Debian's package here; GitHub's runners ship Google Chrome instead.
 NAMES = ("chromium", "chromium-browser", "google-chrome")
+# --disable-dev-shm-usage: shared memory in /tmp, not /dev/shm, which a container may cap at 64 MB
+# (Docker's default), too little for a renderer laying out the longer pages: it crashes.
 FLAGS = [
     "--headless",
     "--no-sandbox",
+    "--disable-dev-shm-usage",
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
