@@ -159,13 +159,14 @@ def quota_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
 
 def _excess_z(hits: int, expected: float, trials: int) -> float:
     """How many standard deviations `hits` of `trials` lie above `expected`, the count a uniform
-    shuffle gives on average, with a binomial's spread (0 at or below it, and where a shuffle
-    always gives the same count: then `hits` can exceed it by rounding only)."""
+    shuffle gives on average, with a binomial's spread counted as at least one (0 at or below the
+    mean). A count moves by whole ones: where a shuffle expects a few hundredths (a small source's
+    few windows drawn from thousands), an honest plan's one or two hits would otherwise be tens of
+    deviations, and a blocking gate would stop a healthy run."""
     if trials == 0 or hits <= expected:
         return 0.0
     p = expected / trials
-    spread = math.sqrt(trials * p * (1.0 - p))
-    return (hits - expected) / spread if spread > 0 else 0.0
+    return (hits - expected) / max(math.sqrt(trials * p * (1.0 - p)), 1.0)
 
 
 def order_measured(plan: np.ndarray, previous: np.ndarray | None) -> dict[str, object]:
