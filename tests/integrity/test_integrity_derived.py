@@ -33,6 +33,7 @@ from tests.support.ledger_support import (
     DPO_RUN,
     EXPORT_RUN,
     LASER_RUN,
+    LENS_TRAIN_RUN,
     MEMORIZATION_RUN,
     PATCH_RUN,
     QUANTIZE_RUN,
@@ -1580,16 +1581,17 @@ def test_a_lens_records_epoch_plan_is_held_to_the_manifest_it_cites(tmp_path: Pa
 def test_a_lens_records_plan_windows_are_its_data_gates_and_its_manifest_is_asked_from_1_28_0(
     tmp_path: Path,
 ) -> None:
-    """GATE-DATA-002 restates GATE-DATA-001's plan windows as a training record's does; a lens-train
-    record of spec 1.28.0 or later that cites no manifest of its data is named."""
+    """GATE-DATA-002 restates GATE-DATA-001's plan windows as a training record's does (in a record of
+    today's revisions: an older one's GATE-DATA-002 is stale, not derived); a lens-train record of
+    spec 1.28.0 or later that cites no manifest of its data is named."""
+    record = json.loads((RECORDS / LENS_TRAIN_RUN / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    windows = gate(record, "GATE-DATA-001")["measured"]["plan_windows"]
     run = planted(
         tmp_path / "plan",
-        "lens-train-20261125T152337",
-        lambda d, _: gate(d, "GATE-DATA-002")["measured"].update(plan_windows=196597),
+        LENS_TRAIN_RUN,
+        lambda d, _: gate(d, "GATE-DATA-002")["measured"].update(plan_windows=windows + 2),
     )
-    assert_caught(
-        run, "gates[GATE-DATA-002].measured.plan_windows is 196597, but its artifacts derive 196595"
-    )
+    assert_caught(run, f"plan_windows is {windows + 2}, but its artifacts derive {windows}", "GATE-DATA-002")
     run = planted(
         tmp_path / "uncited", "lens-train-20261125T152337", lambda d, _: d["spec"].update(version="1.28.0")
     )
