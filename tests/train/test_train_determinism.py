@@ -84,13 +84,14 @@ def test_inductor_loaded_during_a_run_leaves_its_environment_as_it_found_it(
     import torch._inductor.config as inductor
 
     monkeypatch.delenv(determinism.INDUCTOR_ENV, raising=False)
-    monkeypatch.setattr(inductor, "deterministic", False)
-    monkeypatch.delitem(sys.modules, determinism.INDUCTOR_CONFIG)  # not loaded yet
-    with determinism.kernels(True):
-        assert os.environ.get(determinism.INDUCTOR_ENV) == "1"
-        sys.modules[determinism.INDUCTOR_CONFIG] = inductor  # loaded by the run's compilation
-    assert determinism.INDUCTOR_ENV not in os.environ
-    assert not inductor.deterministic
+    # Inductor's own patch: monkeypatch's undo of a torch config entry deletes the entry.
+    with inductor.patch(deterministic=False):
+        monkeypatch.delitem(sys.modules, determinism.INDUCTOR_CONFIG)  # not loaded yet
+        with determinism.kernels(True):
+            assert os.environ.get(determinism.INDUCTOR_ENV) == "1"
+            sys.modules[determinism.INDUCTOR_CONFIG] = inductor  # loaded by the run's compilation
+        assert determinism.INDUCTOR_ENV not in os.environ
+        assert not inductor.deterministic
 
 
 STRICT = (
