@@ -302,10 +302,14 @@ _worker: tuple[GPT, Fitness] | None = None
 def _start_worker(model: bytes, fitness: Fitness) -> None:
     """A worker's own copy of the run's model, buffers included (its parameters are overwritten by
     every task), and the fitness. It ignores SIGINT and SIGTERM: a Ctrl-C reaches the whole process
-    group, and the run's own process is the one that finishes the step, saves it and stops the pool."""
+    group, and the run's own process is the one that finishes the step, saves it and stops the pool.
+    The worker was started with them blocked (`_stops_held`), so one that came while it started
+    (unpickling this function's arguments imports torch: seconds) is discarded here, once they are
+    ignored, instead of raising KeyboardInterrupt in it and leaving the pool without it."""
     global _worker
     for stop in STOP_SIGNALS:
         signal.signal(stop, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     torch.set_num_threads(1)
     _worker = (pickle.loads(model).eval(), fitness)
 
@@ -316,6 +320,18 @@ def _evaluate_chunk(
     assert _worker is not None, "the pool's initializer builds the worker's model"
     model, fitness = _worker
     return evaluate_members(model, fitness, theta, batch, members, sigma), grads_set(model)
+
+
+@contextmanager
+def _stops_held() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked in this thread for the block, then as they were: a worker process
+    started in it inherits them blocked, until its initializer has set them ignored. One sent to
+    this process meanwhile is delivered when the block ends."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _chunks(members: list[Member], count: int) -> Iterator[list[Member]]:
@@ -349,10 +365,11 @@ class Pool:
         self, theta: torch.Tensor, batch: torch.Tensor, members: list[Member], sigma: float
     ) -> tuple[list[Evaluation], int]:
         """The members' evaluations, in population order, and the count of .grad set in the workers."""
-        futures = [
-            self.executor.submit(_evaluate_chunk, theta, batch, chunk, sigma)
-            for chunk in _chunks(members, self.workers)
-        ]
+        with _stops_held():  # the executor starts its workers as tasks are submitted
+            futures = [
+                self.executor.submit(_evaluate_chunk, theta, batch, chunk, sigma)
+                for chunk in _chunks(members, self.workers)
+            ]
         evaluations: list[Evaluation] = []
         grads = 0
         for future in futures:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -181,6 +184,51 @@ def test_worker_processes_score_the_members_as_this_process_does(world: dict[str
     assert here_grads == there_grads == 0
     assert [e.fitness for e in there] == pytest.approx([e.fitness for e in here], rel=1e-5)
     assert not any(e.grad_enabled or e.graph for e in there)
+
+
+def _starting_workers() -> list[int]:
+    """This process's children that run multiprocessing's spawned interpreter: from their exec on,
+    while they unpickle what they were started with (which imports torch), before the executor lists
+    them as started."""
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children += [int(pid) for pid in (task / "children").read_text().split()]
+    workers = []
+    for pid in children:
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(pid)
+    return workers
+
+
+def test_a_ctrl_c_while_the_workers_start_is_theirs_to_ignore(world: dict[str, Path]) -> None:
+    """SIGINT sent to each worker process the moment its interpreter runs, long before its
+    initializer (a terminal's Ctrl-C reaches the whole process group at any moment): the workers
+    score the members all the same. Without the signals held while they start, the first worker
+    died of a KeyboardInterrupt in its imports and the evaluation never returned."""
+    model = load_trained(world["source"]).model
+    theta, batch = flatten(model), torch.randint(257, (2, 17), generator=torch.Generator().manual_seed(0))
+    members = noise.mirrored(torch.Generator().manual_seed(0), 2)
+    interrupted: set[int] = set()
+    scored: list[int] = []
+    pool = Pool(model, lm_fitness, 2)
+
+    def evaluate() -> None:
+        scored.append(len(pool.evaluate(theta, batch, members, 0.01)[0]))
+
+    evaluation = threading.Thread(target=evaluate, daemon=True)  # a hung one must not hold pytest
+    evaluation.start()
+    deadline = time.monotonic() + 120
+    while evaluation.is_alive() and len(interrupted) < 2 and time.monotonic() < deadline:
+        for pid in set(_starting_workers()) - interrupted:
+            os.kill(pid, signal.SIGINT)
+            interrupted.add(pid)
+        time.sleep(0.001)
+    evaluation.join(timeout=120)
+    assert not evaluation.is_alive(), "the evaluation never returned"
+    pool.close()
+    assert len(interrupted) == 2 and scored == [len(members)]
 
 
 def test_bad_input_is_one_line_and_exit_2(
