@@ -36,6 +36,7 @@ from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.trained import load_trained
 from tests.support.ledger_support import edited, findings, gate
+from tests.support.processes import children
 from tests.support.trace_support import save_run, tiny_model
 from tests.support.train_support import prepared
 from tests.support.tree_snapshot import snapshot
@@ -190,12 +191,8 @@ def _starting_workers() -> list[int]:
     """This process's children that run multiprocessing's spawned interpreter: from their exec on,
     while they unpickle what they were started with (which imports torch), before the executor lists
     them as started."""
-    children = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        with contextlib.suppress(OSError):
-            children += [int(pid) for pid in (task / "children").read_text().split()]
     workers = []
-    for pid in children:
+    for pid in children(os.getpid()):
         with contextlib.suppress(OSError):
             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 workers.append(pid)

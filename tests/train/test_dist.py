@@ -16,6 +16,7 @@ import pytest
 from stack.train import checkpoint as ckpt
 from stack.train.dist_parity import loss_parity
 from stack.train.launch import verdict
+from tests.support.processes import children
 from tests.support.train_support import evidence, prepared, step_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,13 +190,6 @@ def test_a_sibling_stopped_by_torchrun_adds_no_line_to_a_refusal(
     assert verdict(ended) == (lines, code)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def test_a_dead_rank_stops_the_run_and_leaves_valid_checkpoints(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     long_run = smoke(data, out, 2, "--nproc", "2", "--set", "train.steps=100000", "--set", "ckpt.every=2")
@@ -205,8 +199,8 @@ def test_a_dead_rank_stops_the_run_and_leaves_valid_checkpoints(data: Path, tmp_
     while time.time() < deadline and proc.poll() is None and len(ckpt.list_checkpoints(out)) < 2:
         time.sleep(0.2)
     assert proc.poll() is None and len(ckpt.list_checkpoints(out)) >= 2, "two checkpoints before the kill"
-    launcher = _children(proc.pid)  # torchrun
-    workers = [w for pid in launcher for w in _children(pid)]
+    launcher = children(proc.pid)  # torchrun
+    workers = [w for pid in launcher for w in children(pid)]
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGKILL)
     proc.communicate(timeout=120)

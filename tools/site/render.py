@@ -110,7 +110,7 @@ def benchmarks_page(ledger: Ledger) -> str:
                 [text(goal.title), target, "—", "not measured yet", badge("no measurement", "s-other"), "—"]
             )
             continue
-        for first, (where, record) in enumerate(newest.items()):
+        for index, (where, record) in enumerate(newest.items()):
             measured = record.metrics.get(goal.metric)
             note = record.metrics.get("note")
             # The spec's goal judges the number; a record's own opinion is not consulted.
@@ -122,7 +122,7 @@ def benchmarks_page(ledger: Ledger) -> str:
                 met += f"<br>{text(note)}"
             place = " · ".join(text(part) for part in where if part)
             run = f"{run_link(page, record.run.id)}<br>{record.run.started:%Y-%m-%d}"
-            title, goal_cell = (text(goal.title), target) if first == 0 else ("", "")
+            title, goal_cell = (text(goal.title), target) if index == 0 else ("", "")
             rows.append([title, goal_cell, place, scalar(measured, unit), met, run])
     out += table(["benchmark", "goal", "measured on", "measured", "met", "run"], rows)
     return "\n".join(out) + "\n"
