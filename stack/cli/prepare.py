@@ -31,6 +31,7 @@ from stack.data.defaults import (
     DEFAULT_TEXT_FIELD,
     DEFAULT_VAL_FRACTION,
 )
+from stack.data.filters.settings import dedup_flags
 from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
 
@@ -626,8 +627,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if heldout.tokens == 0 and manifest.val_fraction > 0:
         print(_empty_heldout_line(sum(s.documents for s in manifest.sources.values()), manifest.val_fraction))
-    elif heldout.tokens and (short := _presets_short_of_heldout(args.out, manifest)):
-        print(_short_heldout_line(args.out, manifest, short))
+    elif heldout.tokens and (short := _presets_short_of_heldout(args.out, manifest))[0]:
+        print(_short_heldout_line(args.out, manifest, *short))
     if manifest.sft is not None:
         print(_template_line(args, manifest.sft))
     if manifest.sft is not None and manifest.sft.dropped:
@@ -674,32 +675,37 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
     )
 
 
-def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> list[str]:
+def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> tuple[list[str], bool]:
     """The presets whose held-out set `stack train` (`sft`, `dpo`) `--preset NAME` would refuse
     before its first step: a split of no window, or a set that repeats windows (duplicated documents
-    or examples), which GATE-EVAL-001 refuses. The set is drawn as the run draws it, in windows of
-    the model's context or of fine-tuning data's pack length, the whole split where it is smaller."""
+    or examples), which GATE-EVAL-001 refuses; and whether any is refused for repeats, a set drawn
+    whole from enough windows. The set is drawn as the run draws it, in windows of the model's
+    context or of fine-tuning data's pack length, the whole split where it is smaller."""
     from stack.data.heldout import heldout_set_outcome
     from stack.train.config import resolve
     from stack.train.presets import PRESETS
 
-    short = []
+    short, repeats = [], False
     for name in PRESETS:
         config = resolve(name, None, [], vocab=manifest.tokenizer.vocab_size)
         window = config.model.ctx if manifest.sft is None else manifest.sft.pack_len
         try:
-            fits = heldout_set_outcome(data_dir, config.train.batch_size, window, config.eval.batches).ok
+            held = heldout_set_outcome(data_dir, config.train.batch_size, window, config.eval.batches)
         except BadInput:
-            fits = False
-        if not fits:
             short.append(name)
-    return short
+            continue
+        if not held.ok:
+            short.append(name)
+            repeats = repeats or (held.measured or {}).get("distinct_windows", 0) >= 2
+    return short, repeats
 
 
-def _short_heldout_line(data_dir: Path, manifest: Manifest, short: list[str]) -> str:
+def _short_heldout_line(data_dir: Path, manifest: Manifest, short: list[str], repeats: bool) -> str:
     """The note for a held-out split too small for some presets' evaluation. A document (an example)
     is held out whole, so a split of a few short ones can hold far less of the text than
-    --val-fraction says of them; the fix and the way to check one setting are named."""
+    --val-fraction says of them; a copy is held out with its first, so a split whose set lands on
+    copies (`repeats`) holds them at any --val-fraction, and dedup is the fix. The fix and the way
+    to check one setting are named."""
     train, heldout = manifest.totals["train"].tokens, manifest.totals["heldout"].tokens
     share = heldout / (train + heldout)
     if manifest.sft is None:
@@ -707,12 +713,18 @@ def _short_heldout_line(data_dir: Path, manifest: Manifest, short: list[str]) ->
     else:
         units, more, window = "examples", "examples", manifest.sft.pack_len
         command = "dpo" if manifest.sft.format == "prefs" else "sft"
+    fix = f"raise --val-fraction or add {more}"
+    if repeats and manifest.duplicate_documents:
+        fix = (
+            f"a copy is held out with its first at any --val-fraction, and {manifest.duplicate_documents} "
+            f"{_repeat_unit(manifest)} repeat an earlier one: prepare again with {dedup_flags()}, which "
+            "keeps the first of each"
+        )
     return (
         f"  note: the held-out split holds {heldout:,} tokens, {share:.2%} of the text (--val-fraction "
         f"{manifest.val_fraction} is a share of whole {units}): too few distinct windows for the "
-        f"evaluation of --preset {', '.join(short)}, which `stack {command}` refuses; raise --val-fraction "
-        f"or add {more}, or check one setting with `stack prepare --verify --out {data_dir} --seq-len "
-        f"{window} --batch-size B`"
+        f"evaluation of --preset {', '.join(short)}, which `stack {command}` refuses; {fix}, or check "
+        f"one setting with `stack prepare --verify --out {data_dir} --seq-len {window} --batch-size B`"
     )
 
 

@@ -28,6 +28,7 @@ from contracts.gates import Outcome, gate_require, measure
 from contracts.heldout import heldout_set_batches
 from contracts.spec import load_spec
 from stack.data import mixture
+from stack.data.filters.settings import dedup_flags
 from stack.data.manifest import Manifest, load_manifest
 from stack.data.shards import open_split
 from stack.data.split import read_index
@@ -143,7 +144,9 @@ def repeated_windows_remedy(
     """What to do when the held-out set a run drew from DATA_DIR has enough windows but too few
     distinct ones, or None when the split, drawn the plain way, does not repeat them (then the run's
     own reader repeated them: a fault of the stack, which no setting mends). The split repeats them
-    when it holds duplicated documents or examples (fine-tuning data keeps repeated examples)."""
+    when it holds duplicated documents or examples (fine-tuning data keeps repeated examples), and a
+    copy is held out with its first, so a larger --val-fraction holds them as well: dedup at
+    prepare removes them, as does a batch size whose set the spread keeps off them."""
     minimum = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
     n = heldout_set_batches(n_batches, minimum)
     try:
@@ -157,9 +160,10 @@ def repeated_windows_remedy(
     fits = _smaller_batch(table, n, batch_size)
     smaller = f"; or {lower_to(TRAINING_KNOBS.batch_size, fits)}" if fits else ""
     return (
-        f"the held-out split of {data_dir} repeats its windows (duplicated documents or examples): hold "
-        f"out more distinct text with a larger --val-fraction or more documents{smaller}; or accept "
-        "a smaller held-out set with --waive GATE-EVAL-001 --reason TEXT"
+        f"the held-out split of {data_dir} repeats its windows: it holds copies of documents or examples, "
+        f"which land on their first's side at any --val-fraction; prepare it again with {dedup_flags()}, "
+        f"which keeps the first of each{smaller}; or accept a smaller held-out set with --waive "
+        "GATE-EVAL-001 --reason TEXT"
     )
 
 

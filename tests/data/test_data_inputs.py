@@ -36,6 +36,7 @@ from stack.cli import main
 from stack.data import json_array
 from stack.data.corpus import InputFile, InputSpec, default_spec, discover
 from stack.data.filters.droplog import DROP_LOG_FILE
+from stack.data.filters.settings import dedup_flags
 from stack.data.heldout import heldout_batches
 from stack.data.manifest import load_manifest
 from stack.data.sft_reader import sft_heldout_batches
@@ -805,8 +806,9 @@ def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows
     """Sixty examples, each three times: a copy lands on its original's side, so the held-out split
     holds 102 windows of 34 distinct ones. That is enough windows for smoke's 16 batches of 4,
     and too few distinct ones for GATE-EVAL-001, which halts the run before its first step. The
-    note names smoke, and `--verify` refuses the setting as the run would while one of batch 1
-    (16 windows) passes."""
+    note names smoke and the fix, since a larger --val-fraction holds the copies too: the default
+    filters with dedup, after which no preset is refused. `--verify` refuses the setting as the
+    run would while one of batch 1 (16 windows) passes."""
     chat = tmp_path / "chat.jsonl"
     chat.write_text("\n".join(corpora.chat_records(0, 60, 0) * 3) + "\n", encoding="utf-8")
     data = tmp_path / "d"
@@ -817,6 +819,12 @@ def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows
     assert "; kept 120 example(s) that repeat an earlier one" in out, out
     refused = _refused_presets(data)
     assert "smoke" in refused and _short_presets_said(out) == refused, out
+    advised = dedup_flags()
+    assert f"prepare again with {advised}, which keeps the first of each" in out, out
+    argv_deduplicated = [*argv[:-1], str(tmp_path / "deduplicated"), *advised.split()]
+    code, out, err = prepare(capsys, str(chat), *argv_deduplicated)
+    assert code == 0 and _refused_presets(tmp_path / "deduplicated") == [], err
+    assert _short_presets_said(out) is None, out
     code, _, err = prepare(capsys, "--verify", "--out", str(data), "--seq-len", "600", "--batch-size", "4")
     assert code == EXIT_BAD_INPUT, err
     assert "34 distinct windows in 16 batches of 4" in err and "[GATE-EVAL-001]" in err

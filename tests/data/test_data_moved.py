@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from contracts.errors import BadInput
 from stack.cli import main
+from stack.data.filters.settings import dedup_flags
 from stack.data.heldout import TRAINING_KNOBS, Shortfall, heldout_batches, heldout_split_windows
 from stack.data.manifest import load_manifest
 from stack.lens.train import LENS_KNOBS
@@ -236,6 +237,7 @@ def test_the_batch_size_advised_for_a_held_out_split_of_repeats_is_one_the_run_p
     assert _sft(data, start, tmp_path / "b3", "--set", "train.batch_size=3") == 3
     line = _last_line(capsys)
     assert "GATE-EVAL-001" in line and "repeats its windows" in line and advised in line, line
+    assert f"prepare it again with {dedup_flags()}" in line, line
     verify = ["prepare", "--verify", "--out", str(data), "--seq-len", "32", "--batch-size"]
     assert main([*verify, "3"]) == 2 and advised in _last_line(capsys)
     assert main([*verify, "2"]) == 0

@@ -161,6 +161,14 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def dedup_flags() -> str:
+    """`stack prepare`'s flags that drop repeated documents or examples and still run the default
+    filters: the filters named replace the default list, so `--filter dedup` alone would run
+    nothing else. What a held-out split that repeats its windows is advised to be prepared with."""
+    names = dict.fromkeys([*load_settings().default, "dedup"])
+    return " ".join(f"--filter {name}" for name in names)
+
+
 def load_settings(path: Path | None = None) -> FilterSettings:
     """The built-in settings, with a user's file over them when given; a bad file is BadInput."""
     raw = _read_yaml(DEFAULTS_FILE)
