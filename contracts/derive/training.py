@@ -51,7 +51,7 @@ from contracts.derive.settling import Log, Settler
 from contracts.derive.trace import real as _real
 from contracts.evidence import RunStatus, Verdict
 from contracts.gate_counts import isolation_positions, pad_appended, teacher_forwards_at_least
-from contracts.heldout import heldout_set_batches
+from contracts.heldout import heldout_set_batches, heldout_set_shape
 from contracts.judges import judge
 from contracts.judges.eval import heldout_precise
 from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
@@ -69,6 +69,9 @@ LOOP_KINDS = ("train", "finetune", "sft", "dpo", "distill")
 ASKED_SINCE = 5
 # The revision of GATE-EVAL-001 from which early stopping judges only a precise held-out loss (noise).
 NOISE_SINCE = 6
+# The revision of GATE-EVAL-001 from which a set that lands on the split's copies is read one window
+# a batch (contracts.heldout.heldout_set_shape, given the set's distinct windows).
+COPIES_SINCE = 7
 # The revision of GATE-TRAIN-007 that brought its check manifest (`stated_split_targets`).
 SPLIT_TARGETS_SINCE = 6
 # Fields every step line carries (GATE-TRAIN-001); later keys of a line are the loop's to add.
@@ -1516,11 +1519,12 @@ def _wall_time(inputs: Inputs, log: Log, per_step: int, derived: Derivation) -> 
 
 
 def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], settler: Settler) -> None:
-    """GATE-EVAL-001: the held-out batches every evaluation used, each of `train.batch_size` windows,
-    so no more distinct windows than batches × batch size. Each evaluation's reads are of that set:
-    `set_batches` are its batches; and where each batch states one scoring of its windows, every
-    position a target (pretraining, distillation: EVERY_POSITION_SCORED), the scorings its batches
-    state are one a batch, and the distinct windows they state the set's distinct windows."""
+    """GATE-EVAL-001: the held-out batches every evaluation used, each of `train.batch_size` windows
+    or one (contracts.heldout.heldout_set_shape), so no more distinct windows than batches × batch
+    size. Each evaluation's reads are of that set: `set_batches` are its batches; and where each
+    batch states one scoring of its windows, every position a target (pretraining, distillation:
+    EVERY_POSITION_SCORED), the scorings its batches state are one a batch, and the distinct
+    windows they state the set's distinct windows."""
     derived = settler.derived
     derived.gate("GATE-EVAL-001", {"heldout_batches": batches})
     result = next((g for g in inputs.record.gates if g.id == "GATE-EVAL-001"), None)
@@ -1535,14 +1539,28 @@ def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], settler:
     if not isinstance(size, int) or isinstance(size, bool):
         return
     windows = _split_windows(inputs)
-    if isinstance(batches, int) and windows is not None and windows < batches * size:
-        size = 1  # a split smaller than the set asked for is evaluated whole, one window a batch
+    if isinstance(batches, int) and windows is not None:
+        # one window a batch for a split smaller than the set, or a set on the split's copies
+        minimum = inputs.spec.gates["GATE-EVAL-001"].threshold_values["min_heldout_batches"]
+        asked = config.get("eval", {}).get("batches")
+        size = heldout_set_shape(asked, minimum, windows, size, _set_distinct(inputs))[1] or size
     derived.put(("gates", "GATE-EVAL-001", "measured", "batch_size"), size, optional=True)
     if isinstance(batches, int) and _real(distinct) and distinct > batches * size:
         derived.problems.append(
             f"gates[GATE-EVAL-001].measured.distinct_windows is {distinct}, more than the {batches} held-out "
             f"batches of {size} windows hold"
         )
+
+
+def _set_distinct(inputs: Inputs) -> int | None:
+    """The held-out set's distinct windows, as GATE-EVAL-001's check set measured them, for a record
+    of a revision that reads a set on the split's copies one window a batch (None: an older one, or
+    not measured)."""
+    if _revision_of(inputs, "GATE-EVAL-001") < COPIES_SINCE:
+        return None
+    result = next(g for g in inputs.record.gates if g.id == "GATE-EVAL-001")
+    distinct = result.measured.get("distinct_windows") if isinstance(result.measured, dict) else None
+    return distinct if isinstance(distinct, int) and not isinstance(distinct, bool) else None
 
 
 def _split_windows(inputs: Inputs) -> int | None:
@@ -1630,6 +1648,7 @@ def training_record(inputs: Inputs) -> Derivation:
         limits["GATE-EVAL-001"]["min_heldout_batches"],
         _split_windows(inputs),
         config.get("train", {}).get("batch_size"),
+        _set_distinct(inputs),
     )
     derived.problems += _asked_problems(log, asked)
     since = _revision_of(inputs, "GATE-EVAL-002") >= ASKED_SINCE

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from contracts.heldout import distinct_windows_needed
 from contracts.judges.base import (
     Judges,
     Malformed,
@@ -76,7 +77,7 @@ def _set_problems(m: Measured, t: Thresholds) -> list[str]:
         ]
     if size < 1:
         raise Malformed("batch_size must be at least 1")
-    needed = min(batches, int(t["min_heldout_batches"])) * size
+    needed = distinct_windows_needed(batches, size, t["min_heldout_batches"])
     if distinct < needed:
         return [
             f"the held-out set has {distinct} distinct windows in {batches} batches of {size}, fewer "

@@ -5,8 +5,10 @@ set covers every source and shard in proportion and needs no seed: every run, an
 evaluation within a run, judges exactly the same tokens. N defaults to GATE-EVAL-001's
 `min_heldout_batches` (contracts.heldout, the rule GATE-EVAL-002's check asked holds a run to).
 A split of fewer windows than the set holds is handed out whole, one window a batch, to the
-training loop: whether its loss is precise enough for early stopping is GATE-EVAL-001's to judge
-at each evaluation, and a set that is not trains with early stopping off.
+training loop, and so are the windows of a set that lands on the split's own copies (a document
+or example written twice is held out with its first), as contracts.heldout shapes the set:
+whether its loss is precise enough for early stopping is GATE-EVAL-001's to judge at each
+evaluation, and a set that is not trains with early stopping off.
 
 What a run evaluates is checked against that choice (GATE-DATA-005, `check_heldout`): every
 table of every held-out batch (the tokens; a fine-tuning batch's labels) must be the held-out
@@ -25,7 +27,7 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_require, measure
-from contracts.heldout import heldout_set_batches
+from contracts.heldout import heldout_set_batches, heldout_set_shape
 from contracts.spec import load_spec
 from stack.data import mixture
 from stack.data.filters.settings import dedup_flags
@@ -79,6 +81,8 @@ def heldout_windows(
     table, tokens = _heldout_table(data_dir, manifest, seq_len, exclude)
     need = n * batch_size
     knobs = knobs or TRAINING_KNOBS
+    if knobs.judged and table.total >= need:
+        return _shaped(_drawn(table, n, batch_size), n_batches, minimum, table.total)
     if table.total < need and knobs.judged and table.total:
         return _drawn(table, table.total, 1)
     if table.total < need:
@@ -103,29 +107,20 @@ def _heldout_table(
     return WindowTable(shards, seq_len), sum(s.entry.tokens for s in shards)
 
 
+def _shaped(drawn: np.ndarray, asked: int | None, minimum: int, split_windows: int) -> np.ndarray:
+    """The training loop's set of the `drawn` windows, shaped as contracts.heldout.heldout_set_shape
+    says: as drawn, or, where they land on the split's own copies more than GATE-EVAL-001 lets a
+    set of their batches hold, the same windows one a batch."""
+    size = drawn.shape[1]
+    distinct = set_size_measured(list(drawn))["distinct_windows"]
+    shape = heldout_set_shape(asked, minimum, split_windows, size, distinct)
+    return drawn.reshape(shape[0], shape[1] or size, drawn.shape[-1])
+
+
 def _drawn(table: WindowTable, n: int, batch_size: int) -> np.ndarray:
     """The set of `n` batches of `batch_size` windows spread evenly over the table (`spread_ids`)."""
     ids = spread_ids(table.total, n * batch_size)
     return table.gather(ids).reshape(n, batch_size, table.seq_len + 1)
-
-
-def _passes(table: WindowTable, n: int, batch_size: int) -> bool:
-    """Whether GATE-EVAL-001 passes the set of `n` batches of `batch_size` the table gives, drawn
-    and counted as a run draws and counts it (a split that repeats windows may hold enough of them
-    and still fail: its duplicated documents or examples are one window each to the gate)."""
-    if n * batch_size > table.total:
-        return False
-    return measure("GATE-EVAL-001", set_size_measured(list(_drawn(table, n, batch_size)))).ok
-
-
-def _smaller_batch(table: WindowTable, n: int, batch_size: int) -> int:
-    """The largest batch size below `batch_size` whose set of `n` batches the gate passes, as it
-    passes every size below it (0: none). Judged on the set each would draw (a rule of thumb advised
-    a split of 41 windows, six of them repeats, a batch size of 2 that the run then halted on)."""
-    fits = 0
-    while fits + 1 < batch_size and _passes(table, n, fits + 1):
-        fits += 1
-    return fits
 
 
 def heldout_set_outcome(
@@ -142,28 +137,24 @@ def repeated_windows_remedy(
     data_dir: Path | str, batch_size: int, seq_len: int, n_batches: int | None = None
 ) -> str | None:
     """What to do when the held-out set a run drew from DATA_DIR has enough windows but too few
-    distinct ones, or None when the split, drawn the plain way, does not repeat them (then the run's
-    own reader repeated them: a fault of the stack, which no setting mends). The split repeats them
-    when it holds duplicated documents or examples (fine-tuning data keeps repeated examples), and a
-    copy is held out with its first, so a larger --val-fraction holds them as well: dedup at
-    prepare removes them, as does a batch size whose set the spread keeps off them."""
-    minimum = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
-    n = heldout_set_batches(n_batches, minimum)
+    distinct ones, or None when the set the split gives passes (then the run's own reader repeated
+    them: a fault of the stack, which no setting mends). A split whose set lands on its copies is
+    read one window a batch already (contracts.heldout), so what is left is a split of fewer
+    distinct windows than GATE-EVAL-001 holds such a set to: a few examples, each written many
+    times. A copy is held out with its first, so a larger --val-fraction holds them as well;
+    dedup at prepare keeps the first of each, and the whole split, then smaller than the set, is
+    evaluated."""
     try:
-        table, _ = _heldout_table(Path(data_dir), load_manifest(Path(data_dir)), seq_len, None)
+        drawn = heldout_windows(data_dir, batch_size, seq_len, n_batches)
     except BadInput:
         return None
-    whole = n * batch_size > table.total  # the run evaluates the split whole, one window a batch
-    drawn = _drawn(table, table.total, 1) if whole else _drawn(table, n, batch_size)
     if measure("GATE-EVAL-001", set_size_measured(list(drawn))).ok:
         return None
-    fits = _smaller_batch(table, n, batch_size)
-    smaller = f"; or {lower_to(TRAINING_KNOBS.batch_size, fits)}" if fits else ""
     return (
         f"the held-out split of {data_dir} repeats its windows: it holds copies of documents or examples, "
         f"which land on their first's side at any --val-fraction; prepare it again with {dedup_flags()}, "
-        f"which keeps the first of each{smaller}; or accept a smaller held-out set with --waive "
-        "GATE-EVAL-001 --reason TEXT"
+        "which keeps the first of each; or accept a smaller held-out set with --waive GATE-EVAL-001 "
+        "--reason TEXT"
     )
 
 

@@ -52,7 +52,12 @@ from contracts.spec import load_spec
 from stack.data import chat_jinja
 from stack.data.adequacy import CorpusAdequacy, corpus_adequacy
 from stack.data.hashing import batch_sha256
-from stack.data.heldout import check_heldout, heldout_split_windows, repeated_windows_remedy
+from stack.data.heldout import (
+    check_heldout,
+    heldout_split_windows,
+    repeated_windows_remedy,
+    set_size_measured,
+)
 from stack.data.policy import build_policy, check_paid, source_heldout, tallied_measured
 from stack.data.reader import check_fingerprint, check_served, planned_sha256
 from stack.data.tokenizer import Tokenizer
@@ -428,12 +433,17 @@ class Trainer:
             exclude=config.data.exclude or None,
         )
         self.heldout = self.objective.heldout(self.data_dir, train.batch_size, seq_len, config.eval.batches)
-        # The set the recorded config asks for, by the rule apart from the reader (GATE-EVAL-002 asked).
+        # The set the recorded config asks for, by the rule apart from the reader, given the distinct
+        # windows the set holds (one on the split's copies is read one window a batch; GATE-EVAL-002 asked).
         minimum = load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")
         split = heldout_split_windows(self.data_dir, seq_len)
-        self.asked_batches = heldout_set_batches(config.eval.batches, minimum, split, train.batch_size)
+        tokens = [self.objective.tokens(batch) for batch in self.heldout]
+        distinct = set_size_measured([t.cpu().numpy() for t in tokens])["distinct_windows"]
+        self.asked_batches = heldout_set_batches(
+            config.eval.batches, minimum, split, train.batch_size, distinct
+        )
         judge_heldout_set(
-            [self.objective.tokens(batch) for batch in self.heldout],
+            tokens,
             lambda: repeated_windows_remedy(self.data_dir, train.batch_size, seq_len, config.eval.batches),
         )
         # The distinct windows the set's batches state: what every evaluation must read (GATE-EVAL-001).

@@ -804,11 +804,9 @@ def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Sixty examples, each three times: a copy lands on its original's side, so the held-out split
-    holds 102 windows of 34 distinct ones. That is enough windows for smoke's 16 batches of 4,
-    and too few distinct ones for GATE-EVAL-001, which halts the run before its first step. The
-    note names smoke and the fix, since a larger --val-fraction holds the copies too: the default
-    filters with dedup, after which no preset is refused. `--verify` refuses the setting as the
-    run would while one of batch 1 (16 windows) passes."""
+    holds 102 windows of 34 distinct ones. Smoke's 16 batches of 4 land on copies; the loop reads
+    the same windows one a batch (GATE-EVAL-001 rev 7), held to 16 distinct ones, so no preset is
+    refused, prepare names none, and `--verify` passes the setting."""
     chat = tmp_path / "chat.jsonl"
     chat.write_text("\n".join(corpora.chat_records(0, 60, 0) * 3) + "\n", encoding="utf-8")
     data = tmp_path / "d"
@@ -817,19 +815,37 @@ def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows
     assert code == 0 and load_manifest(data).sft.examples["heldout"] == 102, err
     # kept, and said so apart from the skips (it stood among them as "120 duplicate document(s)")
     assert "; kept 120 example(s) that repeat an earlier one" in out, out
-    refused = _refused_presets(data)
+    assert _refused_presets(data) == [] and _short_presets_said(out) is None, out
+    code, _, err = prepare(capsys, "--verify", "--out", str(data), "--seq-len", "600", "--batch-size", "4")
+    assert code == 0, err
+
+
+def test_a_held_out_split_of_few_examples_written_many_times_names_dedup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Eight examples, each twenty times: the held-out split holds dozens of windows of a few
+    distinct ones, fewer than the 16 a set of single windows is held to. The note names the refused
+    presets and the fix, since a larger --val-fraction holds the copies too: the default filters
+    with dedup, after which the split is smaller than any set, is evaluated whole, and no preset is
+    refused. `--verify` refuses the setting as the run would."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(corpora.chat_records(0, 8, 0) * 20) + "\n", encoding="utf-8")
+    argv = ["--format", "chat", "--pack-len", "600", "--val-fraction", "0.5"]
+    code, out, err = prepare(capsys, str(chat), *argv, "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    refused = _refused_presets(tmp_path / "d")
     assert "smoke" in refused and _short_presets_said(out) == refused, out
     advised = dedup_flags()
     assert f"prepare again with {advised}, which keeps the first of each" in out, out
-    argv_deduplicated = [*argv[:-1], str(tmp_path / "deduplicated"), *advised.split()]
-    code, out, err = prepare(capsys, str(chat), *argv_deduplicated)
+    code, _, err = prepare(
+        capsys, "--verify", "--out", str(tmp_path / "d"), "--seq-len", "600", "--batch-size", "4"
+    )
+    assert code == EXIT_BAD_INPUT and "[GATE-EVAL-001]" in err and advised in err, err
+    code, out, err = prepare(
+        capsys, str(chat), *argv, "--out", str(tmp_path / "deduplicated"), *advised.split()
+    )
     assert code == 0 and _refused_presets(tmp_path / "deduplicated") == [], err
     assert _short_presets_said(out) is None, out
-    code, _, err = prepare(capsys, "--verify", "--out", str(data), "--seq-len", "600", "--batch-size", "4")
-    assert code == EXIT_BAD_INPUT, err
-    assert "34 distinct windows in 16 batches of 4" in err and "[GATE-EVAL-001]" in err
-    code, _, err = prepare(capsys, "--verify", "--out", str(data), "--seq-len", "600", "--batch-size", "1")
-    assert code == 0, err
 
 
 def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,8 +10,9 @@ recorded" from "recorded but gone".
 On a small chat set, the held-out shortfall must not advise "lower batch_size" at batch_size 1, by
 keys no user could find, without naming eval.batches. The advice a lens's shortfall gives is
 derived from what can still move (stack.data.heldout.Shortfall); the training loop evaluates a
-split smaller than its set whole (GATE-EVAL-001 rev 6), and GATE-EVAL-001's line names the
-remedy for a split that repeats its windows.
+split smaller than its set whole (GATE-EVAL-001 rev 6), and a set that lands on the split's
+copies one window a batch (rev 7); GATE-EVAL-001's line names the remedy for a split of too few
+distinct windows even so.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -200,48 +202,82 @@ def test_the_advice_names_only_moves_that_can_help(
     assert WAIVER not in advice
 
 
-@pytest.fixture(scope="module")
-def repeated_chat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(chat DATA_DIR, start RUN_DIR): 120 short examples, the whole file written three times (an
-    upweighting by copy), half held out: 198 held-out windows of 66 distinct examples, in three
-    like runs, so an even spread of ids can land on the same examples in each."""
-    root = tmp_path_factory.mktemp("repeated")
-    start = smoke_start(prepared(root), root / "start")
+def _copied_chat(root: Path, start: Path, examples: int, copies: int) -> Path:
+    """A chat DATA_DIR of `examples` short examples, the whole file written `copies` times (an
+    upweighting by copy), half held out, one example a window (`--pack-len 32`, the start's context)."""
     lines = [
         {"messages": [{"role": "user", "content": f"{i}+{i}"}, {"role": "assistant", "content": f"{2 * i}"}]}
-        for i in range(120)
+        for i in range(examples)
     ]
-    chats = root / "chat.jsonl"
-    chats.write_text("".join(json.dumps(line) + "\n" for line in lines * 3))
-    data = root / "c"
+    chats = root / f"chat-{examples}x{copies}.jsonl"
+    chats.write_text("".join(json.dumps(line) + "\n" for line in lines * copies))
+    data = root / f"c-{examples}x{copies}"
     argv = ["prepare", str(chats), "--format", "chat", "--tokenizer", str(start), "--val-fraction", "0.5"]
-    argv += ["--pack-len", "32"]  # the start's context: one example a window
-    assert main([*argv, "--out", str(data)]) == 0
-    return data, start
+    assert main([*argv, "--pack-len", "32", "--out", str(data)]) == 0
+    return data
 
 
-def test_the_batch_size_advised_for_a_held_out_split_of_repeats_is_one_the_run_passes(
-    repeated_chat: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.fixture(scope="module")
+def repeated_chat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(chat DATA_DIR, start RUN_DIR): 120 short examples written three times, half held out: 198
+    held-out windows of 66 distinct examples, in three like runs, so an even spread of ids can land
+    on the same examples in each. The start is a run with its record, so that the checker reads the
+    tuned runs' lineage whole."""
+    root = tmp_path_factory.mktemp("repeated")
+    start = root / "start"
+    assert train(smoke_args(prepared(root), start, "train.steps=2", "eval.every=2", "ckpt.every=2")) == 0
+    return _copied_chat(root, start, 120, 3), start
+
+
+def _set_measured(run: Path) -> dict[str, Any]:
+    """GATE-EVAL-001's measured values of the run's record."""
+    return next(g["measured"] for g in evidence(run)["gates"] if g["id"] == "GATE-EVAL-001")
+
+
+def test_a_set_that_lands_on_the_split_s_copies_is_read_one_window_a_batch(
+    repeated_chat: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """A shortfall advising a batch size by the split's windows (198 // 16 = 12) would leave the run
-    to halt on GATE-EVAL-001 for too few distinct ones, with no remedy, since a set that repeats
-    windows is taken for the reader's fault. The advice is a size whose set
-    the gate passes (here 2: at 3 the spread lands on 16 distinct examples), and the halt at 3
-    names the data's remedy and that size; `prepare --verify` says the same. A split smaller than
-    the set (198 windows against 16 batches of 13) is evaluated whole, the data's own repeats and
-    all: nothing pads it, so its 66 distinct examples, more than 16 batches' worth, pass."""
+    """At a batch of 3, the 48 windows 16 batches draw hold 16 distinct examples: as batches of 3,
+    too few for GATE-EVAL-001 (48), and refused at any --val-fraction, since a copy is held out with
+    its first. The same windows one a batch are held to 16 distinct ones and pass (GATE-EVAL-001
+    rev 7), the batches asked are the 48 (GATE-EVAL-002 rev 6), and the checker derives that shape
+    from the config, the split and the distinct windows. A split smaller than the set (198 windows
+    against 16 batches of 13) is evaluated whole, as before."""
     data, start = repeated_chat
-    capsys.readouterr()
-    advised = "lower train.batch_size to 2 or less"
     assert _sft(data, start, tmp_path / "b13", "--set", "train.batch_size=13") == 0
-    assert _sft(data, start, tmp_path / "b3", "--set", "train.batch_size=3") == 3
+    assert _set_measured(tmp_path / "b13")["heldout_batches"] == 198
+    run = tmp_path / "b3"
+    assert _sft(data, start, run, "--set", "train.batch_size=3") == 0
+    measured = _set_measured(run)
+    assert (measured["heldout_batches"], measured["batch_size"], measured["distinct_windows"]) == (48, 1, 16)
+    assert {line["batches"] for line in metric_lines(run, "eval")} == {48}
+    assert findings(run, start) == []
+    verify = ["prepare", "--verify", "--out", str(data), "--seq-len", "32", "--batch-size", "3"]
+    assert main(verify) == 0
+
+
+def test_a_split_of_too_few_distinct_examples_names_dedup_and_deduplicated_it_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Twelve examples written twelve times: the held-out half holds a few distinct examples in some
+    seventy windows, fewer than the 16 distinct ones a set of single windows is held to. The run
+    halts on GATE-EVAL-001 naming the default filters with dedup, the one fix that removes the
+    copies (a larger --val-fraction holds them with their first), and `prepare --verify` says the
+    same; prepared with those filters, the split is smaller than the set and the run trains."""
+    start = smoke_start(prepared(tmp_path), tmp_path / "start")
+    data = _copied_chat(tmp_path, start, 12, 12)
+    capsys.readouterr()
+    assert _sft(data, start, tmp_path / "run", "--set", "train.batch_size=3") == 3
     line = _last_line(capsys)
-    assert "GATE-EVAL-001" in line and "repeats its windows" in line and advised in line, line
-    assert f"prepare it again with {dedup_flags()}" in line, line
-    verify = ["prepare", "--verify", "--out", str(data), "--seq-len", "32", "--batch-size"]
-    assert main([*verify, "3"]) == 2 and advised in _last_line(capsys)
-    assert main([*verify, "2"]) == 0
-    assert _sft(data, start, tmp_path / "c", "--set", "train.batch_size=2") == 0
+    assert "GATE-EVAL-001" in line and "repeats its windows" in line, line
+    assert f"prepare it again with {dedup_flags()}, which keeps the first of each" in line, line
+    verify = ["prepare", "--verify", "--out", str(data), "--seq-len", "32", "--batch-size", "3"]
+    assert main(verify) == 2 and dedup_flags() in _last_line(capsys)
+    chats = tmp_path / "chat-12x12.jsonl"
+    argv = ["prepare", str(chats), "--format", "chat", "--tokenizer", str(start), "--val-fraction", "0.5"]
+    argv += ["--pack-len", "32", "--out", str(tmp_path / "deduplicated"), *dedup_flags().split()]
+    assert main(argv) == 0
+    assert _sft(tmp_path / "deduplicated", start, tmp_path / "ok", "--set", "train.batch_size=3") == 0
 
 
 def test_the_lens_shortfall_names_the_lens_options(tmp_path: Path) -> None:
