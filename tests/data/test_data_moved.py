@@ -28,13 +28,22 @@ from hypothesis import strategies as st
 
 from contracts.errors import BadInput
 from stack.cli import main
+from stack.data import heldout
 from stack.data.filters.settings import dedup_flags
 from stack.data.heldout import TRAINING_KNOBS, Shortfall, heldout_batches, heldout_split_windows
 from stack.data.manifest import load_manifest
 from stack.lens.train import LENS_KNOBS
 from stack.train.config import resolve
 from tests.support.ledger_support import findings
-from tests.support.train_support import evidence, metric_lines, prepared, smoke_args, smoke_start, train
+from tests.support.train_support import (
+    evidence,
+    metric_lines,
+    prepared,
+    smoke_args,
+    smoke_start,
+    train,
+    verdicts,
+)
 
 WAIVER = "--waive GATE-EVAL-001 --reason TEXT"
 
@@ -254,6 +263,43 @@ def test_a_set_that_lands_on_the_split_s_copies_is_read_one_window_a_batch(
     assert findings(run, start) == []
     verify = ["prepare", "--verify", "--out", str(data), "--seq-len", "32", "--batch-size", "3"]
     assert main(verify) == 0
+
+
+@pytest.mark.gate("GATE-EVAL-001")
+def test_a_set_on_the_copies_served_in_batches_of_several_stops_the_run(
+    repeated_chat: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Planted: the reader keeps the batches of 3 it drew on the copies (16 distinct windows of the 48
+    its 16 batches read), as before rev 7; the set check stops the run before its first step."""
+    data, start = repeated_chat
+    monkeypatch.setattr(heldout, "_shaped", lambda drawn, *_: drawn)
+    capsys.readouterr()
+    assert _sft(data, start, tmp_path / "run", "--set", "train.batch_size=3") == 3
+    line = _last_line(capsys)
+    assert "GATE-EVAL-001" in line and "16 distinct windows in 16 batches of 3" in line, line
+
+
+@pytest.mark.gate("GATE-EVAL-002")
+def test_a_set_off_the_copies_read_one_window_a_batch_stops_the_run(
+    repeated_chat: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planted: the reader reads one window a batch a set whose windows hold no copy (at a batch of 2,
+    32 distinct of 32), which the rule keeps in 16 batches of 2; check asked stops the run at its
+    first evaluation. The same set as drawn trains."""
+    data, start = repeated_chat
+    assert _sft(data, start, tmp_path / "drawn", "--set", "train.batch_size=2") == 0
+    assert _set_measured(tmp_path / "drawn")["heldout_batches"] == 16
+
+    def single(drawn: Any, *_: object) -> Any:
+        return drawn.reshape(-1, 1, drawn.shape[-1])
+
+    monkeypatch.setattr(heldout, "_shaped", single)
+    run = tmp_path / "run"
+    assert _sft(data, start, run, "--set", "train.batch_size=2") == 3
+    assert verdicts(run)["GATE-EVAL-002"] == "FAIL" and _set_measured(run)["heldout_batches"] == 32
 
 
 def test_a_split_of_too_few_distinct_examples_names_dedup_and_deduplicated_it_trains(
