@@ -627,8 +627,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if heldout.tokens == 0 and manifest.val_fraction > 0:
         print(_empty_heldout_line(sum(s.documents for s in manifest.sources.values()), manifest.val_fraction))
-    elif heldout.tokens and (short := _presets_short_of_heldout(args.out, manifest))[0]:
-        print(_short_heldout_line(args.out, manifest, *short))
+    elif heldout.tokens and (line := _short_heldout_line(args.out, manifest)):
+        print(line)
     if manifest.sft is not None:
         print(_template_line(args, manifest.sft))
     if manifest.sft is not None and manifest.sft.dropped:
@@ -678,9 +678,10 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
 def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> tuple[list[str], bool]:
     """The presets whose held-out set `stack train` (`sft`, `dpo`) `--preset NAME` would refuse
     before its first step: a split of no window, or a set that repeats windows (duplicated documents
-    or examples), which GATE-EVAL-001 refuses; and whether any is refused for repeats, a set drawn
-    whole from enough windows. The set is drawn as the run draws it, in windows of the model's
-    context or of fine-tuning data's pack length, the whole split where it is smaller."""
+    or examples), which GATE-EVAL-001 refuses; and whether any set is refused for its repeats (one of
+    two distinct windows or more, too few for its batches). The set is drawn as the run draws it, in
+    windows of the model's context or of fine-tuning data's pack length, the whole split where it
+    is smaller."""
     from stack.data.heldout import heldout_set_outcome
     from stack.train.config import resolve
     from stack.train.presets import PRESETS
@@ -700,12 +701,15 @@ def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> tuple[list[
     return short, repeats
 
 
-def _short_heldout_line(data_dir: Path, manifest: Manifest, short: list[str], repeats: bool) -> str:
-    """The note for a held-out split too small for some presets' evaluation. A document (an example)
-    is held out whole, so a split of a few short ones can hold far less of the text than
-    --val-fraction says of them; a copy is held out with its first, so a split whose set lands on
-    copies (`repeats`) holds them at any --val-fraction, and dedup is the fix. The fix and the way
-    to check one setting are named."""
+def _short_heldout_line(data_dir: Path, manifest: Manifest) -> str | None:
+    """The note for a held-out split too small for some presets' evaluation (None: for none). A
+    document (an example) is held out whole, so a split of a few short ones can hold far less of the
+    text than --val-fraction says of them; a copy is held out with its first, so a split whose set
+    is refused for its copies holds them at any --val-fraction, and dedup is the fix. The fix and
+    the way to check one setting are named."""
+    short, repeats = _presets_short_of_heldout(data_dir, manifest)
+    if not short:
+        return None
     train, heldout = manifest.totals["train"].tokens, manifest.totals["heldout"].tokens
     share = heldout / (train + heldout)
     if manifest.sft is None:
