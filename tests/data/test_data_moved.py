@@ -251,7 +251,7 @@ def test_a_set_that_lands_on_the_split_s_copies_is_read_one_window_a_batch(
     its first. The same windows one a batch are held to 16 distinct ones and pass (GATE-EVAL-001
     rev 7), the batches asked are the 48 (GATE-EVAL-002 rev 6), and the checker derives that shape
     from the config, the split and the distinct windows. A split smaller than the set (198 windows
-    against 16 batches of 13) is evaluated whole, as before."""
+    against 16 batches of 13) is evaluated whole (rev 6)."""
     data, start = repeated_chat
     assert _sft(data, start, tmp_path / "b13", "--set", "train.batch_size=13") == 0
     assert _set_measured(tmp_path / "b13")["heldout_batches"] == 198
