@@ -142,8 +142,7 @@ def repeated_windows_remedy(
     read one window a batch already (contracts.heldout), so what is left is a split of fewer
     distinct windows than GATE-EVAL-001 holds such a set to: a few examples, each written many
     times. A copy is held out with its first, so a larger --val-fraction holds them as well;
-    dedup at prepare keeps the first of each, and the whole split, then smaller than the set, is
-    evaluated."""
+    dedup at prepare keeps the first of each, after which the set has no copy to land on."""
     try:
         drawn = heldout_windows(data_dir, batch_size, seq_len, n_batches)
     except BadInput:

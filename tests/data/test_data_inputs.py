@@ -805,7 +805,7 @@ def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows
 ) -> None:
     """Sixty examples, each three times: a copy lands on its original's side, so the held-out split
     holds 102 windows of 34 distinct ones. Smoke's 16 batches of 4 land on copies; the loop reads
-    the same windows one a batch (GATE-EVAL-001 rev 7), held to 16 distinct ones, so no preset is
+    the same windows one a batch (contracts.heldout), held to 16 distinct ones, so no preset is
     refused, prepare names none, and `--verify` passes the setting."""
     chat = tmp_path / "chat.jsonl"
     chat.write_text("\n".join(corpora.chat_records(0, 60, 0) * 3) + "\n", encoding="utf-8")

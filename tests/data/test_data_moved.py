@@ -10,9 +10,9 @@ recorded" from "recorded but gone".
 On a small chat set, the held-out shortfall must not advise "lower batch_size" at batch_size 1, by
 keys no user could find, without naming eval.batches. The advice a lens's shortfall gives is
 derived from what can still move (stack.data.heldout.Shortfall); the training loop evaluates a
-split smaller than its set whole (GATE-EVAL-001 rev 6), and a set that lands on the split's
-copies one window a batch (rev 7); GATE-EVAL-001's line names the remedy for a split of too few
-distinct windows even so.
+split smaller than its set whole, and a set that lands on the split's copies one window a batch
+(contracts.heldout); GATE-EVAL-001's line names the remedy for a split of too few distinct
+windows even so.
 """
 
 from __future__ import annotations
@@ -248,10 +248,10 @@ def test_a_set_that_lands_on_the_split_s_copies_is_read_one_window_a_batch(
 ) -> None:
     """At a batch of 3, the 48 windows 16 batches draw hold 16 distinct examples: as batches of 3,
     too few for GATE-EVAL-001 (48), and refused at any --val-fraction, since a copy is held out with
-    its first. The same windows one a batch are held to 16 distinct ones and pass (GATE-EVAL-001
-    rev 7), the batches asked are the 48 (GATE-EVAL-002 rev 6), and the checker derives that shape
+    its first. The same windows one a batch are held to 16 distinct ones and pass (GATE-EVAL-001),
+    the batches asked are the 48 (GATE-EVAL-002's check asked), and the checker derives that shape
     from the config, the split and the distinct windows. A split smaller than the set (198 windows
-    against 16 batches of 13) is evaluated whole (rev 6)."""
+    against 16 batches of 13) is evaluated whole."""
     data, start = repeated_chat
     assert _sft(data, start, tmp_path / "b13", "--set", "train.batch_size=13") == 0
     assert _set_measured(tmp_path / "b13")["heldout_batches"] == 198
@@ -273,7 +273,7 @@ def test_a_set_on_the_copies_served_in_batches_of_several_stops_the_run(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Planted: the reader keeps the batches of 3 it drew on the copies (16 distinct windows of the 48
-    its 16 batches read), as before rev 7; the set check stops the run before its first step."""
+    its 16 batches read); the set check stops the run before its first step."""
     data, start = repeated_chat
     monkeypatch.setattr(heldout, "_shaped", lambda drawn, *_: drawn)
     capsys.readouterr()
