@@ -30,7 +30,9 @@ from stack.data.defaults import (
     DEFAULT_SOURCE,
     DEFAULT_TEXT_FIELD,
     DEFAULT_VAL_FRACTION,
+    HELDOUT_DOCUMENTS,
 )
+from stack.data.doc_size import off_share, wanted_documents
 from stack.data.filters.settings import dedup_flags
 from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
@@ -159,10 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--doc-bytes",
         action=values.NoteGiven,
         type=parse_size,
-        default=DEFAULT_DOC_BYTES,
         metavar="SIZE",
         help="text files read without --doc-sep are cut into documents of at most SIZE, at line ends "
-        f"(default {format_size(DEFAULT_DOC_BYTES)})",
+        f"(default {format_size(DEFAULT_DOC_BYTES)}, or finer where a corpus of text files would make too "
+        "few documents for --val-fraction to be a share of its text)",
     )
     parser.add_argument(
         "--text-field",
@@ -514,10 +516,13 @@ def _recorded(
     except GateViolation:
         evidence.file()
         raise
-    if manifest.sft is not None:  # the pack length and share the examples chose, where left unset
+    # What the data chose where left unset: a fine-tuning set's pack length and share, a corpus's cut.
+    if manifest.sft is not None:
         chosen = {"pack_len": _row_pack_len(manifest), "val_fraction": manifest.val_fraction}
-        settings = {**settings, **{key: chosen[key] for key in chosen if settings.get(key) is None}}
-        record.config, record.config_sha256 = settings, canonical_sha256(settings)
+    else:
+        chosen = {"doc_bytes": manifest.reading.doc_bytes if manifest.reading is not None else None}
+    settings = {**settings, **{key: chosen[key] for key in chosen if settings.get(key) is None}}
+    record.config, record.config_sha256 = settings, canonical_sha256(settings)
     record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=manifest.tokenizer.sha256)
     record.metrics["filters"] = {name: report.model_dump() for name, report in manifest.filters.items()}
     record.metrics["totals"] = {split: totals.model_dump() for split, totals in manifest.totals.items()}
@@ -625,9 +630,13 @@ def run(args: argparse.Namespace) -> int:
         f"kept {manifest.duplicate_documents} {_repeat_unit(manifest)} that repeat an earlier one\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
+    documents = sum(s.documents for s in manifest.sources.values())
     if heldout.tokens == 0 and manifest.val_fraction > 0:
-        print(_empty_heldout_line(sum(s.documents for s in manifest.sources.values()), manifest.val_fraction))
-    elif heldout.tokens and (line := _short_heldout_line(args.out, manifest)):
+        print(_empty_heldout_line(documents, manifest.val_fraction))
+    elif off_share(heldout.tokens, train.tokens + heldout.tokens, manifest.val_fraction, documents):
+        share = heldout.tokens / (train.tokens + heldout.tokens)
+        print(_off_share_line(share, documents, manifest.val_fraction))
+    if heldout.tokens and (line := _short_heldout_line(args.out, manifest)):
         print(line)
     if manifest.sft is not None:
         print(_template_line(args, manifest.sft))
@@ -662,16 +671,42 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
     """The warning for a held-out split no document landed in, with the fix that can move it: a
     document is never divided between the splits, so one document needs cutting into several
     (--doc-bytes or --doc-sep), where a larger --val-fraction could at best take the only one from
-    train; several need a larger fraction or more of them."""
-    fix = (
-        "cut the text into documents with --doc-bytes SIZE (e.g. --doc-bytes 1K) or --doc-sep SEP, "
-        "or add documents (a larger --val-fraction cannot split one document)"
-        if documents == 1
-        else "raise --val-fraction or add documents"
-    )
+    train; a few need the same (a larger fraction would hold out a share of a few documents, any
+    share of the text: stack.data.doc_size); only many can take a larger fraction."""
+    if documents == 1:
+        fix = (
+            "cut the text into documents with --doc-bytes SIZE (e.g. --doc-bytes 1K) or --doc-sep SEP, "
+            "or add documents (a larger --val-fraction cannot split one document)"
+        )
+    elif documents < wanted_documents(val_fraction):
+        return (
+            f"  warning: the held-out split is empty: none of the {documents:,} documents landed in it, and "
+            f"`stack train` scores held-out text; {_more_documents(documents, val_fraction)}"
+        )
+    else:
+        fix = "raise --val-fraction or add documents"
     return (
         f"  warning: the held-out split is empty: none of the {documents:,} document(s) landed in it at "
         f"--val-fraction {val_fraction}; `stack train` scores held-out text, so {fix}"
+    )
+
+
+def _off_share_line(share: float, documents: int, val_fraction: float) -> str:
+    """The warning for a split of too few documents whose held-out share of the text is far from the
+    one asked (stack.data.doc_size.off_share): correct, and not what the user asked for."""
+    return (
+        f"  warning: the held-out split holds {share:.2%} of the text; "
+        f"{_more_documents(documents, val_fraction)}"
+    )
+
+
+def _more_documents(documents: int, val_fraction: float) -> str:
+    """The fix for a split of too few documents for --val-fraction to be a share of the text."""
+    wanted = wanted_documents(val_fraction)
+    return (
+        f"--val-fraction {val_fraction} is a share of whole documents, and {documents:,} are too few for "
+        f"it to hold of the text as well (about {wanted:,} would hold out {HELDOUT_DOCUMENTS}): cut the text "
+        "into more documents (--doc-bytes SIZE, or --doc-sep SEP where it separates them) or add documents"
     )
 
 

@@ -30,12 +30,22 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contracts.errors import BadInput
-from stack.data.corpus import SOURCE_NAME_RE, Document, FileRegion, InputFile, Note, Skipped, parse_input
+from stack.data.corpus import (
+    SOURCE_NAME_RE,
+    Document,
+    FileRegion,
+    InputFile,
+    Note,
+    Skipped,
+    holds_text,
+    parse_input,
+)
 from stack.data.defaults import DEFAULT_DOC_BYTES, DEFAULT_SOURCE, DEFAULT_TEXT_FIELD
+from stack.data.doc_size import fitted_doc_bytes
 from stack.data.line_ends import Normalised
 from stack.data.record_input import (
     JSONL_SUFFIXES,
@@ -129,13 +139,15 @@ class Layout:
     """How input files are read: their format (`auto`: by suffix) and the options of each format.
 
     `text_field` is a TextFields, or one name for every source (a str), as the library is called.
+    `doc_bytes` is --doc-bytes; None (`stack prepare` without --doc-bytes) has prepare fit it to the
+    corpus (`fitted`).
     """
 
     format: str = "auto"
     doc_sep: str | None = None
     text_field: TextFields | str | None = None
     source_field: str | None = None
-    doc_bytes: int = DEFAULT_DOC_BYTES
+    doc_bytes: int | None = DEFAULT_DOC_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.text_field, TextFields):
@@ -157,8 +169,25 @@ class Layout:
                 "or CSV column, but --format text reads every file whole as text; drop it, or read the "
                 "records with --format jsonl, parquet or csv"
             )
-        if self.doc_bytes < 1:
+        if self.doc_bytes is not None and self.doc_bytes < 1:
             raise BadInput(f"--doc-bytes {self.doc_bytes} must be at least 1 byte, e.g. 1M")
+
+    @property
+    def cut_bytes(self) -> int:
+        """The most bytes of a document cut from a text file read whole: --doc-bytes as given or as
+        `fitted`, else DEFAULT_DOC_BYTES."""
+        return DEFAULT_DOC_BYTES if self.doc_bytes is None else self.doc_bytes
+
+    def fitted(self, files: Sequence[InputFile], val_fraction: float) -> Layout:
+        """This layout with --doc-bytes fitted to a corpus of `files` (stack.data.doc_size) where none
+        was given: a corpus of text files read whole alone, by their sizes; any other at the default."""
+        if self.doc_bytes is not None:
+            return self
+        text = [item for item in files if self.format_of(item) == "text"]
+        if self.doc_sep is not None or len(text) < len(files):
+            return replace(self, doc_bytes=DEFAULT_DOC_BYTES)
+        sizes = [item.path.stat().st_size for item in text if holds_text(item)]  # no binary file
+        return replace(self, doc_bytes=fitted_doc_bytes(sizes, val_fraction))
 
     @property
     def fields(self) -> TextFields:
@@ -239,7 +268,7 @@ def read_documents(
     if kind == "csv":
         return table_documents(item, fields, advance)
     separator = None if layout.doc_sep is None else layout.doc_sep.encode("utf-8")
-    documents = text_documents(item, separator, batch_bytes, advance, layout.doc_bytes)
+    documents = text_documents(item, separator, batch_bytes, advance, layout.cut_bytes)
     if by_suffix and isinstance(first_element(item.path), dict):
         return itertools.chain([Note(item.source, OTHER_RECORDS_AS_TEXT, item.label)], documents)
     if layout.format == "auto" and suffix in TABLE_SUFFIXES:

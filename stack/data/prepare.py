@@ -68,7 +68,15 @@ from stack.data.corpus import (
     holds_text,
     parse_input,
 )
-from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+from stack.data.defaults import (
+    DEFAULT_BPE_VOCAB,
+    DEFAULT_DOC_BYTES,
+    DEFAULT_SHARD_TOKENS,
+    DEFAULT_SOURCE,
+    DEFAULT_VAL_FRACTION,
+    HELDOUT_DOCUMENTS,
+)
+from stack.data.doc_size import pieces
 from stack.data.fanout import Fanout, cores
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
@@ -177,7 +185,7 @@ class _Collector:
         self.books = Books()  # where every input byte went (GATE-DATA-014, stack.data.accounting)
         self.files = FilesRead(plan.glob)  # every file read, against --glob (GATE-DATA-014's check inputs)
         self.separated = Separated(plan.layout.doc_sep)  # GATE-DATA-014's check separated
-        self.cut = Cut(plan.layout.doc_bytes)  # GATE-DATA-014's check cut
+        self.cut = Cut(plan.layout.cut_bytes)  # GATE-DATA-014's check cut
         self.marks = Marks()  # each file as read, not UTF-16 or UTF-32 text (GATE-DATA-014's check marks)
         self.stored = splitting.Stored()  # every document as written (GATE-DATA-005's check stored)
         # GATE-DATA-007: the share of documents held in memory, beside the held-out ones, whose ids
@@ -509,8 +517,10 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     log_file = DropLog(staging)
     plan.filters.log = log_file
     scratch = staging / UNPACKED_DIR
-    plan = replace(plan, files=readable_files(plan.files, scratch))
-    _notes(plan.files, plan.layout)
+    files = readable_files(plan.files, scratch)
+    asked = plan.layout.doc_bytes
+    plan = replace(plan, files=files, layout=plan.layout.fitted(files, plan.val_fraction))
+    _notes(plan.files, plan.layout, None if asked is not None else plan.val_fraction)
     tok, final_dtype, collector, sample_sha256 = _tokenize(staging, plan)
     shutil.rmtree(scratch, ignore_errors=True)  # never published
     for note in collector.notes():
@@ -578,7 +588,7 @@ def _reading(plan: _Plan) -> ReadSettings:
         format=layout.format,
         glob=plan.glob,
         doc_sep=layout.doc_sep,
-        doc_bytes=layout.doc_bytes,
+        doc_bytes=layout.cut_bytes,
         text_field=layout.fields.given(),
         source_field=layout.source_field,
         shard_tokens=plan.shard_tokens,
@@ -597,20 +607,24 @@ def _workers(requested: int | None, files: Sequence[InputFile], working_set: int
     return max(1, min(cores(), len(files), total // WORKER_BYTES, working_set // WORKER_SET))
 
 
-def _notes(files: Sequence[InputFile], layout: Layout) -> None:
-    """Say on screen which text files are cut into documents by size, and how to give a separator
-    and which files a --text-field given does not apply to, being read as text. Of a file the reader
-    will skip as binary (by the same sniff) neither is said."""
+def _notes(files: Sequence[InputFile], layout: Layout, fitted_to: float | None) -> None:
+    """Say on screen which text files are cut into documents by size (with `fitted_to`, the
+    --val-fraction a --doc-bytes not given was fitted to: why the cut is finer than the default), and
+    how to give a separator and which files a --text-field given does not apply to, being read as
+    text. Of a file the reader will skip as binary (by the same sniff) neither is said."""
     as_text = [item for item in files if layout.format_of(item) == "text" and holds_text(item)]
-    for item in as_text:
-        size = item.path.stat().st_size
-        if layout.doc_sep is None and size > layout.doc_bytes:
-            pieces = -(-size // layout.doc_bytes)
-            log.warning(
-                f"note: {item.label} ({format_size(size)}) is read without --doc-sep: it is cut into about "
-                f"{pieces:,} documents of at most {format_size(layout.doc_bytes)} at line ends (--doc-bytes "
-                "SIZE); give --doc-sep SEP if the file separates its documents"
-            )
+    cut = layout.cut_bytes
+    if fitted_to is not None and cut < DEFAULT_DOC_BYTES:  # one note for the corpus, not one a file
+        log.warning(_fitted_note(as_text, cut, fitted_to))
+    else:
+        for item in as_text:
+            size = item.path.stat().st_size
+            if layout.doc_sep is None and size > cut:
+                log.warning(
+                    f"note: {item.label} ({format_size(size)}) is read without --doc-sep: it is cut into "
+                    f"about {pieces(size, cut):,} documents of at most {format_size(cut)} at line ends "
+                    "(--doc-bytes SIZE); give --doc-sep SEP if the file separates its documents"
+                )
     by_options: dict[tuple[str, ...], Named] = {}
     for item in as_text:
         given = tuple(layout.field_options(item.source))
@@ -621,6 +635,28 @@ def _notes(files: Sequence[InputFile], layout: Layout) -> None:
             f"note: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to files of records "
             f"(JSONL, JSON, Parquet, CSV, TSV) only; {names.count:,} file(s) are read as text, whole: {names}"
         )
+
+
+def _fitted_note(as_text: Sequence[InputFile], cut: int, val_fraction: float) -> str:
+    """The note on a corpus of text files cut finer than the default (stack.data.doc_size): how many
+    documents the default would make, how many the fitted cut makes, and what sets it."""
+    sizes = [item.path.stat().st_size for item in as_text]
+    one = len(as_text) == 1
+    which = (
+        f"{as_text[0].label} ({format_size(sizes[0])}) is"
+        if one
+        else f"the {len(as_text):,} text files ({format_size(sum(sizes))}) are"
+    )
+    whole = sum(pieces(size, DEFAULT_DOC_BYTES) for size in sizes)
+    made = sum(pieces(size, cut) for size in sizes)
+    it, its = ("it", "its") if one else ("they", "their")
+    return (
+        f"note: {which} read without --doc-sep: as documents of at most {format_size(DEFAULT_DOC_BYTES)} "
+        f"{it} would make {whole:,}, too few for --val-fraction {val_fraction} to hold out about "
+        f"{HELDOUT_DOCUMENTS} (the split holds out whole documents), so {it} {'is' if one else 'are'} cut at "
+        f"line ends into about {made:,} documents of at most {format_size(cut)} (--doc-bytes SIZE sets the "
+        f"size); give --doc-sep SEP if {it} {'separates' if one else 'separate'} {its} documents"
+    )
 
 
 def write_locked(

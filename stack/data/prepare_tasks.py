@@ -352,7 +352,7 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
                 holding.append(found.where)
         if text and not found.delimited:
             cut += 1
-            if not within_cut(found.raw, job.layout.doc_bytes):
+            if not within_cut(found.raw, job.layout.cut_bytes):
                 over.append(found.where)
         long, held = is_long(found, working), held_whole(found)
         doc = screened(screen, held or found, held is None, screen.is_code(found.source, name))

@@ -45,22 +45,23 @@ def test_empty_heldout_of_one_document_names_the_cut(
 ) -> None:
     """One document cannot be split by any --val-fraction; the advice names --doc-bytes/--doc-sep."""
     text = tmp_path / "input.txt"
-    text.write_bytes((DOCS / "training.md").read_bytes()[:7719])  # one document of 7719 bytes
-    line = _empty_heldout_warning(capsys, [str(text), "--out", str(tmp_path / "one")])
+    text.write_bytes((DOCS / "training.md").read_bytes()[:7719])  # 7719 bytes, one document at 1 MiB
+    one = [str(text), "--out", str(tmp_path / "one"), "--doc-bytes", "1M"]
+    line = _empty_heldout_warning(capsys, one)
     assert "none of the 1 document(s)" in line
     assert "--doc-bytes SIZE" in line and "--doc-sep SEP" in line and "raise --val-fraction" not in line
     cut = _empty_heldout_warning(capsys, [str(text), "--out", str(tmp_path / "cut"), "--doc-bytes", "1K"])
-    assert "none of the 8 document(s)" in cut and "raise --val-fraction" in cut  # cut, the fraction can move
+    assert "none of the 8 documents" in cut and "8 are too few" in cut and "raise --val-fraction" not in cut
 
 
-def test_empty_heldout_of_several_documents_names_the_fraction(
+def test_empty_heldout_of_a_few_documents_names_more_documents(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With several documents and none held out, a larger --val-fraction is the fix."""
+    """With a few documents and none held out, a larger --val-fraction would hold out a share of
+    them, any share of the text: the fix is more documents (stack.data.doc_size)."""
     text = tmp_path / "input.txt"
     text.write_text("\n\n".join(f"Document {n} of a few, its own words." for n in range(3)), encoding="utf-8")
     argv = [str(text), "--out", str(tmp_path / "few"), "--doc-sep", "\\n\\n", "--val-fraction", "0.01"]
     line = _empty_heldout_warning(capsys, argv)
-    assert (
-        "none of the 3 document(s)" in line and "raise --val-fraction" in line and "--doc-bytes" not in line
-    )
+    assert "none of the 3 documents" in line and "3 are too few" in line and "about 2,000 would" in line
+    assert "cut the text into more documents" in line and "raise --val-fraction" not in line

@@ -494,9 +494,9 @@ def test_a_csv_with_the_text_column_is_read_by_its_rows_and_one_without_is_named
     assert (stats.files, stats.documents) == (1, len(TEXTS))
     fields = load_manifest(tmp_path / "rows").accounting["main"].input_bytes
     assert fields == {"text_fields": sum(len(text.encode()) for text in TEXTS)}
-    code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "whole"))
+    code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "whole"), "--doc-bytes", "1M")
     assert code == 0, err
-    assert load_manifest(tmp_path / "whole").sources["main"].documents == 1
+    assert load_manifest(tmp_path / "whole").sources["main"].documents == 1  # whole: not cut, not by rows
     assert "CSV/TSV file(s) have no column named by --text-field (default text)" in caplog.text
     assert "pass --text-field NAME" in caplog.text and "reviews.csv" in caplog.text
 
@@ -732,13 +732,18 @@ def test_a_prepare_whose_held_out_split_is_empty_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two documents at the default --val-fraction: neither is held out, which `stack train` then
-    refuses; prepare says it when it happens, with the fix."""
+    refuses; prepare says it when it happens, with the fix (more documents: two are too few for any
+    fraction of them to be a share of the text)."""
     corpus = corpora.write_files(tmp_path / "in", TEXTS[:2])
-    code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "data"))
+    whole = ("--doc-bytes", "1M")  # two documents, as written
+    code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "data"), *whole)
     assert code == 0, err
     assert load_manifest(tmp_path / "data").totals["heldout"].tokens == 0
-    assert "warning: the held-out split is empty: none of the 2 document(s) landed in it" in out
-    code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "half"), "--val-fraction", "0.5")
+    assert "warning: the held-out split is empty: none of the 2 documents landed in it" in out
+    assert "cut the text into more documents (--doc-bytes SIZE" in out and "raise --val-fraction" not in out
+    code, out, err = prepare(
+        capsys, str(corpus), "--out", str(tmp_path / "half"), "--val-fraction", "0.5", *whole
+    )
     assert code == 0 and load_manifest(tmp_path / "half").totals["heldout"].tokens > 0, err
     assert "held-out split is empty" not in out
 
