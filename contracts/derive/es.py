@@ -18,6 +18,7 @@ from contracts.derive.trace import real as _real
 from contracts.derive.training import ENDED, METRICS_LOG, read_log
 from contracts.es_noise import planted_angle
 from contracts.es_seeds import member_seeds, run_seeds
+from contracts.es_trend import loss_trend
 
 DERIVERS: dict[str, Deriver] = {}
 derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
@@ -184,6 +185,18 @@ def _es_checkpoint(inputs: Inputs, log: Log, derived: Derivation) -> None:
         derived.put(("gates", "GATE-CKPT-001", "step"), log.last_step, optional=True)
 
 
+def _es_trend(inputs: Inputs, log: Log, derived: Derivation) -> None:
+    """GATE-ES-007's values from the log's step lines, the whole run's, as the run measured them when
+    its steps ended (contracts.es_trend.loss_trend, with the window the record judged under)."""
+    thresholds = thresholds_in_force(inputs, "GATE-ES-007") or {}
+    window = thresholds.get("window_steps")
+    if "GATE-ES-007" in inputs.stale or not whole(window):
+        return
+    means = [line.get("fitness_mean") for line in log.steps]
+    if all(_real(mean) for mean in means):
+        derived.gate("GATE-ES-007", loss_trend(means, int(window)), optional=True)
+
+
 @derives("es")
 def es_record(inputs: Inputs) -> Derivation:
     """An ES record's per-step reports are its log's step lines after the step it resumed from."""
@@ -212,4 +225,5 @@ def es_record(inputs: Inputs) -> Derivation:
     _es_seeds(inputs, log, derived)
     _es_batches(inputs, log, derived)
     _es_checkpoint(inputs, log, derived)
+    _es_trend(inputs, log, derived)
     return derived

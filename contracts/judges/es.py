@@ -7,6 +7,8 @@ Adam's ascent of the gradient estimate (`update_problems`), both from contracts/
 
 from __future__ import annotations
 
+import math
+
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.judges.base import (
     Judges,
@@ -227,3 +229,28 @@ def _es_climbs(m: Measured, t: Thresholds) -> list[str]:
             f"{t['estimate_rtol']:g}): a factor such as 1/σ or 1/P lost, or other weights or noise summed"
         )
     return problems
+
+
+@judges("GATE-ES-007", needs=("steps", "window"))
+def _loss_not_risen(m: Measured, t: Thresholds) -> list[str]:
+    """The run's population loss at its last steps is not above that of its first by more than
+    max_rise_sds standard errors (contracts.es_trend); a run of fewer than four steps is too short to
+    tell and is not judged."""
+    steps, window = count(m, "steps"), count(m, "window")
+    if window != min(int(t["window_steps"]), steps // 2):
+        return [
+            f"the run's {steps} steps were compared in windows of {window}, not the spec's "
+            f"{t['window_steps']:g} (or half the steps)"
+        ]
+    if window < 2:
+        return []
+    first, last, se = number(m, "first_loss"), number(m, "last_loss"), number(m, "rise_se")
+    rise = last - first
+    if rise > 0 and not rise <= t["max_rise_sds"] * se:
+        return [
+            f"the population loss rose from {first:.4f} over the first {window} steps to {last:.4f} over "
+            f"the last {window}, {rise:.4g} nats or {rise / se if se else math.inf:.3g} standard errors "
+            f"(at most {t['max_rise_sds']:g}): the steps moved the weights away from lower loss; take "
+            "--lr (and --sigma) smaller, e.g. ten times, as a trained model wants"
+        ]
+    return []

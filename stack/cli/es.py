@@ -101,6 +101,7 @@ def _print_step(report: StepReport) -> None:
 def run_es(args: argparse.Namespace) -> int:
     """Start or resume the run, print one line per step and where the checkpoint went."""
     from stack.cli.inputs import check_inputs
+    from stack.cli.train import say_warnings
     from stack.es.rundir import Invocation, resume, start
     from stack.outputs.rundir import NothingLeft
 
@@ -126,7 +127,7 @@ def run_es(args: argparse.Namespace) -> int:
         check_inputs("es", args)
         written = start(args.path, args.data, args.out, _settings(args), invocation)
     print(f"wrote {written} (evidence in {written.parent.parent})")
-    return 0
+    return say_warnings(written.parent.parent)
 
 
 def _settings(args: argparse.Namespace) -> EsSettings:

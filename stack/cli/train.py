@@ -119,12 +119,13 @@ def run(args: argparse.Namespace) -> int:
         init_from=args.init_from,
     )
     code = train(request, step_progress)
-    return _say_warnings(args.resume or args.out) if code == 0 else code
+    return say_warnings(args.resume or args.out) if code == 0 else code
 
 
-def _say_warnings(run_dir: Path) -> int:
+def say_warnings(run_dir: Path) -> int:
     """One line per warning gate the finished run's record holds at WARN (GATE-DATA-004's few tokens
-    per parameter, say), as `stack prepare` says its own; rank 0 speaks for a data-parallel run.
+    per parameter, GATE-ES-007's risen loss of `stack es`), as `stack prepare` says its own; rank 0
+    speaks for a data-parallel run.
     The record is read back, so what is said is what the run's evidence states."""
     import os
 

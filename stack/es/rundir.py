@@ -60,6 +60,7 @@ from stack.es.loop import EsSettings, EsState, StepReport, evolve
 from stack.es.optimizer import EsAdam
 from stack.es.population import Fitness, Statement, flatten, graph_free, lm_fitness, statement_of
 from stack.es.selftest import check_estimator
+from stack.es.trend import check_trend
 from stack.eval.evidence import CommandEvidence
 from stack.model.gpt import GPT
 from stack.outputs import rundir
@@ -361,6 +362,7 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
             **({"steps": [asdict(r) for r in invocation.reports]} if invocation.reports else {}),
         }
         _keep_command_lines(record, job.commands)
+    check_trend(out / METRICS_FILE)  # the run's loss since its first steps, on the log as written
     evidence.note_checkpoint(saved[-1])
     if signals.stop is None:
         evidence.settle(RunStatus.COMPLETED)
