@@ -630,12 +630,12 @@ def run(args: argparse.Namespace) -> int:
         f"kept {manifest.duplicate_documents} {_repeat_unit(manifest)} that repeat an earlier one\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
-    documents = sum(s.documents for s in manifest.sources.values())
+    documents, cuttable = sum(s.documents for s in manifest.sources.values()), _cuttable(manifest)
     if heldout.tokens == 0 and manifest.val_fraction > 0:
-        print(_empty_heldout_line(documents, manifest.val_fraction))
+        print(_empty_heldout_line(documents, manifest.val_fraction, cuttable))
     elif off_share(heldout.tokens, train.tokens + heldout.tokens, manifest.val_fraction, documents):
         share = heldout.tokens / (train.tokens + heldout.tokens)
-        print(_off_share_line(share, documents, manifest.val_fraction))
+        print(_off_share_line(share, documents, manifest.val_fraction, cuttable))
     if heldout.tokens and (line := _short_heldout_line(args.out, manifest)):
         print(line)
     if manifest.sft is not None:
@@ -667,13 +667,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _empty_heldout_line(documents: int, val_fraction: float) -> str:
+def _cuttable(manifest: Manifest) -> bool:
+    """Whether some of the corpus was read from text files whole, which --doc-bytes or --doc-sep can
+    cut into more documents (a record of JSONL, Parquet or CSV is one document, never cut)."""
+    from stack.data.accounting import TEXT_FILES
+
+    return any(TEXT_FILES in account.input_bytes for account in manifest.accounting.values())
+
+
+def _empty_heldout_line(documents: int, val_fraction: float, cuttable: bool) -> str:
     """The warning for a held-out split no document landed in, with the fix that can move it: a
-    document is never divided between the splits, so one document needs cutting into several
-    (--doc-bytes or --doc-sep), where a larger --val-fraction could at best take the only one from
-    train; a few need the same (a larger fraction would hold out a share of a few documents, any
-    share of the text: stack.data.doc_size); only many can take a larger fraction."""
-    if documents == 1:
+    document is never divided between the splits, so one document read from a text file needs
+    cutting into several (--doc-bytes or --doc-sep), where a larger --val-fraction could at best
+    take the only one from train; a few need the same, or more records where they are records (a
+    larger fraction would hold out a share of a few documents, any share of the text:
+    stack.data.doc_size); only many can take a larger fraction."""
+    if documents == 1 and cuttable:
         fix = (
             "cut the text into documents with --doc-bytes SIZE (e.g. --doc-bytes 1K) or --doc-sep SEP, "
             "or add documents (a larger --val-fraction cannot split one document)"
@@ -681,7 +690,7 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
     elif documents < wanted_documents(val_fraction):
         return (
             f"  warning: the held-out split is empty: none of the {documents:,} documents landed in it, and "
-            f"`stack train` scores held-out text; {_more_documents(documents, val_fraction)}"
+            f"`stack train` scores held-out text; {_more_documents(documents, val_fraction, cuttable)}"
         )
     else:
         fix = "raise --val-fraction or add documents"
@@ -691,22 +700,29 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
     )
 
 
-def _off_share_line(share: float, documents: int, val_fraction: float) -> str:
+def _off_share_line(share: float, documents: int, val_fraction: float, cuttable: bool) -> str:
     """The warning for a split of too few documents whose held-out share of the text is far from the
     one asked (stack.data.doc_size.off_share): correct, and not what the user asked for."""
     return (
         f"  warning: the held-out split holds {share:.2%} of the text; "
-        f"{_more_documents(documents, val_fraction)}"
+        f"{_more_documents(documents, val_fraction, cuttable)}"
     )
 
 
-def _more_documents(documents: int, val_fraction: float) -> str:
-    """The fix for a split of too few documents for --val-fraction to be a share of the text."""
+def _more_documents(documents: int, val_fraction: float, cuttable: bool) -> str:
+    """The fix for a split of too few documents for --val-fraction to be a share of the text: cutting
+    the text into more where it was read from text files whole, else more records."""
     wanted = wanted_documents(val_fraction)
+    fix = (
+        "cut the text into more documents (--doc-bytes SIZE, or --doc-sep SEP where it separates them) "
+        "or add documents"
+        if cuttable
+        else "add documents (a record is one document, never cut)"
+    )
     return (
-        f"--val-fraction {val_fraction} is a share of whole documents, and {documents:,} are too few for "
-        f"it to hold of the text as well (about {wanted:,} would hold out {HELDOUT_DOCUMENTS}): cut the text "
-        "into more documents (--doc-bytes SIZE, or --doc-sep SEP where it separates them) or add documents"
+        f"--val-fraction {val_fraction} is a share of whole documents, and {documents:,} "
+        f"{'is' if documents == 1 else 'are'} too few for it to hold of the text as well (about "
+        f"{wanted:,} would hold out {HELDOUT_DOCUMENTS}): {fix}"
     )
 
 

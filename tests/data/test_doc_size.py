@@ -8,6 +8,7 @@ from too few documents is said with the share it holds, and the fix named is mor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,21 @@ def test_a_size_given_is_the_size_used_and_a_split_of_two_documents_is_said_with
     assert f"holds {heldout / (heldout + train):.2%} of the text" in line
     assert "--val-fraction 0.1 is a share of whole documents, and 2 are too few" in line
     assert "cut the text into more documents (--doc-bytes SIZE" in line
+
+
+def test_too_few_records_are_told_to_add_records_not_to_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JSONL record is one document, which --doc-bytes never cuts: a split of ten records that
+    held none out names more records as the fix, not a cut."""
+    records = tmp_path / "few.jsonl"
+    records.write_text("".join(json.dumps({"text": corpora.english_text(i)}) + "\n" for i in range(10)))
+    for seed in range(20):
+        out = _prepare(capsys, str(records), "--out", str(tmp_path / f"seed{seed}"), "--seed", str(seed))
+        if "held-out split is empty" in out:
+            break
+    else:
+        pytest.fail("no seed of 20 held out none of the ten records")
+    (line,) = [line for line in out.splitlines() if "held-out split is empty" in line]
+    assert "and 10 are too few" in line and "--doc-bytes" not in line
+    assert line.endswith("add documents (a record is one document, never cut)")
