@@ -251,6 +251,6 @@ def _loss_not_risen(m: Measured, t: Thresholds) -> list[str]:
             f"the population loss rose from {first:.4f} over the first {window} steps to {last:.4f} over "
             f"the last {window}, {rise:.4g} nats or {rise / se if se else math.inf:.3g} standard errors "
             f"(at most {t['max_rise_sds']:g}): the steps moved the weights away from lower loss; take "
-            "--lr (and --sigma) smaller, e.g. ten times, as a trained model wants"
+            "--lr (and --sigma) smaller in a new run, e.g. ten times, as a trained model wants"
         ]
     return []
