@@ -631,12 +631,13 @@ def run(args: argparse.Namespace) -> int:
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
     documents, cuttable = sum(s.documents for s in manifest.sources.values()), _cuttable(manifest)
+    told = off_share(heldout.tokens, train.tokens + heldout.tokens, manifest.val_fraction, documents)
     if heldout.tokens == 0 and manifest.val_fraction > 0:
         print(_empty_heldout_line(documents, manifest.val_fraction, cuttable))
-    elif off_share(heldout.tokens, train.tokens + heldout.tokens, manifest.val_fraction, documents):
+    elif told:
         share = heldout.tokens / (train.tokens + heldout.tokens)
         print(_off_share_line(share, documents, manifest.val_fraction, cuttable))
-    if heldout.tokens and (line := _short_heldout_line(args.out, manifest)):
+    if heldout.tokens and (line := _short_heldout_line(args.out, manifest, told)):
         print(line)
     if manifest.sft is not None:
         print(_template_line(args, manifest.sft))
@@ -752,11 +753,12 @@ def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> tuple[list[
     return short, repeats
 
 
-def _short_heldout_line(data_dir: Path, manifest: Manifest) -> str | None:
+def _short_heldout_line(data_dir: Path, manifest: Manifest, few: bool = False) -> str | None:
     """The note for a held-out split too small for some presets' evaluation (None: for none). A
     document (an example) is held out whole, so a split of a few short ones can hold far less of the
-    text than --val-fraction says of them; a copy is held out with its first, so a split whose set
-    is refused for its copies holds them at any --val-fraction, and dedup is the fix. The fix and
+    text than --val-fraction says of them (`few`: the warning above said so, and named the fix, more
+    documents, which a larger fraction is not); a copy is held out with its first, so a split whose
+    set is refused for its copies holds them at any --val-fraction, and dedup is the fix. The fix and
     the way to check one setting are named."""
     short, repeats = _presets_short_of_heldout(data_dir, manifest)
     if not short:
@@ -768,7 +770,7 @@ def _short_heldout_line(data_dir: Path, manifest: Manifest) -> str | None:
     else:
         units, more, window = "examples", "examples", manifest.sft.pack_len
         command = "dpo" if manifest.sft.format == "prefs" else "sft"
-    fix = f"raise --val-fraction or add {more}"
+    fix = f"more {units}, as the warning above says" if few else f"raise --val-fraction or add {more}"
     if repeats and manifest.duplicate_documents:
         fix = (
             f"a copy is held out with its first at any --val-fraction, and {manifest.duplicate_documents} "

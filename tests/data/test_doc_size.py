@@ -98,7 +98,8 @@ def test_a_size_given_is_the_size_used_and_a_split_of_two_documents_is_said_with
 ) -> None:
     """--doc-bytes given is never fitted. Two documents (of 2 and 1 KiB) at --val-fraction 0.1 hold
     out none, one (a third or two thirds of the text) or both (refused); a seed whose draw holds one out
-    is found, and the warning says the share and names more documents as the fix."""
+    is found, and the warning says the share and names more documents as the fix, as does the note
+    on the presets whose evaluation the split cannot fill."""
     book = _book(tmp_path / "input.txt", 3 * 1024)
     for seed in range(40):
         data = tmp_path / f"seed{seed}"
@@ -116,6 +117,8 @@ def test_a_size_given_is_the_size_used_and_a_split_of_two_documents_is_said_with
     assert f"holds {heldout / (heldout + train):.2%} of the text" in line
     assert "--val-fraction 0.1 is a share of whole documents, and 2 are too few" in line
     assert "cut the text into more documents (--doc-bytes SIZE" in line
+    # the note on presets short of held-out windows names the same fix, never a larger fraction
+    assert "raise --val-fraction" not in out and "more documents, as the warning above says" in out
 
 
 def test_too_few_records_are_told_to_add_records_not_to_cut(
