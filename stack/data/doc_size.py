@@ -12,8 +12,8 @@ cut finer (`fitted_doc_bytes`): into pieces of the largest power of two bytes at
 that many documents, so that it makes at least that many and the split expects to hold out
 HELDOUT_DOCUMENTS of them; never finer than MIN_FITTED_DOC_BYTES, where a piece still fills the
 diversity filter's window (the filters judge documents, and a piece of a few hundred bytes of a
-loop is too short for them to tell). A power of two keeps the cut points of a corpus that grows a little
-where they were (they move only when its size doubles). A corpus with files of records (JSONL,
+loop is too short for them to tell). A power of two keeps the cut points of a corpus that grows a
+little where they were (they move only when its size doubles). A corpus with files of records (JSONL,
 Parquet, CSV), or read with --doc-sep, brings documents no size can count before they are read,
 and is cut at DEFAULT_DOC_BYTES. --doc-bytes SIZE always cuts at SIZE. The manifest's `reading`
 and the prepare's record state the size used.
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from stack.data.defaults import DEFAULT_DOC_BYTES, HELDOUT_DOCUMENTS, MIN_FITTED_DOC_BYTES
 
 # How far the held-out share of the text may be from --val-fraction, as a factor either way, before
-# a prepare of too few documents says so: with HELDOUT_DOCUMENTS expected, a draw falls outside it
-# less than once in 200 prepares.
+# a prepare of too few documents says so: a split expecting HELDOUT_DOCUMENTS held out falls outside
+# it less than once in 200 prepares, so a share beyond it says the documents were too few.
 SHARE_FACTOR = 2.0
 
 
