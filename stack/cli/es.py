@@ -1,6 +1,6 @@
 """`stack es`: train a checkpoint without gradients, by evolution strategies, into a new run dir.
 
-    stack es RUN_DIR|CKPT --data DATA_DIR --out OUT --steps 100 --population 16 --sigma 0.01 --lr 0.01
+    stack es RUN_DIR|CKPT --data DATA_DIR --out OUT --steps 100 --population 16 --sigma 0.001 --lr 0.0005
     stack es --resume OUT --steps 200
 
 Each step draws ± pairs of Gaussian perturbations of all the weights, scores every member by its

@@ -673,8 +673,8 @@ def test_members_perturbed_at_the_default_sigma_not_the_stated_one_fire(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The weights each forward read moved by σ 0.01 along its member's noise; the record states
-    0.05: exit 3 naming GATE-ES-002, though check applied (σ taken from the call) holds."""
+    """The weights each forward read moved by the default σ along its member's noise; the record
+    states 0.05: exit 3 naming GATE-ES-002, though check applied (σ taken from the call) holds."""
     _default_sigma(monkeypatch)
     out = tmp_path / "out"
     assert _es(world, out, "--steps", "3", "--batch-size", "2", "--seq-len", "16", "--sigma", "0.05") == 3
