@@ -9,7 +9,7 @@ from the successive differences of every step's loss (half their mean square, vo
 estimator): a loss that drifts moves each difference by one step's drift only, so a rise is not
 taken for spread, as the variance within a window of a steadily rising loss would be. A step size
 too large for the model moves θ away from lower loss: `stack es` from a trained 2-block
-model at its defaults (--lr 0.01 Adam, which moves every weight by about 0.01 a step) ended 100
+model at --sigma 0.01 --lr 0.01 (Adam moving every weight by about 0.01 a step) ended 100
 steps later with the population's loss risen from 4.91 (its first ten steps) to 6.89 (its last
 ten) and the held-out loss from 4.46 to 6.77, exit 0, every gate passed.
 

@@ -1,9 +1,9 @@
 """GATE-ES-007: an evolution-strategies run does not end with its loss risen (contracts.es_trend).
 
-The planted bug is the one seen at the defaults on a trained model: a step size that carries the
+The planted bug is the one seen at OpenAI-ES's step on a trained model: a step size that carries the
 weights away from lower loss. Each step is still the step the method defines (GATE-ES-001..006
-hold), so only where the steps lead shows it. The falsifiers run `stack es` with a step size a
-hundred times the safe one and hold the judge to its threshold from both sides; the benign run's
+hold), so only where the steps lead shows it. The falsifiers run `stack es` with a step size two
+hundred times the default and hold the judge to its threshold from both sides; the benign run's
 loss stays where it was.
 """
 
