@@ -12,13 +12,14 @@ A file that is one document keeps its bytes exactly as they are, whitespace incl
 what an editor adds (stack.data.line_ends): a leading UTF-8 byte-order mark is dropped, and a
 file whose head holds a CRLF is read with every CRLF as LF, before any separator is looked for.
 
-A file without a separator that is longer than `doc_bytes` (`--doc-bytes`, default 1 MiB) is
-cut into documents of at most that many bytes, each ending after the last newline of its last
-CUT_LOOKBACK bytes (else after its last whole character; a piece holds one character at
-least), so that the documents put back together are the file. The cut points depend on the
-file and `doc_bytes` alone. A classic byte-level corpus (enwik8, text8: one file of 100 MB) so
-becomes a hundred documents, which the split spreads over train and held-out, rather than one
-document that no split can divide.
+A file without a separator that is longer than `doc_bytes` (`--doc-bytes`; without it, 1 MiB or
+the finer size stack.data.doc_size fits to a corpus of too few documents) is cut into documents
+of at most that many bytes, each ending after the last newline of its last CUT_LOOKBACK bytes
+(else after its last whole character; a piece holds one character at least), so that the
+documents put back together are the file. The cut points depend on the file and `doc_bytes`
+alone. A classic byte-level corpus (enwik8, text8: one file of 100 MB) so becomes hundreds of
+documents, which the split spreads over train and held-out, rather than one document that no
+split can divide.
 
 A file in which the separator never occurs is not what `--doc-sep` says it is: rather than one
 document of the whole file (which the oversize filter would drop as a dump, and whose fix would
