@@ -70,6 +70,7 @@ def run_synth(args: argparse.Namespace) -> int:
     """Generate, print the counts and where the file went."""
     from stack.cli.inputs import check_inputs
     from stack.synth_run import RECORDS, run
+    from stack.tune.synth import none_kept
 
     check_inputs("synth", args)
     given = {name: getattr(args, name) for _, name, _, _ in OPTIONS if getattr(args, name) is not None}
@@ -85,4 +86,7 @@ def run_synth(args: argparse.Namespace) -> int:
     dropped = ", ".join(f"{reason} {n}" for reason, n in report.dropped.items())
     print(f"generated {report.generated}, kept {len(report.kept)}; dropped: {dropped}")
     print(f"wrote {args.out / RECORDS} (evidence in {args.out})")
+    advice = none_kept(report, settings)
+    if advice:
+        print(f"stack synth: warning: {advice}", file=sys.stderr)
     return 0

@@ -260,6 +260,30 @@ def synthesize(
     return report
 
 
+# What to change when every sample was dropped, by the reason most of them were: the line `stack synth`
+# ends with instead of leaving the user an empty file and counts to interpret.
+REMEDIES = {
+    "short": "its turns end before --min-chars ({min_chars}) characters: fine-tune it longer on chat data "
+    "(`stack sft`), or give a smaller --min-chars",
+    "repetitive": "its turns repeat themselves (coherence under --min-coherence {min_coherence}): "
+    "give a higher --temperature, or a smaller --min-coherence",
+    "duplicate": "its samples repeat one another: give a higher --temperature "
+    "(at 0 every sample is the same)",
+    "no_room": "its instructions leave no room for a response in its context: give a smaller "
+    "--max-instruction-tokens",
+}
+
+
+def none_kept(report: Report, settings: SynthSettings) -> str | None:
+    """Why a synthesis that kept nothing kept nothing, and what to change (None when something was
+    kept): the reason most samples were dropped for, with its remedy."""
+    if report.kept or not report.generated:
+        return None
+    reason, count = max(report.dropped.items(), key=lambda item: item[1])
+    remedy = REMEDIES[reason].format(min_chars=settings.min_chars, min_coherence=settings.min_coherence)
+    return f"no sample was kept: {count} of {report.generated} were {reason.replace('_', ' ')}; {remedy}"
+
+
 def chat_record(sample: Sample) -> dict[str, list[dict[str, str]]]:
     """One sample as a chat record, the form `stack prepare --format chat` (and TRL's conversational
     datasets) read: the instruction as the user's message, the response as the assistant's."""

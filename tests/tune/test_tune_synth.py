@@ -110,6 +110,28 @@ def test_each_filter_names_its_reason() -> None:
     assert synth.drop_reason(good, {good.sha256}, settings) == "duplicate"
 
 
+def test_a_synthesis_that_keeps_nothing_says_why_and_what_to_change(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every sample shorter than --min-chars: the file is empty, and the last line names the reason
+    most were dropped for and the settings that change it; one that keeps samples says nothing."""
+    assert _synth(source, tmp_path / "strict", *LOOSE, "--min-chars", "1000") == 0
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith("stack synth: warning: no sample was kept: 3 of 3 were short;"), said
+    assert "--min-chars (1000)" in said and "stack sft" in said
+    assert (tmp_path / "strict" / "synth.jsonl").read_text() == ""
+    assert _synth(source, tmp_path / "loose", *LOOSE) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reason", synth.REASONS)
+def test_every_reason_a_sample_is_dropped_for_has_a_remedy(reason: str) -> None:
+    report = synth.Report(raw_sha256=[""] * 2)
+    report.dropped[reason] = 2
+    advice = synth.none_kept(report, SynthSettings())
+    assert advice is not None and f"2 of 2 were {reason.replace('_', ' ')}; " in advice and "--" in advice
+
+
 # -- falsifiers --------------------------------------------------------------------------------
 
 
