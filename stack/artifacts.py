@@ -736,7 +736,8 @@ NEEDS: dict[str, Need] = {
             "evidence",
             "a filed evidence record (LEDGER/<run-id>/)",
             ("evidence",),
-            "file the run's record with --evidence-dir LEDGER, then give LEDGER/<run-id>",
+            "file the run's record with --evidence-dir LEDGER as it is made (a finished training run's, "
+            "later: `stack train --resume RUN_DIR --evidence-dir LEDGER`), then give LEDGER/<run-id>",
         ),
     )
 }

@@ -48,6 +48,7 @@ from contracts.evidence import (
     Verdict,
     Waiver,
     artifact,
+    leg_of,
     new_record,
     now,
     places_named,
@@ -649,6 +650,8 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
             except rundir.NothingLeft as done:
                 if _is_main():  # rank 0 speaks for a data-parallel run
                     print(f"{speaker()}: {done}", file=sys.stderr)
+                    if request.evidence_dir is not None:
+                        _file_finished(run_dir, request.evidence_dir)
                 return 0
             if leg is not None:
                 _as_leg(plan, leg)
@@ -663,6 +666,28 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
             trainer.alerts = alerts  # one count of non-deterministic ops for set-up and run
             opened.commit()
             return _run(plan, trainer, request.evidence_dir, progress_factory)
+
+
+def _file_finished(run_dir: Path, evidence_dir: Path) -> None:
+    """File a finished run's record as it stands, for a run trained without --evidence-dir: the
+    record, config and metrics its last step wrote are what filing at that step would have filed,
+    and the checker holds them to each other the same way. A run already filed there is told so
+    (a retried job ends as it did); one whose filed legs end before its last leg cannot be filed
+    after it, since that leg's record does not name the filed leg it continues."""
+    record = read_evidence(run_dir / EVIDENCE_FILE)
+    legs = ledger.filed_legs(evidence_dir, leg_of(record.run.id)[0], record.run.started)
+    if not legs:
+        filed = ledger.file(evidence_dir, record, (run_dir / CONFIG_FILE, run_dir / METRICS_FILE))
+        print(f"{speaker()}: its record is filed now at {filed.parent}")
+        return
+    newest = Path(evidence_dir) / legs[-1][1]
+    if read_evidence(newest / EVIDENCE_FILE).run.finished != record.run.finished:
+        raise BadInput(
+            f"{run_dir}'s last leg was trained without --evidence-dir after the leg filed at {newest}, "
+            "and its record does not name that leg: it cannot be filed after it; the filed leg's "
+            "weights can be released from that record"
+        )
+    print(f"{speaker()}: its record is filed already at {newest}")
 
 
 def _as_leg(plan: Plan, leg: ledger.Leg) -> None:

@@ -421,3 +421,58 @@ def test_a_release_of_a_resumed_run_takes_its_newest_filed_leg(
     registry = read_registry(root / REGISTRY_FILE)
     checker.check_registry(registry.model_copy(update={"models": registry.models[-1:]}), by_id)
     assert [f.line() for f in checker.violations] == []
+
+
+# -- a finished run trained without --evidence-dir is filed by resuming it with one -------------
+
+
+def test_a_finished_run_trained_without_a_ledger_is_filed_as_it_stands_and_released(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stack release` names `stack train --resume RUN --evidence-dir LEDGER` for a run with no filed
+    record; that files the record the run's last step wrote, with its config and metrics, which the
+    check accepts and the release takes. Asked again, it files nothing and says where it is."""
+    root = tmp_path / "repo"
+    (root / "evidence").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / REGISTRY_FILE, root / REGISTRY_FILE)
+    monkeypatch.setattr(
+        contracts.evidence, "collect_code", lambda _repo: CodeInfo(git_sha=head(), git_dirty=False)
+    )
+    run_dir, ledger = root / "run", root / "evidence/runs"
+    assert train(smoke_args(prepared(tmp_path), run_dir)) == 0
+    capsys.readouterr()
+    assert main(release_argv(root, run_dir, NAME, VERSION)) == 2
+    assert "stack train --resume RUN_DIR --evidence-dir LEDGER" in capsys.readouterr().err
+    assert train(["train", "--resume", str(run_dir), "--evidence-dir", str(ledger)]) == 0
+    assert f"its record is filed now at {ledger / 'run'}" in capsys.readouterr().out
+    assert read_evidence(ledger / "run" / EVIDENCE_FILE) == read_evidence(run_dir / EVIDENCE_FILE).model_copy(
+        update={"artifacts": read_evidence(ledger / "run" / EVIDENCE_FILE).artifacts}
+    )
+    checker = Checker(root, load_spec())
+    monkeypatch.setattr(checker, "_known_commits", Checker(REPO_ROOT, load_spec())._known_commits)
+    checker.check_record(load_evidence(ledger / "run" / EVIDENCE_FILE), root, in_ledger=True)
+    assert [f.line() for f in checker.violations] == []
+    assert train(["train", "--resume", str(run_dir), "--evidence-dir", str(ledger)]) == 0
+    assert f"its record is filed already at {ledger / 'run'}" in capsys.readouterr().out
+    assert sorted(p.name for p in ledger.iterdir()) == ["run"]
+    assert main(release_argv(root, run_dir, NAME, VERSION)) == 0
+
+
+def test_a_last_leg_trained_without_a_ledger_is_not_filed_after_the_filed_ones(
+    legs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its record does not name the filed leg it continues, so it would break the chain of legs: it
+    is refused in one line that says the filed leg can still be released; the run as filed is told
+    it is filed already."""
+    root = tmp_path / "repo"
+    shutil.copytree(legs, root)
+    ledger = ["--evidence-dir", str(root / "evidence/runs")]
+    assert train(["train", "--resume", str(root / "run"), *ledger]) == 0
+    assert f"its record is filed already at {root / 'evidence/runs/run-leg3'}" in capsys.readouterr().out
+    assert train(["train", "--resume", str(root / "run"), "--set", "train.steps=10"]) == 0
+    capsys.readouterr()
+    assert train(["train", "--resume", str(root / "run"), *ledger]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "last leg was trained without --evidence-dir after the leg filed at" in line
+    assert "cannot be filed after it" in line
+    assert sorted(p.name for p in (root / "evidence/runs").iterdir()) == ["run", "run-leg2", "run-leg3"]
