@@ -1141,7 +1141,7 @@ class Trainer:
         judging = self.config.eval.early_stop and stopper.judges(values)
         check_heldout_noise(values, judging, step)
         if self.config.eval.early_stop and stopper.off is not None and stopper.off != self.early_stop_noted:
-            print(f"stack: note: {stopper.off}", file=sys.stderr)
+            print(f"{speaker()}: note: {stopper.off}", file=sys.stderr)
             self.early_stop_noted = stopper.off
         if judging:
             stop = stopper.observe(values, epoch, step)

@@ -27,6 +27,7 @@ from stack.data.tokenizer_record import tokenizer_from_state
 from stack.model.checks import check_architecture, runnable_paths
 from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
+from stack.outputs.lock import running_command
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig, resolve
 from stack.train.lora_setup import adapter_settings
@@ -92,7 +93,15 @@ def check_released(path: Path) -> None:
                 f"(sha256 {art.sha256}, {art.bytes} bytes) and run again"
             )
     if entry.withdrawn is not None:
-        print(f"stack: note: {entry.key} is withdrawn: {' '.join(entry.withdrawn.split())}", file=sys.stderr)
+        print(
+            f"{_speaker()}: note: {entry.key} is withdrawn: {' '.join(entry.withdrawn.split())}",
+            file=sys.stderr,
+        )
+
+
+def _speaker() -> str:
+    """How a note of loading a model begins: the command typed (`stack sample`), as its other lines do."""
+    return running_command("stack")
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -108,7 +117,7 @@ def resolve_checkpoint(path: Path) -> Path:
     latest, notes = ckpt.latest_valid(path)
     ckpt.check_newest(path, latest, resumable=False)
     for note in notes:
-        print(f"stack: {note}", file=sys.stderr)
+        print(f"{_speaker()}: {note}", file=sys.stderr)
     if latest is None:
         raise BadInput(f"{path} has no valid checkpoint")
     return latest
@@ -128,7 +137,7 @@ def runnable_attention(config: RunConfig, device: str | torch.device, where: Pat
     if own in runnable_paths(device, config.model.head_dim):
         return None
     print(
-        f"stack: note: {where} was trained with attention='{own}', which cannot run on {device.type} "
+        f"{_speaker()}: note: {where} was trained with attention='{own}', which cannot run on {device.type} "
         f"here (the Triton kernel needs a CUDA device or TRITON_INTERPRET=1, and a head_dim it is built "
         f"for); it runs with attention='{FALLBACK_ATTENTION}', the same numbers (GATE-MODEL-001)",
         file=sys.stderr,
