@@ -8,6 +8,7 @@ from typing import Any
 
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar, same
 from contracts.derive.reports import PER_ITEM_SINCE, bpb_identity, judged, report_of, short
+from contracts.few_shot import shown
 from contracts.judges import judge
 from contracts.likelihood import bits_per_byte_of, utf8_bytes
 from contracts.overlap import items_in_training
@@ -232,6 +233,10 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
     if few_shot is not None and adapter is not None:
         derived.put(("metrics", "adapter_gain_bpb"), few_shot["bits_per_byte"] - adapter["bits_per_byte"])
         measured = {"few_shot_bpb": few_shot["bits_per_byte"], "adapter_bpb": adapter["bits_per_byte"]}
+        few_shot_items = scores.get("B") if isinstance(scores, dict) else None
+        dropped = [item.get("dropped") for item in few_shot_items or [] if isinstance(item, dict)]
+        if dropped and all(type(tokens) is int for tokens in dropped):  # else check windows names them
+            measured |= shown(dropped)
         judged(inputs, derived, "GATE-FT-001", measured)
     else:
         derived.put(("metrics", "adapter_gain_bpb"), None)

@@ -24,17 +24,37 @@ MEMORISATION_REMEDIES = (
 )
 
 
-@judges("GATE-FT-001", needs=("few_shot_bpb", "adapter_bpb"))
+@judges(
+    "GATE-FT-001",
+    checks={
+        "margin": ("few_shot_bpb", "adapter_bpb"),
+        # the few-shot row showed its examples whole: no item's context was cut to fit the model
+        "shown": ("few_shot_items", "few_shot_cut_items", "few_shot_cut_tokens"),
+    },
+)
 def _adapter_beats_few_shot(m: Measured, t: Thresholds) -> list[str]:
-    few_shot, adapter = number(m, "few_shot_bpb"), number(m, "adapter_bpb")
-    improvement = few_shot - adapter
-    if improvement >= t["min_bpb_improvement"]:  # NaN compares false: a NaN score fails
-        return []
-    return [
-        f"the adapter's row scores {adapter:.4f} bits per byte against few-shot's {few_shot:.4f} "
-        f"(better by {improvement:.4f}, at least {t['min_bpb_improvement']:g} wanted): the adapter was "
-        "not worth training over prompting the base model with examples"
-    ]
+    problems = []
+    if has(m, "few_shot_bpb", "adapter_bpb"):
+        few_shot, adapter = number(m, "few_shot_bpb"), number(m, "adapter_bpb")
+        improvement = few_shot - adapter
+        if not improvement >= t["min_bpb_improvement"]:  # NaN compares false: a NaN score fails
+            problems.append(
+                f"the adapter's row scores {adapter:.4f} bits per byte against few-shot's {few_shot:.4f} "
+                f"(better by {improvement:.4f}, at least {t['min_bpb_improvement']:g} wanted): the adapter "
+                "was not worth training over prompting the base model with examples"
+            )
+    if has(m, "few_shot_cut_items"):
+        cut, items, tokens = (
+            count(m, key) for key in ("few_shot_cut_items", "few_shot_items", "few_shot_cut_tokens")
+        )
+        if cut > t["max_cut_items"]:
+            problems.append(
+                f"the few-shot row's contexts were cut to fit the model on {cut} of {items} item(s), at "
+                f"most {t['max_cut_items']} wanted ({tokens} tokens cut): the adapter is compared with "
+                "fewer examples than asked, not with few-shot prompting; give fewer --shots, or shorter "
+                "training examples"
+            )
+    return problems
 
 
 def _ids(value: Any, where: str) -> list[str]:

@@ -37,7 +37,7 @@ from typing import Any
 from contracts.bm25 import FolderPassage, bm25, folder_passages, passages_read
 from contracts.derive.evalmatrix import row_summary
 from contracts.errors import BadInput
-from contracts.few_shot import seeded_sample
+from contracts.few_shot import seeded_sample, shown
 from contracts.gates import Outcome, gate_ensure, measure
 from contracts.likelihood import summed_nll, utf8_bytes
 from contracts.truncation import Window, completion_window, window_sha256
@@ -403,7 +403,12 @@ def score_matrix(
 
 def adapter_outcome(matrix: Matrix) -> Outcome:
     """GATE-FT-001: row C's bits per byte against row B's."""
-    measured = {"few_shot_bpb": matrix.row("B").bits_per_byte, "adapter_bpb": matrix.row("C").bits_per_byte}
+    few_shot = matrix.row("B")
+    measured = {
+        "few_shot_bpb": few_shot.bits_per_byte,
+        "adapter_bpb": matrix.row("C").bits_per_byte,
+        **shown([score["dropped"] for score in few_shot.scores]),
+    }
     return measure("GATE-FT-001", measured, holds="the adapter beats few-shot prompting of its base")
 
 

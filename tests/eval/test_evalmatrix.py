@@ -307,12 +307,19 @@ def test_a_passage_left_out_that_ties_the_one_retrieved_holds(world: dict[str, A
 # -- GATE-FT-001: the adapter beats few-shot ------------------------------------------------
 
 
-def _matrix(few_shot_bpb: float, adapter_bpb: float) -> Matrix:
-    def row(name: str, bpb: float) -> RowResult:  # one item of one byte scored at `bpb` bits
-        score = {"id": "a", "nll": bpb * math.log(2), "tokens": 1, "bytes": 1, "dropped": 0, "exact": None}
-        return RowResult(Row(name, name, "base", "none"), [score], ["0" * 64])
+def _matrix(few_shot_bpb: float, adapter_bpb: float, few_shot_cut: tuple[int, ...] = (0, 0)) -> Matrix:
+    """Rows of two items of one byte each, scored at the bits given; row B's items had `few_shot_cut`
+    context tokens cut, row D's always some (its passages: never GATE-FT-001's business)."""
 
-    return Matrix([row("A", 4.0), row("B", few_shot_bpb), row("C", adapter_bpb)], [], {}, {})
+    def row(name: str, bpb: float, cut: tuple[int, ...] = (0, 0)) -> RowResult:
+        scores = [
+            {"id": f"i{i}", "nll": bpb * math.log(2), "tokens": 1, "bytes": 1, "dropped": n, "exact": None}
+            for i, n in enumerate(cut)
+        ]
+        return RowResult(Row(name, name, "base", "none"), scores, ["0" * 64] * len(cut))
+
+    rows = [row("A", 4.0), row("B", few_shot_bpb, few_shot_cut), row("C", adapter_bpb), row("D", 2.0, (9, 9))]
+    return Matrix(rows, [], {}, {})
 
 
 @pytest.mark.gate("GATE-FT-001")
@@ -323,6 +330,43 @@ def test_an_adapter_short_of_the_margin_is_reported() -> None:
 @pytest.mark.holds("GATE-FT-001")
 def test_an_adapter_just_past_the_margin_holds() -> None:
     assert adapter_outcome(_matrix(3.0, 2.989)).ok  # better by 0.011
+
+
+@pytest.mark.gate("GATE-FT-001")
+def test_a_few_shot_row_cut_to_fit_the_context_on_one_item_is_no_comparison() -> None:
+    """An adapter far better than a row B whose one item lost one context token to the cut: the
+    examples that item was shown are not the ones asked, so the margin proves nothing."""
+    outcome = adapter_outcome(_matrix(3.0, 1.0, few_shot_cut=(0, 1)))
+    assert not outcome.ok
+    assert "cut to fit the model on 1 of 2 item(s), at most 0 wanted (1 tokens cut)" in outcome.message
+    assert "fewer --shots" in outcome.message
+
+
+@pytest.mark.holds("GATE-FT-001")
+def test_a_few_shot_row_shown_whole_is_compared_though_retrieval_was_cut() -> None:
+    assert adapter_outcome(_matrix(3.0, 1.0, few_shot_cut=(0, 0))).ok
+
+
+@pytest.mark.gate("GATE-FT-001")
+def test_more_shots_than_the_context_holds_warn_through_the_cli_and_the_checker_agrees(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two examples fit the 64-token context before every item; three do not (7 tokens cut each):
+    the adapter still wins by bits, and the gate says the comparison is not the one asked."""
+    adapter = ("--adapter", str(world["adapter"]))
+    assert main(_argv(world, tmp_path / "two", *adapter, "--shots", "2")) == 0
+    assert _record(tmp_path / "two")[0]["GATE-FT-001"] == "PASS"
+    assert main(_argv(world, tmp_path / "three", *adapter, "--shots", "3")) == 0
+    assert (
+        "GATE-FT-001: the few-shot row's contexts were cut to fit the model on 6 of 6"
+        in capsys.readouterr().err
+    )
+    verdicts, evidence = _record(tmp_path / "three")
+    result = next(g for g in evidence["gates"] if g["id"] == "GATE-FT-001")
+    assert verdicts["GATE-FT-001"] == "WARN" and result["measured"]["few_shot_cut_items"] == 6
+    assert _result(tmp_path / "three")["adapter_gain_bpb"] > 0  # the bits alone would have passed
+    filed = read_evidence(tmp_path / "three" / "metadata.json")
+    assert check_record_truth(filed, tmp_path / "three", load_spec()).violations == []
 
 
 @pytest.mark.gate("GATE-FT-001")
