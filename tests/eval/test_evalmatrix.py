@@ -34,7 +34,7 @@ from stack.eval.items import Item
 from stack.eval.matrix import Matrix, Row, RowResult, adapter_outcome
 from stack.eval.retrieval import BM25, Passage, read_passages
 from tests.support.ft_support import own_continuations, saved, write_jsonl
-from tests.support.ledger_support import assert_caught, edited, rederive
+from tests.support.ledger_support import assert_caught, edited, gate, rederive
 from tests.support.train_support import MeanCrossEntropy, characters_for_bytes
 from tools.integrity.record_checks import check_record_truth
 from tools.site.finetune import finetune_section
@@ -367,6 +367,23 @@ def test_more_shots_than_the_context_holds_warn_through_the_cli_and_the_checker_
     assert _result(tmp_path / "three")["adapter_gain_bpb"] > 0  # the bits alone would have passed
     filed = read_evidence(tmp_path / "three" / "metadata.json")
     assert check_record_truth(filed, tmp_path / "three", load_spec()).violations == []
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_warn_turned_pass_over_a_few_shot_row_cut_is_caught(world: dict[str, Any], tmp_path: Path) -> None:
+    """The record of a 3-shot matrix, its GATE-FT-001 flipped to PASS with the cut items said to be
+    none: the checker counts row B's cuts again from evalmatrix.json and derives the WARN."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--adapter", str(world["adapter"]), "--shots", "3")) == 0
+
+    def flip(data: dict[str, Any], _dir: Path) -> None:
+        result = gate(data, "GATE-FT-001")
+        assert result["verdict"] == "WARN"
+        result.update(verdict="PASS", message=None, measured={**result["measured"], "few_shot_cut_items": 0})
+
+    edited(record, flip)
+    assert_caught(record, 'gates[GATE-FT-001].verdict is "PASS", but its artifacts derive "WARN"')
+    assert_caught(record, "gates[GATE-FT-001].measured.few_shot_cut_items is 0")
 
 
 @pytest.mark.gate("GATE-FT-001")
