@@ -28,7 +28,7 @@ MEMORISATION_REMEDIES = (
     "GATE-FT-001",
     checks={
         "margin": ("few_shot_bpb", "adapter_bpb"),
-        # the few-shot row showed its examples whole: no item's context was cut to fit the model
+        # the few-shot row showed its examples whole: few enough items had their contexts cut to fit
         "shown": ("few_shot_items", "few_shot_cut_items", "few_shot_cut_tokens"),
     },
 )

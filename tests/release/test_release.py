@@ -472,7 +472,7 @@ def test_a_last_leg_trained_without_a_ledger_is_not_filed_after_the_filed_ones(
     assert train(["train", "--resume", str(root / "run"), "--set", "train.steps=10"]) == 0
     capsys.readouterr()
     assert train(["train", "--resume", str(root / "run"), *ledger]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "last leg was trained without --evidence-dir after the leg filed at" in line
     assert "cannot be filed after it" in line
     assert sorted(p.name for p in (root / "evidence/runs").iterdir()) == ["run", "run-leg2", "run-leg3"]
