@@ -112,7 +112,34 @@ def run(args: argparse.Namespace) -> int:
         _table(result)
     _report(evidence, kept)
     _unretrieved_note(args, result)
+    _cut_notes(result)
     return 0
+
+
+# What a row's cut context lost, and what to change, for the rows GATE-FT-001 does not judge (row B's
+# cut is its check `shown`, said as the gate's warning).
+CUT_REMEDIES = {
+    "A": "the items' prompts are longer than the model's context; give shorter prompts",
+    "C": "the items' prompts are longer than the model's context; give shorter prompts",
+    "D": "it read less than the passages retrieved; give fewer --passages, or documents of shorter "
+    "paragraphs",
+}
+
+
+def _cut_notes(result: dict[str, Any]) -> None:
+    """Say which rows besides B had contexts cut to fit the model: the table's count alone does not
+    say that row D's passages were not read whole, or that a prompt lost its start."""
+    import sys
+
+    for name, scores in result["scores"].items():
+        cut = [item for item in scores if item["dropped"]]
+        if name in CUT_REMEDIES and cut:
+            tokens = sum(item["dropped"] for item in cut)
+            print(
+                f"stack evalmatrix: note: row {name}'s context was cut to fit the model on {len(cut)} of "
+                f"{len(scores)} item(s) ({tokens} tokens): {CUT_REMEDIES[name]}",
+                file=sys.stderr,
+            )
 
 
 def _unretrieved_note(args: argparse.Namespace, result: dict[str, Any]) -> None:

@@ -146,6 +146,26 @@ def test_the_base_as_its_own_adapter_and_a_folder_that_matches_nothing_change_no
     assert "row D retrieved no passage for 6 of 6 item(s)" in err and "row D scores as row C does" in err, err
 
 
+def test_a_passage_longer_than_the_context_is_said_to_be_cut(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A paragraph of 100 bytes that names the first item's prompt (and shares words with others'):
+    row D reads only the end of it in a 64-token context, and a note says so and what to change;
+    passages that fit say nothing."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.md").write_text(f"{world['items'][0]['prompt']} " + "x" * 91 + "\n")
+    capsys.readouterr()
+    assert main(_argv(world, tmp_path / "long", "--docs", str(docs))) == 0
+    cut = [item["dropped"] for item in _result(tmp_path / "long")["scores"]["D"] if item["dropped"]]
+    assert cut and _result(tmp_path / "long")["scores"]["D"][0]["dropped"]  # the first item's, at least
+    err = capsys.readouterr().err
+    assert f"row D's context was cut to fit the model on {len(cut)} of 6 item(s) ({sum(cut)} tokens)" in err
+    assert "fewer --passages" in err
+    assert main(_argv(world, tmp_path / "short", "--docs", str(world["docs"]))) == 0
+    assert "context was cut" not in capsys.readouterr().err
+
+
 def test_a_repeated_item_id_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
     items = write_jsonl(tmp_path / "items.jsonl", [world["items"][0], world["items"][0]])
     argv = _argv(world, tmp_path / "rec")
