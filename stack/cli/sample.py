@@ -93,6 +93,7 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     import torch
 
     from contracts.evidence import DataRef, canonical_sha256
+    from stack.data.chat_jinja import unprompted_chat_note
     from stack.model.sampling_checks import Sampler, check_prompt, sample_checked
     from stack.train.trained import load_measured
 
@@ -111,7 +112,9 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     }
     record.config, record.config_sha256 = config, canonical_sha256(config)
     ids = prompt_ids(trained.tokenizer, args.prompt)
-    for note in context_notes(len(ids), args.tokens, trained.config.model.ctx):
+    notes = context_notes(len(ids), args.tokens, trained.config.model.ctx)
+    chat = unprompted_chat_note(trained.checkpoint.state, args.prompt)
+    for note in [*notes, *([chat] if chat else [])]:
         print(f"stack sample: note: {note}", file=sys.stderr)
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)

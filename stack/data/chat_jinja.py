@@ -32,7 +32,7 @@ from typing import Any
 
 from contracts.checkpoints import CHAT_TEMPLATE_KEY
 from contracts.errors import BadInput
-from stack.data.sft_template import TemplateFile
+from stack.data.sft_template import TEMPLATES_DIR, ChatTemplate, TemplateFile, load_template
 
 STATE_KEY = CHAT_TEMPLATE_KEY  # state.json's key of the checkpoint's chat template (contracts.checkpoints)
 ASSISTANT = "assistant"
@@ -125,6 +125,32 @@ def chat_template_of(state: dict[str, Any]) -> str | None:
     """The Jinja chat template a checkpoint's state carries, or None."""
     record = state.get(STATE_KEY)
     return str(record["jinja"]) if isinstance(record, dict) and record.get("jinja") else None
+
+
+def shipped_template(jinja: str) -> ChatTemplate | None:
+    """The stack's shipped template (stack/data/templates) whose Jinja is `jinja`, or None: a model
+    tuned on chats by the stack carries its template as Jinja, and is asked again in the template."""
+    shipped = [load_template(path.stem) for path in sorted(TEMPLATES_DIR.glob("*.yaml"))]
+    return next((found for found in shipped if jinja_of(found.spec) == jinja), None)
+
+
+def unprompted_chat_note(state: dict[str, Any], prompt: str) -> str | None:
+    """What to say when a model tuned on chats in a stack template is handed a prompt without that
+    template's assistant prefix: it answers as it was tuned only when asked in its template, and a
+    bare question reads to it as text to continue. None for any other model or prompt."""
+    jinja = chat_template_of(state)
+    template = shipped_template(jinja) if jinja is not None else None
+    if template is None:
+        return None
+    assistant = template.spec.roles[ASSISTANT].prefix
+    if assistant.strip() in prompt:
+        return None
+    # one user turn, then the assistant's prefix: no assistant turn is written, so no end of sequence
+    asked = render_text(template.spec, [("user", prompt or "…")], "", add_generation_prompt=True)
+    return (
+        f"the model was tuned on chats in the template {template.spec.name}, and this prompt has no "
+        f"{assistant.strip()!r}: asked as it was tuned, it reads {asked!r}"
+    )
 
 
 def _described(record: dict[str, Any]) -> str:

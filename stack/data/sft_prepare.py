@@ -49,7 +49,7 @@ from stack.data.accounting import (
     check_fields,
     check_files_read,
 )
-from stack.data.chat_jinja import jinja_of
+from stack.data.chat_jinja import jinja_of, shipped_template
 from stack.data.chat_render import (
     ModelTemplate,
     ModelTurn,
@@ -111,7 +111,6 @@ from stack.data.sft_gates import (
     stored_example_keys,
 )
 from stack.data.sft_template import (
-    TEMPLATES_DIR,
     ChatTemplate,
     ExampleText,
     Rendered,
@@ -636,9 +635,7 @@ def chosen_renderer(template: str | None, model_template: str | None, tokenizer:
     same text, tokenized as the model was tuned); else the stack's default
     (stack/data/templates/chat.yaml)."""
     if template is None and model_template is not None and isinstance(tokenizer, Tokenizer):
-        shipped = [load_template(path.stem) for path in sorted(TEMPLATES_DIR.glob("*.yaml"))]
-        same = [found for found in shipped if jinja_of(found.spec) == model_template]
-        return same[0] if same else ModelTemplate(model_template, named_tokens(tokenizer))
+        return shipped_template(model_template) or ModelTemplate(model_template, named_tokens(tokenizer))
     return load_template(template)
 
 

@@ -1,6 +1,7 @@
 """Chat templates travel: the stack's template as the Jinja `chat_template` other tools render, from
 the data a model was tuned on, through its checkpoints, into its Hugging Face export; and a
-model's own Jinja template read by `stack import-hf` and written back by `stack export`.
+model's own Jinja template read by `stack import-hf` and written back by `stack export`; and
+`stack sample` telling a bare prompt to a chat-tuned model how the model was asked in tuning.
 
 The Jinja form is checked against transformers' own renderer (the one `apply_chat_template`
 uses) on drawn templates and conversations: text with quotes, backslashes, braces, newlines and
@@ -156,3 +157,29 @@ def test_import_hf_keeps_a_models_own_template_and_export_writes_it_back(tmp_pat
     assert state[STATE_KEY]["jinja"] == own
     assert main(["export", str(imported), "--format", "hf", "--out", str(exported)]) == 0
     assert json.loads((exported / "tokenizer_config.json").read_text())["chat_template"] == own
+
+
+def test_sample_says_how_a_chat_tuned_model_is_asked_when_the_prompt_is_not_in_its_template(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare question to a model tuned on chats reads to it as text to continue: `stack sample`
+    names the template and the prompt written in it; a prompt in the template, or a model tuned on
+    no chat, gets no such note."""
+    spec = load_template("chat").spec
+    chat = tmp_path / "chat"
+    save_run(chat, tiny_model(), extra={STATE_KEY: {"name": "chat", "jinja": jinja_of(spec)}})
+    save_run(tmp_path / "plain", tiny_model())
+    asked = {
+        (chat, "What is 2+2?"): "asked as it was tuned, it reads 'User: What is 2+2?\\nAssistant: '",
+        (chat, "User: What is 2+2?\nAssistant: "): None,
+        (tmp_path / "plain", "What is 2+2?"): None,
+    }
+    for (run, prompt), note in asked.items():
+        capsys.readouterr()
+        assert main(["sample", str(run), "--prompt", prompt, "--tokens", "2"]) == 0
+        said = [line for line in capsys.readouterr().err.splitlines() if "was tuned on chats" in line]
+        if note is None:
+            assert said == []
+        else:
+            (line,) = said
+            assert note in line and f"in the template {spec.name}" in line
