@@ -134,23 +134,22 @@ def shipped_template(jinja: str) -> ChatTemplate | None:
     return next((found for found in shipped if jinja_of(found.spec) == jinja), None)
 
 
-def unprompted_chat_note(state: dict[str, Any], prompt: str) -> str | None:
-    """What to say when a model tuned on chats in a stack template is handed a prompt without that
-    template's assistant prefix: it answers as it was tuned only when asked in its template, and a
-    bare question reads to it as text to continue. None for any other model or prompt."""
+def tuned_template(state: dict[str, Any]) -> ChatTemplate | None:
+    """The stack template a checkpoint was tuned on chats in (its state's Jinja is the template's),
+    else None: a model tuned on no chat, or on a format of its own (an import's)."""
     jinja = chat_template_of(state)
-    template = shipped_template(jinja) if jinja is not None else None
-    if template is None:
-        return None
-    assistant = template.spec.roles[ASSISTANT].prefix
-    if assistant.strip() in prompt:
+    return shipped_template(jinja) if jinja is not None else None
+
+
+def asked_as_tuned(template: ChatTemplate, prompt: str) -> str | None:
+    """`prompt` written as `template` asks for a reply (one user turn, then the assistant's prefix),
+    or None when the prompt already holds the template's assistant marker: a model tuned on chats
+    answers as it was tuned only when asked in its template, and reads a bare question as text to
+    continue."""
+    if template.spec.assistant_marker in prompt:
         return None
     # one user turn, then the assistant's prefix: no assistant turn is written, so no end of sequence
-    asked = render_text(template.spec, [("user", prompt or "…")], "", add_generation_prompt=True)
-    return (
-        f"the model was tuned on chats in the template {template.spec.name}, and this prompt has no "
-        f"{assistant.strip()!r}: asked as it was tuned, it reads {asked!r}"
-    )
+    return render_text(template.spec, [("user", prompt)], "", add_generation_prompt=True)
 
 
 def _described(record: dict[str, Any]) -> str:

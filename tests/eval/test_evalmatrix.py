@@ -27,14 +27,18 @@ from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.data.chat_jinja import STATE_KEY, jinja_of, render_text
+from stack.data.sft_template import load_template
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import completion as completion_module
 from stack.eval import matrix as matrix_module
 from stack.eval.items import Item
 from stack.eval.matrix import Matrix, Row, RowResult, adapter_outcome
 from stack.eval.retrieval import BM25, Passage, read_passages
+from tests.support.ft_support import model as ft_model
 from tests.support.ft_support import own_continuations, saved, write_jsonl
 from tests.support.ledger_support import assert_caught, edited, gate, rederive
+from tests.support.trace_support import save_run
 from tests.support.train_support import MeanCrossEntropy, characters_for_bytes
 from tools.integrity.record_checks import check_record_truth
 from tools.site.finetune import finetune_section
@@ -164,6 +168,28 @@ def test_a_passage_longer_than_the_context_is_said_to_be_cut(
     assert "fewer --passages" in err
     assert main(_argv(world, tmp_path / "short", "--docs", str(world["docs"]))) == 0
     assert "context was cut" not in capsys.readouterr().err
+
+
+def test_an_adapter_tuned_on_chats_asked_without_its_template_is_said_to_be(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An adapter whose checkpoint carries the stack's chat template, scored on bare prompts: a note
+    names the template and the first prompt written in it; prompts that hold its assistant marker
+    get none."""
+    spec = load_template("chat").spec
+    adapter = tmp_path / "chat-adapter"
+    save_run(adapter, ft_model(0), extra={STATE_KEY: {"name": "chat", "jinja": jinja_of(spec)}})
+    capsys.readouterr()
+    assert main(_argv(world, tmp_path / "bare", "--adapter", str(adapter))) == 0
+    err = capsys.readouterr().err
+    first = render_text(spec, [("user", world["items"][0]["prompt"].strip())], "", add_generation_prompt=True)
+    assert f"tuned on chats in the template {spec.name}, and no item's prompt has 'Assistant:'" in err, err
+    assert repr(first) in err
+    templated = [{**item, "prompt": f"User: {item['prompt']}\nAssistant: "} for item in world["items"]]
+    argv = _argv(world, tmp_path / "asked", "--adapter", str(adapter))
+    argv[argv.index("--items") + 1] = str(write_jsonl(tmp_path / "templated.jsonl", templated))
+    assert main(argv) == 0
+    assert "tuned on chats" not in capsys.readouterr().err
 
 
 def test_a_repeated_item_id_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
