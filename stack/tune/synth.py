@@ -263,8 +263,9 @@ def synthesize(
 # What to change when every sample was dropped, by the reason most of them were: the line `stack synth`
 # ends with instead of leaving the user an empty file and counts to interpret.
 REMEDIES = {
-    "short": "its turns end before --min-chars ({min_chars}) characters: fine-tune it longer on chat data "
-    "(`stack sft`), or give a smaller --min-chars",
+    "short": "its turns end before --min-chars ({min_chars}) characters: synthesize from a model that "
+    "writes longer ones (one trained on whole conversations: `stack sft` supervises the assistant's "
+    "turns only), or give a smaller --min-chars",
     "repetitive": "its turns repeat themselves (coherence under --min-coherence {min_coherence}): "
     "give a higher --temperature, or a smaller --min-coherence",
     "duplicate": "its samples repeat one another: give a higher --temperature "

@@ -118,7 +118,7 @@ def test_a_synthesis_that_keeps_nothing_says_why_and_what_to_change(
     assert _synth(source, tmp_path / "strict", *LOOSE, "--min-chars", "1000") == 0
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert said.startswith("stack synth: warning: no sample was kept: 3 of 3 were short;"), said
-    assert "--min-chars (1000)" in said and "stack sft" in said
+    assert "--min-chars (1000)" in said and "whole conversations" in said
     assert (tmp_path / "strict" / "synth.jsonl").read_text() == ""
     assert _synth(source, tmp_path / "loose", *LOOSE) == 0
     assert "warning" not in capsys.readouterr().err
