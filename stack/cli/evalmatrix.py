@@ -159,23 +159,23 @@ def _unretrieved_note(args: argparse.Namespace, result: dict[str, Any]) -> None:
     )
 
 
-def _untemplated_note(state: dict[str, Any], items: list[Any]) -> None:
-    """Say when the adapter was tuned on chats in a stack template and no item's prompt is written
-    in it: rows C and D then score completions after text the adapter was not tuned to answer, and
-    may understate it against few-shot (GATE-FT-001)."""
+def _untemplated_note(state: dict[str, Any], tokenizer: Any, items: list[Any]) -> None:
+    """Say when the adapter was tuned on chats and no item's prompt asks for a reply in its template:
+    rows C and D then score completions after text the adapter was not tuned to answer, and may
+    understate it against few-shot (GATE-FT-001)."""
     import sys
 
-    from stack.data.chat_jinja import asked_as_tuned, tuned_template
+    from stack.data.chat_prompt import chat_ask
 
-    template = tuned_template(state)
-    if template is None or not items:
+    ask = chat_ask(state, tokenizer)
+    if ask is None or not items:
         return
-    asked = [asked_as_tuned(template, item.prompt.strip()) for item in items]
+    asked = [ask.asked(item.prompt.strip()) for item in items]
     if all(written is not None for written in asked):
         print(
-            f"stack evalmatrix: note: the adapter was tuned on chats in the template {template.spec.name}, "
-            f"and no item's prompt has {template.spec.assistant_marker!r}: rows C and D score it after "
-            f"text it was not tuned to answer; write the prompts as it was asked, e.g. {asked[0]!r}",
+            f"stack evalmatrix: note: the adapter was tuned on chats in {ask.name}, and no item's prompt "
+            f"has {ask.marker!r}: rows C and D score it after text it was not tuned to answer; write the "
+            f"prompts as it was asked, e.g. {asked[0]!r}",
             file=sys.stderr,
         )
 
@@ -203,7 +203,7 @@ def _setup(args: argparse.Namespace, evidence: CommandEvidence) -> tuple[Setup, 
                 "give a fine-tune of this base model"
             )
         evidence.record.metrics["adapter_checkpoint"] = str(adapter.checkpoint.path.resolve())
-        _untemplated_note(adapter.checkpoint.state, items)
+        _untemplated_note(adapter.checkpoint.state, adapter.tokenizer, items)
     evidence.record.data = DataRef(tokenizer_sha256=base.tokenizer.sha256)
     setup = Setup(
         base.model,

@@ -93,7 +93,7 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     import torch
 
     from contracts.evidence import DataRef, canonical_sha256
-    from stack.data.chat_jinja import asked_as_tuned, tuned_template
+    from stack.data.chat_prompt import chat_ask
     from stack.model.sampling_checks import Sampler, check_prompt, sample_checked
     from stack.train.trained import load_measured
 
@@ -113,12 +113,12 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     record.config, record.config_sha256 = config, canonical_sha256(config)
     ids = prompt_ids(trained.tokenizer, args.prompt)
     notes = context_notes(len(ids), args.tokens, trained.config.model.ctx)
-    template = tuned_template(trained.checkpoint.state)
-    asked = asked_as_tuned(template, args.prompt or "…") if template is not None else None
-    if template is not None and asked is not None:
+    ask = chat_ask(trained.checkpoint.state, trained.tokenizer)
+    asked = ask.asked(args.prompt or "…") if ask is not None else None
+    if ask is not None and asked is not None:
         notes.append(
-            f"the model was tuned on chats in the template {template.spec.name}, and this prompt has no "
-            f"{template.spec.assistant_marker!r}: asked as it was tuned, it reads {asked!r}"
+            f"the model was tuned on chats in {ask.name}, and this prompt has no {ask.marker!r}: asked "
+            f"as it was tuned, it reads {asked!r}"
         )
     for note in notes:
         print(f"stack sample: note: {note}", file=sys.stderr)

@@ -134,24 +134,6 @@ def shipped_template(jinja: str) -> ChatTemplate | None:
     return next((found for found in shipped if jinja_of(found.spec) == jinja), None)
 
 
-def tuned_template(state: dict[str, Any]) -> ChatTemplate | None:
-    """The stack template a checkpoint was tuned on chats in (its state's Jinja is the template's),
-    else None: a model tuned on no chat, or on a format of its own (an import's)."""
-    jinja = chat_template_of(state)
-    return shipped_template(jinja) if jinja is not None else None
-
-
-def asked_as_tuned(template: ChatTemplate, prompt: str) -> str | None:
-    """`prompt` written as `template` asks for a reply (one user turn, then the assistant's prefix),
-    or None when the prompt already holds the template's assistant marker: a model tuned on chats
-    answers as it was tuned only when asked in its template, and reads a bare question as text to
-    continue."""
-    if template.spec.assistant_marker in prompt:
-        return None
-    # one user turn, then the assistant's prefix: no assistant turn is written, so no end of sequence
-    return render_text(template.spec, [("user", prompt)], "", add_generation_prompt=True)
-
-
 def _described(record: dict[str, Any]) -> str:
     """A template record by its name and the sha256 of its Jinja."""
     sha = str(record.get("sha256") or hashlib.sha256(str(record.get("jinja")).encode("utf-8")).hexdigest())
