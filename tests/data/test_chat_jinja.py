@@ -23,7 +23,7 @@ from stack.data.manifest import load_manifest
 from stack.data.sft_template import ROLES, TemplateFile, Turn, load_template, render
 from stack.data.tokenizer import ByteTokenizer
 from stack.train.trained import load_trained
-from tests.support.hf_fixtures import CHATML_TEMPLATE, llama_model, qwen2_model, qwen2_tokenizer
+from tests.support.hf_fixtures import llama_model, tiny_chatml_qwen2
 from tests.support.optional import requires
 from tests.support.paths import DATA
 from tests.support.trace_support import save_run, tiny_model
@@ -190,15 +190,7 @@ def test_sample_asks_an_imported_chat_model_in_its_own_template(
 ) -> None:
     """A Qwen2 import ships ChatML: a bare prompt is told the prompt `apply_chat_template` writes with
     its generation prompt; one that holds `<|im_start|>assistant` is not."""
-    source = qwen2_model(
-        tmp_path / "qwen2",
-        lambda d: qwen2_tokenizer(d, chat_template=CHATML_TEMPLATE),
-        num_hidden_layers=1,
-        hidden_size=24,
-        intermediate_size=40,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
+    source = tiny_chatml_qwen2(tmp_path / "qwen2")
     imported = tmp_path / "imported"
     assert main(["import-hf", str(source), "--out", str(imported)]) == 0
     capsys.readouterr()
