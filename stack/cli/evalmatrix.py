@@ -118,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 # What a row's cut context lost, and what to change, for the rows GATE-FT-001 does not judge (row B's
 # cut is its check `shown`, said as the gate's warning).
+PROMPTS_TOO_LONG = "the items' prompts are longer than the model's context; give shorter prompts"
 CUT_REMEDIES = {
-    "A": "the items' prompts are longer than the model's context; give shorter prompts",
-    "C": "the items' prompts are longer than the model's context; give shorter prompts",
+    "A": PROMPTS_TOO_LONG,
+    "C": PROMPTS_TOO_LONG,
     "D": "it read less than the passages retrieved; give fewer --passages, or documents of shorter "
     "paragraphs",
 }
