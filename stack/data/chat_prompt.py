@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stack.data.chat_jinja import chat_template_of, render_text
+from stack.data.chat_jinja import ASSISTANT, chat_template_of, render_text
 from stack.data.chat_render import ModelTemplate
 from stack.data.tokenizer import Tokenizer
 
@@ -71,6 +71,6 @@ def chat_ask(state: dict[str, Any], tokenizer: Tokenizer) -> ChatAsk | None:
         ask = ChatAsk(
             f"the template {spec.name}",
             lambda prompt: render_text(spec, [(USER, prompt)], "", add_generation_prompt=True),
-            spec.roles["assistant"].prefix,
+            spec.roles[ASSISTANT].prefix,
         )
     return ask if ask.marker else None
