@@ -2,12 +2,13 @@
 
 A document index (stack.data.split, `documents.npy`) holds each document's 64-bit content id and
 whether it was held out (1) or trained on (0). The overlap an evaluation states, how many of the
-held-out documents of the data it scored are training documents of the run, or whether the file
-it scored is one, counts membership in those indexes; GATE-EVAL-003's check overlap holds the
-stated numbers to these, computed from the indexes themselves, apart from the code that states
-them (a count of the held-out documents as training ones reports 20 of 20 in training, and
-nothing else reads the field). `items_in_training` is the same for `stack evalmatrix`'s held-out
-items and its training pool, by id and by prompt text (GATE-FT-002's check overlap).
+held-out documents of the data it scored are training documents of the run, or how many of the
+documents the file it scored reads as are, counts membership in those indexes; GATE-EVAL-003's
+check overlap holds the stated numbers to these, computed from the indexes themselves, apart from
+the code that states them (a count of the held-out documents as training ones reports 20 of 20
+in training, and nothing else reads the field). `items_in_training` is the same for `stack
+evalmatrix`'s held-out items and its training pool, by id and by prompt text (GATE-FT-002's check
+overlap).
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ def heldout_in_training(data: np.ndarray, training: np.ndarray) -> dict[str, int
     }
 
 
-def text_in_training(doc: int, training: np.ndarray) -> dict[str, bool]:
-    """Whether the document of content id `doc` is a training document of `training`."""
-    return {"text_is_training_document": bool(np.isin(doc, training_ids(training)))}
+def text_in_training(documents: np.ndarray, training: np.ndarray) -> dict[str, int]:
+    """The documents of a text, by content id, and how many are training documents of `training`."""
+    return {
+        "text_documents": int(documents.size),
+        "text_documents_in_training": int(np.isin(documents, training_ids(training)).sum()),
+    }
 
 
 def prompt_words(prompt: str) -> str:

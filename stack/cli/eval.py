@@ -190,10 +190,18 @@ def _warn_overlap(overlap: dict[str, Any]) -> None:
     """Say on the terminal when what was scored is not held out from the run's training data."""
     import sys
 
-    if overlap.get("text_is_training_document"):
+    trained, documents = overlap.get("text_documents_in_training"), overlap.get("text_documents")
+    if trained and documents == 1:
         print(
             f"stack eval: warning: the text is a training document of the run ({overlap['training_data']}): "
             "its score is not a held-out score",
+            file=sys.stderr,
+        )
+    elif trained:
+        print(
+            f"stack eval: warning: {trained} of the text's {documents} documents, as `stack prepare` cut the "
+            f"run's data, are training documents of the run ({overlap['training_data']}): its score is not "
+            "a held-out score",
             file=sys.stderr,
         )
     if overlap.get("heldout_documents_in_training"):

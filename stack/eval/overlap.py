@@ -5,9 +5,11 @@ a held-out one. The evaluation commands say so in their output and their record:
 
 - `stack evalmatrix`: held-out items that are also training items (`--train`, the pool few-shot
   examples are drawn from and an adapter was tuned on), by id or by prompt text;
-- `stack eval`: `--text FILE` that is a training document of the run, and the held-out documents
-  of `--split val --data DATA_DIR` that are training documents of the run (both by the content
-  hash of the document index, stack.data.split), when the run's DATA_DIR is known. GATE-EVAL-003's
+- `stack eval`: the documents of `--text FILE` that are training documents of the run, and the
+  held-out documents of `--split val --data DATA_DIR` that are (both by the content hash of the
+  document index, stack.data.split), when the run's DATA_DIR is known. The file is read as `stack
+  prepare` read the run's data (`text_documents`): a file prepare cut into pieces is in the index
+  as its pieces, never as one document, so it is compared piece by piece. GATE-EVAL-003's
   check overlap holds what it states to the same counts derived from the document indexes by
   contracts.overlap (`overlap_of`); GATE-FT-002's check overlap holds evalmatrix's to
   contracts.overlap.items_in_training of the items and the pool (`item_overlap`).
@@ -15,6 +17,7 @@ a held-out one. The evaluation commands say so in their output and their record:
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,12 @@ import numpy as np
 from contracts import overlap as derive
 from contracts.evidence import sha256_file
 from contracts.gates import Outcome, gate_ensure, measure
-from stack.data.corpus import BINARY_SNIFF_BYTES, document
+from stack.data.corpus import Document, InputFile
 from stack.data.damage import Damaged
-from stack.data.line_ends import whole_text
+from stack.data.defaults import DEFAULT_DOC_BYTES
 from stack.data.manifest import load_manifest
 from stack.data.split import INDEX_DTYPE, index_row
+from stack.data.text_input import text_documents as text_reader
 from stack.eval.items import Item
 
 
@@ -77,17 +81,34 @@ def training_documents(data_dir: Path) -> np.ndarray:
     return index["doc"][index["heldout"] == 0]
 
 
-def text_id(text: bytes) -> int:
-    """The content id of `text` read as `stack prepare` reads a file."""
-    body, _, _ = whole_text(text, BINARY_SNIFF_BYTES)
-    return index_row(document("", body).sha, "train")[0]
+def text_documents(text: bytes, training: Path) -> np.ndarray:
+    """The content ids of the documents `stack prepare` reads `text` as, were it a text file of the
+    corpus of `training`: split at its --doc-sep and cut at its --doc-bytes (the manifest's
+    `reading`; a manifest that states none was read at prepare's defaults), by prepare's own reader
+    (stack.data.text_input)."""
+    reading = load_manifest(training).reading
+    doc_sep = None if reading is None else reading.doc_sep
+    doc_bytes = DEFAULT_DOC_BYTES if reading is None else reading.doc_bytes
+    separator = None if doc_sep is None else doc_sep.encode("utf-8")
+    with tempfile.TemporaryDirectory(prefix="gatestack-overlap-") as scratch:
+        path = Path(scratch) / "text"
+        path.write_bytes(text)
+        read = text_reader(InputFile("main", path, "text"), separator, len(text) + 1, _read, doc_bytes)
+        ids = [index_row(item.sha, "train")[0] for item in read if isinstance(item, Document)]
+    return np.array(ids, dtype=np.uint64)
+
+
+def _read(_bytes: int) -> None:
+    """No progress to tell: the text is read from memory."""
 
 
 def text_overlap(text: bytes, training: Path) -> dict[str, Any]:
-    """Whether `text`, read as `stack prepare` reads a file, is a training document of `training`."""
+    """How many of the documents `text` reads as (`text_documents`) are training documents of `training`."""
+    documents = text_documents(text, training)
     return {
         "training_data": str(training),
-        "text_is_training_document": bool(text_id(text) in training_documents(training)),
+        "text_documents": int(documents.size),
+        "text_documents_in_training": int(np.isin(documents, training_documents(training)).sum()),
     }
 
 
@@ -108,7 +129,10 @@ def derived_overlap(text: bytes | None, data_dir: Path | None, training: Path | 
     if training is None:
         return {"training_data": None}
     if text is not None:
-        return {"training_data": str(training), **derive.text_in_training(text_id(text), _index(training))}
+        return {
+            "training_data": str(training),
+            **derive.text_in_training(text_documents(text, training), _index(training)),
+        }
     assert data_dir is not None, "an evaluation scores a file or a data split"
     return {"training_data": str(training), **derive.heldout_in_training(_index(data_dir), _index(training))}
 

@@ -11,17 +11,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.data.corpus import document
+from stack.data.formats import Layout
 from stack.data.manifest import load_manifest
+from stack.data.prepare import prepare_corpus
+from stack.data.split import index_row
 from stack.eval import overlap as overlap_module
 from tests.support.ft_support import CTX as FT_CTX
 from tests.support.ft_support import saved
 from tests.support.paths import DATA
-from tests.support.train_support import prepared, smoke_args, train
+from tests.support.train_support import prepared, smoke_args, train, write_corpus
 
 CTX = 32  # the smoke preset's context
 
@@ -205,22 +210,66 @@ def test_eval_says_when_its_text_is_training_data(
     record = tmp_path / "a"
     assert main(["eval", str(world["run"]), "--text", str(trained), "--record", str(record)]) == 0
     found = capsys.readouterr()
-    assert json.loads(found.out)["overlap"]["text_is_training_document"] is True
-    assert read_evidence(record / "metadata.json").metrics["overlap"]["text_is_training_document"] is True
+    whole = {"text_documents": 1, "text_documents_in_training": 1}
+    assert json.loads(found.out)["overlap"].items() >= whole.items()
+    assert read_evidence(record / "metadata.json").metrics["overlap"].items() >= whole.items()
     assert "the text is a training document of the run" in found.err
     fresh = tmp_path / "fresh.txt"
     fresh.write_text("a text the run never read\n")
     assert main(["eval", str(world["run"]), "--text", str(fresh)]) == 0
     found = capsys.readouterr()
-    assert (
-        json.loads(found.out)["overlap"]["text_is_training_document"] is False and "warning" not in found.err
-    )
+    assert json.loads(found.out)["overlap"]["text_documents_in_training"] == 0 and "warning" not in found.err
 
 
 def _is_training(data: Path, text: bytes) -> bool:
     from stack.eval.overlap import text_overlap
 
-    return bool(text_overlap(text, data)["text_is_training_document"])
+    return bool(text_overlap(text, data)["text_documents_in_training"])
+
+
+@pytest.fixture(scope="module")
+def cut(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One text file that `stack prepare` cut into pieces of at most 2 KiB, some held out, and a
+    smoke run trained on the pieces it did not hold out."""
+    root = tmp_path_factory.mktemp("cut")
+    corpus = write_corpus(root)
+    text = root / "whole" / "all.txt"
+    text.parent.mkdir()
+    text.write_bytes(b"".join(path.read_bytes() for path in sorted(corpus.iterdir())))
+    data, run = root / "data", root / "run"
+    prepare_corpus([text.parent], data, val_fraction=0.25, layout=Layout(doc_bytes=2048))
+    assert train(smoke_args(data, run, "train.steps=2", "eval.every=2", "ckpt.every=2")) == 0
+    return {"text": text, "data": data, "run": run}
+
+
+def test_eval_counts_the_pieces_of_a_file_prepare_cut(
+    cut: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file is in the document index as its pieces, never whole: scored whole, it is counted
+    piece by piece, each found in the index, the training ones as the index has them."""
+    index = overlap_module._index(cut["data"])
+    pieces, trained = len(index), int((index["heldout"] == 0).sum())
+    assert 0 < trained < pieces
+    record = tmp_path / "record"
+    assert main(["eval", str(cut["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    found = capsys.readouterr()
+    counted = {"text_documents": pieces, "text_documents_in_training": trained}
+    assert json.loads(found.out)["overlap"].items() >= counted.items()
+    assert f"{trained} of the text's {pieces} documents, as `stack prepare` cut the run's data" in found.err
+    gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
+    assert gate.verdict.value == "PASS"
+
+
+def test_a_text_is_read_at_the_separator_of_the_training_data(tmp_path: Path) -> None:
+    """Data read with --doc-sep holds the text's documents between separators: each is found."""
+    text = b"first story\n<|endoftext|>\nsecond story\n<|endoftext|>\nthird story\n"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "stories.txt").write_bytes(text)
+    prepare_corpus(
+        [tmp_path / "in"], tmp_path / "data", val_fraction=0.0, layout=Layout(doc_sep="<|endoftext|>")
+    )
+    stated = overlap_module.text_overlap(text, tmp_path / "data")
+    assert stated["text_documents"] == 3 and stated["text_documents_in_training"] == 3
 
 
 def test_eval_counts_held_out_documents_of_other_data_that_the_run_trained_on(
@@ -278,4 +327,32 @@ def test_an_overlap_counting_held_out_documents_as_training_ones_is_refused(
         assert main(["eval", str(world["run"]), *extra, "--record", str(record)]) == 3
         gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
         assert gate.verdict.value == "FAIL" and "document indexes give" in str(gate.message)
+    capsys.readouterr()
+
+
+def _read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: the overlap stated reads the scored file as one document, whatever prepare cut it into."""
+
+    def text_overlap(text: bytes, training: Path) -> dict[str, object]:
+        whole = index_row(document("", text).sha, "train")[0]
+        trained = int(np.isin(whole, overlap_module.training_documents(training)))
+        return {"training_data": str(training), "text_documents": 1, "text_documents_in_training": trained}
+
+    monkeypatch.setattr(overlap_module, "text_overlap", text_overlap)
+
+
+@pytest.mark.gate("GATE-EVAL-003")
+def test_an_overlap_that_reads_a_cut_file_whole_is_refused(
+    cut: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under the planted reading the file the run trained most of is stated as 0 of 1 document
+    trained on; the pieces the indexes hold say otherwise, and the check exits 3."""
+    _read_whole(monkeypatch)
+    record = tmp_path / "record"
+    assert main(["eval", str(cut["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 3
+    gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
+    assert gate.verdict.value == "FAIL" and "document indexes give" in str(gate.message)
     capsys.readouterr()
