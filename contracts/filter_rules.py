@@ -15,7 +15,7 @@ crosses one of its settings (stack/data/filters/defaults.yaml, or a --filters fi
 
 The filters call these rules. GATE-DATA-013's check `rules` judges each filter's drops again with
 them, from quantities measured anew on the dropped document's bytes: its letters counted here one
-character at a time through unicodedata (`letters_by_script`), apart from the filter's table; its
+character at a time by their Unicode script (`letters_by_script`), apart from the filter's table; its
 sample (`sample_of`) and first window taken here; its zlib ratio computed here. A filter whose
 threshold, comparison or measure is wrong drops documents the rule keeps, and the recheck says so.
 """
@@ -28,16 +28,21 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from functools import cache
 
+from fontTools import unicodedata as unicode_scripts
+
 REPLACEMENT_CHARACTER = "\ufffd"
 # zlib's level for the compression ratio.
 ZLIB_LEVEL = 9
 # The diversity probes: 16-byte stretches of a window at 1/2, 3/4 and its end.
 PROBE_BYTES = 16
 _CONTINUATION, _CONTINUATION_MASK = 0x80, 0xC0
-_FORMS = ("FULLWIDTH", "HALFWIDTH")
-_BLOCK = 256
-# What a character is for the letter count, besides a script's name: a mark that takes the script
-# of the letter before it, or a character that replaced bytes that were not UTF-8.
+# Unicode's scripts of no language of their own: Common (ʼ, µ, ℓ, the kana length mark) and
+# Inherited (a combining accent, a variation selector).
+_SHARED = frozenset({"Zyyy", "Zinh"})
+# A script named as its writers' systems are: the Han ideographs are CJK (stack.data.filters.script).
+_NAMES = {"Han": "CJK"}
+# What a character is for the letter count, besides a script's name: a letter or mark that takes
+# the script of the letter before it, or a character that replaced bytes that were not UTF-8.
 _INHERITED, _REPLACED = "\0inherited", "\0replaced"
 
 
@@ -99,30 +104,34 @@ def sample_of(data: bytes, size: int, spans: int) -> str:
 # -- letters by script ----------------------------------------------------------------------------
 
 
-def script_of(char: str) -> str:
-    """The script of a letter: the first word of its Unicode name (the second, after FULLWIDTH or
-    HALFWIDTH)."""
-    words = unicodedata.name(char, "UNKNOWN").split(" ", 2)
-    return words[1] if words[0] in _FORMS and len(words) > 1 else words[0]
+def script_of(char: str) -> str | None:
+    """The script of a letter or mark: its Unicode Script property, named in upper case (LATIN,
+    CYRILLIC, DEVANAGARI, NEW TAI LUE; the Han ideographs are CJK); None for Common or Inherited
+    (ʼ, ℓ, µ, a combining accent), which has no language of its own.
+
+    The property, not the first word of the character's name, which names no script for K (KELVIN
+    SIGN, Latin), ℹ (INFORMATION SOURCE, Common) or ʰ (MODIFIER LETTER SMALL H, Latin), and one
+    script, TAI, for Tai Le, Tai Tham and Tai Viet (fontTools carries Unicode's Scripts.txt)."""
+    code = unicode_scripts.script(char)
+    if code in _SHARED:
+        return None
+    name = unicode_scripts.script_name(code)
+    return _NAMES.get(name, name).upper()
 
 
 @cache
-def _block_scripts(block: int) -> frozenset[str]:
-    """The scripts of the letters of one block of 256 code points."""
-    chars = (chr(block * _BLOCK + offset) for offset in range(_BLOCK))
-    return frozenset(script_of(char) for char in chars if unicodedata.category(char)[0] == "L")
+def script_names() -> frozenset[str]:
+    """Every name `script_of` gives a script."""
+    codes = unicode_scripts.Scripts.NAMES.keys() - _SHARED - {"Zzzz"}  # Zzzz: unassigned
+    return frozenset(_NAMES.get(name, name).upper() for name in map(unicode_scripts.script_name, codes))
 
 
 @cache
 def _class(char: str) -> str | None:
-    """A letter's script; a mark's, when a letter of its block has the script its name starts with,
-    else _INHERITED; _REPLACED for U+FFFD; None for anything else."""
-    kind = unicodedata.category(char)[0]
-    if kind == "L":
-        return script_of(char)
-    if kind == "M":
-        name = script_of(char)
-        return name if name in _block_scripts(ord(char) // _BLOCK) else _INHERITED
+    """A letter's or mark's script, or _INHERITED for one of a script shared by many (Common or
+    Inherited); _REPLACED for U+FFFD; None for anything else."""
+    if unicodedata.category(char)[0] in "LM":
+        return script_of(char) or _INHERITED
     return _REPLACED if char == REPLACEMENT_CHARACTER else None
 
 

@@ -6,11 +6,12 @@ those, and never a language a source holds in earnest: a multilingual source is 
 
 Letters. A document is read through its sample (stack.data.filters.sample: stretches spread over
 all of it, so a chapter is judged by its body, not by a foreign epigraph). Its letters (Unicode
-categories L and M) count by script, the first word of their Unicode name (LATIN, CYRILLIC,
-DEVANAGARI, ...; a FULLWIDTH or HALFWIDTH form counts as the script it is a form of). A mark
-counts with its script (a Devanagari vowel sign is DEVANAGARI); a mark of no script of its own
-(COMBINING ACUTE ACCENT, a variation selector) counts with the letter before it. Digits,
-punctuation and code symbols say nothing of a language and do not count.
+categories L and M) count by their Unicode script, named in upper case (LATIN, CYRILLIC,
+DEVANAGARI, NEW TAI LUE, ...; the Han ideographs are CJK; a FULLWIDTH form is the script it is
+a form of): contracts.filter_rules.script_of. A mark counts with its script (a Devanagari vowel
+sign is DEVANAGARI); a letter or mark of a script many share (Common: ʼ, µ, the kana length
+mark; Inherited: COMBINING ACUTE ACCENT, a variation selector) counts with the letter before
+it. Digits, punctuation and code symbols say nothing of a language and do not count.
 
 Writing systems. A system is one script, or several written together (SYSTEMS): Japanese
 writes CJK, HIRAGANA and KATAKANA; Korean HANGUL and CJK. A document's share in a system is the
@@ -52,14 +53,8 @@ from functools import cache
 import numpy as np
 
 from contracts.filter_rules import REPLACEMENT_CHARACTER, script_mismatch, script_of
-from stack.data.filters.settings import ScriptSettings
+from stack.data.filters.settings import SYSTEMS, ScriptSettings
 
-# Writing systems written with more than one script; any other script is a system of its own.
-SYSTEMS: dict[str, frozenset[str]] = {
-    "CJK": frozenset({"CJK", "IDEOGRAPHIC", "BOPOMOFO"}),
-    "JAPANESE": frozenset({"CJK", "IDEOGRAPHIC", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"}),
-    "KOREAN": frozenset({"CJK", "IDEOGRAPHIC", "HANGUL"}),
-}
 _BLOCK = 256
 _NOT_A_LETTER, _INHERITED, _REPLACED = 0, 1, 2
 _UNFILLED = np.iinfo(np.uint16).max
@@ -79,26 +74,20 @@ def _id(script: str) -> int:
 
 
 def _fill(blocks: np.ndarray) -> None:
-    """Classify every code point of the blocks not yet in the table.
-
-    A mark takes the script its name starts with when a letter of its block has that script (a
-    vowel sign of Devanagari); any other mark is _INHERITED, counted with the letter before it.
-    """
+    """Classify every code point of the blocks not yet in the table: a letter or mark by its script
+    (contracts.filter_rules.script_of), _INHERITED when its script is shared by many (Common or
+    Inherited: it counts with the letter before it)."""
     with _lock:
         for block in blocks.tolist():
             start = block * _BLOCK
             if _table[start] != _UNFILLED:
                 continue
-            chars = [chr(start + offset) for offset in range(_BLOCK)]
-            categories = [unicodedata.category(char)[0] for char in chars]
-            letters = {script_of(c) for c, kind in zip(chars, categories, strict=True) if kind == "L"}
             row = np.zeros(_BLOCK, dtype=np.uint16)
-            for offset, (char, kind) in enumerate(zip(chars, categories, strict=True)):
-                if kind == "L":
-                    row[offset] = _id(script_of(char))
-                elif kind == "M":
-                    name = script_of(char)
-                    row[offset] = _id(name) if name in letters else _INHERITED
+            for offset in range(_BLOCK):
+                char = chr(start + offset)
+                if unicodedata.category(char)[0] in "LM":
+                    script = script_of(char)
+                    row[offset] = _INHERITED if script is None else _id(script)
                 elif char == REPLACEMENT_CHARACTER:
                     row[offset] = _REPLACED
             _table[start : start + _BLOCK] = row
@@ -269,6 +258,7 @@ def alphabets(beyond_bmp: bool = False) -> dict[str, str]:
     found: dict[str, list[str]] = {}
     for point in range(0x110000 if beyond_bmp else 0x10000):
         char = chr(point)
-        if unicodedata.category(char) in ("Ll", "Lo"):
-            found.setdefault(script_of(char), []).append(char)
+        script = script_of(char) if unicodedata.category(char) in ("Ll", "Lo") else None
+        if script is not None:
+            found.setdefault(script, []).append(char)
     return {name: "".join(chars[:40]) for name, chars in found.items() if len(chars) >= 20}

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.errors import BadInput
+from contracts.filter_rules import script_names
 from contracts.reading import load_yaml
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
@@ -74,6 +75,15 @@ class EncodingSettings(_Section):
     min_letters: int = Field(ge=1)
 
 
+# Writing systems written with more than one script (stack.data.filters.script); any other script
+# is a system of its own. `expected` names these or scripts.
+SYSTEMS: dict[str, frozenset[str]] = {
+    "CJK": frozenset({"CJK", "BOPOMOFO"}),
+    "JAPANESE": frozenset({"CJK", "HIRAGANA", "KATAKANA"}),
+    "KOREAN": frozenset({"CJK", "HANGUL"}),
+}
+
+
 class ScriptSettings(_Section):
     """A document's letters in its source's writing system: measured per source, or `expected` for all."""
 
@@ -87,8 +97,18 @@ class ScriptSettings(_Section):
     @field_validator("expected")
     @classmethod
     def _upper(cls, names: list[str] | None) -> list[str] | None:
-        """Scripts are named as in Unicode names, upper case: `cyrillic` means CYRILLIC."""
-        return None if names is None else [name.strip().upper() for name in names]
+        """Scripts are named in upper case (contracts.filter_rules.script_of): `cyrillic` means
+        CYRILLIC; a name of no script nor system is refused, since no letter would be in it."""
+        if names is None:
+            return None
+        upper = [name.strip().upper() for name in names]
+        unknown = [name for name in upper if name not in script_names() and name not in SYSTEMS]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} names no Unicode script nor writing system; name scripts as Unicode "
+                f"does (LATIN, CYRILLIC, ARABIC, DEVANAGARI, ...) or a system ({', '.join(sorted(SYSTEMS))})"
+            )
+        return upper
 
     @field_validator("code_suffixes")
     @classmethod
@@ -179,4 +199,5 @@ def load_settings(path: Path | None = None) -> FilterSettings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise BadInput(f"--filters {path}: {where}: {first['msg']}") from None
+        cause = first.get("ctx", {}).get("error")  # a validator's own words, without pydantic's prefix
+        raise BadInput(f"--filters {path}: {where}: {cause if cause is not None else first['msg']}") from None
