@@ -1,4 +1,4 @@
-"""`stack import-hf`: a local Hugging Face Llama or Qwen2 directory as a stack checkpoint."""
+"""`stack import-hf`: a local Hugging Face Llama, Qwen2 or Mistral directory as a stack checkpoint."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from stack.cli import values
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "import-hf",
-        help="import a local Hugging Face Llama or Qwen2 directory as a stack checkpoint",
+        help="import a local Hugging Face Llama, Qwen2 or Mistral directory as a stack checkpoint",
         description="Read DIR (config.json, model.safetensors or its shards, and the model's own "
         "tokenizer.json + tokenizer_config.json, or the stack's tokenizer record that `stack export "
         "--format hf` writes) into OUT/checkpoints/step-0000000 with fp32 weights and a fresh optimizer "
         "state, after checking that the stack computes the logits transformers computes "
         "(GATE-EXPORT-001). A config the stack cannot compute exactly (rope scaling, a head_dim of its "
-        "own, an activation other than silu, biases beyond Qwen2's q/k/v, sliding windows) is refused. "
+        "own, an activation other than silu, biases beyond Qwen2's q/k/v, a sliding window shorter than the "
+        "context) is refused; a Mistral whose window covers its context is read as the Llama it computes. "
         "Nothing is downloaded: DIR must be local. OUT also gets an evidence record, metadata.json, of run "
         "kind import-hf, whose lineage names DIR's weights.",
     )

@@ -47,8 +47,11 @@ TOP_NAMES = {f"{m.module}.weight": f"{m.hf}.weight" for m in names.MODEL} | {
 BIAS_NAMES = {f"{m.module}.bias": f"{m.hf}.bias" for m in (names.block_matrix(site) for site in names.BIASED)}
 # Older transformers saved RoPE's inverse frequencies as a buffer; they are recomputed, not weights.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-# model_type → the class transformers builds for it; the stack reads and writes these two only.
+# model_type → the class transformers builds for it; the stack writes these two only.
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+# What import-hf reads: those, and a Mistral, which is a Llama with a sliding window (the same
+# weights, names and arithmetic when the window covers the whole context; read as a Llama).
+READ_TYPES = (*ARCHITECTURES, "mistral")
 # `swish` is transformers' other name for SiLU (both map to nn.SiLU).
 SILU_NAMES = ("silu", "swish")
 
@@ -154,7 +157,7 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
 
 
 def _problems(hf: Any) -> list[str]:
-    """Everything in a Llama or Qwen2 config that the stack's model would compute differently."""
+    """Everything in a Llama, Qwen2 or Mistral config that the stack's model would compute differently."""
     problems = []
     if hf.hidden_act not in SILU_NAMES:
         problems.append(f"hidden_act={hf.hidden_act!r} (the feed-forward is SwiGLU: silu)")
@@ -170,6 +173,9 @@ def _problems(hf: Any) -> list[str]:
             f"head_dim={hf.head_dim} != hidden_size / num_attention_heads = "
             f"{hf.hidden_size // hf.num_attention_heads}"
         )
+    window = _window_problem(hf)
+    if window is not None:
+        problems.append(window)
     windowed = [kind for kind in getattr(hf, "layer_types", None) or [] if kind != "full_attention"]
     if windowed:
         problems.append(
@@ -186,29 +192,30 @@ def config_json(config: ModelConfig, tokenizer: Tokenizer) -> str:
     return json.dumps(hf_config(config, tokenizer), indent=1) + "\n"
 
 
-def _way_in(hf: Any) -> str:
-    """What a user can do with a model_type import-hf does not read: a Mistral without a sliding
-    window is a Llama in all but its name (the same weights, names and arithmetic), which the
-    parity check then holds to transformers; any other is another model than the stack's."""
-    if hf.model_type == "mistral" and getattr(hf, "sliding_window", None) is None:
+def _window_problem(hf: Any) -> str | None:
+    """A Mistral's sliding window shorter than its context: its layers attend to the last
+    `sliding_window` positions only, which the stack's do not (a Qwen2's windowed layers are named
+    by its layer_types)."""
+    window = getattr(hf, "sliding_window", None)
+    if hf.model_type == "mistral" and window is not None and window < hf.max_position_embeddings:
         return (
-            "a Mistral without a sliding window (sliding_window null) computes as a Llama: import a copy "
-            'whose config.json says "model_type": "llama" (the parity check holds it to transformers)'
+            f"sliding_window={window} below max_position_embeddings={hf.max_position_embeddings} "
+            "(every layer must attend to the whole context)"
         )
-    return "the stack's model is a Llama-style decoder: import a llama or qwen2 model, or train one"
+    return None
 
 
 def model_config_from_hf(hf: Any) -> dict[str, Any]:
-    """The stack's [model] section for a transformers `LlamaConfig` or `Qwen2Config`.
+    """The stack's [model] section for a transformers `LlamaConfig`, `Qwen2Config` or `MistralConfig`.
 
     Refuses, in one line naming every reason, a config whose model the stack would compute
     differently: the parity check would catch most of these too, but only after reading every
     weight, and with a number instead of the reason.
     """
-    if hf.model_type not in ARCHITECTURES:
+    if hf.model_type not in READ_TYPES:
         raise BadInput(
-            f"config.json has model_type {hf.model_type!r}; import-hf reads {' and '.join(ARCHITECTURES)} "
-            f"checkpoints only; {_way_in(hf)}"
+            f"config.json has model_type {hf.model_type!r}; import-hf reads {', '.join(READ_TYPES)} "
+            "checkpoints only; the stack's model is a Llama-style decoder: import one of those, or train one"
         )
     problems = _problems(hf)
     if problems:
