@@ -11,6 +11,7 @@ only the JSON is printed.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +76,6 @@ def add_record_options(parser: argparse.ArgumentParser, result_file: str) -> Non
 def run(args: argparse.Namespace) -> int:
     """Print {loss, bits_per_byte, tokens, bytes} for the chosen text, and keep its evidence."""
     import json
-    import sys
 
     from stack.cli.inputs import check_inputs
     from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
@@ -136,7 +136,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     from contracts.evidence import DataRef, canonical_sha256
     from stack.cli.progress import amount_progress
     from stack.eval.bpb import evaluate_text
-    from stack.eval.overlap import overlap_of
+    from stack.eval.overlap import cut_apart, overlap_of
     from stack.train.trained import load_measured
 
     trained = load_measured(args.path, args.device)
@@ -167,6 +167,8 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         check_split_text(data_dir, args.split, args.max_bytes, text)
         config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
         overlap = overlap_of(None, Path(data_dir), training)
+        if training is not None and (apart := cut_apart(Path(data_dir), training)) is not None:
+            print(f"stack eval: note: {apart}", file=sys.stderr)
     record.config, record.config_sha256 = config, canonical_sha256(config)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     with amount_progress("stack eval: scoring", "windows") as reached:
@@ -188,8 +190,6 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
 
 def _warn_overlap(overlap: dict[str, Any]) -> None:
     """Say on the terminal when what was scored is not held out from the run's training data."""
-    import sys
-
     trained, documents = overlap.get("text_documents_in_training"), overlap.get("text_documents")
     if trained and documents == 1:
         print(

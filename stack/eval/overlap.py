@@ -32,6 +32,7 @@ from stack.data.defaults import DEFAULT_DOC_BYTES
 from stack.data.manifest import load_manifest
 from stack.data.split import INDEX_DTYPE, index_row
 from stack.data.text_input import text_documents as text_reader
+from stack.data.working_set import format_size
 from stack.eval.items import Item
 
 
@@ -122,6 +123,35 @@ def heldout_overlap(data_dir: Path, training: Path) -> dict[str, Any]:
         "heldout_documents": int(heldout.size),
         "heldout_documents_in_training": int(shared.sum()),
     }
+
+
+def cut_apart(data_dir: Path, training: Path) -> str | None:
+    """Why the held-out documents of `data_dir` may hold training text `heldout_overlap` cannot
+    count: the two DATA_DIRs cut their files into documents differently (--doc-sep, --doc-bytes),
+    and documents are compared whole, by content; None when they were cut alike."""
+    theirs, ours = load_manifest(data_dir).reading, load_manifest(training).reading
+    if theirs is None or ours is None:
+        return None
+    apart = [
+        f"{option} {_shown(getattr(theirs, field), size)} there, {_shown(getattr(ours, field), size)} "
+        "in the run's"
+        for option, field, size in (("--doc-sep", "doc_sep", False), ("--doc-bytes", "doc_bytes", True))
+        if getattr(theirs, field) != getattr(ours, field)
+    ]
+    if not apart:
+        return None
+    return (
+        f"{data_dir} cut its files into documents otherwise than the run's data ({'; '.join(apart)}): "
+        "documents are compared whole, so text both hold in other pieces is not counted; prepare it "
+        "with the run's options to count it"
+    )
+
+
+def _shown(value: str | int | None, size: bool) -> str:
+    """An option's value in a message: a size in bytes as a size, a separator quoted, none as none."""
+    if value is None:
+        return "none"
+    return format_size(int(value)) if size else repr(value)
 
 
 def derived_overlap(text: bytes | None, data_dir: Path | None, training: Path | None) -> dict[str, Any]:

@@ -260,6 +260,20 @@ def test_eval_counts_the_pieces_of_a_file_prepare_cut(
     assert gate.verdict.value == "PASS"
 
 
+def test_eval_says_when_other_data_was_cut_otherwise_than_the_run_s(
+    cut: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Held-out documents of data cut at 4 KiB hold the run's 2 KiB pieces in other pieces, which no
+    content id matches: the count of those trained on is a floor, and a note says why."""
+    other = tmp_path / "other"
+    prepare_corpus([cut["text"].parent], other, val_fraction=0.5, seed=3, layout=Layout(doc_bytes=4096))
+    assert main(["eval", str(cut["run"]), "--split", "val", "--data", str(other)]) == 0
+    err = capsys.readouterr().err
+    assert "--doc-bytes 4.0 KiB there, 2.0 KiB in the run's" in err
+    assert main(["eval", str(cut["run"]), "--split", "val"]) == 0
+    assert "cut its files" not in capsys.readouterr().err
+
+
 def test_a_text_is_read_at_the_separator_of_the_training_data(tmp_path: Path) -> None:
     """Data read with --doc-sep holds the text's documents between separators: each is found."""
     text = b"first story\n<|endoftext|>\nsecond story\n<|endoftext|>\nthird story\n"
