@@ -144,6 +144,19 @@ def check_aggregated(
     sized by a default the config overrode moves them; the forwards' reads are GATE-EVAL-001's."""
 
 
+def _remedy(losses: int, stderr: float, wanted: float) -> str:
+    """What turns early stopping on: a standard error falls as one over the root of the held-out
+    batches averaged, so about losses × (stderr / wanted)² batches bring it within `wanted`; a
+    split too small for them needs more held out."""
+    if losses < 2 or not math.isfinite(stderr):
+        return "hold out more examples or text to turn it on (at least 2 held-out batches)"
+    needed = math.ceil(losses * (stderr / wanted) ** 2)
+    return (
+        f"about {needed:,} held-out batches would bring it within (--set eval.batches={needed}, where "
+        "the held-out split holds that many), or hold out more examples or text to turn it on"
+    )
+
+
 class EarlyStopper:
     """Decides when held-out loss has stopped improving; prevents stopping a run on noise.
 
@@ -180,7 +193,7 @@ class EarlyStopper:
         self.off = (
             f"early stopping is off: the held-out loss's standard error is {stderr:.3g} over {n} "
             f"held-out losses, above the {self.min_improvement} nats early stopping must tell from "
-            "noise (GATE-EVAL-001 min_improvement); hold out more examples or text to turn it on"
+            f"noise (GATE-EVAL-001 min_improvement); {_remedy(n, stderr, self.min_improvement)}"
         )
         return False
 

@@ -126,7 +126,7 @@ def test_a_heldout_loss_too_noisy_for_early_stopping_trains_with_it_off(
     capsys.readouterr()
     assert main(["sft", "--data", str(data), "--init-from", str(base), "--out", str(run), *SFT]) == 0
     off = metric_lines(run, "eval")[-1]["early_stop_off"]
-    assert off is not None and "min_improvement" in off
+    assert off is not None and "min_improvement" in off and "held-out batches would bring it within" in off
     assert f"note: {off}" in capsys.readouterr().err
     result = next(g for g in evidence(run)["gates"] if g["id"] == SIZE)
     assert result["verdict"] == "PASS" and result["measured"]["early_stop"] is False
