@@ -337,11 +337,15 @@ def test_an_overlap_counting_held_out_documents_as_training_ones_is_refused(
     trained = next(p for p in sorted(corpus.iterdir()) if _is_training(world["data"], p.read_bytes()))
     _heldout_read_as_training(monkeypatch)
     for extra in (["--split", "val"], ["--text", str(trained)]):
-        record = tmp_path / extra[0].strip("-")
-        assert main(["eval", str(world["run"]), *extra, "--record", str(record)]) == 3
-        gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
-        assert gate.verdict.value == "FAIL" and "document indexes give" in str(gate.message)
+        _overlap_refused(world["run"], extra, tmp_path / extra[0].strip("-"))
     capsys.readouterr()
+
+
+def _overlap_refused(run: Path, extra: list[str], record: Path) -> None:
+    """`stack eval RUN *extra` exits 3, its record's GATE-EVAL-003 failing on the overlap stated."""
+    assert main(["eval", str(run), *extra, "--record", str(record)]) == 3
+    gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
+    assert gate.verdict.value == "FAIL" and "document indexes give" in str(gate.message)
 
 
 def _read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -365,8 +369,5 @@ def test_an_overlap_that_reads_a_cut_file_whole_is_refused(
     """Under the planted reading the file the run trained most of is stated as 0 of 1 document
     trained on; the pieces the indexes hold say otherwise, and the check exits 3."""
     _read_whole(monkeypatch)
-    record = tmp_path / "record"
-    assert main(["eval", str(cut["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 3
-    gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
-    assert gate.verdict.value == "FAIL" and "document indexes give" in str(gate.message)
+    _overlap_refused(cut["run"], ["--text", str(cut["text"])], tmp_path / "record")
     capsys.readouterr()
