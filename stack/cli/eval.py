@@ -148,9 +148,16 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "batch_size": args.batch_size,
         "seq_len": trained.config.model.ctx,
     }
-    from stack.train.lineage import trained_on
+    from stack.train.lineage import recorded_data_dir, trained_on
 
     training = trained_on(trained.checkpoint.path)
+    if training is None and (gone := recorded_data_dir(trained.checkpoint.path)) is not None:
+        print(
+            f"stack eval: note: the model was trained on DATA_DIR {gone}, which is not there any more: "
+            "what it scores is not checked against its training data (overlap: training_data null); "
+            "put the DATA_DIR back there to check it",
+            file=sys.stderr,
+        )
     if args.text is not None:
         from stack.eval.file_check import check_file_text
 

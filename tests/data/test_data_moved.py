@@ -90,7 +90,8 @@ def test_eval_tells_a_gone_data_dir_from_none_recorded(
     moved_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Where the recorded DATA_DIR is gone, eval names it and says to pass its new place; where
-    none is recorded, it says so (two lines, not one for both)."""
+    none is recorded, it says so (two lines, not one for both). A text scored where the recorded
+    DATA_DIR is gone is scored, with a note that nothing checked it against the training data."""
     run, _old, _moved = moved_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -103,6 +104,12 @@ def test_eval_tells_a_gone_data_dir_from_none_recorded(
     line = _last_line(capsys)
     assert f"trained on DATA_DIR {gone}, which is not there any more" in line
     assert "pass its new place with --data DATA_DIR" in line
+    text = tmp_path / "text.txt"
+    text.write_text("a text to score, of a few words\n")
+    assert main(["eval", str(copy), "--text", str(text)]) == 0
+    found = capsys.readouterr()
+    assert json.loads(found.out)["overlap"] == {"training_data": None}
+    assert f"trained on DATA_DIR {gone}, which is not there any more: what it scores is not" in found.err
     del record["metrics"]["data_dir"]
     (copy / "metadata.json").write_text(json.dumps(record, indent=2) + "\n")
     assert main(["eval", str(copy), "--split", "val"]) == 2
