@@ -383,6 +383,20 @@ def _note_sample(sample: BpeSample, plan: _Plan) -> None:
         )
 
 
+def _note_vocab(learned: int, sample: BpeSample, plan: _Plan) -> None:
+    """Say when bpe learned fewer ids than --vocab-size asked: it merges until every word of its
+    sample is one token, so a small or repetitive corpus runs out of merges, and the model's
+    embedding is sized to what was learned, not to what was asked."""
+    if learned >= plan.vocab_size:
+        return
+    more = "" if sample.complete else f", or a larger --bpe-sample than {format_size(plan.bpe_sample)}"
+    log.warning(
+        f"note: bpe learned {learned:,} ids of the {plan.vocab_size:,} --vocab-size asked for: every word "
+        f"of its sample ({format_size(sample.text_bytes)}) is one token by then, so the vocabulary is "
+        f"{learned:,}; a larger one needs more varied text{more}"
+    )
+
+
 def _totals(shards: list[Shard]) -> dict[Split, SplitTotals]:
     return {
         split: SplitTotals(
@@ -497,6 +511,7 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector, s
             _note_sample(found.sample, plan)
             reading = Reading(found.sample.texts())
             tok = train_bpe(reading, plan.vocab_size)
+            _note_vocab(tok.vocab_size, found.sample, plan)
             check_sample(sample_measured(reading, found.sample, plan.seed, plan.bpe_sample))
             sample_sha256 = reading.digest
         else:

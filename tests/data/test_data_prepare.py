@@ -140,6 +140,22 @@ def test_bpe_prepare_writes_its_tokenizer(tmp_path: Path) -> None:
     assert tok.decode(first_doc.tolist()) == docs["doc000.txt"]
 
 
+def test_a_bpe_that_runs_out_of_merges_says_how_many_ids_it_learned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corpus of a few documents cannot fill 4,096 ids: the manifest holds what was learned, and a
+    note says so beside the size asked for; a size the corpus fills is not noted."""
+    corpus = write_docs(tmp_path / "in", text_docs(12))
+    manifest = prepare_corpus([corpus], tmp_path / "big", tokenizer="bpe", vocab_size=4096, val_fraction=0)
+    learned = manifest.tokenizer.vocab_size
+    assert (
+        learned < 4096 and f"bpe learned {learned:,} ids of the 4,096 --vocab-size asked for" in caplog.text
+    )
+    caplog.clear()
+    prepare_corpus([corpus], tmp_path / "small", tokenizer="bpe", vocab_size=300, val_fraction=0)
+    assert "bpe learned" not in caplog.text
+
+
 def test_dtype_follows_the_vocabulary() -> None:
     assert (
         dtype_for(257) == "uint16" and dtype_for(1 << 16) == "uint16" and dtype_for((1 << 16) + 1) == "uint32"
