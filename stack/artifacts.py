@@ -42,6 +42,10 @@ from contracts.release_rules import WEIGHTS_FILE
 DATA_MANIFEST = "manifest.json"  # a DATA_DIR's manifest (`stack prepare`)
 INDEX_FILE = "documents.npy"  # a DATA_DIR's document index: which documents are held out
 TOKENIZER_JSON = "tokenizer.json"  # a tokenizer in the `tokenizers` library's format
+# The files of the tokenizers transformers keeps beside tokenizer.json, or in its place in older
+# model directories, and converts into one: GPT-2's byte-level BPE, SentencePiece (Llama 1, T5),
+# BERT's WordPiece.
+OLDER_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.model",), ("vocab.txt",))
 LOCK_FILE = ".lock"  # the one writer's lock of a run directory or DATA_DIR (stack.outputs.lock)
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints, RUN_DIR/checkpoints/step-NNNNNNN
 CHECKPOINT_NAME = re.compile(r"step-\d{7}")  # `step-0000005-my-backup` is the user's, never ours
@@ -256,6 +260,18 @@ def _is_lora_run(look: Look) -> bool:
 
 def _is_export(look: Look, model: str) -> bool:
     return look.has(EXPORT_RECORD) and any(n.startswith(model) for n in look.names)
+
+
+def older_tokenizer_files(directory: Path) -> tuple[str, ...] | None:
+    """The files of an older tokenizer a directory holds in place of tokenizer.json (the first set
+    of OLDER_TOKENIZER_FILES it holds whole), or None."""
+    return next(
+        (names for names in OLDER_TOKENIZER_FILES if all((directory / n).is_file() for n in names)), None
+    )
+
+
+def _older_names() -> str:
+    return "; ".join(" and ".join(names) for names in OLDER_TOKENIZER_FILES)
 
 
 def _is_hf_model(look: Look) -> bool:
@@ -533,9 +549,12 @@ KINDS: tuple[Kind, ...] = (
         "hf-tokenizer",
         "a Hugging Face tokenizer directory",
         "",
-        f"{TOKENIZER_JSON} without a {HF_CONFIG}",
+        f"{TOKENIZER_JSON}, or an older tokenizer's files ({_older_names()}), without a {HF_CONFIG}",
         "hf",
-        lambda look: look.has(TOKENIZER_JSON) and not look.has(HF_CONFIG),
+        lambda look: (
+            (look.has(TOKENIZER_JSON) or older_tokenizer_files(look.path) is not None)
+            and not look.has(HF_CONFIG)
+        ),
         {
             "model": "it holds no weights: prepare data with it: `stack prepare INPUT --tokenizer hf:{path}`",
             "hf": "it holds a tokenizer but no weights: give the model's own directory",

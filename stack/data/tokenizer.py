@@ -32,7 +32,7 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import canonical_sha256
-from stack.artifacts import TOKENIZER_JSON
+from stack.artifacts import TOKENIZER_JSON, older_tokenizer_files
 from stack.data import hf_specials, tokenizer_identity
 from stack.data.damage import Damaged
 from stack.data.hf_specials import HfSettings
@@ -303,6 +303,20 @@ class BpeTokenizer(LibraryTokenizer):
         return byte_level_cut(data, start) if self._byte_level else 0
 
 
+def older_tokenizer_way(directory: Path) -> str | None:
+    """Where a model directory without tokenizer.json holds an older tokenizer's files, how to have
+    transformers write tokenizer.json from them, locally and once (the stack reads tokenizer.json
+    alone, through the `tokenizers` library); None where it holds none."""
+    found = older_tokenizer_files(directory)
+    if found is None:
+        return None
+    return (
+        f"it holds an older tokenizer's {' and '.join(found)}, which transformers converts, locally "
+        f"and once: python -c \"from transformers import AutoTokenizer as T; T.from_pretrained('{directory}')"
+        f".save_pretrained('{directory}')\" writes {TOKENIZER_JSON} beside them"
+    )
+
+
 class PretrainedTokenizer(LibraryTokenizer):
     """A Hugging Face tokenizer.json and the token that ends a document, used as it is.
 
@@ -341,10 +355,11 @@ class PretrainedTokenizer(LibraryTokenizer):
         directory = Path(directory)
         file = directory / TOKENIZER_JSON
         if not file.is_file():
-            raise BadInput(
-                f"{directory} has no {TOKENIZER_JSON}; give the directory of a Hugging Face model or "
-                "tokenizer (it is read locally, nothing is downloaded)"
+            way = older_tokenizer_way(directory) or (
+                "give the directory of a Hugging Face model or tokenizer (it is read locally, nothing is "
+                "downloaded)"
             )
+            raise BadInput(f"{directory} has no {TOKENIZER_JSON}; {way}")
         text = _read_text(file)
         eos = hf_specials.eos_token(directory, _backend(text, str(file)).id_to_token)
         return cls(text, eos, str(file), HfSettings.read(directory))

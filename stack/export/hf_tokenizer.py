@@ -26,7 +26,13 @@ from contracts.errors import BadInput
 from stack.artifacts import HF_CONFIG, TOKENIZER_JSON, require
 from stack.data.chat_jinja import chat_template_of
 from stack.data.hf_specials import GENERATION_CONFIG, MODEL_ID_KEYS, SPECIAL_TOKENS_MAP
-from stack.data.tokenizer import TOKENIZER_CONFIG, PretrainedTokenizer, Tokenizer, load_tokenizer
+from stack.data.tokenizer import (
+    TOKENIZER_CONFIG,
+    PretrainedTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    older_tokenizer_way,
+)
 from stack.data.tokenizer_identity import EOT_TOKEN
 from stack.data.tokenizer_record import tokenizer_from_state, tokenizer_state
 
@@ -154,9 +160,10 @@ def read_tokenizer(hf_dir: Path) -> Tokenizer:
         return tokenizer
     if (hf_dir / TOKENIZER_JSON).is_file():
         return PretrainedTokenizer.from_dir(hf_dir)
+    way = older_tokenizer_way(hf_dir) or "copy the model's tokenizer files beside its weights"
     raise BadInput(
         f"{hf_dir} has no tokenizer: neither {TOKENIZER_JSON} (with {TOKENIZER_CONFIG}) nor {STATE_FILE}; "
-        "copy the model's tokenizer files beside its weights"
+        f"{way}"
     )
 
 

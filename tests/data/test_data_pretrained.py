@@ -110,6 +110,35 @@ def test_a_directory_without_the_files_a_tokenizer_needs_is_one_line(
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
+def test_a_directory_of_an_older_tokenizer_is_refused_with_the_conversion_that_reads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GPT-2-style directory keeps vocab.json and merges.txt, no tokenizer.json: the refusal names
+    the files and the transformers call that writes tokenizer.json from them, and after that call
+    the directory prepares."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer
+
+    older = tmp_path / "gpt2-style"
+    older.mkdir()
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, special_tokens=["<|endoftext|>"])
+    backend.train_from_iterator(["a few words of text to learn merges from, " * 20], trainer=trainer)
+    backend.model.save(str(older))
+    config = {"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"}
+    (older / "tokenizer_config.json").write_text(json.dumps(config))
+    corpus = str(write_corpus(tmp_path / "in", documents=10))
+    argv = ["prepare", corpus, "--out", str(tmp_path / "data"), "--tokenizer", f"hf:{older}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "it holds an older tokenizer's vocab.json and merges.txt" in err and "save_pretrained" in err
+    AutoTokenizer.from_pretrained(str(older)).save_pretrained(str(older))  # the call the line names
+    assert main(argv) == 0
+
+
 # Where the special tokens are named, as transformers resolves them (stack.data.hf_specials):
 # tokenizer_config.json; special_tokens_map.json over it only without added_tokens_decoder.
 ADDED = {"__type": "AddedToken", "content": "<|begin_of_text|>", "special": True}
