@@ -22,7 +22,7 @@ from pathlib import Path
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, Lineage, ParentRef, canonical_sha256, sha256_file
-from stack.artifacts import weight_files
+from stack.artifacts import EXPORT_RECORD, weight_files
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig
 from stack.train.trained import resolve_checkpoint
@@ -92,8 +92,9 @@ def recorded_data_dir(checkpoint: Path) -> Path | None:
     A training or ES run records its DATA_DIR (`metrics.data_dir` of RUN_DIR/metadata.json; a
     resume given the moved DATA_DIR's new place with --data records that place). A surgery's,
     merge's or import's checkpoint learned nothing itself: its state names the source checkpoint it
-    was made from (`imported_from.checkpoint`), and the source's DATA_DIR is the answer, followed
-    back as far as the chain goes.
+    was made from (`imported_from.checkpoint`), or, for an import of a stack export, the export
+    directory whose export.json names the checkpoint it was written from (`_exported_from`), and
+    the source's DATA_DIR is the answer, followed back as far as the chain goes.
     """
     seen: set[Path] = set()
     current: Path | None = Path(checkpoint).resolve()
@@ -111,5 +112,26 @@ def recorded_data_dir(checkpoint: Path) -> Path | None:
             source = ckpt.read_state(current).get("imported_from") or {}
         except BadInput:
             return None
-        current = Path(source["checkpoint"]) if isinstance(source.get("checkpoint"), str) else None
+        current = (
+            Path(source["checkpoint"])
+            if isinstance(source.get("checkpoint"), str)
+            else _exported_from(source)
+        )
     return None
+
+
+def _exported_from(source: dict[str, object]) -> Path | None:
+    """The checkpoint a Hugging Face directory an import read was exported from: the one its
+    export.json names, where the weights imported are the very ones that export wrote (the sha256
+    the import recorded of its model.safetensors is the export's); None for any other directory."""
+    files, path = source.get("files"), source.get("path")
+    if not isinstance(files, dict) or not isinstance(path, str):
+        return None
+    try:
+        export = json.loads((Path(path) / EXPORT_RECORD).read_text(encoding="utf-8"))
+        written = export["files"][WEIGHTS_FILE]["sha256"]
+        checkpoint = export["source_checkpoint"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = written == files.get(WEIGHTS_FILE) and isinstance(checkpoint, str)
+    return Path(checkpoint) if same else None

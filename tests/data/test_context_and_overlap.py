@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
@@ -258,6 +259,31 @@ def test_eval_counts_the_pieces_of_a_file_prepare_cut(
     assert f"{trained} of the text's {pieces} documents, as `stack prepare` cut the run's data" in found.err
     gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
     assert gate.verdict.value == "PASS"
+
+
+def test_an_import_of_the_run_s_export_is_compared_with_the_run_s_data(
+    cut: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exported and imported back, the weights are the run's: the import's overlap follows its
+    export's record to the run's DATA_DIR. Weights swapped in the export after it was written are
+    another model's, and nothing is followed (no training data known)."""
+    export, imported = tmp_path / "hf", tmp_path / "imported"
+    assert main(["export", str(cut["run"]), "--format", "hf", "--out", str(export)]) == 0
+    assert main(["import-hf", str(export), "--out", str(imported)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(imported), "--text", str(cut["text"])]) == 0
+    index = overlap_module._index(cut["data"])
+    stated = json.loads(capsys.readouterr().out)["overlap"]
+    assert stated["training_data"] == str(cut["data"].resolve())
+    assert stated["text_documents_in_training"] == int((index["heldout"] == 0).sum())
+    weights = export / "model.safetensors"
+    swapped = load_file(weights)
+    swapped = {name: tensor + 1e-3 for name, tensor in swapped.items()}
+    save_file(swapped, weights)
+    assert main(["import-hf", str(export), "--out", str(tmp_path / "other")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "other"), "--text", str(cut["text"])]) == 0
+    assert json.loads(capsys.readouterr().out)["overlap"] == {"training_data": None}
 
 
 def test_eval_says_when_other_data_was_cut_otherwise_than_the_run_s(
