@@ -148,16 +148,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "batch_size": args.batch_size,
         "seq_len": trained.config.model.ctx,
     }
-    from stack.train.lineage import recorded_data_dir, trained_on
-
-    training = trained_on(trained.checkpoint.path)
-    if training is None and (gone := recorded_data_dir(trained.checkpoint.path)) is not None:
-        print(
-            f"stack eval: note: the model was trained on DATA_DIR {gone}, which is not there any more: "
-            "what it scores is not checked against its training data (overlap: training_data null); "
-            "put the DATA_DIR back there to check it",
-            file=sys.stderr,
-        )
+    training = _training_data(trained.checkpoint.path)
     if args.text is not None:
         from stack.eval.file_check import check_file_text
 
@@ -174,7 +165,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         check_split_text(data_dir, args.split, args.max_bytes, text)
         config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
         overlap = overlap_of(None, Path(data_dir), training)
-        if training is not None and (apart := cut_apart(Path(data_dir), training)) is not None:
+        if training and (apart := cut_apart(Path(data_dir), training[0])) is not None:
             print(f"stack eval: note: {apart}", file=sys.stderr)
     record.config, record.config_sha256 = config, canonical_sha256(config)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -195,27 +186,55 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     return result
 
 
+def _training_data(checkpoint: Path) -> list[Path]:
+    """The DATA_DIRs the model at `checkpoint` learned from, the last first
+    (stack.train.lineage.recorded_data_dirs); empty when the last is gone (the overlap then states
+    none). Each one gone is noted (an earlier one is stated `gone`)."""
+    from stack.train.lineage import recorded_data_dirs
+
+    chain = recorded_data_dirs(checkpoint)
+    gone = [data_dir for data_dir in chain if not data_dir.is_dir()]
+    for data_dir in gone:
+        which = (
+            "was trained on" if data_dir == chain[0] else "learned before (from the model it was tuned from)"
+        )
+        print(
+            f"stack eval: note: the model {which} DATA_DIR {data_dir}, which is not there any more: what "
+            "it scores is not checked against that data; put the DATA_DIR back there to check it",
+            file=sys.stderr,
+        )
+    return [] if not chain or chain[0] in gone else chain
+
+
 def _warn_overlap(overlap: dict[str, Any]) -> None:
-    """Say on the terminal when what was scored is not held out from the run's training data."""
-    trained, documents = overlap.get("text_documents_in_training"), overlap.get("text_documents")
+    """Say on the terminal when what was scored is not held out from the model's training data: the
+    data it last learned from, and each it learned from before."""
+    earlier = [{"training_data": row["data"], **row} for row in overlap.get("earlier_training_data", [])]
+    for counted, whose in [(overlap, "the run"), *((row, "a model it was tuned from") for row in earlier)]:
+        _warn_counts(counted, whose)
+
+
+def _warn_counts(counted: dict[str, Any], whose: str) -> None:
+    """The warnings of one DATA_DIR's counts (`whose` training data it is)."""
+    trained, documents = counted.get("text_documents_in_training"), counted.get("text_documents")
+    where = f"{whose} ({counted['training_data']})"
     if trained and documents == 1:
         print(
-            f"stack eval: warning: the text is a training document of the run ({overlap['training_data']}): "
-            "its score is not a held-out score",
+            f"stack eval: warning: the text is a training document of {where}: its score is not a held-out "
+            "score",
             file=sys.stderr,
         )
     elif trained:
         print(
-            f"stack eval: warning: {trained} of the text's {documents} documents, as `stack prepare` cut the "
-            f"run's data, are training documents of the run ({overlap['training_data']}): its score is not "
-            "a held-out score",
+            f"stack eval: warning: {trained} of the text's {documents} documents, as `stack prepare` cut "
+            f"that data, are training documents of {where}: its score is not a held-out score",
             file=sys.stderr,
         )
-    if overlap.get("heldout_documents_in_training"):
+    if counted.get("heldout_documents_in_training"):
         print(
-            f"stack eval: warning: {overlap['heldout_documents_in_training']} of the "
-            f"{overlap['heldout_documents']} held-out documents are training documents of the run "
-            f"({overlap['training_data']}): the score is not held out",
+            f"stack eval: warning: {counted['heldout_documents_in_training']} of the "
+            f"{counted['heldout_documents']} held-out documents are training documents of {where}: the "
+            "score is not held out",
             file=sys.stderr,
         )
 

@@ -18,6 +18,7 @@ a held-out one. The evaluation commands say so in their output and their record:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,21 +155,22 @@ def _shown(value: str | int | None, size: bool) -> str:
     return format_size(int(value)) if size else repr(value)
 
 
-def derived_overlap(text: bytes | None, data_dir: Path | None, training: Path | None) -> dict[str, Any]:
+def derived_overlap(text: bytes | None, data_dir: Path | None, training: Sequence[Path]) -> dict[str, Any]:
     """The overlap `overlap_of` states, derived from the document indexes by contracts.overlap."""
-    if training is None:
-        return {"training_data": None}
-    if text is not None:
-        return {
-            "training_data": str(training),
-            **derive.text_in_training(text_documents(text, training), _index(training)),
-        }
-    assert data_dir is not None, "an evaluation scores a file or a data split"
-    return {"training_data": str(training), **derive.heldout_in_training(_index(data_dir), _index(training))}
+
+    def one(training_dir: Path) -> dict[str, Any]:
+        if text is not None:
+            counted = derive.text_in_training(text_documents(text, training_dir), _index(training_dir))
+        else:
+            assert data_dir is not None, "an evaluation scores a file or a data split"
+            counted = derive.heldout_in_training(_index(data_dir), _index(training_dir))
+        return {"training_data": str(training_dir), **counted}
+
+    return _over_the_chain(one, training)
 
 
 def overlap_outcome(
-    text: bytes | None, data_dir: Path | None, training: Path | None, stated: dict[str, Any]
+    text: bytes | None, data_dir: Path | None, training: Sequence[Path], stated: dict[str, Any]
 ) -> Outcome:
     """GATE-EVAL-003's check overlap: the overlap stated beside the one derived from the indexes."""
     measured = {"overlap_stated": stated, "overlap_derived": derived_overlap(text, data_dir, training)}
@@ -179,12 +181,39 @@ def overlap_outcome(
     "GATE-EVAL-003",
     lambda text, data_dir, training, result: overlap_outcome(text, data_dir, training, result),
 )
-def overlap_of(text: bytes | None, data_dir: Path | None, training: Path | None) -> dict[str, Any]:
-    """What `stack eval` states of its overlap with the run's training data (`training`, None when
-    unknown): of the file `text` it scored, or of the held-out documents of `data_dir`."""
-    if training is None:
+def overlap_of(text: bytes | None, data_dir: Path | None, training: Sequence[Path]) -> dict[str, Any]:
+    """What `stack eval` states of its overlap with the training data of the model it scored:
+    `training` the DATA_DIRs it learned from, the last first (stack.train.lineage
+    .recorded_data_dirs; empty when unknown), of the file `text` it scored, or of the held-out
+    documents of `data_dir`."""
+
+    def one(training_dir: Path) -> dict[str, Any]:
+        if text is not None:
+            return text_overlap(text, training_dir)
+        assert data_dir is not None, "an evaluation scores a file or a data split"
+        return heldout_overlap(data_dir, training_dir)
+
+    return _over_the_chain(one, training)
+
+
+def _over_the_chain(one: Callable[[Path], dict[str, Any]], training: Sequence[Path]) -> dict[str, Any]:
+    """The overlap with the last DATA_DIR the model learned from, and, as `earlier_training_data`,
+    with each it learned from before (a fine-tune's base's), each as `one` counts it (its `data`),
+    or `gone` where it is no longer there."""
+    if not training:
         return {"training_data": None}
-    if text is not None:
-        return text_overlap(text, training)
-    assert data_dir is not None, "an evaluation scores a file or a data split"
-    return heldout_overlap(data_dir, training)
+    last, *earlier = training
+    stated = one(last)
+    if earlier:
+        stated["earlier_training_data"] = [
+            _as_earlier(one(training_dir))
+            if training_dir.is_dir()
+            else {"data": str(training_dir), "gone": True}
+            for training_dir in earlier
+        ]
+    return stated
+
+
+def _as_earlier(counted: dict[str, Any]) -> dict[str, Any]:
+    """One earlier DATA_DIR's counts, its path as `data`."""
+    return {"data": counted["training_data"], **{k: v for k, v in counted.items() if k != "training_data"}}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, Lineage, ParentRef, canonical_sha256, sha256_file
@@ -86,38 +87,68 @@ def trained_on(checkpoint: Path) -> Path | None:
 
 
 def recorded_data_dir(checkpoint: Path) -> Path | None:
-    """The DATA_DIR the records say the model at `checkpoint` learned from, there or not; None when
-    none is recorded (a refusal tells the two apart).
+    """The DATA_DIR the records say the model at `checkpoint` last learned from, there or not; None
+    when none is recorded (a refusal tells the two apart): the first of `recorded_data_dirs`."""
+    return next(iter(recorded_data_dirs(checkpoint)), None)
+
+
+def recorded_data_dirs(checkpoint: Path) -> list[Path]:
+    """Every DATA_DIR the records say the model at `checkpoint` learned from, there or not, the
+    last first: a fine-tuned model learned from its run's data and from all its base learned.
 
     A training or ES run records its DATA_DIR (`metrics.data_dir` of RUN_DIR/metadata.json; a
-    resume given the moved DATA_DIR's new place with --data records that place). A surgery's,
-    merge's or import's checkpoint learned nothing itself: its state names the source checkpoint it
-    was made from (`imported_from.checkpoint`), or, for an import of a stack export, the export
-    directory whose export.json names the checkpoint it was written from (`_exported_from`), and
-    the source's DATA_DIR is the answer, followed back as far as the chain goes.
+    resume given the moved DATA_DIR's new place with --data records that place), and the model
+    it started from as its lineage's `init` parent (`--init-from`), followed on where that path
+    is still there. A surgery's, merge's or import's checkpoint learned nothing itself: its state
+    names the source checkpoint it was made from (`imported_from.checkpoint`), or, for an import
+    of a stack export, the export directory whose export.json names the checkpoint it was written
+    from (`_exported_from`), followed on as far as the chain goes.
     """
+    found: list[Path] = []
     seen: set[Path] = set()
     current: Path | None = Path(checkpoint).resolve()
     while current is not None and current not in seen:
         seen.add(current)
-        if current.parent.name == ckpt.CKPT_DIR:
-            try:
-                recorded = json.loads((current.parent.parent / EVIDENCE_FILE).read_text(encoding="utf-8"))
-                data_dir = recorded["metrics"].get("data_dir")
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                data_dir = None
-            if isinstance(data_dir, str):
-                return Path(data_dir)
+        record = _run_record(current)
+        data_dir = (record.get("metrics") or {}).get("data_dir") if record is not None else None
+        if isinstance(data_dir, str):
+            found.append(Path(data_dir))
+            current = _init_parent(record)
+            continue
         try:
             source = ckpt.read_state(current).get("imported_from") or {}
         except BadInput:
-            return None
+            break
         current = (
             Path(source["checkpoint"])
             if isinstance(source.get("checkpoint"), str)
             else _exported_from(source)
         )
-    return None
+    return list(dict.fromkeys(found))
+
+
+def _run_record(checkpoint: Path) -> dict[str, Any] | None:
+    """The evidence record of the run directory a checkpoint is in (None outside one, or unreadable)."""
+    if checkpoint.parent.name != ckpt.CKPT_DIR:
+        return None
+    try:
+        record = json.loads((checkpoint.parent.parent / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _init_parent(record: dict[str, Any]) -> Path | None:
+    """The checkpoint a training run started from: its lineage's `init` parent, where the path the
+    run was given is still there (read from here); None for a run from scratch."""
+    parents = (record.get("lineage") or {}).get("parents") or []
+    path = next((p.get("path") for p in parents if isinstance(p, dict) and p.get("role") == "init"), None)
+    if not isinstance(path, str) or not Path(path).exists():
+        return None
+    try:
+        return resolve_checkpoint(Path(path)).resolve()
+    except BadInput:
+        return None
 
 
 def _exported_from(source: dict[str, object]) -> Path | None:

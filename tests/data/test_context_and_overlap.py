@@ -26,6 +26,7 @@ from stack.data.split import index_row
 from stack.eval import overlap as overlap_module
 from tests.support.ft_support import CTX as FT_CTX
 from tests.support.ft_support import saved
+from tests.support.ledger_support import findings
 from tests.support.paths import DATA
 from tests.support.train_support import prepared, smoke_args, train, write_corpus
 
@@ -256,9 +257,66 @@ def test_eval_counts_the_pieces_of_a_file_prepare_cut(
     found = capsys.readouterr()
     counted = {"text_documents": pieces, "text_documents_in_training": trained}
     assert json.loads(found.out)["overlap"].items() >= counted.items()
-    assert f"{trained} of the text's {pieces} documents, as `stack prepare` cut the run's data" in found.err
+    assert f"{trained} of the text's {pieces} documents, as `stack prepare` cut that data, are" in found.err
     gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
     assert gate.verdict.value == "PASS"
+
+
+@pytest.fixture(scope="module")
+def tuned(cut: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The cut run fine-tuned two steps on other text (`--init-from`): a model that learned from two
+    DATA_DIRs, the tuning's last."""
+    root = tmp_path_factory.mktemp("tuned")
+    data, run = prepared(root), root / "tuned"  # a run id of its own beside the base's `run`
+    steps = ("train.steps=2", "eval.every=2", "ckpt.every=2")
+    assert train([*smoke_args(data, run, *steps), "--init-from", str(cut["run"])]) == 0
+    return {"data": data, "run": run}
+
+
+def test_a_tuned_model_is_compared_with_what_its_base_learned_from(
+    cut: dict[str, Path], tuned: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scored on the file its base trained on, the tuned model states that file's pieces trained on
+    in `earlier_training_data` and warns of them; the integrity check holds the list to the chain of
+    the two runs' records."""
+    index = overlap_module._index(cut["data"])
+    record = tmp_path / "record"
+    assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    found = capsys.readouterr()
+    overlap = json.loads(found.out)["overlap"]
+    assert overlap["training_data"] == str(tuned["data"].resolve())
+    [earlier] = overlap["earlier_training_data"]
+    counted = {"data": str(cut["data"].resolve()), "text_documents": len(index)}
+    assert (
+        earlier.items()
+        >= {**counted, "text_documents_in_training": int((index["heldout"] == 0).sum())}.items()
+    )
+    assert "training documents of a model it was tuned from" in found.err
+    assert findings(record, tuned["run"], cut["run"]) == []
+
+
+@pytest.mark.gate("GATE-EVAL-003")
+def test_an_evaluation_that_drops_the_base_s_training_data_is_caught(
+    cut: dict[str, Path],
+    tuned: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the chain of DATA_DIRs stops at the tuning's own. The record states no earlier
+    training data, and the integrity check, following the chain of records, names the base's."""
+    from stack.train import lineage
+
+    recorded = lineage.recorded_data_dirs
+    monkeypatch.setattr(lineage, "recorded_data_dirs", lambda checkpoint: recorded(checkpoint)[:1])
+    record = tmp_path / "record"
+    assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    capsys.readouterr()
+    assert "earlier_training_data" not in read_evidence(record / "metadata.json").metrics["overlap"]
+    found = findings(record, tuned["run"], cut["run"])
+    assert any(
+        "earlier_training_data names [], but the models the scored model was tuned" in f for f in found
+    )
 
 
 def test_an_import_of_the_run_s_export_is_compared_with_the_run_s_data(

@@ -624,17 +624,23 @@ def _made_by(records: Mapping[str, EvidenceRecord]) -> dict[str, EvidenceRecord]
     return made
 
 
-def _makers(record: EvidenceRecord, records: Mapping[str, EvidenceRecord]) -> list[EvidenceRecord]:
-    """`record` and the records of the models it was made from, in turn, as far as the ledger holds
-    them (stack.train.lineage.trained_on follows the same chain for a DATA_DIR)."""
+def _makers(
+    record: EvidenceRecord, records: Mapping[str, EvidenceRecord]
+) -> tuple[list[EvidenceRecord], bool]:
+    """`record` and the records of the models it was made from, in turn (a fine-tune's base too:
+    its `init` parent), as far as the ledger holds them, and whether the chain ends where the
+    lineage does rather than at a parent the ledger lacks (stack.train.lineage.recorded_data_dirs
+    follows the same chain for the DATA_DIRs)."""
     chain = [record]
-    while chain[-1].run.kind not in TRAINING_KINDS and chain[-1].lineage is not None:
-        ref = next((p for p in chain[-1].lineage.parents if p.role in SAME_MODEL_ROLES and p.run), None)
-        parent = records.get(ref.run) if ref is not None and ref.run is not None else None
-        if parent is None or parent.run.id in {m.run.id for m in chain}:
+    while chain[-1].lineage is not None:
+        ref = next((p for p in chain[-1].lineage.parents if p.role in SAME_MODEL_ROLES), None)
+        if ref is None:
             break
+        parent = records.get(ref.run) if ref.run is not None else None
+        if parent is None or parent.run.id in {m.run.id for m in chain}:
+            return chain, False
         chain.append(parent)
-    return chain
+    return chain, True
 
 
 def evaluated_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
@@ -649,12 +655,13 @@ def evaluated_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str,
         hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint is not None else None
         maker = made.get(hashed.sha256) if hashed is not None and record.run.kind == "eval" else None
         if maker is not None:
-            problems += [(run_id, p) for p in _evaluated_problems(record, _makers(maker, records))]
+            problems += [(run_id, p) for p in _evaluated_problems(record, *_makers(maker, records))]
     return problems
 
 
-def _evaluated_problems(record: EvidenceRecord, makers: list[EvidenceRecord]) -> list[str]:
-    """What an evaluation restates of the records of the model it scored (`makers`, nearest first)."""
+def _evaluated_problems(record: EvidenceRecord, makers: list[EvidenceRecord], whole: bool) -> list[str]:
+    """What an evaluation restates of the records of the model it scored (`makers`, nearest first;
+    `whole`: the chain ends where the lineage does)."""
     problems = []
     model = next((m.config["model"] for m in makers if isinstance(m.config.get("model"), dict)), None)
     ctx, seq_len = (model or {}).get("ctx"), record.config.get("seq_len")
@@ -675,7 +682,35 @@ def _evaluated_problems(record: EvidenceRecord, makers: list[EvidenceRecord]) ->
         for field, value in stated.items()
         if value is not None and value != data_dir
     ]
+    gate = next((g for g in record.gates if g.id == "GATE-EVAL-003"), None)
+    chained = gate is not None and gate.revision >= EARLIER_REVISION
+    if isinstance(overlap, dict) and overlap.get("training_data") == data_dir and chained:
+        problems += _earlier_problems(overlap.get("earlier_training_data", []), makers, whole)
     return problems
+
+
+# The revision of GATE-EVAL-003 from which an evaluation states the DATA_DIRs the models the scored
+# model was tuned from learned from (`earlier_training_data`).
+EARLIER_REVISION = 9
+
+
+def _earlier_problems(stated: Any, makers: list[EvidenceRecord], whole: bool) -> list[str]:
+    """`earlier_training_data` names, in order, every DATA_DIR the models the
+    scored model was tuned from learned from (the chain's DATA_DIRs after the first), where the
+    ledger holds the whole chain; where it lacks a parent, those it holds come first."""
+    chain = list(
+        dict.fromkeys(m.metrics["data_dir"] for m in makers if isinstance(m.metrics.get("data_dir"), str))
+    )
+    named = [row.get("data") for row in stated] if isinstance(stated, list) else None
+    if named is None or not all(isinstance(row, dict) for row in stated):
+        return [f"metrics.overlap.earlier_training_data is {stated!r}, not a list of DATA_DIRs"]
+    earlier = chain[1:]
+    if named == earlier or (not whole and named[: len(earlier)] == earlier):
+        return []
+    return [
+        f"metrics.overlap.earlier_training_data names {named}, but the models the scored model was tuned "
+        f"from learned from {earlier}"
+    ]
 
 
 def _given(argv: list[str], option: str) -> bool:
