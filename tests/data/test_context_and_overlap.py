@@ -295,7 +295,7 @@ def test_a_tuned_model_is_compared_with_what_its_base_learned_from(
     assert findings(record, tuned["run"], cut["run"]) == []
 
 
-@pytest.mark.gate("GATE-EVAL-003")
+@pytest.mark.gate("GATE-INTEG-001")
 def test_an_evaluation_that_drops_the_base_s_training_data_is_caught(
     cut: dict[str, Path],
     tuned: dict[str, Path],
