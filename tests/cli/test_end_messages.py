@@ -10,8 +10,6 @@ from contracts.evidence import EVIDENCE_FILE, Verdict, read_evidence
 from stack.cli import main
 from tests.support.train_support import prepared
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
 
 def test_train_says_each_warning_gate_as_prepare_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -45,7 +43,10 @@ def test_empty_heldout_of_one_document_names_the_cut(
 ) -> None:
     """One document cannot be split by any --val-fraction; the advice names --doc-bytes/--doc-sep."""
     text = tmp_path / "input.txt"
-    text.write_bytes((DOCS / "training.md").read_bytes()[:7719])  # 7719 bytes, one document at 1 MiB
+    # 7,680 bytes: one document at 1 MiB; 8 at 1 KiB, of which this text's draw holds none out
+    text.write_text(
+        "".join(f"{i:04d} the quick brown fox 1 jumps over the lazy dog, line by line\n" for i in range(120))
+    )
     one = [str(text), "--out", str(tmp_path / "one"), "--doc-bytes", "1M"]
     line = _empty_heldout_warning(capsys, one)
     assert "none of the 1 document(s)" in line
