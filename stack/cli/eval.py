@@ -148,14 +148,14 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "batch_size": args.batch_size,
         "seq_len": trained.config.model.ctx,
     }
-    training = _training_data(trained.checkpoint.path)
+    training, lost = _training_data(trained.checkpoint.path)
     if args.text is not None:
         from stack.eval.file_check import check_file_text
 
         text = _read_text(args.text)
         check_file_text(args.text, text)
         config["text"] = str(args.text.resolve())
-        overlap = overlap_of(text.encode("utf-8"), None, training)
+        overlap = overlap_of(text.encode("utf-8"), None, training, lost)
     else:
         from stack.eval.split_check import check_split_text
         from stack.eval.texts import split_text
@@ -164,7 +164,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         text = split_text(data_dir, "heldout", args.max_bytes)
         check_split_text(data_dir, args.split, args.max_bytes, text)
         config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
-        overlap = overlap_of(None, Path(data_dir), training)
+        overlap = overlap_of(None, Path(data_dir), training, lost)
         if training and (apart := cut_apart(Path(data_dir), training[0])) is not None:
             print(f"stack eval: note: {apart}", file=sys.stderr)
     record.config, record.config_sha256 = config, canonical_sha256(config)
@@ -186,30 +186,42 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     return result
 
 
-def _training_data(checkpoint: Path) -> list[Path]:
-    """The DATA_DIRs the model at `checkpoint` learned from, the last first
-    (stack.train.lineage.recorded_data_dirs); empty when the last is gone (the overlap then states
-    none). Each one gone is noted (an earlier one is stated `gone`)."""
-    from stack.train.lineage import recorded_data_dirs
+def _training_data(checkpoint: Path) -> tuple[list[Path], str | None]:
+    """The DATA_DIRs the model at `checkpoint` learned from, the last first, and the model the chain
+    goes on to that is not there any more (stack.train.lineage.training_chain); no DATA_DIR when
+    the last is gone (the overlap then states none). Each one gone is noted (an earlier one is
+    stated `gone`), and so is a lost model."""
+    from stack.train.lineage import training_chain
 
-    chain = recorded_data_dirs(checkpoint)
-    gone = [data_dir for data_dir in chain if not data_dir.is_dir()]
+    chain = training_chain(checkpoint)
+    gone = [data_dir for data_dir in chain.data_dirs if not data_dir.is_dir()]
     for data_dir in gone:
         which = (
-            "was trained on" if data_dir == chain[0] else "learned before (from the model it was tuned from)"
+            "was trained on"
+            if data_dir == chain.data_dirs[0]
+            else "learned before (from the model it was tuned from)"
         )
         print(
             f"stack eval: note: the model {which} DATA_DIR {data_dir}, which is not there any more: what "
             "it scores is not checked against that data; put the DATA_DIR back there to check it",
             file=sys.stderr,
         )
-    return [] if not chain or chain[0] in gone else chain
+    if chain.lost is not None:
+        print(
+            f"stack eval: note: the model was tuned from {chain.lost}, which is not there any more: what "
+            "that model learned from is not checked; put it back there to check it",
+            file=sys.stderr,
+        )
+    if not chain.data_dirs or chain.data_dirs[0] in gone:
+        return [], None
+    return chain.data_dirs, chain.lost
 
 
 def _warn_overlap(overlap: dict[str, Any]) -> None:
     """Say on the terminal when what was scored is not held out from the model's training data: the
     data it last learned from, and each it learned from before."""
-    earlier = [{"training_data": row["data"], **row} for row in overlap.get("earlier_training_data", [])]
+    rows = overlap.get("earlier_training_data", [])
+    earlier = [{"training_data": row["data"], **row} for row in rows if not row.get("gone")]
     for counted, whose in [(overlap, "the run"), *((row, "a model it was tuned from") for row in earlier)]:
         _warn_counts(counted, whose)
 

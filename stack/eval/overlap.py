@@ -155,7 +155,9 @@ def _shown(value: str | int | None, size: bool) -> str:
     return format_size(int(value)) if size else repr(value)
 
 
-def derived_overlap(text: bytes | None, data_dir: Path | None, training: Sequence[Path]) -> dict[str, Any]:
+def derived_overlap(
+    text: bytes | None, data_dir: Path | None, training: Sequence[Path], lost: str | None = None
+) -> dict[str, Any]:
     """The overlap `overlap_of` states, derived from the document indexes by contracts.overlap."""
 
     def one(training_dir: Path) -> dict[str, Any]:
@@ -166,26 +168,32 @@ def derived_overlap(text: bytes | None, data_dir: Path | None, training: Sequenc
             counted = derive.heldout_in_training(_index(data_dir), _index(training_dir))
         return {"training_data": str(training_dir), **counted}
 
-    return _over_the_chain(one, training)
+    return _over_the_chain(one, training, lost)
 
 
 def overlap_outcome(
-    text: bytes | None, data_dir: Path | None, training: Sequence[Path], stated: dict[str, Any]
+    text: bytes | None,
+    data_dir: Path | None,
+    training: Sequence[Path],
+    lost: str | None,
+    stated: dict[str, Any],
 ) -> Outcome:
     """GATE-EVAL-003's check overlap: the overlap stated beside the one derived from the indexes."""
-    measured = {"overlap_stated": stated, "overlap_derived": derived_overlap(text, data_dir, training)}
+    measured = {"overlap_stated": stated, "overlap_derived": derived_overlap(text, data_dir, training, lost)}
     return measure("GATE-EVAL-003", measured, holds="the overlap stated is the document indexes'")
 
 
 @gate_ensure(
     "GATE-EVAL-003",
-    lambda text, data_dir, training, result: overlap_outcome(text, data_dir, training, result),
+    lambda text, data_dir, training, lost, result: overlap_outcome(text, data_dir, training, lost, result),
 )
-def overlap_of(text: bytes | None, data_dir: Path | None, training: Sequence[Path]) -> dict[str, Any]:
+def overlap_of(
+    text: bytes | None, data_dir: Path | None, training: Sequence[Path], lost: str | None = None
+) -> dict[str, Any]:
     """What `stack eval` states of its overlap with the training data of the model it scored:
     `training` the DATA_DIRs it learned from, the last first (stack.train.lineage
-    .recorded_data_dirs; empty when unknown), of the file `text` it scored, or of the held-out
-    documents of `data_dir`."""
+    .training_chain; empty when unknown), and `lost`, the model the chain goes on to that is not
+    there any more: of the file `text` it scored, or of the held-out documents of `data_dir`."""
 
     def one(training_dir: Path) -> dict[str, Any]:
         if text is not None:
@@ -193,24 +201,27 @@ def overlap_of(text: bytes | None, data_dir: Path | None, training: Sequence[Pat
         assert data_dir is not None, "an evaluation scores a file or a data split"
         return heldout_overlap(data_dir, training_dir)
 
-    return _over_the_chain(one, training)
+    return _over_the_chain(one, training, lost)
 
 
-def _over_the_chain(one: Callable[[Path], dict[str, Any]], training: Sequence[Path]) -> dict[str, Any]:
+def _over_the_chain(
+    one: Callable[[Path], dict[str, Any]], training: Sequence[Path], lost: str | None
+) -> dict[str, Any]:
     """The overlap with the last DATA_DIR the model learned from, and, as `earlier_training_data`,
     with each it learned from before (a fine-tune's base's), each as `one` counts it (its `data`),
-    or `gone` where it is no longer there."""
+    or `gone` where it is no longer there; last, where the chain goes on to a model no longer
+    there, that model, `gone` (the list stops there for a reason it states)."""
     if not training:
         return {"training_data": None}
     last, *earlier = training
     stated = one(last)
-    if earlier:
-        stated["earlier_training_data"] = [
-            _as_earlier(one(training_dir))
-            if training_dir.is_dir()
-            else {"data": str(training_dir), "gone": True}
-            for training_dir in earlier
-        ]
+    rows = [
+        _as_earlier(one(training_dir)) if training_dir.is_dir() else {"data": str(training_dir), "gone": True}
+        for training_dir in earlier
+    ]
+    rows += [{"model": lost, "gone": True}] if lost is not None else []
+    if rows:
+        stated["earlier_training_data"] = rows
     return stated
 
 

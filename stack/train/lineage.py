@@ -18,6 +18,7 @@ A parent is found from the directory it was read from:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,21 +89,31 @@ def trained_on(checkpoint: Path) -> Path | None:
 
 def recorded_data_dir(checkpoint: Path) -> Path | None:
     """The DATA_DIR the records say the model at `checkpoint` last learned from, there or not; None
-    when none is recorded (a refusal tells the two apart): the first of `recorded_data_dirs`."""
-    return next(iter(recorded_data_dirs(checkpoint)), None)
+    when none is recorded (a refusal tells the two apart): the first of `training_chain`'s."""
+    return next(iter(training_chain(checkpoint).data_dirs), None)
 
 
-def recorded_data_dirs(checkpoint: Path) -> list[Path]:
+@dataclass(frozen=True)
+class TrainingChain:
+    """The DATA_DIRs a model learned from, the last first, and `lost`: the model its chain goes on
+    to that is not there any more (what that one learned from is unknown here), or None."""
+
+    data_dirs: list[Path]
+    lost: str | None = None
+
+
+def training_chain(checkpoint: Path) -> TrainingChain:
     """Every DATA_DIR the records say the model at `checkpoint` learned from, there or not, the
     last first: a fine-tuned model learned from its run's data and from all its base learned.
 
     A training or ES run records its DATA_DIR (`metrics.data_dir` of RUN_DIR/metadata.json; a
     resume given the moved DATA_DIR's new place with --data records that place), and the model
-    it started from as its lineage's `init` parent (`--init-from`), followed on where that path
-    is still there. A surgery's, merge's or import's checkpoint learned nothing itself: its state
-    names the source checkpoint it was made from (`imported_from.checkpoint`), or, for an import
-    of a stack export, the export directory whose export.json names the checkpoint it was written
-    from (`_exported_from`), followed on as far as the chain goes.
+    it started from as its lineage's `init` parent (`--init-from`, where the run resolved it:
+    `run.places`), followed on where it is still there, else named `lost`. A surgery's, merge's
+    or import's checkpoint learned nothing itself: its state names the source checkpoint it was
+    made from (`imported_from.checkpoint`), or, for an import of a stack export, the export
+    directory whose export.json names the checkpoint it was written from (`_exported_from`),
+    followed on as far as the chain goes.
     """
     found: list[Path] = []
     seen: set[Path] = set()
@@ -113,7 +124,10 @@ def recorded_data_dirs(checkpoint: Path) -> list[Path]:
         data_dir = (record.get("metrics") or {}).get("data_dir") if record is not None else None
         if isinstance(data_dir, str):
             found.append(Path(data_dir))
-            current = _init_parent(record)
+            parent = _init_parent(record)
+            if isinstance(parent, str):
+                return TrainingChain(list(dict.fromkeys(found)), lost=parent)
+            current = parent
             continue
         try:
             source = ckpt.read_state(current).get("imported_from") or {}
@@ -124,7 +138,7 @@ def recorded_data_dirs(checkpoint: Path) -> list[Path]:
             if isinstance(source.get("checkpoint"), str)
             else _exported_from(source)
         )
-    return list(dict.fromkeys(found))
+    return TrainingChain(list(dict.fromkeys(found)))
 
 
 def _run_record(checkpoint: Path) -> dict[str, Any] | None:
@@ -138,17 +152,20 @@ def _run_record(checkpoint: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _init_parent(record: dict[str, Any]) -> Path | None:
-    """The checkpoint a training run started from: its lineage's `init` parent, where the path the
-    run was given is still there (read from here); None for a run from scratch."""
+def _init_parent(record: dict[str, Any]) -> Path | str | None:
+    """The checkpoint a training run started from: its lineage's `init` parent, at the place the
+    run resolved it to (`run.places`); the path as named where it is not there any more; None for
+    a run from scratch."""
     parents = (record.get("lineage") or {}).get("parents") or []
     path = next((p.get("path") for p in parents if isinstance(p, dict) and p.get("role") == "init"), None)
-    if not isinstance(path, str) or not Path(path).exists():
+    if not isinstance(path, str):
         return None
+    places = (record.get("run") or {}).get("places") or {}
+    placed = places.get(path, path) if isinstance(places, dict) else path
     try:
-        return resolve_checkpoint(Path(path)).resolve()
+        return resolve_checkpoint(Path(placed)).resolve()
     except BadInput:
-        return None
+        return str(placed)
 
 
 def _exported_from(source: dict[str, object]) -> Path | None:

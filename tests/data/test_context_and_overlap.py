@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
+from contracts.errors import BadInput
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
@@ -295,6 +296,38 @@ def test_a_tuned_model_is_compared_with_what_its_base_learned_from(
     assert findings(record, tuned["run"], cut["run"]) == []
 
 
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_base_gone_at_evaluation_is_stated_and_the_chain_stops_there(
+    cut: dict[str, Path],
+    tuned: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the base run is no longer where the tuning found it, what it learned from is unknown:
+    the record says so as its list's last row, a note names it, and the integrity check, which
+    finds the base in the chain of records, takes the list as ending there."""
+    from stack.train import lineage
+
+    resolve = lineage.resolve_checkpoint
+
+    def gone(path: Path) -> Path:
+        if path.resolve() == cut["run"].resolve():
+            raise BadInput(f"{path} is not there (no such file or directory)")
+        return resolve(path)
+
+    monkeypatch.setattr(lineage, "resolve_checkpoint", gone)
+    record = tmp_path / "record"
+    assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    assert (
+        f"the model was tuned from {cut['run'].resolve()}, which is not there any more"
+        in capsys.readouterr().err
+    )
+    overlap = read_evidence(record / "metadata.json").metrics["overlap"]
+    assert overlap["earlier_training_data"] == [{"model": str(cut["run"].resolve()), "gone": True}]
+    assert findings(record, tuned["run"], cut["run"]) == []
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_evaluation_that_drops_the_base_s_training_data_is_caught(
     cut: dict[str, Path],
@@ -307,8 +340,10 @@ def test_an_evaluation_that_drops_the_base_s_training_data_is_caught(
     training data, and the integrity check, following the chain of records, names the base's."""
     from stack.train import lineage
 
-    recorded = lineage.recorded_data_dirs
-    monkeypatch.setattr(lineage, "recorded_data_dirs", lambda checkpoint: recorded(checkpoint)[:1])
+    chain = lineage.training_chain
+    monkeypatch.setattr(
+        lineage, "training_chain", lambda checkpoint: lineage.TrainingChain(chain(checkpoint).data_dirs[:1])
+    )
     record = tmp_path / "record"
     assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
     capsys.readouterr()

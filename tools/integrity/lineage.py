@@ -695,17 +695,24 @@ EARLIER_REVISION = 9
 
 
 def _earlier_problems(stated: Any, makers: list[EvidenceRecord], whole: bool) -> list[str]:
-    """`earlier_training_data` names, in order, every DATA_DIR the models the
-    scored model was tuned from learned from (the chain's DATA_DIRs after the first), where the
-    ledger holds the whole chain; where it lacks a parent, those it holds come first."""
+    """`earlier_training_data` names, in order, every DATA_DIR the models the scored model was
+    tuned from learned from (the chain's DATA_DIRs after the first). It stops short only at a
+    model of the chain it states was gone (a last row `{"model": ..., "gone": true}`), and the
+    chain only at a parent the ledger lacks; up to there the two agree."""
     chain = list(
         dict.fromkeys(m.metrics["data_dir"] for m in makers if isinstance(m.metrics.get("data_dir"), str))
     )
-    named = [row.get("data") for row in stated] if isinstance(stated, list) else None
-    if named is None or not all(isinstance(row, dict) for row in stated):
+    if not isinstance(stated, list) or not all(isinstance(row, dict) for row in stated):
         return [f"metrics.overlap.earlier_training_data is {stated!r}, not a list of DATA_DIRs"]
+    named = [row.get("data") for row in stated if "model" not in row]
+    lost = bool(stated) and "model" in stated[-1] and stated[-1].get("gone") is True
     earlier = chain[1:]
-    if named == earlier or (not whole and named[: len(earlier)] == earlier):
+    shorter = min(len(named), len(earlier))
+    if named[:shorter] == earlier[:shorter] and (
+        len(named) == len(earlier)
+        or (lost and len(named) < len(earlier))  # the record stops at the model it found gone
+        or (not whole and len(earlier) < len(named))  # the ledger stops at the parent it lacks
+    ):
         return []
     return [
         f"metrics.overlap.earlier_training_data names {named}, but the models the scored model was tuned "
