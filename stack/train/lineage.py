@@ -153,19 +153,20 @@ def _run_record(checkpoint: Path) -> dict[str, Any] | None:
 
 
 def _init_parent(record: dict[str, Any]) -> Path | str | None:
-    """The checkpoint a training run started from: its lineage's `init` parent, at the place the
-    run resolved it to (`run.places`); the path as named where it is not there any more; None for
-    a run from scratch."""
+    """A checkpoint of the model a training run started from: its lineage's `init` parent, at the
+    place the run resolved it to (`run.places`); the path as named where it is not there any
+    more; None for a run from scratch. Only the records are read, never the weights: a chain of
+    large models is followed in the time it takes to read a few small files."""
     parents = (record.get("lineage") or {}).get("parents") or []
     path = next((p.get("path") for p in parents if isinstance(p, dict) and p.get("role") == "init"), None)
     if not isinstance(path, str):
         return None
     places = (record.get("run") or {}).get("places") or {}
-    placed = places.get(path, path) if isinstance(places, dict) else path
-    try:
-        return resolve_checkpoint(Path(placed)).resolve()
-    except BadInput:
-        return str(placed)
+    placed = Path(places.get(path, path) if isinstance(places, dict) else path)
+    if (placed / ckpt.STATE_FILE).is_file():  # a checkpoint named itself
+        return placed.resolve()
+    saved = ckpt.list_checkpoints(placed)
+    return saved[-1].resolve() if saved else str(placed)
 
 
 def _exported_from(source: dict[str, object]) -> Path | None:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from contracts.errors import BadInput
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
@@ -307,16 +306,14 @@ def test_a_base_gone_at_evaluation_is_stated_and_the_chain_stops_there(
     """Where the base run is no longer where the tuning found it, what it learned from is unknown:
     the record says so as its list's last row, a note names it, and the integrity check, which
     finds the base in the chain of records, takes the list as ending there."""
-    from stack.train import lineage
+    from stack.train import checkpoint
 
-    resolve = lineage.resolve_checkpoint
+    listed = checkpoint.list_checkpoints
 
-    def gone(path: Path) -> Path:
-        if path.resolve() == cut["run"].resolve():
-            raise BadInput(f"{path} is not there (no such file or directory)")
-        return resolve(path)
+    def gone(run_dir: Path) -> list[Path]:
+        return [] if Path(run_dir).resolve() == cut["run"].resolve() else listed(run_dir)
 
-    monkeypatch.setattr(lineage, "resolve_checkpoint", gone)
+    monkeypatch.setattr(checkpoint, "list_checkpoints", gone)
     record = tmp_path / "record"
     assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
     assert (
