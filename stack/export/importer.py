@@ -1,4 +1,4 @@
-"""`stack import-hf`: a local Hugging Face Llama or Qwen2 directory → a stack checkpoint, checked.
+"""`stack import-hf`: a local Hugging Face Llama, Qwen2 or Mistral directory → a stack checkpoint, checked.
 
 The output is laid out like a run directory (`OUT/config.toml`, `OUT/checkpoints/step-0000000/`,
 `OUT/tokenizer.json`, plus `OUT/import.json`, the import's own account, and `OUT/metadata.json`,

@@ -273,6 +273,14 @@ def tuned(cut: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dic
     return {"data": data, "run": run}
 
 
+def _score_the_base_s_text(cut: dict[str, Path], tuned: dict[str, Path], tmp_path: Path) -> Path:
+    """`stack eval` of the tuned model on the file its base trained on, recorded; the record's
+    directory."""
+    record = tmp_path / "record"
+    assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    return record
+
+
 def test_a_tuned_model_is_compared_with_what_its_base_learned_from(
     cut: dict[str, Path], tuned: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -280,8 +288,7 @@ def test_a_tuned_model_is_compared_with_what_its_base_learned_from(
     in `earlier_training_data` and warns of them; the integrity check holds the list to the chain of
     the two runs' records."""
     index = overlap_module._index(cut["data"])
-    record = tmp_path / "record"
-    assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    record = _score_the_base_s_text(cut, tuned, tmp_path)
     found = capsys.readouterr()
     overlap = json.loads(found.out)["overlap"]
     assert overlap["training_data"] == str(tuned["data"].resolve())
@@ -314,8 +321,7 @@ def test_a_base_gone_at_evaluation_is_stated_and_the_chain_stops_there(
         return [] if Path(run_dir).resolve() == cut["run"].resolve() else listed(run_dir)
 
     monkeypatch.setattr(checkpoint, "list_checkpoints", gone)
-    record = tmp_path / "record"
-    assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    record = _score_the_base_s_text(cut, tuned, tmp_path)
     assert (
         f"the model was tuned from {cut['run'].resolve()}, which is not there any more"
         in capsys.readouterr().err
@@ -341,8 +347,7 @@ def test_an_evaluation_that_drops_the_base_s_training_data_is_caught(
     monkeypatch.setattr(
         lineage, "training_chain", lambda checkpoint: lineage.TrainingChain(chain(checkpoint).data_dirs[:1])
     )
-    record = tmp_path / "record"
-    assert main(["eval", str(tuned["run"]), "--text", str(cut["text"]), "--record", str(record)]) == 0
+    record = _score_the_base_s_text(cut, tuned, tmp_path)
     capsys.readouterr()
     assert "earlier_training_data" not in read_evidence(record / "metadata.json").metrics["overlap"]
     found = findings(record, tuned["run"], cut["run"])
