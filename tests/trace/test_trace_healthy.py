@@ -61,6 +61,12 @@ MIXTURE = json.loads((TESTS / "fixtures" / "healthy_mixture.json").read_text(enc
 # `stack prepare --default`'s corpus and traced on "        x = y + 1", and of the same model with
 # layer 3's router weight scaled 16-fold: by std its layer-3 router stood at 8.11 times layer 1's.
 ROUTERS = json.loads((TESTS / "fixtures" / "healthy_routers.json").read_text(encoding="utf-8"))
+# The block sites' statistics of a healthy `demo`-shaped model with differential attention (its q2,
+# k2 and attn_head_norm sites besides the dense model's), trained by AdamW at 2e-3 (weight decay
+# 0.1, gradients clipped at 1) on batches of 8 × 128 bytes of this repository's docs at commit
+# 31c59ab, traced on bytes 5000-5127 of them at steps 150 and 400, and at step 400 with one weight
+# scaled 16-fold, by the site it writes: layer 1's q2, layer 2's k2 and o projection, layer 3's v.
+DIFF_ATTENTION = json.loads((TESTS / "fixtures" / "healthy_diff_attention.json").read_text(encoding="utf-8"))
 CTX, BATCH = 64, 8
 CORPUS_BYTES = 1 << 20
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
@@ -167,6 +173,11 @@ PLANTED = {
     },
     "mixture-expert": (MIXTURE["layers.2.moe.expert0"], "layers.2.moe.expert0"),
     "depth-router": (ROUTERS["layers.3.router"], "layers.3.router"),
+    **{
+        f"diff-attention-{site}": (DIFF_ATTENTION[site], site)
+        for site in sorted(DIFF_ATTENTION)
+        if not site.startswith("healthy")
+    },
 }
 
 
@@ -200,6 +211,20 @@ def test_a_healthy_routers_gain_over_the_residual_stream_it_reads_is_no_anomaly(
     assert by_std["layers.3.router"].ratio > K
     judged = {b.name: b for b in site_baselines(stats, list(stats))}
     assert judged["layers.3.router"].reads == (BLOCK_INPUT,) and judged["layers.3.router"].ratio < ROUTER_K
+    assert _named_by_the_judge(stats) == []
+
+
+@pytest.mark.holds("GATE-TRACE-003")
+@pytest.mark.parametrize("step", ["healthy-150", "healthy-400"])
+def test_a_healthy_differential_attention_model_has_no_anomaly(step: str) -> None:
+    """Its second query and key projections are judged by their gains over attn_norm, as q and k
+    are, and its head norm by its std: no anomaly at either step."""
+    stats = DIFF_ATTENTION[step]
+    judged = {b.name: b for b in site_baselines(stats, list(stats))}
+    for layer in range(4):
+        for kind in ("q2", "k2"):
+            assert judged[f"layers.{layer}.{kind}"].reads == GAIN_READS[kind]
+        assert judged[f"layers.{layer}.attn_head_norm"].measure == "std"
     assert _named_by_the_judge(stats) == []
 
 
