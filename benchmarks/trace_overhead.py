@@ -180,6 +180,8 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
     goal = load_spec().benchmark(GOAL)
     return {
         "preset": preset,
+        # The model timed, whole: the checker holds it to the preset at the record's commit.
+        "model": config.model_dump(),
         "parameters": model.num_params(),
         "batch": batch,
         "tokens": length,
@@ -230,7 +232,10 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
     }
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line: also what tools/integrity reads a record's `run.argv` with, so
+    that the shape, batch, length, repeats and precision a record states are the ones its line
+    asked for (tools/integrity/settings/bench_argv.py)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--vocab", type=int, default=4096)
@@ -246,7 +251,11 @@ def main() -> int:
         help="one record each; bf16: both forwards under autocast",
     )
     parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs", help="where it is filed")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     for precision in args.precision:

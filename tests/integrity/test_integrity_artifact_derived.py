@@ -17,6 +17,8 @@ integrity check must name it; the copies as filed pass.
 - a benchmark option's active parameters restated (the preset, the options matrix and
   ModelConfig's defaults at its commit, counted by contracts.model_shape);
 - a speed benchmark's model restated (config_for at its commit, read from the source);
+- a trace benchmark's shape restated (its command line, read with the script's parser at its commit,
+  and the preset it names there);
 - a LoRA merge's modules restated (the LoRA run of the ledger that wrote the adapters it
   merged puts them on its config's targets);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
@@ -60,6 +62,10 @@ from tests.support.ledger_support import (
 OPTIONS_RUN = "bench-train-options-20261122T172734"
 SPEED_RUN = "bench-model-20261123T150413"  # benchmarks/model_speed.py on the CPU, a dirty tree
 GPU_SPEED_RUN = "bench-model-20261126T174453"  # the same on an H100 (SHAPES["cuda"]), a clean tree
+# benchmarks/trace_overhead.py at GPT-2 small's shape (`--preset gpt2 --repeats 5`), a clean tree; and
+# at the `small` preset (`--repeats 60`), a dirty one.
+TRACE_BENCH_RUN = "bench-trace-20261129T032816"
+DIRTY_TRACE_BENCH_RUN = "bench-trace-20261123T150358"
 MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
 ADAPTER_RUN = "sft-lora-20261122"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
@@ -298,6 +304,47 @@ def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -
 
     found = findings(planted(tmp_path, run, forger_finished(plant)))
     assert_found(found, f"metrics.config.n_kv_heads is {heads // 2}, but config_for(", f"gives {heads}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("preset", "small", "metrics.preset is 'small', but its command line asks for 'gpt2'"),
+        ("repeats", 30, "metrics.repeats is 30, but its command line asks for 5"),
+        ("batch", 8, "metrics.batch is 8, but its command line asks for 1"),
+        ("tokens", 256, "metrics.tokens is 256, but its command line's model gives 1024"),
+        (
+            "parameters",
+            110119680,
+            "metrics.parameters is 110119680, but its command line's model gives 88099584",
+        ),
+        ("sites", 81, "metrics.sites is 81, but its command line's model gives 159"),
+    ],
+)
+def test_a_trace_benchmarks_shape_restated_is_caught(
+    tmp_path: Path, field: str, value: Any, said: str
+) -> None:
+    """GPT-2 small's record made to read as another shape: the preset and repeats its line gives,
+    the batch its parser's default gives, the length of the preset's ctx, the parameters of GPT-2
+    small at a 32,768-token vocabulary where the line's is 4,096, the `small` preset's sites."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"][field] = value
+
+    found = findings(planted(tmp_path, TRACE_BENCH_RUN, forger_finished(plant)))
+    assert_found(found, said)
+
+
+def test_a_dirty_trace_benchmark_is_held_to_what_its_line_gives(tmp_path: Path) -> None:
+    """A dirty tree may have run another parser than its commit's: a default of the commit's is no
+    violation there, what the line gives is (`--repeats 60` restated as 30)."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["repeats"], data["metrics"]["batch"] = 30, 8
+
+    found = findings(planted(tmp_path, DIRTY_TRACE_BENCH_RUN, forger_finished(plant)))
+    assert_found(found, "metrics.repeats is 30, but its command line asks for 60")
+    assert not [line for line in found if "metrics.batch" in line]
 
 
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:

@@ -48,6 +48,9 @@ OPTIONS_FILE = "spec/options_matrix.yaml"
 OPTIONS_SOURCES = (*PRESET_SOURCES, OPTIONS_FILE)
 # The train settings a training benchmark states of the config it ran (metrics.<key>).
 TRAIN_KEYS = ("batch_size", "grad_accum", "precision", "deterministic")
+# The benchmarks that train the preset (benchmarks/train_throughput.py): the others that state a
+# preset's model (benchmarks/trace_overhead.py) run its forward only, at a precision of their own.
+TRAINED = frozenset({"train_overhead"})
 # The pydantic helpers a config class declares a field's default with: Field(default=...) or its
 # first argument, and ModelConfig's `_option(default, ...)` (an option left out while off).
 DEFAULT_CALLS = ("Field", "_option")
@@ -119,9 +122,14 @@ def class_defaults(source: bytes, name: str) -> dict[str, Any] | None:
 
 
 def stated_settings(record: EvidenceRecord) -> dict[str, dict[str, Any]]:
-    """What the record states of each section the preset and defaults decide."""
+    """What the record states of each section the preset and defaults decide: the model, and the
+    train settings of a benchmark that trains it."""
     metrics = record.metrics
-    return {"model": metrics["model"], "train": {k: metrics[k] for k in TRAIN_KEYS if k in metrics}}
+    trained = metrics.get("benchmark") in TRAINED
+    return {
+        "model": metrics["model"],
+        "train": {k: metrics[k] for k in TRAIN_KEYS if trained and k in metrics},
+    }
 
 
 def preset_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
