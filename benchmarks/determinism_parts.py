@@ -155,7 +155,9 @@ def parts_metrics(
     }
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line: also what tools/integrity reads a record's `run.argv` with
+    (tools/integrity/settings/bench_argv.py)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--preset", default="demo", help="the preset the plain loop trains (default demo)")
@@ -169,7 +171,11 @@ def main() -> int:
     parser.add_argument("--data", type=Path, help="a prepared DATA_DIR (default: the embedded corpus, bytes)")
     parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs", help="where the record goes")
     parser.add_argument("--leg", choices=LEGS, help=argparse.SUPPRESS)  # one leg, in a fresh process
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.steps <= WARMUP or args.runs < 1:
         print(f"determinism_parts: give --steps above {WARMUP} and --runs of at least 1")
         return 2

@@ -42,7 +42,7 @@ from contracts.derive.benchmarks import (
     quotient,
     utilisation,
 )
-from contracts.evidence import RunStatus, file_completed, file_record, new_record, now, run_id
+from contracts.evidence import RunStatus, file_record, new_record, now, run_id
 from contracts.spec import load_spec
 from stack.cli import main as stack
 from stack.data.manifest import load_manifest
@@ -357,9 +357,10 @@ def equal_active(base: ModelConfig, option: Combination) -> ModelConfig:
     return at(max(FFN_MULTIPLE, FFN_MULTIPLE * round(hidden / FFN_MULTIPLE)))
 
 
-def options_rows(data: Path, work: Path, sets: list[str], steps: int) -> list[dict[str, object]]:
-    """Per model of the spec's matrix: its equal-active shape and `stack train`'s median tokens/s."""
-    base = resolve("demo", None, sets, vocab=257).model
+def options_rows(data: Path, work: Path, preset: str, sets: list[str], steps: int) -> list[dict[str, object]]:
+    """Per model of the spec's matrix: its equal-active shape, the preset's model shaped to each
+    option, and `stack train`'s median tokens/s."""
+    base = resolve(preset, None, sets, vocab=data_vocab(data)).model
     rows: list[dict[str, object]] = []
     for option in load_matrix().combinations():
         if unknown_settings(option):
@@ -370,7 +371,8 @@ def options_rows(data: Path, work: Path, sets: list[str], steps: int) -> list[di
             f"model.{k}={json.dumps(v)}" for k, v in {**option.model, "ffn_hidden": config.ffn_hidden}.items()
         ]
         # The option's name may hold '+', which a run directory's name may not.
-        rate = stack_run(data, work / option.name / "run", [*sets, *model_sets], steps, compile_model=False)
+        run = work / option.name / "run"
+        rate = stack_run(data, run, [*sets, *model_sets], steps, compile_model=False, preset=preset)
         rows.append(
             {
                 "option": option.name,
@@ -561,7 +563,9 @@ def comparisons(legs: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
     return vs_plain, prices
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line: also what tools/integrity reads a record's `run.argv` with
+    (tools/integrity/settings/bench_argv.py)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--compile", action="store_true", help="also measure both loops with torch.compile")
@@ -578,7 +582,11 @@ def main() -> int:
     parser.add_argument(
         "--ledger", type=Path, default=ROOT / "evidence/runs", help="where the record is filed"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.steps <= WARMUP:
         print(
             f"train_throughput: --steps {args.steps} leaves no step past the warm-up; give more than {WARMUP}"
@@ -586,7 +594,7 @@ def main() -> int:
         return 2
     sets = steady_sets(args.steps, args.device)
     if args.options:
-        return options_main(sets, args.steps)
+        return options_main(sets, args.steps, args.preset, args.data, args.ledger)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     record = new_record("benchmark", run_id("bench-train"), sys.argv, device=name, cuda=torch.version.cuda)
     preset = args.preset
@@ -678,17 +686,20 @@ def main() -> int:
     return 0
 
 
-def options_main(sets: list[str], steps: int) -> int:
-    """The `--options` measurement, filed as its own benchmark record."""
+def options_main(sets: list[str], steps: int, preset: str, data: Path | None, ledger: Path) -> int:
+    """The `--options` measurement of `preset` on `data` (default: the embedded corpus, prepared
+    afresh), filed as its own benchmark record in `ledger`."""
     record = new_record("benchmark", run_id("bench-train-options"), sys.argv, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        prepare_corpus([], data, default=True)
-        rows = options_rows(data, Path(tmp), sets, steps)
-    record.metrics = {"benchmark": "train_options", "steps": steps, "preset": "demo", "options": rows}
-    path = file_completed(record)
+        if data is None:
+            data = Path(tmp) / "data"
+            prepare_corpus([], data, default=True)
+        rows = options_rows(data, Path(tmp), preset, sets, steps)
+    record.metrics = {"benchmark": "train_options", "steps": steps, "preset": preset, "options": rows}
+    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
+    path = file_record(ledger, record)
     print(json.dumps(record.metrics, indent=2))
-    print(f"-> {path.relative_to(ROOT)}")
+    print(f"-> {path}")
     return 0
 
 

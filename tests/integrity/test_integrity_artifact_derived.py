@@ -17,8 +17,9 @@ integrity check must name it; the copies as filed pass.
 - a benchmark option's active parameters restated (the preset, the options matrix and
   ModelConfig's defaults at its commit, counted by contracts.model_shape);
 - a speed benchmark's model restated (config_for at its commit, read from the source);
-- a trace benchmark's shape restated (its command line, read with the script's parser at its commit,
-  and the preset it names there);
+- a benchmark's settings restated: a trace benchmark's shape, a training benchmark's preset, the
+  determinism benchmark's steps, runs and compilation (its command line, read with the script's
+  parser at its commit, and the preset it names there);
 - a LoRA merge's modules restated (the LoRA run of the ledger that wrote the adapters it
   merged puts them on its config's targets);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
@@ -66,6 +67,10 @@ GPU_SPEED_RUN = "bench-model-20261126T174453"  # the same on an H100 (SHAPES["cu
 # at the `small` preset (`--repeats 60`), a dirty one.
 TRACE_BENCH_RUN = "bench-trace-20261129T032816"
 DIRTY_TRACE_BENCH_RUN = "bench-trace-20261123T150358"
+# benchmarks/train_throughput.py on an H100 (`--preset gpt2 --compile`), a dirty tree.
+TRAIN_BENCH_RUN = "bench-train-20261127T075906"
+# benchmarks/determinism_parts.py on the CPU (`--preset demo --steps 20 --runs 2`), a clean tree.
+DETERMINISM_RUN = "bench-determinism-20261128T105754"
 MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
 ADAPTER_RUN = "sft-lora-20261122"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
@@ -307,44 +312,67 @@ def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "said"),
+    ("run", "field", "value", "said"),
     [
-        ("preset", "small", "metrics.preset is 'small', but its command line asks for 'gpt2'"),
-        ("repeats", 30, "metrics.repeats is 30, but its command line asks for 5"),
-        ("batch", 8, "metrics.batch is 8, but its command line asks for 1"),
-        ("tokens", 256, "metrics.tokens is 256, but its command line's model gives 1024"),
         (
+            TRACE_BENCH_RUN,
+            "preset",
+            "small",
+            "metrics.preset is 'small', but its command line asks for 'gpt2'",
+        ),
+        (TRACE_BENCH_RUN, "repeats", 30, "metrics.repeats is 30, but its command line asks for 5"),
+        (TRACE_BENCH_RUN, "batch", 8, "metrics.batch is 8, but its command line asks for 1"),
+        (TRACE_BENCH_RUN, "tokens", 256, "metrics.tokens is 256, but its command line's model gives 1024"),
+        (
+            TRACE_BENCH_RUN,
             "parameters",
             110119680,
             "metrics.parameters is 110119680, but its command line's model gives 88099584",
         ),
-        ("sites", 81, "metrics.sites is 81, but its command line's model gives 159"),
+        (TRACE_BENCH_RUN, "sites", 81, "metrics.sites is 81, but its command line's model gives 159"),
+        (TRAIN_BENCH_RUN, "preset", "demo", "metrics.preset is 'demo', but its command line asks for 'gpt2'"),
+        (DETERMINISM_RUN, "steps", 200, "metrics.steps is 200, but its command line asks for 20"),
+        (DETERMINISM_RUN, "runs", 3, "metrics.runs is 3, but its command line asks for 2"),
+        (DETERMINISM_RUN, "compiled", True, "metrics.compiled is True, but its command line asks for False"),
     ],
 )
-def test_a_trace_benchmarks_shape_restated_is_caught(
-    tmp_path: Path, field: str, value: Any, said: str
+def test_a_benchmarks_settings_restated_are_caught(
+    tmp_path: Path, run: str, field: str, value: Any, said: str
 ) -> None:
-    """GPT-2 small's record made to read as another shape: the preset and repeats its line gives,
-    the batch its parser's default gives, the length of the preset's ctx, the parameters of GPT-2
-    small at a 32,768-token vocabulary where the line's is 4,096, the `small` preset's sites."""
+    """A benchmark record made to read as other settings: GPT-2 small's trace record as another
+    shape (the preset and repeats its line gives, the batch its parser's default gives, the length
+    of the preset's ctx, the parameters of GPT-2 small at a 32,768-token vocabulary where the line's
+    is 4,096, the `small` preset's sites); the training benchmark's preset; the determinism
+    benchmark's steps, runs and a compiled plain loop its line did not ask for."""
 
     def plant(data: dict[str, Any], _dir: Path) -> None:
         data["metrics"][field] = value
 
-    found = findings(planted(tmp_path, TRACE_BENCH_RUN, forger_finished(plant)))
+    found = findings(planted(tmp_path, run, forger_finished(plant)))
     assert_found(found, said)
 
 
-def test_a_dirty_trace_benchmark_is_held_to_what_its_line_gives(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("run", "given", "defaulted"),
+    [
+        (DIRTY_TRACE_BENCH_RUN, ("repeats", 30, 60), ("batch", 8)),
+        (TRAIN_BENCH_RUN, ("preset", "demo", "gpt2"), ("steps", 400)),
+    ],
+)
+def test_a_dirty_benchmark_is_held_to_what_its_line_gives(
+    tmp_path: Path, run: str, given: tuple[str, Any, Any], defaulted: tuple[str, Any]
+) -> None:
     """A dirty tree may have run another parser than its commit's: a default of the commit's is no
-    violation there, what the line gives is (`--repeats 60` restated as 30)."""
+    violation there, what the line gives is (the trace's `--repeats 60` restated as 30, the training
+    benchmark's `--preset gpt2` as demo)."""
+    (field, value, asked), (other, changed) = given, defaulted
 
     def plant(data: dict[str, Any], _dir: Path) -> None:
-        data["metrics"]["repeats"], data["metrics"]["batch"] = 30, 8
+        data["metrics"][field], data["metrics"][other] = value, changed
 
-    found = findings(planted(tmp_path, DIRTY_TRACE_BENCH_RUN, forger_finished(plant)))
-    assert_found(found, "metrics.repeats is 30, but its command line asks for 60")
-    assert not [line for line in found if "metrics.batch" in line]
+    found = findings(planted(tmp_path, run, forger_finished(plant)))
+    assert_found(found, f"metrics.{field} is {value!r}, but its command line asks for {asked!r}")
+    assert not [line for line in found if f"metrics.{other} is" in line]
 
 
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:

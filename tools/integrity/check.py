@@ -110,13 +110,7 @@ from tools.integrity.prose_figures import figure_problems
 from tools.integrity.record_checks import check_record_truth, newer
 from tools.integrity.repeat_runs import repeat_problems, repeated_legs
 from tools.integrity.retirement import blob_bytes, covered, retired_blob, retirement_problems
-from tools.integrity.settings.bench_argv import (
-    LINE_SOURCES,
-    SCRIPT,
-    line_problems,
-    line_sources,
-    states_trace_line,
-)
+from tools.integrity.settings.bench_argv import line_problems, line_sources, script_of
 from tools.integrity.settings.code_constants import constant_problems, constant_sources
 from tools.integrity.settings.default_sources import default_problems, default_sources
 from tools.integrity.settings.preset_sources import (
@@ -527,8 +521,10 @@ class Checker:
                 problems = options_problems(record, found) if states_options(record) else []
                 problems += preset_problems(record, found) if states_preset(record) else []
                 warnings: list[str] = []
-            elif path == SCRIPT and states_trace_line(record):  # the shape a trace benchmark timed
-                problems, warnings = line_problems(record, {p: blobs.get((sha, p)) for p in LINE_SOURCES})
+            elif (script := script_of(record)) is not None and path == script.path:  # its command line
+                problems, warnings = line_problems(
+                    record, {p: blobs.get((sha, p)) for p in line_sources(record)}
+                )
             elif path == SPEED_FILE and states_speed_model(record):  # the model a speed benchmark timed
                 problems = speed_problems(record, {p: blobs.get((sha, p)) for p in SPEED_SOURCES})
                 warnings = []

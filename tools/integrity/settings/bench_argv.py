@@ -1,18 +1,21 @@
-"""What the trace benchmark's record states of the shape it timed, against the command line it ran.
+"""What a benchmark's record states of the command line it ran, against that line.
 
-benchmarks/trace_overhead.py files one record per precision its command line asks for, and each
-states what it timed: the preset (`preset`), the batch, the sequence length (`tokens`), the repeats,
-the precision, the model's `parameters` and its number of `sites`. A reader takes the ratio for
-that shape: `small` at 1.15 is not GPT-2 small's 1.15. Each of them is decided by the record's own
-command line (`run.argv`), so a record edited to claim another shape contradicts its line:
+A benchmark script states in its record the settings it ran with: benchmarks/trace_overhead.py
+the preset, batch, repeats and precision it timed (one record per precision the line asks for),
+the sequence length (`tokens`), the model's `parameters` and its number of `sites`;
+benchmarks/train_throughput.py the preset and steps both loops trained; benchmarks/
+determinism_parts.py those and its runs and whether the plain loop was compiled. A reader takes the
+numbers for those settings (`small` at 1.15 is not GPT-2 small's 1.15), and each is decided by the
+record's own command line (`run.argv`), so a record edited to claim other settings contradicts it:
 
-* an option the line gives is read by the script's own parser (`build_parser`) with every default
-  left out; one it leaves out holds the default the script's parser declared at the record's commit,
-  read from the source without running it (default_sources.parser_defaults), as a `stack` command's
-  defaults are read;
-* a length of 0 is the preset's ctx; the parameters are counted (contracts.model_shape.param_count)
-  and the sites named (stack.trace.sites) from the preset's model at the commit, the preset over
-  ModelConfig's defaults there (preset_sources), at the line's vocabulary.
+* an option the line gives is read by the script's own parser (its `build_parser`) with every
+  default left out; one it leaves out holds the default the script's parser declared at the
+  record's commit, read from the source without running it (default_sources.parser_defaults), as
+  a `stack` command's defaults are read;
+* of a trace benchmark, a length of 0 is the preset's ctx, and the parameters are counted
+  (contracts.model_shape.param_count) and the sites named (stack.trace.sites) from the preset's
+  model at the commit, the preset over ModelConfig's defaults there (preset_sources), at the line's
+  vocabulary.
 
 A record that also states its model whole (`model`) has it held to the preset by preset_sources. A
 dirty tree's record may have run another parser than its commit's, so what only a default
@@ -23,14 +26,17 @@ the parser refuses is named, never passed in silence.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
 from pydantic import ValidationError
 
-from benchmarks.trace_overhead import GOAL, build_parser
+from benchmarks import determinism_parts, trace_overhead, train_throughput
 from contracts.evidence import EvidenceRecord
 from contracts.model_shape import param_count
 from stack.model import ModelConfig
@@ -45,28 +51,57 @@ from tools.integrity.settings.preset_sources import (
     presets_in,
 )
 
-SCRIPT = "benchmarks/trace_overhead.py"
-LINE_SOURCES = (SCRIPT, *PRESET_SOURCES)
-# The options whose value the record states under the same name, and every option it restates.
-STATED = ("preset", "batch", "repeats")
-ASKED = (*STATED, "vocab", "tokens", "precision")
+
+@dataclass(frozen=True)
+class Script:
+    """A benchmark script whose records restate its command line: where it lives, its parser, and
+    each setting its records state, by the metrics key, with the option's destination."""
+
+    path: str
+    parser: Callable[[], argparse.ArgumentParser]
+    stated: dict[str, str]
 
 
-def states_trace_line(record: EvidenceRecord) -> bool:
-    """Whether `record` is a trace benchmark's, which its command line decides (module docstring)."""
-    return record.run.kind == "benchmark" and record.metrics.get("benchmark") == GOAL
+TRAINING = Script(
+    "benchmarks/train_throughput.py", train_throughput.build_parser, {"preset": "preset", "steps": "steps"}
+)
+# The scripts by the benchmark their records name (metrics.benchmark).
+SCRIPTS = {
+    trace_overhead.GOAL: Script(
+        "benchmarks/trace_overhead.py",
+        trace_overhead.build_parser,
+        {"preset": "preset", "batch": "batch", "repeats": "repeats"},
+    ),
+    "train_overhead": TRAINING,
+    "train_options": TRAINING,
+    "determinism_parts": Script(
+        "benchmarks/determinism_parts.py",
+        determinism_parts.build_parser,
+        {"preset": "preset", "steps": "steps", "runs": "runs", "compiled": "compile"},
+    ),
+}
+
+
+def script_of(record: EvidenceRecord) -> Script | None:
+    """The script whose command line decides what `record` states, None for any other record."""
+    if record.run.kind != "benchmark":
+        return None
+    return SCRIPTS.get(str(record.metrics.get("benchmark")))
 
 
 def line_sources(record: EvidenceRecord) -> list[str]:
-    """The files at the record's commit that decide what its line left out: the script's parser, the
-    presets and ModelConfig's defaults."""
-    return list(LINE_SOURCES) if states_trace_line(record) else []
+    """The files at the record's commit that decide what its line left out: the script's parser, and
+    for a trace benchmark the presets and ModelConfig's defaults."""
+    script = script_of(record)
+    if script is None:
+        return []
+    return [script.path, *(PRESET_SOURCES if record.metrics.get("benchmark") == trace_overhead.GOAL else ())]
 
 
-def given(argv: list[str]) -> dict[str, Any] | None:
-    """The options a command line of the script gives, by destination; None where the script's
+def given(script: Script, argv: list[str]) -> dict[str, Any] | None:
+    """The options a command line of `script` gives, by destination (flags always); None where its
     parser refuses it (its complaint to standard error is kept from the checker's output)."""
-    parser = build_parser()
+    parser = script.parser()
     _suppress_defaults(parser)
     with contextlib.redirect_stderr(io.StringIO()):
         try:
@@ -87,37 +122,50 @@ def _preset_model(name: Any, vocab: Any, blobs: dict[str, bytes | None]) -> dict
 
 
 def line_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> tuple[list[str], list[str]]:
-    """What `record` states of the shape it timed that its command line, read with the parser at the
-    commit (`blobs`: each of LINE_SOURCES's bytes, None where the commit lacks it), decides otherwise:
-    (problems, warnings). A record of a dirty tree may have run another parser than its commit's, so
-    what only a default of the commit's parser contradicts there is a warning, as default_sources
-    warns of a `stack` command's."""
+    """What `record` states of the settings it ran with that its command line, read with the parser
+    at the commit (`blobs`: each of `line_sources`'s bytes, None where the commit lacks it), decides
+    otherwise: (problems, warnings), what only a default contradicts in a dirty tree's record a
+    warning (module docstring)."""
+    script = script_of(record)
+    assert script is not None, "line_problems of a record no script decides"
     argv = record.run.argv or []
-    if not argv or not PurePath(argv[0]).as_posix().endswith(SCRIPT):
-        return [f"its command line {argv!r} does not run {SCRIPT}"], []
-    options = given(argv[1:])
+    if not argv or not PurePath(argv[0]).as_posix().endswith(script.path):
+        return [f"its command line {argv!r} does not run {script.path}"], []
+    options = given(script, argv[1:])
     if options is None:
-        return [f"its command line {argv!r} is not one {SCRIPT}'s parser takes"], []
-    defaults = parser_defaults(blobs.get(SCRIPT) or b"")
+        return [f"its command line {argv!r} is not one {script.path}'s parser takes"], []
+    defaults = parser_defaults(blobs.get(script.path) or b"")
     if defaults is None:
-        return [f"its commit has no {SCRIPT} that parses, to read the defaults of its command line"], []
-    asked = {dest: options.get(dest, defaults.get(dest, UNRESOLVED)) for dest in ASKED}
-    found = _contradictions(record.metrics, asked, blobs)
+        return [f"its commit has no {script.path} that parses, to read the defaults of its command line"], []
+    # What the line decides: each option it gives, and each the commit's parser declares (an option
+    # it did not have yet left its value to the code, not to the line).
+    asked = {**defaults, **options}
+    metrics = record.metrics
+    found = [
+        (dest, _contradiction(key, metrics[key], asked[dest]))
+        for key, dest in script.stated.items()
+        if key in metrics and dest in asked and metrics[key] != asked[dest]
+    ]
+    if metrics.get("benchmark") == trace_overhead.GOAL:
+        found += _trace_contradictions(metrics, asked, blobs)
     problems = [problem for dest, problem in found if dest in options or not record.code.git_dirty]
     return problems, [problem for dest, problem in found if problem not in problems]
 
 
-def _contradictions(
+def _contradiction(key: str, stated: Any, asked: Any) -> str:
+    """The sentence for a setting `metrics.<key>` states otherwise than the line `asked` for."""
+    if asked is UNRESOLVED:
+        return f"metrics.{key} is {stated!r}, but no literal default of its commit's parser decides it"
+    return f"metrics.{key} is {stated!r}, but its command line asks for {asked!r}"
+
+
+def _trace_contradictions(
     metrics: dict[str, Any], asked: dict[str, Any], blobs: dict[str, bytes | None]
 ) -> list[tuple[str, str]]:
-    """(the option that decides it, the problem) of each value `metrics` states otherwise than the
-    options `asked` (given or defaulted) and the preset they name at the commit decide."""
-    found = [
-        (dest, f"metrics.{dest} is {metrics[dest]!r}, but its command line asks for {asked[dest]!r}")
-        for dest in STATED
-        if dest in metrics and metrics[dest] != asked[dest]
-    ]
-    precisions = asked["precision"]
+    """(the option that decides it, the problem) of each value a trace benchmark's `metrics` state
+    otherwise than its precisions `asked` and the preset's model at the commit give."""
+    found = []
+    precisions = asked.get("precision")
     if "precision" in metrics and (
         not isinstance(precisions, list) or metrics["precision"] not in precisions
     ):
@@ -128,13 +176,14 @@ def _contradictions(
                 f"but its command line asks for {precisions!r}",
             )
         )
-    model = _preset_model(asked["preset"], asked["vocab"], blobs)
+    model = _preset_model(asked.get("preset"), asked.get("vocab"), blobs)
     if model is None:
         return [
             *found,
             (
                 "preset",
-                f"its command line's preset {asked['preset']!r} is no preset of {PRESETS_FILE} at its commit",
+                f"its command line's preset {asked.get('preset')!r} is no preset of {PRESETS_FILE} "
+                "at its commit",
             ),
         ]
     try:
@@ -144,12 +193,12 @@ def _contradictions(
             *found,
             (
                 "preset",
-                f"its preset {asked['preset']!r} at its commit makes no model today's ModelConfig takes "
+                f"its preset {asked.get('preset')!r} at its commit makes no model today's ModelConfig takes "
                 f"({error.error_count()} error(s))",
             ),
         ]
     counted = {
-        "tokens": ("tokens", asked["tokens"] or config.ctx),
+        "tokens": ("tokens", asked.get("tokens") or config.ctx),
         "parameters": ("vocab", param_count(model)),
         "sites": ("preset", len(site_names(config.n_layers, layout_for(config)))),
     }

@@ -32,6 +32,7 @@ import yaml
 
 from contracts.derive.benchmarks import SPEED_BENCHMARKS
 from contracts.evidence import EvidenceRecord
+from contracts.judges.arch import DENSE, JOIN
 from contracts.model_shape import active_params, param_count
 from contracts.reading import load_yaml
 
@@ -178,7 +179,8 @@ def states_options(record: EvidenceRecord) -> bool:
 
 def _option_settings(blob: bytes | None, name: str) -> dict[str, Any] | None:
     """The model settings of option `name` in a version of spec/options_matrix.yaml: the option of
-    that name, or the options its `+`-joined parts name together (a combination); None where the
+    that name, or the options its `+`-joined parts name together (a combination), or none for the
+    dense model, which the matrix no longer lists (contracts.judges.arch.DENSE); None where the
     file names no such option."""
     try:
         listed = (load_yaml(blob or b"") or {}).get("options") or []
@@ -187,7 +189,9 @@ def _option_settings(blob: bytes | None, name: str) -> dict[str, Any] | None:
     by_name = {o.get("name"): o.get("model") or {} for o in listed if isinstance(o, dict)}
     if name in by_name:
         return dict(by_name[name])
-    parts = name.split("+")
+    if name == DENSE:
+        return {}
+    parts = name.split(JOIN)
     if not all(part in by_name for part in parts):
         return None
     return {key: value for part in parts for key, value in by_name[part].items()}
