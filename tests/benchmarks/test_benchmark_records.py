@@ -181,6 +181,19 @@ def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_
     assert any("statistics_ns_per_element" in line for line in edited_findings(run, record))
 
 
+def test_the_options_benchmark_measures_the_preset_it_is_given(tmp_path: Path) -> None:
+    """`--options --preset smoke`: every model of the options matrix is the smoke preset's, shaped to
+    each option (its dense row the preset itself, which the matrix does not list), filed in the
+    --ledger given; the record holds as written, and a dense row restated by one parameter is caught."""
+    ledger = tmp_path / "ledger"
+    command = ["benchmarks/train_throughput.py", "--options", "--preset", "smoke", "--steps", "6"]
+    run, record = filed([*command, "--data", str(prepared(tmp_path)), "--ledger", str(ledger)], ledger)
+    assert record["metrics"]["preset"] == "smoke"
+    dense = next(row for row in record["metrics"]["options"] if row["option"] == "dense")
+    dense["params"] += 1
+    assert any("metrics.options' dense row states" in line for line in edited_findings(run, record))
+
+
 def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_holds(tmp_path: Path) -> None:
     """`benchmarks/model_speed.py` on CPU: the stack's GPT and the hand-written reference at
     SHAPES["cpu"], a few steps each, eager (`--modes eager`: Inductor's compilation of both models
