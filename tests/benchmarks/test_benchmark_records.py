@@ -171,14 +171,19 @@ def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_st
 
 
 def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
-    """`--precision bf16` times both forwards under autocast and says so;
-    its derived per-element cost must hold as written and fail once edited."""
+    """`--precision bf16` times both forwards under autocast and says so, and states the model it
+    timed whole (the line's vocabulary); its derived per-element cost must hold as written and fail
+    once edited, and so must the model's vocabulary."""
     ledger = tmp_path / "ledger"
-    command = ["benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu"]
+    command = ["benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu", "--vocab", "300"]
     run, record = filed([*command, "--precision", "bf16", "--repeats", "2", "--ledger", str(ledger)], ledger)
-    assert record["metrics"]["precision"] == "bf16"
-    record["metrics"]["statistics_ns_per_element"] += 1 + abs(record["metrics"]["statistics_ns_per_element"])
-    assert any("statistics_ns_per_element" in line for line in edited_findings(run, record))
+    assert record["metrics"]["precision"] == "bf16" and record["metrics"]["model"]["vocab"] == 300
+    edited = json.loads(json.dumps(record))
+    edited["metrics"]["statistics_ns_per_element"] += 1 + abs(edited["metrics"]["statistics_ns_per_element"])
+    assert any("statistics_ns_per_element" in line for line in edited_findings(run, edited))
+    record["metrics"]["model"]["vocab"] = 50257
+    said = "metrics.model.vocab is 50257, but its command line asks for 300"
+    assert any(said in line for line in edited_findings(run, record))
 
 
 def test_the_options_benchmark_measures_the_preset_it_is_given(tmp_path: Path) -> None:

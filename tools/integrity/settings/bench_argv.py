@@ -207,4 +207,7 @@ def _trace_contradictions(
         for key, (dest, value) in counted.items()
         if key in metrics and metrics[key] != value
     ]
+    stated = metrics.get("model")
+    if isinstance(stated, dict) and stated.get("vocab") != model["vocab"]:  # the one key no preset decides
+        found.append(("vocab", _contradiction("model.vocab", stated.get("vocab"), model["vocab"])))
     return found
