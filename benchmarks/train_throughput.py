@@ -593,9 +593,9 @@ def main() -> int:
         )
         return 2
     sets = steady_sets(args.steps, args.device)
-    if args.options:
-        return options_main(sets, args.steps, args.preset, args.data, args.ledger)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    if args.options:
+        return options_main(sets, args.steps, args.preset, args.data, args.ledger, name)
     record = new_record("benchmark", run_id("bench-train"), sys.argv, device=name, cuda=torch.version.cuda)
     preset = args.preset
     with tempfile.TemporaryDirectory() as tmp:
@@ -686,10 +686,12 @@ def main() -> int:
     return 0
 
 
-def options_main(sets: list[str], steps: int, preset: str, data: Path | None, ledger: Path) -> int:
+def options_main(
+    sets: list[str], steps: int, preset: str, data: Path | None, ledger: Path, device_name: str
+) -> int:
     """The `--options` measurement of `preset` on `data` (default: the embedded corpus, prepared
-    afresh), filed as its own benchmark record in `ledger`."""
-    record = new_record("benchmark", run_id("bench-train-options"), sys.argv, device="cpu")
+    afresh), on the device `sets` name (`device_name`), filed as its own benchmark record in `ledger`."""
+    record = new_record("benchmark", run_id("bench-train-options"), sys.argv, device=device_name)
     with tempfile.TemporaryDirectory() as tmp:
         if data is None:
             data = Path(tmp) / "data"
