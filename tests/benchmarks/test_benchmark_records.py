@@ -259,7 +259,7 @@ def test_each_part_of_determinism_is_priced_from_its_legs_and_an_edit_is_named(t
     assert by_leg["on"]["switches"]["deterministic_algorithms"]
     assert not by_leg["off"]["switches"]["deterministic_algorithms"]
     assert all(row["repeats"] for row in rows), "CPU kernels repeat bit for bit under every leg"
-    argv = ["benchmarks/determinism_parts.py", "--preset", "smoke"]
+    argv = ["benchmarks/determinism_parts.py", "--preset", "smoke", "--steps", "6", "--runs", "2"]
     record = new_record("benchmark", run_id("bench-determinism"), argv, device="cpu")
     record.metrics = parts_metrics(rows, "smoke", 6, 2)
     run = file_record(ledger, record).parent
