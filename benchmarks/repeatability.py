@@ -164,7 +164,9 @@ def run_mode(args: argparse.Namespace, work: Path, compiled: bool) -> dict[str, 
     }
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line: also what tools/integrity reads a record's `run.argv` with
+    (tools/integrity/settings/bench_argv.py)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a prepared DATA_DIR")
     parser.add_argument("--preset", default="gpt2")
@@ -178,7 +180,11 @@ def main() -> int:
         action="store_true",
         help="run A, B and C at once (faster; three gpt2 runs can outgrow an 80 GB GPU)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     args.work.mkdir(parents=True)
     import torch
 

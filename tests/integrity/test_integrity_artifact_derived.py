@@ -18,8 +18,9 @@ integrity check must name it; the copies as filed pass.
   ModelConfig's defaults at its commit, counted by contracts.model_shape);
 - a speed benchmark's model restated (config_for at its commit, read from the source);
 - a benchmark's settings restated: a trace benchmark's shape, a training benchmark's preset, the
-  determinism benchmark's steps, runs and compilation (its command line, read with the script's
-  parser at its commit, and the preset it names there);
+  determinism benchmark's steps, runs and compilation, the repeatability benchmark's preset and
+  settings (its command line, read with the script's parser at its commit, and the preset it
+  names there);
 - a LoRA merge's modules restated (the LoRA run of the ledger that wrote the adapters it
   merged puts them on its config's targets);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
@@ -71,6 +72,9 @@ DIRTY_TRACE_BENCH_RUN = "bench-trace-20261123T150358"
 TRAIN_BENCH_RUN = "bench-train-20261127T075906"
 # benchmarks/determinism_parts.py on the CPU (`--preset demo --steps 20 --runs 2`), a clean tree.
 DETERMINISM_RUN = "bench-determinism-20261128T105754"
+# benchmarks/repeatability.py on an H100 (`--preset gpt2 --set train.grad_accum=1 --set
+# train.steps=30 ... --modes compiled`), a dirty tree.
+REPEAT_RUN = "bench-repeat-20261127T075408"
 MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
 ADAPTER_RUN = "sft-lora-20261122"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
@@ -334,6 +338,13 @@ def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -
         (DETERMINISM_RUN, "steps", 200, "metrics.steps is 200, but its command line asks for 20"),
         (DETERMINISM_RUN, "runs", 3, "metrics.runs is 3, but its command line asks for 2"),
         (DETERMINISM_RUN, "compiled", True, "metrics.compiled is True, but its command line asks for False"),
+        (REPEAT_RUN, "preset", "base", "metrics.preset is 'base', but its command line asks for 'gpt2'"),
+        (
+            REPEAT_RUN,
+            "sets",
+            ["train.grad_accum=8", "train.steps=30"],
+            "but its command line asks for ['train.grad_accum=1', 'train.steps=30']",
+        ),
     ],
 )
 def test_a_benchmarks_settings_restated_are_caught(
@@ -343,7 +354,8 @@ def test_a_benchmarks_settings_restated_are_caught(
     shape (the preset and repeats its line gives, the batch its parser's default gives, the length
     of the preset's ctx, the parameters of GPT-2 small at a 32,768-token vocabulary where the line's
     is 4,096, the `small` preset's sites); the training benchmark's preset; the determinism
-    benchmark's steps, runs and a compiled plain loop its line did not ask for."""
+    benchmark's steps, runs and a compiled plain loop its line did not ask for; the repeatability
+    benchmark's preset and the accumulation its runs were set to."""
 
     def plant(data: dict[str, Any], _dir: Path) -> None:
         data["metrics"][field] = value

@@ -4,7 +4,8 @@ A benchmark script states in its record the settings it ran with: benchmarks/tra
 the preset, batch, repeats and precision it timed (one record per precision the line asks for),
 the sequence length (`tokens`), the model's `parameters` and its number of `sites`;
 benchmarks/train_throughput.py the preset and steps both loops trained; benchmarks/
-determinism_parts.py those and its runs and whether the plain loop was compiled. A reader takes the
+determinism_parts.py those and its runs and whether the plain loop was compiled;
+benchmarks/repeatability.py the preset and the `--set` items its runs trained with. A reader takes the
 numbers for those settings (`small` at 1.15 is not GPT-2 small's 1.15), and each is decided by the
 record's own command line (`run.argv`), so a record edited to claim other settings contradicts it:
 
@@ -36,7 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from benchmarks import determinism_parts, trace_overhead, train_throughput
+from benchmarks import determinism_parts, repeatability, trace_overhead, train_throughput
 from contracts.evidence import EvidenceRecord
 from contracts.model_shape import param_count
 from stack.model import ModelConfig
@@ -78,6 +79,9 @@ SCRIPTS = {
         "benchmarks/determinism_parts.py",
         determinism_parts.build_parser,
         {"preset": "preset", "steps": "steps", "runs": "runs", "compiled": "compile"},
+    ),
+    repeatability.REPEAT_BENCHMARK: Script(
+        "benchmarks/repeatability.py", repeatability.build_parser, {"preset": "preset", "sets": "sets"}
     ),
 }
 
