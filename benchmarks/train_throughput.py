@@ -42,6 +42,7 @@ from contracts.derive.benchmarks import (
     quotient,
     utilisation,
 )
+from contracts.errors import BadInput
 from contracts.evidence import RunStatus, file_record, new_record, now, run_id
 from contracts.spec import load_spec
 from stack.cli import main as stack
@@ -592,6 +593,12 @@ def main() -> int:
             f"train_throughput: --steps {args.steps} leaves no step past the warm-up; give more than {WARMUP}"
         )
         return 2
+    if args.data is not None:
+        try:
+            load_manifest(args.data)
+        except BadInput as refused:
+            print(f"train_throughput: {refused}")
+            return 2
     sets = steady_sets(args.steps, args.device)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     if args.options:

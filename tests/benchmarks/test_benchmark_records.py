@@ -20,6 +20,7 @@ import pytest
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import leg_failures
 from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, profiled_steps
+from benchmarks.train_throughput import main as throughput_main
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
 from tests.support.ledger_support import ROOT, findings
 from tests.support.train_support import prepared
@@ -197,6 +198,21 @@ def test_the_options_benchmark_measures_the_preset_it_is_given(tmp_path: Path) -
     dense = next(row for row in record["metrics"]["options"] if row["option"] == "dense")
     dense["params"] += 1
     assert any("metrics.options' dense row states" in line for line in edited_findings(run, record))
+
+
+@pytest.mark.parametrize("options", [[], ["--options"]])
+def test_a_data_dir_that_is_not_prepared_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], options: list[str]
+) -> None:
+    """`--data` naming no prepared DATA_DIR: one line saying so and how to make one, exit 2, before
+    anything is measured or filed, for the timed loops and for `--options` alike."""
+    ledger = tmp_path / "ledger"
+    argv = ["train_throughput.py", *options, "--data", str(tmp_path / "missing"), "--ledger", str(ledger)]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert throughput_main() == 2
+    said = capsys.readouterr().out
+    assert said.count("\n") == 1 and "does not exist" in said and "stack prepare" in said
+    assert not ledger.exists()
 
 
 def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_holds(tmp_path: Path) -> None:
