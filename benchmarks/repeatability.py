@@ -46,10 +46,11 @@ from contracts.derive.benchmarks import (
     mismatched_runs,
     run_differences,
 )
-from contracts.errors import interrupted_by
+from contracts.errors import BadInput, interrupted_by
 from contracts.evidence import RunStatus, file_record, new_record, now, run_id
 from contracts.release_rules import WEIGHTS_FILE
 from contracts.spec import load_spec
+from stack.data.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.01  # a smoke run logs several steps in a tenth of a second; C must stop in time
@@ -185,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     args = build_parser().parse_args()
+    try:
+        load_manifest(args.data)
+    except BadInput as refused:  # before any run: their exits would be filed as runs that differ
+        print(f"repeatability: {refused}")
+        return 2
+    if args.work.exists():
+        print(f"repeatability: --work {args.work} already exists; name a new directory for the runs")
+        return 2
     args.work.mkdir(parents=True)
     import torch
 

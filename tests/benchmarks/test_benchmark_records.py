@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import leg_failures
+from benchmarks.repeatability import main as repeatability_main
 from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, profiled_steps
 from benchmarks.train_throughput import main as throughput_main
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
@@ -260,6 +261,26 @@ def test_the_repeatability_benchmark_compares_a_straight_run_a_repeat_and_a_resu
 
     assert "C exited 0, not stopped by SIGTERM" in leg_failures({"A": 0, "B": 0, "C": 0, "C resumed": 0})
     assert leg_failures({"A": 0, "B": 2, "C": 143, "C resumed": 0}) == "B exited 2"
+
+
+def test_the_repeatability_benchmark_refuses_what_no_run_could_start_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --data that is no prepared DATA_DIR, or a --work that already exists: one line, exit 2, no
+    record. Its runs would each have exited 2, and the record filed from them said four runs
+    differed."""
+    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for given, said in (
+        (["--data", str(tmp_path / "missing"), "--work", str(tmp_path / "work")], "does not exist"),
+        (["--data", str(data), "--work", str(taken)], "already exists"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["repeatability.py", *given, "--ledger", str(ledger)])
+        assert repeatability_main() == 2
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1 and said in out
+    assert not ledger.exists() and not (tmp_path / "work").exists()
 
 
 def test_each_part_of_determinism_is_priced_from_its_legs_and_an_edit_is_named(tmp_path: Path) -> None:
