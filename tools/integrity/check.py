@@ -523,7 +523,7 @@ class Checker:
                 warnings: list[str] = []
             elif (script := script_of(record)) is not None and path == script.path:  # its command line
                 problems, warnings = line_problems(
-                    record, {p: blobs.get((sha, p)) for p in line_sources(record)}
+                    record, script, {p: blobs.get((sha, p)) for p in line_sources(record)}
                 )
             elif path == SPEED_FILE and states_speed_model(record):  # the model a speed benchmark timed
                 problems = speed_problems(record, {p: blobs.get((sha, p)) for p in SPEED_SOURCES})

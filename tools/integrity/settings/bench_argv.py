@@ -125,13 +125,13 @@ def _preset_model(name: Any, vocab: Any, blobs: dict[str, bytes | None]) -> dict
     return {**defaults, **(presets[name].get("model") or {}), "vocab": vocab}
 
 
-def line_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> tuple[list[str], list[str]]:
+def line_problems(
+    record: EvidenceRecord, script: Script, blobs: dict[str, bytes | None]
+) -> tuple[list[str], list[str]]:
     """What `record` states of the settings it ran with that its command line, read with the parser
-    at the commit (`blobs`: each of `line_sources`'s bytes, None where the commit lacks it), decides
-    otherwise: (problems, warnings), what only a default contradicts in a dirty tree's record a
-    warning (module docstring)."""
-    script = script_of(record)
-    assert script is not None, "line_problems of a record no script decides"
+    of `script` (its `script_of`) at the commit (`blobs`: each of `line_sources`'s bytes, None where
+    the commit lacks it), decides otherwise: (problems, warnings), what only a default contradicts
+    in a dirty tree's record a warning (module docstring)."""
     argv = record.run.argv or []
     if not argv or not PurePath(argv[0]).as_posix().endswith(script.path):
         return [f"its command line {argv!r} does not run {script.path}"], []
