@@ -42,11 +42,12 @@ from contracts.derive.benchmarks import (
     REPEAT_BENCHMARK,
     REPEATED_RUNS,
     STRAIGHT_RUN,
+    leg_failures,
     logged_median_rate,
     mismatched_runs,
     run_differences,
 )
-from contracts.errors import BadInput, interrupted_by
+from contracts.errors import BadInput
 from contracts.evidence import RunStatus, file_record, new_record, now, run_id
 from contracts.release_rules import WEIGHTS_FILE
 from contracts.spec import load_spec
@@ -109,16 +110,6 @@ def differences(ledger: Path, straight: str, other: str) -> list[str]:
     same list again from the same files: contracts.derive.benchmarks.run_differences)."""
     (a, a_weights), (b, b_weights) = filed(ledger, straight), filed(ledger, other)
     return run_differences(a, b, a_weights, b_weights)
-
-
-def leg_failures(codes: dict[str, int]) -> str:
-    """What went wrong with the legs' exit codes, or "" when each ended as it must: A, B and C's
-    resume with 0, C's first leg with SIGTERM's 143 (the stack's exit for a run a signal stopped
-    after saving, contracts.errors.Interrupted); a C that exited 0 was never stopped."""
-    wrong = [f"{leg} exited {code}" for leg, code in codes.items() if leg != "C" and code != 0]
-    if interrupted_by(codes["C"]) != "SIGTERM":
-        wrong.append(f"C exited {codes['C']}, not stopped by SIGTERM (143): lower --stop-at")
-    return "; ".join(wrong)
 
 
 def record_of(run_dir: Path) -> dict[str, Any]:

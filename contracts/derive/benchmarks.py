@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar
+from contracts.errors import interrupted_by
 
 DERIVERS: dict[str, Deriver] = {}
 derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
@@ -148,6 +149,38 @@ def mismatched_runs(modes: list[dict[str, Any]]) -> int:
     """How many of the repeated runs (B, and C resumed, per mode) differ from the straight run A:
     each lists what differs, and a run never compared counts as differing."""
     return sum(bool(mode.get(key, True)) for mode in modes for key in REPEATED_RUNS.values())
+
+
+def leg_failures(codes: dict[str, int]) -> str:
+    """What went wrong with a mode's exit codes, or "" when each leg ended as it must: A, B and C's
+    resume with 0, C's first leg with SIGTERM's 143 (the stack's exit for a run a signal stopped
+    after saving, contracts.errors.Interrupted); a C that exited 0 was never stopped. A mode whose
+    legs did not end so compares nothing and states the failure instead (its `error`)."""
+    wrong = [f"{leg} exited {code}" for leg, code in codes.items() if leg != "C" and code != 0]
+    if interrupted_by(codes["C"]) != "SIGTERM":
+        wrong.append(f"C exited {codes['C']}, not stopped by SIGTERM (143): lower --stop-at")
+    return "; ".join(wrong)
+
+
+def legs_ended(modes: list[Any]) -> list[str]:
+    """The modes that compared their runs (`runs`) although their exit codes say a leg did not end
+    as it must (`leg_failures`): the codes are the mode's own measurement, so a failed leg's exit
+    edited to look clean, or a comparison kept beside a leg that failed, contradicts the mode.
+    (A mode that states an error is not held to today's wording of it: the benchmark's rule for C's
+    exit changed on 2026-11-26, and a record of the rule before states an error its codes no longer
+    give.)"""
+    problems = []
+    for mode in modes:
+        codes = mode.get("exit_codes") if isinstance(mode, dict) else None
+        if not isinstance(codes, dict) or "runs" not in mode:
+            continue
+        try:
+            failed = leg_failures(codes)
+        except (KeyError, TypeError):
+            failed = f"no exit of C among {sorted(codes)}"
+        if failed:
+            problems.append(f"mode {mode.get('mode')!r} compared its runs, but its exit codes say {failed}")
+    return problems
 
 
 # Keys of a metrics line that measure time, not what was computed (their names hold one of these).
@@ -639,6 +672,7 @@ def _choices(metrics: Metrics, derived: Derivation) -> None:
     if isinstance(modes, list) and "mismatched_runs" in metrics:
         compared = [mode for mode in modes if isinstance(mode, dict)]
         derived.put(("metrics", "mismatched_runs"), mismatched_runs(compared))
+        derived.problems += legs_ended(compared)
     manifests = metrics.get("worker_manifests")
     if isinstance(manifests, dict) and manifests and "manifests_identical" in metrics:
         derived.put(("metrics", "manifests_identical"), len(set(manifests.values())) == 1)

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
-from benchmarks.repeatability import leg_failures
 from benchmarks.repeatability import main as repeatability_main
 from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, profiled_steps
 from benchmarks.train_throughput import main as throughput_main
+from contracts.derive.benchmarks import leg_failures
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
 from tests.support.ledger_support import ROOT, findings
 from tests.support.train_support import prepared

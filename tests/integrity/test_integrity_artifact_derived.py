@@ -387,6 +387,55 @@ def test_a_dirty_benchmark_is_held_to_what_its_line_gives(
     assert not [line for line in found if f"metrics.{other} is" in line]
 
 
+# benchmarks/attention_tiles.py's search on an H100: a record that names no benchmark.
+TILES_RUN = "bench-attention-tiles-20261122T160045"
+
+
+@pytest.mark.parametrize(
+    ("run", "field", "value", "said"),
+    [
+        (
+            TRACE_BENCH_RUN,
+            "benchmark",
+            "train_overhead",
+            "metrics.benchmark is 'train_overhead', but benchmarks/trace_overhead.py, the script its "
+            "command line ran, names 'trace_overhead'",
+        ),
+        (TRACE_BENCH_RUN, "benchmark", "trace_overheads", "metrics.benchmark is 'trace_overheads'"),
+        (TILES_RUN, "benchmark", "attention_triton_vs_sdpa", "names no name"),
+        (
+            TRAIN_BENCH_RUN,
+            "also",
+            ["train_peak_memory_ratio", "train_determinism_prices", "train_compile_speedup"],
+            "but benchmarks/train_throughput.py states no other goals than",
+        ),
+        (TRAIN_BENCH_RUN, "also", ["trace_overhead"], "metrics.also is ['trace_overhead']"),
+    ],
+)
+def test_a_benchmark_renamed_is_held_to_the_script_its_line_ran(
+    tmp_path: Path, run: str, field: str, value: Any, said: str
+) -> None:
+    """The names that choose what a benchmark record is held to (its derivations, its goals, its
+    command line's settings) renamed: to another script's benchmark, to one no script files, a tile
+    search given a goal's name, a training record's other goals renamed or swapped for another
+    script's."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"][field] = value
+
+    assert_found(findings(planted(tmp_path, run, forger_finished(plant))), said)
+
+
+def test_a_benchmark_record_of_no_benchmark_script_is_caught(tmp_path: Path) -> None:
+    """A benchmark record whose command line ran no script of benchmarks/ is no benchmark's evidence."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["run"]["argv"] = ["tools/trace_timer.py", *data["run"]["argv"][1:]]
+
+    found = findings(planted(tmp_path, TRACE_BENCH_RUN, forger_finished(plant)))
+    assert_found(found, "its command line ['tools/trace_timer.py'] runs no benchmark script of")
+
+
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     """contracts.model_shape.active_params counts what benchmarks/train_throughput.active_params
     counts of the models the options benchmark shapes (dense, each option, combinations)."""

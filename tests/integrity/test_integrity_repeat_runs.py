@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from contracts.derive.benchmarks import run_differences
 from tests.support.ledger_support import RECORDS, assert_found, findings, forger_finished, planted
 
@@ -57,6 +59,28 @@ def test_a_listed_run_the_ledger_does_not_hold_is_caught(tmp_path: Path) -> None
 
     found = findings(planted(tmp_path, REPEAT_RUN, forger_finished(plant)))
     assert_found(found, "lists run(s) the ledger does not hold", f"B ({REPEAT_RUN}-eager-B)")
+
+
+@pytest.mark.parametrize(
+    ("leg", "code", "said"),
+    [
+        ("A", 1, "A exited 1"),
+        ("C resumed", 3, "C resumed exited 3"),
+        ("C", 0, "C exited 0, not stopped by SIGTERM"),
+    ],
+)
+def test_a_mode_that_compared_runs_a_failed_leg_made_is_caught(
+    tmp_path: Path, leg: str, code: int, said: str
+) -> None:
+    """A mode's exit codes are its own measurement: one saying a leg failed (A or C's resume
+    exited non-zero, C was never stopped) beside the comparison of its runs contradicts it, as the
+    benchmark would have stated the failure and compared nothing."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        _eager(data)["exit_codes"][leg] = code
+
+    found = findings(planted(tmp_path, REPEAT_RUN, forger_finished(plant)))
+    assert_found(found, "mode 'eager' compared its runs, but its exit codes say", said)
 
 
 def test_run_differences_ignores_timings_and_names_values_lines_and_weights() -> None:

@@ -45,6 +45,7 @@ from tools.integrity.models.trace_tokens import trace_token_problems
 from tools.integrity.repeatability import repeatability_problems
 from tools.integrity.settings.argv_config import argv_problems
 from tools.integrity.settings.argv_record import argv_record_problems, given
+from tools.integrity.settings.bench_names import name_problems
 from tools.integrity.settings.config_rebuild import rebuild_problems, rebuild_warnings
 from tools.integrity.spec_history import SpecHistory
 
@@ -495,7 +496,7 @@ def check_record_truth(
         findings.warnings += rebuild_warnings(record, run_dir)
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
     findings.violations += committed_checkpoint_problems(record, root)
-    findings.violations += implied_problems(record) + mfu_problems(record)
+    findings.violations += implied_problems(record) + mfu_problems(record) + name_problems(record)
     sample_wrong, sample_unheld = sample_findings(record, root)
     findings.violations += sample_wrong
     findings.warnings += sample_unheld
