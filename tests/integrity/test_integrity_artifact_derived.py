@@ -21,6 +21,8 @@ integrity check must name it; the copies as filed pass.
   determinism benchmark's steps, runs and compilation, the repeatability benchmark's preset and
   settings (its command line, read with the script's parser at its commit, and the preset it
   names there);
+- a benchmark renamed, or its other goals (the names its command line's script files), and a
+  determinism leg that switched other than its part (what its name says it switched);
 - a LoRA merge's modules restated (the LoRA run of the ledger that wrote the adapters it
   merged puts them on its config's targets);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -434,6 +437,48 @@ def test_a_benchmark_record_of_no_benchmark_script_is_caught(tmp_path: Path) -> 
 
     found = findings(planted(tmp_path, TRACE_BENCH_RUN, forger_finished(plant)))
     assert_found(found, "its command line ['tools/trace_timer.py'] runs no benchmark script of")
+
+
+def _leg(data: dict[str, Any], name: str) -> dict[str, Any]:
+    (leg,) = [leg for leg in data["metrics"]["legs"] if leg["leg"] == name]
+    return leg
+
+
+@pytest.mark.parametrize(
+    ("plant", "said"),
+    [
+        (
+            lambda data: _leg(data, "cudnn_deterministic")["switches"].update(inductor_deterministic=False),
+            "leg 'cudnn_deterministic' differs from leg 'on' in inductor_deterministic, not its part's",
+        ),
+        (
+            lambda data: _leg(data, "cublas_workspace")["switches"].update(cublas_workspace_config=":4096:8"),
+            "leg 'cublas_workspace' trained with the switches of leg 'on': it switched nothing",
+        ),
+        (
+            lambda data: _leg(data, "on")["switches"].update(sdpa_backends=["flash", "cudnn"]),
+            "leg 'on' trained with switches that let non-deterministic kernels run",
+        ),
+        (
+            lambda data: _leg(data, "off")["switches"].update(deterministic_algorithms=True),
+            "leg 'off' trained with deterministic_algorithms=True",
+        ),
+        (lambda data: _leg(data, "off").update(leg="on"), "leg 'on' is timed 2 times"),
+        (
+            lambda data: _leg(data, "inductor_deterministic").update(leg="inductor"),
+            "leg 'inductor' is no leg",
+        ),
+    ],
+)
+def test_a_determinism_leg_is_held_to_the_part_it_names(
+    tmp_path: Path, plant: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """A part's price is its leg's rate against the every-part-on leg's, so each leg's switches are
+    what its name says: a part's leg with another switch changed too, or none, the on leg with a
+    non-deterministic SDPA backend, the off leg with determinism on; a leg timed twice or named for
+    no part."""
+    found = findings(planted(tmp_path, DETERMINISM_RUN, forger_finished(lambda data, _dir: plant(data))))
+    assert_found(found, said)
 
 
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:
