@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -454,6 +455,59 @@ def _train_legs(m: Metrics) -> Iterator[Identity]:
             yield Identity(field, m[f"{loop}_tokens_per_s"], same, (leg.get("tokens_per_s"),))
 
 
+# The loops benchmarks/train_throughput.py times, each at a determinism setting and accumulation.
+TRAIN_LOOPS = ("plain", "stack")
+
+
+def train_leg_problems(m: Metrics) -> list[str]:
+    """The legs a training benchmark's rows and headlines are read off, held to being in it, once.
+
+    Each comparison (`vs_plain`, `compiled_vs_plain`, `determinism_prices`, the headline tokens/s)
+    is derived from the legs it names by loop, determinism setting and accumulation (`leg_of`). A
+    leg renamed, or restated at another accumulation, leaves the row naming it with nothing to be
+    derived from, and a leg timed twice lets either be read; both say the row is not what its legs
+    measured. So every leg is a loop the benchmark times, each (loop, setting, accumulation) is
+    timed once, and every leg a row or headline names is there."""
+    problems = []
+    timed: dict[str, list[dict[str, Any]]] = {}
+    for where in ("legs", "compiled_legs"):
+        legs = timed[where] = [leg for leg in m.get(where) or [] if isinstance(leg, dict)]
+        keys = Counter((leg.get("loop"), leg.get("deterministic"), leg.get("grad_accum")) for leg in legs)
+        for (loop, deterministic, accum), count in keys.items():
+            if loop not in TRAIN_LOOPS:
+                problems.append(
+                    f"metrics.{where} has a leg of loop {loop!r}, which the benchmark does not time"
+                )
+            if count > 1:
+                problems.append(
+                    f"metrics.{where} times {loop!r} at deterministic={deterministic}, grad_accum={accum} "
+                    f"{count} times"
+                )
+    named: list[tuple[str, str, str, Any, Any]] = []  # (row, legs it reads, loop, setting, accumulation)
+    for rows, where, setting in (
+        ("vs_plain", "legs", None),
+        ("compiled_vs_plain", "compiled_legs", m.get("deterministic")),
+    ):
+        for index, row in enumerate(r for r in m.get(rows) or [] if isinstance(r, dict)):
+            at = (row.get("deterministic", setting), row.get("grad_accum"))
+            named += [(f"metrics.{rows}[{index}]", where, loop, *at) for loop in TRAIN_LOOPS]
+    for index, row in enumerate(r for r in m.get("determinism_prices") or [] if isinstance(r, dict)):
+        named += [
+            (f"metrics.determinism_prices[{index}]", "legs", str(row.get("loop")), on, row.get("grad_accum"))
+            for on in (True, False)
+        ]
+    for loop in TRAIN_LOOPS:  # a record of legs reads its headlines off them (before, off its contenders)
+        if timed["legs"] and m.get(f"{loop}_tokens_per_s") is not None:
+            named.append((f"metrics.{loop}_tokens_per_s", "legs", loop, m.get("deterministic"), 1))
+    for row, where, loop, deterministic, accum in named:
+        if not leg_of(timed[where], loop, deterministic, accum):
+            problems.append(
+                f"{row} is read off the {loop} leg at deterministic={deterministic}, grad_accum={accum}, "
+                f"which metrics.{where} does not hold"
+            )
+    return problems
+
+
 def same(value: float) -> float:
     """A value stated twice in one record."""
     return value
@@ -687,6 +741,8 @@ def benchmark_record(inputs: Inputs) -> Derivation:
     rule = IDENTITIES.get(str(metrics.get("benchmark")))
     if rule is not None:
         derived.problems += problems_of(rule(metrics))
+    if metrics.get("benchmark") == "train_overhead":
+        derived.problems += train_leg_problems(metrics)
     _choices(metrics, derived)
     goals_met(inputs, derived)
     return derived

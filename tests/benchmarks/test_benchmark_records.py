@@ -123,6 +123,32 @@ def test_the_compiled_legs_and_what_is_read_off_them_are_derived_from_their_step
         assert any(f"{field} is" in line for line in edited_findings(run, edited)), field
 
 
+def test_a_leg_renamed_or_timed_twice_leaves_what_is_read_off_it_caught(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The comparisons and headlines are read off legs named by loop, determinism setting and
+    accumulation: a leg restated as another loop or accumulation leaves the rows that name it with
+    nothing to derive from, and a leg timed twice lets either be read."""
+    run, record = own_copy(training_record, tmp_path)
+    legs = record["metrics"]["legs"]
+    plain_at_1 = next(i for i, leg in enumerate(legs) if leg["loop"] == "plain" and leg["grad_accum"] == 1)
+    edits = {
+        "has a leg of loop 'plains'": lambda m: m["legs"][plain_at_1].update(loop="plains"),
+        "metrics.plain_tokens_per_s is read off the plain leg at": lambda m: m["legs"][plain_at_1].update(
+            grad_accum=2
+        ),
+        "metrics.vs_plain[0] is read off the plain leg at": lambda m: m["legs"][plain_at_1].update(
+            grad_accum=2
+        ),
+        "times 'plain' at deterministic=": lambda m: m["legs"].append(dict(m["legs"][plain_at_1])),
+        "metrics.compiled_vs_plain[0] is read off the stack leg": lambda m: m["compiled_legs"].pop(),
+    }
+    for said, edit in edits.items():
+        edited = json.loads(json.dumps(record))
+        edit(edited["metrics"])
+        assert any(said in line for line in edited_findings(run, edited)), said
+
+
 def test_the_profiled_step_of_the_stack_is_a_steady_one(tmp_path: Path) -> None:
     """In the stack's profiled step the model multiplies as often as in the plain loop's: no probe
     (GATE-TRAIN-008's reference gradient is one more backward, which its last step takes)."""
