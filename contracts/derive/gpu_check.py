@@ -57,6 +57,10 @@ def gpu_check_identities(m: Metrics) -> Iterator[Identity]:
     if "shapes" in speed:
         where = "metrics.steps[attention speed].measured.shapes"
         yield from attention_identities(where, speed["shapes"], m.get("ratio"))
+        if "ratio" in speed:  # the step's own statement of the ratio the record's headline states
+            yield Identity(
+                "metrics.steps[attention speed].measured.ratio", speed["ratio"], _same, (m.get("ratio"),)
+            )
     compiled = steps.get("compile", {})
     if "plain_tokens_per_s" in compiled:
         args = (compiled.get("plain_tokens_per_s"), compiled.get("stack_tokens_per_s"))
@@ -120,8 +124,13 @@ def _summary_problems(steps: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _step_problems(steps: dict[str, dict[str, Any]]) -> list[str]:
-    """Steps that say PASS over measurements that show them failing."""
-    problems = []
+    """Steps whose status is none the check gives, and steps that say PASS over measurements that
+    show them failing."""
+    problems = [
+        f"metrics.steps[{name}] has the status {step.get('status')!r}, not one of {PASS}, {FAIL}, {SKIPPED}"
+        for name, step in steps.items()
+        if step.get("status") not in (PASS, FAIL, SKIPPED)
+    ]
     resume = steps.get("fp16 resume", {})
     if resume.get("status") == PASS and (resume.get("measured") or {}).get("mismatched"):
         problems.append("metrics.steps[fp16 resume] is PASS, but its straight and resumed runs differ")
@@ -135,6 +144,18 @@ def _step_problems(steps: dict[str, dict[str, Any]]) -> list[str]:
         if step.get("status") == PASS and step.get("fired"):
             problems.append(f"metrics.steps[{name}] is PASS, but it fired {', '.join(step['fired'])}")
     return problems
+
+
+def _goal_metrics(inputs: Inputs, goals: Any) -> list[str]:
+    """Each goal's `metric` is the one spec/benchmarks.yaml measures it by: the key its measured
+    value is read from beside it, so a renamed one would leave that value underived."""
+    benchmarks = inputs.spec.benchmarks
+    return [
+        f"metrics.goals.{name}.metric is {row.get('metric')!r}, but spec/benchmarks.yaml measures "
+        f"{name} by {benchmarks[name].metric!r}"
+        for name, row in (goals.items() if isinstance(goals, dict) else [])
+        if isinstance(row, dict) and name in benchmarks and row.get("metric") != benchmarks[name].metric
+    ]
 
 
 @derives("gpu-check")
@@ -151,5 +172,6 @@ def gpu_check_record(inputs: Inputs) -> Derivation:
         status = check_status((str(s.get("status")), list(s.get("fired") or [])) for s in steps.values())
         derived.put(("run", "status"), status.value)
     derived.problems += problems_of(gpu_check_identities(metrics))
+    derived.problems += _goal_metrics(inputs, metrics.get("goals"))
     goals_met(inputs, derived)
     return derived

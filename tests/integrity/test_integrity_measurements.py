@@ -185,6 +185,36 @@ def test_a_completed_gpu_check_with_a_failed_step_is_caught(tmp_path: Path) -> N
     )
 
 
+def test_a_step_status_the_check_never_gives_is_caught(tmp_path: Path) -> None:
+    """A step is PASS, FAIL or SKIPPED: any other word (read as passing by no rule) is named."""
+
+    def passed(data: dict[str, Any], _dir: Path) -> None:
+        _step(data, "nproc (NCCL)")["status"] = "PASSED"
+
+    assert_caught(planted(tmp_path, GPU_CHECK, passed), "metrics.steps[nproc (NCCL)] has the status 'PASSED'")
+
+
+def test_the_attention_steps_own_ratio_is_the_headlines(tmp_path: Path) -> None:
+    """The attention step states the ratio the record's headline states, from the same shapes."""
+
+    def raised(data: dict[str, Any], _dir: Path) -> None:
+        _step(data, "attention speed")["measured"]["ratio"] = 1.04
+
+    assert_caught(
+        planted(tmp_path, GPU_CHECK, raised), "metrics.steps[attention speed].measured.ratio is 1.04"
+    )
+
+
+def test_a_goal_measured_by_another_metric_is_caught(tmp_path: Path) -> None:
+    """A goal's measured value is read from the key of its metric: renamed, it would go underived."""
+
+    def renamed(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["goals"]["train_overhead"]["metric"] = "compiled_speedup"
+
+    found = findings(planted(tmp_path, GPU_CHECK, renamed))
+    assert any("metrics.goals.train_overhead.metric is 'compiled_speedup'" in line for line in found), found
+
+
 # -- what a benchmark chose from its candidates -----------------------------------------------
 
 
