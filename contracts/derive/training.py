@@ -99,6 +99,9 @@ SWITCHES_WHEN_DETERMINISTIC = {
     },
     False: {"deterministic_algorithms": False, "warn_only": False},
 }
+# SDPA's backends by torch.backends.cuda's names (the switches a record's flags list enabled), and
+# those whose backward has no deterministic mode (cuDNN's).
+SDPA_BACKENDS = ("flash", "mem_efficient", "math", "cudnn")
 NONDETERMINISTIC_SDPA = ("cudnn",)
 
 
@@ -446,6 +449,12 @@ def _switches(inputs: Inputs, deterministic: Any, derived: Derivation) -> None:
         return
     for key, value in SWITCHES_WHEN_DETERMINISTIC[deterministic].items():
         derived.put(("determinism", "flags", key), value)
+    named = flags.get("sdpa_backends")
+    if not (isinstance(named, list) and set(named) <= set(SDPA_BACKENDS)):
+        derived.problems.append(
+            f"determinism.flags.sdpa_backends is {named!r}, not a list of SDPA's backends "
+            f"{list(SDPA_BACKENDS)}"
+        )
     if not deterministic:
         return
     if unsafe := unsafe_sdpa(flags):

@@ -49,15 +49,13 @@ from typing import Any
 
 import torch
 
-from contracts.derive.training import NONDETERMINISTIC_SDPA, SWITCHES_WHEN_DETERMINISTIC
+from contracts.derive.training import NONDETERMINISTIC_SDPA, SDPA_BACKENDS, SWITCHES_WHEN_DETERMINISTIC
 from contracts.errors import BadInput
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 INDUCTOR_ENV = "TORCHINDUCTOR_DETERMINISTIC"
 INDUCTOR_CONFIG = "torch._inductor.config"
 CUBLAS_WORKSPACE = ":4096:8"  # cuBLAS's documented setting for reproducible results
-# SDPA's backends by torch.backends.cuda's names; cuDNN's backward has no deterministic mode.
-SDPA_BACKENDS = ("flash", "mem_efficient", "math", "cudnn")
 # How PyTorch words a non-deterministic op: "<op> does not have a deterministic implementation"
 # (an alert, raised or warned), "<op> defaults to a non-deterministic algorithm" (the attention
 # backends under warn-only), and cuBLAS without its workspace fixed.

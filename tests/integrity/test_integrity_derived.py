@@ -482,6 +482,18 @@ def test_switches_a_deterministic_run_could_not_have_run_under_are_caught(
     assert_caught(run, "ft-demo-20261123", fragment)
 
 
+@pytest.mark.parametrize("named", [["flash", "cudnn_"], "flash,math"])
+def test_sdpa_backends_that_are_no_backends_are_caught(tmp_path: Path, named: Any) -> None:
+    """The flags list SDPA's backends by torch's names: cuDNN's renamed would hide it from the rule
+    that a deterministic run never enabled it."""
+    run = planted(
+        tmp_path, "ft-demo-20261123", lambda d, _: d["determinism"]["flags"].update(sdpa_backends=named)
+    )
+    assert_caught(
+        run, "ft-demo-20261123", f"determinism.flags.sdpa_backends is {named!r}, not a list of SDPA's"
+    )
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(
     ("gate_id", "key", "value"),
