@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest browser-deps integrity site bench gpu-check proofs fixtures
+.PHONY: demo test lint pytest browser-deps integrity site bench gpu-check gpu-wheels proofs fixtures
 
 EXTRAS := .[dev,export,tensorboard,signing]
 # uv installs what pip would, from the sources pip is configured with (tools/uv_flags.py), in
@@ -120,6 +120,11 @@ bench: $(STAMP)
 ## compile and --nproc; files a gpu-check record under evidence/runs/ (exit 2 without CUDA)
 gpu-check: $(STAMP)
 	$(BIN)/python tools/gpu_check.py
+
+## gpu-wheels: the wheels a lent GPU machine lacks, at this environment's versions, into
+## .cache/gpu-wheels (carried with a device run; tools/gpu_wheels.py prints the install line)
+gpu-wheels: $(STAMP)
+	$(BIN)/python tools/gpu_wheels.py
 
 ## proofs: prove again, with each gate forced off, every gate whose code changed since
 ## evidence/proofs.lock, and write their entries into the lock in place (PROVE_ALL=1: every gate)
