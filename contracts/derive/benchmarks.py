@@ -432,13 +432,17 @@ def _train_legs(m: Metrics) -> Iterator[Identity]:
     for index, row in enumerate(memory):
         peaks = (row.get("stack_peak_bytes"), row.get("plain_peak_bytes"))
         yield Identity(f"metrics.memory[{index}].ratio", row.get("ratio"), quotient, peaks)
-        # What was live at each loop's peak, by owner, adds up to the peak its trace saw.
+        # What was live at each loop's peak adds up to the peak its trace saw, by owner and (where
+        # the profiler named them, on a CPU) by category alike.
         for loop in ("plain", "stack"):
             held = row.get(f"{loop}_at_peak")
+            field = f"metrics.memory[{index}].{loop}_at_peak.peak_bytes"
             if isinstance(held, dict) and isinstance(held.get("owners"), list):
                 parts = tuple(owned.get("bytes") for owned in held["owners"] if isinstance(owned, dict))
-                field = f"metrics.memory[{index}].{loop}_at_peak.peak_bytes"
                 yield Identity(field, held.get("peak_bytes"), total, parts)
+            if isinstance(held, dict) and isinstance(held.get("categories"), dict) and held["categories"]:
+                sizes = tuple(held["categories"].values())
+                yield Identity(field, held.get("peak_bytes"), total, sizes, "the sum of its categories")
     if memory:
         ratios = tuple(row.get("ratio") for row in memory)
         yield Identity("metrics.peak_memory_ratio", m.get("peak_memory_ratio"), largest, ratios)

@@ -149,6 +149,20 @@ def test_a_leg_renamed_or_timed_twice_leaves_what_is_read_off_it_caught(
         assert any(said in line for line in edited_findings(run, edited)), said
 
 
+def test_what_was_live_at_a_peak_adds_up_to_it_by_category_too(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The profiler's categories of what was live at each loop's peak partition it, as its owners
+    do: one category raised is named against the peak."""
+    run, record = own_copy(training_record, tmp_path)
+    held = record["metrics"]["memory"][0]["stack_at_peak"]
+    assert sum(held["categories"].values()) == held["peak_bytes"]
+    largest = max(held["categories"], key=held["categories"].get)
+    held["categories"][largest] += 1 << 20
+    said = "metrics.memory[0].stack_at_peak.peak_bytes is"
+    assert any(said in line and "the sum of its categories" in line for line in edited_findings(run, record))
+
+
 def test_the_profiled_step_of_the_stack_is_a_steady_one(tmp_path: Path) -> None:
     """In the stack's profiled step the model multiplies as often as in the plain loop's: no probe
     (GATE-TRAIN-008's reference gradient is one more backward, which its last step takes)."""
