@@ -481,6 +481,32 @@ def test_a_determinism_leg_is_held_to_the_part_it_names(
     assert_found(found, said)
 
 
+@pytest.mark.parametrize(
+    ("run", "plant", "said"),
+    [
+        (
+            TRACE_BENCH_RUN,
+            lambda m: m.update(benchmark=["trace_overhead"]),
+            "metrics.benchmark is ['trace_overhead']",
+        ),
+        (TRAIN_BENCH_RUN, lambda m: m.update(also=[{"name": "x"}]), "metrics.also is [{'name': 'x'}]"),
+        (DETERMINISM_RUN, lambda m: m["legs"][0].update(leg=["on"]), "a leg is named by no string"),
+        (
+            DETERMINISM_RUN,
+            lambda m: m["legs"][0]["switches"].update(sdpa_backends=4),
+            "leg 'on' trained with switches that let non-deterministic kernels run",
+        ),
+    ],
+)
+def test_a_benchmark_name_or_leg_of_another_type_is_a_finding_not_a_crash(
+    tmp_path: Path, run: str, plant: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """Names and switches read as hostile: a list where a name stands, a leg named by a list, a
+    backend list that is a number, are each named, and the check goes on."""
+    found = findings(planted(tmp_path, run, lambda data, _dir: plant(data["metrics"])))
+    assert_found(found, said)
+
+
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     """contracts.model_shape.active_params counts what benchmarks/train_throughput.active_params
     counts of the models the options benchmark shapes (dense, each option, combinations)."""

@@ -35,7 +35,9 @@ def leg_switch_problems(record: EvidenceRecord) -> list[str]:
     if record.run.kind != "benchmark" or metrics.get("benchmark") != BENCHMARK:
         return []
     legs = [leg for leg in metrics.get("legs") or [] if isinstance(leg, dict)]
-    names = Counter(leg.get("leg") for leg in legs)
+    if not all(isinstance(leg.get("leg"), str) for leg in legs):
+        return ["a leg is named by no string: which part it priced cannot be read"]
+    names = Counter(leg["leg"] for leg in legs)
     problems = [f"leg {name!r} is timed {count} times" for name, count in names.items() if count > 1]
     problems += [
         f"leg {name!r} is no leg the benchmark times ({', '.join(LEGS)})"
@@ -51,7 +53,7 @@ def leg_switch_problems(record: EvidenceRecord) -> list[str]:
     if not all(isinstance(flags, dict) for flags in switches.values()):
         return [*problems, "a leg states no switches it trained with"]
     on, off = switches.get("on"), switches.get("off")
-    if on is not None and not deterministic_kernels(on):
+    if on is not None and not (isinstance(on.get("sdpa_backends"), list) and deterministic_kernels(on)):
         problems.append(f"leg 'on' trained with switches that let non-deterministic kernels run: {on!r}")
     if off is not None:
         problems += [

@@ -82,13 +82,15 @@ def name_problems(record: EvidenceRecord) -> list[str]:
     metrics = record.metrics
     named = metrics.get("benchmark")
     problems = []
-    if named not in filed.main:
+    if not (named is None or isinstance(named, str)) or named not in filed.main:
         files = " or ".join("no name" if n is None else repr(n) for n in sorted(filed.main, key=str))
         problems.append(
             f"metrics.benchmark is {named!r}, but {script}, the script its command line ran, names {files}"
         )
     also = metrics.get("also")
-    if also is not None and not (isinstance(also, list) and set(also) <= filed.also):
+    if also is not None and not (
+        isinstance(also, list) and all(isinstance(a, str) and a in filed.also for a in also)
+    ):
         problems.append(
             f"metrics.also is {also!r}, but {script} states no other goals than {sorted(filed.also)!r}"
         )
