@@ -21,6 +21,7 @@ from contracts.judges import judge
 from contracts.proof_lock import LOCK_FILE, entry_problems, read_lock
 from contracts.spec import load_spec, load_spec_from
 from tools.integrity.check import run_checks
+from tools.integrity.proofs.fingerprints import gate_fingerprints
 from tools.integrity.proofs.mutation import lock_findings
 from tools.records.scratch import commit_all, make_repo, write_lock
 
@@ -233,6 +234,38 @@ def test_a_lock_whose_falsifiers_stay_green_or_whose_tests_differ_is_a_finding(s
         for f in found
     )
     assert any("lists no outcome of tests/test_integ.py::test_integ_001" in f for f in found), found
+
+
+HELPERS = """
+def _planted():
+    return {"value": 2}
+
+
+LIMIT = 1
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_integ_helped():
+    assert _planted()["value"] > LIMIT
+"""
+
+
+def test_a_falsifiers_fingerprint_is_its_code_not_where_the_code_stands(scratch: Path) -> None:
+    """A gate's fingerprint rests on its falsifiers and the helpers they read: tests inserted above
+    them (moving them past line 9, 99: their places no longer sort as before), or the helpers
+    reordered, leave it, so no proof is asked for again; a helper's body changed moves it."""
+    module = scratch / "tests" / "test_helped.py"
+    module.write_text("import pytest\n" + HELPERS)
+    before = gate_fingerprints(scratch)["GATE-INTEG-001"]
+    for inserted in (3, 100):
+        above = "".join(f"\n\ndef test_unrelated_{i}():\n    assert {i} >= 0\n" for i in range(inserted))
+        module.write_text("import pytest\n" + above + HELPERS)
+        assert gate_fingerprints(scratch)["GATE-INTEG-001"] == before, inserted
+    helper, limit, test = HELPERS.split("\n\n\n")
+    module.write_text("import pytest\n" + "\n\n\n".join([limit, test, helper]))
+    assert gate_fingerprints(scratch)["GATE-INTEG-001"] == before
+    module.write_text("import pytest\n" + HELPERS.replace('{"value": 2}', '{"value": 3}'))
+    assert gate_fingerprints(scratch)["GATE-INTEG-001"] != before
 
 
 def test_a_malformed_lock_is_a_finding_not_a_crash(scratch: Path) -> None:
