@@ -39,6 +39,9 @@ from stack.train.presets import PRESETS
 ROOT = Path(__file__).resolve().parent.parent
 
 GOAL = "trace_overhead"
+# What measures a CUDA forward's statistics and its checks: the Triton kernels and torch's ops (on a
+# CPU the C kernels name their build, or torch its reason: stack.kernels.host_stats.engine).
+CUDA_ENGINES = {"statistics_engine": "triton", "checks_engine": "torch"}
 
 
 def _page_faults() -> int:
@@ -189,10 +192,10 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
         "threads": torch.get_num_threads(),
         # What computed the statistics: on a CPU the C kernel (and which of its paths), or the torch
         # ops and why; on CUDA the Triton kernels.
-        "statistics_engine": engine() if device.type == "cpu" else "triton",
+        "statistics_engine": engine() if device.type == "cpu" else CUDA_ENGINES["statistics_engine"],
         # What measured GATE-TRACE-002's sampled checks: on a CPU the C kernel, or the torch ops and
         # why; on CUDA the torch ops.
-        "checks_engine": checks_engine() if device.type == "cpu" else "torch",
+        "checks_engine": checks_engine() if device.type == "cpu" else CUDA_ENGINES["checks_engine"],
         "untraced_ms": round(1e3 * statistics.median(plain), 3),
         "traced_ms": round(1e3 * statistics.median(traced), 3),
         "ratio": ratio,

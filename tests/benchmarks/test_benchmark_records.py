@@ -163,6 +163,19 @@ def test_what_was_live_at_a_peak_adds_up_to_it_by_category_too(
     assert any(said in line and "the sum of its categories" in line for line in edited_findings(run, record))
 
 
+def test_a_training_benchmark_restated_as_a_gpus_states_no_peak_of_it(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Its peak FLOP/s is the stack's figure for the device it names: a CPU record restated as an
+    H100's (env agreeing with itself) still says none."""
+    run, record = own_copy(training_record, tmp_path)
+    record["env"].update(device="NVIDIA H100 80GB HBM3", torch="2.11.0+cu128", cuda="12.8")
+    found = edited_findings(run, record)
+    assert any(
+        "metrics.peak_flops is None, but env.device 'NVIDIA H100 80GB HBM3' peaks at" in f for f in found
+    )
+
+
 def test_the_profiled_step_of_the_stack_is_a_steady_one(tmp_path: Path) -> None:
     """In the stack's profiled step the model multiplies as often as in the plain loop's: no probe
     (GATE-TRAIN-008's reference gradient is one more backward, which its last step takes)."""

@@ -507,6 +507,40 @@ def test_a_benchmark_name_or_leg_of_another_type_is_a_finding_not_a_crash(
     assert_found(found, said)
 
 
+H100 = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu128", "cuda": "12.8"}
+CPU = {"device": "cpu", "torch": "2.13.0+cpu", "cuda": None}
+
+
+@pytest.mark.parametrize(
+    ("run", "env", "said"),
+    [
+        (
+            TRACE_BENCH_RUN,
+            H100,
+            "metrics.statistics_engine is 'c (avx512 openmp)', which no cuda run measures with",
+        ),
+        (
+            DETERMINISM_RUN,
+            H100,
+            "env.device is 'NVIDIA H100 80GB HBM3', but its command line runs it on 'cpu'",
+        ),
+        (SPEED_RUN, H100, "metrics.benchmark is 'model_vs_reference_cpu', but env.device"),
+        (TRAIN_BENCH_RUN, CPU, "env.device is 'cpu', but its command line runs it on 'cuda'"),
+    ],
+)
+def test_a_benchmark_restated_as_run_on_another_device_is_caught(
+    tmp_path: Path, run: str, env: dict[str, Any], said: str
+) -> None:
+    """A CPU benchmark restated as an H100's (device, torch build and CUDA together, so the env agrees
+    with itself), or an H100's as the CPU's, contradicts what it measured there (a trace's engines,
+    a model benchmark's name) and the device its command line ran it on."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["env"].update(env)
+
+    assert_found(findings(planted(tmp_path, run, forger_finished(plant))), said)
+
+
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     """contracts.model_shape.active_params counts what benchmarks/train_throughput.active_params
     counts of the models the options benchmark shapes (dense, each option, combinations)."""

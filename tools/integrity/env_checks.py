@@ -28,6 +28,15 @@ CUDA (an es, prepare or laser record restated as a CUDA run, consistently, is ca
 read from the writer's source at the record's commit (WRITERS names the file of each kind), without running
 it; a writer that cannot be read there, or passes no one literal, is named, never passed in silence (a dirty
 tree's record is warned of).
+
+A benchmark record measured what its device allows (`benchmark_device_problems`), so a CPU record
+restated as a GPU's (env.device, env.torch and env.cuda together) contradicts its own numbers: a
+trace benchmark's statistics and checks were measured by the Triton kernels and torch's ops on
+CUDA (`benchmarks/trace_overhead.CUDA_ENGINES`) and by the C kernels (or torch, naming why) on a
+CPU, and only a CUDA record keeps a kernel profile; a training benchmark's `peak_flops` is the
+peak the stack's table gives its device (`stack.train.flops.peak_flops`: none for a CPU); a model
+benchmark is named for its device (`SPEED_BENCHMARKS`). Its command line's `--device` decides the
+same (tools/integrity/settings/bench_argv.py).
 """
 
 from __future__ import annotations
@@ -41,8 +50,11 @@ from typing import Any
 
 import torch
 
+from benchmarks import trace_overhead, train_throughput
+from contracts.derive.benchmarks import SPEED_BENCHMARKS
 from contracts.evidence import EvidenceRecord
 from contracts.reading import read_json
+from stack.train.flops import peak_flops
 from tools.integrity.settings.default_sources import UNRESOLVED, Reader, _parsed, resolved
 from tools.integrity.spec_history import commit_reader, files_at
 
@@ -101,6 +113,37 @@ def env_problems(record: EvidenceRecord) -> list[str]:
         and isinstance(g.measured.get(MEASURED_DEVICE), str)
         and g.measured[MEASURED_DEVICE] != "cpu"
     ]
+    return problems
+
+
+def device_type(record: EvidenceRecord) -> str:
+    """ "cpu" or "cuda": what the record's env.device names (a GPU by its name, or `cuda`, `cuda:1`)."""
+    return "cpu" if record.env.device.split(":")[0] == "cpu" else "cuda"
+
+
+def benchmark_device_problems(record: EvidenceRecord) -> list[str]:
+    """What a benchmark record measured that its env.device could not have (module docstring)."""
+    metrics, device, named = record.metrics, device_type(record), record.env.device
+    if record.run.kind != "benchmark":
+        return []
+    problems = []
+    name = metrics.get("benchmark")
+    if name == trace_overhead.GOAL:
+        for key, cuda in trace_overhead.CUDA_ENGINES.items():
+            if key in metrics and (metrics[key] == cuda) != (device == "cuda"):
+                problems.append(f"metrics.{key} is {metrics[key]!r}, which no {device} run measures with")
+        if "profile" in metrics and device == "cpu":
+            problems.append("metrics.profile is a CUDA kernel profile, but env.device is the CPU")
+    if name in SPEED_BENCHMARKS.values() and name != SPEED_BENCHMARKS[device]:
+        problems.append(
+            f"metrics.benchmark is {name!r}, but env.device {named!r} makes it {SPEED_BENCHMARKS[device]!r}"
+        )
+    if name == train_throughput.BENCHMARK and "peak_flops" in metrics:
+        peak = peak_flops(named) if device == "cuda" else None
+        if metrics["peak_flops"] != peak:
+            problems.append(
+                f"metrics.peak_flops is {metrics['peak_flops']!r}, but env.device {named!r} peaks at {peak!r}"
+            )
     return problems
 
 

@@ -28,7 +28,12 @@ from contracts.release_rules import stale_reason
 from contracts.spec import RunKind, Spec, checks_required, gates_required
 from tools.integrity.benchmark_mfu import mfu_problems
 from tools.integrity.determinism_legs import leg_switch_problems
-from tools.integrity.env_checks import env_problems, version_findings, writer_device_problems
+from tools.integrity.env_checks import (
+    benchmark_device_problems,
+    env_problems,
+    version_findings,
+    writer_device_problems,
+)
 from tools.integrity.models.checkpoint_reads import (
     committed_checkpoint_problems,
     committed_source_problems,
@@ -498,7 +503,7 @@ def check_record_truth(
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
     findings.violations += committed_checkpoint_problems(record, root)
     findings.violations += implied_problems(record) + mfu_problems(record) + name_problems(record)
-    findings.violations += leg_switch_problems(record)
+    findings.violations += leg_switch_problems(record) + benchmark_device_problems(record)
     sample_wrong, sample_unheld = sample_findings(record, root)
     findings.violations += sample_wrong
     findings.warnings += sample_unheld

@@ -13,6 +13,8 @@ record's own command line (`run.argv`), so a record edited to claim other settin
   default left out; one it leaves out holds the default the script's parser declared at the
   record's commit, read from the source without running it (default_sources.parser_defaults), as
   a `stack` command's defaults are read;
+* the device its line runs it on (`--device`, given or a literal default) is env.device's kind
+  (the CPU, or a CUDA GPU by its name);
 * of a trace benchmark, a length of 0 is the preset's ctx, and the parameters are counted
   (contracts.model_shape.param_count) and the sites named (stack.trace.sites) from the preset's
   model at the commit, the preset over ModelConfig's defaults there (preset_sources), at the line's
@@ -42,6 +44,7 @@ from contracts.evidence import EvidenceRecord
 from contracts.model_shape import param_count
 from stack.model import ModelConfig
 from stack.trace.sites import layout_for, site_names
+from tools.integrity.env_checks import device_type
 from tools.integrity.settings.argv_record import _suppress_defaults
 from tools.integrity.settings.default_sources import UNRESOLVED, parser_defaults
 from tools.integrity.settings.preset_sources import (
@@ -150,6 +153,11 @@ def line_problems(
         for key, dest in script.stated.items()
         if key in metrics and dest in asked and metrics[key] != asked[dest]
     ]
+    device = asked.get("device")
+    if isinstance(device, str) and device.split(":")[0] != device_type(record):
+        found.append(
+            ("device", f"env.device is {record.env.device!r}, but its command line runs it on {device!r}")
+        )
     if metrics.get("benchmark") == trace_overhead.GOAL:
         found += _trace_contradictions(metrics, asked, blobs)
     problems = [problem for dest, problem in found if dest in options or not record.code.git_dirty]
