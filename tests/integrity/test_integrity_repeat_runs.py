@@ -101,3 +101,14 @@ def test_run_differences_ignores_timings_and_names_values_lines_and_weights() ->
         "step 3: missing"
     ]
     assert run_differences(a, a, "w", "v") == run_differences(a, a, None, None) == ["final weights"]
+
+
+def test_a_benchmark_restated_as_run_on_the_cpu_is_caught_by_its_legs(tmp_path: Path) -> None:
+    """Its legs are runs of their own, each on the GPU its record names: the benchmark restated as
+    the CPU's (its env agreeing with itself) is not where its legs ran."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["env"].update(device="cpu", torch="2.13.0+cpu", cuda=None)
+
+    found = findings(planted(tmp_path, REPEAT_RUN, forger_finished(plant)))
+    assert_found(found, f"leg A ({EAGER_A}) ran on 'cuda', the benchmark on 'cpu'")

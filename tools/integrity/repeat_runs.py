@@ -35,6 +35,7 @@ from contracts.derive.benchmarks import (
 )
 from contracts.evidence import EvidenceRecord
 from contracts.release_rules import WEIGHTS_FILE
+from tools.integrity.env_checks import device_type
 
 
 def _weights(record: EvidenceRecord) -> str | None:
@@ -187,7 +188,7 @@ def _distinct(runs: dict[str, Any], legs: dict[str, tuple[EvidenceRecord, str]])
 
 def _setting(bench: EvidenceRecord, mode: dict[str, Any], record: EvidenceRecord) -> list[str]:
     """A leg is a train run of the mode's setting: compiled or eager, the benchmark's preset and
-    `--set` items, and the mode's steps."""
+    `--set` items, and the mode's steps, on the benchmark's kind of device."""
     if record.run.kind != "train":
         return [f"is a {record.run.kind} record, not a training run"]
     train = record.config.get("train") if isinstance(record.config, dict) else None
@@ -198,6 +199,8 @@ def _setting(bench: EvidenceRecord, mode: dict[str, Any], record: EvidenceRecord
         problems.append(
             f"trained with train.compile={train.get('compile')!r}, not the {mode.get('mode')} mode's"
         )
+    if device_type(record) != device_type(bench):
+        problems.append(f"ran on {record.env.device!r}, the benchmark on {bench.env.device!r}")
     if train.get("steps") != mode.get("steps"):
         problems.append(f"was set for {train.get('steps')!r} steps, the mode for {mode.get('steps')!r}")
     argv = list(record.run.argv)
