@@ -215,6 +215,15 @@ def test_a_goal_measured_by_another_metric_is_caught(tmp_path: Path) -> None:
     assert any("metrics.goals.train_overhead.metric is 'compiled_speedup'" in line for line in found), found
 
 
+def test_a_gpu_check_restated_as_run_on_the_cpu_is_caught(tmp_path: Path) -> None:
+    """The GPU check refuses to run without CUDA: a record of it on the CPU was never filed by it."""
+
+    def moved(data: dict[str, Any], _dir: Path) -> None:
+        data["env"].update(device="cpu", torch="2.13.0+cpu", cuda=None)
+
+    assert_caught(planted(tmp_path, GPU_CHECK, moved), "the GPU check runs on CUDA alone")
+
+
 # -- what a benchmark chose from its candidates -----------------------------------------------
 
 

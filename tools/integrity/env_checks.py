@@ -35,8 +35,8 @@ trace benchmark's statistics and checks were measured by the Triton kernels and 
 CUDA (`benchmarks/trace_overhead.CUDA_ENGINES`) and by the C kernels (or torch, naming why) on a
 CPU, and only a CUDA record keeps a kernel profile; a training benchmark's `peak_flops` is the
 peak the stack's table gives its device (`stack.train.flops.peak_flops`: none for a CPU); a model
-benchmark is named for its device (`SPEED_BENCHMARKS`). Its command line's `--device` decides the
-same (tools/integrity/settings/bench_argv.py).
+benchmark is named for its device (`SPEED_BENCHMARKS`); the GPU check refuses to run without CUDA.
+Its command line's `--device` decides the same (tools/integrity/settings/bench_argv.py).
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def device_type(record: EvidenceRecord) -> str:
 def benchmark_device_problems(record: EvidenceRecord) -> list[str]:
     """What a benchmark record measured that its env.device could not have (module docstring)."""
     metrics, device, named = record.metrics, device_type(record), record.env.device
+    if record.run.kind == "gpu-check" and device == "cpu":  # it refuses to run without CUDA
+        return [f"env.device is {named!r}, but the GPU check runs on CUDA alone (tools/records/gpu_check.py)"]
     if record.run.kind != "benchmark":
         return []
     problems = []
