@@ -45,7 +45,7 @@ from benchmarks.train_throughput import (
     steady_sets,
     tokens_per_step,
 )
-from contracts.derive.benchmarks import median_rate, overhead
+from contracts.derive.benchmarks import DETERMINISM_BENCHMARK, median_rate, overhead
 from contracts.evidence import file_record, new_record, run_id
 from stack.artifacts import DATA_MANIFEST
 from stack.data.prepare import prepare_corpus
@@ -53,7 +53,6 @@ from stack.train.config import resolve
 from stack.train.determinism import SDPA_BACKENDS, Switches
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARK = "determinism_parts"  # what its records name: no goal of spec/benchmarks.yaml
 
 # Each part of `train.deterministic` and the switches its leg sets instead, every other part as
 # `train.deterministic` sets it: PyTorch's defaults, and the uninitialised memory filled (which
@@ -145,7 +144,7 @@ def parts_metrics(
 ) -> dict[str, Any]:
     """The record's metrics: the legs as measured and the prices derived from them."""
     return {
-        "benchmark": BENCHMARK,
+        "benchmark": DETERMINISM_BENCHMARK,
         "preset": preset,
         "compiled": compiled,
         "steps": steps,

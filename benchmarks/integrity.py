@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from contracts.derive.benchmarks import INTEGRITY_BENCHMARK as GOAL
 from contracts.evidence import file_completed, new_record, run_id
 from contracts.spec import load_spec
 from tools.integrity.check import run_checks
-from tools.integrity.settings.bench_names import INTEGRITY_BENCHMARK as GOAL
 from tools.records.scratch import make_record, make_repo, passed
 
 ROOT = Path(__file__).resolve().parent.parent

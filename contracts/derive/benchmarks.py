@@ -139,6 +139,15 @@ def geometric_mean(*ratios: float) -> float:
     return math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios))
 
 
+# The names the benchmark scripts file their records under, where no goal's module names them:
+# benchmarks/train_throughput.py's per-step cost and its options' measurement,
+# benchmarks/determinism_parts.py's prices (no goal of spec/benchmarks.yaml), and
+# benchmarks/integrity.py's timing of the checker.
+TRAIN_BENCHMARK = "train_overhead"
+OPTIONS_BENCHMARK = "train_options"
+DETERMINISM_BENCHMARK = "determinism_parts"
+INTEGRITY_BENCHMARK = "integrity_10k"
+
 # benchmarks/repeatability.py's record: the benchmark's name, its straight run, and per repeated run
 # (B again, C stopped and resumed) the key of a mode that lists what it differs from A in.
 REPEAT_BENCHMARK = "repeatable_runs_gpu"
@@ -522,7 +531,7 @@ def same(value: float) -> float:
 TRAIN_CONTENDERS = ("plain", "stack", "plain_compiled", "compiled")
 
 
-@identities("train_overhead")
+@identities(TRAIN_BENCHMARK)
 def _train(m: Metrics) -> Iterator[Identity]:
     yield from _train_legs(m)
     yield from _of(m, "overhead", overhead, "plain_tokens_per_s", "stack_tokens_per_s")
@@ -621,7 +630,7 @@ def _smoke(m: Metrics) -> Iterator[Identity]:
         )
 
 
-@identities("train_options")
+@identities(OPTIONS_BENCHMARK)
 def _options(m: Metrics) -> Iterator[Identity]:
     rows = [row for row in m.get("options") or [] if isinstance(row, dict)]
     dense = next((row.get("tokens_per_s") for row in rows if row.get("option") == "dense"), None)
@@ -631,7 +640,7 @@ def _options(m: Metrics) -> Iterator[Identity]:
             yield Identity(f"metrics.options[{index}].vs_dense", row["vs_dense"], quotient, args)
 
 
-@identities("determinism_parts")
+@identities(DETERMINISM_BENCHMARK)
 def _determinism_parts(m: Metrics) -> Iterator[Identity]:
     """benchmarks/determinism_parts.py: each leg's tokens/s from its per-step seconds past the
     warm-up; each part's price from the every-part-on leg and the leg with that part off, and the
@@ -745,7 +754,7 @@ def benchmark_record(inputs: Inputs) -> Derivation:
     rule = IDENTITIES.get(str(metrics.get("benchmark")))
     if rule is not None:
         derived.problems += problems_of(rule(metrics))
-    if metrics.get("benchmark") == "train_overhead":
+    if metrics.get("benchmark") == TRAIN_BENCHMARK:
         derived.problems += train_leg_problems(metrics)
     _choices(metrics, derived)
     goals_met(inputs, derived)

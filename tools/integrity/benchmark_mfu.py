@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from contracts.derive.benchmarks import SPEED_BENCHMARKS, Identity, problems_of
+from contracts.derive.benchmarks import SPEED_BENCHMARKS, TRAIN_BENCHMARK, Identity, problems_of
 from contracts.evidence import EvidenceRecord
 from stack.model.config import ModelConfig
 from stack.train.flops import mfu, peak_flops
@@ -40,10 +40,10 @@ def mfu_problems(record: EvidenceRecord) -> list[str]:
     """Sentences for every MFU of a speed benchmark's record that its tokens/s, model and GPU do not give."""
     metrics = record.metrics
     name = metrics.get("benchmark")
-    if record.run.kind != "benchmark" or name not in (*SPEED_BENCHMARKS.values(), "train_overhead"):
+    if record.run.kind != "benchmark" or name not in (*SPEED_BENCHMARKS.values(), TRAIN_BENCHMARK):
         return []
-    pairs = list(_train_pairs(metrics) if name == "train_overhead" else _row_pairs(metrics))
-    shape = metrics.get("model" if name == "train_overhead" else "config")
+    pairs = list(_train_pairs(metrics) if name == TRAIN_BENCHMARK else _row_pairs(metrics))
+    shape = metrics.get("model" if name == TRAIN_BENCHMARK else "config")
     if not isinstance(shape, dict):
         stated = any(recorded is not None for _, recorded, _ in pairs)
         if stated and record.run.started >= MODEL_STORED_SINCE:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from benchmarks.determinism_parts import BENCHMARK, LEGS, PARTS
+from benchmarks.determinism_parts import LEGS, PARTS
+from contracts.derive.benchmarks import DETERMINISM_BENCHMARK
 from contracts.derive.training import SWITCHES_WHEN_DETERMINISTIC, deterministic_kernels
 from contracts.evidence import EvidenceRecord
 
@@ -32,7 +33,7 @@ from contracts.evidence import EvidenceRecord
 def leg_switch_problems(record: EvidenceRecord) -> list[str]:
     """What a determinism benchmark's legs state they switched that their names deny."""
     metrics = record.metrics
-    if record.run.kind != "benchmark" or metrics.get("benchmark") != BENCHMARK:
+    if record.run.kind != "benchmark" or metrics.get("benchmark") != DETERMINISM_BENCHMARK:
         return []
     legs = [leg for leg in metrics.get("legs") or [] if isinstance(leg, dict)]
     if not all(isinstance(leg.get("leg"), str) for leg in legs):

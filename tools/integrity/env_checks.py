@@ -50,8 +50,8 @@ from typing import Any
 
 import torch
 
-from benchmarks import trace_overhead, train_throughput
-from contracts.derive.benchmarks import SPEED_BENCHMARKS
+from benchmarks import trace_overhead
+from contracts.derive.benchmarks import SPEED_BENCHMARKS, TRAIN_BENCHMARK
 from contracts.evidence import EvidenceRecord
 from contracts.reading import read_json
 from stack.train.flops import peak_flops
@@ -102,7 +102,7 @@ def env_problems(record: EvidenceRecord) -> list[str]:
     if not (env.torch or "").endswith(CPU_ONLY):
         return problems
     build = f"env.torch {env.torch!r} is a CPU-only build"
-    if env.device.split(":")[0] != "cpu":
+    if device_type(record) != "cpu":
         problems.append(f"env.device is {env.device!r}, but {build}: it ran on the CPU")
     if env.cuda is not None:
         problems.append(f"env.cuda is {env.cuda!r}, but {build}, which has no CUDA")
@@ -140,7 +140,7 @@ def benchmark_device_problems(record: EvidenceRecord) -> list[str]:
         problems.append(
             f"metrics.benchmark is {name!r}, but env.device {named!r} makes it {SPEED_BENCHMARKS[device]!r}"
         )
-    if name == train_throughput.BENCHMARK and "peak_flops" in metrics:
+    if name == TRAIN_BENCHMARK and "peak_flops" in metrics:
         peak = peak_flops(named) if device == "cuda" else None
         if metrics["peak_flops"] != peak:
             problems.append(

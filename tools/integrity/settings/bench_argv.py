@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from benchmarks import determinism_parts, repeatability, trace_overhead, train_throughput
+from contracts.derive.benchmarks import DETERMINISM_BENCHMARK, OPTIONS_BENCHMARK, TRAIN_BENCHMARK
 from contracts.evidence import EvidenceRecord
 from contracts.model_shape import param_count
 from stack.model import ModelConfig
@@ -76,9 +77,9 @@ SCRIPTS = {
         trace_overhead.build_parser,
         {"preset": "preset", "batch": "batch", "repeats": "repeats"},
     ),
-    "train_overhead": TRAINING,
-    "train_options": TRAINING,
-    "determinism_parts": Script(
+    TRAIN_BENCHMARK: TRAINING,
+    OPTIONS_BENCHMARK: TRAINING,
+    DETERMINISM_BENCHMARK: Script(
         "benchmarks/determinism_parts.py",
         determinism_parts.build_parser,
         {"preset": "preset", "steps": "steps", "runs": "runs", "compiled": "compile"},

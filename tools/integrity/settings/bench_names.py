@@ -17,19 +17,21 @@ from pathlib import PurePath
 
 from benchmarks import (
     attention,
-    determinism_parts,
     prepare_stream,
     reader,
     smoke,
     trace_overhead,
     train_throughput,
 )
-from contracts.derive.benchmarks import REPEAT_BENCHMARK, SPEED_BENCHMARKS
+from contracts.derive.benchmarks import (
+    DETERMINISM_BENCHMARK,
+    INTEGRITY_BENCHMARK,
+    OPTIONS_BENCHMARK,
+    REPEAT_BENCHMARK,
+    SPEED_BENCHMARKS,
+    TRAIN_BENCHMARK,
+)
 from contracts.evidence import EvidenceRecord
-
-# The name benchmarks/integrity.py files its records under: kept here, by the checker it times, since
-# that script imports the checker and the checker's table below cannot import it back.
-INTEGRITY_BENCHMARK = "integrity_10k"
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Filed:
 FILED_BY = {
     "benchmarks/attention.py": Filed(frozenset({attention.GOAL})),
     "benchmarks/attention_tiles.py": Filed(frozenset({None})),
-    "benchmarks/determinism_parts.py": Filed(frozenset({determinism_parts.BENCHMARK})),
+    "benchmarks/determinism_parts.py": Filed(frozenset({DETERMINISM_BENCHMARK})),
     "benchmarks/integrity.py": Filed(frozenset({INTEGRITY_BENCHMARK})),
     "benchmarks/model_speed.py": Filed(frozenset(SPEED_BENCHMARKS.values())),
     "benchmarks/prepare_stream.py": Filed(
@@ -56,7 +58,7 @@ FILED_BY = {
     "benchmarks/stats_tiles.py": Filed(frozenset({None})),
     "benchmarks/trace_overhead.py": Filed(frozenset({trace_overhead.GOAL})),
     "benchmarks/train_throughput.py": Filed(
-        frozenset({train_throughput.BENCHMARK, train_throughput.OPTIONS_BENCHMARK}),
+        frozenset({TRAIN_BENCHMARK, OPTIONS_BENCHMARK}),
         frozenset({*train_throughput.ALSO, *train_throughput.GPU_ALSO}),
     ),
 }

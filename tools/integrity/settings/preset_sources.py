@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from contracts.derive.benchmarks import SPEED_BENCHMARKS
+from contracts.derive.benchmarks import OPTIONS_BENCHMARK, SPEED_BENCHMARKS, TRAIN_BENCHMARK
 from contracts.evidence import EvidenceRecord
 from contracts.judges.arch import DENSE, JOIN
 from contracts.model_shape import active_params, param_count
@@ -51,7 +51,7 @@ OPTIONS_SOURCES = (*PRESET_SOURCES, OPTIONS_FILE)
 TRAIN_KEYS = ("batch_size", "grad_accum", "precision", "deterministic")
 # The benchmarks that train the preset (benchmarks/train_throughput.py): the others that state a
 # preset's model (benchmarks/trace_overhead.py) run its forward only, at a precision of their own.
-TRAINED = frozenset({"train_overhead"})
+TRAINED = frozenset({TRAIN_BENCHMARK})
 # The pydantic helpers a config class declares a field's default with: Field(default=...) or its
 # first argument, and ModelConfig's `_option(default, ...)` (an option left out while off).
 DEFAULT_CALLS = ("Field", "_option")
@@ -171,7 +171,7 @@ def states_options(record: EvidenceRecord) -> bool:
     metrics = record.metrics
     return (
         record.run.kind == "benchmark"
-        and metrics.get("benchmark") == "train_options"
+        and metrics.get("benchmark") == OPTIONS_BENCHMARK
         and isinstance(metrics.get("preset"), str)
         and isinstance(metrics.get("options"), list)
     )
