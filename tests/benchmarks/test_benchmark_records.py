@@ -23,6 +23,7 @@ from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, prof
 from benchmarks.train_throughput import main as throughput_main
 from contracts.derive.benchmarks import leg_failures
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
+from contracts.spec import load_spec
 from tests.support.ledger_support import ROOT, findings
 from tests.support.train_support import prepared
 
@@ -121,6 +122,25 @@ def test_the_compiled_legs_and_what_is_read_off_them_are_derived_from_their_step
         edited = json.loads(json.dumps(record))
         edit(edited["metrics"])
         assert any(f"{field} is" in line for line in edited_findings(run, edited)), field
+
+
+def test_the_compiled_pair_states_its_goals_and_met_answers_for_them(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """With --compile the record states the compiled goals of spec/benchmarks.yaml beside the
+    eager ones, each as the spec holds it, and `met` answers for every goal it states: a compiled
+    goal restated, or the verdict turned, is named."""
+    run, record = own_copy(training_record, tmp_path)
+    metrics, spec = record["metrics"], load_spec()
+    for bench in ("train_compiled_overhead", "train_compiled_peak_memory_ratio"):
+        goal = spec.benchmark(bench)
+        assert bench in metrics["also"] and metrics[f"goal_{goal.metric}"] == goal.goal, bench
+    edited = json.loads(json.dumps(record))
+    edited["metrics"]["goal_compiled_overhead"] = 0.5
+    assert any("metrics.goal_compiled_overhead is" in line for line in edited_findings(run, edited))
+    edited = json.loads(json.dumps(record))
+    edited["metrics"]["met"] = not metrics["met"]
+    assert any("metrics.met is" in line for line in edited_findings(run, edited))
 
 
 def test_a_leg_renamed_or_timed_twice_leaves_what_is_read_off_it_caught(
