@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar
+from contracts.derive.reports import version_key
 from contracts.errors import interrupted_by
 
 DERIVERS: dict[str, Deriver] = {}
@@ -688,8 +689,20 @@ def _met(inputs: Inputs, name: str, measured: Any, goal: Any) -> bool | None:
     return spec_goal.model_copy(update={"goal": float(goal)}).met(float(measured))
 
 
+# From this spec version a benchmark record states the goal of each benchmark it names (its own and
+# each of `also`) whose measurement it holds, and `met` answers for every one: a goal left unstated
+# would take a missed measurement out of the verdict.
+EVERY_GOAL_SINCE = "1.61.0"
+
+
+def _real(value: Any) -> bool:
+    """Whether `value` is a measurement a goal can judge: a number, not a flag."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def goals_met(inputs: Inputs, derived: Derivation) -> None:
-    """`met` of every goal the record states, from its value and goal."""
+    """`met` of every goal the record states (from 1.61.0, of every goal it measured), from its value
+    and goal."""
     metrics, spec = inputs.record.metrics, inputs.spec
     goals = metrics.get("goals")
     if isinstance(goals, dict):  # several goals, each with its own measurement
@@ -705,12 +718,27 @@ def goals_met(inputs: Inputs, derived: Derivation) -> None:
         return
     # Where the record states each goal it was measured against: `goal` for the main benchmark,
     # `goal_<metric>` for each benchmark of several.
+    every = version_key(inputs.record.spec.version) >= version_key(EVERY_GOAL_SINCE)
     stated = [(name, "goal")] if "goal" in metrics else []
-    for other in [name, *(metrics.get("also") or [])]:
-        if other in spec.benchmarks and f"goal_{spec.benchmarks[other].metric}" in metrics:
-            stated.append((other, f"goal_{spec.benchmarks[other].metric}"))
+    also = metrics.get("also")
+    for other in [name, *(also if isinstance(also, list) else [])]:
+        bench = spec.benchmarks.get(other) if isinstance(other, str) else None
+        if bench is None:
+            continue
+        key = f"goal_{bench.metric}"
+        if key in metrics:
+            stated.append((other, key))
+        elif every and not (other == name and stated) and _real(metrics.get(bench.metric)):
+            derived.put(("metrics", key), bench.goal)  # measured, so it must be stated and judged
+            stated.append((other, key))
     verdicts = [
-        _met(inputs, bench, metrics.get(spec.benchmarks[bench].metric), metrics[key]) for bench, key in stated
+        _met(
+            inputs,
+            bench,
+            metrics.get(spec.benchmarks[bench].metric),
+            metrics.get(key, spec.benchmarks[bench].goal),
+        )
+        for bench, key in stated
     ]
     if verdicts:
         derived.put(("metrics", "met"), None if None in verdicts else all(verdicts))
