@@ -40,7 +40,9 @@ from typing import Any
 import pytest
 
 from benchmarks import train_throughput
+from contracts.evidence import EvidenceRecord
 from contracts.model_shape import active_params
+from contracts.spec import load_spec
 from stack.model.config import ModelConfig
 from tests.support.ledger_support import (
     ABLATION_RUN,
@@ -62,6 +64,7 @@ from tests.support.ledger_support import (
     log_lines,
     planted,
 )
+from tools.integrity.check import benchmark_goals
 
 # Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
 OPTIONS_RUN = "bench-train-options-20261122T172734"
@@ -413,6 +416,7 @@ TILES_RUN = "bench-attention-tiles-20261122T160045"
             "but benchmarks/train_throughput.py states no other goals than",
         ),
         (TRAIN_BENCH_RUN, "also", ["trace_overhead"], "metrics.also is ['trace_overhead']"),
+        (TRAIN_BENCH_RUN, "also", [["train_peak_memory_ratio"], {"a": 1}], "states no other goals than"),
     ],
 )
 def test_a_benchmark_renamed_is_held_to_the_script_its_line_ran(
@@ -427,6 +431,19 @@ def test_a_benchmark_renamed_is_held_to_the_script_its_line_ran(
         data["metrics"][field] = value
 
     assert_found(findings(planted(tmp_path, run, forger_finished(plant))), said)
+
+
+def test_the_goals_a_record_states_are_read_past_names_that_are_no_names() -> None:
+    """The goals a benchmark record states are read against the spec at its commit past an `also`
+    whose items are no benchmark names (a list, an object): those are the name check's finding, and
+    the goals the record does name are still compared."""
+    data = json.loads((RECORDS / TRAIN_BENCH_RUN / "metadata.json").read_text(encoding="utf-8"))
+    data["metrics"]["also"] = [["train_peak_memory_ratio"], {"a": 1}, "train_peak_memory_ratio"]
+    record = EvidenceRecord.model_validate(data)
+    by_name = {name: goal.model_dump() for name, goal in load_spec().benchmarks.items()}
+    stated = benchmark_goals(record, by_name)
+    assert stated["goal"] == (data["metrics"]["goal"], by_name["train_overhead"]["goal"])
+    assert set(stated) <= {"goal", "goal_peak_memory_ratio"}
 
 
 def test_a_benchmark_record_of_no_benchmark_script_is_caught(tmp_path: Path) -> None:

@@ -1186,8 +1186,9 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
         return {}
     if name in goals and "goal" in metrics:
         stated["goal"] = (metrics["goal"], goals[name].get("goal"))
-    for other in [name, *(metrics.get("also") or [])]:
-        goal = goals.get(other)
+    also = metrics.get("also")
+    for other in [name, *(also if isinstance(also, list) else [])]:
+        goal = goals.get(other) if isinstance(other, str) else None  # no name: settings.bench_names says so
         key = f"goal_{goal.get('metric')}" if goal is not None else None
         if goal is not None and key in metrics:
             stated[key] = (metrics[key], goal.get("goal"))
