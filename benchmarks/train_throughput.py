@@ -4,7 +4,9 @@
 The plain loop is what a person would write by hand: the same GPT, AdamW, clipping, batches
 from a memory-mapped array, and nothing else. `stack train` adds the reader, hashes, gate
 checks, metrics lines, evidence and the coherence monitor; its overhead is the ratio of the two
-medians of per-step throughput (steady state: the first steps are dropped). With `--compile`
+medians of per-step throughput (steady state: the first steps are dropped). On a CPU the two loops'
+steps alternate in one run (`PairedClock`), so the machine's slow spells fall on both alike; on a
+GPU each loop has a run of its own, one after the other (`timing` says which). With `--compile`
 both loops also run under torch.compile, at grad_accum 1 and at the preset's accumulation
 (`compiled_legs`). Results go to evidence/runs/bench-train-<time>/.
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import statistics
 import sys
@@ -105,17 +106,27 @@ def leg_sets(deterministic: bool, grad_accum: int) -> list[str]:
 
 
 class StepClock:
-    """The wall-clock time at the end of every step, taken the same way for both loops: each
-    period between two step ends is one step's seconds, everything the loop does in it included."""
+    """The wall-clock time at the end of every step, taken the same way for both loops: each step's
+    seconds run from the end of the one before (or from `resume`, where the clock was paused between
+    them) to its own end, everything the loop does in that time included."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.starts: list[float] = []  # where each next step's time begins: its tick, or a resume
         self.weights: str | None = None  # the trained weights' digest, where the loop takes it
         # The kernels' switches as torch had them at the last step, where the loop reads them.
         self.switches: dict[str, Any] | None = None
 
     def tick(self, *_: object) -> None:
-        self.ends.append(time.perf_counter())
+        now = time.perf_counter()
+        self.ends.append(now)
+        self.starts.append(now)
+
+    def resume(self) -> None:
+        """The next step's time begins now, not at the last tick: what ran in between was not this
+        loop's (`PairedClock`)."""
+        if self.starts:
+            self.starts[-1] = time.perf_counter()
 
     @contextlib.contextmanager
     def progress(self, _total: int, _every: int) -> Iterator[Callable[[int, dict[str, Any]], None]]:
@@ -126,7 +137,7 @@ class StepClock:
 
     @property
     def step_seconds(self) -> list[float]:
-        return [after - before for before, after in itertools.pairwise(self.ends)]
+        return [end - start for start, end in zip(self.starts, self.ends[1:], strict=False)]
 
 
 class ProfiledClock(StepClock):
@@ -157,6 +168,83 @@ class ProfiledClock(StepClock):
             self.profile = kernel_summary(self.profiler)
 
 
+class PlainLoop:
+    """A hand-written training loop with the run's model, optimizer, precision and device, stepped
+    by its caller (`step`), its steps timed by its own clock.
+
+    Like for like with `stack train`: the same preset (batch, accumulation, bf16 autocast where the
+    preset trains in bf16), the kernels `train.deterministic` asks for (stack.train.determinism:
+    their cost is determinism's, not the stack's, docs/gpu.md), the fused AdamW the stack uses on
+    CUDA (foreach on CPU), clipping, one read of the loss per step, and torch.compile when `compiled`.
+    The logits are let go once the loss is made, as the stack's objective lets them go: a loop that
+    keeps them through the backward holds a (B, T, vocab) tensor more at its peak. `switches`, when
+    given, are the kernels' switches instead of `train.deterministic`'s (benchmarks/
+    determinism_parts.py), and `finish` then takes the trained weights' digest and the switches torch
+    reports into the clock. The switches are set around each step, not held between them, so the
+    loop can step between another loop's steps (`PairedClock`) without leaving its settings behind.
+    """
+
+    def __init__(
+        self,
+        data: Path,
+        preset: str,
+        sets: list[str],
+        compiled: bool = False,
+        switches: determinism.Switches | None = None,
+        clock: StepClock | None = None,
+    ) -> None:
+        config = resolve(preset, None, sets, vocab=data_vocab(data))
+        self.train, self.switches = config.train, switches
+        self.device = torch.device("cuda" if self.train.device == "cuda" else "cpu")
+        self.clock = clock or StepClock()
+        with self.kernels():
+            torch.manual_seed(self.train.seed)
+            self.model = GPT(config.model, seed=self.train.seed).to(self.device)
+            self.forward = torch.compile(self.model) if compiled else self.model
+            fused = self.device.type == "cuda"
+            self.optimizer = torch.optim.AdamW(
+                self.model.parameters(),
+                lr=self.train.lr,
+                weight_decay=self.train.weight_decay,
+                fused=fused,
+                foreach=None if fused else True,
+            )
+            self.reader = TokenReader(
+                data, batch_size=self.train.batch_size, seq_len=config.model.ctx, seed=self.train.seed
+            )
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.train.precision)
+        self.autocast = {"dtype": low or torch.float32, "enabled": bool(low)}
+        self.clock.tick()
+
+    def kernels(self) -> contextlib.AbstractContextManager[object]:
+        """The kernels' switches this loop runs under."""
+        if self.switches is None:
+            return determinism.kernels(self.train.deterministic)
+        return determinism.switched(self.switches)
+
+    def step(self) -> None:
+        """One optimizer step, timed from the clock's last tick or resume to its end."""
+        with self.kernels():
+            for _ in range(self.train.grad_accum):
+                batch = self.reader.next_batch().to(self.device)
+                with torch.autocast(self.device.type, **self.autocast):
+                    loss = self.forward(batch[:, :-1], batch[:, 1:])[1]  # the logits go as the stack's do
+                (loss / self.train.grad_accum).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.clip_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            float(loss.detach())  # the stack reads the loss once per step too
+            self.clock.tick()
+
+    def finish(self) -> StepClock:
+        """The clock, with the weights' digest and torch's switches where `switches` were given."""
+        if self.switches is not None:
+            self.clock.weights = weights_sha256(self.model)
+            with self.kernels():
+                self.clock.switches = determinism.Switches.now().as_flags()  # read while they are in force
+        return self.clock
+
+
 def plain_steps(
     data: Path,
     preset: str,
@@ -166,56 +254,35 @@ def plain_steps(
     switches: determinism.Switches | None = None,
     clock: StepClock | None = None,
 ) -> StepClock:
-    """Per-step seconds of a hand-written loop with the run's model, optimizer, precision and device.
+    """Per-step seconds of `steps` steps of the plain loop (`PlainLoop`) run on its own."""
+    loop = PlainLoop(data, preset, sets, compiled, switches, clock)
+    for _ in range(steps):
+        loop.step()
+    return loop.finish()
 
-    Like for like with `stack train`: the same preset (batch, accumulation, bf16 autocast where the
-    preset trains in bf16), the kernels `train.deterministic` asks for (stack.train.determinism:
-    their cost is determinism's, not the stack's, docs/gpu.md), the fused AdamW the stack uses on
-    CUDA (foreach on CPU), clipping, one read of the loss per step, and torch.compile when `compiled`.
-    The logits are let go once the loss is made, as the stack's objective lets them go: a loop that
-    keeps them through the backward holds a (B, T, vocab) tensor more at its peak. `switches`, when
-    given, are the kernels' switches instead of `train.deterministic`'s (benchmarks/
-    determinism_parts.py); the clock's `weights` is then a digest of the trained weights and its
-    `switches` the switches torch reported at the last step. `clock` times the steps (a new
-    StepClock unless given).
-    """
-    config = resolve(preset, None, sets, vocab=data_vocab(data))
-    train = config.train
-    device = torch.device("cuda" if train.device == "cuda" else "cpu")
-    clock = clock or StepClock()
-    chosen = determinism.kernels(train.deterministic) if switches is None else determinism.switched(switches)
-    with chosen:
-        torch.manual_seed(train.seed)
-        model = GPT(config.model, seed=train.seed).to(device)
-        forward = torch.compile(model) if compiled else model
-        fused = device.type == "cuda"
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=train.lr,
-            weight_decay=train.weight_decay,
-            fused=fused,
-            foreach=None if fused else True,
-        )
-        reader = TokenReader(data, batch_size=train.batch_size, seq_len=config.model.ctx, seed=train.seed)
-        low_precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision)
-        clock.tick()
-        for _ in range(steps):
-            for _ in range(train.grad_accum):
-                batch = reader.next_batch().to(device)
-                with torch.autocast(
-                    device.type, dtype=low_precision or torch.float32, enabled=bool(low_precision)
-                ):
-                    loss = forward(batch[:, :-1], batch[:, 1:])[1]  # the logits go as the stack's do
-                (loss / train.grad_accum).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            float(loss.detach())  # the stack reads the loss once per step too
-            clock.tick()
-        if switches is not None:
-            clock.weights = weights_sha256(model)
-            clock.switches = determinism.Switches.now().as_flags()  # read while they are in force
-    return clock
+
+class PairedClock(StepClock):
+    """The clock of a `stack train` run that steps a plain loop between its own steps: after each
+    of the stack's steps (not at its loop's start) the plain loop takes one, timed by its own clock,
+    and the stack's time resumes after it. So the two loops' steps alternate in one process and each
+    pair runs a fraction of a second apart: whatever slows the machine for seconds at a time (another
+    process, a neighbour on the host) slows both loops alike, where timed one after the other it
+    slowed one, and it moved a comparison by several points between two sittings of the same code.
+
+    Only where a step's work ends with it: on a CPU every op has run when the host moves on. On a
+    GPU the stack queues its next step before judging this one, and a plain step queued behind it
+    would wait for the stack's work, so there the loops are timed one after the other."""
+
+    def __init__(self, plain: PlainLoop, steps: int) -> None:
+        super().__init__()
+        self.plain, self.steps = plain, steps
+
+    def tick(self, *_: object) -> None:
+        super().tick()
+        if len(self.ends) > 1 and len(self.plain.clock.ends) <= self.steps:
+            self.plain.clock.resume()
+            self.plain.step()
+            self.resume()
 
 
 def tokens_per_step(config: RunConfig) -> int:
@@ -428,20 +495,6 @@ def leg(loop: str, config: RunConfig, clock: StepClock, device_name: str) -> dic
     return row
 
 
-def timed_legs(data: Path, work: Path, preset: str, sets: list[str], steps: int, name: str) -> list[dict]:
-    """Both loops, with determinism on and off, at grad_accum 1 and at the preset's accumulation."""
-    accums = sorted({1, resolve(preset, None, sets, vocab=data_vocab(data)).train.grad_accum})
-    legs = []
-    for accum in accums:
-        for deterministic in (True, False):
-            at = [*sets, *leg_sets(deterministic, accum)]
-            config = resolve(preset, None, at, vocab=data_vocab(data))
-            legs.append(leg("plain", config, plain_steps(data, preset, at, steps), name))
-            out = work / f"stack-{str(deterministic).lower()}-{accum}"
-            legs.append(leg("stack", config, stack_steps(data, out, preset, at, steps), name))
-    return legs
-
-
 def cuda_peak(run: Callable[[], StepClock], device: torch.device) -> tuple[StepClock, int | None]:
     """`run`'s clock, and on CUDA the most bytes the caching allocator held at once during it,
     counted from what was held at its start (None elsewhere): read from the allocator's own
@@ -455,6 +508,49 @@ def cuda_peak(run: Callable[[], StepClock], device: torch.device) -> tuple[StepC
     clock = run()
     torch.cuda.synchronize(device)
     return clock, torch.cuda.max_memory_allocated(device) - start
+
+
+def timing(device: torch.device) -> str:
+    """How the loops' steps are timed on `device`: paired (`PairedClock`) on a CPU, each loop in a
+    run of its own one after the other on a GPU."""
+    return "paired" if device.type == "cpu" else "sequential"
+
+
+def timed_pair(
+    data: Path,
+    out: Path,
+    preset: str,
+    at: list[str],
+    steps: int,
+    device: torch.device,
+    compiled: bool = False,
+) -> dict[str, tuple[StepClock, int | None]]:
+    """Each loop's clock over `steps` steps at the `--set` items `at`, compiled or eager, timed as
+    `timing` says; on CUDA with the most bytes its run held at once (`cuda_peak`), else None."""
+    if timing(device) == "paired":
+        plain = PlainLoop(data, preset, at, compiled)
+        stack = stack_steps(data, out, preset, at, steps, compiled, clock=PairedClock(plain, steps))
+        return {"plain": (plain.finish(), None), "stack": (stack, None)}
+    return {
+        "plain": cuda_peak(lambda: plain_steps(data, preset, at, steps, compiled=compiled), device),
+        "stack": cuda_peak(lambda: stack_steps(data, out, preset, at, steps, compile_model=compiled), device),
+    }
+
+
+def timed_legs(
+    data: Path, work: Path, preset: str, sets: list[str], steps: int, name: str, device: torch.device
+) -> list[dict]:
+    """Both loops, with determinism on and off, at grad_accum 1 and at the preset's accumulation."""
+    accums = sorted({1, resolve(preset, None, sets, vocab=data_vocab(data)).train.grad_accum})
+    legs = []
+    for accum in accums:
+        for deterministic in (True, False):
+            at = [*sets, *leg_sets(deterministic, accum)]
+            config = resolve(preset, None, at, vocab=data_vocab(data))
+            out = work / f"stack-{str(deterministic).lower()}-{accum}"
+            for loop, (clock, _) in timed_pair(data, out, preset, at, steps, device).items():
+                legs.append(leg(loop, config, clock, name))
+    return legs
 
 
 def compiled_legs(
@@ -471,11 +567,6 @@ def compiled_legs(
     for accum in sorted({1, config.train.grad_accum}):
         at = [*sets, *leg_sets(config.train.deterministic, accum)]
         at_config = resolve(preset, None, at, vocab=data_vocab(data))
-        out = work / f"compiled-{accum}"
-        runs = {
-            "plain": lambda at=at: plain_steps(data, preset, at, steps, compiled=True),
-            "stack": lambda at=at, out=out: stack_steps(data, out, preset, at, steps, compile_model=True),
-        }
         short = memory_sets(sets, device, config.train.deterministic, accum)
         memory_out = work / f"compiled-memory-{accum}"
         memory = {
@@ -484,8 +575,8 @@ def compiled_legs(
                 data, out, preset, short, MEMORY_STEPS, compile_model=True
             ),
         }
-        for loop, run in runs.items():
-            clock, peak = cuda_peak(run, device)
+        timed = timed_pair(data, work / f"compiled-{accum}", preset, at, steps, device, compiled=True)
+        for loop, (clock, peak) in timed.items():
             row = {**leg(loop, at_config, clock, name), "compiled": True}
             row["peak_bytes"] = profiled_peak(memory[loop]) if peak is None else peak
             legs.append(row)
@@ -629,7 +720,7 @@ def main() -> int:
             data = work / "data"
             prepare_corpus([], data, default=True)
         config = resolve(preset, None, sets, vocab=data_vocab(data))
-        legs = timed_legs(data, work, preset, sets, args.steps, name)
+        legs = timed_legs(data, work, preset, sets, args.steps, name, torch.device(args.device))
         memory = memory_rows(data, work, preset, sets, torch.device(args.device))
         profiles = step_profiles(data, work, preset, sets, args.device)
         compiled_rows, bound = [], None
@@ -693,6 +784,7 @@ def main() -> int:
         "met": all(spec.benchmark(bench).met(value) for bench, value in goals.items()),
         "also": list(names[1:]),
         "warmup_steps": WARMUP,
+        "timing": timing(torch.device(args.device)),
         "legs": legs,
         "vs_plain": vs_plain,
         "determinism_prices": prices,

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import main as repeatability_main
-from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, profiled_steps
+from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, profiled_steps, timed_pair
 from benchmarks.train_throughput import main as throughput_main
 from contracts.derive.benchmarks import leg_failures
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
@@ -81,6 +82,7 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(
     run, record = own_copy(training_record, tmp_path)
     metrics = record["metrics"]
     assert metrics["benchmark"] == "train_overhead" and metrics["preset"] == "smoke"
+    assert metrics["timing"] == "paired"  # on a CPU the two loops take turns in one run
     # One unit of the last digit past what 1 - stack / plain allows from the rounded tokens/s.
     plain, stack = metrics["plain_tokens_per_s"], metrics["stack_tokens_per_s"]
     tampered = round(1 - (stack - 1) / (plain + 1), 4) + 0.0002
@@ -231,6 +233,20 @@ def test_a_profiled_clock_profiles_the_one_step_it_names(tmp_path: Path) -> None
     clock = plain_steps(prepared(tmp_path), "smoke", ["train.device='cpu'"], 3, clock=ProfiledClock(2))
     steps = [e.count for e in clock.profiler.key_averages() if e.key.startswith("Optimizer.step#")]
     assert steps == [1] and clock.profile is not None and len(clock.step_seconds) == 3
+
+
+def test_paired_loops_take_turns_and_each_is_timed_without_the_others_step(tmp_path: Path) -> None:
+    """On a CPU the plain loop steps between the stack's steps: each loop takes every step asked,
+    and each step's time begins after the other loop's step before it ended, so the two never
+    count the same second."""
+    sets = ["train.device='cpu'", "train.warmup_steps=2", "eval.every=3", "ckpt.every=3"]
+    timed = timed_pair(prepared(tmp_path), tmp_path / "run", "smoke", sets, 3, torch.device("cpu"))
+    (plain, _), (stack, _) = timed["plain"], timed["stack"]
+    assert len(plain.step_seconds) == len(stack.step_seconds) == 3
+    moments = []  # every step's start and end, in the order the two loops took their steps
+    for step in range(3):
+        moments += [stack.starts[step], stack.ends[step + 1], plain.starts[step], plain.ends[step + 1]]
+    assert moments == sorted(moments) and min(plain.step_seconds + stack.step_seconds) > 0, moments
 
 
 def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(
