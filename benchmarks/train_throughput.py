@@ -264,14 +264,14 @@ def plain_steps(
 class PairedClock(StepClock):
     """The clock of a `stack train` run that steps a plain loop between its own steps: after each
     of the stack's steps (not at its loop's start) the plain loop takes one, timed by its own clock,
-    and the stack's time resumes after it. So the two loops' steps alternate in one process and each
-    pair runs a fraction of a second apart: whatever slows the machine for seconds at a time (another
-    process, a neighbour on the host) slows both loops alike, where timed one after the other it
-    slowed one, and it moved a comparison by several points between two sittings of the same code.
+    and the stack's time resumes after it. So the two loops' steps alternate in one process, each
+    pair a fraction of a second apart: whatever slows the machine for seconds at a time (another
+    process, a neighbour on the host) slows both loops alike, where in two runs one after the other
+    it slows one loop's steps only.
 
-    Only where a step's work ends with it: on a CPU every op has run when the host moves on. On a
-    GPU the stack queues its next step before judging this one, and a plain step queued behind it
-    would wait for the stack's work, so there the loops are timed one after the other."""
+    Used where a step's work ends with the step: on a CPU every op has run when the host moves on.
+    On a GPU the stack queues its next step before judging this one, and a plain step queued behind
+    it would wait for the stack's work, so there the loops are timed one run after the other."""
 
     def __init__(self, plain: PlainLoop, steps: int) -> None:
         super().__init__()
