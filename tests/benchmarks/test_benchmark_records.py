@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks import train_throughput as throughput
 from benchmarks.determinism_parts import PARTS, legs_table, parts_metrics, run_leg
 from benchmarks.repeatability import main as repeatability_main
 from benchmarks.train_throughput import WARMUP, ProfiledClock, plain_steps, profiled_steps, timed_pair
@@ -247,6 +248,20 @@ def test_paired_loops_take_turns_and_each_is_timed_without_the_others_step(tmp_p
     for step in range(3):
         moments += [stack.starts[step], stack.ends[step + 1], plain.starts[step], plain.ends[step + 1]]
     assert moments == sorted(moments) and min(plain.step_seconds + stack.step_seconds) > 0, moments
+
+
+def test_on_a_gpu_each_loop_is_timed_in_a_run_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the timing is sequential (a GPU's), the plain loop takes all its steps before the stack's
+    run starts: no plain step waits behind the stack's queued work. Run here on the CPU with the
+    GPU's timing chosen, the path the CUDA records take."""
+    monkeypatch.setattr(throughput, "timing", lambda _device: "sequential")
+    sets = ["train.device='cpu'", "train.warmup_steps=2", "eval.every=3", "ckpt.every=3"]
+    timed = timed_pair(prepared(tmp_path), tmp_path / "run", "smoke", sets, 3, torch.device("cpu"))
+    (plain, plain_peak), (stack, stack_peak) = timed["plain"], timed["stack"]
+    assert len(plain.step_seconds) == len(stack.step_seconds) == 3
+    assert plain.ends[-1] <= stack.starts[0] and (plain_peak, stack_peak) == (None, None)
 
 
 def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(
