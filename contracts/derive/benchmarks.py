@@ -301,9 +301,15 @@ class Identity:
         return f"{self.field} is {self.recorded}, but {name} of its measurements gives {shown}"
 
 
+def real(value: Any) -> bool:
+    """Whether a value is a number (an integer or a float), not a boolean (a JSON true is no
+    measurement)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def finite_number(value: Any) -> bool:
-    """A finite int or float, never a bool (a JSON true is no measurement)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float, never a bool."""
+    return real(value) and math.isfinite(value)
 
 
 def _split(formula: Callable[..., float], count: int) -> Callable[..., float]:
@@ -695,11 +701,6 @@ def _met(inputs: Inputs, name: str, measured: Any, goal: Any) -> bool | None:
 EVERY_GOAL_SINCE = "1.61.0"
 
 
-def _real(value: Any) -> bool:
-    """Whether `value` is a measurement a goal can judge: a number, not a flag."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def goals_met(inputs: Inputs, derived: Derivation) -> None:
     """`met` of every goal the record states (from 1.61.0, of every goal it measured), from its value
     and goal."""
@@ -728,7 +729,7 @@ def goals_met(inputs: Inputs, derived: Derivation) -> None:
         key = f"goal_{bench.metric}"
         if key in metrics:
             stated.append((other, key))
-        elif every and not (other == name and stated) and _real(metrics.get(bench.metric)):
+        elif every and not (other == name and stated) and real(metrics.get(bench.metric)):
             derived.put(("metrics", key), bench.goal)  # measured, so it must be stated and judged
             stated.append((other, key))
     verdicts = [

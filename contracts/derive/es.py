@@ -11,10 +11,10 @@ from typing import Any
 
 from contracts.checkpoints import checkpoint_name
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar
+from contracts.derive.benchmarks import real as _real
 from contracts.derive.reports import thresholds_in_force, version_key
 from contracts.derive.restated import measured_of, whole
 from contracts.derive.settling import Log
-from contracts.derive.trace import real as _real
 from contracts.derive.training import ENDED, METRICS_LOG, read_log
 from contracts.es_noise import planted_angle
 from contracts.es_seeds import member_seeds, run_seeds

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar, same
-from contracts.derive.benchmarks import finite_number
+from contracts.derive.benchmarks import finite_number, real
 from contracts.derive.reports import mirrored, report_of, short, version_key, whole
 from contracts.judges import judge
 from contracts.schedule import linear_decay
@@ -23,11 +23,6 @@ from contracts.trace_tolerance import judged_tolerances
 
 DERIVERS: dict[str, Deriver] = {}
 derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
-
-
-def real(value: Any) -> bool:
-    """Whether a value is a number (an integer or a float), not a boolean."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _ablation_reported(report: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from contracts.checkpoints import BestSoFar, best_checkpoint_of, checkpoint_name
 from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar, same
+from contracts.derive.benchmarks import real as _real
 from contracts.derive.invocations import invocation_problems
 from contracts.derive.reports import thresholds_in_force, version_key
 from contracts.derive.restated import (
@@ -48,7 +49,6 @@ from contracts.derive.restated import (
     whole,
 )
 from contracts.derive.settling import Log, Settler
-from contracts.derive.trace import real as _real
 from contracts.evidence import RunStatus, Verdict
 from contracts.gate_counts import isolation_positions, pad_appended, teacher_forwards_at_least
 from contracts.heldout import heldout_set_batches, heldout_set_shape
