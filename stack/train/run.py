@@ -71,6 +71,7 @@ from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
 from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
+from stack.train.fine_tune_length import no_length, steps_given
 from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import COMMAND, Trainer, pick_device, speaker
 from stack.train.lora_setup import finish as finish_lora
@@ -229,8 +230,14 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     base = (
         None if source_model is None else {"model": {k: v for k, v in source_model.items() if k != "vocab"}}
     )
-    config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
+    # A run started from a model without a length is refused once its settings and data are known
+    # to be its own, with what a pass over the data costs (the placeholder never leaves here).
+    unpriced = base is not None and not steps_given(request.preset, request.config_file, request.sets)
+    sets = [*request.sets, "train.steps=1"] if unpriced else request.sets
+    config = resolve(request.preset, request.config_file, sets, vocab=tokenizer.vocab_size, base=base)
     check_task_data(config, data_dir, request.command)
+    if unpriced:
+        raise no_length(config, data_dir, _world_size())
     _check_lora_start(config, request.init_from is not None, request.command)
     if source_model is not None:
         assert request.init_from is not None

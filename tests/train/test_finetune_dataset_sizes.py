@@ -15,6 +15,7 @@ CPU cores (two models' forwards and the per-step gates), so it runs 2 with --ste
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,40 @@ def test_chat_examples_fine_tune_with_the_defaults(
     _check_prepared(data, examples, notes)
     assert main(["sft", "--data", str(data), "--init-from", str(base), "--out", str(run), *SFT]) == 0
     _check_trained(run, "sft", data, capsys.readouterr().err)
+
+
+def test_a_fine_tune_given_no_length_is_told_the_steps_of_a_pass_and_trains_them(
+    bases: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stack sft` with no preset and no train.steps is refused in one line that prices a pass over
+    its examples at its batch; trained for the three passes that line names, the record's own count
+    of passes over the data (GATE-DATA-004's repeats, from the reader) is three, short of one step
+    more: the line's arithmetic is the run's."""
+    base, data, run = bases["byte"], tmp_path / "chat", tmp_path / "sft"
+    _prepared(write_chats(tmp_path / "chat.jsonl", 100), "chat", base, data, capsys)
+    start = [
+        "sft",
+        "--data",
+        str(data),
+        "--init-from",
+        str(base),
+        "--out",
+        str(run),
+        "--set",
+        "train.device='cpu'",
+    ]
+    assert main([*start, "--set", "train.batch_size=4"]) == 2
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and not run.exists(), said
+    priced = re.search(
+        r"is (\d+) step\(s\) of 4 × \d+ tokens; .*--set train\.steps=(\d+) makes 3 passes", said
+    )
+    assert priced is not None, said
+    one, three = int(priced[1]), int(priced[2])
+    assert three == 3 * one and one > 1
+    assert main([*start, "--set", "train.batch_size=4", "--set", f"train.steps={three}"]) == 0
+    repeats = evidence(run)["metrics"]["repeats"]
+    assert 3 <= repeats < 3 * one / (one - 1), repeats
 
 
 @pytest.mark.parametrize(("examples", "tokenizer"), PREFS_JOURNEYS)
