@@ -230,13 +230,14 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     base = (
         None if source_model is None else {"model": {k: v for k, v in source_model.items() if k != "vocab"}}
     )
-    # A run started from a model without a length is refused once its settings and data are known
-    # to be its own, with what a pass over the data costs (the placeholder never leaves here).
-    unpriced = base is not None and not steps_given(request.preset, request.config_file, request.sets)
-    sets = [*request.sets, "train.steps=1"] if unpriced else request.sets
+    # A run started from a model that nothing gives a length is refused with what one pass over its
+    # data costs, once its other settings resolve (with a placeholder length, which goes no further)
+    # and its data is of the task's kind.
+    lengthless = base is not None and not steps_given(request.preset, request.config_file, request.sets)
+    sets = [*request.sets, "train.steps=1"] if lengthless else request.sets
     config = resolve(request.preset, request.config_file, sets, vocab=tokenizer.vocab_size, base=base)
     check_task_data(config, data_dir, request.command)
-    if unpriced:
+    if lengthless:
         raise no_length(config, data_dir, _world_size())
     _check_lora_start(config, request.init_from is not None, request.command)
     if source_model is not None:
