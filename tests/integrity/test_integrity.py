@@ -16,7 +16,7 @@ from contracts.judges import TEST_FAILED
 from contracts.spec import load_spec_from
 from tests.support.ledger_support import RECORDS
 from tools.integrity.audit import LoadedEvidence, load_evidence
-from tools.integrity.check import Checker, main, run_checks
+from tools.integrity.check import WARNINGS_SHOWN, Checker, Finding, Report, main, run_checks, warning_lines
 from tools.records.scratch import bump_revision, commit_all, make_record, make_repo, passed, write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -358,6 +358,46 @@ def test_json_report_is_machine_readable(repo: tuple[Path, str], capsys: pytest.
     report = json.loads(capsys.readouterr().out)
     row = next(r for r in report["coverage"] if r["gate"] == "GATE-INTEG-001")
     assert report["ok"] and row["latest"] == "FAIL" and row["falsifiers"]
+
+
+def test_a_kind_of_warning_is_counted_past_its_first_few_and_the_runs_asked_about_are_listed() -> None:
+    """The repository's records' warnings of one kind beyond the first WARNINGS_SHOWN are one line
+    that counts them; each about a --run directory is listed whatever the count, and
+    `--all-warnings` (every=True) lists them all."""
+    ledger = [
+        Finding("UNSIGNED", f"evidence/runs/r{i}/metadata.json", f"r{i}", "is unsigned") for i in range(5)
+    ]
+    mine = Finding("UNSIGNED", "runs/mine/metadata.json", "mine", "is unsigned")
+    neighbour = Finding("UNSIGNED", "runs/mine-2/metadata.json", "mine-2", "is unsigned")
+    stale = [Finding("STALE", f"evidence/runs/s{i}/metadata.json", f"s{i}", "stale") for i in range(2)]
+    report = Report([], [*ledger, stale[0], mine, neighbour, stale[1]], [], 9, runs=("runs/mine",))
+    lines = warning_lines(report)
+    unsigned = [line for line in lines if line.startswith("warning  UNSIGNED")]
+    listed = [*(f"warning  {f.line()}" for f in ledger[:WARNINGS_SHOWN]), f"warning  {mine.line()}"]
+    hidden = len(ledger) + 1 - WARNINGS_SHOWN  # runs/mine-2 is not inside runs/mine
+    assert unsigned == [
+        *listed,
+        f"warning  UNSIGNED  and {hidden} more like these among the repository's "
+        "records (--all-warnings lists every one)",
+    ]
+    assert lines[len(unsigned) :] == [f"warning  {f.line()}" for f in stale]
+    assert warning_lines(report, every=True) == [
+        f"warning  {f.line()}" for f in (*ledger, mine, neighbour, *stale)
+    ]
+
+
+def test_all_warnings_lists_each_one(repo: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    root, sha = repo
+    for i in range(WARNINGS_SHOWN + 1):
+        make_record(root, f"run-{i}", sha)
+    assert main(["--root", str(root)]) == 0
+    assert "warning  UNSIGNED  and 1 more like these" in capsys.readouterr().out
+    assert main(["--root", str(root), "--all-warnings"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.count("warning  UNSIGNED  evidence/runs/run-") == WARNINGS_SHOWN + 1
+        and "more like these" not in out
+    )
 
 
 @pytest.mark.holds("GATE-INTEG-002")  # nothing planted: the clean path, the constant read as a gate id

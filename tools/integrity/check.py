@@ -171,6 +171,7 @@ class Report:
     rows: list[CoverageRow]
     records: int
     failures: list[Finding] = field(default_factory=list)  # where the checker itself failed
+    runs: tuple[str, ...] = ()  # the --run directories, as the findings name them
 
     def exit_code(self) -> int:
         """1 where the checker failed anywhere (what it did check is no full verdict), else 3 when
@@ -223,7 +224,7 @@ class Checker:
         self.retired = Retirements()  # what has left the working tree, and the blobs that pin it
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
-        finding = Finding(rule, self._rel(file), record, message)
+        finding = Finding(rule, self.named(file), record, message)
         if finding not in self._found:  # a file two checks read is named once
             self._found.add(finding)
             self.violations.append(finding)
@@ -243,7 +244,7 @@ class Checker:
             where = f"its {step} check" if step else "this record"
             saved = saved_traceback()
             message = f"the checker failed on {where} ({type(exc).__name__}): traceback saved to {saved}"
-            self.failures.append(Finding(CHECKER_FAILED, self._rel(file), record, message))
+            self.failures.append(Finding(CHECKER_FAILED, self.named(file), record, message))
 
     def owner(self, path: Path) -> str:
         """The run id of the record whose directory holds `path` ("" where none does)."""
@@ -258,9 +259,9 @@ class Checker:
         return standing(self.violations, self.spec)
 
     def warn(self, rule: str, file: Path | str, record: str, message: str) -> None:
-        self.warnings.append(Finding(rule, self._rel(file), record, message))
+        self.warnings.append(Finding(rule, self.named(file), record, message))
 
-    def _rel(self, file: Path | str) -> str:
+    def named(self, file: Path | str) -> str:
         """`file` relative to the repository, as a finding names it (escaped where it holds a NUL)."""
         path = Path(file)
         try:
@@ -292,7 +293,7 @@ class Checker:
         # pathlib's overhead alone was a tenth of a check over ten thousand records.
         target = os.path.realpath(os.path.join(base, rel))
         if not os.path.join(target, "").startswith(os.path.join(within, "")):
-            self.fail(INTEG_EVIDENCE, file, record, f"path {rel!r} leaves {self._rel(within) or '.'}")
+            self.fail(INTEG_EVIDENCE, file, record, f"path {rel!r} leaves {self.named(within) or '.'}")
             return False
         try:
             found = os.stat(target)
@@ -1403,7 +1404,8 @@ def _check_runs(checker: Checker, extra_runs: list[Path], context: Sequence[Path
     with checker.guarded(REGISTRY_FILE, "", "releases"), contextlib.suppress(BadInput):
         # the registry's own form is the full check's to judge
         checker.check_releases_named(read_registry(checker.root / REGISTRY_FILE), {}, joined_extra)
-    return Report(checker.verdict(), checker.warnings, [], len(extra), checker.failures)
+    runs = tuple(checker.named(run) for run in extra_runs)
+    return Report(checker.verdict(), checker.warnings, [], len(extra), checker.failures, runs)
 
 
 def _check_ledger(checker: Checker, extra_runs: list[Path], scans: Future, lock: Future) -> Report:
@@ -1439,7 +1441,8 @@ def _check_ledger(checker: Checker, extra_runs: list[Path], scans: Future, lock:
     with checker.guarded(LOCK_FILE, "", "proof lock"):
         for problem in lock.result():
             checker.fail(INTEG_COVERAGE, root / LOCK_FILE, "proof lock", problem)
-    return Report(checker.verdict(), checker.warnings, rows, len(ledger) + len(extra), checker.failures)
+    runs = tuple(checker.named(run) for run in extra_runs)
+    return Report(checker.verdict(), checker.warnings, rows, len(ledger) + len(extra), checker.failures, runs)
 
 
 def check_registry_file(
@@ -1460,8 +1463,48 @@ def check_registry_file(
     checker.check_releases_named(registry, by_id, checked)
 
 
-def render_human(report: Report) -> str:
-    """The report as a person reads it: coverage table, then warnings, then violations."""
+# How many warnings of one rule about the repository's own records the report a person reads shows
+# before it counts the rest (`--all-warnings` shows every one, as `--json` always does).
+WARNINGS_SHOWN = 3
+
+
+def _inside(file: str, run: str) -> bool:
+    """Whether a finding's `file` lies in the run directory `run` (both as findings name them)."""
+    return file == run or file.startswith(run.rstrip("/") + "/")
+
+
+def warning_lines(report: Report, every: bool = False) -> list[str]:
+    """The warnings as a person reads them, by rule in the order each rule was first found: every
+    finding about a --run directory (the runs the reader asked about), and of the others each
+    rule's first WARNINGS_SHOWN and a line counting the rest; with `every`, all of them.
+
+    A ledger of a few hundred records warns once for each record judged under an earlier revision
+    of a gate (STALE) and once for each record nothing signs (UNSIGNED): `make demo`'s check printed
+    322 such lines, and the one about the run it had just trained was somewhere among them."""
+    by_rule: dict[str, list[Finding]] = {}
+    for finding in report.warnings:
+        by_rule.setdefault(finding.rule, []).append(finding)
+    lines = []
+    for rule, found in by_rule.items():
+        others = hidden = 0
+        for finding in found:
+            if not any(_inside(finding.file, run) for run in report.runs):
+                others += 1
+                if others > WARNINGS_SHOWN and not every:
+                    hidden += 1
+                    continue
+            lines.append(f"warning  {finding.line()}")
+        if hidden:
+            lines.append(
+                f"warning  {rule}  and {hidden} more like these among the repository's records "
+                "(--all-warnings lists every one)"
+            )
+    return lines
+
+
+def render_human(report: Report, every_warning: bool = False) -> str:
+    """The report as a person reads it: coverage table, then warnings (`warning_lines`), then
+    violations."""
     lines = ["gate               status      kind       bindings  falsifiers  latest"] if report.rows else []
     for row in report.rows:
         latest = row.verdicts[0].label if row.verdicts else "-"
@@ -1473,8 +1516,7 @@ def render_human(report: Report) -> str:
     covered = sum(r.covered for r in active_rows)
     coverage_line = f"{covered}/{len(active_rows)} ACTIVE gates covered; " if report.rows else ""
     lines.append(f"\n{coverage_line}{report.records} evidence record(s) checked")
-    for finding in report.warnings:
-        lines.append(f"warning  {finding.line()}")
+    lines += warning_lines(report, every_warning)
     for finding in report.violations:
         lines.append(f"VIOLATION  {finding.line()}")
     for finding in report.failures:
@@ -1517,6 +1559,12 @@ def main(argv: list[str] | None = None) -> int:
         "record or release, beside the keys spec/signing.yaml trusts",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--all-warnings",
+        action="store_true",
+        help=f"list every warning; by default each kind's first {WARNINGS_SHOWN} about the repository's "
+        "records and a count of the rest (every warning about a --run directory is listed)",
+    )
     parser.add_argument(
         "--record",
         metavar="RUN_ID",
@@ -1569,7 +1617,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
-    print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report))
+    print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report, args.all_warnings))
     return report.exit_code()
 
 
