@@ -1478,9 +1478,9 @@ def warning_lines(report: Report, every: bool = False) -> list[str]:
     finding about a --run directory (the runs the reader asked about), and of the others each
     rule's first WARNINGS_SHOWN and a line counting the rest; with `every`, all of them.
 
-    A ledger of a few hundred records warns once for each record judged under an earlier revision
-    of a gate (STALE) and once for each record nothing signs (UNSIGNED): `make demo`'s check printed
-    322 such lines, and the one about the run it had just trained was somewhere among them."""
+    A ledger of a hundred records warns once for each verdict judged under an earlier revision of
+    its gate (STALE) and once for each record nothing signs (UNSIGNED): a few hundred lines, among
+    which the one about the run a user has just trained would be lost."""
     by_rule: dict[str, list[Finding]] = {}
     for finding in report.warnings:
         by_rule.setdefault(finding.rule, []).append(finding)
