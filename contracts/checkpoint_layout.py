@@ -76,7 +76,7 @@ def _adapted(model: Mapping[str, Any], touched: Sequence[str]) -> dict[str, tupl
 
 def adapted_modules(model: Mapping[str, Any], touched: Sequence[str]) -> list[str] | None:
     """The modules (`layers.0.attn.q`, ...) LoRA adapters on the matrices `touched`
-    (contracts.model_shape.lora_touched's names) sit on, in module order: what a merge of them merges;
+    (contracts.model_parameters.lora_touched's names) sit on, in module order: what a merge of them merges;
     None where those are not decided here."""
     adapted = _adapted(model, touched)
     return None if adapted is None else [weight.removesuffix(".weight") for weight in adapted]
@@ -95,7 +95,7 @@ def _adapter_tensors(weight: str, shape: tuple[int, ...], r: int) -> dict[str, T
 
 def model_file_bytes(model: Mapping[str, Any], touched: Sequence[str] = (), r: int = 0) -> int | None:
     """The size of a checkpoint's model.safetensors of the model a `[model]` table describes, with
-    rank-`r` LoRA adapters on the matrices `touched` (contracts.model_shape.lora_touched's names);
+    rank-`r` LoRA adapters on the matrices `touched` (contracts.model_parameters.lora_touched's names);
     None where those are not decided here (`_adapted`)."""
     adapted = _adapted(model, touched)
     if adapted is None:

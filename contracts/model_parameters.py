@@ -29,21 +29,64 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contracts.model_shape import DEFAULTS, parameter_shapes
-from contracts.selection import selected
+from contracts.model_shape import BLOCK_MATRICES, DEFAULTS, dense, not_matched, parameter_shapes, tied_to
+from contracts.selection import matrix_name, selected
 
 # The matrices no adapter wraps: the embedding, and a tied head with it (one tensor).
 NOT_ADAPTED = frozenset({"embed.weight", "lm_head.weight"})
+
+
+def _patterns(targets: str) -> list[str]:
+    """`lora.targets`' comma-separated globs."""
+    return [part.strip() for part in targets.split(",")]
+
+
+def _tied(model: Mapping[str, Any]) -> bool:
+    return bool(model.get("tie_embeddings", DEFAULTS["tie_embeddings"]))
 
 
 def lora_adapted(model: Mapping[str, Any], targets: str) -> list[str]:
     """The state-dict keys (`<path>.weight`) of the matrices `lora.targets` adapts, sorted: those its
     comma-separated globs select (contracts.selection.selected), less the embedding and the head
     it is tied to; an untied head is a projection like any other."""
-    patterns = [part.strip() for part in targets.split(",")]
-    tied = model.get("tie_embeddings", DEFAULTS["tie_embeddings"])
-    refused = NOT_ADAPTED if tied else {"embed.weight"}
-    return sorted(set(selected(model, patterns, None)) - refused)
+    refused = NOT_ADAPTED if _tied(model) else {"embed.weight"}
+    return sorted(set(selected(model, _patterns(targets), None)) - refused)
+
+
+def _block_matrices(model: Mapping[str, Any]) -> list[str]:
+    """A dense model's block matrices by name (`layers.0.q`, ...), in the order its blocks register them."""
+    return [f"layers.{i}.{kind}" for i in range(int(model["n_layers"])) for kind in BLOCK_MATRICES]
+
+
+def lora_touched(model: Mapping[str, Any], targets: Any) -> list[str] | None:
+    """The matrices a LoRA run on `lora.targets` adapts, by name in module order, where that is
+    decided here: a dense model, and globs (by contracts.selection's rule, as `lora_adapted`) that
+    select block matrices only. None for a model with options, whose modules the stack alone lists,
+    for globs that also select the embedding or the head (passed over with a reason of the stack's
+    own, or adapted as an untied projection), and for targets that are no string."""
+    if not isinstance(targets, str) or not dense(model):
+        return None
+    chosen = {matrix_name(key) for key in selected(model, _patterns(targets), None)}
+    blocks = _block_matrices(model)
+    return [name for name in blocks if name in chosen] if chosen <= set(blocks) else None
+
+
+def lora_skipped(model: Mapping[str, Any], targets: Any) -> list[dict[str, str]] | None:
+    """Every matrix a LoRA run on `lora.targets` leaves without an adapter, with the reason, in the
+    order stack.model.targets' selection lists them (module order, a tied head right after the
+    embedding it is), where `lora_touched` decides the targets; None otherwise."""
+    touched = lora_touched(model, targets)
+    if touched is None:
+        return None
+    unmatched = not_matched("lora.targets", _patterns(str(targets)))
+    tied = _tied(model)
+    head = {"matrix": "logits", "reason": tied_to("embed") if tied else unmatched}
+    return [
+        {"matrix": "embed", "reason": unmatched},
+        *([head] if tied else []),
+        *({"matrix": name, "reason": unmatched} for name in _block_matrices(model) if name not in touched),
+        *([] if tied else [head]),
+    ]
 
 
 def implied_parameters(

@@ -187,25 +187,6 @@ def block_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     }
 
 
-def lora_touched(model: Mapping[str, Any], targets: Any) -> list[str] | None:
-    """The matrices `lora.targets` touches, in module order, when it is a comma-separated list of
-    dense block matrices (by site or Hugging Face name) on a dense model; None otherwise."""
-    if not isinstance(targets, str) or not dense(model):
-        return None
-    kinds = set()
-    for name in (part.strip() for part in targets.split(",")):
-        kind = HF_NAMES.get(name, name)
-        if kind not in BLOCK_MATRICES:
-            return None
-        kinds.add(kind)
-    return [
-        f"layers.{i}.{kind}"
-        for i in range(int(model["n_layers"]))
-        for kind in BLOCK_MATRICES
-        if kind in kinds
-    ]
-
-
 def lora_parameters(model: Mapping[str, Any], touched: list[str], r: int) -> int | None:
     """What rank-r adapters on `touched` add: r·(in + out) each; None when one is not a dense block matrix."""
     shapes, total = block_shapes(model), 0
@@ -237,25 +218,6 @@ def not_matched(option: str, patterns: list[str]) -> str:
 def tied_to(label: str) -> str:
     """Why a selection lists a matrix apart from the one it chose or passed over: it is that tensor."""
     return f"tied: the same tensor as {label}"
-
-
-def lora_skipped(model: Mapping[str, Any], targets: Any) -> list[dict[str, str]] | None:
-    """Every matrix a LoRA run on `lora.targets` leaves without an adapter, with the reason, in the
-    order stack.model.targets' selection lists them (module order, a tied head right after the
-    embedding it is), where `lora_touched` decides the targets; None otherwise."""
-    touched = lora_touched(model, targets)
-    if touched is None:
-        return None
-    unmatched = not_matched("lora.targets", [part.strip() for part in str(targets).split(",")])
-    tied = bool(_get(model, "tie_embeddings"))
-    head = {"matrix": "logits", "reason": tied_to("embed") if tied else unmatched}
-    blocks = [f"layers.{i}.{kind}" for i in range(int(model["n_layers"])) for kind in BLOCK_MATRICES]
-    return [
-        {"matrix": "embed", "reason": unmatched},
-        *([head] if tied else []),
-        *({"matrix": name, "reason": unmatched} for name in blocks if name not in touched),
-        *([] if tied else [head]),
-    ]
 
 
 def matrix_share(model: Mapping[str, Any], touched: list[str]) -> float | None:

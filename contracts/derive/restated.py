@@ -77,13 +77,11 @@ from contracts.derive.reports import seeded, version_key, whole
 from contracts.derive.settling import Log, Settler
 from contracts.evidence import EvidenceRecord
 from contracts.model_init import named_initialisation
-from contracts.model_parameters import implied_parameters
+from contracts.model_parameters import implied_parameters, lora_skipped, lora_touched
 from contracts.model_shape import (
     DEFAULTS,
     dense,
     lora_probe_elements,
-    lora_skipped,
-    lora_touched,
     model_file_tensors,
     options_on,
     parameter_shapes,

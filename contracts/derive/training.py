@@ -54,7 +54,8 @@ from contracts.gate_counts import isolation_positions, pad_appended, teacher_for
 from contracts.heldout import heldout_set_batches, heldout_set_shape
 from contracts.judges import judge
 from contracts.judges.eval import heldout_precise
-from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
+from contracts.model_parameters import lora_touched
+from contracts.model_shape import lora_parameters, matrix_share, param_count
 from contracts.replay import REPLAY_GATE, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, scheduled
 

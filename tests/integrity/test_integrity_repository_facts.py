@@ -32,7 +32,7 @@ import pytest
 
 from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.ledger import settle
-from contracts.model_shape import lora_touched
+from contracts.model_parameters import lora_touched
 from contracts.spec import load_spec
 from tests.support.ledger_support import CURRENT_RUN, Change, assert_caught, findings, gate, planted, rederive
 

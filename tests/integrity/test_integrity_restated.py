@@ -34,7 +34,8 @@ from safetensors.torch import load_file, save_file, save_model
 from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.derive.training import FLOAT32_U, kd_loss, kd_roundings, margin_slack
 from contracts.evidence import EVIDENCE_FILE
-from contracts.model_shape import lora_touched, model_file_tensors, trained_tensors
+from contracts.model_parameters import lora_touched
+from contracts.model_shape import model_file_tensors, trained_tensors
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.model import GPT, ModelConfig

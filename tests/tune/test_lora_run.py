@@ -28,6 +28,7 @@ from stack.model.lora import LoRALinear, adapter_sha256, base_sha256, has_lora
 from stack.train import checkpoint as ckpt
 from stack.train import lora_setup
 from stack.train.trained import load_trained
+from tests.support.ledger_support import findings
 from tests.support.trace_support import save_run
 from tests.support.train_support import (
     compiled_once,
@@ -131,6 +132,24 @@ def test_merge_of_a_run_and_of_its_adapter_agree_and_export(
     assert {g.id: g.verdict.value for g in read_evidence(hf / "metadata.json").gates}[
         "GATE-EXPORT-001"
     ] == "PASS"
+
+
+def test_a_merge_of_globbed_targets_is_held_to_the_modules_they_select(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's `lora.targets` of globs ('q,v,ffn_*') decide the modules a merge of it merges, by
+    the selection rule the checker holds (contracts.model_parameters.lora_touched): the base, the
+    run and the merge check clean together, and a merge that claims one module more is caught."""
+    merged = tmp_path / "merged"
+    assert one_line_cli(capsys, "lora", "merge", str(runs["tuned"]), "--out", str(merged))[0] == 0
+    chain = (runs["base"], runs["tuned"], merged)
+    assert findings(*chain) == []
+    record = json.loads((merged / "metadata.json").read_text(encoding="utf-8"))
+    modules = record["metrics"]["modules"]
+    record["metrics"]["modules"] = [*modules, "layers.0.attn.k"]
+    (merged / "metadata.json").write_text(json.dumps(record), encoding="utf-8")
+    said = f"metrics.modules is {[*modules, 'layers.0.attn.k']}, but the adapters it merged at"
+    assert any(said in line and f"sit on {modules}" in line for line in findings(*chain))
 
 
 @pytest.mark.gate("GATE-LORA-005")

@@ -41,7 +41,7 @@ from pathlib import PurePath
 
 from contracts.checkpoint_layout import adapted_modules
 from contracts.evidence import CheckpointRef, EvidenceRecord, RunStatus, run_named
-from contracts.model_shape import lora_touched
+from contracts.model_parameters import lora_touched
 from tools.integrity.lineage import MAKING_KINDS, WEIGHTS_FILE, made_weights
 from tools.integrity.models.checkpoint_reads import READ_KINDS, READ_TOKENIZER_KINDS, read_option
 from tools.integrity.settings.argv_record import given, word_of
@@ -195,7 +195,7 @@ def _lens_problems(record: EvidenceRecord, training: EvidenceRecord, read: Read,
 
 def _merged_problems(record: EvidenceRecord, writer: EvidenceRecord, where: str) -> list[str]:
     """A merge of the adapters a LoRA run of the ledger wrote merged the modules its config puts
-    them on (contracts.model_shape.lora_touched of its model and `lora.targets`, on the modules
+    them on (contracts.model_parameters.lora_touched of its model and `lora.targets`, on the modules
     contracts.checkpoint_layout.adapted_modules names): `metrics.modules`, and the adapters its
     parity and unmerge checks count (so two invented modules of a layer the model lacks are
     caught)."""
