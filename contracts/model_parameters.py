@@ -53,39 +53,37 @@ def lora_adapted(model: Mapping[str, Any], targets: str) -> list[str]:
     return sorted(set(selected(model, _patterns(targets), None)) - refused)
 
 
-def _block_matrices(model: Mapping[str, Any]) -> list[str]:
-    """A dense model's block matrices by name (`layers.0.q`, ...), in the order its blocks register them."""
-    return [f"layers.{i}.{kind}" for i in range(int(model["n_layers"])) for kind in BLOCK_MATRICES]
-
-
 def lora_touched(model: Mapping[str, Any], targets: Any) -> list[str] | None:
-    """The matrices a LoRA run on `lora.targets` adapts, by name in module order, where that is
-    decided here: a dense model, and globs (by contracts.selection's rule, as `lora_adapted`) that
-    select block matrices only. None for a model with options, whose modules the stack alone lists,
-    for globs that also select the embedding or the head (passed over with a reason of the stack's
-    own, or adapted as an untied projection), and for targets that are no string."""
-    if not isinstance(targets, str) or not dense(model):
+    """The matrices a LoRA run on `lora.targets` adapts (`lora_adapted`), by name in module order
+    (contracts.selection.matrix_name: `layers.0.q`, `layers.1.moe.expert0.up`, `logits` for an
+    untied head); None for targets that are no string."""
+    if not isinstance(targets, str):
         return None
-    chosen = {matrix_name(key) for key in selected(model, _patterns(targets), None)}
-    blocks = _block_matrices(model)
-    return [name for name in blocks if name in chosen] if chosen <= set(blocks) else None
+    adapted = set(lora_adapted(model, targets))
+    return [matrix_name(key) for key in parameter_shapes(model) if key in adapted]
 
 
 def lora_skipped(model: Mapping[str, Any], targets: Any) -> list[dict[str, str]] | None:
     """Every matrix a LoRA run on `lora.targets` leaves without an adapter, with the reason, in the
     order stack.model.targets' selection lists them (module order, a tied head right after the
-    embedding it is), where `lora_touched` decides the targets; None otherwise."""
+    embedding it is), on a dense model whose targets select no embedding (which the stack passes
+    over with a reason of its own); None otherwise."""
     touched = lora_touched(model, targets)
-    if touched is None:
+    if touched is None or not dense(model) or "embed.weight" in selected(model, _patterns(targets), None):
         return None
-    unmatched = not_matched("lora.targets", _patterns(str(targets)))
+    unmatched = not_matched("lora.targets", _patterns(targets))
     tied = _tied(model)
-    head = {"matrix": "logits", "reason": tied_to("embed") if tied else unmatched}
+    head = (
+        []
+        if "logits" in touched
+        else [{"matrix": "logits", "reason": tied_to("embed") if tied else unmatched}]
+    )
+    blocks = [f"layers.{i}.{kind}" for i in range(int(model["n_layers"])) for kind in BLOCK_MATRICES]
     return [
         {"matrix": "embed", "reason": unmatched},
-        *([head] if tied else []),
-        *({"matrix": name, "reason": unmatched} for name in _block_matrices(model) if name not in touched),
-        *([] if tied else [head]),
+        *(head if tied else []),
+        *({"matrix": name, "reason": unmatched} for name in blocks if name not in touched),
+        *([] if tied else head),
     ]
 
 

@@ -134,22 +134,37 @@ def test_merge_of_a_run_and_of_its_adapter_agree_and_export(
     ] == "PASS"
 
 
-def test_a_merge_of_globbed_targets_is_held_to_the_modules_they_select(
-    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+# Models and `lora.targets` whose adapted matrices the checker decides from the config alone: globs
+# on the dense model, a mixture's experts by glob, and every matrix of an untied model ('*' passes
+# over the embedding and adapts the head).
+MOE = ("model.moe_experts=4", "model.moe_top_k=2", "model.moe_balance_coef=0.1")
+SELECTED = {
+    "dense-globs": ((), "q,v,ffn_*"),
+    "mixture-experts": (MOE, "q,v,*up"),
+    "untied-everything": (("model.tie_embeddings=false",), "*"),
+}
+
+
+@pytest.mark.parametrize("case", list(SELECTED))
+def test_a_merge_is_held_to_the_modules_its_runs_targets_select(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
-    """The run's `lora.targets` of globs ('q,v,ffn_*') decide the modules a merge of it merges, by
-    the selection rule the checker holds (contracts.model_parameters.lora_touched): the base, the
-    run and the merge check clean together, and a merge that claims one module more is caught."""
-    merged = tmp_path / "merged"
-    assert one_line_cli(capsys, "lora", "merge", str(runs["tuned"]), "--out", str(merged))[0] == 0
-    chain = (runs["base"], runs["tuned"], merged)
-    assert findings(*chain) == []
+    """What `lora.targets` adapts is decided by the selection rule the checker holds
+    (contracts.model_parameters.lora_touched), for a model with options too: a base, its LoRA run
+    and their merge check clean together, and a merge that claims one module more is caught."""
+    model, targets = SELECTED[case]
+    base, tuned, merged = tmp_path / "base", tmp_path / "tuned", tmp_path / "merged"
+    assert train(smoke_args(runs["data"], base, *STEPS, *model)) == 0
+    lora = ["lora.r=4", f"lora.targets='{targets}'"]
+    assert train([*smoke_args(runs["data"], tuned, *STEPS, *model, *lora), "--init-from", str(base)]) == 0
+    assert one_line_cli(capsys, "lora", "merge", str(tuned), "--out", str(merged))[0] == 0
+    assert findings(base, tuned, merged) == []
     record = json.loads((merged / "metadata.json").read_text(encoding="utf-8"))
     modules = record["metrics"]["modules"]
-    record["metrics"]["modules"] = [*modules, "layers.0.attn.k"]
+    record["metrics"]["modules"] = [*modules, "layers.0.attn.invented"]
     (merged / "metadata.json").write_text(json.dumps(record), encoding="utf-8")
-    said = f"metrics.modules is {[*modules, 'layers.0.attn.k']}, but the adapters it merged at"
-    assert any(said in line and f"sit on {modules}" in line for line in findings(*chain))
+    said = f"metrics.modules is {[*modules, 'layers.0.attn.invented']}, but the adapters it merged at"
+    assert any(said in line and f"sit on {modules}" in line for line in findings(base, tuned, merged))
 
 
 @pytest.mark.gate("GATE-LORA-005")
