@@ -31,6 +31,11 @@ from contracts.spec import GATE_ID_PATTERN, PolicyRef, Spec, load_spec
 # A version-1 record cannot be re-judged (its measured values predate the judges): it is stale.
 SCHEMA_VERSION = 2
 EVIDENCE_FILE = "metadata.json"
+# What a tool says of a `--run PATH` that `records_named` finds no record in.
+NO_RECORD = (
+    f"holds no {EVIDENCE_FILE}, nor does any directory in it; pass a run directory, "
+    "or a ledger of them (the folder --evidence-dir files records in)"
+)
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a run id is also a directory name
 RUN_ID_STAMP = "%Y%m%dT%H%M%S"  # the UTC second `run_id` names, read back by `stamped_at`
 STAMPED_ID_RE = re.compile(r"-(\d{8}T\d{6})(?:-\d+)?$")
@@ -424,6 +429,15 @@ def file_record(ledger_dir: Path, record: EvidenceRecord, files: tuple[Path, ...
     if key is not None:
         sign_record(target, read_evidence(path), key)
     return path
+
+
+def records_named(path: Path) -> list[Path]:
+    """The run directories a command line's `--run PATH` names: PATH itself when it holds a record,
+    else each directory in it that holds one (a ledger, as `file_record` files records), sorted;
+    none when neither. A ledger is read whole, so that the parents its records name are among them."""
+    if (path / EVIDENCE_FILE).is_file():
+        return [path]
+    return sorted(child for child in path.glob("*") if (child / EVIDENCE_FILE).is_file())
 
 
 def read_evidence(path: Path) -> EvidenceRecord:

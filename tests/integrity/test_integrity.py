@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.evidence import sha256_file
+from contracts.evidence import NO_RECORD, sha256_file
 from contracts.judges import TEST_FAILED
 from contracts.spec import load_spec_from
 from tests.support.ledger_support import RECORDS
@@ -398,6 +398,23 @@ def test_all_warnings_lists_each_one(repo: tuple[Path, str], capsys: pytest.Capt
         out.count("warning  UNSIGNED  evidence/runs/run-") == WARNINGS_SHOWN + 1
         and "more like these" not in out
     )
+
+
+def test_a_ledger_given_as_a_run_is_checked_whole(
+    repo: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--run LEDGER` (a folder of run directories, as --evidence-dir files them) checks each record
+    in it; a folder with no record, in it or in any directory in it, is refused in one line."""
+    root, sha = repo
+    for name in ("run-a", "run-b"):
+        make_record(root, name, sha)
+    ledger = root / "evidence" / "runs"
+    assert main(["--root", str(root), "--runs-only", "--run", str(ledger), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 2
+    (tmp_path / "empty" / "run-c").mkdir(parents=True)
+    assert main(["--root", str(root), "--runs-only", "--run", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'empty'} {NO_RECORD}" in err
 
 
 @pytest.mark.holds("GATE-INTEG-002")  # nothing planted: the clean path, the constant read as a gate id

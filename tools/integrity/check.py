@@ -52,7 +52,7 @@ import yaml
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.derive.benchmarks import computed_lines
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput
-from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord, sha256_file
+from contracts.evidence import EVIDENCE_FILE, NO_RECORD, REPO_ROOT, EvidenceRecord, records_named, sha256_file
 from contracts.model_card import model_card
 from contracts.proof_lock import LOCK_FILE
 from contracts.reading import (
@@ -1542,7 +1542,12 @@ def main(argv: list[str] | None = None) -> int:
         help="repository to check (default: this one)",
     )
     parser.add_argument(
-        "--run", type=Path, action="append", default=[], help="also check the evidence of this run directory"
+        "--run",
+        type=Path,
+        action="append",
+        default=[],
+        help="also check the evidence of this run directory, or of every run directory of this ledger "
+        "(the folder --evidence-dir files records in)",
     )
     parser.add_argument(
         "--runs-only",
@@ -1596,11 +1601,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    for run_dir in args.run:
-        if not (run_dir / "metadata.json").is_file():
-            print(f"check_integrity: {run_dir} has no metadata.json; pass a run directory", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    if args.runs_only and not args.run:
+    missing = [path for path in args.run if not records_named(path)]
+    if missing:
+        print(f"check_integrity: {missing[0]} {NO_RECORD}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    runs = [run for path in args.run for run in records_named(path)]
+    if args.runs_only and not runs:
         print("check_integrity: --runs-only needs at least one --run RUN_DIR", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:  # the spec the stack's own checks read as they replay a record (GATESTACK_SPEC, if set)
@@ -1609,7 +1615,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check_integrity: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        report = run_checks(args.root, args.run, runs_only=args.runs_only, trust=args.trust_key)
+        report = run_checks(args.root, runs, runs_only=args.runs_only, trust=args.trust_key)
     except Exception as exc:
         print(
             f"check_integrity: internal error, no verdict ({type(exc).__name__}: {exc}); "

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord
+from contracts.evidence import EVIDENCE_FILE, NO_RECORD, REPO_ROOT, EvidenceRecord, records_named
 from contracts.registry import Registry
 from contracts.schemas import json_schemas
 from contracts.spec import Spec
@@ -302,7 +302,14 @@ def generate(ledger: Ledger, repository_url: str, pairs: list[tuple[str, str]]) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=REPO_ROOT)
-    parser.add_argument("--run", type=Path, action="append", default=[], help="also show this run directory")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        default=[],
+        help="also show this run directory, or every run directory of this ledger (the folder --evidence-dir "
+        "files records in)",
+    )
     parser.add_argument(
         "--compare",
         nargs=2,
@@ -312,12 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also write a comparison page of two runs (run ids or run directories)",
     )
     args = parser.parse_args(argv)
-    for run_dir in args.run:
-        if not (run_dir / "metadata.json").is_file():
-            print(f"render_site: {run_dir} has no metadata.json; pass a run directory", file=sys.stderr)
-            return 2
+    missing = [path for path in args.run if not records_named(path)]
+    if missing:
+        print(f"render_site: {missing[0]} {NO_RECORD}", file=sys.stderr)
+        return 2
+    runs = [run for path in args.run for run in records_named(path)]
     try:
-        written = render(args.root, args.run, [tuple(pair) for pair in args.compare])
+        written = render(args.root, runs, [tuple(pair) for pair in args.compare])
     except BadInput as exc:
         print(f"render_site: {exc}", file=sys.stderr)
         return 2
