@@ -57,6 +57,7 @@ from contracts.derive.base import (
 from contracts.derive.training import LOOP_KINDS
 from contracts.evidence import EvidenceRecord, canonical_sha256, stamped_at
 from contracts.gate_counts import least_max_gap
+from contracts.model_shape import routed_blocks
 
 __all__ = [
     "DERIVERS",
@@ -160,25 +161,44 @@ def stamp_problems(record: EvidenceRecord) -> list[str]:
 
 
 # GATE-MODEL-003's forms compared with the packed-document reference are named "<mode> packed"; the
-# others (train, eval, cached) with the plain one (stack.model.checks.check_architecture).
+# others (train, eval, cached) with the plain one (stack.model.checks.check_architecture). The
+# cached form decodes in evaluation mode.
 PACKED_FORM = " packed"
+CACHED_FORM, EVAL_MODE = "cached", "eval"
+
+
+def _reference_of(form: str, by_mode: bool) -> tuple[bool, str]:
+    """Which of check_architecture's references a form is compared with: the packed or the plain
+    one, and, where the references of the two modes may differ, its mode's."""
+    packed = form.endswith(PACKED_FORM)
+    mode = form.removesuffix(PACKED_FORM)
+    return packed, (EVAL_MODE if mode == CACHED_FORM else mode) if by_mode else ""
 
 
 def shared_reference_problems(record: EvidenceRecord) -> list[str]:
-    """GATE-MODEL-003 compares every form of a checked architecture with one float64 reference of
-    the same probe weights and tokens (the packed forms with one of the same tokens in documents),
-    so the forms of one reference state one ref_absmax, its largest magnitude: a form's scale, which
-    its tolerance grows with, is not the form's to state (the cached
-    form's ref_absmax restated 4.336 → 5.0 beside train's and eval's 4.336)."""
+    """GATE-MODEL-003 compares the forms of a checked architecture with float64 references of the
+    same probe weights and tokens (the packed forms with one of the same tokens in documents), so
+    the forms of one reference state one ref_absmax, its largest magnitude: a form's scale, which
+    its tolerance grows with, is not the form's to state (the cached form's ref_absmax restated
+    4.336 → 5.0 beside train's and eval's 4.336). Each mode has a reference of its own, and they
+    are one only in a model without depth-routed blocks (one of those routes each sequence's top-k
+    in training and by a threshold in evaluation, so the probe's largest logit may differ): the
+    modes are held to one number where the record's config says the model has none, and each mode
+    to its own elsewhere (a model with routed blocks, or one the record does not describe)."""
     result = next((g for g in record.gates if g.id == "GATE-MODEL-003"), None)
     measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
     forms = measured.get("forms")
     if measured.get("checked") is not True or not isinstance(forms, dict):
         return []
-    scales: dict[bool, dict[str, Any]] = {}
+    model = record.config.get("model") if isinstance(record.config, dict) else None
+    try:
+        by_mode = not isinstance(model, dict) or bool(routed_blocks(model))
+    except (KeyError, TypeError, ValueError):
+        by_mode = True
+    scales: dict[tuple[bool, str], dict[str, Any]] = {}
     for name, values in forms.items():
         scale = values.get("ref_absmax") if isinstance(values, dict) else None
-        scales.setdefault(str(name).endswith(PACKED_FORM), {})[name] = scale
+        scales.setdefault(_reference_of(str(name), by_mode), {})[name] = scale
     return [
         f"gates[GATE-MODEL-003].measured.forms state ref_absmax {stated}, but those forms are compared "
         "with one reference, whose largest magnitude is one number"

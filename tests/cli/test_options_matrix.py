@@ -24,7 +24,7 @@ import pytest
 
 from contracts import trace_anomaly
 from contracts.errors import GateViolation
-from contracts.evidence import read_evidence
+from contracts.evidence import EVIDENCE_FILE, read_evidence, records_named
 from contracts.judges.arch import cell_verdicts
 from contracts.spec import default_spec_dir, load_spec
 from stack.cli import main
@@ -46,6 +46,7 @@ from stack.options_matrix import (
     trained_layers,
 )
 from stack.trace.hooks import SiteHooks
+from tests.support.ledger_support import findings
 from tests.support.train_support import prepared
 from tools.records.scratch import make_repo
 from tools.site.render import GENERATED, render
@@ -54,6 +55,7 @@ pytestmark = pytest.mark.triton  # Triton's kernel runs here, interpreted on a C
 
 MATRIX = load_matrix()
 ALL = "moe+diff-attn+mod"
+STUDENT = "distill-student"  # the cell whose teacher is the dense model's run
 Cells = dict[str, dict[str, Cell]]
 
 
@@ -153,6 +155,22 @@ def test_surgery_and_lora_touch_every_matrix_and_say_so(fast: tuple[Path, Cells]
     lora = read_evidence(work / "lora-train" / "metadata.json").metrics["lora_matrices"]
     assert expected <= set(lora["touched"])
     assert {s["matrix"] for s in lora["skipped"]} == {"embed", "logits"}
+
+
+def test_every_record_the_cells_filed_holds_under_the_integrity_check(fast: tuple[Path, Cells]) -> None:
+    """The records of each model's cells, checked together as the ledger of their own they would
+    be (the run's legs as filed, not its directory, which holds its last leg again): no violation.
+    A checker that cannot follow an option calls a sound record false (a LoRA merge of a model with
+    options 'on modules the checker cannot decide', a depth-routed model's two references held to
+    one largest logit). Every model's run is named `run`, so distill-student, whose teacher is the
+    dense model's, is checked with that run and its own start, and held to the findings about it."""
+    work = fast[0]
+    for model in (p for p in work.iterdir() if p.is_dir()):
+        cells = [p.parent for p in model.glob(f"*/{EVIDENCE_FILE}") if p.parent.name not in ("run", STUDENT)]
+        assert findings(*cells, *records_named(model / "ledger")) == [], model.name
+    student = work / ALL / STUDENT
+    found = findings(student, *records_named(work / "dense" / "ledger"), work / ALL / "ledger" / "run-leg2")
+    assert [line for line in found if f"/{STUDENT}/" in line] == []
 
 
 def test_a_cell_is_decided_by_the_exit_code(tmp_path: Path) -> None:

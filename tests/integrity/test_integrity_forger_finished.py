@@ -24,12 +24,15 @@ from typing import Any
 
 import pytest
 
+from contracts.derive import shared_reference_problems
+from contracts.evidence import EVIDENCE_FILE, read_evidence
 from contracts.spec import load_spec
 from tests.support.ledger_support import (
     DISTILL_RUN,
     ES_RUN,
     LASER_RUN,
     PREPARE_RUN,
+    RECORDS,
     ROOT,
     SAMPLE_RUN,
     Change,
@@ -51,6 +54,33 @@ CUDA_BUILD, CUDA_VERSION = "2.13.0+cu128", "12.8"
 def _cuda_claimed(data: dict[str, Any], _run_dir: Path) -> None:
     """The record's env restated as a CUDA run, every field of it consistent with the others."""
     data["env"].update(torch=CUDA_BUILD, cuda=CUDA_VERSION, device="cuda")
+
+
+MIX_RUN = "current/mix-run"  # a training record of a mixture of experts, no depth-routed block
+
+
+@pytest.mark.parametrize(
+    ("model", "found"),
+    [({}, (1, 1)), ({"mod_every": 1, "mod_capacity": 0.5}, (0, 1)), (None, (0, 1))],
+    ids=["no-routed-block", "depth-routed", "model-not-stated"],
+)
+def test_each_mode_has_its_own_reference_only_where_a_block_routes_by_depth(
+    model: dict[str, Any] | None, found: tuple[int, int]
+) -> None:
+    """A depth-routed block routes each sequence's top-k in training and by a threshold in
+    evaluation, so the training forms' reference can have another largest logit than the evaluation
+    and cached forms' (a two-block mixture with differential attention and routing in every block:
+    8.99 against 9.61). A training form's scale of its own is no problem there, nor where the record
+    states no model; it is one in a model without such a block, whose modes share one reference.
+    The cached form decodes in evaluation mode: a scale of its own beside eval's is one anywhere."""
+    record = read_evidence(RECORDS / MIX_RUN / EVIDENCE_FILE)
+    forms = next(g for g in record.gates if g.id == "GATE-MODEL-003").measured["forms"]
+    stated = record.config["model"]
+    record.config = {"checkpoint": "elsewhere"} if model is None else {"model": {**stated, **model}}
+    forms["train"]["ref_absmax"] *= 0.95
+    assert len(shared_reference_problems(record)) == found[0]
+    forms["cached"]["ref_absmax"] *= 1.05
+    assert len(shared_reference_problems(record)) == found[1]
 
 
 @pytest.mark.gate("GATE-INTEG-001")
