@@ -21,7 +21,9 @@ the `[model]` and `[lora]` tables alone, apart from stack/model's construction:
 
 The stack measures its model's `named_parameters()` at step 0 against `implied_parameters` of the
 run's resolved config (stack.model.structure), and the integrity check derives the record's stated
-list from its config.toml by the same function (contracts.derive.restated).
+list from its config.toml by the same function (contracts.derive.restated). The same selection,
+by matrix name (`lora_touched`, `lora_skipped`), is what the checker holds a LoRA run's stated
+matrices, counts and checkpoint sizes to, and a merge of its adapters to the modules they are on.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def _patterns(targets: str) -> list[str]:
 
 
 def _tied(model: Mapping[str, Any]) -> bool:
+    """Whether the head is the embedding's tensor (a glob that selects one selects both)."""
     return bool(model.get("tie_embeddings", DEFAULTS["tie_embeddings"]))
 
 
