@@ -26,6 +26,7 @@ from stack.model.gpt import GPT
 from stack.train import determinism
 from stack.train.loop import Trainer
 from stack.train.queued import QueuedStep
+from tests.support.ledger_support import findings
 from tests.support.train_support import CrossEntropyScaled, evidence, prepared, smoke_args, step_lines, train
 from tools.integrity.record_checks import check_record_truth
 from tools.integrity.repeatability import repeatability_problems
@@ -314,3 +315,20 @@ def test_a_claim_needs_its_replay_and_a_replay_its_setting(data: Path, tmp_path:
     tolerant = record.model_copy(deep=True)
     next(g for g in tolerant.gates if g.id == "GATE-CKPT-003").measured["bit_for_bit"] = False  # type: ignore[index]
     assert any("train.deterministic is True" in p for p in repeatability_problems(tolerant))
+
+
+def test_two_runs_of_one_configuration_are_twins_only_where_their_replays_claim_it(
+    data: Path, tmp_path: Path
+) -> None:
+    """Two honest runs of one configuration at one commit log the same steps, as a record filed twice
+    would: the check names them one run, and the way out a training run has (its replay); with a
+    replay each claims its configuration repeatable, and the two are twins held to agree."""
+    plain = [tmp_path / "a", tmp_path / "b"]
+    for run in plain:
+        assert train(smoke_args(data, run, *SHORT)) == 0
+    (line,) = findings(*plain)
+    assert "one run filed under two ids" in line and "--set train.replay_steps=2" in line
+    replayed = [tmp_path / "c", tmp_path / "d"]
+    for run in replayed:
+        assert train(smoke_args(data, run, *SHORT, "train.replay_steps=1")) == 0
+    assert findings(*replayed) == []
