@@ -156,7 +156,8 @@ class DepthRoutedBlock(Block):
         k = capacity_tokens(self.capacity, length)
         idx = self.select(scores, k)
         self.routed = torch.zeros(batch, length, dtype=torch.bool, device=x.device).scatter(1, idx, True)
-        if k == 0:
+        if k == 0:  # the feed-forward still reports this forward, on no token (a mixture's terms 0)
+            self.feed_forward(x.new_zeros(0, width))
             return x
         self.split_scores = scores.detach()
         with torch.no_grad():  # the inference threshold of the weights that scored this batch

@@ -18,6 +18,10 @@ Two auxiliary losses come out of every forward, kept on the module for the train
   no f_e exceeds 1/k): E only for top-1.
 * router z-loss (ST-MoE): the mean over tokens of `logsumexp(router logits)²`, which keeps the
   logits small enough for the softmax to stay precise in low precision.
+
+A mixture no token reaches (inside a depth-routed block that routed none of a batch's tokens: its
+capacity of a short sequence, or none above its threshold) has nothing to balance: both terms
+are 0 there, not the NaN of a mean over no tokens, which would make the whole loss NaN.
 """
 
 from __future__ import annotations
@@ -79,11 +83,14 @@ class MoE(nn.Module):
         # the feed-forward's output into a tensor of that dtype, and index_put refuses another.
         out = out.to(made)
         counts = torch.bincount(top_i.flatten(), minlength=self.n_experts)
-        fraction = counts.to(probs.dtype) / top_i.numel()
-        self.aux = {
-            "load_balance": self.n_experts * (fraction * probs.mean(0)).sum(),
-            "router_z": torch.logsumexp(logits.float(), dim=-1).pow(2).mean(),
-        }
+        if tokens.shape[0]:
+            fraction = counts.to(probs.dtype) / top_i.numel()
+            self.aux = {
+                "load_balance": self.n_experts * (fraction * probs.mean(0)).sum(),
+                "router_z": torch.logsumexp(logits.float(), dim=-1).pow(2).mean(),
+            }
+        else:  # no token reached the mixture: zero, on the router's graph (a mean of none is NaN)
+            self.aux = {name: logits.float().sum() for name in AUX_TERMS}  # a node each
         self.router_logits = logits.detach()
         self.routed = self.routed.to(counts.device) + counts.detach()
         return out.reshape(shape)

@@ -88,6 +88,9 @@ def defined_terms(moes: Iterable[MoE]) -> torch.Tensor:
     for moe in moes:
         assert moe.router_logits is not None, "a MoE layer is judged after its forward"
         logits = moe.router_logits.float()
+        if not logits.shape[0]:  # no token reached it: both terms 0 by definition (stack.model.moe)
+            per_layer.append(logits.new_zeros(len(AUX_TERMS)))
+            continue
         probs = logits.softmax(dim=-1)
         chosen = probs.topk(moe.top_k, dim=-1).indices
         assignments = torch.nn.functional.one_hot(chosen, moe.n_experts).sum(dim=(0, 1))

@@ -41,6 +41,7 @@ from stack.model.mod_checks import (
     inference_routed,
     reset_inference_routed,
 )
+from stack.model.moe_checks import defined_terms
 from tests.support.train_support import (
     differences,
     interrupted_copy,
@@ -423,6 +424,28 @@ def test_a_capacity_that_routes_no_token_of_ctx_is_refused_naming_it() -> None:
         ModelConfig(**{**SHAPE, "mod_every": 2, "mod_capacity": 0.04})
     message = judge("GATE-ARCH-010", {"capacity": 0.02, "length": 40, "grad_absmax": {"layers.1": 0.0}})
     assert "routes ⌊0.02·40⌋ = 0 of the probe's 40 tokens" in message[0]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["top-k", "threshold"])
+def test_a_mixture_no_token_reaches_adds_terms_of_zero_on_the_router(training: bool) -> None:
+    """A mixture inside a depth-routed block that routes none of the batch's tokens (⌊C·T⌋ = 0 of a
+    sequence shorter than 1/C, as a preference pair's row can be; or no score above the threshold)
+    reports its auxiliary terms of this forward as 0, where a mean over no token made the whole
+    loss NaN (GATE-ARCH-001 fired on a DPO run of such a model), with the router's gradient of 0,
+    and the terms as GATE-ARCH-001 defines them agree."""
+    model = mod_model(moe_experts=4, moe_top_k=2, mod_capacity=0.125).train(training)
+    block = routed_block(model)
+    block.route_threshold.fill_(math.inf)  # no score exceeds it
+    model.train()(torch.zeros(1, 16, dtype=torch.long))  # earlier terms the next forward must replace
+    model.train(training)
+    _, loss = model(torch.zeros(1, 5, dtype=torch.long), targets=torch.zeros(1, 5, dtype=torch.long))
+    terms = {name: float(value.detach()) for name, value in block.feed_forward.aux.items()}
+    assert terms == {"load_balance": 0.0, "router_z": 0.0} and block.feed_forward.router_logits.shape[0] == 0
+    total = loss + sum(coef * term for coef, term in model.aux_losses().values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert float(block.feed_forward.router.weight.grad.abs().max()) == 0.0
+    assert defined_terms([block.feed_forward]).tolist() == [0.0, 0.0]
 
 
 @pytest.mark.holds("GATE-ARCH-010")
