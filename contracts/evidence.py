@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import re
 import shutil
@@ -224,6 +225,19 @@ class EvidenceRecord(Record):
 def now() -> datetime:
     """The current time in UTC, the only clock evidence uses."""
     return datetime.now(UTC)
+
+
+def plain(value: Any) -> Any:
+    """`value` as strict JSON data: NaN and ±Inf become the strings "nan", "inf", "-inf", which
+    the judges read back as those floats (contracts.judges.base.number); JSON has neither, and a
+    writer that turned them into null would leave a record whose verdict no judge can give again."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 def canonical_sha256(value: JsonValue) -> str:

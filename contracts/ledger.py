@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.evidence import GateResult, Verdict, Waiver
+from contracts.evidence import GateResult, Verdict, Waiver, plain
 from contracts.judges import CHECKS, judge
 from contracts.spec import Severity, Spec, load_spec
 
@@ -80,7 +80,7 @@ def judged_result(
         revision=gate.revision,
         thresholds_sha256=gate.thresholds_sha256,
         verdict=verdict_of(spec, gate_id, not problems, waived),
-        measured=measured,
+        measured=plain(measured),
         threshold=gate.threshold_values,
         step=step,
         message=judged_message(list(problems)),

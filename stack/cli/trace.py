@@ -429,8 +429,7 @@ def write_outputs(args: argparse.Namespace, result: Result) -> dict[str, str]:
     import io
     import json
 
-    from contracts.evidence import atomic_write_bytes
-    from stack.trace.report import plain
+    from contracts.evidence import atomic_write_bytes, plain
 
     texts: dict[str, tuple[Path, str]] = {}
     if args.json is not None:

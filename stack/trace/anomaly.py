@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.evidence import plain
 from contracts.gates import Outcome, gate_require, measure
 from contracts.judges import judge
 from contracts.spec import load_spec
@@ -33,7 +34,6 @@ from contracts.trace_anomaly import (
     read_site,
     site_baselines,
 )
-from stack.trace.report import plain
 from stack.trace.tracer import Trace
 
 # The statistics of a site that every baseline reads.

@@ -31,10 +31,9 @@ import torch
 
 from contracts.dump_sample import kept_positions, stored_values
 from contracts.errors import BadInput
-from contracts.evidence import atomic_write_bytes
+from contracts.evidence import atomic_write_bytes, plain
 from contracts.gates import Outcome, gate_require, measure
 from stack.artifacts import TRACE_DUMP_FORMAT
-from stack.trace.report import plain
 from stack.trace.sites import DENSE, TRACE_SCHEMA_VERSION, Layout
 from stack.trace.tracer import SiteRecord, Trace
 

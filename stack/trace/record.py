@@ -32,6 +32,7 @@ from contracts.evidence import (
     free_run_id,
     new_record,
     now,
+    plain,
     run_id,
     write_evidence,
 )
@@ -41,7 +42,6 @@ from stack.artifacts import CHECKPOINTS_DIR as CKPT_DIR
 from stack.outputs import ownership, rundir
 from stack.outputs.destination import check_directory, check_file
 from stack.trace.dump import FORMAT as DUMP_FORMAT
-from stack.trace.report import plain
 from stack.trace.sites import TRACE_SCHEMA_VERSION
 
 REPORT_FILE = "trace.json"

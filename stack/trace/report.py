@@ -230,20 +230,6 @@ def ablation_lines(effect: AblationEffect) -> list[str]:
     ]
 
 
-# -- plain data ---------------------------------------------------------------------------------
-
-
-def plain(value: Any) -> Any:
-    """`value` as strict JSON data: NaN and ±Inf become the strings "nan", "inf", "-inf"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
-
-
 def site_json(record: SiteRecord) -> dict[str, Any]:
     layer, site = split(record.name)
     return {

@@ -62,7 +62,7 @@ def test_verdicts_land_in_the_active_ledger() -> None:
         _needs_finite(3.0)  # a later PASS does not hide the FAIL, nor its numbers
     result = ledger.results[BLOCKING]
     assert result.verdict is Verdict.FAIL
-    assert result.measured == {"loss": math.inf, "grad_norm": 1.0}
+    assert result.measured == {"loss": "inf", "grad_norm": 1.0}  # strict JSON, as the record keeps it
     assert result.thresholds_sha256 == load_spec().gate(BLOCKING).thresholds_sha256
     assert result.message and "not finite" in result.message
 

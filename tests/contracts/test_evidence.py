@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from contracts.evidence import (
     read_evidence,
     write_evidence,
 )
+from contracts.judges import judge
+from contracts.ledger import judged_message, judged_result
 from contracts.schemas import json_schemas
 from contracts.spec import load_spec
 
@@ -142,3 +145,25 @@ def test_json_schemas_export() -> None:
     assert set(schemas) == {"spec", "gates", "benchmarks", "registry", "evidence"}
     assert schemas["evidence"]["additionalProperties"] is False
     assert "gates" in schemas["evidence"]["properties"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    objective=st.sampled_from([math.nan, math.inf, -math.inf, 0.9]),
+    value=st.sampled_from([math.nan, math.inf, 0.25]),
+)
+def test_a_verdict_on_non_finite_values_is_given_again_from_the_record(
+    tmp_path_factory: pytest.TempPathFactory, objective: float, value: float
+) -> None:
+    """A gate that judged NaN or ±Inf (a loss gone NaN, a mixture's terms over no token) keeps them
+    in its record as "nan", "inf", "-inf", which JSON can hold and the judge reads back: written
+    and read again, its values give the judge the message the run recorded, where values written
+    as null left the judge nothing to read ("'objective' is None, not a number")."""
+    term = {"coefficient": 0.1, "value": value, "defined": value, "derivative": 0.1}
+    measured = {"objective": objective, "ce": 0.69, "terms": {"load_balance": term}}
+    result = judged_result(load_spec(), "GATE-ARCH-001", measured, waived=False)
+    record = _record("nan-run", {})
+    record.gates = [result]
+    run = tmp_path_factory.mktemp("nan")
+    (read,) = read_evidence(write_evidence(run, record)).gates
+    assert judged_message(judge("GATE-ARCH-001", read.measured, read.threshold)) == result.message
