@@ -157,8 +157,8 @@ def test_a_verdict_on_non_finite_values_is_given_again_from_the_record(
 ) -> None:
     """A gate that judged NaN or ±Inf (a loss gone NaN, a mixture's terms over no token) keeps them
     in its record as "nan", "inf", "-inf", which JSON can hold and the judge reads back: written
-    and read again, its values give the judge the message the run recorded, where values written
-    as null left the judge nothing to read ("'objective' is None, not a number")."""
+    and read again, its values give the judge the message the run recorded (values written as null
+    would leave it nothing to read: "'objective' is None, not a number")."""
     term = {"coefficient": 0.1, "value": value, "defined": value, "derivative": 0.1}
     measured = {"objective": objective, "ce": 0.69, "terms": {"load_balance": term}}
     result = judged_result(load_spec(), "GATE-ARCH-001", measured, waived=False)

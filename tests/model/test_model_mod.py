@@ -430,9 +430,9 @@ def test_a_capacity_that_routes_no_token_of_ctx_is_refused_naming_it() -> None:
 def test_a_mixture_no_token_reaches_adds_terms_of_zero_on_the_router(training: bool) -> None:
     """A mixture inside a depth-routed block that routes none of the batch's tokens (⌊C·T⌋ = 0 of a
     sequence shorter than 1/C, as a preference pair's row can be; or no score above the threshold)
-    reports its auxiliary terms of this forward as 0, where a mean over no token made the whole
-    loss NaN (GATE-ARCH-001 fired on a DPO run of such a model), with the router's gradient of 0,
-    and the terms as GATE-ARCH-001 defines them agree."""
+    reports its auxiliary terms of this forward as 0, with the router's gradient of 0, and the terms
+    as GATE-ARCH-001 defines them agree: a mean over no token would make the whole loss NaN and
+    halt a DPO run of such a model at GATE-ARCH-001."""
     model = mod_model(moe_experts=4, moe_top_k=2, mod_capacity=0.125).train(training)
     block = routed_block(model)
     block.route_threshold.fill_(math.inf)  # no score exceeds it
