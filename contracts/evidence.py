@@ -32,7 +32,7 @@ from contracts.spec import GATE_ID_PATTERN, PolicyRef, Spec, load_spec
 # A version-1 record cannot be re-judged (its measured values predate the judges): it is stale.
 SCHEMA_VERSION = 2
 EVIDENCE_FILE = "metadata.json"
-# What a tool says of a `--run PATH` that `records_named` finds no record in.
+# What a tool says of a `--run PATH` that `records_named` finds no record in (`runs_named`).
 NO_RECORD = (
     f"holds no {EVIDENCE_FILE}, nor does any directory in it; pass a run directory, "
     "or a ledger of them (the folder --evidence-dir files records in)"
@@ -452,6 +452,18 @@ def records_named(path: Path) -> list[Path]:
     if (path / EVIDENCE_FILE).is_file():
         return [path]
     return sorted(child for child in path.glob("*") if (child / EVIDENCE_FILE).is_file())
+
+
+def runs_named(paths: list[Path]) -> list[Path]:
+    """Every run directory the `--run PATH` items of a command line name (`records_named` of each,
+    in order); a PATH that names none is refused in one line that names both forms."""
+    runs: list[Path] = []
+    for path in paths:
+        named = records_named(path)
+        if not named:
+            raise BadInput(f"{path} {NO_RECORD}")
+        runs += named
+    return runs
 
 
 def read_evidence(path: Path) -> EvidenceRecord:

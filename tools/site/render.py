@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE, NO_RECORD, REPO_ROOT, EvidenceRecord, records_named
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord, runs_named
 from contracts.registry import Registry
 from contracts.schemas import json_schemas
 from contracts.spec import Spec
@@ -319,13 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         help="also write a comparison page of two runs (run ids or run directories)",
     )
     args = parser.parse_args(argv)
-    missing = [path for path in args.run if not records_named(path)]
-    if missing:
-        print(f"render_site: {missing[0]} {NO_RECORD}", file=sys.stderr)
-        return 2
-    runs = [run for path in args.run for run in records_named(path)]
     try:
-        written = render(args.root, runs, [tuple(pair) for pair in args.compare])
+        written = render(args.root, runs_named(args.run), [tuple(pair) for pair in args.compare])
     except BadInput as exc:
         print(f"render_site: {exc}", file=sys.stderr)
         return 2
