@@ -525,7 +525,21 @@ def train_leg_problems(m: Metrics) -> list[str]:
                 f"{row} is read off the {loop} leg at deterministic={deterministic}, grad_accum={accum}, "
                 f"which metrics.{where} does not hold"
             )
-    return problems
+    return problems + _memory_accumulation_problems(m, timed["legs"])
+
+
+def _memory_accumulation_problems(m: Metrics, legs: list[dict[str, Any]]) -> list[str]:
+    """The memory rows measure each loop's peak at the accumulations the legs are timed at, each
+    once: a row's peak was taken at the accumulation it names, which nothing else in the record
+    restates, so a row relabelled to another would otherwise stand."""
+    rows = [row.get("grad_accum") for row in m.get("memory") or [] if isinstance(row, dict)]
+    timed = sorted({str(leg.get("grad_accum")) for leg in legs})
+    if not rows or not legs or sorted(map(str, rows)) == timed:
+        return []
+    return [
+        f"metrics.memory measures peaks at grad_accum {', '.join(map(str, rows))}, but metrics.legs "
+        f"are timed at {', '.join(timed)}: one peak a timed accumulation"
+    ]
 
 
 def same(value: float) -> float:
@@ -774,6 +788,16 @@ def _choices(metrics: Metrics, derived: Derivation) -> None:
         derived.put(("metrics", "manifests_identical"), len(set(manifests.values())) == 1)
 
 
+def _profiled_step(metrics: Metrics, derived: Derivation) -> None:
+    """The step the training benchmark profiles in each loop: the first steady one, past its
+    warm-up, at grad_accum 1 (benchmarks/train_throughput.py's PROFILED_STEP), so that a profile
+    of a warm-up step (compilation, first allocations) cannot stand as a steady step's."""
+    profiles, warmup = metrics.get("step_profiles"), metrics.get("warmup_steps")
+    if isinstance(profiles, dict) and isinstance(warmup, int) and not isinstance(warmup, bool):
+        derived.put(("metrics", "step_profiles", "step"), warmup + 1)
+        derived.put(("metrics", "step_profiles", "grad_accum"), 1)
+
+
 @derives("benchmark")
 def benchmark_record(inputs: Inputs) -> Derivation:
     """The headline numbers from the measurements beside them, its choices from its candidates, and
@@ -785,6 +809,7 @@ def benchmark_record(inputs: Inputs) -> Derivation:
         derived.problems += problems_of(rule(metrics))
     if metrics.get("benchmark") == TRAIN_BENCHMARK:
         derived.problems += train_leg_problems(metrics)
+        _profiled_step(metrics, derived)
     _choices(metrics, derived)
     goals_met(inputs, derived)
     return derived

@@ -216,6 +216,46 @@ def test_a_training_benchmark_restated_as_a_gpus_states_no_peak_of_it(
     )
 
 
+def test_a_memory_peak_relabelled_to_an_accumulation_no_leg_is_timed_at_is_named(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Each loop's peak is measured at the accumulations its legs are timed at, once each: the smoke
+    preset's row at grad_accum 1 restated as 2 stands beside legs of grad_accum 1 alone."""
+    run, record = own_copy(training_record, tmp_path)
+    (row,) = record["metrics"]["memory"]
+    assert row["grad_accum"] == 1
+    row["grad_accum"] = 2
+    said = "metrics.memory measures peaks at grad_accum 2, but metrics.legs are timed at 1"
+    assert any(said in line for line in edited_findings(run, record))
+
+
+def test_the_profiled_step_is_the_first_steady_one_and_a_cpu_profiles_no_gpu_kernel(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The step profiled is the one after the warm-up, at grad_accum 1, and on a CPU each loop's
+    profile holds no GPU launch: a warm-up step restated as steady, or GPU time claimed, is named."""
+    run, record = own_copy(training_record, tmp_path)
+    profiles = record["metrics"]["step_profiles"]
+    profiles["step"] -= 1
+    profiles["stack"]["launches"] = 12
+    found = edited_findings(run, record)
+    assert any("metrics.step_profiles.step" in line for line in found), found
+    assert any("metrics.step_profiles.stack.launches is 12, but on the CPU" in line for line in found)
+
+
+def test_the_flops_a_token_are_counted_again_from_the_model_the_record_stores(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """`flops_per_token` is what a reader compares with another stack's count, and on a CPU no MFU
+    is read off it: one part in a thousand more is named against the stored model's count, and the
+    record as filed states the count of that model."""
+    run, record = own_copy(training_record, tmp_path)
+    said = "metrics.flops_per_token is"
+    assert not any(said in line for line in findings(run))
+    record["metrics"]["flops_per_token"] *= 1.001
+    assert any(said in line and "counts" in line for line in edited_findings(run, record))
+
+
 def test_the_profiled_step_of_the_stack_is_a_steady_one(tmp_path: Path) -> None:
     """In the stack's profiled step the model multiplies as often as in the plain loop's: no probe
     (GATE-TRAIN-008's reference gradient is one more backward, which its last step takes)."""

@@ -1,5 +1,10 @@
 """A benchmark's model FLOPs utilisation, held to its tokens/s and to its model's shape.
 
+The training benchmark also states the FLOPs per token its MFU is made of (`flops_per_token`),
+which a reader takes at its word to compare with another stack's count: the checker counts them
+again from the model it stored, with the function that counted them (a record that raised them
+with its MFU would otherwise hold, MFU being recomputed from the model, not from them).
+
 MFU is tokens/s × FLOPs per token ÷ the GPU's peak (stack/train/flops.py), so for one model shape
 on one GPU, MFU ÷ tokens/s is one constant: the shape's FLOPs per token over the peak. A record
 whose tokens/s was raised with its MFU left, whose MFU was raised alone, or whose two contenders'
@@ -13,16 +18,24 @@ tokens/s beside it, and a tokens/s rounded to a whole number may move it by half
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from contracts.derive.benchmarks import SPEED_BENCHMARKS, TRAIN_BENCHMARK, Identity, problems_of
+from contracts.derive.benchmarks import (
+    FLOAT_SLACK,
+    SPEED_BENCHMARKS,
+    TRAIN_BENCHMARK,
+    Identity,
+    finite_number,
+    problems_of,
+)
 from contracts.evidence import EvidenceRecord
 from stack.model.config import ModelConfig
-from stack.train.flops import mfu, peak_flops
+from stack.train.flops import flops_per_token, mfu, peak_flops
 
 # The training benchmark stores its model from 2026-11-23 on; a record from before states its MFU
 # on its word (one H100 record: bench-train-20261122T164456).
@@ -53,14 +66,29 @@ def mfu_problems(record: EvidenceRecord) -> list[str]:
         config = ModelConfig(**shape)
     except (ValidationError, TypeError) as exc:
         return [f"its model configuration is not one the stack builds ({exc.__class__.__name__})"]
+    problems = _flops_problems(metrics, config)
     device = str(record.env.device)
     if peak_flops(device) is None:
-        return [
+        return problems + [
             f"{field} is {recorded!r}, but {device!r} has no known peak: its MFU is null"
             for field, recorded, _ in pairs
             if recorded is not None
         ]
-    return problems_of(_identities(pairs, _of_shape(config, device)))
+    return problems + problems_of(_identities(pairs, _of_shape(config, device)))
+
+
+def _flops_problems(metrics: dict[str, Any], config: ModelConfig) -> list[str]:
+    """The stated FLOPs per token against those of the stored model (stack.train.flops), which the
+    benchmark writes unrounded."""
+    if "flops_per_token" not in metrics:
+        return []
+    stated, counted = metrics["flops_per_token"], flops_per_token(config)
+    if finite_number(stated) and math.isclose(stated, counted, rel_tol=FLOAT_SLACK):
+        return []
+    return [
+        f"metrics.flops_per_token is {stated!r}, but its model (metrics.model) counts {counted:.8g} a token "
+        "(stack.train.flops.flops_per_token)"
+    ]
 
 
 def _of_shape(config: ModelConfig, device: str) -> Callable[[float], float]:

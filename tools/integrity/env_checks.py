@@ -34,7 +34,8 @@ restated as a GPU's (env.device, env.torch and env.cuda together) contradicts it
 trace benchmark's statistics and checks were measured by the Triton kernels and torch's ops on
 CUDA (`benchmarks/trace_overhead.CUDA_ENGINES`) and by the C kernels (or torch, naming why) on a
 CPU, and only a CUDA record keeps a kernel profile; a training benchmark's `peak_flops` is the
-peak the stack's table gives its device (`stack.train.flops.peak_flops`: none for a CPU); a model
+peak the stack's table gives its device (`stack.train.flops.peak_flops`: none for a CPU), and on a
+CPU its step profiles launched no GPU kernel and spent no GPU time; a model
 benchmark is named for its device (`SPEED_BENCHMARKS`); the GPU check refuses to run without CUDA.
 Its command line's `--device` decides the same (tools/integrity/settings/bench_argv.py).
 """
@@ -140,6 +141,8 @@ def benchmark_device_problems(record: EvidenceRecord) -> list[str]:
         problems.append(
             f"metrics.benchmark is {name!r}, but env.device {named!r} makes it {SPEED_BENCHMARKS[device]!r}"
         )
+    if name == TRAIN_BENCHMARK and device == "cpu":
+        problems += _gpu_kernels_profiled(metrics.get("step_profiles"))
     if name == TRAIN_BENCHMARK and "peak_flops" in metrics:
         peak = peak_flops(named) if device == "cuda" else None
         if metrics["peak_flops"] != peak:
@@ -147,6 +150,19 @@ def benchmark_device_problems(record: EvidenceRecord) -> list[str]:
                 f"metrics.peak_flops is {metrics['peak_flops']!r}, but env.device {named!r} peaks at {peak!r}"
             )
     return problems
+
+
+def _gpu_kernels_profiled(profiles: Any) -> list[str]:
+    """A CPU training benchmark's step profiles that state GPU kernels: its profiler asked for the
+    CPU's activity alone, so each loop's step launched none and spent no GPU time."""
+    loops = profiles if isinstance(profiles, dict) else {}
+    return [
+        f"metrics.step_profiles.{loop}.{key} is {profile[key]!r}, but on the CPU no GPU kernel is profiled"
+        for loop, profile in loops.items()
+        if isinstance(profile, dict)
+        for key in ("launches", "device_ms")
+        if profile.get(key) not in (None, 0)
+    ]
 
 
 def writer_device_problems(record: EvidenceRecord, root: Path) -> list[str]:

@@ -38,6 +38,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from contracts.derive.reports import version_key
+from contracts.derive.training import LOOP_KINDS
 from contracts.evidence import REPO_ROOT, EvidenceRecord, run_named
 from stack.cli import build_parser
 from stack.data.sft_template import TEMPLATES_DIR, template_path
@@ -80,9 +81,6 @@ START_OPTION = {"train": "init_from", "sft": "init_from", "dpo": "path", "distil
 # The inputs a record's metrics restate that `input_problems` holds to the word naming each (a
 # memorization's base_checkpoint is its --base resolved).
 INPUT_FIELDS = ("data_dir", "init_from.path", "base_checkpoint")
-# The kinds of the training loop: their config is rebuilt whole from the command lines
-# (tools/integrity/settings/config_rebuild.py), not option by option.
-LOOP_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
 # Options of the training commands that are not config values: what to run and where.
 NOT_CONFIG = frozenset({"command", "preset", "nproc"})
 # An option whose config key has another name.

@@ -34,12 +34,12 @@ from typing import Any
 import yaml
 
 from contracts.derive.prepare_options import READ_KEYS
+from contracts.derive.training import LOOP_KINDS
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.reading import load_yaml
 from stack.data.filters.settings import DEFAULTS_FILE as FILTER_DEFAULTS
 from stack.es.settings import EsSettings
 from tools.integrity.settings.argv_record import (
-    LOOP_KINDS,
     NOT_STACK_KINDS,
     TRACE_PATHS,
     _command_lines,
