@@ -243,6 +243,23 @@ def test_the_profiled_step_is_the_first_steady_one_and_a_cpu_profiles_no_gpu_ker
     assert any("metrics.step_profiles.stack.launches is 12, but on the CPU" in line for line in found)
 
 
+def test_the_steps_no_option_sets_are_the_script_s_constants_at_its_commit(
+    training_record: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The warm-up a leg's tokens/s are read past and the length of a memory leg are WARMUP and
+    MEMORY_STEPS of benchmarks/train_throughput.py: a memory peak claimed over more steps is named
+    (the record stated as made from a clean tree, so that the commit's script decides, as in CI)."""
+    run, record = own_copy(training_record, tmp_path)
+    assert (record["metrics"]["warmup_steps"], record["metrics"]["memory_steps"]) == (
+        throughput.WARMUP,
+        throughput.MEMORY_STEPS,
+    )
+    record["code"]["git_dirty"] = False
+    record["metrics"]["memory_steps"] += 1
+    said = f"metrics.memory_steps is {throughput.MEMORY_STEPS + 1}, but benchmarks/train_throughput.py runs"
+    assert any(said in line for line in edited_findings(run, record))
+
+
 def test_the_flops_a_token_are_counted_again_from_the_model_the_record_stores(
     training_record: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -18,7 +18,9 @@ record's own command line (`run.argv`), so a record edited to claim other settin
 * of a trace benchmark, a length of 0 is the preset's ctx, and the parameters are counted
   (contracts.model_shape.param_count) and the sites named (stack.trace.sites) from the preset's
   model at the commit, the preset over ModelConfig's defaults there (preset_sources), at the line's
-  vocabulary.
+  vocabulary;
+* of a training benchmark, the steps each leg warms up for and the steps of a memory leg are the
+  script's WARMUP and MEMORY_STEPS at the commit, which no option sets.
 
 A record that also states its model whole (`model`) has it held to the preset by preset_sources. A
 dirty tree's record may have run another parser than its commit's, so what only a default
@@ -33,7 +35,7 @@ import argparse
 import contextlib
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
@@ -47,6 +49,7 @@ from stack.model import ModelConfig
 from stack.trace.sites import layout_for, site_names
 from tools.integrity.env_checks import device_type
 from tools.integrity.settings.argv_record import _suppress_defaults
+from tools.integrity.settings.code_constants import NOT_LITERAL, module_constants
 from tools.integrity.settings.default_sources import UNRESOLVED, parser_defaults
 from tools.integrity.settings.preset_sources import (
     DEFAULTS,
@@ -65,10 +68,15 @@ class Script:
     path: str
     parser: Callable[[], argparse.ArgumentParser]
     stated: dict[str, str]
+    # Values its records state that no option sets, by the metrics key, with the script's constant.
+    constants: dict[str, str] = field(default_factory=dict)
 
 
 TRAINING = Script(
-    "benchmarks/train_throughput.py", train_throughput.build_parser, {"preset": "preset", "steps": "steps"}
+    "benchmarks/train_throughput.py",
+    train_throughput.build_parser,
+    {"preset": "preset", "steps": "steps"},
+    {"warmup_steps": "WARMUP", "memory_steps": "MEMORY_STEPS"},
 )
 # The scripts by the benchmark their records name (metrics.benchmark).
 SCRIPTS = {
@@ -161,6 +169,14 @@ def line_problems(
         )
     if metrics.get("benchmark") == trace_overhead.GOAL:
         found += _trace_contradictions(metrics, asked, blobs)
+    declared = module_constants(blobs.get(script.path) or b"") or {}
+    found += [
+        ("", f"metrics.{key} is {metrics[key]!r}, but {script.path} runs {name} = {declared[name]!r}")
+        for key, name in script.constants.items()
+        if key in metrics
+        and declared.get(name, NOT_LITERAL) is not NOT_LITERAL
+        and metrics[key] != declared[name]
+    ]
     problems = [problem for dest, problem in found if dest in options or not record.code.git_dirty]
     return problems, [problem for dest, problem in found if problem not in problems]
 
