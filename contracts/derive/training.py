@@ -408,8 +408,12 @@ def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None
     last probe's values. Where the log's last step is one, its `logged_grad_norm` is the norm that
     step line logs (the loop hands the line's to the check), unless a loss scale may have had the
     step skipped (fp16: a skipped step is not judged). Whether the probe let non-deterministic
-    kernels run is what the record's flags, read at the first step, say."""
+    kernels run is what the record's flags, read at the first step, say. The gradient is compared
+    wherever the model is not sharded (a sharded backward writes each rank's gradient shards
+    itself): a record that says it was not compared has its gradient check judge nothing."""
     flags = settler.inputs.record.determinism.flags
+    sharded = flags.get("world_size", 1) != 1 and config.get("train", {}).get("parallel") == "fsdp"
+    restate(settler, "GATE-TRAIN-008", "gradient_compared", not sharded)
     if "deterministic_algorithms" in flags:
         restate(settler, "GATE-TRAIN-008", "deterministic_kernels", deterministic_kernels(flags))
     last = log.steps[-1] if log.steps else {}

@@ -412,6 +412,10 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
             measured("GATE-TRAIN-008", deterministic_kernels=False),
             "gates[GATE-TRAIN-008].measured.deterministic_kernels is false, but its artifacts derive true",
         ),
+        (  # the gradient check judging nothing: a run in one process says its gradient was not compared
+            measured("GATE-TRAIN-008", gradient_compared=False),
+            "gates[GATE-TRAIN-008].measured.gradient_compared is false, but its artifacts derive true",
+        ),
         (
             measured("GATE-EVAL-001", set_batches=32, scored_batches=32, scorings=32, stated_scorings=32),
             "gates[GATE-EVAL-001].measured.set_batches is 32, but its artifacts derive 16",
@@ -444,6 +448,7 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
     ids=[
         "logged-grad-norm",
         "deterministic-kernels",
+        "gradient-compared",
         "set-batches",
         "stated-windows",
         "compared-losses",
@@ -454,8 +459,9 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
     ],
 )
 def test_gate_values_the_log_contradicts_are_caught(tmp_path: Path, change: Change, fragment: str) -> None:
-    """CURRENT_RUN's last step (40) is an evaluation's, probed; its evaluations read 16 held-out
-    batches of 4 distinct windows each; its reader's epoch is far longer than its 40 steps."""
+    """CURRENT_RUN's last step (40) is an evaluation's, probed, its gradient compared (one process);
+    its evaluations read 16 held-out batches of 4 distinct windows each; its reader's epoch is far
+    longer than its 40 steps."""
     assert_caught(planted(tmp_path, CURRENT_RUN, change), fragment)
 
 
