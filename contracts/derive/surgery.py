@@ -21,6 +21,7 @@ from contracts.derive.reports import (
     source_parent_problems,
     written_under,
 )
+from contracts.model_shape import DEFAULTS as MODEL_DEFAULTS
 from contracts.selection import selected_by
 from contracts.truncation import rank_kept
 
@@ -72,7 +73,9 @@ def surgery_record(inputs: Inputs) -> Derivation:
                         for key, want in matrix_lists(gate_id, rows, values).items()
                         if not same(value := values.get(key), want)
                     ]
-        derived.problems += _selection_problems(inputs, derived, gates)
+        model, unread = _cited_model(inputs)
+        derived.problems += unread + _selection_problems(inputs, derived, gates, model)
+        _tied_config(derived, gates, model)
         derived.problems += _template_problems(inputs, derived, gates, report)
         settings = report.get("settings")
         if isinstance(settings, dict) and "group_size" in settings and "GATE-HQQ-001" in gates:
@@ -95,19 +98,36 @@ def surgery_record(inputs: Inputs) -> Derivation:
     return derived
 
 
-def _selection_problems(inputs: Inputs, derived: Derivation, gates: dict[str, Any]) -> list[str]:
+def _cited_model(inputs: Inputs) -> tuple[dict[str, Any] | None, list[str]]:
+    """The [model] table of the config.toml the record cites (a run directory's; a ledger's copy
+    cites none), and what is wrong with the file."""
+    text = inputs.artifacts.text("config.toml")
+    if text is None:
+        return None, []
+    try:
+        model = tomllib.loads(text).get("model")
+    except tomllib.TOMLDecodeError:
+        return None, ["config.toml is not TOML"]
+    return (model if isinstance(model, dict) else None), []
+
+
+def _tied_config(derived: Derivation, gates: dict[str, Any], model: dict[str, Any] | None) -> None:
+    """GATE-HQQ-003 holds the head to the embedding only where the model ties them (`tied_config`),
+    which the cited config decides (tied where it leaves the key out, as ModelConfig's default):
+    a record that says untied has the check judge nothing, so the value is derived, not read."""
+    if model is not None and isinstance(gates.get("GATE-HQQ-003"), dict):
+        tied = model.get("tie_embeddings", MODEL_DEFAULTS["tie_embeddings"])
+        derived.put(("gates", "GATE-HQQ-003", "measured", "tied_config"), tied, optional=True)
+
+
+def _selection_problems(
+    inputs: Inputs, derived: Derivation, gates: dict[str, Any], model: dict[str, Any] | None
+) -> list[str]:
     """GATE-LASER-003's check selection (from 1.30.0): the tensors it held the targets to are what
     the record's command line (`run.argv`: --targets, --layers) selects of the model its config.toml
     describes, by contracts.selection; the record's and surgery.json's alike."""
     values = gates.get("GATE-LASER-003")
-    text = inputs.artifacts.text("config.toml")
-    if not (isinstance(values, dict) and "selected" in values and text is not None):
-        return []
-    try:
-        model = tomllib.loads(text).get("model")
-    except tomllib.TOMLDecodeError:
-        return ["config.toml is not TOML"]
-    if not isinstance(model, dict):
+    if not (isinstance(values, dict) and "selected" in values and model is not None):
         return []
     want = selected_by(inputs.record.run.argv or [], model)
     derived.put(("gates", "GATE-LASER-003", "measured", "selected"), want)

@@ -24,6 +24,7 @@ from stack.model.targets import Target, select_targets
 from stack.surgery import agreement, changes, hqq
 from stack.surgery.hqq import HalfQuadratic, quantise
 from stack.train.trained import load_trained
+from tests.support.ledger_support import edited
 from tests.support.trace_support import save_run, tiny_model
 from tools.integrity.record_checks import check_record_truth
 
@@ -91,6 +92,27 @@ def test_quantizing_the_tied_embedding_keeps_it_tied(source: Path, tmp_path: Pat
     model = load_trained(out).model
     assert model.lm_head.weight is model.embed.weight
     assert _results(out)["GATE-LASER-003"][1]["changed"] == ["embed.weight", "lm_head.weight"]  # type: ignore[index]
+
+
+def test_a_record_that_calls_its_tied_model_untied_is_named(source: Path, tmp_path: Path) -> None:
+    """GATE-HQQ-003 holds the head to the embedding only where the model ties them, so a record
+    saying untied has the check judge nothing: the checker reads the tie from the config.toml the
+    record cites, not from the record."""
+    out = tmp_path / "out"
+    assert main(["quantize", str(source), *QUANTIZE, "--bits", "4", "--out", str(out)]) == 0
+    assert check_record_truth(read_evidence(out / "metadata.json"), out, load_spec()).violations == []
+
+    def untied(record: dict, run_dir: Path) -> None:  # both files, re-hashed, as a forger would
+        report = json.loads((run_dir / "surgery.json").read_text())
+        report["gates"]["GATE-HQQ-003"]["tied_config"] = False
+        (run_dir / "surgery.json").write_text(json.dumps(report))
+        (result,) = [g for g in record["gates"] if g["id"] == "GATE-HQQ-003"]
+        result["measured"]["tied_config"] = False
+
+    edited(out, untied)
+    wrong = check_record_truth(read_evidence(out / "metadata.json"), out, load_spec()).violations
+    said = "gates[GATE-HQQ-003].measured.tied_config is false, but its artifacts derive true"
+    assert any(said in v for v in wrong), wrong
 
 
 def test_the_default_group_divides_the_presets_feed_forward(
