@@ -538,7 +538,7 @@ def _memory_accumulation_problems(m: Metrics, legs: list[dict[str, Any]]) -> lis
         return []
     return [
         f"metrics.memory measures peaks at grad_accum {', '.join(map(str, rows))}, but metrics.legs "
-        f"are timed at {', '.join(timed)}: one peak a timed accumulation"
+        f"are timed at {', '.join(timed)}: each timed accumulation has one peak"
     ]
 
 
