@@ -321,7 +321,20 @@ def sft_gate_problems(results: dict[str, Any], manifest: dict[str, Any], where: 
             f"gates[GATE-SFT-001].measured.examples is {examples}, more than a split of {where} "
             f"holds ({splits})"
         )
-    return problems
+    return problems + _renderer_problems(judged.get("GATE-SFT-001", {}), sft, where)
+
+
+def _renderer_problems(measured: dict[str, Any], sft: dict[str, Any], where: str) -> list[str]:
+    """GATE-SFT-001 admits an EOS that ends a prompt's turn only where the model's own template
+    rendered the examples (`model_template`), which the manifest's renderer says: a record claiming
+    the model's template over the stack's would have the check pass EOS tokens it must count."""
+    stated, renderer = measured.get("model_template"), sft.get("renderer")
+    if not isinstance(stated, bool) or renderer not in ("model", "stack") or stated == (renderer == "model"):
+        return []
+    return [
+        f"gates[GATE-SFT-001].measured.model_template is {str(stated).lower()}, but {where} was rendered by "
+        f"the {renderer}'s template"
+    ]
 
 
 # What GATE-DATA-001's coverage check measures (stack.data.reader.coverage_outcome).

@@ -272,6 +272,21 @@ def test_a_prepare_restating_its_examples_otherwise_than_its_manifest_is_caught(
     assert_caught(copied(tmp_path, filed.prepare_chat, tenfold), says)
 
 
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_prepare_claiming_the_model_s_template_over_the_stack_s_is_caught(
+    filed: Filed, tmp_path: Path
+) -> None:
+    """GATE-SFT-001 lets a model's own template end a prompt's turn with an EOS the loss masks; data
+    the stack's template rendered (its manifest's renderer) cannot claim that leave."""
+
+    def claimed(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-SFT-001")["measured"]["model_template"] = True
+
+    run = copied(tmp_path, filed.prepare_chat, claimed)
+    said = "gates[GATE-SFT-001].measured.model_template is true, but manifest.json was rendered by"
+    assert_caught(run, said)
+
+
 # -- the other kinds' records in the ledger --------------------------------------------------------
 
 
