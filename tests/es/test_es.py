@@ -248,6 +248,20 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "needs an evolution-strategies run directory" in capsys.readouterr().err
 
 
+def test_two_es_runs_of_one_configuration_are_one_run_to_the_check_which_says_what_to_do(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """ES computes no backward, on the CPU: two honest runs of one configuration log the same steps,
+    as one record filed twice would, and an ES record has no repeatability claim to tell them
+    apart. The finding says so and what the user can do; each run alone holds."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        assert _es(world, out) == 0
+    assert all(findings(out) == [] for out in runs)
+    (line,) = findings(*runs)
+    assert "one run filed under two ids" in line and "a `stack es` record claims no repeatability" in line
+
+
 @pytest.mark.parametrize("steps", [(), ("--steps", "2")], ids=["own-steps", "same-steps"])
 def test_a_completed_run_resumed_as_it_was_is_complete_and_left_alone(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], steps: tuple[str, ...]

@@ -32,6 +32,7 @@ from itertools import combinations
 from contracts.derive.training import LOOP_KINDS
 from contracts.evidence import EvidenceRecord
 from contracts.release_rules import WEIGHTS_FILE
+from stack.artifacts import ES_RUN_KIND
 from tools.integrity.lineage import same_run
 
 # A log's computed lines: (line type, step) → the line without its timings, as canonical JSON.
@@ -118,7 +119,14 @@ def twin_problems(
 
 def _way_out(record: EvidenceRecord) -> str:
     """What makes two honest runs of one configuration legitimate twins, where the record's command
-    can: a run of the training loop claims its configuration repeatable once its replay held."""
+    can: a run of the training loop claims its configuration repeatable once its replay held. A
+    `stack es` record claims no repeatability, and its runs of one configuration log alike (no
+    backward, one CPU): what the user can do is told instead."""
+    if record.run.kind == ES_RUN_KIND:
+        return (
+            "; a `stack es` record claims no repeatability, so two ES runs of one configuration that log "
+            "alike are one run to the check: check (or file) them apart"
+        )
     if record.run.kind not in LOOP_KINDS:
         return ""
     return (
