@@ -251,14 +251,16 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_two_es_runs_of_one_configuration_are_one_run_to_the_check_which_says_what_to_do(
     world: dict[str, Path], tmp_path: Path
 ) -> None:
-    """ES computes no backward, on the CPU: two honest runs of one configuration log the same steps,
-    as one record filed twice would, and an ES record has no repeatability claim to tell them
-    apart. The finding says so and what the user can do; each run alone holds."""
-    runs = [tmp_path / "a", tmp_path / "b"]
-    for out in runs:
-        assert _es(world, out) == 0
-    assert all(findings(out) == [] for out in runs)
-    (line,) = findings(*runs)
+    """ES computes no backward, on the CPU: two honest runs of one configuration, filed into one
+    ledger, log the same steps, as one record filed twice would, and an ES record has no
+    repeatability claim to tell them apart. The finding says so and what the user can do; each
+    run alone holds."""
+    ledger = tmp_path / "ledger"
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert _es(world, out, "--evidence-dir", str(ledger)) == 0
+    filed = sorted(ledger.iterdir())
+    assert len(filed) == 2 and all(findings(run) == [] for run in filed)
+    (line,) = findings(*filed)
     assert "one run filed under two ids" in line and "a `stack es` record claims no repeatability" in line
 
 
