@@ -427,3 +427,21 @@ def test_falsifier_named_by_a_module_constant_counts(repo: tuple[Path, str]) -> 
     )
     write_lock(root)  # the falsifiers changed, so they are proven again
     assert messages(root) == []
+
+
+def test_run_directories_that_share_an_id_are_named_where_one_would_be_read_for_the_other(
+    repo: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two different records under one run id (training runs in two folders both called `run`, or
+    runs stamped in one second), checked together: the record the joins pass over is named, and the
+    same record given twice is not."""
+    root, sha = repo
+    dirs = []
+    for minutes, folder in ((0, "first"), (1, "second")):
+        made = make_record(root, "run", sha, minutes=minutes)
+        dirs.append(shutil.copytree(made.parent, tmp_path / folder / "run"))
+    assert main(["--root", str(root), "--runs-only", *(f"--run={d}" for d in dirs)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "SHARED-ID" in line]
+    assert "first/run/metadata.json" in line and "shares its run id with" in line and "second/run" in line
+    assert main(["--root", str(root), "--runs-only", f"--run={dirs[0]}", f"--run={dirs[0]}"]) == 0
+    assert "SHARED-ID" not in capsys.readouterr().out

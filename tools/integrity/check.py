@@ -137,6 +137,7 @@ EXIT_INTERNAL = 1
 COUNTED = (INTEG_EVIDENCE, INTEG_COVERAGE)
 STALE = "STALE"
 UNSIGNED = "UNSIGNED"  # a record with no signature where spec/signing.yaml does not require one
+SHARED_ID = "SHARED-ID"  # a --run record whose run id another, different one checked with it holds
 # A ledger path cited in prose: evidence/runs/<run id>[/file].
 CITED_EVIDENCE_RE = re.compile(r"evidence/runs/([A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])(/[\w./-]+)?")
 # The version line of spec/spec.yaml.
@@ -1377,13 +1378,37 @@ def _code_scans(root: Path) -> Scans:
 
 
 def _checked_runs(checker: Checker, extra_runs: list[Path]) -> list[LoadedEvidence]:
-    """Each extra run directory's record, checked against its own directory."""
+    """Each extra run directory's record, checked against its own directory; records that share one
+    run id and differ are named (`_shared_ids`)."""
     extra = []
     for run_dir in extra_runs:
         loaded = load_evidence(run_dir / "metadata.json")
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
+    _shared_ids(checker, extra)
     return extra
+
+
+def _shared_ids(checker: Checker, extra: list[LoadedEvidence]) -> None:
+    """A warning on each run directory whose record shares its run id with another, different one
+    checked after it: the checks that join records (copies, twins, lineage) read one record per id,
+    the last, so this one is judged alone only. A training run's id is its directory's name, and an
+    ES or surgery run's the second it started, so two runs checked together may share one; a
+    ledger (--evidence-dir) gives each record its own."""
+    last = {e.record.run.id: e for e in extra if e.record is not None}
+    for loaded in extra:
+        record = loaded.record
+        kept = last.get(record.run.id) if record is not None else None
+        if record is None or kept is None or kept is loaded or kept.record == record:
+            continue
+        checker.warn(
+            SHARED_ID,
+            loaded.path,
+            record.run.id,
+            f"shares its run id with {checker.named(kept.path)}, checked with it: the checks across records "
+            "(copies, twins, lineage) read that one for the id, and this one alone; check them apart, or "
+            "file both into one ledger (--evidence-dir), which gives each its own id",
+        )
 
 
 def _readable(checker: Checker, loaded: list[LoadedEvidence]) -> list[LoadedEvidence]:
