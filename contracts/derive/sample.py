@@ -14,13 +14,16 @@ derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of record
 
 # What `stack sample` writes beside its record: the text, the prompt's token count, the ids drawn.
 SAMPLE_RESULT = "sample.json"
+# The settings of the sampler GATE-TRAIN-005 states it drew with (its draws are replayed with them).
+SAMPLER_SETTINGS = ("temperature", "top_k", "top_p", "repetition_penalty")
 
 
 @derives("sample")
 def sample_record(inputs: Inputs) -> Derivation:
     """A sample's text digest, its draws and its prompt's length from sample.json (cited since
     1.24.0): `stack sample` draws exactly config.tokens after the prompt, one row, so GATE-TRAIN-005
-    replayed that many draws of a prompt of that many tokens."""
+    replayed that many draws of a prompt of that many tokens, with the sampler's settings its
+    config states."""
     derived = Derivation()
     report = report_of(inputs, derived, SAMPLE_RESULT, "1.24.0")
     if report is None:
@@ -39,6 +42,9 @@ def sample_record(inputs: Inputs) -> Derivation:
             derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), len(drawn), optional=True)
         if isinstance(prompt := report.get("prompt_tokens"), int):
             derived.put(("gates", "GATE-TRAIN-005", "measured", "prompt_tokens"), prompt, optional=True)
+        for key in SAMPLER_SETTINGS:  # the sampler's settings, as its command line (the config) set them
+            if key in config:
+                derived.put(("gates", "GATE-TRAIN-005", "measured", key), config[key], optional=True)
     # check seeded (GATE-TRAIN-005): `stack sample --seed`, as its config states it
     seeded(inputs, derived, "GATE-TRAIN-005", config.get("seed"))
     return derived

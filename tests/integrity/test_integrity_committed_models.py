@@ -207,6 +207,18 @@ PLANTS = [
 
 
 @pytest.mark.gate("GATE-INTEG-001")
+def test_a_sampler_restated_otherwise_than_its_command_line_is_caught(tmp_path: Path) -> None:
+    """GATE-TRAIN-005 states the sampler its draws were replayed with, which for `stack sample` is
+    the one its command line set (the config): a temperature restated there alone is named."""
+
+    def hotter(data: dict[str, Any], _run_dir: Path) -> None:
+        gate(data, "GATE-TRAIN-005")["measured"]["temperature"] = 1.0
+
+    said = "gates[GATE-TRAIN-005].measured.temperature is 1.0, but its artifacts derive 0.8"
+    assert_found(findings(planted(tmp_path, SAMPLE_RUN, hotter)), said)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(
     ("run", "change", "beside", "says"), [p[1:] for p in PLANTS], ids=[p[0] for p in PLANTS]
 )
