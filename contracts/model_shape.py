@@ -156,6 +156,13 @@ def model_file_tensors(model: Mapping[str, Any], adapters: int = 0) -> int:
     return len(parameter_shapes(model)) + len(routed_blocks(model)) + ADAPTER_TENSORS * adapters
 
 
+def state_dict_tensors(model: Mapping[str, Any]) -> int:
+    """Entries of the state dict of a model built from the table: the tensors of its
+    model.safetensors (`model_file_tensors`), a tied head under both of its keys (embed.weight and
+    lm_head.weight name one tensor, which a file stores once)."""
+    return model_file_tensors(model) + (1 if _get(model, "tie_embeddings") else 0)
+
+
 def trained_tensors(model: Mapping[str, Any], adapters: int | None = None) -> int:
     """Tensors a run's optimizer steps: every parameter of the model, or a LoRA run's adapters'
     A and B (`adapters` of them; its base is frozen)."""

@@ -54,6 +54,7 @@ from contracts.derive.base import (
     field_name,
     recorded,
 )
+from contracts.derive.restated import OPTIONS_WRITTEN_OUT_SINCE
 from contracts.derive.training import LOOP_KINDS
 from contracts.evidence import EvidenceRecord, canonical_sha256, stamped_at
 from contracts.gate_counts import least_max_gap
@@ -122,6 +123,7 @@ def derive(kind: str, inputs: Inputs) -> Derivation:
         derivation.problems += stamp_problems(inputs.record)
     derivation.problems += spread_problems(inputs.record)
     derivation.problems += shared_reference_problems(inputs.record)
+    _architecture_written_out(inputs, derivation)
     if inputs.record.config_sha256 is not None or inputs.artifacts.has("config.toml"):
         config = derivation.fields.get(("config",), inputs.record.config)
         since = CONFIG_DIGEST_SINCE.get(kind)
@@ -158,6 +160,21 @@ def stamp_problems(record: EvidenceRecord) -> list[str]:
         f"run.started is {started.isoformat()}, but its id {record.run.id} was stamped at "
         f"{stamp.isoformat()}: a run starts when its id is stamped"
     ]
+
+
+def _architecture_written_out(inputs: Inputs, derivation: Derivation) -> None:
+    """GATE-MODEL-003 compares every model with stack/model/reference.py's writing out of it from
+    revision OPTIONS_WRITTEN_OUT_SINCE on, whatever its options and whichever command judged it:
+    at such a revision `checked` is true and no option was skipped. A record of any kind (an
+    evaluation, an export, a sample, as well as a training run) that states otherwise would tell
+    the judge the forms were not compared with the architecture."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-MODEL-003"), None)
+    if result is None or result.revision < OPTIONS_WRITTEN_OUT_SINCE or result.id in inputs.stale:
+        return
+    measured = result.measured if isinstance(result.measured, dict) else {}
+    for key, value in (("checked", True), ("skipped_options", [])):
+        if key in measured:
+            derivation.put(("gates", result.id, "measured", key), value, optional=True)
 
 
 # GATE-MODEL-003's forms compared with the packed-document reference are named "<mode> packed"; the

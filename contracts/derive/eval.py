@@ -5,7 +5,7 @@ they decide.
 from __future__ import annotations
 
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar, same
-from contracts.derive.reports import basename, bpb_identity, mirrored, report_of, whole
+from contracts.derive.reports import basename, bpb_identity, mirrored, report_of, verified_checkpoint, whole
 from contracts.evidence import EvidenceRecord, Verdict
 from contracts.likelihood import predicted_positions_sha256
 
@@ -43,8 +43,7 @@ def eval_record(inputs: Inputs) -> Derivation:
     read = inputs.record.config.get("checkpoint")
     if inputs.record.checkpoint is not None and isinstance(read, str) and basename(read):
         derived.put(("checkpoint", "name"), basename(read))
-        if "GATE-CKPT-002" not in inputs.stale:
-            derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), basename(read), optional=True)
+        verified_checkpoint(inputs, derived, read)
     derived.problems += scored_text_problems(inputs.record)
     _scored_positions(inputs, derived)
     return derived

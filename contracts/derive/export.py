@@ -13,7 +13,6 @@ from contracts.derive.reports import (
     MANIFEST,
     PER_ITEM_SINCE,
     WEIGHTS_FILE,
-    basename,
     cited_checkpoint,
     created_problems,
     made_weights,
@@ -22,6 +21,7 @@ from contracts.derive.reports import (
     short,
     source_parent_problems,
     thresholds_in_force,
+    verified_checkpoint,
     written_under,
 )
 from contracts.hf_export import DTYPE_FIELDS
@@ -237,8 +237,7 @@ def export_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any
     source = report.get("source_checkpoint") or {}
     path = source.get("path")
     cited_checkpoint(inputs, derived, "export.json's source_checkpoint", path, source.get("manifest_sha256"))
-    if isinstance(path, str) and basename(path) and "GATE-CKPT-002" not in inputs.stale:
-        derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), basename(path), optional=True)
+    verified_checkpoint(inputs, derived, path)
     if inputs.record.checkpoint is not None and isinstance(source.get("step"), int):
         derived.put(("checkpoint", "step"), source["step"])
     derived.problems += source_parent_problems(inputs.record)

@@ -110,6 +110,14 @@ def basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def verified_checkpoint(inputs: Inputs, derived: Derivation, path: Any) -> None:
+    """GATE-CKPT-002's name of the checkpoint a command loaded from directory `path` (its config's,
+    or a result file's): the gate verifies a checkpoint as it is loaded and names it by that
+    directory (stack.train.checkpoint), so a record cannot say another checkpoint verified."""
+    if isinstance(path, str) and basename(path) and "GATE-CKPT-002" not in inputs.stale:
+        derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), basename(path), optional=True)
+
+
 def cited_checkpoint(inputs: Inputs, derived: Derivation, where: str, path: Any, manifest: Any) -> None:
     """A result file that cites the checkpoint it read by its directory (`path`) and by the sha256
     of its manifest.json (`manifest`, at `where`) cites the record's checkpoint: the record names

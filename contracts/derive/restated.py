@@ -36,7 +36,9 @@ So each is derived again from the config the record cites, by the rule the stack
   static_rtol;
 * GATE-TRAIN-008's check start: `start_seed` is `train.seed`, and `start_from` "checkpoint" for a
   run started with --init-from (`metrics.init_from`), "seed" otherwise (not for a resumed run,
-  whose last invocation measured its own construction);
+  whose last invocation measured its own construction), and `start_tensors` the entries of the
+  start it states: a seeded model's state dict (a tied head under both keys), or the tensors of
+  the checkpoint's model file;
 * GATE-TRAIN-007's check dropout: `dropout_p` is `lora.dropout`;
 * GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
   `expected_share` (the loop hands both gates the one policy share): derived, where that is;
@@ -85,6 +87,7 @@ from contracts.model_shape import (
     model_file_tensors,
     options_on,
     parameter_shapes,
+    state_dict_tensors,
     trained_tensors,
 )
 from contracts.rewards import EXP3_START, REWARDS, exp3_log_weights
@@ -303,15 +306,16 @@ def _tensor_counts(model: dict[str, Any], adapters: int | None, settler: Settler
 
 
 def _architecture(model: dict[str, Any], settler: Settler) -> None:
-    """GATE-MODEL-003: whether the reference wrote the model out (every model since rev 5; before
-    it, one without an option the reference did not write out, those named in `skipped_options`),
-    and the initialisation named for each of the model's parameters (checked on the model as
-    built, before any adapter or checkpoint): std or value, and a drawn tensor's elements; a
-    parameter the model does not have is a problem."""
+    """GATE-MODEL-003: before rev OPTIONS_WRITTEN_OUT_SINCE, whether the reference wrote the model
+    out (one without an option it did not write out; those named in `skipped_options`: from that
+    revision every model is, for a record of any kind, contracts.derive), and the initialisation
+    named for each of the model's parameters (checked on the model as built, before any adapter or
+    checkpoint): std or value, and a drawn tensor's elements; a parameter the model does not have
+    is a problem."""
     gate = next((g for g in settler.inputs.record.gates if g.id == "GATE-MODEL-003"), None)
-    writes_out = gate is not None and gate.revision >= OPTIONS_WRITTEN_OUT_SINCE
-    restate(settler, "GATE-MODEL-003", "checked", writes_out or dense(model))
-    restate(settler, "GATE-MODEL-003", "skipped_options", [] if writes_out else options_on(model))
+    if gate is not None and gate.revision < OPTIONS_WRITTEN_OUT_SINCE:
+        restate(settler, "GATE-MODEL-003", "checked", dense(model))
+        restate(settler, "GATE-MODEL-003", "skipped_options", options_on(model))
     init = measured_of(settler.inputs.record, "GATE-MODEL-003").get("init")
     if not isinstance(init, dict) or not settler.wanted("GATE-MODEL-003"):
         return
@@ -341,6 +345,12 @@ def _shaped(config: dict[str, Any], settler: Settler) -> None:
     if not isinstance(lora, dict) or touched is not None:  # else the stack resolved the adapters
         _tensor_counts(model, None if touched is None else len(touched), settler)
     _architecture(model, settler)
+    # GATE-TRAIN-008's check start hashes every tensor of the start it states: the state dict of the
+    # model drawn from the seed, or the tensors of the --init-from checkpoint's model file.
+    origin = _origin(settler.inputs.record)
+    if origin is not None:
+        tensors = state_dict_tensors(model) if origin == "seed" else model_file_tensors(model)
+        restate(settler, "GATE-TRAIN-008", "start_tensors", tensors)
     # GATE-MODEL-003's check structure: the parameters the config implies, by the stack's own statute
     try:
         implied = implied_parameters(model, lora if isinstance(lora, dict) else None)
@@ -563,16 +573,21 @@ def _bandit_warmup(config: dict[str, Any], log: Log, settler: Settler) -> None:
             )
 
 
+def _origin(record: EvidenceRecord) -> str | None:
+    """What a run's first step starts from: a checkpoint's weights for a run started with
+    --init-from (`metrics.init_from`), weights drawn from train.seed otherwise; None for a resumed
+    run, whose last invocation measured its own construction."""
+    if record.metrics.get("resumes"):
+        return None
+    return "checkpoint" if record.metrics.get("init_from") else "seed"
+
+
 def _started(config: dict[str, Any], settler: Settler) -> None:
-    """GATE-TRAIN-008's check start: the seed a fresh start is drawn from is train.seed, and a run
-    started with --init-from states a checkpoint's weights (a resumed run's last invocation measured
-    its own construction, so its origin is not derived); GATE-TRAIN-007's check dropout: the rate
-    it held the adapters to is lora.dropout."""
-    record = settler.inputs.record
+    """GATE-TRAIN-008's check start: the seed a fresh start is drawn from is train.seed, and the
+    origin the run states is its `_origin`; GATE-TRAIN-007's check dropout: the rate it held the
+    adapters to is lora.dropout."""
     restate(settler, "GATE-TRAIN-008", "start_seed", config.get("train", {}).get("seed"))
-    if not record.metrics.get("resumes"):
-        origin = "checkpoint" if record.metrics.get("init_from") else "seed"
-        restate(settler, "GATE-TRAIN-008", "start_from", origin)
+    restate(settler, "GATE-TRAIN-008", "start_from", _origin(settler.inputs.record))
     lora = config.get("lora")
     if isinstance(lora, dict):
         restate(settler, "GATE-TRAIN-007", "dropout_p", lora.get("dropout"))

@@ -1,12 +1,12 @@
 """The record of `stack sample` from its `sample.json`: the text digest, the draws, the prompt's length
-and the seed GATE-TRAIN-005 replays."""
+and the seed GATE-TRAIN-005 replays; and from its config, the checkpoint GATE-CKPT-002 verified."""
 
 from __future__ import annotations
 
 import hashlib
 
 from contracts.derive.base import Derivation, Deriver, Inputs, registrar
-from contracts.derive.reports import report_of, seeded
+from contracts.derive.reports import report_of, seeded, verified_checkpoint
 
 DERIVERS: dict[str, Deriver] = {}
 derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of records of those kinds
@@ -47,4 +47,5 @@ def sample_record(inputs: Inputs) -> Derivation:
                 derived.put(("gates", "GATE-TRAIN-005", "measured", key), config[key], optional=True)
     # check seeded (GATE-TRAIN-005): `stack sample --seed`, as its config states it
     seeded(inputs, derived, "GATE-TRAIN-005", config.get("seed"))
+    verified_checkpoint(inputs, derived, config.get("checkpoint"))  # the checkpoint it drew from
     return derived

@@ -56,6 +56,7 @@ from contracts.judges import judge
 from contracts.judges.eval import heldout_precise
 from contracts.model_parameters import lora_touched
 from contracts.model_shape import lora_parameters, matrix_share, param_count
+from contracts.process_group import process_group_backend
 from contracts.replay import REPLAY_GATE, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, scheduled
 
@@ -104,6 +105,14 @@ SWITCHES_WHEN_DETERMINISTIC = {
 # those whose backward has no deterministic mode (cuDNN's).
 SDPA_BACKENDS = ("flash", "mem_efficient", "math", "cudnn")
 NONDETERMINISTIC_SDPA = ("cudnn",)
+# The workspace settings (CUBLAS_WORKSPACE_CONFIG) cuBLAS documents as giving reproducible results,
+# the only ones PyTorch's deterministic mode accepts; the first is what the stack sets when the
+# environment sets neither.
+CUBLAS_REPRODUCIBLE = (":4096:8", ":16:8")
+# What `train.deterministic` on sets beside SWITCHES_WHEN_DETERMINISTIC, from spec 1.51.0 on: new
+# memory left unfilled (stack/train/determinism.py says why; before, PyTorch's default, filled).
+UNFILLED = {"fill_uninitialized_memory": False}
+UNFILLED_SINCE = "1.51.0"
 
 
 def unsafe_sdpa(flags: Mapping[str, Any]) -> list[str]:
@@ -119,7 +128,7 @@ def deterministic_kernels(flags: Mapping[str, Any]) -> bool:
     return (
         all(flags.get(key) == value for key, value in SWITCHES_WHEN_DETERMINISTIC[True].items())
         and not unsafe_sdpa(flags)
-        and bool(flags.get("cublas_workspace_config"))
+        and flags.get("cublas_workspace_config") in CUBLAS_REPRODUCIBLE
     )
 
 
@@ -467,11 +476,14 @@ def _switches(inputs: Inputs, deterministic: Any, derived: Derivation) -> None:
             f"determinism.flags.sdpa_backends holds {', '.join(unsafe)}, which has no deterministic "
             "backward, under train.deterministic"
         )
-    if not flags.get("cublas_workspace_config"):
+    if (workspace := flags.get("cublas_workspace_config")) not in CUBLAS_REPRODUCIBLE:
         derived.problems.append(
-            "determinism.flags.cublas_workspace_config is unset under train.deterministic: cuBLAS was "
-            "free to pick a non-deterministic reduction"
+            f"determinism.flags.cublas_workspace_config is {workspace!r} under train.deterministic, not "
+            f"one of cuBLAS's reproducible settings {', '.join(CUBLAS_REPRODUCIBLE)}: cuBLAS was free to "
+            "pick a non-deterministic reduction"
         )
+    for key, value in UNFILLED.items():
+        derived.put(("determinism", "flags", key), value, since=UNFILLED_SINCE)
 
 
 def _checkpoints(inputs: Inputs, log: Log, settler: Settler) -> None:
@@ -515,6 +527,10 @@ def _stated(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivatio
     for key, value in flags.items():
         derived.put(("determinism", "flags", key), value, optional=True)
     _switches(inputs, flags["deterministic"], derived)
+    world = inputs.record.determinism.flags.get("world_size", 1)
+    if isinstance(world, int) and not isinstance(world, bool):  # the group its processes joined
+        backend = process_group_backend(world, inputs.record.env.device)
+        derived.put(("determinism", "flags", "backend"), backend, optional=True)
     steps = config.get("train", {}).get("steps")
     stopped_early = any(e.get("early_stop") is True for e in log.evals)
     if inputs.record.run.status is RunStatus.COMPLETED and not stopped_early and isinstance(steps, int):

@@ -49,13 +49,18 @@ from typing import Any
 
 import torch
 
-from contracts.derive.training import NONDETERMINISTIC_SDPA, SDPA_BACKENDS, SWITCHES_WHEN_DETERMINISTIC
+from contracts.derive.training import (
+    CUBLAS_REPRODUCIBLE,
+    NONDETERMINISTIC_SDPA,
+    SDPA_BACKENDS,
+    SWITCHES_WHEN_DETERMINISTIC,
+    UNFILLED,
+)
 from contracts.errors import BadInput
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 INDUCTOR_ENV = "TORCHINDUCTOR_DETERMINISTIC"
 INDUCTOR_CONFIG = "torch._inductor.config"
-CUBLAS_WORKSPACE = ":4096:8"  # cuBLAS's documented setting for reproducible results
 # How PyTorch words a non-deterministic op: "<op> does not have a deterministic implementation"
 # (an alert, raised or warned), "<op> defaults to a non-deterministic algorithm" (the attention
 # backends under warn-only), and cuBLAS without its workspace fixed.
@@ -141,9 +146,9 @@ class Switches:
             return switched
         return replace(
             switched,
-            fill_uninitialized_memory=False,  # buys no repeatability, costs a fill per allocation
+            **UNFILLED,  # buys no repeatability, costs a fill per allocation
             sdpa_backends=tuple(b for b in self.sdpa_backends if b not in NONDETERMINISTIC_SDPA),
-            cublas_workspace_config=self.cublas_workspace_config or CUBLAS_WORKSPACE,
+            cublas_workspace_config=self.cublas_workspace_config or CUBLAS_REPRODUCIBLE[0],
         )
 
     def apply(self) -> None:

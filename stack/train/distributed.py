@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from contracts.errors import BadInput
+from contracts.process_group import process_group_backend
 
 # How long a rank that finished waits at the end for the others before it leaves the group anyway.
 LEAVE_TIMEOUT = timedelta(seconds=120)
@@ -56,7 +57,7 @@ def join(device_type: str) -> World:
     if size <= 1:
         return World()
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    backend = "nccl" if device_type == "cuda" else "gloo"
+    backend = process_group_backend(size, device_type)
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)

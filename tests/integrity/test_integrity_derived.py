@@ -39,6 +39,7 @@ from tests.support.ledger_support import (
     QUANTIZE_RUN,
     RECORDS,
     ROOT,
+    SAMPLE_RUN,
     SFT_RUN,
     TRACE_RUN,
     Change,
@@ -471,15 +472,29 @@ def test_what_a_record_restates_of_its_config_file_is_held_to_it(
         ("deterministic_algorithms", False, "determinism.flags.deterministic_algorithms is false"),
         ("cudnn_benchmark", True, "determinism.flags.cudnn_benchmark is true"),
         ("sdpa_backends", ["flash", "cudnn"], "sdpa_backends holds cudnn"),
-        ("cublas_workspace_config", None, "cublas_workspace_config is unset under train.deterministic"),
+        ("cublas_workspace_config", None, "cublas_workspace_config is None under train.deterministic"),
+        ("cublas_workspace_config", ":0:0", "cublas_workspace_config is ':0:0' under train.deterministic"),
+        ("backend", "gloo", 'determinism.flags.backend is "gloo", but its artifacts derive null'),
     ],
 )
 def test_switches_a_deterministic_run_could_not_have_run_under_are_caught(
     tmp_path: Path, flag: str, value: Any, fragment: str
 ) -> None:
-    """ft-demo-20261123 ran with train.deterministic on: strict, cuDNN pinned, no cuDNN attention."""
+    """ft-demo-20261123 ran with train.deterministic on: strict, cuDNN pinned, no cuDNN attention,
+    cuBLAS's workspace one of its reproducible settings; in one process, which joined no group."""
     run = planted(tmp_path, "ft-demo-20261123", lambda d, _: d["determinism"]["flags"].update({flag: value}))
     assert_caught(run, "ft-demo-20261123", fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_new_memory_filled_under_the_deterministic_setting_of_today_is_caught(tmp_path: Path) -> None:
+    """Since spec 1.51.0 `train.deterministic` leaves new memory unfilled: a record of today that
+    says it was filled states switches its run did not run under (ft-demo-20261123, of 1.7.0, filled
+    it, as the setting then did, and passes)."""
+    run = planted(
+        tmp_path, CURRENT_RUN, lambda d, _: d["determinism"]["flags"].update(fill_uninitialized_memory=True)
+    )
+    assert_caught(run, "determinism.flags.fill_uninitialized_memory is true, but its artifacts derive false")
 
 
 @pytest.mark.parametrize("named", [["flash", "cudnn_"], "flash,math"])
@@ -1317,6 +1332,11 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
             'gates[GATE-CKPT-002].measured.checkpoint is "stdlib-byte-demo-0.1.0", but its artifacts derive',
         ),
         (
+            SAMPLE_RUN,
+            lambda d, _: gate(d, "GATE-CKPT-002")["measured"].update(checkpoint="stdlib-byte-demo-0.1.0"),
+            'gates[GATE-CKPT-002].measured.checkpoint is "stdlib-byte-demo-0.1.0", but its artifacts derive',
+        ),
+        (
             "export-hf-20261122T172052",
             lambda d, _: d["run"]["argv"].extend(["--waive", "GATE-EXPORT-001", "--reason", "close enough"]),
             "run.argv is",
@@ -1419,6 +1439,7 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
         "synth-generated",
         "synth-duplicates",
         "export-checkpoint",
+        "sample-checkpoint",
         "export-argv",
         "laser-row-dropped",
         "laser-norms",

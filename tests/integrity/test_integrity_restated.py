@@ -170,13 +170,18 @@ def test_a_device_other_than_the_config_names_is_caught(tmp_path: Path) -> None:
             measured("GATE-TRAIN-008", stepped_parameters=21, moved_parameters=22),
             "moved_parameters is 22, more than the 21 stepped_parameters",
         ),
+        (
+            measured("GATE-TRAIN-008", start_tensors=21),
+            "start_tensors is 21, but its artifacts derive 22",
+        ),
     ],
-    ids=["weights-compared", "updated", "stepped-past-updated", "moved-past-stepped"],
+    ids=["weights-compared", "updated", "stepped-past-updated", "moved-past-stepped", "start"],
 )
 def test_tensor_counts_the_model_shape_contradicts_are_caught(
     tmp_path: Path, change: Change, fragment: str
 ) -> None:
-    """CURRENT_RUN's model (one block of four experts, tied head) has 21 parameter tensors."""
+    """CURRENT_RUN's model (one block of four experts, tied head) has 21 parameter tensors, and the
+    state dict it was drawn as from the seed 22 entries (the tied head under both keys)."""
     assert_caught(planted(tmp_path, CURRENT_RUN, change), "gates[GATE-", fragment)
 
 
@@ -262,11 +267,13 @@ def _at_current_revision(change: Change) -> Change:
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-def test_a_reference_comparison_denied_to_a_model_of_experts_is_caught(tmp_path: Path) -> None:
+@pytest.mark.parametrize("record", [CURRENT_RUN, "current/eval", "current/export", "current/sample"])
+def test_a_reference_comparison_denied_to_a_model_of_experts_is_caught(tmp_path: Path, record: str) -> None:
     """Since GATE-MODEL-003 rev 5 the reference writes out experts: a record saying it skipped them
-    did not make the comparison its revision makes."""
+    did not make the comparison its revision makes, whichever command judged the model (a training
+    run, or an evaluation, an export or a sample of a checkpoint)."""
     skipped = measured("GATE-MODEL-003", checked=False, skipped_options=["moe"])
-    run = planted(tmp_path, CURRENT_RUN, _at_current_revision(skipped))
+    run = planted(tmp_path, record, _at_current_revision(skipped))
     assert_caught(run, "gates[GATE-MODEL-003].measured.checked is false, but its artifacts derive true")
     assert_caught(
         run, 'gates[GATE-MODEL-003].measured.skipped_options is ["moe"], but its artifacts derive []'
@@ -361,14 +368,19 @@ def test_files_a_model_and_its_optimizer_save_have_the_sizes_the_check_derives(
             "updated_parameters is 11, but its artifacts derive 4",
         ),
         (measured("GATE-DATA-001", window_targets=384), "window_targets is 384, but its artifacts derive 96"),
+        (
+            measured("GATE-TRAIN-008", start_tensors=12),
+            "start_tensors is 12, but its artifacts derive 11",
+        ),
     ],
-    ids=["probe-elements", "weights-compared", "updated", "window"],
+    ids=["probe-elements", "weights-compared", "updated", "window", "start"],
 )
 def test_an_sft_runs_adapter_counts_and_window_restated_otherwise_are_caught(
     tuned: dict[str, Path], tmp_path: Path, change: Change, fragment: str
 ) -> None:
     """The sft run: adapters on q and v of one block (2 adapters: 11 tensors and 2 × 3 of theirs in
-    its model file, 4 trained), a probe of 32 ids over 257 logits, windows of pack_len 96."""
+    its model file, 4 trained), a probe of 32 ids over 257 logits, windows of pack_len 96; it starts
+    from its --init-from checkpoint's 11 tensors."""
     assert_tuned_caught(tuned, tuned_copy(tuned, "sft", tmp_path, change), fragment)
 
 

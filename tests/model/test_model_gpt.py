@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from contracts.errors import BadInput
 from contracts.judges import judge
-from contracts.model_shape import DEFAULTS, param_count, parameter_shapes
+from contracts.model_shape import DEFAULTS, param_count, parameter_shapes, state_dict_tensors
 from stack.model import GPT, ModelConfig, param_count_formula
 
 CONFIG = ModelConfig(vocab=97, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, ctx=32)
@@ -64,10 +64,13 @@ def test_the_shared_formula_reads_the_model_configs_own_defaults() -> None:
 def test_every_parameter_is_the_one_the_shared_shapes_name(options: dict[str, object]) -> None:
     """contracts.model_shape.parameter_shapes, from the saved [model] table alone, names each of the
     model's parameters, in the order it registers them, with its shape: the tensors the integrity
-    check counts in a record, and those whose initialisation GATE-MODEL-003's record must name."""
+    check counts in a record, and those whose initialisation GATE-MODEL-003's record must name; and
+    state_dict_tensors counts its state dict, which GATE-TRAIN-008's check start hashes."""
     config = ModelConfig(**{**CONFIG.model_dump(), **options})
     shapes = parameter_shapes(config.model_dump())
-    assert [(name, tuple(p.shape)) for name, p in GPT(config).named_parameters()] == list(shapes.items())
+    model = GPT(config)
+    assert [(name, tuple(p.shape)) for name, p in model.named_parameters()] == list(shapes.items())
+    assert len(model.state_dict()) == state_dict_tensors(config.model_dump())
 
 
 def test_param_count_formula_by_hand() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+from contracts.derive.training import CUBLAS_REPRODUCIBLE
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.model import gpt as gpt_module
@@ -67,7 +68,7 @@ def test_the_setting_is_strict_and_put_back_after_the_run() -> None:
         assert on.deterministic_algorithms and not on.warn_only
         assert on.cudnn_deterministic and not on.cudnn_benchmark and on.inductor_deterministic
         assert "cudnn" not in on.sdpa_backends and "flash" in on.sdpa_backends
-        assert on.cublas_workspace_config == determinism.CUBLAS_WORKSPACE
+        assert on.cublas_workspace_config == CUBLAS_REPRODUCIBLE[0]
         # What torch's deterministic mode would fill with NaN is left unfilled (stack.train.determinism).
         assert not on.fill_uninitialized_memory
     assert determinism.Switches.now() == before
