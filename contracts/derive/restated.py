@@ -38,7 +38,8 @@ So each is derived again from the config the record cites, by the rule the stack
   run started with --init-from (`metrics.init_from`), "seed" otherwise (not for a resumed run,
   whose last invocation measured its own construction), and `start_tensors` the entries of the
   start it states: a seeded model's state dict (a tied head under both keys), or the tensors of
-  the checkpoint's model file;
+  the model file of a checkpoint started from as it is (not a LoRA run's adapter merged or
+  continued);
 * GATE-TRAIN-007's check dropout: `dropout_p` is `lora.dropout`;
 * GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
   `expected_share` (the loop hands both gates the one policy share): derived, where that is;
@@ -345,12 +346,7 @@ def _shaped(config: dict[str, Any], settler: Settler) -> None:
     if not isinstance(lora, dict) or touched is not None:  # else the stack resolved the adapters
         _tensor_counts(model, None if touched is None else len(touched), settler)
     _architecture(model, settler)
-    # GATE-TRAIN-008's check start hashes every tensor of the start it states: the state dict of the
-    # model drawn from the seed, or the tensors of the --init-from checkpoint's model file.
-    origin = _origin(settler.inputs.record)
-    if origin is not None:
-        tensors = state_dict_tensors(model) if origin == "seed" else model_file_tensors(model)
-        restate(settler, "GATE-TRAIN-008", "start_tensors", tensors)
+    restate(settler, "GATE-TRAIN-008", "start_tensors", _start_tensors(model, settler.inputs.record))
     # GATE-MODEL-003's check structure: the parameters the config implies, by the stack's own statute
     try:
         implied = implied_parameters(model, lora if isinstance(lora, dict) else None)
@@ -580,6 +576,20 @@ def _origin(record: EvidenceRecord) -> str | None:
     if record.metrics.get("resumes"):
         return None
     return "checkpoint" if record.metrics.get("init_from") else "seed"
+
+
+def _start_tensors(model: dict[str, Any], record: EvidenceRecord) -> int | None:
+    """How many tensors GATE-TRAIN-008's check start hashes: the state dict of the model drawn
+    from the seed, or the model file of an --init-from checkpoint started from as it is (None
+    where the start is not decided here: a resume, or a LoRA run's adapter merged in memory or
+    continued, whose start `metrics.init_from.adapter` names)."""
+    origin = _origin(record)
+    if origin == "seed":
+        return state_dict_tensors(model)
+    source = record.metrics.get("init_from")
+    if origin == "checkpoint" and isinstance(source, dict) and "adapter" not in source:
+        return model_file_tensors(model)
+    return None
 
 
 def _started(config: dict[str, Any], settler: Settler) -> None:
