@@ -32,6 +32,19 @@ derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of record
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 KERNEL_GATE = "GATE-KERNEL-001"
+# The one input precision GATE-KERNEL-001 holds to its fp32 tolerances; inputs rounded to bf16 or
+# fp16 are held to its looser low-precision ones.
+FULL_PRECISION = "fp32"
+
+
+def low_precision(dtype: str) -> bool:
+    """Whether a parity case whose inputs are `dtype` is judged by the low-precision tolerances."""
+    return dtype != FULL_PRECISION
+
+
+def largest_diff(measured: dict[str, Any]) -> float:
+    """The largest |kernel - reference| over the outputs of one parity measurement ("inf" counts as inf)."""
+    return max(float(values["max_abs_diff"]) for values in measured["outputs"].values())
 
 
 def check_status(steps: Iterable[tuple[str, list[str]]]) -> RunStatus:
@@ -79,9 +92,13 @@ def _same(value: float) -> float:
 
 
 def _parity(inputs: Inputs, step: dict[str, Any], derived: Derivation) -> None:
-    """Each case's `ok` judged again from its deviations; a passing step over a failing case."""
+    """Each case judged by the tolerances of its inputs' precision, its `ok` judged again from its
+    deviations, and each precision's largest difference over its cases; a passing step over a
+    failing case."""
     where = "metrics.steps[kernel parity]"
     cases = [c for c in (step.get("measured") or {}).get("cases") or [] if isinstance(c, dict)]
+    derived.problems += _precision_problems(where, cases)
+    derived.problems += _largest_diff_problems(where, step.get("measured") or {}, cases)
     if KERNEL_GATE in inputs.stale or KERNEL_GATE not in inputs.spec.gates:
         return
     thresholds = inputs.spec.gates[KERNEL_GATE].threshold_values
@@ -95,6 +112,42 @@ def _parity(inputs: Inputs, step: dict[str, Any], derived: Derivation) -> None:
             )
     if step.get("status") == PASS and not all(case.get("ok") is True for case in cases):
         derived.problems.append(f"{where} is PASS over a case out of tolerance")
+
+
+def _precision_problems(where: str, cases: list[dict[str, Any]]) -> list[str]:
+    """Cases said to be judged at another precision than their inputs': an fp32 case held to the
+    low-precision tolerances passes deviations its own would fail."""
+    problems = []
+    for index, case in enumerate(cases):
+        measured, dtype = case.get("measured"), case.get("dtype")
+        if not isinstance(measured, dict) or not isinstance(dtype, str) or "low_precision" not in measured:
+            continue
+        if measured["low_precision"] is not low_precision(dtype):
+            problems.append(
+                f"{where}.measured.cases[{index}] ({dtype} {case.get('case')}) says low_precision is "
+                f"{str(measured['low_precision']).lower()}, but its inputs are {dtype}"
+            )
+    return problems
+
+
+def _largest_diff_problems(where: str, measured: dict[str, Any], cases: list[dict[str, Any]]) -> list[str]:
+    """The step's `largest_diff` of each precision is the largest difference of its cases."""
+    stated = measured.get("largest_diff")
+    if not isinstance(stated, dict):
+        return []
+    problems = []
+    for dtype, value in stated.items():
+        try:
+            found = max(largest_diff(c["measured"]) for c in cases if c.get("dtype") == dtype)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            problems.append(f"{where}.measured.largest_diff.{dtype}: no case of {dtype} states its outputs")
+            continue
+        if value != found:
+            problems.append(
+                f"{where}.measured.largest_diff.{dtype} is {value}, but its cases' largest difference is "
+                f"{found}"
+            )
+    return problems
 
 
 # The speeds the compile step's summary line restates, by the label it gives each (tools/gpu_check.py

@@ -1295,6 +1295,16 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
     row.update(documents_in=1770, dropped={"leak": 8})
 
 
+def _parity_step(record: dict[str, Any]) -> dict[str, Any]:
+    """A gpu-check record's kernel parity step."""
+    return next(s for s in record["metrics"]["steps"] if s["name"] == "kernel parity")
+
+
+def _parity_cases(record: dict[str, Any], dtype: str) -> list[dict[str, Any]]:
+    """The kernel parity cases of a gpu-check record whose inputs were `dtype`."""
+    return [c for c in _parity_step(record)["measured"]["cases"] if c["dtype"] == dtype]
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(
     ("run", "change", "fragment"),
@@ -1431,6 +1441,16 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
             ),
             "metrics.steps[compile].measured.stack_tokens_per_s is 168000, but the step's summary says",
         ),
+        (
+            "gpu-check-20261122T160821",
+            lambda d, _: _parity_cases(d, "fp32")[0]["measured"].update(low_precision=True),
+            "says low_precision is true, but its inputs are fp32",
+        ),
+        (
+            "gpu-check-20261122T160821",
+            lambda d, _: _parity_step(d)["measured"]["largest_diff"].update(bf16=0.002),
+            "metrics.steps[kernel parity].measured.largest_diff.bf16 is 0.002, but its cases' largest",
+        ),
     ],
     ids=[
         "eval-bpb",
@@ -1457,6 +1477,8 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
         "prepare-drop-log",
         "es-fitness",
         "gpu-check-summary",
+        "gpu-check-precision",
+        "gpu-check-largest-diff",
     ],
 )
 def test_what_a_result_file_decides_is_held_to_it(

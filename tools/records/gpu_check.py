@@ -53,7 +53,15 @@ from typing import Any
 import torch
 
 from contracts.derive.benchmarks import TRAIN_BENCHMARK, overhead, quotient
-from contracts.derive.gpu_check import FAIL, KERNEL_GATE, PASS, SKIPPED, check_status
+from contracts.derive.gpu_check import (
+    FAIL,
+    KERNEL_GATE,
+    PASS,
+    SKIPPED,
+    check_status,
+    largest_diff,
+    low_precision,
+)
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK
 from contracts.evidence import (
     LEDGER_DIR,
@@ -175,12 +183,9 @@ def parity_case(shape: dict[str, int], causal: bool, dtype: str, device: str) ->
     from stack.kernels.parity import kernel_parity
 
     ours, reference = parity_outputs(shape, causal, DTYPES[dtype], device)
-    return kernel_parity({k: v.float() for k, v in ours.items()}, reference, low_precision=dtype != "fp32")
-
-
-def largest_diff(measured: dict[str, Any]) -> float:
-    """The largest |kernel - reference| over the outputs of one parity measurement ("inf" counts as inf)."""
-    return max(float(values["max_abs_diff"]) for values in measured["outputs"].values())
+    return kernel_parity(
+        {k: v.float() for k, v in ours.items()}, reference, low_precision=low_precision(dtype)
+    )
 
 
 def check_parity(device: str) -> Step:
@@ -192,7 +197,7 @@ def check_parity(device: str) -> Step:
     judged: dict[bool, dict[str, Any]] = {False: {}, True: {}}
     failing: dict[bool, dict[str, Any]] = {False: {}, True: {}}
     for dtype in DTYPES:
-        low = dtype != "fp32"
+        low = low_precision(dtype)
         for case, (shape, causal) in PARITY_CASES.items():
             outcome = parity_case(shape, causal, dtype, device)
             named = {f"{dtype} {case}: {k}": v for k, v in outcome.measured["outputs"].items()}
