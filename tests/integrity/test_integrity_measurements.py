@@ -146,13 +146,16 @@ def _step(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _tail_case_out(diff: float) -> Any:
-    """The fp32 `tail` case's output deviation set to `diff`; GATE-KERNEL-001 (rev 1) allows it
-    2e-4 + 2e-4 × its reference's largest magnitude 2.8826 = 7.77e-4."""
+    """The fp32 `tail` case's output deviation set to `diff`, the largest of the fp32 cases (the
+    step's `largest_diff` with it); GATE-KERNEL-001 (rev 1) allows it 2e-4 + 2e-4 × its
+    reference's largest magnitude 2.8826 = 7.77e-4."""
 
     def edit(data: dict[str, Any], _dir: Path) -> None:
-        case = _step(data, "kernel parity")["measured"]["cases"][0]
+        measured = _step(data, "kernel parity")["measured"]
+        case = measured["cases"][0]
         assert (case["dtype"], case["case"], case["ok"]) == ("fp32", "tail", True)
         case["measured"]["outputs"]["out"]["max_abs_diff"] = diff
+        measured["largest_diff"]["fp32"] = diff
 
     return edit
 
