@@ -140,10 +140,20 @@ class Switches:
 
     def wanted(self, deterministic: bool) -> Switches:
         """These switches with `train.deterministic` applied: on, every one set for determinism;
-        off, PyTorch's determinism checks off and everything else left as it was."""
+        off, PyTorch's determinism checks off and everything else left as it was. A cuBLAS
+        workspace the environment sets is kept when it is one cuBLAS documents as reproducible;
+        any other is refused under `train.deterministic` (CUDA's deterministic mode would raise at
+        the first product, and a CPU run's record would claim a workspace no GPU run could use)."""
         switched = replace(self, **SWITCHES_WHEN_DETERMINISTIC[deterministic])
         if not deterministic:
             return switched
+        workspace = self.cublas_workspace_config
+        if workspace is not None and workspace not in CUBLAS_REPRODUCIBLE:
+            raise BadInput(
+                f"{CUBLAS_ENV}={workspace!r} is not one of cuBLAS's reproducible settings "
+                f"({', '.join(CUBLAS_REPRODUCIBLE)}), which train.deterministic needs: unset it, set one of "
+                "those, or set train.deterministic=false"
+            )
         return replace(
             switched,
             **UNFILLED,  # buys no repeatability, costs a fill per allocation

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from contracts.derive.training import CUBLAS_REPRODUCIBLE
+from contracts.errors import BadInput
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.model import gpt as gpt_module
@@ -75,6 +76,19 @@ def test_the_setting_is_strict_and_put_back_after_the_run() -> None:
     with determinism.kernels(False):
         assert not torch.are_deterministic_algorithms_enabled()
     assert determinism.Switches.now() == before
+
+
+@pytest.mark.parametrize("workspace", [":16:8", ":0:0"])
+def test_a_cublas_workspace_the_environment_sets_is_kept_only_where_it_is_reproducible(
+    monkeypatch: pytest.MonkeyPatch, workspace: str
+) -> None:
+    monkeypatch.setenv(determinism.CUBLAS_ENV, workspace)
+    if workspace in CUBLAS_REPRODUCIBLE:
+        assert determinism.Switches.now().wanted(True).cublas_workspace_config == workspace
+    else:
+        with pytest.raises(BadInput, match="is not one of cuBLAS's reproducible settings"):
+            determinism.Switches.now().wanted(True)
+    assert determinism.Switches.now().wanted(False).cublas_workspace_config == workspace
 
 
 def test_inductor_loaded_during_a_run_leaves_its_environment_as_it_found_it(
