@@ -171,6 +171,26 @@ def test_a_parity_case_within_tolerance_stands(tmp_path: Path) -> None:
 
 
 @pytest.mark.gate("GATE-INTEG-001")
+def test_parity_cases_other_than_the_check_declares_are_caught(tmp_path: Path) -> None:
+    """`make gpu-check` runs every precision over PARITY_CASES at its commit (tools/gpu_check.py
+    then; tools/records/gpu_check.py since the code moved): a case said to have run at a longer
+    sequence, or a case left out of a precision, is coverage the check never had."""
+
+    def longer(data: dict[str, Any], _dir: Path) -> None:
+        _step(data, "kernel parity")["measured"]["cases"][0]["shape"]["n"] = 4096
+
+    def left_out(data: dict[str, Any], _dir: Path) -> None:
+        cases = _step(data, "kernel parity")["measured"]["cases"]
+        cases.remove(next(c for c in cases if c["dtype"] == "bf16" and c["case"] == "GQA 6/2, not causal"))
+
+    assert_caught(planted(tmp_path / "longer", GPU_CHECK, longer), "(fp32 tail) states shape", "PARITY_CASES")
+    assert_caught(
+        planted(tmp_path / "left-out", GPU_CHECK, left_out),
+        "cases of bf16 leave out 'GQA 6/2, not causal', which every precision runs",
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
 def test_a_resume_step_passing_over_differences_is_caught(tmp_path: Path) -> None:
     def differed(data: dict[str, Any], _dir: Path) -> None:
         _step(data, "fp16 resume")["measured"]["mismatched"] = ["step 52: loss 2.1 != 2.2"]

@@ -7,7 +7,9 @@ is not 50); GATE-TRAIN-005's spread probe draws PROBE_ROWS × PROBE_TOKENS token
 (stack.model.sampling_checks) in `stack sample`, `stack memorization` and `stack synth` (1024, not
 4096); and `stack es`'s parser declares no defaults (None), so a setting its command
 line leaves out is stack.es.settings.EsSettings' default, which the parser-default check of
-tools/integrity/settings/default_sources.py cannot see (batch_size 8 restated as 16, workers 1 as 4). Each is
+tools/integrity/settings/default_sources.py cannot see (batch_size 8 restated as 16, workers 1 as 4); and
+`make gpu-check` runs its kernel parity over PARITY_CASES (a case's shape said larger than it ran is
+coverage the check never had). Each is
 read from the file at the record's commit, without running it (literal values only), as
 tools/integrity/settings/default_sources.py reads a parser. A file the commit lacks or that does not parse is
 named, never passed in silence.
@@ -24,6 +26,7 @@ from tools.integrity.settings.argv_record import _command_lines, given
 SAMPLING = "stack/model/sampling_checks.py"
 HQQ = "stack/surgery/hqq.py"
 ES_SETTINGS = "stack/es/settings.py"
+GPU_CHECK = "tools/records/gpu_check.py"
 # The files whose constants decide what a record of each kind states.
 KIND_SOURCES = {
     "sample": (SAMPLING,),
@@ -31,15 +34,22 @@ KIND_SOURCES = {
     "synth": (SAMPLING,),
     "quantize": (HQQ,),
     "es": (ES_SETTINGS,),
+    "gpu-check": (GPU_CHECK,),
 }
+# Files whose code lived elsewhere at earlier commits, by the path it had: read there where a
+# commit has no file at the newer path (`make gpu-check` runs tools/gpu_check.py, which held the
+# check itself until it moved).
+MOVED_FROM = {GPU_CHECK: "tools/gpu_check.py"}
 # What `_literal` gives for a value that is no literal: equal to no value a record states.
 NOT_LITERAL = object()
 
 
 def constant_sources(record: EvidenceRecord) -> list[str]:
     """The repository files whose constants decide values the record states (none for most kinds,
-    nor for a record that states none of those values: one made before its gate measured them)."""
-    return [path for path in KIND_SOURCES.get(record.run.kind, ()) if STATES[path](record)]
+    nor for a record that states none of those values: one made before its gate measured them),
+    then the earlier paths of those that moved."""
+    paths = [path for path in KIND_SOURCES.get(record.run.kind, ()) if STATES[path](record)]
+    return [*paths, *(MOVED_FROM[path] for path in paths if path in MOVED_FROM)]
 
 
 def _probe_drawn(record: EvidenceRecord) -> bool:
@@ -47,10 +57,19 @@ def _probe_drawn(record: EvidenceRecord) -> bool:
     return any(g.id == "GATE-TRAIN-005" and "probe_draws" in (g.measured or {}) for g in record.gates)
 
 
+def _parity_cases(record: EvidenceRecord) -> list[Any]:
+    """The cases a gpu-check's kernel parity step states ([] where it has none)."""
+    steps = record.metrics.get("steps") if isinstance(record.metrics, dict) else None
+    step = next((s for s in steps or [] if isinstance(s, dict) and s.get("name") == "kernel parity"), {})
+    cases = (step.get("measured") or {}).get("cases") if isinstance(step.get("measured"), dict) else None
+    return cases if isinstance(cases, list) else []
+
+
 STATES = {
     SAMPLING: _probe_drawn,
     HQQ: lambda record: isinstance(record.metrics, dict) and "optimiser" in record.metrics,
     ES_SETTINGS: lambda record: isinstance(record.config, dict),
+    GPU_CHECK: lambda record: bool(_parity_cases(record)),
 }
 
 
@@ -148,15 +167,55 @@ def _es_problems(record: EvidenceRecord, source: bytes) -> list[str]:
     ]
 
 
-CHECKS = {SAMPLING: _probe_problems, HQQ: _optimiser_problems, ES_SETTINGS: _es_problems}
+def _parity_case_problems(record: EvidenceRecord, source: bytes) -> list[str]:
+    """A gpu-check's kernel parity cases: each case's shape and causality are its name's entry in
+    PARITY_CASES, which no option changes, and every precision runs every case."""
+    declared = (module_constants(source) or {}).get("PARITY_CASES")
+    if not isinstance(declared, dict):
+        return [f"{GPU_CHECK} declares no literal PARITY_CASES: the parity cases' shapes are not held"]
+    where = "metrics.steps[kernel parity].measured.cases"
+    problems, ran = [], {}
+    for index, case in enumerate(_parity_cases(record)):
+        if not isinstance(case, dict):
+            continue
+        name = case.get("case")
+        ran.setdefault(case.get("dtype"), set()).add(name)
+        entry = declared.get(name)
+        if entry is None:
+            problems.append(f"{where}[{index}] is the case {name!r}, which PARITY_CASES does not declare")
+        elif [case.get("shape"), case.get("causal")] != list(entry):
+            problems.append(
+                f"{where}[{index}] ({case.get('dtype')} {name}) states shape {case.get('shape')} and causal "
+                f"{case.get('causal')}, but PARITY_CASES declares {entry[0]} and {entry[1]}"
+            )
+    problems += [
+        f"{where} of {dtype} leave out {', '.join(map(repr, sorted(set(declared) - names)))}, which "
+        "every precision runs"
+        for dtype, names in ran.items()
+        if set(declared) - names
+    ]
+    return problems
+
+
+CHECKS = {
+    SAMPLING: _probe_problems,
+    HQQ: _optimiser_problems,
+    ES_SETTINGS: _es_problems,
+    GPU_CHECK: _parity_case_problems,
+}
 
 
 def constant_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
     """What the record states against each constant its kind's files declare at its commit (`blobs`:
-    each of `constant_sources`'s bytes, None where the commit lacks it)."""
+    each of `constant_sources`'s bytes, None where the commit lacks it; a moved file is read at its
+    earlier path where the commit has none at its newer one)."""
     problems = []
     for path in constant_sources(record):
+        if path in MOVED_FROM.values():
+            continue  # read in place of the path it moved to
         blob = blobs.get(path)
+        if blob is None and path in MOVED_FROM:
+            blob = blobs.get(MOVED_FROM[path])
         if blob is None:
             problems.append(f"{path} cannot be read at its commit: what its constants decide is not held")
             continue
