@@ -32,6 +32,7 @@ derives = registrar(DERIVERS)  # @derives("kind", ...): the derivation of record
 
 PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 KERNEL_GATE = "GATE-KERNEL-001"
+PARITY_STEP = "kernel parity"  # the step that runs GATE-KERNEL-001's cases
 # The one input precision GATE-KERNEL-001 holds to its fp32 tolerances; inputs rounded to bf16 or
 # fp16 are held to its looser low-precision ones.
 FULL_PRECISION = "fp32"
@@ -60,6 +61,13 @@ def check_status(steps: Iterable[tuple[str, list[str]]]) -> RunStatus:
 
 def _steps(metrics: Metrics) -> dict[str, dict[str, Any]]:
     return {str(s.get("name")): s for s in metrics.get("steps") or [] if isinstance(s, dict)}
+
+
+def parity_cases(metrics: Metrics) -> list[dict[str, Any]]:
+    """The cases a gpu-check's kernel parity step states ([] where it has none)."""
+    measured = _steps(metrics).get(PARITY_STEP, {}).get("measured")
+    cases = measured.get("cases") if isinstance(measured, dict) else None
+    return [c for c in cases if isinstance(c, dict)] if isinstance(cases, list) else []
 
 
 def gpu_check_identities(m: Metrics) -> Iterator[Identity]:
@@ -95,8 +103,8 @@ def _parity(inputs: Inputs, step: dict[str, Any], derived: Derivation) -> None:
     """Each case judged by the tolerances of its inputs' precision, its `ok` judged again from its
     deviations, and each precision's largest difference over its cases; a passing step over a
     failing case."""
-    where = "metrics.steps[kernel parity]"
-    cases = [c for c in (step.get("measured") or {}).get("cases") or [] if isinstance(c, dict)]
+    where = f"metrics.steps[{PARITY_STEP}]"
+    cases = parity_cases(inputs.record.metrics)
     derived.problems += _precision_problems(where, cases)
     derived.problems += _largest_diff_problems(where, step.get("measured") or {}, cases)
     if KERNEL_GATE in inputs.stale or KERNEL_GATE not in inputs.spec.gates:
@@ -217,8 +225,8 @@ def gpu_check_record(inputs: Inputs) -> Derivation:
     derived = Derivation()
     metrics = inputs.record.metrics
     steps = _steps(metrics)
-    if "kernel parity" in steps:
-        _parity(inputs, steps["kernel parity"], derived)
+    if PARITY_STEP in steps:
+        _parity(inputs, steps[PARITY_STEP], derived)
     derived.problems += _step_problems(steps)
     derived.problems += _summary_problems(steps)
     if steps:

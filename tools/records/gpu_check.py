@@ -56,6 +56,7 @@ from contracts.derive.benchmarks import TRAIN_BENCHMARK, overhead, quotient
 from contracts.derive.gpu_check import (
     FAIL,
     KERNEL_GATE,
+    PARITY_STEP,
     PASS,
     SKIPPED,
     check_status,
@@ -233,7 +234,7 @@ def check_parity(device: str) -> Step:
     )
     problem = f"{KERNEL_GATE}: {len(bad)} case(s) out of tolerance: {', '.join(bad)}" if bad else None
     return judged_step(
-        "kernel parity", summary, [result], problem, measured={"cases": cases, "largest_diff": worst}
+        PARITY_STEP, summary, [result], problem, measured={"cases": cases, "largest_diff": worst}
     )
 
 
@@ -708,7 +709,7 @@ def run_checks(work: Path, repeats: int, gpus: int) -> list[Step]:
     """Every step in order; the training steps are skipped when the corpus could not be prepared."""
     device, data = "cuda", work / "data"
     steps = [
-        timed("kernel parity", lambda: check_parity(device)),
+        timed(PARITY_STEP, lambda: check_parity(device)),
         timed("attention speed", lambda: check_speed(repeats)),
         timed("prepare corpus", lambda: check_prepare(data)),
     ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from contracts.derive.gpu_check import PARITY_STEP, parity_cases
 from contracts.evidence import EvidenceRecord
 from tools.integrity.settings.argv_record import _command_lines, given
 
@@ -57,19 +58,11 @@ def _probe_drawn(record: EvidenceRecord) -> bool:
     return any(g.id == "GATE-TRAIN-005" and "probe_draws" in (g.measured or {}) for g in record.gates)
 
 
-def _parity_cases(record: EvidenceRecord) -> list[Any]:
-    """The cases a gpu-check's kernel parity step states ([] where it has none)."""
-    steps = record.metrics.get("steps") if isinstance(record.metrics, dict) else None
-    step = next((s for s in steps or [] if isinstance(s, dict) and s.get("name") == "kernel parity"), {})
-    cases = (step.get("measured") or {}).get("cases") if isinstance(step.get("measured"), dict) else None
-    return cases if isinstance(cases, list) else []
-
-
 STATES = {
     SAMPLING: _probe_drawn,
     HQQ: lambda record: isinstance(record.metrics, dict) and "optimiser" in record.metrics,
     ES_SETTINGS: lambda record: isinstance(record.config, dict),
-    GPU_CHECK: lambda record: bool(_parity_cases(record)),
+    GPU_CHECK: lambda record: bool(parity_cases(record.metrics)),
 }
 
 
@@ -172,12 +165,10 @@ def _parity_case_problems(record: EvidenceRecord, source: bytes) -> list[str]:
     PARITY_CASES, which no option changes, and every precision runs every case."""
     declared = (module_constants(source) or {}).get("PARITY_CASES")
     if not isinstance(declared, dict):
-        return [f"{GPU_CHECK} declares no literal PARITY_CASES: the parity cases' shapes are not held"]
-    where = "metrics.steps[kernel parity].measured.cases"
+        return ["the gpu-check code at its commit declares no literal PARITY_CASES: its cases are not held"]
+    where = f"metrics.steps[{PARITY_STEP}].measured.cases"
     problems, ran = [], {}
-    for index, case in enumerate(_parity_cases(record)):
-        if not isinstance(case, dict):
-            continue
+    for index, case in enumerate(parity_cases(record.metrics)):
         name = case.get("case")
         ran.setdefault(case.get("dtype"), set()).add(name)
         entry = declared.get(name)
