@@ -116,9 +116,9 @@ STEPS: dict[str, Step] = {
         True,
         lambda w: [
             *(PY, "benchmarks/train_throughput.py", "--device", "cuda", "--preset", "gpt2", "--compile"),
-            # 25 steps a leg (20 past the warm-up): 7.8 minutes on the H200 of 2026-11-28, where
-            # the legs' first steps, not their steady ones, take most of the time.
-            *("--steps", "25", "--data", str(w.data), "--ledger", str(w.ledger)),
+            # 20 steps a leg (15 past the warm-up): 25 took 7.8 minutes on the H200 of 2026-11-28,
+            # most of it the legs' first steps, and the step profiles' two runs came after.
+            *("--steps", "20", "--data", str(w.data), "--ledger", str(w.ledger)),
         ],
     ),
     "trace": Step(
