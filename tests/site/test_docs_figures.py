@@ -36,9 +36,9 @@ def test_the_readme_figures_are_their_records_numbers() -> None:
     ("written", "edited"),
     [
         (PRICE, PRICE.replace("11 %", "9 %")),  # the price of determinism restated
-        ("[1.017×]", "[1.018×]"),  # one unit of the last digit past the ratio's rounding
-        ("[421 k]", "[422 k]"),
-        ("[33.0 %]", "[0.33 %]"),  # a share written as a percentage of another scale
+        ("[1.047×]", "[1.048×]"),  # one unit of the last digit past the ratio's rounding
+        ("[222 k]", "[232 k]"),
+        ("[37.7 %]", "[0.377 %]"),  # a share written as a percentage of another scale
     ],
 )
 def test_an_edited_figure_is_named_with_what_its_record_gives(written: str, edited: str) -> None:
