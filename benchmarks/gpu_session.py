@@ -116,8 +116,8 @@ STEPS: dict[str, Step] = {
         True,
         lambda w: [
             *(PY, "benchmarks/train_throughput.py", "--device", "cuda", "--preset", "gpt2", "--compile"),
-            # 20 steps a leg (15 past the warm-up): 25 took 7.8 minutes on the H200 of 2026-11-28,
-            # most of it the legs' first steps, and the step profiles' two runs came after.
+            # 20 steps a leg (15 past the warm-up): 396 s on the H200 of 2026-11-30, most of it the
+            # legs' first steps; with `trace` after it, one call of a 15-minute loan.
             *("--steps", "20", "--data", str(w.data), "--ledger", str(w.ledger)),
         ],
     ),
