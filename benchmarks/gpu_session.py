@@ -14,6 +14,11 @@ prepared into OUT/data, its record filed, unless `--data` names one, and only wh
     python benchmarks/gpu_session.py --out /tmp/gpu --seconds 540 model repeat trace
     python benchmarks/gpu_session.py --out /tmp/gpu det-on det-off gpu-check   # determinism's price
     python benchmarks/gpu_session.py --out /tmp/gpu --dry-run tput   # the commands, not run
+    python benchmarks/gpu_session.py --out /tmp/gpu stats-tiles trace-tiled   # the search, then its tile
+
+A step's command is made when it starts, so a step may read what an earlier one filed: `trace-tiled`
+times tracing in the tile the session's tile search found fastest; without that search's record it
+is not started, and says so.
 
 Every line it prints is also in OUT/session.log, so a session that was cut off still says
 how far it came. It exits 0 when every step ended ok, 1 when one failed, ran out of time or was
@@ -31,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +60,10 @@ class Where:
     work: Path
 
 
+class NotYet(Exception):
+    """A step's command needs a record an earlier step of the session files, and it is not there."""
+
+
 @dataclass(frozen=True)
 class Step:
     """One measurement: what it is for, whether it reads the corpus, and its command."""
@@ -61,6 +71,27 @@ class Step:
     what: str
     reads_data: bool
     argv: Callable[[Where], list[str]]
+
+
+def _traced(where: Where, *tile: str) -> list[str]:
+    """benchmarks/trace_overhead.py at 110 M, batch 8 x 1024, fp32 and bf16, its records filed with
+    the session's; `tile`, `--tile T` or nothing."""
+    return [
+        *(PY, "benchmarks/trace_overhead.py", "--device", "cuda", "--preset", "gpt2"),
+        *("--vocab", "32768", "--batch", "8", *tile, "--ledger", str(where.ledger)),
+    ]
+
+
+def _tiled_trace(where: Where) -> list[str]:
+    """`_traced` in the tile the newest tile search of the session's ledger found fastest
+    (benchmarks.stats_tiles.fastest_in): NotYet where the session has filed none."""
+    from benchmarks.stats_tiles import fastest_in  # torch and triton: imported where the step starts
+
+    try:
+        tile = fastest_in(where.ledger)
+    except FileNotFoundError as missing:
+        raise NotYet(f"{missing}: run stats-tiles before it") from None
+    return _traced(where, "--tile", str(tile))
 
 
 def _determinism_run(where: Where, deterministic: bool) -> list[str]:
@@ -124,15 +155,17 @@ STEPS: dict[str, Step] = {
     "trace": Step(
         "tracing at 110 M, batch 8 x 1024, fp32 and bf16, with the traced forward's kernels (trace_overhead)",
         False,
-        lambda w: [
-            *(PY, "benchmarks/trace_overhead.py", "--device", "cuda", "--preset", "gpt2"),
-            *("--vocab", "32768", "--batch", "8", "--ledger", str(w.ledger)),
-        ],
+        _traced,
     ),
     "stats-tiles": Step(
         "which tile the CUDA statistics kernel should cut a traced forward's sites in, at 110 M",
         False,
         lambda w: [PY, "benchmarks/stats_tiles.py", "--ledger", str(w.ledger)],
+    ),
+    "trace-tiled": Step(
+        "the trace step with the statistics cut in the tile the session's stats-tiles found fastest",
+        False,
+        _tiled_trace,
     ),
     "det-parts": Step(
         "what each part of train.deterministic costs at gpt2, and whether the weights repeat without it",
@@ -232,14 +265,26 @@ def library_sources() -> list[str]:
     return found
 
 
-def plan(names: list[str], where: Where, prepare: bool) -> list[tuple[str, list[str]]]:
+# A step's command, made when the step starts (NotYet where it cannot be yet).
+Command = Callable[[], list[str]]
+
+
+def plan(names: list[str], where: Where, prepare: bool) -> list[tuple[str, Command]]:
     """(name, command) of each step asked for, the corpus's preparation first when one reads it
     and none was given."""
-    commands = [(name, STEPS[name].argv(where)) for name in names]
+    commands: list[tuple[str, Command]] = [(name, partial(STEPS[name].argv, where)) for name in names]
     if prepare and any(STEPS[name].reads_data for name in names):
         corpus = [*PREPARE, *library_sources(), "--out", str(where.data), "--evidence-dir", str(where.ledger)]
-        commands.insert(0, ("prepare", [PY, *corpus]))
+        commands.insert(0, ("prepare", lambda: [PY, *corpus]))
     return commands
+
+
+def shown(command: Command) -> str:
+    """The command line a dry run prints: the command, or what it waits for."""
+    try:
+        return " ".join(command())
+    except NotYet as why:
+        return f"(made when it starts: {why})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = plan(args.steps, where, prepare=args.data is None)
     if args.dry_run:
         for name, command in commands:
-            print(f"{name}: {' '.join(command)}")
+            print(f"{name}: {shown(command)}")
         return 0
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         print(f"gpu_session: error: --out {out} is not an empty folder; name a new one", file=sys.stderr)
@@ -269,8 +314,14 @@ def main(argv: list[str] | None = None) -> int:
             session.say(f"{name}: not started, the deadline has passed")
             ended[name] = "not started"
             continue
-        session.say(f"{name}: started with {session.left():.0f} s left: {' '.join(command)}")
-        ended[name] = session.run(name, command)
+        try:
+            argv = command()
+        except NotYet as why:
+            session.say(f"{name}: not started: {why}")
+            ended[name] = "not started"
+            continue
+        session.say(f"{name}: started with {session.left():.0f} s left: {' '.join(argv)}")
+        ended[name] = session.run(name, argv)
         if name == "prepare" and ended[name] != "ok":
             session.say("the corpus was not prepared: the steps that read it cannot run")
             break

@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from contracts.derive.benchmarks import fastest
-from contracts.evidence import RunStatus, file_record, ledger_slot, new_record, now, run_id
+from contracts.evidence import RunStatus, file_record, ledger_slot, new_record, now, read_evidence, run_id
 from contracts.gates import contract_mode
+from contracts.spec import load_spec
 from stack.cli.values import positive_int
 from stack.kernels.site_stats import PARTIALS, TILE, Pending, Tile, merge_all, site_stats_fused
 from stack.model import GPT, ModelConfig
@@ -53,6 +54,10 @@ CANDIDATES = (
     Tile(1024, 32),
     Tile(1024, 64),
 )
+# Every tile a traced forward may be cut in: the one in use and the candidates, each compiled for
+# Hopper in `make test` and held there to no register spill (tests/kernels/test_kernel_compile.py).
+TILES = {str(tile): tile for tile in (TILE, *CANDIDATES)}
+RECORD_PREFIX = "bench-stats-tiles"
 
 
 def forward_sites(model: GPT, idx: torch.Tensor) -> list[torch.Tensor]:
@@ -146,6 +151,36 @@ def search(
     return found
 
 
+def fastest_tile(search: dict[str, Any]) -> Tile:
+    """Of a tile search's candidates (`search`, as its record keeps it: per precision), the one
+    whose times summed over the precisions are the least, among those whose statistics are within
+    GATE-TRACE-002's statistics_rtol of the tile in use's in every precision: one tile serves every
+    dtype (TILE), and one that computed other numbers would have a trace refused."""
+    rtol = load_spec().threshold("GATE-TRACE-002", "statistics_rtol")
+    totals: dict[str, float] = {}
+    refused: set[str] = set()
+    for found in search.values():
+        for row in found["site_stats"]["candidates"]:
+            name = str(Tile(**row["tile"]))
+            if "ms" not in row or row["relative_difference"] > rtol:
+                refused.add(name)
+            else:
+                totals[name] = totals.get(name, 0.0) + row["ms"]
+    timed = {name: ms for name, ms in totals.items() if name not in refused}
+    if not timed:
+        raise ValueError("no candidate of the search computed the statistics of the tile in use")
+    return TILES[min(timed, key=timed.__getitem__)]
+
+
+def fastest_in(ledger: Path) -> Tile:
+    """The fastest tile (`fastest_tile`) of the newest tile search filed in `ledger`;
+    FileNotFoundError where none is."""
+    runs = sorted(ledger.glob(f"{RECORD_PREFIX}-*/metadata.json"))
+    if not runs:
+        raise FileNotFoundError(f"no {RECORD_PREFIX} record in {ledger}")
+    return fastest_tile(read_evidence(runs[-1]).metrics["search"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="gpt2", choices=sorted(PRESETS))
@@ -162,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    rid = run_id("bench-stats-tiles")
+    rid = run_id(RECORD_PREFIX)
     ledger_slot(args.ledger, rid)
     name = torch.cuda.get_device_name(0)
     record = new_record("benchmark", rid, sys.argv, name, torch.version.cuda, contract_mode().value)

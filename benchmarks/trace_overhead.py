@@ -11,6 +11,10 @@ and the exhaustive check of `stack trace --verify` (`verified_ms`, `verified_rat
 page faults per plain and traced forward (`untraced_page_faults`, `traced_page_faults`). The goal is
 read from spec/benchmarks.yaml (`trace_overhead`); the benchmark reports whether it was met and
 never asserts.
+
+On CUDA, `--tile 2048x16` times the traced forwards with their statistics cut in that tile of
+benchmarks/stats_tiles.py's instead of the one in use (stack.kernels.site_stats.TILE), and the
+record states it (`tile`): a candidate's trace measured before anyone copies it into TILE.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -42,6 +47,18 @@ GOAL = "trace_overhead"
 # What measures a CUDA forward's statistics and its checks: the Triton kernels and torch's ops (on a
 # CPU the C kernels name their build, or torch its reason: stack.kernels.host_stats.engine).
 CUDA_ENGINES = {"statistics_engine": "triton", "checks_engine": "torch"}
+
+
+@contextmanager
+def tiled(tile: dict[str, int] | None) -> Iterator[None]:
+    """The CUDA statistics cut in `tile` inside (stack.kernels.site_stats.cut_in), or in TILE."""
+    if tile is None:
+        yield
+        return
+    from stack.kernels.site_stats import Tile, cut_in  # triton: imported only where it runs
+
+    with cut_in(Tile(**tile)):
+        yield
 
 
 def _page_faults() -> int:
@@ -235,6 +252,30 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
     }
 
 
+def tile_option(text: str) -> dict[str, int]:
+    """`--tile ELEMENTSxPER_PROGRAM` (e.g. 2048x16) as the record states it; whether it is a tile
+    the statistics kernel is built and checked for is `main`'s to say."""
+    elements, cross, per_program = text.partition("x")
+    if not (cross and elements.isdigit() and per_program.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not ELEMENTSxPER_PROGRAM, e.g. 2048x16")
+    return {"elements": int(elements), "per_program": int(per_program)}
+
+
+def tile_refusal(tile: dict[str, int] | None, device: torch.device) -> str | None:
+    """Why `--tile` cannot be run here, or None: it cuts the CUDA kernel's sites (a CPU's C kernel
+    has no tiles), and only in a tile benchmarks/stats_tiles.py times."""
+    if tile is None:
+        return None
+    if device.type != "cuda":
+        return "--tile cuts the CUDA statistics kernel's sites; on a CPU the C kernel reads them: drop --tile"
+    from benchmarks.stats_tiles import TILES  # triton: imported only where it runs
+
+    named = "x".join(map(str, tile.values()))
+    if named not in TILES:
+        return f"--tile {named} is no tile the statistics kernel is checked in; one of {', '.join(TILES)}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line: also what tools/integrity reads a record's `run.argv` with, so
     that the shape, batch, length, repeats and precision a record states are the ones its line
@@ -253,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=["fp32", "bf16"],
         help="one record each; bf16: both forwards under autocast",
     )
+    parser.add_argument(
+        "--tile",
+        type=tile_option,
+        default=None,
+        metavar="ELEMENTSxPER_PROGRAM",
+        help="on CUDA, cut the statistics in this tile of benchmarks/stats_tiles.py (default: TILE)",
+    )
     parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs", help="where it is filed")
     return parser
 
@@ -260,12 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = build_parser().parse_args()
     device = torch.device(args.device)
+    refused = tile_refusal(args.tile, device)
+    if refused is not None:
+        print(f"trace_overhead: {refused}", file=sys.stderr)
+        return 2
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    shape = (args.preset, args.vocab, args.batch, args.tokens, args.repeats, device)
     for precision in args.precision:
         rid = free_run_id("bench-trace", args.ledger)
         record = new_record("benchmark", rid, sys.argv, device=name, cuda=torch.version.cuda)
-        metrics = measure(args.preset, args.vocab, args.batch, args.tokens, args.repeats, device, precision)
-        record.metrics = {"benchmark": GOAL, **metrics}
+        with tiled(args.tile):
+            metrics = measure(*shape, precision)
+        record.metrics = {"benchmark": GOAL, **metrics, **({"tile": args.tile} if args.tile else {})}
         record.run.status, record.run.finished = RunStatus.COMPLETED, now()
         path = file_record(args.ledger, record)
         print(

@@ -31,6 +31,9 @@ site is left to the torch path, which keeps its precision. The float64 reference
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +60,10 @@ class Tile:
     elements: int = 2048
     per_program: int = 1
 
+    def __str__(self) -> str:
+        """As a command line names it (`benchmarks/trace_overhead.py --tile 2048x16`)."""
+        return f"{self.elements}x{self.per_program}"
+
     @property
     def warps(self) -> int:
         """The warps a program runs on: a thread per ELEMENTS_PER_THREAD elements of a tile, 4 to 8
@@ -70,6 +77,21 @@ class Tile:
 # The tile every traced forward's statistics use on CUDA: the one the H200 records of docs/gpu.md
 # ("Tracing on a GPU") ran; benchmarks/stats_tiles.py times the others against it.
 TILE = Tile()
+
+# The tile of the traced forwards run now: TILE, but inside `cut_in`.
+_CUT: ContextVar[Tile] = ContextVar("tile", default=TILE)
+
+
+@contextmanager
+def cut_in(tile: Tile) -> Iterator[None]:
+    """Every site's statistics computed inside cut in `tile` instead of TILE: a traced forward timed
+    at a candidate of benchmarks/stats_tiles.py (benchmarks/trace_overhead.py --tile), measured
+    before anyone copies the candidate into TILE."""
+    token = _CUT.set(tile)
+    try:
+        yield
+    finally:
+        _CUT.reset(token)
 
 
 @triton.jit
@@ -241,14 +263,14 @@ def site_stats_fused(
     tensor: torch.Tensor,
     out: torch.Tensor | None = None,
     rows: tuple[torch.Tensor, torch.Tensor] | None = None,
-    tile: Tile = TILE,
+    tile: Tile | None = None,
     pending: list[Pending] | None = None,
 ) -> torch.Tensor:
     """The site's statistics as float64 (9,) on its device, in two launches, with no host read:
     written into `out` (a contiguous float64 row on that device) and returned when it is given.
     `rows`, (at, into): token rows `at` (int64, contiguous) of the site seen as (-1, width) rows
     copied into the contiguous (len(at), width) `into` of its dtype, by the partials' launch. `tile`
-    is how the partials kernel cuts the site (`Tile`).
+    is how the partials kernel cuts the site (`Tile`; None: TILE, or `cut_in`'s).
 
     With `pending`, the merge is queued there instead of launched: a traced forward merges all its
     sites in one launch after it (`merge_all`), a program a site, rather than a launch a site as it
@@ -260,6 +282,7 @@ def site_stats_fused(
         x = x.contiguous()
         layout = 1, x.numel(), x.numel()
     height, cols, stride = layout
+    tile = _CUT.get() if tile is None else tile
     if out is None:
         out = torch.empty(PARTIALS, dtype=torch.float64, device=x.device)
     if x.numel() == 0:  # nothing computed, nothing wrong: zeros (and no row to copy)

@@ -7,6 +7,7 @@ stopped and no later step starts; the corpus is prepared first only when a step 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy
@@ -14,6 +15,9 @@ import pytest
 import torch
 
 from benchmarks import gpu_session
+from benchmarks.stats_tiles import CANDIDATES, RECORD_PREFIX
+from contracts.evidence import file_record, new_record
+from stack.kernels.site_stats import TILE
 from stack.train.config import resolve
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the steps would really run")
@@ -107,3 +111,24 @@ def test_the_healthy_runs_train_the_gpt2_preset_at_grad_accum_1_for_their_steps_
         sets = [argv[i + 1] for i, word in enumerate(argv) if word == "--set"]
         config = resolve(argv[argv.index("--preset") + 1], None, sets, vocab=32768)
         assert (config.train.steps, config.train.grad_accum, config.ckpt.every) == (steps, 1, steps)
+
+
+def test_a_traced_tile_is_the_one_the_sessions_search_filed_and_waits_for_it(tmp_path: Path) -> None:
+    """`trace-tiled` is `trace` cut in the tile the session's newest stats-tiles record found fastest,
+    its command made when it starts; with no such record it is not started, and says why."""
+    out = tmp_path / "session"
+    assert gpu_session.main(["trace-tiled", "--out", str(out), "--seconds", "60"]) == 1
+    assert "trace-tiled: not started: no bench-stats-tiles record in" in _log(out)
+    assert "run stats-tiles before it" in _log(out)
+    where = gpu_session.Where(tmp_path / "data", tmp_path / "ledger", tmp_path / "work")
+    record = new_record(
+        "benchmark", f"{RECORD_PREFIX}-20261201T000000", ["benchmarks/stats_tiles.py"], "an H200"
+    )
+    timed = [(TILE, 9.0), (CANDIDATES[1], 3.0), (CANDIDATES[0], 4.0)]
+    rows = [{"tile": dataclasses.asdict(tile), "ms": ms, "relative_difference": 0.0} for tile, ms in timed]
+    record.metrics = {"search": {"fp32": {"site_stats": {"candidates": rows}}}}
+    file_record(where.ledger, record)
+    tiled, plain = (gpu_session.STEPS[name].argv(where) for name in ("trace-tiled", "trace"))
+    at = tiled.index("--tile")
+    assert tiled[at + 1] == str(CANDIDATES[1]) == "2048x16"
+    assert tiled[:at] + tiled[at + 2 :] == plain

@@ -53,6 +53,7 @@ from tests.support.ledger_support import (
     MEMORIZATION_RUN,
     PREPARE_RUN,
     RECORDS,
+    ROOT,
     SAMPLE_RUN,
     SFT_RUN,
     TRACE_RUN,
@@ -65,6 +66,7 @@ from tests.support.ledger_support import (
     planted,
 )
 from tools.integrity.check import benchmark_goals
+from tools.integrity.settings.bench_argv import line_problems, line_sources, script_of
 
 # Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
 OPTIONS_RUN = "bench-train-options-20261122T172734"
@@ -340,6 +342,12 @@ def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -
             "metrics.parameters is 110119680, but its command line's model gives 88099584",
         ),
         (TRACE_BENCH_RUN, "sites", 81, "metrics.sites is 81, but its command line's model gives 159"),
+        (
+            TRACE_BENCH_RUN,
+            "tile",
+            {"elements": 2048, "per_program": 16},
+            "metrics.tile is {'elements': 2048, 'per_program': 16}, but its command line asks for None",
+        ),
         (TRAIN_BENCH_RUN, "preset", "demo", "metrics.preset is 'demo', but its command line asks for 'gpt2'"),
         (DETERMINISM_RUN, "steps", 200, "metrics.steps is 200, but its command line asks for 20"),
         (DETERMINISM_RUN, "runs", 3, "metrics.runs is 3, but its command line asks for 2"),
@@ -359,7 +367,8 @@ def test_a_benchmarks_settings_restated_are_caught(
     """A benchmark record made to read as other settings: GPT-2 small's trace record as another
     shape (the preset and repeats its line gives, the batch its parser's default gives, the length
     of the preset's ctx, the parameters of GPT-2 small at a 32,768-token vocabulary where the line's
-    is 4,096, the `small` preset's sites); the training benchmark's preset; the determinism
+    is 4,096, the `small` preset's sites, a tile of the CUDA statistics kernel its CPU line gave no
+    --tile for); the training benchmark's preset; the determinism
     benchmark's steps, runs and a compiled plain loop its line did not ask for; the repeatability
     benchmark's preset and the accumulation its runs were set to."""
 
@@ -391,6 +400,52 @@ def test_a_dirty_benchmark_is_held_to_what_its_line_gives(
     found = findings(planted(tmp_path, run, forger_finished(plant)))
     assert_found(found, f"metrics.{field} is {value!r}, but its command line asks for {asked!r}")
     assert not [line for line in found if f"metrics.{other} is" in line]
+
+
+# A tile of benchmarks/stats_tiles.py's candidates, as a trace record states it.
+TILE_2048x16 = {"elements": 2048, "per_program": 16}
+
+
+def _with_tile(data: dict[str, Any], line: dict[str, int], stated: dict[str, int]) -> None:
+    """A trace record's line given `--tile` as `line`, its metrics stating `stated`."""
+    data["run"]["argv"] = [*data["run"]["argv"], "--tile", f"{line['elements']}x{line['per_program']}"]
+    data["metrics"]["tile"] = stated
+
+
+def test_a_tile_given_where_the_commits_script_takes_none_is_caught(tmp_path: Path) -> None:
+    """A record of a commit whose trace benchmark had no --tile, made to read as one cut in a tile."""
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        _with_tile(data, TILE_2048x16, TILE_2048x16)
+
+    found = findings(planted(tmp_path, TRACE_BENCH_RUN, forger_finished(plant)))
+    assert_found(found, "its command line gives --tile, which benchmarks/trace_overhead.py at its commit")
+
+
+@pytest.mark.parametrize(
+    ("stated", "problems"),
+    [
+        (TILE_2048x16, []),
+        (
+            {"elements": 1024, "per_program": 32},
+            [
+                "metrics.tile is {'elements': 1024, 'per_program': 32}, but its command line asks for "
+                "{'elements': 2048, 'per_program': 16}"
+            ],
+        ),
+    ],
+    ids=["as-given", "another"],
+)
+def test_a_trace_record_states_the_tile_its_line_gives(stated: dict[str, int], problems: list[str]) -> None:
+    """Read with today's sources as its commit's (whose script takes --tile): the tile the line gives
+    is the one the record must state."""
+    data = _record(TRACE_BENCH_RUN)
+    _with_tile(data, TILE_2048x16, stated)
+    record = EvidenceRecord.model_validate(data)
+    script = script_of(record)
+    assert script is not None
+    blobs = {path: (ROOT / path).read_bytes() for path in line_sources(record)}
+    assert line_problems(record, script, blobs) == (problems, [])
 
 
 # benchmarks/attention_tiles.py's search on an H100: a record that names no benchmark.

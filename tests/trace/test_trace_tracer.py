@@ -21,7 +21,7 @@ from contracts import site_statistics
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
 from stack.kernels import host_build, host_stats
-from stack.kernels.site_stats import Tile
+from stack.kernels.site_stats import Tile, merge_all
 from stack.trace import ablation, modes, site_identity
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
@@ -467,6 +467,32 @@ def test_fused_statistics_queued_and_merged_in_one_launch_write_what_each_alone_
     assert torch.equal(queued.nan_to_num(7.0), alone.nan_to_num(7.0))
     for site, into in zip(sites, copies, strict=True):
         assert torch.equal(into, site.reshape(-1, site.shape[-1])[at])
+
+
+def test_statistics_asked_for_no_tile_are_cut_in_the_one_cut_in_names_and_else_in_tile() -> None:
+    """benchmarks/trace_overhead.py --tile traces in a candidate: inside `cut_in`, a site's partials
+    are launched in that tile's programs (its elements a tile, `per_program` tiles a program), and
+    outside in TILE's again, the statistics the same either way."""
+    from stack.kernels.site_stats import TILE, cut_in, site_stats_fused, tiling
+
+    site = torch.randn(64, 300, generator=torch.Generator().manual_seed(5))[:, 44:]  # rows of a slice
+    height, cols, _ = host_stats.rows_of(site)
+
+    def programs(tile: Tile | None) -> tuple[int, torch.Tensor]:
+        pending: list = []
+        row = site_stats_fused(site, pending=pending, tile=tile)
+        merge_all(pending)
+        return pending[0][1], row
+
+    expected = {tile: -(-tiling(height, cols, tile.elements)[0] // tile.per_program) for tile in TILES}
+    assert len(set(expected.values())) > 1, "the tiles differ in programs on this site"
+    before, reference = programs(None)
+    for tile in TILES:
+        with cut_in(tile):
+            launched, row = programs(None)
+        assert launched == expected[tile] == programs(tile)[0], tile
+        assert torch.allclose(row, reference, rtol=1e-12, atol=1e-12), tile
+    assert programs(None)[0] == before == expected[TILE]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -15,10 +15,11 @@ record's own command line (`run.argv`), so a record edited to claim other settin
   a `stack` command's defaults are read;
 * the device its line runs it on (`--device`, given or a literal default) is env.device's kind
   (the CPU, or a CUDA GPU by its name);
-* of a trace benchmark, a length of 0 is the preset's ctx, and the parameters are counted
-  (contracts.model_shape.param_count) and the sites named (stack.trace.sites) from the preset's
-  model at the commit, the preset over ModelConfig's defaults there (preset_sources), at the line's
-  vocabulary;
+* of a trace benchmark, the tile its statistics were cut in (`tile`) is stated where the line gives
+  `--tile`, as it gives it, and nowhere else; a length of 0 is the preset's ctx, and the parameters
+  are counted (contracts.model_shape.param_count) and the sites named (stack.trace.sites) from the
+  preset's model at the commit, the preset over ModelConfig's defaults there (preset_sources), at
+  the line's vocabulary;
 * of a training benchmark, the steps each leg warms up for and the steps of a memory leg are the
   script's WARMUP and MEMORY_STEPS at the commit, which no option sets.
 
@@ -169,6 +170,9 @@ def line_problems(
         )
     if metrics.get("benchmark") == trace_overhead.GOAL:
         found += _trace_contradictions(metrics, asked, blobs)
+        if "tile" in options and "tile" not in defaults:  # a clean tree's script had no --tile to take
+            untaken = f"its command line gives --tile, which {script.path} at its commit does not take"
+            found.append(("", untaken))
     declared = module_constants(blobs.get(script.path) or b"") or {}
     found += [
         ("", f"metrics.{key} is {metrics[key]!r}, but {script.path} runs {name} = {declared[name]!r}")
@@ -205,6 +209,9 @@ def _trace_contradictions(
                 f"but its command line asks for {precisions!r}",
             )
         )
+    # The tile a CUDA record's statistics were cut in is stated exactly where its line gives --tile.
+    if metrics.get("tile") != asked.get("tile"):
+        found.append(("tile", _contradiction("tile", metrics.get("tile"), asked.get("tile"))))
     model = _preset_model(asked.get("preset"), asked.get("vocab"), blobs)
     if model is None:
         return [
