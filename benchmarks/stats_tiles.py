@@ -46,6 +46,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # accumulators, reduced once a program; fewer programs, fewer partial columns for the merge to
 # read) and tiles of half the size. None is larger than 2,048 elements, past which a program's
 # accumulators spill from registers (Tile.warps), nor smaller than 1,024, whose bf16 build does.
+# A fixed count a program leaves a small site few programs (a 768-wide site of 8 × 1,024 tokens
+# is 3,072 tiles: 48 programs at 64 a program, for an H200's 132 multiprocessors), so the last
+# three deal each site to at most 4 or 16 times 132 programs: compiled for Hopper, a program that
+# loops over tiles takes about 156 registers a thread, which leaves one program of 8 warps a
+# multiprocessor (tests/kernels/test_kernel_compile.py).
 CANDIDATES = (
     Tile(2048, 4),
     Tile(2048, 16),
@@ -53,6 +58,9 @@ CANDIDATES = (
     Tile(1024, 16),
     Tile(1024, 32),
     Tile(1024, 64),
+    Tile(2048, programs=528),
+    Tile(2048, programs=2112),
+    Tile(1024, programs=2112),
 )
 # Every tile a traced forward may be cut in: the one in use and the candidates, each compiled for
 # Hopper in `make test` and held there to no register spill (tests/kernels/test_kernel_compile.py).

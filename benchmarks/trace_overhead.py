@@ -253,12 +253,16 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
 
 
 def tile_option(text: str) -> dict[str, int]:
-    """`--tile ELEMENTSxPER_PROGRAM` (e.g. 2048x16) as the record states it; whether it is a tile
-    the statistics kernel is built and checked for is `main`'s to say."""
+    """`--tile ELEMENTSxPER_PROGRAM` (e.g. 2048x16) or `ELEMENTS/PROGRAMS` (2048/528: a site dealt to
+    at most 528 programs), as the record states it (stack.kernels.site_stats.Tile's fields); whether
+    it is a tile the statistics kernel is built and checked for is `main`'s to say."""
     elements, cross, per_program = text.partition("x")
-    if not (cross and elements.isdigit() and per_program.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not ELEMENTSxPER_PROGRAM, e.g. 2048x16")
-    return {"elements": int(elements), "per_program": int(per_program)}
+    capped, slash, programs = text.partition("/")
+    if cross and elements.isdigit() and per_program.isdigit():
+        return {"elements": int(elements), "per_program": int(per_program), "programs": 0}
+    if slash and capped.isdigit() and programs.isdigit():
+        return {"elements": int(capped), "per_program": 1, "programs": int(programs)}
+    raise argparse.ArgumentTypeError(f"{text!r} is not ELEMENTSxPER_PROGRAM (2048x16) or ELEMENTS/PROGRAMS")
 
 
 def tile_refusal(tile: dict[str, int] | None, device: torch.device) -> str | None:
@@ -269,8 +273,9 @@ def tile_refusal(tile: dict[str, int] | None, device: torch.device) -> str | Non
     if device.type != "cuda":
         return "--tile cuts the CUDA statistics kernel's sites; on a CPU the C kernel reads them: drop --tile"
     from benchmarks.stats_tiles import TILES  # triton: imported only where it runs
+    from stack.kernels.site_stats import Tile
 
-    named = "x".join(map(str, tile.values()))
+    named = str(Tile(**tile))
     if named not in TILES:
         return f"--tile {named} is no tile the statistics kernel is checked in; one of {', '.join(TILES)}"
     return None

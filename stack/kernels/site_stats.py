@@ -54,15 +54,24 @@ class Tile:
     """How the partials kernel cuts a site: tiles of `elements` elements (a power of two: whole rows,
     or pieces of a longer row), `per_program` consecutive tiles to a program, which adds them into
     its threads' accumulators and writes one column of partials. More tiles a program mean fewer
-    programs, fewer reductions and fewer columns for the merge to read; which is fastest is the
-    GPU's to say (benchmarks/stats_tiles.py)."""
+    programs, fewer reductions and fewer columns for the merge to read, but a small site then
+    leaves most of the GPU's multiprocessors idle: with `programs` (0: none), a site is dealt to at
+    most that many programs instead, each its equal share of consecutive tiles, so that a large
+    site is read by as many programs as a small one. Which is fastest is the GPU's to say
+    (benchmarks/stats_tiles.py)."""
 
     elements: int = 2048
     per_program: int = 1
+    programs: int = 0
 
     def __str__(self) -> str:
-        """As a command line names it (`benchmarks/trace_overhead.py --tile 2048x16`)."""
-        return f"{self.elements}x{self.per_program}"
+        """As a command line names it (`benchmarks/trace_overhead.py --tile 2048x16`, or 2048/1024
+        for tiles of 2,048 elements dealt to at most 1,024 programs a site)."""
+        return f"{self.elements}/{self.programs}" if self.programs else f"{self.elements}x{self.per_program}"
+
+    def shares(self, tiles: int) -> int:
+        """The tiles each program of a site of `tiles` tiles reads."""
+        return triton.cdiv(tiles, self.programs) if self.programs else self.per_program
 
     @property
     def warps(self) -> int:
@@ -103,6 +112,7 @@ def _partials(
     stride,
     col_tiles,
     tiles,
+    per_program,
     AT,
     copies,
     width,
@@ -112,7 +122,9 @@ def _partials(
     PER_PROGRAM: tl.constexpr,
 ):
     """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those below
-    `tiles`) into column `program` of P (float64, a row per statistic): of a site of `rows` rows of
+    `tiles`; where PER_PROGRAM is 0, `per_program` of them, a site's share of a capped grid, so that
+    no site compiles a kernel of its own) into column `program` of P (float64, a row per
+    statistic): of a site of `rows` rows of
     `cols` elements, `stride` elements apart, cut in tiles of ROWS rows × COLS columns, `col_tiles`
     to a row, counted in row-major order. The programs also copy the `copies` token rows AT[0..copies)
     of the site (rows of `width` elements) one after another into DST, element for element, each
@@ -126,7 +138,10 @@ def _partials(
     q − s²/n of s = Σ(x − shift) and q = Σ(x − shift)², in float64, which loses at most a factor
     n + 1 of its precision since the shift is one of the elements."""
     program = tl.program_id(0).to(tl.int64)
-    first = program * PER_PROGRAM
+    count = per_program
+    if PER_PROGRAM > 0:
+        count = PER_PROGRAM
+    first = program * count
     origin = X + (first // col_tiles) * ROWS * stride + (first % col_tiles) * COLS
     shift = tl.load(origin).to(tl.float64)
     shift = tl.where((shift == shift) & (tl.abs(shift) != float("inf")), shift, 0.0)
@@ -139,7 +154,7 @@ def _partials(
     infs = tl.zeros([ROWS, COLS], tl.int32)
     zeros = tl.zeros([ROWS, COLS], tl.int32)
     l1 = tl.zeros([ROWS, COLS], tl.float64)
-    for k in range(PER_PROGRAM):
+    for k in range(count):
         tile = first + k
         top, left = (tile // col_tiles) * ROWS, (tile % col_tiles) * COLS
         r, c = top + tl.arange(0, ROWS), left + tl.arange(0, COLS)
@@ -288,16 +303,17 @@ def site_stats_fused(
     if x.numel() == 0:  # nothing computed, nothing wrong: zeros (and no row to copy)
         return out.zero_()
     tiles, col_tiles, tile_rows, tile_cols = tiling(height, cols, tile.elements)
-    programs = triton.cdiv(tiles, tile.per_program)
+    share = tile.shares(tiles)
+    programs = triton.cdiv(tiles, share)
     partials = torch.empty(PARTIALS, programs, dtype=torch.float64, device=x.device)
     # With no rows to copy (copies 0) AT and DST are never read: any pointers of their types do.
     at, into = rows if rows is not None else (partials.view(torch.int64), x)
     copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)
     _partials[(programs,)](
-        *(x, partials, height, cols, stride, col_tiles, tiles, at, copies, token_width, into),
+        *(x, partials, height, cols, stride, col_tiles, tiles, share, at, copies, token_width, into),
         ROWS=tile_rows,
         COLS=tile_cols,
-        PER_PROGRAM=tile.per_program,
+        PER_PROGRAM=0 if tile.programs else tile.per_program,
         num_warps=tile.warps,
     )
     if pending is None:

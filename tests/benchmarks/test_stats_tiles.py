@@ -125,4 +125,5 @@ def test_a_trace_benchmark_cut_in_a_tile_is_refused_where_it_cannot_run(
     with pytest.raises(SystemExit) as refused:
         trace_overhead.main()
     assert refused.value.code == 2
-    assert "argument --tile: '2048' is not ELEMENTSxPER_PROGRAM, e.g. 2048x16" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "argument --tile: '2048' is not ELEMENTSxPER_PROGRAM (2048x16) or ELEMENTS/PROGRAMS" in said

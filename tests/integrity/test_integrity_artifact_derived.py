@@ -345,8 +345,9 @@ def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -
         (
             TRACE_BENCH_RUN,
             "tile",
-            {"elements": 2048, "per_program": 16},
-            "metrics.tile is {'elements': 2048, 'per_program': 16}, but its command line asks for None",
+            {"elements": 2048, "per_program": 16, "programs": 0},
+            "metrics.tile is {'elements': 2048, 'per_program': 16, 'programs': 0}, but its command line asks "
+            "for None",
         ),
         (TRAIN_BENCH_RUN, "preset", "demo", "metrics.preset is 'demo', but its command line asks for 'gpt2'"),
         (DETERMINISM_RUN, "steps", 200, "metrics.steps is 200, but its command line asks for 20"),
@@ -403,7 +404,7 @@ def test_a_dirty_benchmark_is_held_to_what_its_line_gives(
 
 
 # A tile of benchmarks/stats_tiles.py's candidates, as a trace record states it.
-TILE_2048x16 = {"elements": 2048, "per_program": 16}
+TILE_2048x16 = {"elements": 2048, "per_program": 16, "programs": 0}
 
 
 def _with_tile(data: dict[str, Any], line: dict[str, int], stated: dict[str, int]) -> None:
@@ -427,10 +428,10 @@ def test_a_tile_given_where_the_commits_script_takes_none_is_caught(tmp_path: Pa
     [
         (TILE_2048x16, []),
         (
-            {"elements": 1024, "per_program": 32},
+            {"elements": 2048, "per_program": 1, "programs": 528},
             [
-                "metrics.tile is {'elements': 1024, 'per_program': 32}, but its command line asks for "
-                "{'elements': 2048, 'per_program': 16}"
+                "metrics.tile is {'elements': 2048, 'per_program': 1, 'programs': 528}, but its command "
+                "line asks for {'elements': 2048, 'per_program': 16, 'programs': 0}"
             ],
         ),
     ],

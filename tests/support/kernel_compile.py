@@ -39,13 +39,15 @@ def cases() -> dict[str, Case]:
         for index, tile in shapes:
             rows, cols = (2, tile.elements // 2) if index == "i32" else (1, tile.elements)
             signature = {"X": f"*{dtype}", "P": "*fp64", "rows": index, "cols": index, "stride": index}
-            signature |= {"col_tiles": index, "tiles": index}
+            signature |= {"col_tiles": index, "tiles": index, "per_program": "i32"}
             signature |= {"AT": "*i64", "copies": "i32", "width": "i32", "DST": f"*{dtype}"}
             signature |= {"ROWS": "constexpr", "COLS": "constexpr", "PER_PROGRAM": "constexpr"}
-            found[f"partials-{dtype}-{index}-{rows}x{cols}-{tile.per_program}"] = (
+            # A capped grid's share is a runtime count (PER_PROGRAM 0), a fixed one a constant.
+            constant = 0 if tile.programs else tile.per_program
+            found[f"partials-{dtype}-{index}-{rows}x{cols}-{tile}"] = (
                 "_partials",
                 signature,
-                {"ROWS": rows, "COLS": cols, "PER_PROGRAM": tile.per_program},
+                {"ROWS": rows, "COLS": cols, "PER_PROGRAM": constant},
                 tile.warps,
             )
     signature = {"SITES": "*i64", "MERGE_BLOCK": "constexpr"}

@@ -495,6 +495,28 @@ def test_statistics_asked_for_no_tile_are_cut_in_the_one_cut_in_names_and_else_i
     assert programs(None)[0] == before == expected[TILE]
 
 
+@pytest.mark.parametrize("cap", [1, 3, 7, 40])
+def test_a_site_dealt_to_a_capped_grid_is_read_whole_in_equal_shares(cap: int) -> None:
+    """A tile with `programs` deals a site's tiles to at most that many programs, each its share of
+    consecutive tiles counted at run time (the last one's cut short): 37 tiles of a slice to 1, 3, 7
+    or 40 programs give the statistics of one tile a program, with a NaN counted once, and the
+    share's programs."""
+    from stack.kernels.site_stats import TILE, site_stats_fused, tiling
+
+    wide = torch.randn(37, 2048, generator=torch.Generator().manual_seed(6))
+    site = wide[:, 1024:]  # 37 rows of a slice, a tile each
+    site[20, 7] = float("nan")
+    height, cols, _ = host_stats.rows_of(site)
+    tiles = tiling(height, cols, 1024)[0]
+    pending: list = []
+    capped = site_stats_fused(site, tile=Tile(1024, programs=cap), pending=pending)
+    merge_all(pending)
+    share = -(-tiles // cap)
+    assert pending[0][1] == -(-tiles // share) <= cap
+    assert torch.allclose(capped, site_stats_fused(site, tile=TILE), rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert capped[5] == 1 and capped[0].isnan()
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_traced_forward_on_the_fused_kernels_matches_the_c_kernel(
     monkeypatch: pytest.MonkeyPatch, precision: str
