@@ -303,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile",
         type=tile_option,
         default=None,
-        metavar="ELEMENTSxPER_PROGRAM",
-        help="on CUDA, cut the statistics in this tile of benchmarks/stats_tiles.py (default: TILE)",
+        metavar="TILE",
+        help="on CUDA, cut the statistics in this tile of benchmarks/stats_tiles.py, as ELEMENTSxPER_PROGRAM "
+        "(2048x16) or ELEMENTS/PROGRAMS (2048/528); default: stack.kernels.site_stats.TILE",
     )
     parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs", help="where it is filed")
     return parser

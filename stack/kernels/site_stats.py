@@ -122,14 +122,14 @@ def _partials(
     PER_PROGRAM: tl.constexpr,
 ):
     """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those below
-    `tiles`; where PER_PROGRAM is 0, `per_program` of them, a site's share of a capped grid, so that
-    no site compiles a kernel of its own) into column `program` of P (float64, a row per
-    statistic): of a site of `rows` rows of
-    `cols` elements, `stride` elements apart, cut in tiles of ROWS rows × COLS columns, `col_tiles`
-    to a row, counted in row-major order. The programs also copy the `copies` token rows AT[0..copies)
-    of the site (rows of `width` elements) one after another into DST, element for element, each
-    program every num_programs-th of them: the site is read where the forward shows it, before
-    anything after it could write into it.
+    `tiles`; where PER_PROGRAM is 0, `per_program` of them, a site's share of a capped grid, counted
+    at run time so that sites of other sizes share one compiled kernel) into column `program` of P
+    (float64, a row per statistic): of a site of `rows` rows of `cols` elements, `stride` elements
+    apart, cut in tiles of ROWS rows × COLS columns, `col_tiles` to a row, counted in row-major
+    order. The programs also copy the `copies` token rows AT[0..copies) of the site (rows of
+    `width` elements) one after another into DST, element for element, each program every
+    num_programs-th of them: the site is read where the forward shows it, before anything after it
+    could write into it.
 
     Each of the program's threads adds its elements of every tile into accumulators of its own, and
     the program reduces them across its threads once, at the end, instead of ending every tile in
