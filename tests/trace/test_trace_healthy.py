@@ -8,13 +8,12 @@ judged by their gains over the sites they read, layer 0's as every layer's; a mi
 write and the last block's output have roles of their own (contracts.trace_anomaly). The suite
 trains each CPU preset's shape (smoke, tiny, demo) for a few steps on the standard library, traces
 its early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
-weight scaled still name the planted site first. The `base` reference run, trained on a GPU, is
-held to the same rule from its trace record's statistics.
+weight scaled still name the planted site first. The `small` shape, too slow to train here, and the
+`base` reference run, trained on a GPU, are held to the same rule from their statistics.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -33,26 +32,33 @@ from contracts.trace_anomaly import (
     read_site,
     site_baselines,
 )
-from stack.data.corpus import stdlib_dir
 from stack.model import GPT, ModelConfig
 from stack.trace.anomaly import find_anomalies, judged_sites, site_stats
 from stack.trace.sites import site_names
 from stack.trace.tracer import trace_forward
-from stack.train.presets import PRESETS
+from tests.support.healthy import (
+    SMALL_FAULTS,
+    SMALL_FIXTURE,
+    SMALL_STEPS,
+    STEPS,
+    corpus,
+    planted,
+    prompt_of,
+    trained,
+)
 from tests.support.ledger_support import RECORDS
 from tests.support.paths import TESTS
 
-STEPS = (10, 30, 100)  # early, middle, late
 # The `stack trace` record of the `base` reference run, a fixture (tests/fixtures/records).
 BASE_REFERENCE_TRACE = "trace-20261127T153158"
 # The block sites' statistics of a healthy `demo`-shaped model whose first two blocks write large
-# (trained as `_train` trains, 100 steps on this repository's docs/*.md of commit 5d82828, traced
-# on bytes 1000-1063 of them), and of the same model with one weight scaled 16-fold, by the site
-# the fault acts at: by std its second MLP write was an anomaly (14.1x), the layer-2 down
-# projection went unnamed and the layer-3 value projection was named second.
+# (trained as tests.support.healthy.trained trains, 100 steps on this repository's docs/*.md of
+# commit 5d82828, traced on bytes 1000-1063 of them), and of the same model with one weight scaled
+# 16-fold, by the site the fault acts at: by std its second MLP write was an anomaly (14.1x), the
+# layer-2 down projection went unnamed and the layer-3 value projection was named second.
 EARLY_WRITERS = json.loads((TESTS / "fixtures" / "early_writers.json").read_text(encoding="utf-8"))
 # The block sites' statistics of a healthy `demo`-shaped mixture of 4 experts (top 2), trained as
-# `_train` trains with moe_experts=4 on the same text and traced on the same prompt, at steps 30
+# `trained` trains with moe_experts=4 on the same text and traced on the same prompt, at steps 30
 # and 100, and at step 100 with expert 0 of layer 2 scaled 16-fold (its down projection): its
 # layer-0 experts write as large as its moe_out (12.6 and 27.7 times by std).
 MIXTURE = json.loads((TESTS / "fixtures" / "healthy_mixture.json").read_text(encoding="utf-8"))
@@ -67,65 +73,30 @@ ROUTERS = json.loads((TESTS / "fixtures" / "healthy_routers.json").read_text(enc
 # 31c59ab, traced on bytes 5000-5127 of them at steps 150 and 400, and at step 400 with one weight
 # scaled 16-fold, by the site it writes: layer 1's q2, layer 2's k2 and o projection, layer 3's v.
 DIFF_ATTENTION = json.loads((TESTS / "fixtures" / "healthy_diff_attention.json").read_text(encoding="utf-8"))
-CTX, BATCH = 64, 8
-CORPUS_BYTES = 1 << 20
+# The block sites' statistics of the `small` preset's shape (6 × 384), which trains too slowly for
+# the suite (tests.support.healthy writes them): healthy at each of SMALL_STEPS, up to 1,000, and
+# its last checkpoint with each of SMALL_FAULTS planted at twice gain_std_multiple.
+SMALL = json.loads(SMALL_FIXTURE.read_text(encoding="utf-8"))
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
 GAIN_K = float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
 ROUTER_K = float(load_spec().threshold("GATE-TRACE-003", "router_gain_std_multiple"))
 
 
-def _corpus() -> torch.Tensor:
-    """The first CORPUS_BYTES of the standard library's top-level modules, the corpus `stack prepare
-    --default` makes: a text no edit of this repository changes, so the suite trains the same models
-    until the rule or the model does (on this repository's docs every docs edit trained others)."""
-    files = sorted(stdlib_dir().glob("*.py"))
-    text = b"".join(path.read_bytes() for path in files)[:CORPUS_BYTES]
-    return torch.tensor(list(text), dtype=torch.long)
-
-
-def _train(preset: str, data: torch.Tensor) -> dict[int, GPT]:
-    """A model of `preset`'s shape (byte vocabulary, ctx at least CTX) trained by AdamW at its
-    preset's rate on sequences of CTX bytes of `data`, copied at each of STEPS. One thread, so that
-    the same machine trains the same weights (a reduction split otherwise sends training elsewhere)."""
-    shape = PRESETS[preset]["model"]
-    model = GPT(ModelConfig(vocab=256, **{**shape, "ctx": max(CTX, shape["ctx"])}), seed=0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=PRESETS[preset]["train"].get("lr", 3e-3))
-    generator = torch.Generator().manual_seed(0)
-    kept = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for step in range(1, max(STEPS) + 1):
-            starts = torch.randint(len(data) - CTX - 1, (BATCH,), generator=generator)
-            x = torch.stack([data[s : s + CTX] for s in starts])
-            y = torch.stack([data[s + 1 : s + CTX + 1] for s in starts])
-            logits, _ = model(x)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 256), y.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if step in STEPS:
-                kept[step] = copy.deepcopy(model).eval()
-    finally:
-        torch.set_num_threads(threads)
-    return kept
-
-
 @pytest.fixture(scope="module")
 def healthy() -> dict[tuple[str, int], GPT]:
     """Every CPU preset's shape, trained, at its early, middle and late checkpoints."""
-    data = _corpus()
+    data = corpus()
     return {
         (preset, step): model
         for preset in ("smoke", "tiny", "demo")
-        for step, model in _train(preset, data).items()
+        for step, model in trained(preset, data).items()
     }
 
 
 @pytest.fixture(scope="module")
 def prompt() -> torch.Tensor:
-    return _corpus()[1000 : 1000 + CTX].unsqueeze(0)
+    return prompt_of(corpus())
 
 
 def _trace(model: GPT, prompt: torch.Tensor) -> tuple[list[str], object]:
@@ -165,7 +136,8 @@ def test_a_healthy_model_whose_early_blocks_write_large_has_no_anomaly() -> None
 # statistics with the fault, the site whose weight was scaled 16-fold): in the model whose early
 # blocks write large a down projection in layer 2, an up projection in layer 2 and a value
 # projection in layer 3; in the mixture expert 0 of layer 2 (its down projection, at step 100); in
-# the mixture-of-depths model layer 3's router.
+# the mixture-of-depths model layer 3's router; in the `small` shape's last checkpoint each of
+# SMALL_FAULTS.
 PLANTED = {
     **{
         f"early-writers-{site}": (EARLY_WRITERS[site], site)
@@ -177,6 +149,10 @@ PLANTED = {
         f"diff-attention-{site}": (DIFF_ATTENTION[site], site)
         for site in sorted(DIFF_ATTENTION)
         if not site.startswith("healthy")
+    },
+    **{
+        f"small-{site}": (SMALL[site], site)
+        for site in (f"layers.{layer}.{where}" for where, layer in SMALL_FAULTS)
     },
 }
 
@@ -244,6 +220,13 @@ def test_the_base_reference_runs_trace_has_no_anomaly_under_the_current_rule() -
     assert judged["layers.0.ffn_out"].role is None and judged["layers.0.ffn_out"].reads == ("ffn_swiglu",)
 
 
+@pytest.mark.holds("GATE-TRACE-003")
+@pytest.mark.parametrize("step", SMALL_STEPS)
+def test_the_small_shapes_healthy_checkpoints_have_no_anomaly(step: int) -> None:
+    """The `small` preset's shape, trained as the suite trains the others, from step 10 to 1,000."""
+    assert _named_by_the_judge(SMALL[f"healthy-{step}"]) == []
+
+
 def test_the_layer_0_writes_of_healthy_checkpoints_are_judged_by_their_gains(
     healthy: dict[tuple[str, int], GPT], prompt: torch.Tensor
 ) -> None:
@@ -257,20 +240,6 @@ def test_the_layer_0_writes_of_healthy_checkpoints_are_judged_by_their_gains(
                 assert site.role is None and site.reads == GAIN_READS[site.site]
                 ratios[(preset, step, site.name)] = site.ratio
     assert ratios and max(ratios.values()) < GAIN_K
-
-
-def _plant(model: GPT, where: str, layer: int, times: float) -> GPT:
-    planted = copy.deepcopy(model)
-    block = planted.layers[layer]
-    module = {
-        "ffn_up": block.ffn.up,
-        "ffn_gate": block.ffn.gate,
-        "v": block.attn.v,
-        "ffn_out": block.ffn.down,
-    }
-    with torch.no_grad():
-        module[where].weight *= times
-    return planted
 
 
 @pytest.mark.gate("GATE-TRACE-003")
@@ -291,7 +260,7 @@ def test_a_fault_planted_in_a_healthy_checkpoint_is_named(
     """A projection's weight blown up is named first at its own site, in layer 0 as in any other:
     its gain alone moves, and the sites that read it keep theirs."""
     for step in STEPS:
-        names, trace = _trace(_plant(healthy[("demo", step)], where, layer, times), prompt)
+        names, trace = _trace(planted(healthy[("demo", step)], where, layer, times), prompt)
         found = find_anomalies(trace, names)
         assert found and found[0].name == f"layers.{layer}.{where}", f"demo at step {step}: {found[:2]}"
 
