@@ -1,19 +1,24 @@
 """Healthy models for GATE-TRACE-003's anomaly rule: trained on a fixed text, and with faults planted.
 
 tests/trace/test_trace_healthy.py trains every CPU preset's shape with `trained` and holds its early,
-middle and late checkpoints to no anomaly. A shape too slow to train in `make test` keeps the block
-sites' statistics of its checkpoints in a fixture instead, which this module writes:
+middle and late checkpoints to no anomaly. The shapes too slow to train in `make test` (SLOW_SHAPES:
+`small`, `base`, `gpt2`) keep the block sites' statistics of their checkpoints in fixtures instead,
+which this module writes, one file a shape:
 
-    python -m tests.support.healthy   # tests/fixtures/healthy_small.json: about 7 minutes of one core
+    python -m tests.support.healthy small base gpt2   # tests/fixtures/healthy_<preset>.json
 
-The `small` preset's shape (6 × 384) is trained for 1,000 steps there, its checkpoints kept at
-SMALL_STEPS, and its last one traced again with each of SMALL_FAULTS planted.
+Each shape is trained as the suite trains the others, its checkpoints kept at its SLOW_SHAPES steps,
+and its last one traced again with each of `faults` planted: about 7 minutes of one core a shape
+(`small` for 1,000 steps, `base` for 300, `gpt2` for 100).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,20 +36,29 @@ CTX, BATCH = 64, 8
 CORPUS_BYTES = 1 << 20
 PROMPT_AT = 1000  # where in the corpus the prompt every checkpoint is traced on starts
 
-SMALL_STEPS = (10, 30, 100, 300, 1000)
-# The weights scaled in the last `small` checkpoint, by (site, layer): up and gate projections and
-# down projections in the first, a middle and the last block, a value projection in two.
-SMALL_FAULTS = (
-    ("ffn_up", 0),
-    ("ffn_up", 2),
-    ("ffn_gate", 0),
-    ("v", 3),
-    ("v", 5),
-    ("ffn_out", 0),
-    ("ffn_out", 2),
-    ("ffn_out", 5),
-)
-SMALL_FIXTURE = TESTS / "fixtures" / "healthy_small.json"
+# The shapes the suite holds from fixtures, by preset: the steps their checkpoints are kept at.
+SLOW_SHAPES = {"small": (10, 30, 100, 300, 1000), "base": (10, 30, 100, 300), "gpt2": (10, 30, 100)}
+
+
+def faults(n_layers: int) -> tuple[tuple[str, int], ...]:
+    """The weights scaled in a shape's last checkpoint, by (site, block): up and gate projections and
+    down projections in the first, the third and the last block, a value projection in two."""
+    last = n_layers - 1
+    return (
+        ("ffn_up", 0),
+        ("ffn_up", 2),
+        ("ffn_gate", 0),
+        ("v", 3),
+        ("v", last),
+        ("ffn_out", 0),
+        ("ffn_out", 2),
+        ("ffn_out", last),
+    )
+
+
+def fixture_path(preset: str) -> Path:
+    """Where the statistics of a slow shape's checkpoints are kept."""
+    return TESTS / "fixtures" / f"healthy_{preset}.json"
 
 
 def corpus() -> torch.Tensor:
@@ -111,30 +125,37 @@ def block_stats(model: GPT, idx: torch.Tensor) -> dict[str, dict[str, Any]]:
     return site_stats(trace)
 
 
-def small_fixture() -> dict[str, dict[str, dict[str, Any]]]:
-    """The `small` shape's block-site statistics: healthy at each of SMALL_STEPS ("healthy-STEP"), and
-    at the last with each of SMALL_FAULTS planted at twice gain_std_multiple (by the site it writes)."""
+def shape_fixture(preset: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """A slow shape's block-site statistics: healthy at each of its SLOW_SHAPES steps
+    ("healthy-STEP"), and at the last with each of `faults` planted at twice gain_std_multiple (by the
+    site it writes)."""
+    steps = SLOW_SHAPES[preset]
     data = corpus()
     idx = prompt_of(data)
-    kept = trained("small", data, SMALL_STEPS)
+    kept = trained(preset, data, steps)
     found = {f"healthy-{step}": block_stats(model, idx) for step, model in kept.items()}
     times = 2 * float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
-    last = kept[SMALL_STEPS[-1]]
-    for where, layer in SMALL_FAULTS:
+    last = kept[steps[-1]]
+    for where, layer in faults(last.config.n_layers):
         found[f"layers.{layer}.{where}"] = block_stats(planted(last, where, layer, times), idx)
     return found
 
 
-def main() -> None:
-    """Write SMALL_FIXTURE, a line a site, in the layout of the suite's other fixtures."""
-    found = small_fixture()
-    lines = []
-    for key, stats in found.items():
-        sites = ",\n".join(f"  {json.dumps(name)}: {json.dumps(row)}" for name, row in stats.items())
-        lines.append(f" {json.dumps(key)}: {{\n{sites}\n }}")
-    SMALL_FIXTURE.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
-    print(f"-> {SMALL_FIXTURE}")
+def main(argv: list[str] | None = None) -> int:
+    """Write the fixture of each shape named (every slow shape when none is), a line a site, in the
+    layout of the suite's other fixtures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("presets", nargs="*", choices=sorted(SLOW_SHAPES), metavar="PRESET")
+    for preset in parser.parse_args(argv).presets or SLOW_SHAPES:
+        lines = []
+        for key, stats in shape_fixture(preset).items():
+            sites = ",\n".join(f"  {json.dumps(name)}: {json.dumps(row)}" for name, row in stats.items())
+            lines.append(f" {json.dumps(key)}: {{\n{sites}\n }}")
+        path = fixture_path(preset)
+        path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+        print(f"-> {path}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

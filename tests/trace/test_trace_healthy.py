@@ -8,8 +8,9 @@ judged by their gains over the sites they read, layer 0's as every layer's; a mi
 write and the last block's output have roles of their own (contracts.trace_anomaly). The suite
 trains each CPU preset's shape (smoke, tiny, demo) for a few steps on the standard library, traces
 its early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
-weight scaled still name the planted site first. The `small` shape, too slow to train here, and the
-`base` reference run, trained on a GPU, are held to the same rule from their statistics.
+weight scaled still name the planted site first. The `small`, `base` and `gpt2` shapes, too slow to
+train here, and the `base` reference run, trained on a GPU, are held to the same rule from their
+statistics.
 """
 
 from __future__ import annotations
@@ -37,11 +38,10 @@ from stack.trace.anomaly import find_anomalies, judged_sites, site_stats
 from stack.trace.sites import site_names
 from stack.trace.tracer import trace_forward
 from tests.support.healthy import (
-    SMALL_FAULTS,
-    SMALL_FIXTURE,
-    SMALL_STEPS,
+    SLOW_SHAPES,
     STEPS,
     corpus,
+    fixture_path,
     planted,
     prompt_of,
     trained,
@@ -73,10 +73,11 @@ ROUTERS = json.loads((TESTS / "fixtures" / "healthy_routers.json").read_text(enc
 # 31c59ab, traced on bytes 5000-5127 of them at steps 150 and 400, and at step 400 with one weight
 # scaled 16-fold, by the site it writes: layer 1's q2, layer 2's k2 and o projection, layer 3's v.
 DIFF_ATTENTION = json.loads((TESTS / "fixtures" / "healthy_diff_attention.json").read_text(encoding="utf-8"))
-# The block sites' statistics of the `small` preset's shape (6 × 384), which trains too slowly for
-# the suite (tests.support.healthy writes them): healthy at each of SMALL_STEPS, up to 1,000, and
-# its last checkpoint with each of SMALL_FAULTS planted at twice gain_std_multiple.
-SMALL = json.loads(SMALL_FIXTURE.read_text(encoding="utf-8"))
+# The block sites' statistics of the presets' shapes that train too slowly for the suite
+# (tests.support.healthy writes them): `small` (6 × 384) healthy at steps 10 to 1,000, `base`
+# (10 × 512) to 300 and `gpt2` (12 × 768) to 100, and each one's last checkpoint with each of
+# `faults` planted at twice gain_std_multiple, by the site the weight writes.
+SLOW = {preset: json.loads(fixture_path(preset).read_text(encoding="utf-8")) for preset in SLOW_SHAPES}
 K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
 GAIN_K = float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
@@ -136,8 +137,8 @@ def test_a_healthy_model_whose_early_blocks_write_large_has_no_anomaly() -> None
 # statistics with the fault, the site whose weight was scaled 16-fold): in the model whose early
 # blocks write large a down projection in layer 2, an up projection in layer 2 and a value
 # projection in layer 3; in the mixture expert 0 of layer 2 (its down projection, at step 100); in
-# the mixture-of-depths model layer 3's router; in the `small` shape's last checkpoint each of
-# SMALL_FAULTS.
+# the mixture-of-depths model layer 3's router; in each slow shape's last checkpoint each of its
+# `faults`.
 PLANTED = {
     **{
         f"early-writers-{site}": (EARLY_WRITERS[site], site)
@@ -151,8 +152,10 @@ PLANTED = {
         if not site.startswith("healthy")
     },
     **{
-        f"small-{site}": (SMALL[site], site)
-        for site in (f"layers.{layer}.{where}" for where, layer in SMALL_FAULTS)
+        f"{preset}-{site}": (stats, site)
+        for preset, kept in SLOW.items()
+        for site, stats in kept.items()
+        if not site.startswith("healthy")
     },
 }
 
@@ -221,10 +224,12 @@ def test_the_base_reference_runs_trace_has_no_anomaly_under_the_current_rule() -
 
 
 @pytest.mark.holds("GATE-TRACE-003")
-@pytest.mark.parametrize("step", SMALL_STEPS)
-def test_the_small_shapes_healthy_checkpoints_have_no_anomaly(step: int) -> None:
-    """The `small` preset's shape, trained as the suite trains the others, from step 10 to 1,000."""
-    assert _named_by_the_judge(SMALL[f"healthy-{step}"]) == []
+@pytest.mark.parametrize(
+    ("preset", "step"), [(preset, step) for preset, steps in SLOW_SHAPES.items() for step in steps]
+)
+def test_the_slow_shapes_healthy_checkpoints_have_no_anomaly(preset: str, step: int) -> None:
+    """The `small`, `base` and `gpt2` presets' shapes, trained as the suite trains the others."""
+    assert _named_by_the_judge(SLOW[preset][f"healthy-{step}"]) == []
 
 
 def test_the_layer_0_writes_of_healthy_checkpoints_are_judged_by_their_gains(
