@@ -84,13 +84,17 @@ def _traced(where: Where, *tile: str) -> list[str]:
 
 def _tiled_trace(where: Where) -> list[str]:
     """`_traced` in the tile the newest tile search of the session's ledger found fastest
-    (benchmarks.stats_tiles.fastest_in): NotYet where the session has filed none."""
+    (benchmarks.stats_tiles.fastest_in): NotYet where the session has filed none, or its record
+    does not read or names no tile that computed the statistics (the steps after it still run)."""
     from benchmarks.stats_tiles import fastest_in  # torch and triton: imported where the step starts
+    from contracts.errors import BadInput
 
     try:
         tile = fastest_in(where.ledger)
     except FileNotFoundError as missing:
         raise NotYet(f"{missing}: run stats-tiles before it") from None
+    except (BadInput, ValueError) as unusable:
+        raise NotYet(f"the newest tile search names no tile to trace in: {unusable}") from None
     return _traced(where, "--tile", str(tile))
 
 

@@ -115,11 +115,12 @@ def test_the_healthy_runs_train_the_gpt2_preset_at_grad_accum_1_for_their_steps_
 
 def test_a_traced_tile_is_the_one_the_sessions_search_filed_and_waits_for_it(tmp_path: Path) -> None:
     """`trace-tiled` is `trace` cut in the tile the session's newest stats-tiles record found fastest,
-    its command made when it starts; with no such record it is not started, and says why."""
+    its command made when it starts; with no such record it is not started, says why, and the step
+    after it runs."""
     out = tmp_path / "session"
-    assert gpu_session.main(["trace-tiled", "--out", str(out), "--seconds", "60"]) == 1
+    assert gpu_session.main(["trace-tiled", "model", "--out", str(out), "--seconds", "60"]) == 1
     assert "trace-tiled: not started: no bench-stats-tiles record in" in _log(out)
-    assert "run stats-tiles before it" in _log(out)
+    assert "run stats-tiles before it" in _log(out) and "model: exit 2" in _log(out), "the next step runs"
     where = gpu_session.Where(tmp_path / "data", tmp_path / "ledger", tmp_path / "work")
     record = new_record(
         "benchmark", f"{RECORD_PREFIX}-20261201T000000", ["benchmarks/stats_tiles.py"], "an H200"
@@ -132,3 +133,17 @@ def test_a_traced_tile_is_the_one_the_sessions_search_filed_and_waits_for_it(tmp
     at = tiled.index("--tile")
     assert tiled[at + 1] == str(CANDIDATES[1]) == "2048x16"
     assert tiled[:at] + tiled[at + 2 :] == plain
+
+
+def test_a_search_that_names_no_tile_leaves_the_tiled_trace_unstarted(tmp_path: Path) -> None:
+    """A search whose every candidate computed other statistics than the tile in use (beyond
+    statistics_rtol) names no tile: `trace-tiled` cannot be made, and says why."""
+    where = gpu_session.Where(tmp_path / "data", tmp_path / "ledger", tmp_path / "work")
+    record = new_record(
+        "benchmark", f"{RECORD_PREFIX}-20261201T000000", ["benchmarks/stats_tiles.py"], "an H200"
+    )
+    rows = [{"tile": dataclasses.asdict(TILE), "ms": 9.0, "relative_difference": 1.0}]
+    record.metrics = {"search": {"fp32": {"site_stats": {"candidates": rows}}}}
+    file_record(where.ledger, record)
+    with pytest.raises(gpu_session.NotYet, match="the newest tile search names no tile to trace in"):
+        gpu_session.STEPS["trace-tiled"].argv(where)
