@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
@@ -272,16 +272,21 @@ def test_the_mask_covers_exactly_the_completions(size: int, width: int, pad: int
     )
 
 
-_TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
+_CHARACTERS = 12  # at most, in each of a drawn pair's three texts
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=_CHARACTERS)
+# A row that holds any drawn pair: the prompt and the longer completion at four bytes a character
+# (UTF-8's most, one byte token each), and the end-of-text token.
+_PAIR_WIDTH = 2 * 4 * _CHARACTERS + 1
 
 
 @settings(max_examples=50)
 @given(prompt=_TEXT, chosen=_TEXT, rejected=_TEXT)
+@example(prompt="\U00010000" * _CHARACTERS, chosen="0", rejected="\U00010000" * _CHARACTERS)  # the widest
 def test_a_prepared_pair_reads_back_as_its_two_sequences(prompt: str, chosen: str, rejected: str) -> None:
     tokenizer = ByteTokenizer()
     assume(chosen != rejected)  # refused at prepare: nothing to prefer
     record = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-    rows = dpo_objective.pair_rows(_window(record, width=80))
+    rows = dpo_objective.pair_rows(_window(record, width=_PAIR_WIDTH))
     prompt_ids = tokenizer.encode(prompt)
     for row, completion in enumerate((chosen, rejected)):
         sequence = [*prompt_ids, *tokenizer.encode(completion), tokenizer.eot_id]
