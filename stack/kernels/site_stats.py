@@ -56,9 +56,9 @@ class Tile:
     its threads' accumulators and writes one column of partials. More tiles a program mean fewer
     programs, fewer reductions and fewer columns for the merge to read, but a small site then
     leaves most of the GPU's multiprocessors idle: with `programs` (0: none), a site is dealt to at
-    most that many programs instead, each its equal share of consecutive tiles, so that a large
-    site is read by as many programs as a small one. Which is fastest is the GPU's to say
-    (benchmarks/stats_tiles.py)."""
+    most that many programs instead, each its equal share of consecutive tiles, so that a site
+    smaller than the cap keeps a program a tile and only a larger one shares programs out. Which
+    is fastest is the GPU's to say (benchmarks/stats_tiles.py)."""
 
     elements: int = 2048
     per_program: int = 1
