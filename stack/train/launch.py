@@ -16,6 +16,7 @@ A worker that died without a word is an internal error naming torchrun's exit co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -103,6 +104,28 @@ def hand_over(line: str, code: int) -> bool:
         json.dumps({"line": line, "code": code}), encoding="utf-8"
     )
     return True
+
+
+def end_worker(code: int) -> None:
+    """End a worker process of a data-parallel run (torchrun's RANK, a WORLD_SIZE of 2 or more) with
+    its command's exit `code`, without tearing the interpreter down; anywhere else, return.
+
+    The command has returned: the run's files are written and closed, and the process group left
+    (stack.train.distributed.leave). What the interpreter's teardown would still do is destroy the
+    objects nothing freed, and under FSDP2 those include gloo's process group: the sharded
+    parameters' hooks keep the group referenced past destroy_process_group, and gloo has no
+    shutdown of its own, so its threads run until the teardown destroys them in a half-finalized
+    interpreter. That can abort a worker whose run completed ("terminate called without an active
+    exception"), and the launch would end as an internal error. So the worker flushes what it
+    printed and leaves with os._exit: its exit code is its command's."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if os.environ.get("RANK") is None or not world.isdigit() or int(world) < 2:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away, a stream closed
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _agent(args: list[str]) -> int:

@@ -30,6 +30,14 @@ def _same_slice(self, *args, **kwargs):
 reader.TokenReader.__init__ = _same_slice
 """
 
+# A worker whose interpreter aborts as it comes down, after its command returned: what destroying
+# gloo's process group there can do, which FSDP2 keeps referenced past destroy_process_group.
+TEARDOWN_ABORTS = """
+import atexit, os
+if os.environ.get("RANK") is not None:
+    atexit.register(os.abort)
+"""
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -208,6 +216,21 @@ def test_a_dead_rank_stops_the_run_and_leaves_valid_checkpoints(data: Path, tmp_
     visible = ckpt.list_checkpoints(out)
     assert visible and all(ckpt.verify(path) is None for path in visible)
     assert json.loads((out / "metadata.json").read_text())["run"]["status"] != "completed"
+
+
+def test_a_completed_run_ends_with_its_own_code_whatever_the_workers_teardown_would_do(
+    data: Path, tmp_path: Path
+) -> None:
+    """Each worker leaves with its command's exit code before the interpreter's teardown
+    (stack.train.launch.end_worker): a teardown that aborts cannot turn a completed run into an
+    internal error, and what rank 0 printed still reaches the terminal."""
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(TEARDOWN_ABORTS)
+    out = tmp_path / "run"
+    proc = run_train(*smoke(data, out, 2, "--nproc", "2"), plant=plant)
+    assert "completed at step 6" in proc.stdout
+    assert evidence(out)["run"]["status"] == "completed"
 
 
 @pytest.mark.holds("GATE-DIST-001")
