@@ -112,12 +112,13 @@ def end_worker(code: int) -> None:
 
     The command has returned: the run's files are written and closed, and the process group left
     (stack.train.distributed.leave). What the interpreter's teardown would still do is destroy the
-    objects nothing freed, and under FSDP2 those include gloo's process group: the sharded
-    parameters' hooks keep the group referenced past destroy_process_group, and gloo has no
-    shutdown of its own, so its threads run until the teardown destroys them in a half-finalized
-    interpreter. That can abort a worker whose run completed ("terminate called without an active
-    exception"), and the launch would end as an internal error. So the worker flushes what it
-    printed and leaves with os._exit: its exit code is its command's."""
+    objects nothing freed, and under FSDP2 those include gloo's process group: FSDP2's state,
+    which the collector does not free even once the model is gone, keeps the group referenced past
+    destroy_process_group, and gloo has no shutdown of its own, so its threads run until the
+    teardown destroys them in a half-finalized interpreter. That can abort a worker whose run
+    completed ("terminate called without an active exception"), and the launch would end as an
+    internal error. So the worker flushes what it printed and leaves with os._exit: its exit code
+    is its command's."""
     world = os.environ.get("WORLD_SIZE", "1")
     if os.environ.get("RANK") is None or not world.isdigit() or int(world) < 2:
         return
