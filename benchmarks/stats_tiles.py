@@ -42,15 +42,15 @@ from stack.train.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The tiles tried besides the one in use: more tiles a program (each thread adds them into its own
-# accumulators, reduced once a program; fewer programs, fewer partial columns for the merge to
-# read) and tiles of half the size. None is larger than 2,048 elements, past which a program's
-# accumulators spill from registers (Tile.warps), nor smaller than 1,024, whose bf16 build does.
-# A fixed count a program leaves a small site few programs (a 768-wide site of 8 × 1,024 tokens
-# is 3,072 tiles: 48 programs at 64 a program, for an H200's 132 multiprocessors), so the last
-# three deal each site to at most 4 or 16 times 132 programs: compiled for Hopper, a program that
-# loops over tiles takes about 156 registers a thread, which leaves one program of 8 warps a
-# multiprocessor (tests/kernels/test_kernel_compile.py).
+# The tiles tried besides the one in use: more tiles a program (fewer programs, fewer partial
+# columns for the merge to read) and tiles of half the size. A program reduces each tile as it
+# reads it (stack.kernels.site_stats._partials), so its registers hardly grow with its tiles:
+# compiled for Hopper, 52 to 86 a thread for every tile here (tests/kernels/test_kernel_compile.py).
+# A larger tile holds more elements a thread and more registers with them (4,096 elements: two or
+# three programs of 8 warps a multiprocessor), for no more elements in flight than 2,048. A fixed
+# count a program leaves a small site few programs (a 768-wide site of 8 × 1,024 tokens is
+# 3,072 tiles: 48 programs at 64 a program, for an H200's 132 multiprocessors), so the last three
+# deal each site to at most 4 or 16 times 132 programs.
 CANDIDATES = (
     Tile(2048, 4),
     Tile(2048, 16),

@@ -52,9 +52,9 @@ ELEMENTS_PER_THREAD = 8  # of a tile, in a program of the partials kernel (Tile.
 @dataclass(frozen=True)
 class Tile:
     """How the partials kernel cuts a site: tiles of `elements` elements (a power of two: whole rows,
-    or pieces of a longer row), `per_program` consecutive tiles to a program, which adds them into
-    its threads' accumulators and writes one column of partials. More tiles a program mean fewer
-    programs, fewer reductions and fewer columns for the merge to read, but a small site then
+    or pieces of a longer row), `per_program` consecutive tiles to a program, which reduces each
+    into its partials as it reads it and writes one column. More tiles a program mean fewer
+    programs and fewer columns for the merge to read, but a small site then
     leaves most of the GPU's multiprocessors idle: with `programs` (0: none), a site is dealt to at
     most that many programs instead, each its equal share of consecutive tiles, so that a site
     smaller than the cap keeps a program a tile and only a larger one shares programs out. Which
@@ -76,10 +76,9 @@ class Tile:
     @property
     def warps(self) -> int:
         """The warps a program runs on: a thread per ELEMENTS_PER_THREAD elements of a tile, 4 to 8
-        warps of 32 threads. Each thread keeps eight accumulators per element of a tile in registers
-        across the program's tiles (`_partials`): more elements a thread, or more threads a program
-        (which share an SM's 65,536 registers), and they spill to memory. A tile past 2,048
-        elements spills either way (tests/kernels/test_kernel_compile.py holds each tile to none)."""
+        warps of 32 threads. A thread holds its elements of the tile it is reducing and the
+        program's partials (`_partials`), so the registers a thread takes grow with its elements:
+        tests/kernels/test_kernel_compile.py holds every tile to none spilled to memory."""
         return min(8, max(4, self.elements // (32 * ELEMENTS_PER_THREAD)))
 
 
@@ -104,6 +103,40 @@ def cut_in(tile: Tile) -> Iterator[None]:
 
 
 @triton.jit
+def _tile_partials(X, top, left, rows, cols, stride, shift, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """One tile's partial statistics, each reduced across the program's threads at once: (elements,
+    Σ(x − shift), Σ(x − shift)², Σ|x|, min, max, NaNs, Infs, zeros), the sums in float64, min and
+    max in float32 (which holds a float32, bf16 or fp16 element exactly; where the site holds a NaN
+    the merge writes NaN for both, whatever a tile's were). The tile's first element is (top,
+    left): one past the site's last tile (a program's, when it has fewer left) starts below the
+    site's last row and reads no element."""
+    r, c = top + tl.arange(0, ROWS), left + tl.arange(0, COLS)
+    valid = (r[:, None] < rows) & (c[None, :] < cols)
+    # Its elements, counted from where it starts (no reduction): a tile is cut short only at the
+    # site's last row and last column, and one past the last tile has none.
+    height = tl.maximum(tl.minimum(rows - top, ROWS), 0)
+    n = height.to(tl.float64) * tl.minimum(cols - left, COLS).to(tl.float64)
+    # float32 right after the load, exact for every dtype read here (and computed right by
+    # Triton's interpreter, which gets bf16 wrong); float64 only inside the sums. An element outside
+    # the site reads as 0: no NaN, no Inf and nothing to |x|, so only the zeros, the deviations, min
+    # and max must leave it out.
+    x = tl.load(X + r[:, None] * stride + c[None, :], mask=valid, other=0.0).to(tl.float32)
+    wide = x.to(tl.float64)  # one conversion an element: a 64-bit one runs at a quarter of an add's rate
+    deviation = tl.where(valid, wide - shift, 0.0)
+    return (
+        n,
+        tl.sum(deviation),
+        tl.sum(deviation * deviation),
+        tl.sum(tl.abs(wide)),
+        tl.min(tl.where(valid, x, float("inf"))),
+        tl.max(tl.where(valid, x, float("-inf"))),
+        tl.sum((x != x).to(tl.int32)),
+        tl.sum((tl.abs(x) == float("inf")).to(tl.int32)),
+        tl.sum(((x == 0.0) & valid).to(tl.int32)),
+    )
+
+
+@triton.jit
 def _partials(
     X,
     P,
@@ -111,7 +144,6 @@ def _partials(
     cols,
     stride,
     col_tiles,
-    tiles,
     per_program,
     AT,
     copies,
@@ -121,8 +153,8 @@ def _partials(
     COLS: tl.constexpr,
     PER_PROGRAM: tl.constexpr,
 ):
-    """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those below
-    `tiles`; where PER_PROGRAM is 0, `per_program` of them, a site's share of a capped grid, counted
+    """The partial statistics of tiles PER_PROGRAM · program on (PER_PROGRAM of them, those the site
+    has; where PER_PROGRAM is 0, `per_program` of them, a site's share of a capped grid, counted
     at run time so that sites of other sizes share one compiled kernel) into column `program` of P
     (float64, a row per statistic): of a site of `rows` rows of `cols` elements, `stride` elements
     apart, cut in tiles of ROWS rows × COLS columns, `col_tiles` to a row, counted in row-major
@@ -131,67 +163,63 @@ def _partials(
     num_programs-th of them: the site is read where the forward shows it, before anything after it
     could write into it.
 
-    Each of the program's threads adds its elements of every tile into accumulators of its own, and
-    the program reduces them across its threads once, at the end, instead of ending every tile in
-    nine float64 reductions. The sums run around a shift, the program's first element (0 when that
-    is not finite), as the CPU kernel's do (stack/kernels/host_stats.c): the squared deviations are
-    q − s²/n of s = Σ(x − shift) and q = Σ(x − shift)², in float64, which loses at most a factor
-    n + 1 of its precision since the shift is one of the elements."""
+    Each tile is reduced across the program's threads as soon as it is read, into a program's
+    scalars (`_tile_partials`), so a thread holds its elements of one tile and nothing per element
+    besides. Compiled for Hopper at the tile in use (2,048 elements on 8 warps) a thread takes 52
+    to 60 registers, where accumulators kept per element across the tiles took 92 to 102: four
+    programs fit a multiprocessor's 65,536 registers instead of two, with twice the loads in
+    flight (`python -m tests.support.kernel_compile` reads the counts). The sums run around a
+    shift, the program's first element (0 when that is not finite), as the CPU kernel's do
+    (stack/kernels/host_stats.c): the squared deviations are q − s²/n of s = Σ(x − shift) and
+    q = Σ(x − shift)², in float64, which loses at most a factor n + 1 of its precision since the
+    shift is one of the elements."""
     program = tl.program_id(0).to(tl.int64)
     count = per_program
     if PER_PROGRAM > 0:
         count = PER_PROGRAM
     first = program * count
-    origin = X + (first // col_tiles) * ROWS * stride + (first % col_tiles) * COLS
+    # Where the program's tiles start, and from there tile by tile in row-major order: a division
+    # once, not one a tile (a 64-bit one is a call, whose saved registers went to the stack).
+    top, tile_column = (first // col_tiles) * ROWS, first % col_tiles
+    origin = X + top * stride + tile_column * COLS
     shift = tl.load(origin).to(tl.float64)
     shift = tl.where((shift == shift) & (tl.abs(shift) != float("inf")), shift, 0.0)
     n = tl.full([], 0.0, tl.float64)
-    total = tl.zeros([ROWS, COLS], tl.float64)
-    squares = tl.zeros([ROWS, COLS], tl.float64)
-    low = tl.full([ROWS, COLS], float("inf"), tl.float64)
-    high = tl.full([ROWS, COLS], float("-inf"), tl.float64)
-    nans = tl.zeros([ROWS, COLS], tl.int32)
-    infs = tl.zeros([ROWS, COLS], tl.int32)
-    zeros = tl.zeros([ROWS, COLS], tl.int32)
-    l1 = tl.zeros([ROWS, COLS], tl.float64)
-    for k in range(count):
-        tile = first + k
-        top, left = (tile // col_tiles) * ROWS, (tile % col_tiles) * COLS
-        r, c = top + tl.arange(0, ROWS), left + tl.arange(0, COLS)
-        # A tile past the site's last (the last program's, when it has fewer left) reads no row.
-        last_row = tl.where(tile < tiles, rows, 0)
-        valid = (r[:, None] < last_row) & (c[None, :] < cols)
-        # Its elements, counted from where it starts (no reduction): a tile is cut short only at
-        # the site's last row and last column, and one past the last tile has none.
-        height = tl.maximum(tl.minimum(last_row - top, ROWS), 0)
-        n += height.to(tl.float64) * tl.minimum(cols - left, COLS).to(tl.float64)
-        # Upcast right after the load: bf16/fp16 sites (and Triton's interpreter, which computes
-        # them wrongly otherwise) are summed as float64, memory-bound either way.
-        x = tl.load(X + r[:, None] * stride + c[None, :], mask=valid, other=0.0).to(tl.float64)
-        is_nan = (x != x) & valid
-        deviation = tl.where(valid, x - shift, 0.0)
-        total += deviation
-        squares += deviation * deviation
-        low = tl.minimum(low, tl.where(valid & ~is_nan, x, float("inf")))
-        high = tl.maximum(high, tl.where(valid & ~is_nan, x, float("-inf")))
-        nans += is_nan.to(tl.int32)
-        infs += ((tl.abs(x) == float("inf")) & valid).to(tl.int32)
-        zeros += ((x == 0.0) & valid).to(tl.int32)
-        l1 += tl.where(valid, tl.abs(x), 0.0)
-    s = tl.sum(total)
-    m2 = tl.sum(squares) - s * s / tl.maximum(n, 1.0)
+    s = tl.full([], 0.0, tl.float64)
+    q = tl.full([], 0.0, tl.float64)
+    low = tl.full([], float("inf"), tl.float32)
+    high = tl.full([], float("-inf"), tl.float32)
+    nans = tl.full([], 0, tl.int32)
+    infs = tl.full([], 0, tl.int32)
+    zeros = tl.full([], 0, tl.int32)
+    l1 = tl.full([], 0.0, tl.float64)
+    for _ in range(count):
+        part = _tile_partials(X, top, tile_column * COLS, rows, cols, stride, shift, ROWS, COLS)
+        tile_column += 1
+        top = tl.where(tile_column == col_tiles, top + ROWS, top)
+        tile_column = tl.where(tile_column == col_tiles, 0, tile_column)
+        n += part[0]
+        s += part[1]
+        q += part[2]
+        l1 += part[3]
+        low = tl.minimum(low, part[4])
+        high = tl.maximum(high, part[5])
+        nans += part[6]
+        infs += part[7]
+        zeros += part[8]
+    m2 = q - s * s / tl.maximum(n, 1.0)
     # Column `program` of P, statistic k at row k: the merge reads each statistic of consecutive
     # programs from consecutive addresses (coalesced), not nine doubles apart.
     column, programs = P + program, tl.num_programs(0).to(tl.int64)
     tl.store(column + 0 * programs, n)
     tl.store(column + 1 * programs, n * shift + s)
     tl.store(column + 2 * programs, tl.where(m2 > 0.0, m2, 0.0))
-    tl.store(column + 3 * programs, tl.min(low))
-    tl.store(column + 4 * programs, tl.max(high))
-    tl.store(column + 5 * programs, tl.sum(nans).to(tl.float64))
-    tl.store(column + 6 * programs, tl.sum(infs).to(tl.float64))
-    tl.store(column + 7 * programs, tl.sum(zeros).to(tl.float64))
-    tl.store(column + 8 * programs, tl.sum(l1))
+    tl.store(column + 3 * programs, low.to(tl.float64))
+    tl.store(column + 4 * programs, high.to(tl.float64))
+    tl.store(column + 5 * programs, nans.to(tl.float64))
+    tl.store(column + 6 * programs, infs.to(tl.float64))
+    tl.store(column + 7 * programs, zeros.to(tl.float64))
+    tl.store(column + 8 * programs, l1)
     for i in range(program, copies, programs):
         first = tl.load(AT + i) * width
         source = X + (first // cols) * stride + first % cols
@@ -310,7 +338,7 @@ def site_stats_fused(
     at, into = rows if rows is not None else (partials.view(torch.int64), x)
     copies, token_width = (at.numel() if rows is not None else 0), (x.shape[-1] if x.dim() else 1)
     _partials[(programs,)](
-        *(x, partials, height, cols, stride, col_tiles, tiles, share, at, copies, token_width, into),
+        *(x, partials, height, cols, stride, col_tiles, share, at, copies, token_width, into),
         ROWS=tile_rows,
         COLS=tile_cols,
         PER_PROGRAM=0 if tile.programs else tile.per_program,

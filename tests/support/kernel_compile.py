@@ -39,7 +39,7 @@ def cases() -> dict[str, Case]:
         for index, tile in shapes:
             rows, cols = (2, tile.elements // 2) if index == "i32" else (1, tile.elements)
             signature = {"X": f"*{dtype}", "P": "*fp64", "rows": index, "cols": index, "stride": index}
-            signature |= {"col_tiles": index, "tiles": index, "per_program": "i32"}
+            signature |= {"col_tiles": index, "per_program": "i32"}
             signature |= {"AT": "*i64", "copies": "i32", "width": "i32", "DST": f"*{dtype}"}
             signature |= {"ROWS": "constexpr", "COLS": "constexpr", "PER_PROGRAM": "constexpr"}
             # A capped grid's share is a runtime count (PER_PROGRAM 0), a fixed one a constant.
