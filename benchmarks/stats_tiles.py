@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # columns for the merge to read) and tiles of half the size. A program reduces each tile as it
 # reads it (stack.kernels.site_stats._partials), so its registers hardly grow with its tiles:
 # compiled for Hopper, 52 to 86 a thread for every tile here (tests/kernels/test_kernel_compile.py).
-# A larger tile holds more elements a thread and more registers with them (4,096 elements: two or
-# three programs of 8 warps a multiprocessor), for no more elements in flight than 2,048. A fixed
+# A larger tile holds more elements a thread and more registers with them (4,096 elements: 95 to
+# 117, two programs of 8 warps a multiprocessor), for no more elements in flight than 2,048. A fixed
 # count a program leaves a small site few programs (a 768-wide site of 8 × 1,024 tokens is
 # 3,072 tiles: 48 programs at 64 a program, for an H200's 132 multiprocessors), so the last three
 # deal each site to at most 4 or 16 times 132 programs.
