@@ -179,7 +179,7 @@ def _partials(
         count = PER_PROGRAM
     first = program * count
     # Where the program's tiles start, and from there tile by tile in row-major order: a division
-    # once, not one a tile (a 64-bit one is a call, whose saved registers went to the stack).
+    # once, not one a tile (a 64-bit one is a call, and the registers it saves spill to the stack).
     top, tile_column = (first // col_tiles) * ROWS, first % col_tiles
     origin = X + top * stride + tile_column * COLS
     shift = tl.load(origin).to(tl.float64)
