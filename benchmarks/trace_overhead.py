@@ -8,8 +8,9 @@ evidence/runs/bench-trace-<time>/ (or `--ledger DIR`), one record per `--precisi
 bf16 autocast by default). Each record also says what GATE-TRACE-002's checks cost: the traced
 forward without them (`unchecked_ms`), their share of the traced time (`verification_share`),
 and the exhaustive check of `stack trace --verify` (`verified_ms`, `verified_ratio`), and the minor
-page faults per plain and traced forward (`untraced_page_faults`, `traced_page_faults`). The goal is
-read from spec/benchmarks.yaml (`trace_overhead`); the benchmark reports whether it was met and
+page faults per plain and traced forward (`untraced_page_faults`, `traced_page_faults`), and where the
+host's time goes in one plain and one traced forward, part by part of the traced one (`host_ms`). The
+goal is read from spec/benchmarks.yaml (`trace_overhead`); the benchmark reports whether it was met and
 never asserts.
 
 On CUDA, `--tile 2048x16` times the traced forwards with their statistics cut in that tile of
@@ -38,7 +39,7 @@ from stack.kernels.host_checks import engine as checks_engine
 from stack.kernels.host_stats import copy_rows, engine
 from stack.model import GPT, ModelConfig
 from stack.trace import tracer as tracer_module
-from stack.trace.tracer import trace_forward
+from stack.trace.tracer import PHASES, phase, trace_forward
 from stack.train.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +136,31 @@ def unchecked(model: GPT, idx: torch.Tensor, statistics: bool = False) -> None:
             hooks_only(model, idx)
     finally:
         tracer_module.identities, tracer_module.statistics_sample = real, sample
+
+
+def host_ms(model: GPT, idx: torch.Tensor, device: torch.device, repeats: int = 5) -> dict[str, float]:
+    """The host's milliseconds in a plain forward (`plain`), a traced forward (`traced`, its
+    GATE-TRACE-002 judgement included) and each part of the traced one (stack.trace.tracer.PHASES),
+    by the profiler's ranges: the median of `repeats` of each, alternating. On CUDA that is the time
+    the host spends queuing work, and in `transfer` waiting for the device: a traced forward whose
+    host is busy past the device's work has a short `transfer`, one the device bounds a long one.
+    What the traced forward spends outside its parts is its preparation (the hooks' registration
+    included) and the judgement. The profiler adds a cost of its own to every operation it records,
+    so the parts are read against each other, not against the timed medians."""
+    ranges = {"plain": "plain forward", "traced": "traced forward"}
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(repeats):
+            with torch.profiler.record_function(ranges["plain"]):
+                model(idx)
+            if device.type == "cuda":  # the traced forward's transfer waits for its own work only
+                torch.cuda.synchronize(device)
+            with torch.profiler.record_function(ranges["traced"]):
+                trace_forward(model, idx)
+    ranges |= {name: phase(name).name for name in PHASES}
+    spans: dict[str, list[float]] = {}
+    for event in profiler.events():
+        spans.setdefault(event.name, []).append(event.cpu_time_total / 1e3)
+    return {part: round(statistics.median(spans[label]), 3) for part, label in ranges.items()}
 
 
 def verified(model: GPT, idx: torch.Tensor) -> None:
@@ -241,6 +267,7 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
         # variant keeps allocations between the ones the forward frees.
         "untraced_page_faults": int(statistics.median(faults["plain"])),
         "traced_page_faults": int(statistics.median(faults["traced"])),
+        "host_ms": host_ms(model, idx, device),
         # On CUDA, the kernels of one traced forward by GPU time (benchmarks/model_speed.py).
         **(
             {"profile": cuda_kernels(lambda: trace_forward(model, idx), device)}

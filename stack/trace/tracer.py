@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 
 from contracts import site_statistics
 from contracts.errors import BadInput
@@ -270,6 +271,19 @@ def _widened(dtype: torch.dtype) -> torch.dtype:
 # GATE-TRACE-002's values of each site an identity checks, by site (site_identity.as_measured).
 Measured = dict[str, dict[str, Any]]
 
+# The parts of a traced forward, as a profiler's ranges name them, in the order they run: the model's
+# forward with every site's hooks, statistics and copies; then, after it, the identities measured on
+# their samples, the statistics' definitions of the sampled slices, the one host transfer (where the
+# host waits for the device) and the records built from it. benchmarks/trace_overhead.py splits the
+# host's time by them, so that a record says which part a traced forward's excess is spent in. A
+# range costs a few microseconds when no profiler runs: some 20 a forward.
+PHASES = ("forward", "identities", "statistics check", "transfer", "records")
+
+
+def phase(name: str) -> record_function:
+    """The profiler's range of one of PHASES (`trace: <name>`)."""
+    return record_function(f"trace: {name}")
+
 
 class _Recorder:
     """The visitor of one traced forward: statistics on device, values when asked to keep them.
@@ -358,24 +372,37 @@ class _Recorder:
 
     def trace(self, n_layers: int, layout: Layout) -> Trace:
         finish(self.pending)  # first, so the device merges while the host checks
-        deviation_of = self.identities.deviations()
-        checked = list(deviation_of)
+        with phase("identities"):
+            deviation_of = self.identities.deviations()
         stats, rows = self.stats.used(), list(deviation_of.values())
         deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(DEVIATION))
-        sampled = list(self.sampled)
-        pairs = [
-            side
-            for (kernel, _, _), again in zip(self.sampled.values(), self._definitions(), strict=True)
-            for side in (kernel, again.to(stats.device))
-        ]
+        with phase("statistics check"):
+            pairs = [
+                side
+                for (kernel, _, _), again in zip(self.sampled.values(), self._definitions(), strict=True)
+                for side in (kernel, again.to(stats.device))
+            ]
         # The one host transfer: every site's statistics, every identity's row, every sampled
         # site's statistics of its slice by the kernel and by their definitions (and on an
         # accelerator, whether each product check's projections were finite).
         finite = self.identities.projections_finite
         doubted = [] if finite is None else [finite.to(stats.dtype)]
-        flat = torch.cat([stats.flatten(), deviations.flatten(), *pairs, *doubted]).cpu().tolist()
-        width, cut = stats.shape[1], stats.numel()
-        tail = cut + deviations.numel()
+        with phase("transfer"):
+            flat = torch.cat([stats.flatten(), deviations.flatten(), *pairs, *doubted]).cpu().tolist()
+        with phase("records"):
+            return self._records(n_layers, layout, flat, stats.shape[1], list(deviation_of))
+
+    def _records(
+        self, n_layers: int, layout: Layout, flat: list[float], width: int, checked: list[str]
+    ) -> Trace:
+        """The trace from the one host transfer `flat`: every site's statistics (a row of `width` a
+        site), then the DEVIATION of each identity `checked`, then each sampled site's statistics by
+        the kernel and by their definitions (and on an accelerator, the product checks' finite
+        flags)."""
+        sampled = list(self.sampled)
+        finite = self.identities.projections_finite
+        cut = len(self.order) * width
+        tail = cut + len(checked) * len(DEVIATION)
         size = width + len(site_statistics.STATISTICS)
         by_kernel, recomputed, sample_rows = {}, {}, {}
         for i, name in enumerate(sampled):
@@ -470,7 +497,7 @@ def trace_forward(
             identities(model, layout), fed, ablated, budget.identity_rows, budget.identity_probes, scratch
         )
         recorder = _Recorder(keep, ablated, checked, sample, budget.statistics_elements, sites, idx.device)
-        with SiteHooks(model, recorder, feed) as hooks:
+        with SiteHooks(model, recorder, feed) as hooks, phase("forward"):
             logits, _ = model(idx)
         trace = recorder.trace(len(model.layers), layout)
     zeroed = tuple(dict.fromkeys(r.name for r in hooks.replaced if not bool(r.written.any())))

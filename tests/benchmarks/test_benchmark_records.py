@@ -26,6 +26,7 @@ from benchmarks.train_throughput import main as throughput_main
 from contracts.derive.benchmarks import leg_failures
 from contracts.evidence import EVIDENCE_FILE, file_record, new_record, run_id
 from contracts.spec import load_spec
+from stack.trace.tracer import PHASES
 from tests.support.ledger_support import ROOT, findings
 from tests.support.train_support import prepared
 
@@ -358,6 +359,10 @@ def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_
     command = ["benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu", "--vocab", "300"]
     run, record = filed([*command, "--precision", "bf16", "--repeats", "2", "--ledger", str(ledger)], ledger)
     assert record["metrics"]["precision"] == "bf16" and record["metrics"]["model"]["vocab"] == 300
+    # the host's time by the tracer's own parts, each inside the traced forward it is part of
+    host = record["metrics"]["host_ms"]
+    assert set(host) == {"plain", "traced", *PHASES}
+    assert all(0 < host[part] <= host["traced"] for part in PHASES), host
     edited = json.loads(json.dumps(record))
     edited["metrics"]["statistics_ns_per_element"] += 1 + abs(edited["metrics"]["statistics_ns_per_element"])
     assert any("statistics_ns_per_element" in line for line in edited_findings(run, edited))
