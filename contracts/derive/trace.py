@@ -341,8 +341,10 @@ def _identity_references(derived: Derivation, measured: dict[str, Any], sites: l
     bit for bit the same and the bound is equality; on CUDA the recomputation may round another way
     (the H100 reference run's q, k and v differed in their last float32 bit), within that bound.
     An identity checked on a sample of its rows (GATE-TRACE-002 rev 6: `rows_checked` < `rows`) saw
-    the recomputation of those rows only, whose largest magnitude is at most the site's: there the
-    bound is one-sided, ref_absmax ≤ the site's absmax + max_abs_diff."""
+    the recomputation of those rows only, whose largest magnitude is at most the site's, and one
+    its product check measured (rev 7, every row of a short site from rev 9: it states its
+    `probes`) the rows' projections on unit-L1 vectors, whose largest magnitude is at most the
+    rows': there the bound is one-sided, ref_absmax ≤ the site's absmax + max_abs_diff."""
     identities = measured.get("identities")
     absmax = {
         s["name"]: s["stats"]["absmax"]
@@ -353,7 +355,7 @@ def _identity_references(derived: Derivation, measured: dict[str, Any], sites: l
         if not (isinstance(identity, dict) and "ref_absmax" in identity and name in absmax):
             continue
         stated, traced, apart = identity["ref_absmax"], absmax[name], identity.get("max_abs_diff")
-        sampled = _sampled(identity.get("rows_checked"), identity.get("rows"))
+        sampled = _sampled(identity.get("rows_checked"), identity.get("rows")) or "probes" in identity
         if all(finite_number(v) for v in (stated, traced, apart)) and (
             0 <= stated <= traced + apart if sampled else abs(stated - traced) <= apart
         ):

@@ -430,22 +430,32 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
 
 def _identity_sample_problems(identities: Any, t: Thresholds) -> list[str]:
     """GATE-TRACE-002's check `identity` from rev 6: each identity that states its rows was checked
-    on at least min(rows, identity_sample_rows) of them (all of them under --verify); a sample
-    shrunk below that catches less than the revision states."""
+    on at least min(rows, identity_sample_rows) of them (all of them under --verify), and one its
+    product check measured (it states its `probes`) on at least identity_probes probes; a sample
+    shrunk below that, or fewer probes, catch less than the revision states."""
     if "identity_sample_rows" not in t or not isinstance(identities, Mapping):
         return []
-    short = []
+    short, unprobed = [], []
     for name, values in sorted(identities.items()):
         if isinstance(values, Mapping) and "rows" in values and "rows_checked" in values:
             rows, checked = number(values, "rows"), number(values, "rows_checked")
             if not checked >= min(rows, t["identity_sample_rows"]):
                 short.append(f"{name} ({checked:g} of {rows:g})")
-    if not short:
-        return []
-    return [
-        f"identities checked on fewer rows than min(rows, identity_sample_rows = "
-        f"{t['identity_sample_rows']:g}): {first_few(short, 4, '; ')}"
-    ]
+        probed = isinstance(values, Mapping) and "probes" in values and "identity_probes" in t
+        if probed and not number(values, "probes") >= t["identity_probes"]:
+            unprobed.append(f"{name} ({number(values, 'probes'):g})")
+    problems = []
+    if short:
+        problems.append(
+            f"identities checked on fewer rows than min(rows, identity_sample_rows = "
+            f"{t['identity_sample_rows']:g}): {first_few(short, 4, '; ')}"
+        )
+    if unprobed:
+        problems.append(
+            f"identities product-checked on fewer probes than identity_probes = "
+            f"{t['identity_probes']:g}: {first_few(unprobed, 4, '; ')}"
+        )
+    return problems
 
 
 def _dtype_problems(m: Measured) -> list[str]:

@@ -139,10 +139,15 @@ DEVIATION = ("max_abs_diff", "ref_absmax", "unmatched")
 
 def sampled_rows(rows: int, limit: int | None) -> torch.Tensor | None:
     """The rows an identity checks of a site of `rows` rows: ⌊i·rows/limit⌋ for i < limit, evenly
-    spaced and the same for every trace of that shape; None (every row) when `limit` is None or
-    the site has no more rows than it."""
-    if limit is None or rows <= limit:
+    spaced and the same for every trace of that shape, or every row of a site that has no more
+    than `limit`; None (the whole site, recomputed) when `limit` is None (the exhaustive check) or
+    the site has no row. A short prompt's sites are a sample of themselves, checked as any other
+    sample (a linear site by its product check), not recomputed whole: 12 rows of GPT-2 small's
+    head recomputed read its 25 M weights again, and a 12-token trace took twice the forward."""
+    if limit is None or rows == 0:
         return None
+    if rows <= limit:
+        return torch.arange(rows, dtype=torch.int64)
     return torch.arange(limit, dtype=torch.int64) * rows // limit
 
 
@@ -248,16 +253,23 @@ def _finite_row_deviations(traced: torch.Tensor, recomputed: torch.Tensor) -> to
     return torch.stack([largest, scale, torch.zeros_like(largest)], dim=1).double()
 
 
-def as_measured(row: list[float], rows: int, checked: int) -> dict[str, float | str]:
-    """GATE-TRACE-002's values of one site from its DEVIATION read back, with its rows and the rows
-    checked: an unmatched site is "inf" away."""
+def as_measured(
+    row: list[float], rows: int, checked: int, probes: int | None = None
+) -> dict[str, float | str | int]:
+    """GATE-TRACE-002's values of one site from its DEVIATION read back, with its rows, the rows
+    checked and, for a site its product check measured, the probes it was projected on (its
+    deviation is then of the projections, whose largest magnitude is at most the site's): an
+    unmatched site is "inf" away."""
     diff, scale, unmatched = row
-    return {
+    measured: dict[str, float | str | int] = {
         "max_abs_diff": "inf" if unmatched else diff,
         "ref_absmax": scale,
         "rows": rows,
         "rows_checked": checked,
     }
+    if probes is not None:
+        measured["probes"] = probes
+    return measured
 
 
 @dataclass(frozen=True)
@@ -374,6 +386,10 @@ def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[s
     return {name: tensor for name, tensor in feed.items() if name in sources}
 
 
+# A site set aside for its product check: (name, its sampled rows, its read's same rows, the module).
+ProductCheck = tuple[str, torch.Tensor, torch.Tensor, nn.Linear]
+
+
 class SiteIdentities:
     """The identities of one traced forward, measured on the device as its sites are shown (`visit`),
     each on at most `sample_rows` rows of its site (None: every row, the exhaustive check)."""
@@ -398,11 +414,14 @@ class SiteIdentities:
         self.counted: list[tuple[int, int]] = []  # (rows, rows checked) of each of `rows`, in order
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
-        self._products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        self._products: list[ProductCheck] = []
+        # After `deviations`, the sites whose DEVIATION is their product check's, with the probes it
+        # projected them on (the record states them: the deviation is then of the projections).
+        self.probed: dict[str, int] = {}
         # On an accelerator, after `deviations`: the product-checked sites, and per site whether its
         # projections were all finite (on the device, for the caller to read with the rest of the
         # trace, not before: `remeasured` then measures a site whose were not).
-        self.projected: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]] = []
+        self.projected: list[ProductCheck] = []
         self.projections_finite: torch.Tensor | None = None
         # Sampled rows of any other site and of its reads, recomputed by its module in `deviations`:
         # the rows are copies, so the module can run after the forward, when what it reads is
@@ -450,8 +469,8 @@ class SiteIdentities:
         rows, sample = None, self.sample_rows
         if sample is not None and tensor.dim():
             chosen = self._sampled(row_count(tensor), tensor.device)
-            if chosen is not None:  # more rows than the sample: `sample` of them
-                into = self.scratch.take((sample, tensor.shape[-1]), tensor.dtype, tensor.device)
+            if chosen is not None:  # the sample: `sample` rows, or every row of a short site
+                into = self.scratch.take((chosen.numel(), tensor.shape[-1]), tensor.dtype, tensor.device)
                 rows = self._site_rows[name] = (chosen, into)
                 if not copies:
                     copy_rows(tensor, chosen, into)
@@ -545,40 +564,54 @@ class SiteIdentities:
 
     def _measure_products(self) -> None:
         """The product-checked sites' DEVIATIONs, of their rows projected on the module's probes
-        (`projected_together`), all of them as the rows of one matrix; or, where a site's
-        projections are not all finite (a NaN or an Inf in its rows or its read's), of its rows
-        against the module recomputed on them, so that NaN/Inf are held to the same places as
+        (`projected_together`), the sites of one number of rows as the rows of one matrix (a
+        forward's sites have the same number, but for the tokens a routed block takes); or, where a
+        site's projections are not all finite (a NaN or an Inf in its rows or its read's), of its
+        rows against the module recomputed on them, so that NaN/Inf are held to the same places as
         everywhere else. On the host whether any is not finite is read at once, for all of them;
         on an accelerator reading it would wait for the whole forward before the other checks are
         queued, so the rows are the projections' there and `projections_finite` says, with the
         trace's one transfer, which sites `remeasured` must measure again."""
         products, self._products = self._products, []
-        if not products or self._measured_on_host(products):
-            return
+        groups: dict[int, list[ProductCheck]] = {}
+        for product in products:
+            groups.setdefault(product[1].shape[0], []).append(product)
+        finite = []
+        for group in groups.values():
+            if not self._measured_on_host(group) and (flags := self._measured_by_torch(group)) is not None:
+                finite.append(flags)
+        if finite:
+            self.projections_finite = torch.cat(finite)
+
+    def _measured_by_torch(self, products: list[ProductCheck]) -> torch.Tensor | None:
+        """`_measure_products` of sites of one number of rows by torch's ops: on an accelerator, the
+        projections' finite flags of the sites it adds to `projected`, for the caller to read with
+        the trace; on the host None, every site measured or set aside for `deviations`."""
+        count = self.probe_count or 0
         with torch.autocast(products[0][1].device.type, enabled=False):
             order, projected, recomputed = projected_together(
-                [(linear, traced, read) for _, traced, read, linear in products],
-                self.probe_count or 0,
-                self.scratch.take,
+                [(linear, traced, read) for _, traced, read, linear in products], count, self.scratch.take
             )
         ordered = [products[i] for i in order]
         if not on_host(projected):
-            self.projected = ordered
-            self.projections_finite = projected.isfinite().all(1) & recomputed.isfinite().all(1)
+            self.projected += ordered
             measured = _row_deviations(projected, recomputed)
-        else:
-            measured = _finite_row_deviations(projected, recomputed)
-        if measured is not None:
             for (name, *_), row in zip(ordered, measured, strict=True):
-                self.rows[name] = row
-            return
-        for (name, traced, read, linear), side, again in zip(ordered, projected, recomputed, strict=True):
-            if bool(torch.cat([side, again]).isfinite().all()):
+                self.rows[name], self.probed[name] = row, count
+            return projected.isfinite().all(1) & recomputed.isfinite().all(1)
+        measured = _finite_row_deviations(projected, recomputed)
+        for index, (name, traced, read, linear) in enumerate(ordered):
+            side, again = projected[index], recomputed[index]
+            if measured is not None:
+                self.rows[name], self.probed[name] = measured[index], count
+            elif bool(torch.cat([side, again]).isfinite().all()):
                 self._pending.append((name, side, again))
+                self.probed[name] = count
             else:
                 self._pending.append((name, traced, linear.forward(read)))
+        return None
 
-    def _measured_on_host(self, products: list[tuple[str, torch.Tensor, torch.Tensor, nn.Linear]]) -> bool:
+    def _measured_on_host(self, products: list[ProductCheck]) -> bool:
         """`_measure_products` by the C kernel (stack.kernels.host_checks), where the rows are on the
         host and it can read them: the projections and their deviations in two calls, a site whose
         projections were not all finite set against its module recomputed on its rows. False where
@@ -599,7 +632,7 @@ class SiteIdentities:
         rows, finite = measured
         for (name, traced, read, linear), row, ok in zip(products, rows.unbind(0), finite, strict=True):
             if ok:
-                self.rows[name] = row
+                self.rows[name], self.probed[name] = row, count
             else:
                 self._pending.append((name, traced, linear.forward(read)))
         return True

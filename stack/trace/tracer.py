@@ -418,8 +418,11 @@ class _Recorder:
             sites[name] = SiteRecord(
                 name, shape, dtype, as_dict(math.prod(shape), flat[i * width : (i + 1) * width])
             )
+        probed = self.identities.probed
         identities = {
-            name: as_measured(flat[cut + i * len(DEVIATION) : cut + (i + 1) * len(DEVIATION)], *counts)
+            name: as_measured(
+                flat[cut + i * len(DEVIATION) : cut + (i + 1) * len(DEVIATION)], *counts, probed.get(name)
+            )
             for i, (name, counts) in enumerate(zip(checked, self.identities.counted, strict=True))
         }
         if finite is not None:

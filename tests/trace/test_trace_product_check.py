@@ -10,18 +10,23 @@ check covers (the head above all, whose weight it does not read) and the benign 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from contracts.errors import GateViolation
+from contracts.evidence import EVIDENCE_FILE
 from contracts.spec import load_spec
+from stack.cli import main
 from stack.kernels import host_checks
 from stack.trace import site_identity
 from stack.trace.site_identity import Identity, SiteIdentities, probes, sampled_rows
 from stack.trace.tracer import trace_forward
-from tests.support.trace_support import seen_as, tiny_model
+from tests.support.ledger_support import findings
+from tests.support.trace_support import save_run, seen_as, tiny_model
 
 BATCH, LENGTH = 4, 30  # 120 rows: more than identity_sample_rows, so rows are sampled
 SAMPLE = int(load_spec().threshold("GATE-TRACE-002", "identity_sample_rows"))
@@ -180,3 +185,118 @@ def test_a_projection_that_overflows_is_held_to_the_module_not_to_its_projection
     trace, _ = trace_forward(model, batch())
     assert trace.sites["logits"].stats["inf"] > 0
     assert trace.completeness().ok
+
+
+# Rev 9: a prompt of no more tokens than identity_sample_rows is a sample of itself, product-checked.
+SHORT = 12  # a dozen tokens: fewer rows than identity_sample_rows
+LINEAR = ("q", "k", "v", "ffn_gate", "ffn_up", "ffn_out")
+
+
+def short_prompt(seed: int = 0) -> torch.Tensor:
+    return torch.randint(257, (1, SHORT), generator=torch.Generator().manual_seed(seed))
+
+
+def _product_checked(name: str) -> bool:
+    return name == "logits" or name.rpartition(".")[2] in LINEAR
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_a_short_prompt_is_a_sample_of_itself(checked_on: str) -> None:
+    """Every identity of a 12-token trace is checked on its 12 rows; a plain linear site's by the
+    product check, which it states (`probes`), instead of its module recomputed whole (which read
+    the head's whole weight again); a norm's and the SwiGLU product's by their modules on the rows."""
+    identities = trace_forward(tiny_model(), short_prompt())[0].identities
+    assert all((i["rows"], i["rows_checked"]) == (SHORT, SHORT) for i in identities.values())
+    assert {name for name, i in identities.items() if "probes" in i} == set(
+        filter(_product_checked, identities)
+    )
+    assert all(i["probes"] == PROBES for i in identities.values() if "probes" in i)
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_verify_recomputes_a_short_prompts_sites_whole() -> None:
+    """`--verify` keeps the exhaustive check: every site recomputed by its module, no probe."""
+    identities = trace_forward(tiny_model(), short_prompt(), exhaustive=True)[0].identities
+    assert not any("probes" in i for i in identities.values())
+    assert all(i["rows_checked"] == i["rows"] == SHORT for i in identities.values())
+
+
+@pytest.mark.parametrize(
+    ("times", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_a_scaled_head_on_a_short_prompt_is_caught_by_the_product_check(
+    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
+) -> None:
+    """Fault class 'module off by a scale' on every row of a short site: just beyond
+    site_identity_rtol fires, inside holds with the deviation the scale makes."""
+    seen_as(monkeypatch, "logits", _scaled(times))
+    if fires:
+        with pytest.raises(GateViolation, match=r"logits differs"):
+            trace_forward(tiny_model(), short_prompt())
+        return
+    measured = trace_forward(tiny_model(), short_prompt())[0].completeness().measured["identities"]["logits"]
+    assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
+    assert (measured["rows_checked"], measured["probes"]) == (SHORT, PROBES)
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+@pytest.mark.parametrize("row", [0, 5, SHORT - 1])
+def test_one_row_of_a_short_site_showing_another_rows_output_is_caught(
+    monkeypatch: pytest.MonkeyPatch, checked_on: str, row: int
+) -> None:
+    """Fault class 'a row off by its own size' on one of a short site's rows, each of which the
+    sample checks: the row shows its neighbour's output, and the product check catches it (the
+    revision: missed with probability below 1e-10)."""
+
+    def plant(output: torch.Tensor) -> torch.Tensor:
+        seen = output.clone().reshape(-1, output.shape[-1])
+        seen[row] = seen[(row + 1) % SHORT]
+        return seen.reshape(output.shape)
+
+    seen_as(monkeypatch, "layers.1.ffn_up", plant)
+    with pytest.raises(GateViolation, match=r"layers\.1\.ffn_up differs"):
+        trace_forward(tiny_model(), short_prompt())
+
+
+@pytest.mark.parametrize(
+    ("stated", "fires"),
+    [
+        pytest.param(PROBES - 1, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(PROBES, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_an_identity_product_checked_on_fewer_probes_than_the_spec_fires(stated: int, fires: bool) -> None:
+    """Fewer probes hide a row with a larger probability than the revision states."""
+    from contracts.judges import judge
+
+    identity = {
+        "max_abs_diff": 0.0,
+        "ref_absmax": 1.0,
+        "rows": SHORT,
+        "rows_checked": SHORT,
+        "probes": stated,
+    }
+    problems = judge("GATE-TRACE-002", {"identities": {"logits": identity}})
+    assert bool(problems) is fires
+
+
+def test_a_short_prompts_record_holds_and_its_probes_bound_ref_absmax_one_sidedly(tmp_path: Path) -> None:
+    """`stack trace` of a 12-byte prompt: the record holds under the integrity check, its linear
+    identities stating their probes. Their ref_absmax is the projections' largest magnitude, below
+    the site's absmax; a record that drops `probes` claims a whole recomputation, whose ref_absmax
+    would be the site's, and the checker names it."""
+    run = save_run(tmp_path / "run", tiny_model())
+    out = tmp_path / "rec"
+    assert main(["trace", str(run), "--prompt", "x" * SHORT, "--out", str(out)]) == 0
+    assert findings(out) == []
+    record = json.loads((out / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    (gate,) = [g for g in record["gates"] if g["id"] == "GATE-TRACE-002"]
+    logits = gate["measured"]["identities"]["logits"]
+    assert (logits["rows_checked"], logits["probes"]) == (SHORT, PROBES)
+    del logits["probes"]
+    (out / EVIDENCE_FILE).write_text(json.dumps(record), encoding="utf-8")
+    assert any("identities.logits.ref_absmax" in line for line in findings(out))
