@@ -120,9 +120,11 @@ def _warmup(data: dict[str, Any]) -> dict[tuple[str, ...], Any]:
 
 
 def _ref_absmax(_data: dict[str, Any]) -> dict[tuple[str, ...], Any]:
+    """A norm's identity on a short prompt: recomputed by its module on every row, so its ref_absmax
+    is the site's absmax (a linear site's is its product check's projections', bounded one way)."""
     trace = json.loads((RECORDS / TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
-    site = next(s for s in trace["trace"]["sites"] if s["name"] == "layers.0.q")
-    return {("GATE-TRACE-002", "identities", "layers.0.q", "ref_absmax"): site["stats"]["absmax"]}
+    site = next(s for s in trace["trace"]["sites"] if s["name"] == "layers.0.attn_norm")
+    return {("GATE-TRACE-002", "identities", "layers.0.attn_norm", "ref_absmax"): site["stats"]["absmax"]}
 
 
 def _doubled(value: Any) -> Any:
