@@ -96,6 +96,32 @@ def test_the_benchmarks_page_shows_the_newest_record_of_each_place_a_goal_was_me
     assert "NVIDIA H200 · small · bf16" in rows["gpu-newer"] and ">not met<" in rows["gpu-newer"]
 
 
+def test_a_short_prompts_record_is_a_series_of_its_own_on_the_benchmarks_page(tmp_path: Path) -> None:
+    """A trace benchmark of a 12-token prompt, newer than the full-context one of the same device,
+    preset and precision, stands beside it: it measures tracing's cost per site against a short
+    forward, not the goal's full-context prompt, and hides nothing."""
+    sha = make_repo(tmp_path)
+    for run_id, minutes, tokens, ratio in (("full", 0, 256, 1.1), ("short", 1, 12, 1.8)):
+        path = make_record(tmp_path, run_id, sha, minutes=minutes)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["env"]["device"] = "cpu"
+        record["metrics"] = {
+            "benchmark": "trace_overhead",
+            "preset": "small",
+            "precision": "fp32",
+            "model": {"ctx": 256},
+            "tokens": tokens,
+            "ratio": ratio,
+        }
+        path.write_text(json.dumps(record), encoding="utf-8")
+    render(tmp_path)
+    page = shown(tmp_path / GENERATED / "benchmarks.md").splitlines()
+    rows = {run: line for line in page for run in ("full", "short") if f"[{run}]" in line}
+    assert rows.keys() == {"full", "short"}
+    assert "cpu · small · fp32 |" in rows["full"] and ">met<" in rows["full"]
+    assert "cpu · small · fp32 · 12-token prompt" in rows["short"]
+
+
 def test_verdict_values_are_rows_with_units_and_limits() -> None:
     rows = value_rows(
         {"repeats": 0.16296387902571127, "tokens_per_parameter": 6.372386325921009, "patience": 5},

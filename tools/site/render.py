@@ -59,22 +59,41 @@ def _benchmarks_of(metrics: dict[str, object]) -> list[str]:
     return [str(metrics.get("benchmark")), *(also if isinstance(also, list) else [])]
 
 
-# Where a benchmark record measured (`measured_where`): device, preset, precision.
-Place = tuple[str, str, str]
+# Where a benchmark record measured (`measured_where`): device, preset, precision, prompt.
+Place = tuple[str, str, str, str]
+
+
+def _prompt(metrics: dict[str, object]) -> str:
+    """A prompt shorter than its model's context, as `<tokens>-token prompt`: a trace of a dozen
+    tokens weighs tracing's cost per site against a forward a fraction of a full-context one's,
+    another series than the goal's full-context prompt. Blank for a full-context prompt, and for a
+    record that does not state its tokens and its model's context."""
+    model = metrics.get("model")
+    tokens, context = metrics.get("tokens"), model.get("ctx") if isinstance(model, dict) else None
+    if isinstance(tokens, int) and isinstance(context, int) and tokens < context:
+        return f"{tokens}-token prompt"
+    return ""
 
 
 def measured_where(record: EvidenceRecord) -> Place:
-    """Where a benchmark record measured: its device, and the preset and precision it names (blank
-    where it names none). Records of one goal made in different places are different series: a
-    CPU's number does not stand for a GPU's, nor `small`'s for `gpt2`'s, nor fp32's for bf16's."""
+    """Where a benchmark record measured: its device, and the preset, precision and prompt it names
+    (blank where it names none). Records of one goal made in different places are different series:
+    a CPU's number does not stand for a GPU's, nor `small`'s for `gpt2`'s, nor fp32's for bf16's,
+    nor a short prompt's for a full context's."""
     metrics = record.metrics
-    return record.env.device, str(metrics.get("preset") or ""), str(metrics.get("precision") or "")
+    named = str(metrics.get("preset") or ""), str(metrics.get("precision") or "")
+    return record.env.device, *named, _prompt(metrics)
 
 
 def _names_more(newer: Place, older: Place) -> bool:
     """Whether `newer` is `older` with a part `older` left blank named: a record made before its
-    benchmark stated that part (the precision, say) is the same series as the newer ones that do."""
-    return newer != older and all(not part or part == named for part, named in zip(older, newer, strict=True))
+    benchmark stated that part (the precision, say) is the same series as the newer ones that do.
+    The prompt is no such part: blank is a full-context prompt, a series of its own."""
+    return (
+        newer != older
+        and newer[-1] == older[-1]
+        and all(not part or part == named for part, named in zip(older, newer, strict=True))
+    )
 
 
 def newest_by_place(goal: str, ledger: Ledger) -> dict[Place, EvidenceRecord]:
@@ -95,7 +114,8 @@ def benchmarks_page(ledger: Ledger) -> str:
     out = [BANNER, "# Benchmarks\n"]
     out.append(
         "Goals come from `spec/benchmarks.yaml`; measurements from the benchmark evidence records, the "
-        "newest of each place a goal was measured: its device, preset and precision. A goal met on a "
+        "newest of each place a goal was measured: its device, preset, precision and, where it was "
+        "shorter than the model's context, its prompt. A goal met on a "
         "CPU and missed on a GPU shows both rows. A benchmark measures and records; it never fails a "
         "build.\n"
     )
