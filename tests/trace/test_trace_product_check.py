@@ -5,7 +5,9 @@ x·(Wᵀr) + b·r on identity_probes seeded vectors r, with Wᵀr kept while the
 The revision states per fault class the probability that this catches it: a scaled module, 1;
 another tensor or a row off by its own size, missed with probability below 1e-10 per sampled row;
 NaN/Inf held to the same places as by recomputation. The tests plant each on sites the product
-check covers (the head above all, whose weight it does not read) and the benign case inside.
+check covers (the head above all, whose weight it does not read) and the benign case inside. From
+rev 9 a prompt of no more tokens than the sample is a sample of itself, every row product-checked,
+and its record says so (`probes`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def batch(seed: int = 0) -> torch.Tensor:
     return torch.randint(257, (BATCH, LENGTH), generator=torch.Generator().manual_seed(seed))
 
 
+# Rev 9: a prompt of no more tokens than identity_sample_rows is a sample of itself, product-checked.
+SHORT = 12  # a dozen tokens: fewer rows than identity_sample_rows
+LINEAR = ("q", "k", "v", "ffn_gate", "ffn_up", "ffn_out")
+
+
+def short_prompt(seed: int = 0) -> torch.Tensor:
+    return torch.randint(257, (1, SHORT), generator=torch.Generator().manual_seed(seed))
+
+
 def _scaled(times: float) -> Any:
     return lambda output: output * (1 + times * RTOL)
 
@@ -63,19 +74,22 @@ def _scaled(times: float) -> Any:
         pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
     ],
 )
+@pytest.mark.parametrize("short", [False, True], ids=["sampled rows", "every row of a short prompt"])
 def test_a_scaled_head_is_caught_by_the_product_check_with_probability_1(
-    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
+    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool, short: bool
 ) -> None:
     """Fault class 'module off by a scale': every projection of a row is off by the same fraction,
-    so the largest is, whatever r was drawn; just beyond site_identity_rtol fires, inside holds."""
+    so the largest is, whatever r was drawn; just beyond site_identity_rtol fires, inside holds,
+    on the sample of a batch and on every row of a short prompt (rev 9) alike."""
     seen_as(monkeypatch, "logits", _scaled(times))
+    idx = short_prompt() if short else batch()
     if fires:
         with pytest.raises(GateViolation, match=r"logits differs"):
-            trace_forward(tiny_model(), batch())
+            trace_forward(tiny_model(), idx)
         return
-    measured = trace_forward(tiny_model(), batch())[0].completeness().measured["identities"]["logits"]
+    measured = trace_forward(tiny_model(), idx)[0].completeness().measured["identities"]["logits"]
     assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
-    assert measured["rows_checked"] == SAMPLE
+    assert (measured["rows_checked"], measured["probes"]) == ((SHORT if short else SAMPLE), PROBES)
 
 
 @pytest.mark.gate("GATE-TRACE-002")
@@ -187,15 +201,6 @@ def test_a_projection_that_overflows_is_held_to_the_module_not_to_its_projection
     assert trace.completeness().ok
 
 
-# Rev 9: a prompt of no more tokens than identity_sample_rows is a sample of itself, product-checked.
-SHORT = 12  # a dozen tokens: fewer rows than identity_sample_rows
-LINEAR = ("q", "k", "v", "ffn_gate", "ffn_up", "ffn_out")
-
-
-def short_prompt(seed: int = 0) -> torch.Tensor:
-    return torch.randint(257, (1, SHORT), generator=torch.Generator().manual_seed(seed))
-
-
 def _product_checked(name: str) -> bool:
     return name == "logits" or name.rpartition(".")[2] in LINEAR
 
@@ -219,28 +224,6 @@ def test_verify_recomputes_a_short_prompts_sites_whole() -> None:
     identities = trace_forward(tiny_model(), short_prompt(), exhaustive=True)[0].identities
     assert not any("probes" in i for i in identities.values())
     assert all(i["rows_checked"] == i["rows"] == SHORT for i in identities.values())
-
-
-@pytest.mark.parametrize(
-    ("times", "fires"),
-    [
-        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
-        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
-    ],
-)
-def test_a_scaled_head_on_a_short_prompt_is_caught_by_the_product_check(
-    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
-) -> None:
-    """Fault class 'module off by a scale' on every row of a short site: just beyond
-    site_identity_rtol fires, inside holds with the deviation the scale makes."""
-    seen_as(monkeypatch, "logits", _scaled(times))
-    if fires:
-        with pytest.raises(GateViolation, match=r"logits differs"):
-            trace_forward(tiny_model(), short_prompt())
-        return
-    measured = trace_forward(tiny_model(), short_prompt())[0].completeness().measured["identities"]["logits"]
-    assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
-    assert (measured["rows_checked"], measured["probes"]) == (SHORT, PROBES)
 
 
 @pytest.mark.gate("GATE-TRACE-002")
