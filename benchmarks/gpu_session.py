@@ -73,12 +73,13 @@ class Step:
     argv: Callable[[Where], list[str]]
 
 
-def _traced(where: Where, *tile: str) -> list[str]:
-    """benchmarks/trace_overhead.py at 110 M, batch 8 x 1024, fp32 and bf16, its records filed with
-    the session's; `tile`, `--tile T` or nothing."""
+def _traced(where: Where, *options: str, batch: int = 8) -> list[str]:
+    """benchmarks/trace_overhead.py at 110 M, batch `batch` x 1024 (the context, unless `options`
+    name `--tokens`), fp32 and bf16, its records filed with the session's; `options`: `--tile T`,
+    `--tokens N` or nothing."""
     return [
         *(PY, "benchmarks/trace_overhead.py", "--device", "cuda", "--preset", "gpt2"),
-        *("--vocab", "32768", "--batch", "8", *tile, "--ledger", str(where.ledger)),
+        *("--vocab", "32768", "--batch", str(batch), *options, "--ledger", str(where.ledger)),
     ]
 
 
@@ -160,6 +161,11 @@ STEPS: dict[str, Step] = {
         "tracing at 110 M, batch 8 x 1024, fp32 and bf16, with the traced forward's kernels (trace_overhead)",
         False,
         _traced,
+    ),
+    "trace-short": Step(
+        "tracing one 12-token prompt at 110 M, fp32 and bf16: what a user's sentence costs (trace_overhead)",
+        False,
+        lambda w: _traced(w, "--tokens", "12", batch=1),
     ),
     "stats-tiles": Step(
         "which tile the CUDA statistics kernel should cut a traced forward's sites in, at 110 M",

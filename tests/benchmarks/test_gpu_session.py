@@ -135,6 +135,16 @@ def test_a_traced_tile_is_the_one_the_sessions_search_filed_and_waits_for_it(tmp
     assert tiled[:at] + tiled[at + 2 :] == plain
 
 
+def test_the_short_trace_is_the_trace_step_at_one_12_token_prompt(tmp_path: Path) -> None:
+    """`trace-short` times what a user's sentence costs: the `trace` step's command at batch 1 and
+    12 tokens, which GATE-TRACE-002 rev 9 checks on every row."""
+    where = gpu_session.Where(tmp_path / "data", tmp_path / "ledger", tmp_path / "work")
+    short, full = (gpu_session.STEPS[name].argv(where) for name in ("trace-short", "trace"))
+    assert short[short.index("--batch") + 1] == "1" and short[short.index("--tokens") + 1] == "12"
+    assert full[full.index("--batch") + 1] == "8" and "--tokens" not in full
+    assert not gpu_session.STEPS["trace-short"].reads_data
+
+
 def test_a_search_that_names_no_tile_leaves_the_tiled_trace_unstarted(tmp_path: Path) -> None:
     """A search whose every candidate computed other statistics than the tile in use (beyond
     statistics_rtol) names no tile: `trace-tiled` cannot be made, and says why."""
