@@ -283,3 +283,32 @@ def test_a_short_prompts_record_holds_and_its_probes_bound_ref_absmax_one_sidedl
     del logits["probes"]
     (out / EVIDENCE_FILE).write_text(json.dumps(record), encoding="utf-8")
     assert any("identities.logits.ref_absmax" in line for line in findings(out))
+
+
+@pytest.mark.parametrize("fault", [False, True])
+def test_sites_of_two_row_counts_are_product_checked_apart(checked_on: str, fault: bool) -> None:
+    """A forward whose linear sites have two numbers of rows (a routed block's few tokens beside a
+    batch's sample) checks each count's sites together, every one measured by its probes; a row
+    of the short site showing another row's output is caught there."""
+    linear = torch.nn.Linear(24, 20)
+    draws = torch.Generator().manual_seed(0)
+    wide, narrow = torch.randn(120, 24, generator=draws), torch.randn(SHORT, 24, generator=draws)
+    with torch.no_grad():
+        shown = linear(narrow)
+    if fault:
+        shown[3] = shown[4]
+    table = {site: Identity((read,), linear.forward, linear) for site, read in (("all", "x"), ("few", "z"))}
+    checked = SiteIdentities(table, {}, frozenset(), SAMPLE, PROBES)
+    with torch.no_grad():
+        for read, site, rows in (("x", "all", wide), ("z", "few", narrow)):
+            checked.visit(read, rows)
+            checked.visit(site, linear(rows) if site == "all" else shown)
+        measured = {name: row.tolist() for name, row in checked.deviations().items()}
+    if checked.projections_finite is not None:  # the accelerator's path: both counts' flags, in order
+        assert [name for name, *_ in checked.projected] == ["all", "few"]
+        assert checked.projections_finite.tolist() == [True, True]
+    assert checked.probed == {"all": PROBES, "few": PROBES}
+    assert checked.counted == [(120, SAMPLE), (SHORT, SHORT)]
+    diff, scale, _ = measured["few"]
+    assert (diff > RTOL * scale) is fault
+    assert measured["all"][0] <= RTOL * measured["all"][1]
