@@ -142,8 +142,9 @@ def sampled_rows(rows: int, limit: int | None) -> torch.Tensor | None:
     spaced and the same for every trace of that shape, or every row of a site that has no more
     than `limit`; None (the whole site, recomputed) when `limit` is None (the exhaustive check) or
     the site has no row. A short prompt's sites are a sample of themselves, checked as any other
-    sample (a linear site by its product check), not recomputed whole: 12 rows of GPT-2 small's
-    head recomputed read its 25 M weights again, and a 12-token trace took twice the forward."""
+    sample (a linear site by its product check), not recomputed whole: recomputing 12 rows of
+    GPT-2 small's head reads its 25 M weights again, and a 12-token trace would take twice the
+    forward."""
     if limit is None or rows == 0:
         return None
     if rows <= limit:

@@ -54,7 +54,7 @@ def batch(seed: int = 0) -> torch.Tensor:
     return torch.randint(257, (BATCH, LENGTH), generator=torch.Generator().manual_seed(seed))
 
 
-# Rev 9: a prompt of no more tokens than identity_sample_rows is a sample of itself, product-checked.
+# A prompt of no more tokens than identity_sample_rows is a sample of itself, every row product-checked.
 SHORT = 12  # a dozen tokens: fewer rows than identity_sample_rows
 LINEAR = ("q", "k", "v", "ffn_gate", "ffn_up", "ffn_out")
 
