@@ -16,6 +16,7 @@ from torch import nn
 from contracts.errors import BadInput
 from stack.model.config import ModelConfig
 from stack.model.kv_cache import KVCache
+from stack.model.projection import stacked_weights
 
 
 class Decoder(Protocol):
@@ -130,23 +131,25 @@ def generate(
         )
     length = idx.shape[1] + max_new_tokens
     cache = KVCache(model.config, idx.shape[0], idx.device, model.embed.weight.dtype, length)
-    logits, _ = model(idx, cache=cache)
-    out = idx
-    for step in range(max_new_tokens):
-        token = sample_next(
-            logits[:, -1],
-            out,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            generator=generator,
-        )
-        out = torch.cat((out, token), dim=1)
-        if on_token is not None:
-            on_token(token)
-        if step + 1 < max_new_tokens:  # the last token needs no forward of its own
-            logits, _ = model(token, cache=cache)
+    # A forward per token: each projection group's stacked weight is made once for the whole call.
+    with stacked_weights():
+        logits, _ = model(idx, cache=cache)
+        out = idx
+        for step in range(max_new_tokens):
+            token = sample_next(
+                logits[:, -1],
+                out,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                generator=generator,
+            )
+            out = torch.cat((out, token), dim=1)
+            if on_token is not None:
+                on_token(token)
+            if step + 1 < max_new_tokens:  # the last token needs no forward of its own
+                logits, _ = model(token, cache=cache)
     return out
 
 

@@ -19,11 +19,24 @@ A LoRA wrapper joins the product with its base weight and adds its adapter's ter
 (GATE-LORA-001 compares them element for element). Any other module, or one with hooks this
 cannot honour (pre-hooks, backward hooks, hooks with keyword arguments, global hooks), makes the
 whole group run module by module, one product each.
+
+Stacking the weights is a copy of them, made again for every forward: in training it is part of
+the graph (the backward splits the stacked weight's gradient back to the modules), and next to a
+batch's products it is small. Decoding runs a forward per token, each a product of one row, and
+there the copy is not small: about a quarter of a token's time at GPT-2 small's shape on one CPU
+core. So inside `stacked_weights()` (which `generate` enters) a forward without a graph keeps
+each group's stacked weight and bias, and uses them again while every member's tensors are the
+same ones, unchanged (their in-place version and their data); the copy, as much memory as the
+stacked weights, is freed when the block ends. The kept weight is the same `torch.cat` of the
+same tensors, so the product, and every bit of the model's output, is what it would be without.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 import torch
@@ -72,6 +85,67 @@ def _hooked(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.T
     return output
 
 
+# A group's stacked (weight, bias), kept with the members' tensors and their states it was made of.
+Stacked = tuple[torch.Tensor, torch.Tensor | None]
+_Kept = tuple[tuple[torch.Tensor | None, ...], tuple[tuple[int, int], ...], Stacked]
+# Inside `stacked_weights()`, the groups' stacked weights by their members' tensors' ids; None outside.
+_KEPT: ContextVar[dict[tuple[int, ...], _Kept] | None] = ContextVar("stacked_weights", default=None)
+
+
+@contextmanager
+def stacked_weights() -> Iterator[None]:
+    """Forwards without a graph inside keep each group's stacked weight and bias while its members'
+    are unchanged, instead of stacking them again every forward (the module docstring says why);
+    what was kept is freed when the block ends."""
+    token = _KEPT.set({})
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+
+
+def _stack(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Stacked:
+    """The group's weights as one, and its biases as one (None when no member has a bias; zeros
+    for the slice of a member without one)."""
+    if all(b is None for b in biases):
+        bias = None
+    else:
+        bias = torch.cat(
+            [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
+        )
+    return torch.cat(weights), bias
+
+
+def _states(tensors: tuple[torch.Tensor | None, ...]) -> tuple[tuple[int, int], ...] | None:
+    """Each of `tensors`' in-place version and where its data lies ((-1, 0) for None): a write into
+    it changes the first, `.data =` the second. None where a tensor keeps no version (one made in
+    inference mode), which cannot be kept then."""
+    try:
+        return tuple((-1, 0) if t is None else (t._version, t.data_ptr()) for t in tensors)
+    except RuntimeError:
+        return None
+
+
+def _stacked(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Stacked:
+    """`_stack` of the group, kept inside `stacked_weights()` for forwards without a graph: the kept
+    one is used again only for the same tensors (held by the entry, so no other can take their
+    ids) in the same states, and any change to a weight or bias makes it again."""
+    kept = _KEPT.get()
+    if kept is None or torch.is_grad_enabled():
+        return _stack(weights, biases)
+    members = (*weights, *biases)
+    states = _states(members)
+    if states is None:
+        return _stack(weights, biases)
+    key = tuple(map(id, members))
+    entry = kept.get(key)
+    if entry is not None and entry[1] == states and all(map(operator.is_, entry[0], members)):
+        return entry[2]
+    stacked = _stack(weights, biases)
+    kept[key] = (members, states, stacked)
+    return stacked
+
+
 def project(x: torch.Tensor, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
     """Each module's output on `x`, computed as one product when every module can join it.
 
@@ -84,13 +158,7 @@ def project(x: torch.Tensor, modules: Sequence[nn.Module]) -> list[torch.Tensor]
         return [m(x) for m in modules]
     weights = [cast(torch.Tensor, m.weight) for m in modules]
     biases = [cast(torch.Tensor | None, m.bias) for m in modules]
-    if all(b is None for b in biases):
-        bias = None
-    else:  # a module without a bias adds zeros to its slice
-        bias = torch.cat(
-            [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
-        )
-    fused = F.linear(x, torch.cat(weights), bias)
+    fused = F.linear(x, *_stacked(weights, biases))
     widths = [w.shape[0] for w in weights]
     start = 0
     for module, width in zip(modules, widths, strict=True):

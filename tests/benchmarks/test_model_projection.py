@@ -4,23 +4,33 @@ The stack's GPT runs q|k|v and gate|up as one matrix product each. These tests h
 what that must not change: each projection still computes what its module computes alone, its
 forward hooks still see (and may replace) its own output, a module that cannot join runs alone,
 and the whole model still computes what a hand-written GPT of the same weights computes
-(benchmarks/reference_gpt.py, the yardstick of benchmarks/model_speed.py).
+(benchmarks/reference_gpt.py, the yardstick of benchmarks/model_speed.py). Decoding keeps each
+group's stacked weight for the call (`stacked_weights`): its outputs are those of a weight stacked
+again, bit for bit, a changed weight is stacked again, and nothing is kept past the call.
 """
 
 from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from benchmarks.reference_gpt import ReferenceGPT
 from stack.model import ModelConfig
+from stack.model.generate import generate
 from stack.model.gpt import GPT
 from stack.model.layers import apply_rope, rope_angles
 from stack.model.lora import apply_lora
-from stack.model.projection import project
+from stack.model.projection import project, stacked_weights
 
 CONFIG = ModelConfig(vocab=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=40, ctx=24)
 
@@ -97,6 +107,92 @@ def test_lora_adapters_join_the_product_and_add_their_term() -> None:
     finally:
         handle.remove()
     torch.testing.assert_close(fused, alone, rtol=1e-5, atol=1e-5)
+
+
+class _Stackings(TorchFunctionMode):
+    """Records each torch.cat of parameters (a group's weights stacked), with a weak reference to
+    what it made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: list[weakref.ref[torch.Tensor]] = []
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func is torch.cat and args and all(isinstance(t, nn.Parameter) for t in args[0]):
+            self.made.append(weakref.ref(out))
+        return out
+
+
+@contextmanager
+def stackings() -> Iterator[_Stackings]:
+    with _Stackings() as mode:
+        yield mode
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+    bias=st.booleans(),
+    tokens=st.integers(1, 9),
+)
+def test_a_kept_stacked_weight_gives_the_outputs_of_one_stacked_again(
+    widths: list[int], bias: bool, tokens: int
+) -> None:
+    modules = linears(widths, bias=bias)
+    inputs = [torch.randn(2, tokens, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        again = [project(x, modules) for x in inputs]
+        with stacked_weights(), stackings() as made:
+            kept = [project(x, modules) for x in inputs]
+    assert len(made.made) == (2 if bias else 1)  # the weights (and biases), for the first forward only
+    for outputs, expected in zip(kept, again, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(outputs, expected, strict=True))
+
+
+@pytest.mark.parametrize("change", ["in place", "data replaced", "bias in place"])
+def test_a_changed_weight_is_stacked_again(change: str) -> None:
+    modules = linears([8, 4, 4], bias=True)
+    x = torch.randn(1, 3, 32)
+    with torch.no_grad(), stacked_weights():
+        project(x, modules)
+        if change == "in place":
+            modules[1].weight.mul_(2)
+        elif change == "data replaced":
+            modules[1].weight.data = torch.randn(4, 32)
+        else:
+            modules[2].bias.add_(1)
+        after = project(x, modules)
+    for out, module in zip(after, modules, strict=True):
+        torch.testing.assert_close(out, module(x), rtol=0, atol=1e-6)
+
+
+def test_with_a_graph_the_weights_are_stacked_every_forward_and_each_gets_its_gradient() -> None:
+    modules = linears([8, 4])
+    x = torch.randn(1, 3, 32)
+    with stacked_weights(), stackings() as made:
+        for _ in range(2):
+            sum(out.sum() for out in project(x, modules)).backward()
+    assert len(made.made) == 2
+    for module in modules:
+        torch.testing.assert_close(module.weight.grad, 2 * x.sum((0, 1)).expand_as(module.weight))
+
+
+def test_generation_stacks_each_group_once_and_keeps_nothing_after_it() -> None:
+    model = GPT(CONFIG, seed=2).eval()
+    idx = torch.randint(CONFIG.vocab, (1, 3), generator=torch.Generator().manual_seed(0))
+    with stackings() as made:
+        out = generate(model, idx, 6, temperature=0)
+    assert len(made.made) == 2 * CONFIG.n_layers  # q|k|v and gate|up of each block, once
+    gc.collect()
+    assert all(ref() is None for ref in made.made)  # freed when the call ended
+    with torch.no_grad():  # greedy decoding without the cache, each forward stacking its weights
+        expected = idx
+        for _ in range(6):
+            expected = torch.cat((expected, model(expected)[0][:, -1:].argmax(-1)), dim=1)
+    assert torch.equal(out, expected)
 
 
 @settings(max_examples=25)
