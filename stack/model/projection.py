@@ -129,7 +129,11 @@ def _states(tensors: tuple[torch.Tensor | None, ...]) -> tuple[tuple[int, int], 
 def _stacked(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Stacked:
     """`_stack` of the group, kept inside `stacked_weights()` for forwards without a graph: the kept
     one is used again only for the same tensors (held by the entry, so no other can take their
-    ids) in the same states, and any change to a weight or bias makes it again."""
+    ids) in the same states, and any change to a weight or bias makes it again. A compiled forward
+    stacks them in its graph and never reads what is kept (reading the context variable would
+    break its graph at every group)."""
+    if torch.compiler.is_compiling():
+        return _stack(weights, biases)
     kept = _KEPT.get()
     if kept is None or torch.is_grad_enabled():
         return _stack(weights, biases)
