@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -109,7 +108,7 @@ def test_lora_adapters_join_the_product_and_add_their_term() -> None:
     torch.testing.assert_close(fused, alone, rtol=1e-5, atol=1e-5)
 
 
-class _Stackings(TorchFunctionMode):
+class Stackings(TorchFunctionMode):
     """Records each torch.cat of parameters (a group's weights stacked), with a weak reference to
     what it made."""
 
@@ -126,12 +125,6 @@ class _Stackings(TorchFunctionMode):
         return out
 
 
-@contextmanager
-def stackings() -> Iterator[_Stackings]:
-    with _Stackings() as mode:
-        yield mode
-
-
 @settings(max_examples=20, deadline=None)
 @given(
     widths=st.lists(st.integers(1, 40), min_size=1, max_size=5),
@@ -145,7 +138,7 @@ def test_a_kept_stacked_weight_gives_the_outputs_of_one_stacked_again(
     inputs = [torch.randn(2, tokens, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     with torch.no_grad():
         again = [project(x, modules) for x in inputs]
-        with stacked_weights(), stackings() as made:
+        with stacked_weights(), Stackings() as made:
             kept = [project(x, modules) for x in inputs]
     assert len(made.made) == (2 if bias else 1)  # the weights (and biases), for the first forward only
     for outputs, expected in zip(kept, again, strict=True):
@@ -172,7 +165,7 @@ def test_a_changed_weight_is_stacked_again(change: str) -> None:
 def test_with_a_graph_the_weights_are_stacked_every_forward_and_each_gets_its_gradient() -> None:
     modules = linears([8, 4])
     x = torch.randn(1, 3, 32)
-    with stacked_weights(), stackings() as made:
+    with stacked_weights(), Stackings() as made:
         for _ in range(2):
             sum(out.sum() for out in project(x, modules)).backward()
     assert len(made.made) == 2
@@ -183,7 +176,7 @@ def test_with_a_graph_the_weights_are_stacked_every_forward_and_each_gets_its_gr
 def test_generation_stacks_each_group_once_and_keeps_nothing_after_it() -> None:
     model = GPT(CONFIG, seed=2).eval()
     idx = torch.randint(CONFIG.vocab, (1, 3), generator=torch.Generator().manual_seed(0))
-    with stackings() as made:
+    with Stackings() as made:
         out = generate(model, idx, 6, temperature=0)
     assert len(made.made) == 2 * CONFIG.n_layers  # q|k|v and gate|up of each block, once
     gc.collect()
