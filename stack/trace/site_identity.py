@@ -39,11 +39,13 @@ What the sample catches (GATE-TRACE-002's statement): a site that observes anoth
 module's output off by a scale (every row is off), for certain; a fault confined to a run of at
 least ⌈n/s⌉ consecutive rows (one sequence of a batch of at most s), for certain, since no gap
 between sampled rows is longer; a fault in one row at a place drawn at random, with probability
-s/n. A sampled row of a plain nn.Linear's output is checked without reading the weight again:
-its traced rows and its read's are projected on a few seeded random vectors r (`probes`), y·r
-against x·(Wᵀr) + b·r, with Wᵀr kept while the weight is unchanged, since recomputing 16 rows of
-the head still multiplied by its whole weight, half a forward again at GPT-2 small's shape on a
-CPU; the spec states what the probes miss (below 1e-10 a row for a row off by its own size).
+s/n. A sampled row of a projection's output (a plain nn.Linear, a LoRA-wrapped one, a router:
+`affine`) is checked without reading the weight again: its traced rows and its read's are
+projected on a few seeded random vectors r (`probes`), y·r against x·(Mᵀr) + b·r, M the map the
+module applies (W, or W + s·B·A under an adapter), with Mᵀr kept while the module is unchanged,
+since recomputing 16 rows of the head still multiplied by its whole weight, half a forward again
+at GPT-2 small's shape on a CPU, and an adapted projection's three products launched again; the
+spec states what the probes miss (below 1e-10 a row for a row off by its own size).
 `exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
 reductions are kept on the device and read back with the trace's statistics (no synchronisation
 per site); the tensors a block's identities read are kept (by reference) until the block's output.
@@ -64,26 +66,42 @@ from stack.kernels.host_checks import host_deviations, host_product_deviations
 from stack.kernels.host_stats import copy_rows
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.gpt import GPT
+from stack.model.lora import LoRALinear
 from stack.model.moe import MoE
 from stack.trace.scratch import Scratch
 from stack.trace.sites import Layout, block_input
 from stack.trace.stats import on_host
 
+# A module whose output is an affine map of its input row, y = x·Mᵀ + b, with M and b its own:
+# a plain projection (M = W) or a LoRA-wrapped one (M = W + s·B·A, or W with Δ merged into it).
+Linear = nn.Linear | LoRALinear
+
+
+def affine(module: nn.Module) -> Linear | None:
+    """`module` when a product check can stand in for recomputing it: a plain nn.Linear, or a LoRA
+    wrapper whose adapter's dropout is inactive (eval mode, or p = 0), so that its output is the
+    same affine map of every row; None for any other module, which is recomputed."""
+    if type(module) is nn.Linear:
+        return module
+    if isinstance(module, LoRALinear) and not (module.training and module.lora_dropout.p > 0):
+        return module
+    return None
+
 
 @dataclass(frozen=True)
 class Identity:
     """How a site is computed from the sites it reads: `compute(*tensors of reads)`; `linear` is the
-    module when it is a plain nn.Linear of its one read, which a product check can stand in for."""
+    module when it is an affine map of its one read row by row (`affine`), which a product check can
+    stand in for."""
 
     reads: tuple[str, ...]
     compute: Callable[..., torch.Tensor]
-    linear: nn.Linear | None = None
+    linear: Linear | None = None
 
 
 def _module(reads: tuple[str, ...], module: nn.Module) -> Identity:
-    """`module`'s identity on `reads`, product-checkable when it is a plain nn.Linear (a LoRA
-    wrapper or any other module is recomputed: its adapter is no stacked weight)."""
-    return Identity(reads, module.forward, module if type(module) is nn.Linear else None)
+    """`module`'s identity on `reads`, product-checkable when it is `affine`."""
+    return Identity(reads, module.forward, affine(module))
 
 
 def _flat(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -108,7 +126,8 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
     ffn_input = (site("ffn_norm"),)
     feed_forward = layer.feed_forward
     if isinstance(feed_forward, MoE):
-        found[site("moe.router")] = Identity(ffn_input, _flat(feed_forward.router))
+        router = feed_forward.router
+        found[site("moe.router")] = Identity(ffn_input, _flat(router), affine(router))
         for e, expert in enumerate(feed_forward.experts):
             found[site(f"moe.expert{e}")] = Identity((site(f"moe.expert{e}.input"),), expert.forward)
         if feed_forward.shared is not None:
@@ -292,15 +311,28 @@ class Probes:
 # weight, as the module's product does; kept while the weights are unchanged (an optimizer step, a
 # load or a move changes the version, the storage or the device), it is read once per checkpoint,
 # not once per traced forward.
-_PROBES: weakref.WeakKeyDictionary[nn.Linear, Probes] = weakref.WeakKeyDictionary()
+_PROBES: weakref.WeakKeyDictionary[Linear, Probes] = weakref.WeakKeyDictionary()
 
 
-def probes(linear: nn.Linear, count: int) -> Probes:
-    """`linear`'s `count` probes (Probes), made again only when its weight or bias changed. The
-    vectors are drawn from a generator seeded by the output width: the same for every trace."""
+def _state(linear: Linear) -> tuple[object, ...]:
+    """What `linear`'s map is made of, as its probes are keyed: each tensor's device, dtype, storage
+    and in-place version (its weight and bias, and a LoRA wrapper's A and B), and a wrapper's scale
+    and whether its Δ is merged into the weight."""
+    tensors = [linear.weight, linear.bias]
+    adapter: tuple[object, ...] = ()
+    if isinstance(linear, LoRALinear):
+        tensors += [linear.lora_A, linear.lora_B]
+        adapter = (linear.scale, linear.merged)
+    return (*((t.device, t.dtype, t.data_ptr(), t._version) for t in tensors if t is not None), *adapter)
+
+
+def probes(linear: Linear, count: int) -> Probes:
+    """`linear`'s `count` probes (Probes), made again only when its map changed (`_state`). The
+    vectors are drawn from a generator seeded by the output width: the same for every trace. A LoRA
+    wrapper whose Δ is not merged maps x to x·(W + Δ)ᵀ + b: its `inputs` are (W + Δ)ᵀr, Δ = s·B·A
+    as the wrapper states it (LoRALinear.delta), so the check reads neither W nor A and B again."""
     weight, bias = linear.weight, linear.bias
-    state = [(t.device, t.dtype, t.data_ptr(), t._version) for t in (weight, bias) if t is not None]
-    key = (count, *state)
+    key = (count, *_state(linear))
     kept = _PROBES.get(linear)
     if kept is not None and kept.key == key:
         return kept
@@ -311,6 +343,8 @@ def probes(linear: nn.Linear, count: int) -> Probes:
     outputs = (drawn / drawn.abs().sum(1, keepdim=True)).float().contiguous().to(weight.device)
     with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
         inputs = outputs @ weight.detach().float()
+        if isinstance(linear, LoRALinear) and not linear.merged:
+            inputs += (outputs.double() @ linear.delta()).float()
         offset = outputs.new_zeros(count, 1) if bias is None else outputs @ bias.detach().float()[:, None]
     made = Probes(key, outputs, inputs, offset)
     _PROBES[linear] = made
@@ -318,7 +352,7 @@ def probes(linear: nn.Linear, count: int) -> Probes:
 
 
 def projected_together(
-    products: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]], count: int, empty: Empty | None = None
+    products: list[tuple[Linear, torch.Tensor, torch.Tensor]], count: int, empty: Empty | None = None
 ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """Each (linear, traced rows Y, read rows X) projected on the linear's `count` probes R (rows
     r), float32 and equal up to rounding when each traced row is the module's output on its read
@@ -388,7 +422,7 @@ def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[s
 
 
 # A site set aside for its product check: (name, its sampled rows, its read's same rows, the module).
-ProductCheck = tuple[str, torch.Tensor, torch.Tensor, nn.Linear]
+ProductCheck = tuple[str, torch.Tensor, torch.Tensor, Linear]
 
 
 class SiteIdentities:

@@ -7,7 +7,8 @@ another tensor or a row off by its own size, missed with probability below 1e-10
 NaN/Inf held to the same places as by recomputation. The tests plant each on sites the product
 check covers (the head above all, whose weight it does not read) and the benign case inside. From
 rev 9 a prompt of no more tokens than the sample is a sample of itself, every row product-checked,
-and its record says so (`probes`).
+and its record says so (`probes`). From rev 10 every affine site is product-checked: a LoRA-wrapped
+projection (against (W + s·B·A)ᵀr, merged or not) and a mixture's router as well.
 """
 
 from __future__ import annotations
@@ -18,14 +19,18 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.errors import GateViolation
 from contracts.evidence import EVIDENCE_FILE
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.kernels import host_checks
+from stack.model.lora import LoRALinear, apply_lora, merge
 from stack.trace import site_identity
-from stack.trace.site_identity import Identity, SiteIdentities, probes, sampled_rows
+from stack.trace.site_identity import Identity, SiteIdentities, affine, identities, probes, sampled_rows
+from stack.trace.sites import layout_for
 from stack.trace.tracer import trace_forward
 from tests.support.ledger_support import findings
 from tests.support.trace_support import save_run, seen_as, tiny_model
@@ -312,3 +317,171 @@ def test_sites_of_two_row_counts_are_product_checked_apart(checked_on: str, faul
     diff, scale, _ = measured["few"]
     assert (diff > RTOL * scale) is fault
     assert measured["all"][0] <= RTOL * measured["all"][1]
+
+
+# From rev 10: a LoRA-wrapped projection and a mixture's router are product-checked as well.
+ADAPTED = ("q", "v", "ffn_up")
+
+
+def adapted_model(dropout: float = 0.0) -> torch.nn.Module:
+    """tiny_model with adapters on q, v and ffn_up whose B is far from zero, so that each adapted
+    site is off its base projection by about its own size: probes that left out Δ = s·B·A would
+    refuse every healthy trace of it."""
+    model = tiny_model()
+    apply_lora(model, ",".join(ADAPTED), 2, 4.0, dropout=dropout)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("lora_B"):
+                parameter.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    return model.eval()
+
+
+def _adapted(name: str) -> bool:
+    return name.rpartition(".")[2] in ADAPTED
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+@pytest.mark.parametrize("merged", [False, True], ids=["adapter apart", "adapter merged"])
+def test_an_adapted_projection_is_product_checked_with_its_adapter(checked_on: str, merged: bool) -> None:
+    """Each adapted site states its probes and holds: its rows against (W + Δ)ᵀr, or the merged
+    weight's Wᵀr; the other linear sites as before."""
+    model = adapted_model()
+    if merged:
+        merge(model)
+    trace, _ = trace_forward(model, batch())
+    assert trace.completeness().ok
+    probed = {name for name, i in trace.identities.items() if "probes" in i}
+    assert {name for name in trace.identities if _adapted(name)} <= probed
+    assert probed == set(filter(_product_checked, trace.identities))
+
+
+@pytest.mark.parametrize(
+    ("times", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_a_scaled_adapted_projection_is_caught_with_probability_1(
+    monkeypatch: pytest.MonkeyPatch, checked_on: str, times: float, fires: bool
+) -> None:
+    """Fault class 'module off by a scale' on an adapted site: just beyond site_identity_rtol fires,
+    inside holds, and the deviation is the scale's (the probes carry the adapter's term)."""
+    seen_as(monkeypatch, "layers.1.v", _scaled(times))
+    if fires:
+        with pytest.raises(GateViolation, match=r"layers\.1\.v differs"):
+            trace_forward(adapted_model(), batch())
+        return
+    measured = trace_forward(adapted_model(), batch())[0].completeness().measured["identities"]["layers.1.v"]
+    assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
+    assert measured["probes"] == PROBES
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+def test_an_adapted_site_showing_its_base_alone_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault class 'another tensor': the adapted q site shows what its base weight alone makes of
+    the same input (the adapter's term lost on the way to the trace), which a hook on the base
+    module would show."""
+    model = adapted_model()
+    wrapper = model.layers[2].attn.q
+    assert isinstance(wrapper, LoRALinear)
+    normed: dict[str, torch.Tensor] = {}
+    model.layers[2].attn_norm.register_forward_hook(lambda _m, _a, out: normed.update(x=out))
+    seen_as(monkeypatch, "layers.2.q", lambda output: output - wrapper.adapter(normed["x"]))
+    with pytest.raises(GateViolation, match=r"layers\.2\.q differs"):
+        trace_forward(model, batch())
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_the_probes_follow_the_adapter() -> None:
+    """(W + Δ)ᵀr is kept while the adapter is unchanged and made again when B is stepped, when Δ is
+    merged and when it is taken out: each trace after a change holds, which stale probes would
+    refuse."""
+    model = adapted_model()
+    wrapper = model.layers[0].attn.q
+    before = probes(wrapper, PROBES)
+    assert probes(wrapper, PROBES) is before
+    with torch.no_grad():
+        wrapper.lora_B.mul_(-2.0)
+    stepped = probes(wrapper, PROBES)
+    assert stepped is not before
+    assert trace_forward(model, batch())[0].completeness().ok
+    merge(model)
+    assert probes(wrapper, PROBES) is not stepped
+    assert torch.allclose(probes(wrapper, PROBES).inputs, stepped.inputs, atol=1e-5)
+    assert trace_forward(model, batch())[0].completeness().ok
+
+
+def test_an_adapter_whose_dropout_is_active_is_recomputed_not_product_checked() -> None:
+    """In train mode an adapter with dropout > 0 draws a new mask every call, so its output is no
+    fixed map of its input: no probe stands in for it. In eval mode, or at p = 0, it is affine."""
+    model = adapted_model(dropout=0.1)
+    wrapper = model.layers[0].attn.q
+    assert affine(wrapper) is wrapper
+    model.train()
+    assert affine(wrapper) is None
+    table = identities(model, layout_for(model.config))
+    assert table["layers.0.q"].linear is None and table["layers.0.k"].linear is model.layers[0].attn.k
+    wrapper.lora_dropout.p = 0.0
+    assert affine(wrapper) is wrapper
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    widths=st.tuples(st.integers(1, 24), st.integers(1, 24)),
+    rank=st.integers(1, 4),
+    alpha=st.floats(0.25, 16.0),
+    bias=st.booleans(),
+    merged=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_the_product_identity_holds_for_every_adapted_projection(
+    widths: tuple[int, int], rank: int, alpha: float, bias: bool, merged: bool, seed: int
+) -> None:
+    """For any adapted projection and rows x, its output y satisfies R·yᵀ = inputs·xᵀ + offset on its
+    probes, up to float32 rounding: the identity the check relies on."""
+    draws = torch.Generator().manual_seed(seed)
+    base = torch.nn.Linear(*widths, bias=bias)
+    wrapper = LoRALinear(base, rank, alpha, 0.0, False, draws).eval()
+    with torch.no_grad():
+        wrapper.lora_B.normal_(generator=draws)
+        if merged:
+            wrapper.merge()
+        x = torch.randn(SAMPLE, widths[0], generator=draws)
+        y = wrapper(x)
+    made = probes(wrapper, PROBES)
+    projected = made.outputs @ y.T
+    expected = made.inputs @ x.T + made.offset
+    assert torch.allclose(projected, expected, atol=1e-4 * (1 + float(y.abs().max())))
+
+
+def _moe_model() -> torch.nn.Module:
+    return tiny_model(moe_experts=4, moe_top_k=2)
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_a_mixtures_router_is_product_checked(checked_on: str) -> None:
+    """A mixture's router, a plain nn.Linear of the tokens' rows, states its probes and holds."""
+    trace, _ = trace_forward(_moe_model(), batch())
+    assert trace.completeness().ok
+    routers = {name: i for name, i in trace.identities.items() if name.endswith("moe.router")}
+    assert len(routers) == 3 and all(i["probes"] == PROBES for i in routers.values())
+
+
+@pytest.mark.parametrize(
+    ("times", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_a_scaled_router_is_caught_with_probability_1(
+    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
+) -> None:
+    """Fault class 'module off by a scale' on a router: beyond site_identity_rtol fires, inside holds."""
+    seen_as(monkeypatch, "layers.1.moe.router", _scaled(times))
+    if fires:
+        with pytest.raises(GateViolation, match=r"layers\.1\.moe\.router differs"):
+            trace_forward(_moe_model(), batch())
+        return
+    assert trace_forward(_moe_model(), batch())[0].completeness().ok

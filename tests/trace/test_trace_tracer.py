@@ -153,7 +153,7 @@ def test_every_site_that_is_a_module_output_is_that_modules(changes: dict[str, o
 
 @pytest.mark.holds("GATE-TRACE-002")
 def test_identities_hold_under_lora_shadow_mode_and_ablation() -> None:
-    """An adapted projection is recomputed with its adapter; a shadow-fed block from what it was fed;
+    """An adapted projection is checked with its adapter; a shadow-fed block from what it was fed;
     an ablated site is not asked, and its readers read its zeros as the forward did."""
     from stack.model.lora import apply_lora
 
