@@ -45,7 +45,10 @@ projected on a few seeded random vectors r (`probes`), y·r against x·(Mᵀr) +
 module applies (W, or W + s·B·A under an adapter), with Mᵀr kept while the module is unchanged,
 since recomputing 16 rows of the head still multiplied by its whole weight, half a forward again
 at GPT-2 small's shape on a CPU, and an adapted projection's three products launched again; the
-spec states what the probes miss (below 1e-10 a row for a row off by its own size).
+spec states what the probes miss (below 1e-10 a row for a row off by its own size). A mixture's
+expert is a feed-forward whose inner tensors are no sites, so its parts show the checks their rows
+as the forward makes them (`parts_tapped`), and the expert is held through them (`PARTS`) instead of
+recomputed through its three weights.
 `exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
 reductions are kept on the device and read back with the trace's statistics (no synchronisation
 per site); the tensors a block's identities read are kept (by reference) until the block's output.
@@ -54,8 +57,10 @@ per site); the tensors a block's identities read are kept (by reference) until t
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,6 +70,7 @@ from contracts.site_statistics import Empty, by_size, place_rows
 from stack.kernels.host_checks import host_deviations, host_product_deviations
 from stack.kernels.host_stats import copy_rows
 from stack.model.depth_router import DepthRoutedBlock
+from stack.model.feedforward import FeedForward
 from stack.model.gpt import GPT
 from stack.model.lora import LoRALinear
 from stack.model.moe import MoE
@@ -92,11 +98,19 @@ def affine(module: nn.Module) -> Linear | None:
 class Identity:
     """How a site is computed from the sites it reads: `compute(*tensors of reads)`; `linear` is the
     module when it is an affine map of its one read row by row (`affine`), which a product check can
-    stand in for."""
+    stand in for; `parts` the SwiGLU feed-forward when the site is one whose inner tensors are no
+    sites (a mixture's expert, its shared expert), checked through its parts (`PARTS`)."""
 
     reads: tuple[str, ...]
     compute: Callable[..., torch.Tensor]
     linear: Linear | None = None
+    parts: FeedForward | None = None
+
+
+# The parts a feed-forward site is checked through on its sampled rows, each an identity of its own
+# named `<site>.<part>`: its gate's and up's outputs of its input, the SwiGLU product of those (what
+# its down projection read, `hidden`), and the site itself as the down projection of `hidden`.
+PARTS = ("gate", "up", "swiglu")
 
 
 def _module(reads: tuple[str, ...], module: nn.Module) -> Identity:
@@ -129,9 +143,12 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
         router = feed_forward.router
         found[site("moe.router")] = Identity(ffn_input, _flat(router), affine(router))
         for e, expert in enumerate(feed_forward.experts):
-            found[site(f"moe.expert{e}")] = Identity((site(f"moe.expert{e}.input"),), expert.forward)
-        if feed_forward.shared is not None:
-            found[site("moe.shared")] = Identity(ffn_input, _flat(feed_forward.shared))
+            found[site(f"moe.expert{e}")] = Identity(
+                (site(f"moe.expert{e}.input"),), expert.forward, parts=expert
+            )
+        shared = feed_forward.shared
+        if shared is not None:
+            found[site("moe.shared")] = Identity(ffn_input, _flat(shared), parts=shared)
         return found
     found[site("ffn_gate")] = _module(ffn_input, feed_forward.gate)
     found[site("ffn_up")] = _module(ffn_input, feed_forward.up)
@@ -479,6 +496,44 @@ class SiteIdentities:
         # and a checked site's readers share one copy: (the rows chosen, their copy).
         self._site_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._chosen: dict[tuple[int, torch.device], torch.Tensor | None] = {}
+        # Per feed-forward site checked through its parts, the sampled rows of its gate's and up's
+        # outputs and of its down projection's input, copied as the forward makes them (`parts_tapped`).
+        self._captured: dict[str, dict[str, torch.Tensor]] = {}
+
+    @contextmanager
+    def parts_tapped(self) -> Iterator[None]:
+        """While inside, every feed-forward site checked through its parts (Identity.parts) on a
+        sample shows the checks its gate's and up's outputs and its down projection's input, each
+        copied at the rows sampled of its read as the forward makes it; nothing under the exhaustive
+        check, which recomputes the whole site."""
+        handles = []
+        if self.sample_rows is not None:
+            for name, (identity, _) in self._roles.items():
+                inner = None if identity is None else identity.parts
+                if inner is not None:
+                    read = identity.reads[0]
+                    handles += [
+                        inner.gate.register_forward_hook(self._tap(name, "gate", read)),
+                        inner.up.register_forward_hook(self._tap(name, "up", read)),
+                        inner.down.register_forward_pre_hook(self._tap(name, "hidden", read)),
+                    ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _tap(self, name: str, part: str, read: str) -> Callable[..., None]:
+        """A hook that copies `part` of site `name`'s feed-forward at the rows sampled of its read
+        (a forward hook's output, or a pre-hook's first argument), when it has as many rows."""
+
+        def copy(_module: nn.Module, args: tuple[Any, ...], output: torch.Tensor | None = None) -> None:
+            tensor = args[0] if output is None else output
+            kept = self._site_rows.get(read)
+            if kept is not None and kept[0] is self._sampled(row_count(tensor), tensor.device):
+                self._captured.setdefault(name, {})[part] = self.scratch.rows(tensor, kept[0])
+
+        return copy
 
     def _read(self, name: str) -> torch.Tensor | None:
         """The tensor the forward read as site `name`: a fed block input under shadow mode."""
@@ -541,10 +596,47 @@ class SiteIdentities:
             self._rows_of(read_name, read, chosen)
             for read_name, read in zip(identity.reads, reads, strict=True)
         ]
+        captured = self._captured.pop(name, {})
+        inner = identity.parts
+        if inner is not None and captured.keys() == {"gate", "up", "hidden"}:
+            return self._check_parts(name, rows, sampled, read_rows[0], inner, captured)
+        return self._set_aside(name, rows, sampled, read_rows, identity)
+
+    def _check_parts(
+        self,
+        name: str,
+        rows: int,
+        sampled: torch.Tensor,
+        read: torch.Tensor,
+        inner: FeedForward,
+        captured: dict[str, torch.Tensor],
+    ) -> torch.Tensor | None:
+        """A feed-forward site's sampled rows checked through its parts (PARTS), each set aside as an
+        identity of its own: gate and up of the read rows, the SwiGLU product of their rows against
+        what the down projection read, and the site's rows as the down projection of that; a plain
+        or adapted projection by the product check, so no weight of the feed-forward is read again.
+        Together they hold the site to the feed-forward of its read, as recomputing it did."""
+        gate, up, hidden = captured["gate"], captured["up"], captured["hidden"]
+        for part, shown, reads, module in (
+            ("gate", gate, [read], inner.gate),
+            ("up", up, [read], inner.up),
+            ("swiglu", hidden, [gate, up], inner.swiglu),
+        ):
+            self.rows[f"{name}.{part}"] = self._set_aside(
+                f"{name}.{part}", rows, shown, reads, _module((), module)
+            )
+        return self._set_aside(name, rows, sampled, [hidden], _module((), inner.down))
+
+    def _set_aside(
+        self, name: str, rows: int, sampled: torch.Tensor, read_rows: list[torch.Tensor], identity: Identity
+    ) -> torch.Tensor | None:
+        """`sampled`, rows of site `name`, and its reads' same rows set aside for `deviations`: for
+        the product check where the module is affine (a read of another width is unmatched), else
+        for the module's recomputation."""
         linear = identity.linear
         if linear is not None and self.probe_count is not None:
             if (sampled.shape[1], read_rows[0].shape[1]) != (linear.out_features, linear.in_features):
-                return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
+                return self._counted(rows, 0, _UNMATCHED.to(sampled.device))
             self._products.append((name, sampled, read_rows[0], linear))
             return self._counted(rows, sampled.shape[0], None)
         self._recomputed.append((len(self.counted), name, sampled, read_rows, identity))

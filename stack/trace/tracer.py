@@ -500,7 +500,7 @@ def trace_forward(
             identities(model, layout), fed, ablated, budget.identity_rows, budget.identity_probes, scratch
         )
         recorder = _Recorder(keep, ablated, checked, sample, budget.statistics_elements, sites, idx.device)
-        with SiteHooks(model, recorder, feed) as hooks, phase("forward"):
+        with SiteHooks(model, recorder, feed) as hooks, checked.parts_tapped(), phase("forward"):
             logits, _ = model(idx)
         trace = recorder.trace(len(model.layers), layout)
     zeroed = tuple(dict.fromkeys(r.name for r in hooks.replaced if not bool(r.written.any())))

@@ -485,3 +485,88 @@ def test_a_scaled_router_is_caught_with_probability_1(
             trace_forward(_moe_model(), batch())
         return
     assert trace_forward(_moe_model(), batch())[0].completeness().ok
+
+
+def _expert_parts(name: str) -> list[str]:
+    return [f"{name}.{part}" for part in ("gate", "up", "swiglu")]
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_an_expert_is_checked_through_its_parts(checked_on: str) -> None:
+    """Each expert and the shared expert: its gate's and up's rows product-checked against its
+    input's, the SwiGLU product recomputed from them against what its down projection read, and its
+    site's rows product-checked as the down projection of that; each part an identity of its own."""
+    model = tiny_model(moe_experts=4, moe_top_k=2, moe_shared_expert=True)
+    trace, _ = trace_forward(model, batch())
+    assert trace.completeness().ok
+    experts = [f"layers.{i}.moe.expert{e}" for i in range(3) for e in range(4)]
+    for name in [*experts, "layers.1.moe.shared"]:
+        identities = {part: trace.identities[part] for part in [name, *_expert_parts(name)]}
+        assert [("probes" in i) for i in identities.values()] == [True, True, True, False], name
+        assert len({(i["rows"], i["rows_checked"]) for i in identities.values()}) == 1
+
+
+@pytest.mark.parametrize(
+    ("times", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_a_scaled_expert_is_caught_with_probability_1(
+    monkeypatch: pytest.MonkeyPatch, checked_on: str, times: float, fires: bool
+) -> None:
+    """Fault class 'module off by a scale' on an expert: its down projection's product check holds
+    its rows to what the down projection read, beyond site_identity_rtol fires, inside holds."""
+    seen_as(monkeypatch, "layers.2.moe.expert1", _scaled(times))
+    if fires:
+        with pytest.raises(GateViolation, match=r"layers\.2\.moe\.expert1 differs"):
+            trace_forward(_moe_model(), batch())
+        return
+    measured = trace_forward(_moe_model(), batch())[0].identities["layers.2.moe.expert1"]
+    assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+def test_an_expert_showing_another_experts_output_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault class 'another tensor': expert 0's site shows expert 1's output on the same tokens (a
+    hook on the wrong expert), the same size and kind of values."""
+    model = _moe_model()
+    other = model.layers[1].feed_forward.experts[1]
+    routed: dict[str, torch.Tensor] = {}
+    model.layers[1].feed_forward.experts[0].register_forward_pre_hook(lambda _m, a: routed.update(x=a[0]))
+    seen_as(monkeypatch, "layers.1.moe.expert0", lambda _output: other.forward(routed["x"]))
+    with pytest.raises(GateViolation, match=r"layers\.1\.moe\.expert0 differs"):
+        trace_forward(model, batch())
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_an_expert_whose_parts_were_not_shown_is_recomputed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the forward did not show every part (an expert that computes otherwise), the expert is
+    recomputed on its sampled rows as before, and holds; `--verify` recomputes every expert whole."""
+    real = SiteIdentities._tap
+
+    def without_up(self: SiteIdentities, name: str, part: str, read: str) -> Any:
+        return (lambda *_: None) if part == "up" else real(self, name, part, read)
+
+    monkeypatch.setattr(SiteIdentities, "_tap", without_up)
+    trace, _ = trace_forward(_moe_model(), batch())
+    assert trace.completeness().ok
+    expert = trace.identities["layers.0.moe.expert0"]
+    assert "probes" not in expert and expert["rows_checked"] == min(expert["rows"], SAMPLE)
+    assert not any(name.endswith(".swiglu") for name in trace.identities)
+    monkeypatch.undo()
+    verified, _ = trace_forward(_moe_model(), batch(), exhaustive=True)
+    assert not any(name.endswith((".gate", ".up", ".swiglu")) for name in verified.identities)
+
+
+def test_a_mixtures_record_holds_with_its_experts_parts(tmp_path: Path) -> None:
+    """`stack trace` of a mixture's run: the record, whose identities include the experts' parts
+    (no sites of their own), holds under the integrity check."""
+    run = save_run(tmp_path / "run", tiny_model(moe_experts=4, moe_top_k=2, moe_shared_expert=True))
+    out = tmp_path / "rec"
+    assert main(["trace", str(run), "--prompt", "x" * 30, "--out", str(out)]) == 0
+    assert findings(out) == []
+    record = json.loads((out / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    (gate,) = [g for g in record["gates"] if g["id"] == "GATE-TRACE-002"]
+    assert "layers.0.moe.shared.swiglu" in gate["measured"]["identities"]
