@@ -47,8 +47,8 @@ since recomputing 16 rows of the head still multiplied by its whole weight, half
 at GPT-2 small's shape on a CPU, and an adapted projection's three products launched again; the
 spec states what the probes miss (below 1e-10 a row for a row off by its own size). A mixture's
 expert is a feed-forward whose inner tensors are no sites, so its parts show the checks their rows
-as the forward makes them (`parts_tapped`), and the expert is held through them (`PARTS`) instead of
-recomputed through its three weights.
+as the forward makes them (`parts_tapped`), and the expert is held through them (`_check_parts`)
+instead of recomputed through its three weights.
 `exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
 reductions are kept on the device and read back with the trace's statistics (no synchronisation
 per site); the tensors a block's identities read are kept (by reference) until the block's output.
@@ -99,18 +99,12 @@ class Identity:
     """How a site is computed from the sites it reads: `compute(*tensors of reads)`; `linear` is the
     module when it is an affine map of its one read row by row (`affine`), which a product check can
     stand in for; `parts` the SwiGLU feed-forward when the site is one whose inner tensors are no
-    sites (a mixture's expert, its shared expert), checked through its parts (`PARTS`)."""
+    sites (a mixture's expert, its shared expert), checked through its parts (`_check_parts`)."""
 
     reads: tuple[str, ...]
     compute: Callable[..., torch.Tensor]
     linear: Linear | None = None
     parts: FeedForward | None = None
-
-
-# The parts a feed-forward site is checked through on its sampled rows, each an identity of its own
-# named `<site>.<part>`: its gate's and up's outputs of its input, the SwiGLU product of those (what
-# its down projection read, `hidden`), and the site itself as the down projection of `hidden`.
-PARTS = ("gate", "up", "swiglu")
 
 
 def _module(reads: tuple[str, ...], module: nn.Module) -> Identity:
@@ -611,11 +605,12 @@ class SiteIdentities:
         inner: FeedForward,
         captured: dict[str, torch.Tensor],
     ) -> torch.Tensor | None:
-        """A feed-forward site's sampled rows checked through its parts (PARTS), each set aside as an
-        identity of its own: gate and up of the read rows, the SwiGLU product of their rows against
-        what the down projection read, and the site's rows as the down projection of that; a plain
-        or adapted projection by the product check, so no weight of the feed-forward is read again.
-        Together they hold the site to the feed-forward of its read, as recomputing it did."""
+        """A feed-forward site's sampled rows checked through its parts, each set aside as an
+        identity of its own named `<site>.<part>`: gate and up of the read rows, and (`swiglu`) what
+        the down projection read against the SwiGLU product of their rows; the site's own rows as
+        the down projection of what it read. A plain or adapted projection is product-checked, so
+        no weight of the feed-forward is read again. Together they hold the site to the
+        feed-forward of its read, as recomputing it did."""
         gate, up, hidden = captured["gate"], captured["up"], captured["hidden"]
         for part, shown, reads, module in (
             ("gate", gate, [read], inner.gate),
