@@ -14,6 +14,7 @@ projection (against (W + s·B·A)ᵀr, merged or not) and a mixture's router as 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -355,28 +356,6 @@ def test_an_adapted_projection_is_product_checked_with_its_adapter(checked_on: s
     assert probed == set(filter(_product_checked, trace.identities))
 
 
-@pytest.mark.parametrize(
-    ("times", "fires"),
-    [
-        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
-        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
-    ],
-)
-def test_a_scaled_adapted_projection_is_caught_with_probability_1(
-    monkeypatch: pytest.MonkeyPatch, checked_on: str, times: float, fires: bool
-) -> None:
-    """Fault class 'module off by a scale' on an adapted site: just beyond site_identity_rtol fires,
-    inside holds, and the deviation is the scale's (the probes carry the adapter's term)."""
-    seen_as(monkeypatch, "layers.1.v", _scaled(times))
-    if fires:
-        with pytest.raises(GateViolation, match=r"layers\.1\.v differs"):
-            trace_forward(adapted_model(), batch())
-        return
-    measured = trace_forward(adapted_model(), batch())[0].completeness().measured["identities"]["layers.1.v"]
-    assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
-    assert measured["probes"] == PROBES
-
-
 @pytest.mark.gate("GATE-TRACE-002")
 def test_an_adapted_site_showing_its_base_alone_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault class 'another tensor': the adapted q site shows what its base weight alone makes of
@@ -468,25 +447,6 @@ def test_a_mixtures_router_is_product_checked(checked_on: str) -> None:
     assert len(routers) == 3 and all(i["probes"] == PROBES for i in routers.values())
 
 
-@pytest.mark.parametrize(
-    ("times", "fires"),
-    [
-        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
-        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
-    ],
-)
-def test_a_scaled_router_is_caught_with_probability_1(
-    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
-) -> None:
-    """Fault class 'module off by a scale' on a router: beyond site_identity_rtol fires, inside holds."""
-    seen_as(monkeypatch, "layers.1.moe.router", _scaled(times))
-    if fires:
-        with pytest.raises(GateViolation, match=r"layers\.1\.moe\.router differs"):
-            trace_forward(_moe_model(), batch())
-        return
-    assert trace_forward(_moe_model(), batch())[0].completeness().ok
-
-
 def _expert_parts(name: str) -> list[str]:
     return [f"{name}.{part}" for part in ("gate", "up", "swiglu")]
 
@@ -513,18 +473,30 @@ def test_an_expert_is_checked_through_its_parts(checked_on: str) -> None:
         pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
     ],
 )
-def test_a_scaled_expert_is_caught_with_probability_1(
-    monkeypatch: pytest.MonkeyPatch, checked_on: str, times: float, fires: bool
+@pytest.mark.parametrize(
+    ("site", "model"),
+    [
+        ("layers.1.v", adapted_model),
+        ("layers.1.moe.router", _moe_model),
+        ("layers.2.moe.expert1", _moe_model),
+    ],
+    ids=["adapted projection", "router", "expert"],
+)
+def test_a_scaled_rev_10_site_is_caught_with_probability_1(
+    monkeypatch: pytest.MonkeyPatch, checked_on: str, site: str, model: Any, times: float, fires: bool
 ) -> None:
-    """Fault class 'module off by a scale' on an expert: its down projection's product check holds
-    its rows to what the down projection read, beyond site_identity_rtol fires, inside holds."""
-    seen_as(monkeypatch, "layers.2.moe.expert1", _scaled(times))
+    """Fault class 'module off by a scale' on each kind of site rev 10 product-checks (an adapted
+    projection, whose probes carry the adapter's term; a router; an expert, by its down
+    projection's check against what that read): just beyond site_identity_rtol fires, inside holds
+    with the scale's deviation."""
+    seen_as(monkeypatch, site, _scaled(times))
     if fires:
-        with pytest.raises(GateViolation, match=r"layers\.2\.moe\.expert1 differs"):
-            trace_forward(_moe_model(), batch())
+        with pytest.raises(GateViolation, match=rf"{re.escape(site)} differs"):
+            trace_forward(model(), batch())
         return
-    measured = trace_forward(_moe_model(), batch())[0].identities["layers.2.moe.expert1"]
+    measured = trace_forward(model(), batch())[0].completeness().measured["identities"][site]
     assert measured["max_abs_diff"] == pytest.approx(times * RTOL * measured["ref_absmax"], rel=0.01)
+    assert measured["probes"] == PROBES
 
 
 @pytest.mark.gate("GATE-TRACE-002")
