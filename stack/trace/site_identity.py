@@ -89,7 +89,7 @@ def affine(module: nn.Module) -> Linear | None:
     same affine map of every row; None for any other module, which is recomputed."""
     if type(module) is nn.Linear:
         return module
-    if isinstance(module, LoRALinear) and not (module.training and module.lora_dropout.p > 0):
+    if isinstance(module, LoRALinear) and not (module.lora_dropout.training and module.lora_dropout.p > 0):
         return module
     return None
 
