@@ -8,7 +8,8 @@ NaN/Inf held to the same places as by recomputation. The tests plant each on sit
 check covers (the head above all, whose weight it does not read) and the benign case inside. From
 rev 9 a prompt of no more tokens than the sample is a sample of itself, every row product-checked,
 and its record says so (`probes`). From rev 10 every affine site is product-checked: a LoRA-wrapped
-projection (against (W + s·B·A)ᵀr, merged or not) and a mixture's router as well.
+projection (against (W + s·B·A)ᵀr, merged or not) and a mixture's router as well, and an expert
+through its parts (gate, up, the SwiGLU product, the down projection).
 """
 
 from __future__ import annotations
@@ -320,7 +321,8 @@ def test_sites_of_two_row_counts_are_product_checked_apart(checked_on: str, faul
     assert measured["all"][0] <= RTOL * measured["all"][1]
 
 
-# From rev 10: a LoRA-wrapped projection and a mixture's router are product-checked as well.
+# From rev 10: a LoRA-wrapped projection and a mixture's router are product-checked as well, and a
+# mixture's experts are checked through their parts.
 ADAPTED = ("q", "v", "ffn_up")
 
 
