@@ -321,8 +321,8 @@ def test_sites_of_two_row_counts_are_product_checked_apart(checked_on: str, faul
     assert measured["all"][0] <= RTOL * measured["all"][1]
 
 
-# From rev 10: a LoRA-wrapped projection and a mixture's router are product-checked as well, and a
-# mixture's experts are checked through their parts.
+# Every affine site is product-checked, not only a plain nn.Linear: a LoRA-wrapped projection and a
+# mixture's router; and a mixture's experts are checked through their parts.
 ADAPTED = ("q", "v", "ffn_up")
 
 
@@ -484,13 +484,13 @@ def test_an_expert_is_checked_through_its_parts(checked_on: str) -> None:
     ],
     ids=["adapted projection", "router", "expert"],
 )
-def test_a_scaled_rev_10_site_is_caught_with_probability_1(
+def test_a_scaled_adapted_router_or_expert_site_is_caught_with_probability_1(
     monkeypatch: pytest.MonkeyPatch, checked_on: str, site: str, model: Any, times: float, fires: bool
 ) -> None:
-    """Fault class 'module off by a scale' on each kind of site rev 10 product-checks (an adapted
-    projection, whose probes carry the adapter's term; a router; an expert, by its down
-    projection's check against what that read): just beyond site_identity_rtol fires, inside holds
-    with the scale's deviation."""
+    """Fault class 'module off by a scale' on each kind of site product-checked beside the plain
+    projections (an adapted projection, whose probes carry the adapter's term; a router; an
+    expert, by its down projection's check against what that read): just beyond
+    site_identity_rtol fires, inside holds with the scale's deviation."""
     seen_as(monkeypatch, site, _scaled(times))
     if fires:
         with pytest.raises(GateViolation, match=rf"{re.escape(site)} differs"):
