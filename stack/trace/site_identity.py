@@ -459,7 +459,8 @@ class SiteIdentities:
         self.rows: dict[str, torch.Tensor | None] = {}
         self.counted: list[tuple[int, int]] = []  # (rows, rows checked) of each of `rows`, in order
         self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-        # Sampled rows of a plain linear site and of its read, product-checked in `deviations`.
+        # Sampled rows of an affine site (a plain or adapted projection, a router) and of its read,
+        # product-checked in `deviations`.
         self._products: list[ProductCheck] = []
         # After `deviations`, the sites whose DEVIATION is their product check's, with the probes it
         # projected them on (the record states them: the deviation is then of the projections).
