@@ -24,10 +24,11 @@ Stacking the weights is a copy of them, made again for every forward: in trainin
 the graph (the backward splits the stacked weight's gradient back to the modules), and next to a
 batch's products it is small. Decoding runs a forward per token, each a product of one row, and
 there the copy is not small: about a quarter of a token's time at GPT-2 small's shape on one CPU
-core. So inside `stacked_weights()` (which `generate` enters) a forward without a graph keeps
-each group's stacked weight and bias, and uses them again while every member's tensors are the
-same ones, unchanged (their in-place version and their data); the copy, as much memory as the
-stacked weights, is freed when the block ends. The kept weight is the same `torch.cat` of the
+core; nor in an activation-patching run, dozens of forwards of one short prompt. So inside
+`stacked_weights()` (which `generate` and `stack.trace.patch.patch_runs` enter) a forward without
+a graph keeps each group's stacked weight and bias, and uses them again while every member's
+tensors are the same ones, unchanged (their in-place version and their data); the copy, as much
+memory as the stacked weights, is freed when the block ends. The kept weight is the same `torch.cat` of the
 same tensors, so the product, and every bit of the model's output, is what it would be without.
 """
 

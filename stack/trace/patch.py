@@ -40,6 +40,7 @@ from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.patching import last_position_score, recovered_fraction
 from stack.model.gpt import GPT
+from stack.model.projection import stacked_weights
 from stack.trace.hooks import Replacement, SiteHooks
 from stack.trace.identity import exact_outcome
 from stack.trace.sites import DENSE, BlockLayout, Layout, layout_for, split
@@ -309,45 +310,49 @@ def patch_runs(
             "patching pairs positions, so give prompts of the same length"
         )
     check_sites(sites, len(model.layers), layout_for(model.config))
-    plain = (plain_score(model, clean, metric), plain_score(model, corrupted, metric))
-    first = forward_with(model, clean, {}, keep=frozenset({*sites, STREAM_AT_LAYER_0}))
-    clean_logits, values = first.logits, first.kept
-    second = forward_with(model, corrupted, {}, keep=frozenset(sites))
-    corrupted_logits, corrupted_values = second.logits, second.kept
-    self_patch(model, clean, {site: values[site] for site in sites}, clean_logits)
-    full_logits, _ = full_patch(model, corrupted, values[STREAM_AT_LAYER_0], clean_logits)
-    clean_score, corrupted_score = metric(clean_logits), metric(corrupted_logits)
-    check_scores((clean_score, corrupted_score), plain)
-    if clean_score == corrupted_score:
-        raise BadInput(
-            "the clean and corrupted prompts give the target the same score, so there is nothing to "
-            "recover; choose prompts (or a --target) whose answers differ"
+    # Every forward below reads the same weights without a graph: each projection group's stacked
+    # weight is made once for the run, not once a forward (stack.model.projection says why; the
+    # product, and so every score, is the same bit for bit).
+    with stacked_weights():
+        plain = (plain_score(model, clean, metric), plain_score(model, corrupted, metric))
+        first = forward_with(model, clean, {}, keep=frozenset({*sites, STREAM_AT_LAYER_0}))
+        clean_logits, values = first.logits, first.kept
+        second = forward_with(model, corrupted, {}, keep=frozenset(sites))
+        corrupted_logits, corrupted_values = second.logits, second.kept
+        self_patch(model, clean, {site: values[site] for site in sites}, clean_logits)
+        full_logits, _ = full_patch(model, corrupted, values[STREAM_AT_LAYER_0], clean_logits)
+        clean_score, corrupted_score = metric(clean_logits), metric(corrupted_logits)
+        check_scores((clean_score, corrupted_score), plain)
+        if clean_score == corrupted_score:
+            raise BadInput(
+                "the clean and corrupted prompts give the target the same score, so there is nothing to "
+                "recover; choose prompts (or a --target) whose answers differ"
+            )
+
+        def recovered(patched: float) -> float:
+            return recovered_fraction(patched, clean_score, corrupted_score)
+
+        grid_positions = sweep_positions(clean.shape[1]) if positions is None else positions
+        scores: dict[str, list[float]] = {site: [] for site in sites}
+        cells = []
+        for site in sites:
+            for p in grid_positions:
+                cell = forward_with(model, corrupted, {site: (values[site], p)})
+                scores[site].append(metric(cell.logits))
+                cells.append(cell_written(site, p, values[site], corrupted_values[site], cell.replaced))
+        check_cells(cells)
+        grid = {site: [recovered(s) for s in row] for site, row in scores.items()}
+        full_score = metric(full_logits)
+        return PatchRun(
+            clean_score,
+            corrupted_score,
+            tuple(grid_positions),
+            grid,
+            recovered(full_score),
+            positions is None,
+            scores,
+            full_score,
         )
-
-    def recovered(patched: float) -> float:
-        return recovered_fraction(patched, clean_score, corrupted_score)
-
-    grid_positions = sweep_positions(clean.shape[1]) if positions is None else positions
-    scores: dict[str, list[float]] = {site: [] for site in sites}
-    cells = []
-    for site in sites:
-        for p in grid_positions:
-            cell = forward_with(model, corrupted, {site: (values[site], p)})
-            scores[site].append(metric(cell.logits))
-            cells.append(cell_written(site, p, values[site], corrupted_values[site], cell.replaced))
-    check_cells(cells)
-    grid = {site: [recovered(s) for s in row] for site, row in scores.items()}
-    full_score = metric(full_logits)
-    return PatchRun(
-        clean_score,
-        corrupted_score,
-        tuple(grid_positions),
-        grid,
-        recovered(full_score),
-        positions is None,
-        scores,
-        full_score,
-    )
 
 
 def asked_outcome(asked: Mapping[str, Any], tokens: int, run: PatchRun) -> Outcome:

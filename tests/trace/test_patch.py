@@ -14,7 +14,9 @@ recomputed from the recorded scores by contracts.patching).
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.model import projection
 from stack.trace import hooks, patch
 from stack.trace.hooks import Replacement, SiteHooks
 from stack.trace.patch import Forward, Metric, Patches, patch_runs, sweep_sites
@@ -389,6 +392,47 @@ def test_hooks_that_are_not_removed_fire_at_the_end(monkeypatch: pytest.MonkeyPa
     monkeypatch.undo()  # the code is right again, but the model still holds the hooks it leaked
     with pytest.raises(GateViolation, match=r"GATE-PATCH-003.*start"):
         _patch(model, clean, corrupted)
+
+
+def test_a_run_stacks_each_projection_group_once_and_scores_as_one_stacking_every_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A patch run is some dozens of forwards of one model without a graph: each projection group's
+    weights are stacked for its first forward only (q|k|v and gate|up of every block), freed when
+    the run ends, and every score is the one a forward stacking its weights again gives, bit for
+    bit: the plain runs' and each cell's. (Counted at stack.model.projection's stacking, not by a
+    torch function mode, which GATE-PATCH-003 refuses on a model being patched.)"""
+    made: list[weakref.ref[torch.Tensor]] = []
+    stack_weights = projection._stack
+
+    def counted(*args: Any) -> Any:
+        weight, bias = stack_weights(*args)
+        made.append(weakref.ref(weight))
+        return weight, bias
+
+    monkeypatch.setattr(projection, "_stack", counted)
+    model, (clean, corrupted) = _experiment()
+    run = _patch(model, clean, corrupted)
+    assert len(made) == 2 * len(model.layers)
+    gc.collect()
+    assert all(ref() is None for ref in made)
+    metric = Metric(target=5)
+    with torch.no_grad():
+        assert (run.clean, run.corrupted) == (
+            patch.plain_score(model, clean, metric),
+            patch.plain_score(model, corrupted, metric),
+        )
+        values = patch.forward_with(model, clean, {}, keep=frozenset(run.patched)).kept
+        again = {
+            site: [
+                metric(patch.forward_with(model, corrupted, {site: (values[site], p)}).logits)
+                for p in run.positions
+            ]
+            for site in run.patched
+        }
+    forwards = 3 + len(run.positions) * len(run.patched)  # those just run, each stacking again
+    assert len(made) == 2 * len(model.layers) * (1 + forwards)
+    assert again == run.patched
 
 
 def test_metric_reads_the_last_position() -> None:
