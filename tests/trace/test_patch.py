@@ -8,7 +8,8 @@ just more than score_atol (the scores are read again on plain forwards); cells r
 prompt, a hook that records its replacement as what the forward computed (the cells must change
 exactly where the two runs' kept values differ, and compute the corrupted run's value); a sweep
 that skips position 0, repeats or adds one; an inverted recovery formula (every recorded fraction is
-recomputed from the recorded scores by contracts.patching).
+recomputed from the recorded scores by contracts.patching). A run's forwards share one stacking of
+each projection group's weights, every score what a forward stacking them again gives.
 """
 
 from __future__ import annotations
