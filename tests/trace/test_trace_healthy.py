@@ -28,6 +28,7 @@ from contracts.trace_anomaly import (
     FIRST_MLP,
     GAIN_READS,
     GAINS_SINCE,
+    LAST_OUTPUT,
     anomalies,
     not_judged,
     read_site,
@@ -73,6 +74,15 @@ ROUTERS = json.loads((TESTS / "fixtures" / "healthy_routers.json").read_text(enc
 # 31c59ab, traced on bytes 5000-5127 of them at steps 150 and 400, and at step 400 with one weight
 # scaled 16-fold, by the site it writes: layer 1's q2, layer 2's k2 and o projection, layer 3's v.
 DIFF_ATTENTION = json.loads((TESTS / "fixtures" / "healthy_diff_attention.json").read_text(encoding="utf-8"))
+# The block sites' statistics of three fine-tunes of one healthy `demo`-shaped model (`stack train
+# --preset demo --set train.steps=300` on `stack prepare --default`'s corpus), each on 500 chat
+# examples (a user's "What does M.F do?" and the first line of F's docstring as the assistant's
+# answer, for the functions of os, json, random, textwrap and inspect; `stack prepare --format
+# chat --tokenizer` the base): `stack sft --preset demo` whole ("full-1200": 1,200 steps), and with
+# LoRA adapters (r 8, targets q,k,v,ffn_*) for 1,200 and 3,000 steps; each traced by `stack trace
+# RUN --prompt P`, keyed "<fine-tune> <P>". The LoRA fine-tune's last block writes large: its
+# output stood at 18.9 times the other blocks' by std on "What does os.path do?".
+FINETUNED = json.loads((TESTS / "fixtures" / "healthy_finetuned.json").read_text(encoding="utf-8"))
 # The block sites' statistics of the presets' shapes that train too slowly for the suite
 # (tests.support.healthy writes them): `small` (6 × 384) healthy at steps 10 to 1,000, `base`
 # (10 × 512) to 300 and `gpt2` (12 × 768) to 100, and each one's last checkpoint with each of
@@ -82,6 +92,7 @@ K = float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 FIRST_MLP_K = float(load_spec().threshold("GATE-TRACE-003", "first_mlp_std_multiple"))
 GAIN_K = float(load_spec().threshold("GATE-TRACE-003", "gain_std_multiple"))
 ROUTER_K = float(load_spec().threshold("GATE-TRACE-003", "router_gain_std_multiple"))
+LAST_OUTPUT_K = float(load_spec().threshold("GATE-TRACE-003", "last_output_std_multiple"))
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +243,28 @@ def test_the_slow_shapes_healthy_checkpoints_have_no_anomaly(preset: str, step: 
     assert _named_by_the_judge(SLOW[preset][f"healthy-{step}"]) == []
 
 
+@pytest.mark.holds("GATE-TRACE-003")
+@pytest.mark.parametrize("traced", sorted(FINETUNED))
+def test_healthy_fine_tunes_have_no_anomaly(traced: str) -> None:
+    """A fine-tuned model is one of its family: whole or through LoRA adapters, early or late, on
+    each prompt, no anomaly; the LoRA fine-tune's last block's output is judged in its role."""
+    stats = FINETUNED[traced]
+    judged = {b.name: b for b in site_baselines(stats, list(stats))}
+    assert judged["layers.3.output"].role is LAST_OUTPUT
+    assert _named_by_the_judge(stats) == []
+
+
+def test_a_lora_fine_tunes_last_block_writes_beyond_the_pretrained_references() -> None:
+    """What the role's multiple is calibrated on: the LoRA fine-tune's last block's output by std at
+    more than twice anomaly_std_multiple (revision 11's multiple, which named it), while every
+    sub-operation's gain stays within gain_std_multiple of its baseline."""
+    stats = FINETUNED["lora-3000 What does os.path do?"]
+    judged = {b.name: b for b in site_baselines(stats, list(stats))}
+    assert 2 * K < judged["layers.3.output"].ratio < LAST_OUTPUT_K
+    gains = [b for b in judged.values() if b.measure == "gain"]
+    assert gains and max(b.ratio for b in gains) < GAIN_K
+
+
 def test_the_layer_0_writes_of_healthy_checkpoints_are_judged_by_their_gains(
     healthy: dict[tuple[str, int], GPT], prompt: torch.Tensor
 ) -> None:
@@ -270,9 +303,9 @@ def test_a_fault_planted_in_a_healthy_checkpoint_is_named(
         assert found and found[0].name == f"layers.{layer}.{where}", f"demo at step {step}: {found[:2]}"
 
 
-def _stats(first: float, site: str) -> dict[str, dict[str, float]]:
-    """Four layers' statistics of `site`, layers 1-3 at std 1, layer 0's at `first`."""
-    stds = [first, 1.0, 1.0, 1.0]
+def _stats(std: float, site: str, layer: int = 0) -> dict[str, dict[str, float]]:
+    """Four layers' statistics of `site`, each at std 1 but `layer`'s, at `std`."""
+    stds = [std if i == layer else 1.0 for i in range(4)]
     return {
         f"layers.{i}.{site}": {"count": 10.0, "std": x, "nan": 0.0, "inf": 0.0} for i, x in enumerate(stds)
     }
@@ -297,6 +330,23 @@ def test_a_mixtures_layer_0_write_just_beyond_its_role_multiple_fires_and_just_i
     is an anomaly, at 0.5 × (still beyond k) it is not."""
     assert 0.5 * FIRST_MLP_K > K
     assert _flagged(_stats(multiple * FIRST_MLP_K, "moe_out")) == (["layers.0.moe_out"] if fires else [])
+
+
+@pytest.mark.parametrize(
+    ("multiple", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-003")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-003")),
+    ],
+)
+def test_the_last_blocks_output_just_beyond_its_role_multiple_fires_and_just_inside_holds(
+    multiple: float, fires: bool
+) -> None:
+    """The last block's output (judged by its std in its role) at 1.5 × last_output_std_multiple is
+    an anomaly, at 0.5 × (still beyond k) it is not."""
+    assert 0.5 * LAST_OUTPUT_K > K
+    stats = _stats(multiple * LAST_OUTPUT_K, "output", layer=3)
+    assert _flagged(stats) == (["layers.3.output"] if fires else [])
 
 
 # A site judged by a gain, the read its gain is over (of block i: `read_site(i, read)`), its multiple.
