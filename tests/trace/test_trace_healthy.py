@@ -247,7 +247,7 @@ def test_the_slow_shapes_healthy_checkpoints_have_no_anomaly(preset: str, step: 
 @pytest.mark.parametrize("traced", sorted(FINETUNED))
 def test_healthy_fine_tunes_have_no_anomaly(traced: str) -> None:
     """A fine-tuned model is one of its family: whole or through LoRA adapters, early or late, on
-    each prompt, no anomaly; the LoRA fine-tune's last block's output is judged in its role."""
+    each prompt, no anomaly, the last block's output judged in its role."""
     stats = FINETUNED[traced]
     judged = {b.name: b for b in site_baselines(stats, list(stats))}
     assert judged["layers.3.output"].role is LAST_OUTPUT
