@@ -316,20 +316,11 @@ def _flagged(stats: dict[str, dict[str, float]]) -> list[str]:
     return [a.name for a in found]
 
 
-@pytest.mark.parametrize(
-    ("multiple", "fires"),
-    [
-        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-003")),
-        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-003")),
-    ],
-)
-def test_a_mixtures_layer_0_write_just_beyond_its_role_multiple_fires_and_just_inside_holds(
-    multiple: float, fires: bool
-) -> None:
-    """A mixture's layer-0 write (moe_out, judged by its std in its role) at 1.5 × first_mlp_std_multiple
-    is an anomaly, at 0.5 × (still beyond k) it is not."""
-    assert 0.5 * FIRST_MLP_K > K
-    assert _flagged(_stats(multiple * FIRST_MLP_K, "moe_out")) == (["layers.0.moe_out"] if fires else [])
+# A site judged by its std in a role, its block in a four-block model, and its role's multiple.
+ROLE_SITES = {
+    "a mixture's layer-0 write": ("moe_out", 0, FIRST_MLP_K),
+    "the last block's output": ("output", 3, LAST_OUTPUT_K),
+}
 
 
 @pytest.mark.parametrize(
@@ -339,14 +330,16 @@ def test_a_mixtures_layer_0_write_just_beyond_its_role_multiple_fires_and_just_i
         pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-003")),
     ],
 )
-def test_the_last_blocks_output_just_beyond_its_role_multiple_fires_and_just_inside_holds(
-    multiple: float, fires: bool
+@pytest.mark.parametrize("role", sorted(ROLE_SITES))
+def test_a_role_site_just_beyond_its_role_multiple_fires_and_just_inside_holds(
+    role: str, multiple: float, fires: bool
 ) -> None:
-    """The last block's output (judged by its std in its role) at 1.5 × last_output_std_multiple is
-    an anomaly, at 0.5 × (still beyond k) it is not."""
-    assert 0.5 * LAST_OUTPUT_K > K
-    stats = _stats(multiple * LAST_OUTPUT_K, "output", layer=3)
-    assert _flagged(stats) == (["layers.3.output"] if fires else [])
+    """A site judged by its std in its role (a mixture's layer-0 write, moe_out, at
+    first_mlp_std_multiple; the last block's output at last_output_std_multiple) at 1.5 × its
+    multiple is an anomaly, at 0.5 × (still beyond k) it is not."""
+    site, layer, k = ROLE_SITES[role]
+    assert 0.5 * k > K
+    assert _flagged(_stats(multiple * k, site, layer)) == ([f"layers.{layer}.{site}"] if fires else [])
 
 
 # A site judged by a gain, the read its gain is over (of block i: `read_site(i, read)`), its multiple.
