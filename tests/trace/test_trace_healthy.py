@@ -4,10 +4,9 @@ A trace that calls a healthy model broken sends its reader after a bug that is n
 healthy 110 M run traced as an anomaly at layers.0.ffn_out (13.2 times the median of the other
 layers by std), a healthy two-layer `tiny` one at layers.0.attn_out (12.3 times), a healthy
 `demo`-shaped one at layers.1.ffn_out (14.1 times), a LoRA fine-tune of one at its last block's
-output (18.9 times, against the 16 it was held to before revision 12). The sites a block computes
-by its weights are judged by their gains over the sites they read, layer 0's as every layer's; a
-mixture's layer-0 write and the last block's output have roles of their own
-(contracts.trace_anomaly). The suite
+output (18.9 times). The sites a block computes by its weights are judged by their gains over the
+sites they read, layer 0's as every layer's; a mixture's layer-0 write and the last block's output
+have roles of their own (contracts.trace_anomaly). The suite
 trains each CPU preset's shape (smoke, tiny, demo) for a few steps on the standard library, traces
 its early, middle and late checkpoints, and holds them to no anomaly; the same checkpoints with a
 weight scaled still name the planted site first. The `small`, `base` and `gpt2` shapes, too slow to
@@ -257,8 +256,8 @@ def test_healthy_fine_tunes_have_no_anomaly(traced: str) -> None:
 
 
 def test_a_lora_fine_tunes_last_block_writes_beyond_the_pretrained_references() -> None:
-    """What the role's multiple is calibrated on: the LoRA fine-tune's last block's output by std at
-    more than twice anomaly_std_multiple (revision 11's multiple, which named it), while every
+    """What the role's multiple is calibrated on: the LoRA fine-tune's last block's output by std
+    beyond twice anomaly_std_multiple, far past every pretrained reference (at most 4.4), while every
     sub-operation's gain stays within gain_std_multiple of its baseline."""
     stats = FINETUNED["lora-3000 What does os.path do?"]
     judged = {b.name: b for b in site_baselines(stats, list(stats))}
