@@ -5,11 +5,11 @@ x·(Wᵀr) + b·r on identity_probes seeded vectors r, with Wᵀr kept while the
 The revision states per fault class the probability that this catches it: a scaled module, 1;
 another tensor or a row off by its own size, missed with probability below 1e-10 per sampled row;
 NaN/Inf held to the same places as by recomputation. The tests plant each on sites the product
-check covers (the head above all, whose weight it does not read) and the benign case inside. From
-rev 9 a prompt of no more tokens than the sample is a sample of itself, every row product-checked,
-and its record says so (`probes`). From rev 10 every affine site is product-checked: a LoRA-wrapped
-projection (against (W + s·B·A)ᵀr, merged or not) and a mixture's router as well, and an expert
-through its parts (gate, up, the SwiGLU product, the down projection).
+check covers (the head above all, whose weight it does not read) and the benign case inside. A
+prompt of no more tokens than the sample is a sample of itself, every row product-checked, and its
+record says so (`probes`). Every affine site is product-checked: a LoRA-wrapped projection
+(against (W + s·B·A)ᵀr, merged or not) and a mixture's router as well, and an expert through its
+parts (gate, up, the SwiGLU product, the down projection).
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ def _adapted(name: str) -> bool:
 @pytest.mark.parametrize("merged", [False, True], ids=["adapter apart", "adapter merged"])
 def test_an_adapted_projection_is_product_checked_with_its_adapter(checked_on: str, merged: bool) -> None:
     """Each adapted site states its probes and holds: its rows against (W + Δ)ᵀr, or the merged
-    weight's Wᵀr; the other linear sites as before."""
+    weight's Wᵀr; the unadapted linear sites against their own weights' probes."""
     model = adapted_model()
     if merged:
         merge(model)
@@ -517,7 +517,7 @@ def test_an_expert_showing_another_experts_output_is_caught(monkeypatch: pytest.
 @pytest.mark.holds("GATE-TRACE-002")
 def test_an_expert_whose_parts_were_not_shown_is_recomputed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where the forward did not show every part (an expert that computes otherwise), the expert is
-    recomputed on its sampled rows as before, and holds; `--verify` recomputes every expert whole."""
+    recomputed by its module on its sampled rows, and holds; `--verify` recomputes every expert whole."""
     real = SiteIdentities._tap
 
     def without_up(self: SiteIdentities, name: str, part: str, read: str) -> Any:
