@@ -13,7 +13,7 @@ whatever the layout or the number of threads.
 Built on first use by the system C compiler and cached (stack.kernels.host_build says how and
 why), with OpenMP where torch runs on it: the kernel's `omp parallel` then runs on torch's own
 thread pool, with torch.get_num_threads() threads. One build serves every x86-64 CPU: the AVX-512
-path is chosen at load time.
+path, else the AVX2 one, is chosen at load time (`SPANS`).
 
 Where it cannot help, `host_site_stats` says so with None and the torch ops compute the same
 statistics: a float64 site (its precision is the torch path's to keep, as on CUDA), a site
@@ -35,23 +35,21 @@ from stack.kernels.host_build import loaded
 
 SOURCE = Path(__file__).with_name("host_stats.c")
 STATS_LEN = 9  # mean, std, min, max, absmax, nan, inf, zero, l1 (stack.trace.stats.DEVICE_STATS)
-# gs_site_stats_*(x, rows, cols, stride, threads, out, at, count, width, dst): the statistics, and the
-# `count` token rows `at` of `width` elements copied into dst (count 0: none)
-_ARGS = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p]
-_ARGS += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+# The kernel's paths by the instruction sets they use, best first: the names gs_site_stats_* take.
+SPANS = ("avx512", "avx2", "portable")
+# gs_site_stats_*(span, x, rows, cols, stride, threads, out, at, count, width, dst): the statistics by
+# the named path (None: the best this CPU runs), and the `count` token rows `at` of `width` elements
+# copied into dst (count 0: none)
+_ARGS = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+_ARGS += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
 _NO_ROWS = (None, 0, 0, None)
 
 
 def declare(library: ctypes.CDLL) -> ctypes.CDLL:
     """`library` with its functions' signatures declared."""
-    for name in (
-        "gs_site_stats_f32",
-        "gs_site_stats_f32_portable",
-        "gs_site_stats_bf16",
-        "gs_site_stats_bf16_portable",
-    ):
-        function = getattr(library, name)
+    for function in (library.gs_site_stats_f32, library.gs_site_stats_bf16):
         function.argtypes, function.restype = _ARGS, ctypes.c_int
+    library.gs_site_stats_runs.argtypes, library.gs_site_stats_runs.restype = [ctypes.c_char_p], ctypes.c_int
     library.gs_site_stats_build.argtypes, library.gs_site_stats_build.restype = [], ctypes.c_char_p
     return library
 
@@ -71,6 +69,14 @@ def engine() -> str:
     return f"c ({library.gs_site_stats_build().decode()})"
 
 
+def spans() -> list[str]:
+    """The kernel's paths this CPU runs (of SPANS), best first; none without the kernel."""
+    library = _library()
+    if isinstance(library, str):
+        return []
+    return [span for span in SPANS if library.gs_site_stats_runs(span.encode())]
+
+
 def rows_of(x: torch.Tensor) -> tuple[int, int, int] | None:
     """(rows, cols, row stride) when x is rows of contiguous elements at a fixed stride, as a
     contiguous tensor or a slice of a fused projection's last dimension is; None otherwise."""
@@ -85,27 +91,24 @@ def rows_of(x: torch.Tensor) -> tuple[int, int, int] | None:
 
 
 @functools.cache
-def _entry_points(library: ctypes.CDLL) -> dict[tuple[torch.dtype, bool], Callable[..., int]]:
-    """The library's statistics function per (site dtype, portable): looked up once per library,
-    not once per site (a traced forward calls `host_site_stats` for every site)."""
-    return {
-        (dtype, portable): getattr(library, f"gs_site_stats_{kind}{'_portable' if portable else ''}")
-        for dtype, kind in ((torch.float32, "f32"), (torch.bfloat16, "bf16"))
-        for portable in (False, True)
-    }
+def _entry_points(library: ctypes.CDLL) -> dict[torch.dtype, Callable[..., int]]:
+    """The library's statistics function per site dtype: looked up once per library, not once per
+    site (a traced forward calls `host_site_stats` for every site)."""
+    return {torch.float32: library.gs_site_stats_f32, torch.bfloat16: library.gs_site_stats_bf16}
 
 
 def host_site_stats(
     tensor: torch.Tensor,
     *,
     threads: int | None = None,
-    portable: bool = False,
+    span: str | None = None,
     out: torch.Tensor | None = None,
     rows: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """float64 (9,) statistics of a non-empty CPU float32/bf16/fp16 tensor, or None where the
     torch ops must compute them (see the module docstring). `threads` defaults to torch's;
-    `portable` runs the kernel's non-AVX-512 path, which the tests hold to the same reference.
+    `span`, one of `spans()`, runs that path of the kernel instead of the best (the tests hold
+    each to the others and to the same reference).
     `out`, a contiguous float64 (9,) CPU tensor, receives the row (and is returned) instead of a
     new one: a traced forward hands each site a row of one matrix made before the forward (see
     stack.trace.scratch on why a forward keeps no allocation of its own past a site).
@@ -123,7 +126,9 @@ def host_site_stats(
             copy_rows(tensor, *rows)
         return None
     x = tensor if tensor.dtype in (torch.float32, torch.bfloat16) else tensor.detach().float()
-    function = _entry_points(library)[x.dtype, portable]
+    if span is not None and span not in spans():
+        raise ValueError(f"this CPU runs the statistics kernel's paths {spans()}, not {span!r}")
+    function = _entry_points(library)[x.dtype]
     layout = rows_of(x)
     if layout is None:
         x = x.contiguous()
@@ -137,7 +142,7 @@ def host_site_stats(
         gather = at.data_ptr(), at.numel(), x.shape[-1], into.data_ptr()
     elif rows is not None:  # a widened copy: its rows are not the site's
         copy_rows(tensor, *rows)
-    found = function(x.data_ptr(), *layout, count, out.data_ptr(), *gather)
+    found = function(span and span.encode(), x.data_ptr(), *layout, count, out.data_ptr(), *gather)
     return None if found != 0 else out  # non-zero: a non-finite sum, which the torch path counts
 
 

@@ -585,9 +585,9 @@ def test_the_fused_statistics_tile_any_site_on_a_grid_cuda_launches(
 def test_the_c_kernel_matches_a_float64_reference_in_any_layout(
     rows: int, cols: int, margin: int, scale: float, offset: float, zeros: int, dtype, seed: int
 ) -> None:
-    """The CPU kernel (both of its paths) on a slice of a wider matrix, as a fused projection hands
-    its sites over, over one block and several: the reference's numbers, and the
-    same bits as on a contiguous copy, with one thread or two and by either path; the rows it is
+    """The CPU kernel (every path this CPU runs) on a slice of a wider matrix, as a fused projection
+    hands its sites over, over one block and several: the reference's numbers, and the
+    same bits as on a contiguous copy, with one thread or two and by any path; the rows it is
     asked to copy in the same visit are the slice's rows (fp16, read widened, copied by torch)."""
     generator = torch.Generator().manual_seed(seed)
     wide = torch.randn(rows, cols + margin, generator=generator, dtype=torch.float64) * scale + offset
@@ -600,7 +600,19 @@ def test_the_c_kernel_matches_a_float64_reference_in_any_layout(
     _assert_reference(dict(zip(STATS[1:], got.tolist(), strict=True)), x, scale)
     assert torch.equal(got, host_stats.host_site_stats(x.contiguous(), threads=1))
     assert torch.equal(got, host_stats.host_site_stats(x, threads=2))
-    assert torch.equal(got, host_stats.host_site_stats(x, portable=True))
+    for span in host_stats.spans():
+        assert torch.equal(got, host_stats.host_site_stats(x, span=span)), span
+
+
+def test_the_kernel_runs_its_portable_path_anywhere_and_refuses_a_path_this_cpu_lacks() -> None:
+    """Every CPU runs the portable path, the best path it runs is the one chosen, and a path it
+    does not run (or none of that name) is refused by name, never run."""
+    spans = host_stats.spans()
+    assert spans[-1] == "portable" and host_stats.engine().split()[1].lstrip("(") == spans[0]
+    x = torch.ones(64)
+    for span in {"avx512", "avx2", "sse9"} - set(spans):
+        with pytest.raises(ValueError, match=span):
+            host_stats.host_site_stats(x, span=span)
 
 
 def test_a_site_whose_float32_squares_overflow_goes_to_the_torch_ops() -> None:
@@ -632,7 +644,7 @@ def test_the_kernel_builds_once_into_its_cache(tmp_path: Path) -> None:
     assert host_build.build(host_stats.SOURCE, cc, flags, tmp_path) == built
     assert built.stat().st_mtime_ns == stamp
     library = host_stats.declare(ctypes.CDLL(str(built)))
-    assert library.gs_site_stats_build().decode().split()[0] in {"avx512", "portable"}
+    assert library.gs_site_stats_build().decode().split()[0] in host_stats.SPANS
 
 
 def test_without_a_compiler_the_torch_ops_compute_every_site(monkeypatch: pytest.MonkeyPatch) -> None:
