@@ -78,35 +78,37 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
     return build_site_once(tmp_path_factory)
 
 
-# The files of ten seconds or more (seconds of one core each on the 2-core CI machine, from
-# `--durations=0`, 2026-11-28), longest first; every other file takes less. Under `--dist loadfile`
-# a file runs whole on one worker and files are handed out in collection order (the Makefile turns
-# off xdist's reordering by test count), so one of these handed out last would keep one core at
-# work while the other waits: they are collected first. The order changes no result.
+# The files of ten seconds or more (seconds of one core each on a 2-core CI machine, the mean of two
+# `make test` runs' junit durations, 2026-12-02), longest first; every other file takes less. Under
+# `--dist loadfile` a file runs whole on one worker and files are handed out in collection order
+# (the Makefile turns off xdist's reordering by test count), so one of these handed out last would
+# keep one core at work while the other waits: they are collected first. The order changes no result.
 LONGEST_FILES = (
-    "tests/integrity/test_integrity_tampering.py",  # 88 s
-    "tests/train/test_dist.py",  # 81 s
-    "tests/cli/test_options_matrix.py",  # 51 s
-    "tests/integrity/test_integrity_derived.py",  # 49 s
-    "tests/proofs/test_gate_plugin.py",  # 46 s
-    "tests/benchmarks/test_benchmark_records.py",  # 41 s
-    "tests/cli/test_fuzz_cli.py",  # 28 s
-    "tests/model/test_reference_forward.py",  # 26 s
-    "tests/train/test_finetune_dataset_sizes.py",  # 22 s
-    "tests/site/test_site_browser.py",  # 21 s
-    "tests/cli/test_artifacts.py",  # 21 s
-    "tests/train/test_train_resume.py",  # 21 s
-    "tests/tune/test_tune_dpo.py",  # 20 s
-    "tests/es/test_es_signal_resume.py",  # 20 s
-    "tests/export/test_export_onnx.py",  # 20 s
-    "tests/benchmarks/test_reference_run.py",  # 17 s
-    "tests/es/test_es.py",  # 13 s
-    "tests/data/test_data_formats.py",  # 13 s
-    "tests/kernels/test_kernel_flash_attention.py",  # 13 s
-    "tests/train/test_replay_state.py",  # 13 s
-    "tests/tune/test_tune_distill.py",  # 12 s
-    "tests/data/test_data_filters.py",  # 11 s
-    "tests/train/test_train_gates.py",  # 10 s
+    "tests/benchmarks/test_benchmark_records.py",  # 96 s
+    "tests/integrity/test_integrity_tampering.py",  # 91 s
+    "tests/train/test_dist.py",  # 75 s
+    "tests/cli/test_options_matrix.py",  # 40 s
+    "tests/integrity/test_integrity_derived.py",  # 28 s
+    "tests/site/test_site_browser.py",  # 24 s
+    "tests/cli/test_fuzz_cli.py",  # 24 s
+    "tests/proofs/test_gate_plugin.py",  # 20 s
+    "tests/tune/test_lora_run.py",  # 19 s
+    "tests/benchmarks/test_reference_run.py",  # 19 s
+    "tests/es/test_es_signal_resume.py",  # 18 s
+    "tests/train/test_train_resume.py",  # 16 s
+    "tests/train/test_finetune_dataset_sizes.py",  # 15 s
+    "tests/es/test_es.py",  # 15 s
+    "tests/benchmarks/test_stats_tiles.py",  # 14 s
+    "tests/export/test_export_onnx.py",  # 13 s
+    "tests/model/test_reference_forward.py",  # 13 s
+    "tests/tune/test_tune_distill.py",  # 13 s
+    "tests/tune/test_tune_dpo.py",  # 13 s
+    "tests/train/test_replay_state.py",  # 11 s
+    "tests/data/test_data_filters.py",  # 10 s
+    "tests/cli/test_smoke.py",  # 10 s
+    "tests/cli/test_cli_errors.py",  # 10 s
+    "tests/data/test_data_prepare.py",  # 10 s
+    "tests/trace/test_trace_tracer.py",  # 10 s
 )
 
 
