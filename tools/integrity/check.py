@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -1085,8 +1085,23 @@ def prose_cited_runs(root: Path) -> set[str]:
     return {match.group(1) for _, _, match in prose_citations(root)}
 
 
+Read = TypeVar("Read")
+
+
+def cited_once(loaded: LoadedEvidence, key: str, read: Callable[[LoadedEvidence], Read]) -> Read:
+    """`read(loaded)`, a reading of a file the record cites, made the first time `key` is asked of
+    this record and kept with it (LoadedEvidence.cited says why)."""
+    if key not in loaded.cited:
+        loaded.cited[key] = read(loaded)
+    return loaded.cited[key]
+
+
 def _cited_text(loaded: LoadedEvidence, name: str) -> str | None:
     """The text of a file the record cites beside it (its hash is checked with the record), or None."""
+    return cited_once(loaded, f"text {name}", lambda e: _read_cited_text(e, name))
+
+
+def _read_cited_text(loaded: LoadedEvidence, name: str) -> str | None:
     record = loaded.record
     if record is None or not any(a.path == name for a in record.artifacts):
         return None
@@ -1104,12 +1119,20 @@ def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:
         record = loaded.record
         if record is None or record.run.kind != "prepare":
             continue
-        if any(a.path == PREPARED_MANIFEST for a in record.artifacts):
-            with contextlib.suppress(Unreadable):  # the record's own check names one that does not read
-                manifest = read_json(loaded.path.parent / PREPARED_MANIFEST, loaded.path.parent)
-                if isinstance(manifest, dict):
-                    manifests[record.run.id] = manifest
+        manifest = cited_once(loaded, PREPARED_MANIFEST, _read_manifest)
+        if isinstance(manifest, dict):
+            manifests[record.run.id] = manifest
     return manifests
+
+
+def _read_manifest(loaded: LoadedEvidence) -> Any:
+    """The manifest.json a prepare record cites, parsed, or None."""
+    if loaded.record is None or not any(a.path == PREPARED_MANIFEST for a in loaded.record.artifacts):
+        return None
+    try:
+        return read_json(loaded.path.parent / PREPARED_MANIFEST, loaded.path.parent)
+    except Unreadable:
+        return None  # the record's own check names one that does not read
 
 
 def _throughputs(run_dir: Path) -> list[float]:
@@ -1254,6 +1277,10 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
 
 def _computed_log(loaded: LoadedEvidence) -> Lines | None:
     """The computed lines of the metrics.jsonl a record cites (one_run.py), or None without one."""
+    return cited_once(loaded, f"computed {METRICS_LOG}", _read_computed_log)
+
+
+def _read_computed_log(loaded: LoadedEvidence) -> Lines | None:
     record = loaded.record
     if record is None or not any(a.path == METRICS_LOG for a in record.artifacts):
         return None
