@@ -52,17 +52,18 @@ class Location:
 class LoadedEvidence:
     """One metadata.json: its path, and the record or why it failed to validate.
 
-    `cited` keeps what the checks across records (lineage, copies, repeats) read of the files the
-    record cites, read once for the life of this object (tools.integrity.check.cited_once): a
-    runs-only check joins its runs to the committed ledger's records, which it loads once for each
-    state of evidence/, and each such check read every one of their metrics logs again (1,533
-    checks in `make test`, a third of their joins' 45 s)."""
+    `derived` keeps what the checks across records (lineage, place links, copies, repeats) read of
+    the files the record cites and work out of the record alone, once for the life of this object
+    (tools.integrity.check.derived_once): a runs-only check joins its runs to the committed
+    ledger's records, which it loads once for each state of evidence/, and each such check read
+    every one of their metrics logs and parsed every one of their command lines again (1,533
+    checks in `make test`, 45 s of joins)."""
 
     path: Path
     record: EvidenceRecord | None
     error: str | None = None
     raw: bytes = b""
-    cited: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

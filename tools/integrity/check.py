@@ -104,7 +104,7 @@ from tools.integrity.lineage import (
 from tools.integrity.models.cross_reads import cross_read_problems
 from tools.integrity.models.scored_text import committed_text, scored_texts, text_problems
 from tools.integrity.one_run import Lines, canonical, copy_problems, twin_problems
-from tools.integrity.place_links import place_link_problems
+from tools.integrity.place_links import Places, place_link_problems, record_places
 from tools.integrity.proofs.mutation import lock_findings
 from tools.integrity.prose_figures import figure_problems
 from tools.integrity.record_checks import check_record_truth, newer
@@ -1085,20 +1085,20 @@ def prose_cited_runs(root: Path) -> set[str]:
     return {match.group(1) for _, _, match in prose_citations(root)}
 
 
-Read = TypeVar("Read")
+Derived = TypeVar("Derived")
 
 
-def cited_once(loaded: LoadedEvidence, key: str, read: Callable[[LoadedEvidence], Read]) -> Read:
-    """`read(loaded)`, a reading of a file the record cites, made the first time `key` is asked of
-    this record and kept with it (LoadedEvidence.cited says why)."""
-    if key not in loaded.cited:
-        loaded.cited[key] = read(loaded)
-    return loaded.cited[key]
+def derived_once(loaded: LoadedEvidence, key: str, derive: Callable[[LoadedEvidence], Derived]) -> Derived:
+    """`derive(loaded)`, worked out the first time `key` is asked of this record and kept with it
+    (LoadedEvidence.derived says why)."""
+    if key not in loaded.derived:
+        loaded.derived[key] = derive(loaded)
+    return loaded.derived[key]
 
 
 def _cited_text(loaded: LoadedEvidence, name: str) -> str | None:
     """The text of a file the record cites beside it (its hash is checked with the record), or None."""
-    return cited_once(loaded, f"text {name}", lambda e: _read_cited_text(e, name))
+    return derived_once(loaded, f"text {name}", lambda e: _read_cited_text(e, name))
 
 
 def _read_cited_text(loaded: LoadedEvidence, name: str) -> str | None:
@@ -1119,7 +1119,7 @@ def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:
         record = loaded.record
         if record is None or record.run.kind != "prepare":
             continue
-        manifest = cited_once(loaded, PREPARED_MANIFEST, _read_manifest)
+        manifest = derived_once(loaded, PREPARED_MANIFEST, _read_manifest)
         if isinstance(manifest, dict):
             manifests[record.run.id] = manifest
     return manifests
@@ -1265,7 +1265,7 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
         *lineage_problems(by_id),
         *prepared_data_problems(by_id, manifests, shares),
         *evaluated_problems(by_id),
-        *place_link_problems(by_id),
+        *place_link_problems(by_id, lambda run_id: derived_once(loaded[run_id], "places", _places)),
         *cross_read_problems(by_id, root),
         *repeat_problems(
             by_id, lambda run_id: _cited_text(loaded[run_id], METRICS_LOG) if run_id in loaded else None
@@ -1275,9 +1275,15 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
     ]
 
 
+def _places(loaded: LoadedEvidence) -> Places:
+    """The places a loaded record's command lines name (place_links.record_places)."""
+    assert loaded.record is not None  # lineage joins the records that validated
+    return record_places(loaded.record)
+
+
 def _computed_log(loaded: LoadedEvidence) -> Lines | None:
     """The computed lines of the metrics.jsonl a record cites (one_run.py), or None without one."""
-    return cited_once(loaded, f"computed {METRICS_LOG}", _read_computed_log)
+    return derived_once(loaded, f"computed {METRICS_LOG}", _read_computed_log)
 
 
 def _read_computed_log(loaded: LoadedEvidence) -> Lines | None:

@@ -34,7 +34,7 @@ written when absolute; a relative word the run did not resolve is not linked.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
@@ -102,18 +102,30 @@ def _command_lines(record: EvidenceRecord) -> list[tuple[list[str], dict[str, st
     ]
 
 
-def _written(records: Mapping[str, EvidenceRecord]) -> list[Written]:
+@dataclass(frozen=True)
+class Places:
+    """The places one record's command lines name: (option, place) of each its first one wrote
+    (WRITING_OPTIONS), and every one they read (`_reads`)."""
+
+    written: tuple[tuple[str, tuple[str, ...]], ...]
+    read: tuple[Read, ...]
+
+
+def record_places(record: EvidenceRecord) -> Places:
+    """The places `record`'s command lines name (`Places`): a function of the record alone, which a
+    check of many runs against one ledger may work out once a record (place_link_problems)."""
+    named = _places_named(record.run.argv or [], record.run.places or {})
+    written = tuple((option, named[option][1]) for option in WRITING_OPTIONS if option in named)
+    return Places(written, tuple(_reads(record)))
+
+
+def _written(records: Mapping[str, EvidenceRecord], places: Callable[[str], Places]) -> list[Written]:
     """Every place a record's first command line wrote (WRITING_OPTIONS)."""
-    written = []
-    for record in records.values():
-        named = _places_named(record.run.argv or [], record.run.places or {})
-        finished = record.run.finished or record.run.started
-        written += [
-            Written(named[option][1], option, record, finished)
-            for option in WRITING_OPTIONS
-            if option in named
-        ]
-    return written
+    return [
+        Written(place, option, record, record.run.finished or record.run.started)
+        for run_id, record in records.items()
+        for option, place in places(run_id).written
+    ]
 
 
 def _reads(record: EvidenceRecord) -> list[Read]:
@@ -143,16 +155,20 @@ def _writer(
     return max(before, key=lambda found: found[:2])[2] if before else None
 
 
-def place_link_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
+def place_link_problems(
+    records: Mapping[str, EvidenceRecord], places: Callable[[str], Places] | None = None
+) -> list[tuple[str, str]]:
     """(run id, problem) for each record whose digests of what it read at a place are not those of
-    the record of the ledger that wrote that place (see the module docstring)."""
+    the record of the ledger that wrote that place (see the module docstring). `places` gives a
+    record's `record_places` by run id (by default worked out here)."""
+    places_of = places or (lambda run_id: record_places(records[run_id]))
     written: dict[tuple[str, ...], list[tuple[int, Written]]] = {}
-    for position, write in enumerate(_written(records)):
+    for position, write in enumerate(_written(records, places_of)):
         written.setdefault(write.place, []).append((position, write))
     problems = []
     for run_id, record in records.items():
         seen: set[tuple[str, str]] = set()
-        for read in _reads(record):
+        for read in places_of(run_id).read:
             writer = _writer(read, record, written)
             if writer is None or (read.option, writer.record.run.id) in seen:
                 continue
