@@ -1102,6 +1102,7 @@ def _cited_text(loaded: LoadedEvidence, name: str) -> str | None:
 
 
 def _read_cited_text(loaded: LoadedEvidence, name: str) -> str | None:
+    """`_cited_text`, read from the disk."""
     record = loaded.record
     if record is None or not any(a.path == name for a in record.artifacts):
         return None
@@ -1287,6 +1288,7 @@ def _computed_log(loaded: LoadedEvidence) -> Lines | None:
 
 
 def _read_computed_log(loaded: LoadedEvidence) -> Lines | None:
+    """`_computed_log`, read from the disk (and parsed once for each content, `_computed_text`)."""
     record = loaded.record
     if record is None or not any(a.path == METRICS_LOG for a in record.artifacts):
         return None
