@@ -24,10 +24,6 @@ from pathlib import Path
 
 import torch
 
-if not torch.cuda.is_available():  # the interpreter must be on before triton is first imported
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
 from contracts.derive.benchmarks import geometric_mean, quotient
 from contracts.evidence import file_completed, new_record, run_id
 from contracts.gates import contract_mode
@@ -163,6 +159,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per shape (GPU only)")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
+    if not gpu:
+        # Triton's interpreter, switched on before triton is first imported (by `parity`'s kernel
+        # call) and only here, when the script runs: the integrity check imports this module for its
+        # constants, and an import that switched it on ran every later kernel of that process
+        # interpreted.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     device = torch.cuda.get_device_name(0) if gpu else "cpu"
     record = new_record(
         "benchmark", run_id("bench-attention"), sys.argv, device, torch.version.cuda, contract_mode().value

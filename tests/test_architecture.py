@@ -24,15 +24,25 @@ a submodule does not count as importing its package. A script in a folder that i
 (tools/, benchmarks/ run as `python tools/x.py`) finds its neighbours by their bare names, so
 `import audit` in tools/ is tools/audit.py. A new room of stack/ must be given its floor here,
 which is where a newcomer reads the plan of the house.
+
+Importing a module changes nothing of the process that imports it: no environment variable is
+set there. Modules are imported for their names (the integrity check imports every benchmark
+script for its goals), and a variable an import sets changes what that process, and every command
+it starts, does next: TRITON_INTERPRET set so runs every later attention kernel in Triton's
+interpreter, in the start-up check of every test after it. A script that needs a variable sets it
+when it runs, in its `main`.
 """
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 import pytest
+
+from tests.support.import_effects import environment_set_on_import
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each tree of Python, with the trees it may import from (its own included).
@@ -269,3 +279,21 @@ def test_a_planted_registry_circle_is_found(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(GRAPH, "contracts.judges.lora", GRAPH["contracts.judges.lora"] | {"contracts.judges"})
     with pytest.raises(AssertionError, match=r"contracts\.judges\.lora"):
         test_no_files_import_each_other_in_a_circle()
+
+
+def test_no_import_sets_an_environment_variable() -> None:
+    """Every module of the four trees, imported in turn in one fresh interpreter, each after the
+    modules it imports (so a finding names the module whose own code set the variable, not the
+    first one to import it); a module run as `python -m`, which starts its command, aside."""
+    order = TopologicalSorter(GRAPH).static_order()
+    modules = [module for module in order if not module.endswith(".__main__")]
+    assert environment_set_on_import(modules, [ROOT]) == {}
+
+
+def test_a_planted_import_that_sets_a_variable_is_named(tmp_path: Path) -> None:
+    """A module that switches an interpreter on as it is imported is named with the variable; one
+    that only reads the environment is not."""
+    (tmp_path / "reads_only.py").write_text('import os\nINTERPRETED = os.environ.get("TRITON_INTERPRET")\n')
+    (tmp_path / "sets_one.py").write_text('import os\nos.environ.setdefault("TRITON_INTERPRET", "1")\n')
+    found = environment_set_on_import(["reads_only", "sets_one"], [tmp_path])
+    assert found == {"sets_one": ["TRITON_INTERPRET"]}
