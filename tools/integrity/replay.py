@@ -16,16 +16,21 @@ GATE-TRAIN-004's first loss with the record's.
 Which kinds replay: `train` from DATA_DIR alone; `finetune` and `sft` with `--init-from` the
 checkpoint they started from, refused unless its weights hash to the parent the record's lineage
 names. `dpo` and `distill` read a frozen reference or teacher named by path in their config and do
-not replay here; command kinds (eval, prepare, lens, surgery) have no replay yet. A replay is bit
-for bit on the machine and build of the run; another CPU, thread count or torch build can differ
-in the last bits of a float, and the report then names the first step and key that differ.
+not replay here; command kinds (eval, prepare, lens, surgery) have no replay yet. A run of the
+Triton attention kernel (`model.attention = "triton"`) replays with that kernel, in Triton's
+interpreter. A replay is bit for bit on the machine and build of the run; another CPU, thread
+count or torch build can differ in the last bits of a float, and the report then names the first
+step and key that differ.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +128,22 @@ def _check_inputs(record: EvidenceRecord, data_dir: Path, init_from: Path | None
         raise BadInput("--init-from is for a finetune or sft record; a train record starts from scratch")
 
 
+@contextmanager
+def kernel_runnable(attention: str) -> Iterator[None]:
+    """Triton's interpreter meanwhile, for a run of the Triton attention kernel: a replay runs on the
+    CPU, where the kernel runs only interpreted, and it computes with the run's own kernel, not
+    another path's. The interpreter must be on before triton is first imported, which nothing the
+    checker does before a replay imports; where the caller set TRITON_INTERPRET it is left as it is."""
+    if attention != "triton" or "TRITON_INTERPRET" in os.environ:
+        yield
+        return
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["TRITON_INTERPRET"]
+
+
 def replay(run_dir: Path, data_dir: Path, steps: int = 5, init_from: Path | None = None) -> Replay:
     """Take the record's first `steps` steps again and compare them with its log and record."""
     from stack.data.tokenizer import load_tokenizer
@@ -141,6 +162,7 @@ def replay(run_dir: Path, data_dir: Path, steps: int = 5, init_from: Path | None
     with (
         tempfile.TemporaryDirectory(prefix="gatestack-replay-") as tmp,
         recording(Ledger()),  # the gates judge the replayed steps too; their verdicts are not kept
+        kernel_runnable(config.model.attention),
         determinism.kernels(config.train.deterministic),
     ):
         trainer = Trainer(config, data_dir, Path(tmp), tokenizer, lambda *_: None, lambda *_: None)
