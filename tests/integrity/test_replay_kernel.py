@@ -26,10 +26,14 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def kernel_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A smoke run trained with model.attention='triton', and its data."""
+    """A smoke run of two steps trained with model.attention='triton', and its data. The kernel runs
+    interpreted, a tenth of a second a forward, so the run does little else: two held-out batches,
+    one prompt of four tokens."""
     base = tmp_path_factory.mktemp("replay-kernel")
     data, run = prepared(base), base / "run"
-    assert train(smoke_args(data, run, "model.attention='triton'")) == 0
+    every = ("train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2")
+    little = ("eval.batches=2", "monitor.tokens=4", "monitor.prompts=['def ']")
+    assert train(smoke_args(data, run, "model.attention='triton'", *every, *little)) == 0
     return run, data
 
 
