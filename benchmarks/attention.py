@@ -162,8 +162,8 @@ def main() -> int:
     if not gpu:
         # Triton's interpreter, switched on before triton is first imported (by `parity`'s kernel
         # call) and only here, when the script runs: the integrity check imports this module for its
-        # constants, and an import that switched it on ran every later kernel of that process
-        # interpreted.
+        # constants, and switched on at import it would run every later kernel of that process, and
+        # of every command it starts, interpreted.
         os.environ.setdefault("TRITON_INTERPRET", "1")
     device = torch.cuda.get_device_name(0) if gpu else "cpu"
     record = new_record(
