@@ -25,6 +25,7 @@ for name in json.load(sys.stdin):
     keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if keys:
         changed[name] = keys
+print()  # the report on a line of its own, after anything an import printed
 print(json.dumps(changed))
 """
 
@@ -43,4 +44,4 @@ def environment_set_on_import(modules: list[str], path: list[Path]) -> dict[str,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+    return json.loads(done.stdout.splitlines()[-1])
