@@ -52,6 +52,13 @@ DTYPE_FIELDS = ("dtype", "torch_dtype")
 SPECIAL_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # model_type → the class transformers builds for it.
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+# A llama3 RoPE's [model] keys → their names in config.json's `rope_parameters`.
+LLAMA3_ROPE_KEYS = {
+    "rope_factor": "factor",
+    "rope_low_freq_factor": "low_freq_factor",
+    "rope_high_freq_factor": "high_freq_factor",
+    "rope_original_ctx": "original_max_position_embeddings",
+}
 HEADER_LENGTH_BYTES = 8
 
 
@@ -67,7 +74,6 @@ def expected_fields(model: Mapping[str, Any], dtype: str) -> dict[str, Any]:
     what the model a [model] table describes computes, with weights stored in `dtype`."""
     table = {**DEFAULTS, **model}
     family = "qwen2" if table["qkv_bias"] else "llama"
-    theta = float(table["rope_theta"])
     fields: dict[str, Any] = {
         "architectures": [ARCHITECTURES[family]],
         "model_type": family,
@@ -81,8 +87,7 @@ def expected_fields(model: Mapping[str, Any], dtype: str) -> dict[str, Any]:
         "hidden_act": "silu",
         "max_position_embeddings": table["ctx"],
         "rms_norm_eps": table["norm_eps"],
-        "rope_parameters": {"rope_type": "default", "rope_theta": theta},
-        "rope_theta": theta,
+        **rope_fields(table),
         "tie_word_embeddings": bool(table["tie_embeddings"]),
         "attention_dropout": 0.0,
         "initializer_range": table["init_std"],
@@ -92,6 +97,18 @@ def expected_fields(model: Mapping[str, Any], dtype: str) -> dict[str, Any]:
     if family == "qwen2":  # every layer attends to the whole context
         return fields | {"use_sliding_window": False, "layer_types": ["full_attention"] * table["n_layers"]}
     return fields | {"attention_bias": False, "mlp_bias": False}
+
+
+def rope_fields(table: Mapping[str, Any]) -> dict[str, Any]:
+    """config.json's RoPE fields for a [model] table whose options are filled in (DEFAULTS):
+    `rope_parameters`, which transformers 5 reads, and `rope_theta`, where earlier versions read
+    the base; a llama3 RoPE's parameters also as `rope_scaling`, where those versions read them."""
+    theta = float(table["rope_theta"])
+    if table["rope_type"] == "default":
+        return {"rope_parameters": {"rope_type": "default", "rope_theta": theta}, "rope_theta": theta}
+    rope = {"rope_type": table["rope_type"], "rope_theta": theta}
+    rope |= {name: table[key] for key, name in LLAMA3_ROPE_KEYS.items()}
+    return {"rope_parameters": rope, "rope_scaling": rope, "rope_theta": theta}
 
 
 def field_differences(loaded: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -33,6 +33,11 @@ DEFAULTS: dict[str, Any] = {
     "diff_attn": False,
     "mod_every": 0,
     "mod_capacity": 0.125,
+    "rope_type": "default",
+    "rope_factor": 8.0,
+    "rope_low_freq_factor": 1.0,
+    "rope_high_freq_factor": 4.0,
+    "rope_original_ctx": 8192,
 }
 # The model settings a run started from a checkpoint may change: the attention path (the paths are
 # numerically equivalent, GATE-MODEL-001) and what only the training loss and the training routing

@@ -7,7 +7,9 @@ The models compute the same function, so the conversion is a renaming:
   Llama and Qwen2 do exactly this through `rotate_half` with 1 / theta^(2i / head_dim). The rows
   of q and k therefore pass through unchanged. The permutation in HF's conversion script for
   Meta's checkpoints (which rotate *interleaved* pairs) must NOT be applied: it is what the
-  falsifier of GATE-EXPORT-001 plants.
+  falsifier of GATE-EXPORT-001 plants. Llama 3.1's rescaled frequencies (`rope_type` llama3 in
+  `rope_parameters`) are the stack's `rope_type = "llama3"` with its four parameters; transformers'
+  other rope types (linear, dynamic, yarn, longrope) are refused.
 - GQA. q has n_heads * head_dim rows, k and v n_kv_heads * head_dim, head-major in both.
 - Tied embeddings. The stack stores one matrix; HF omits `lm_head.weight` and sets
   `tie_word_embeddings`. An untied model exports both.
@@ -26,6 +28,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
+from contracts.hf_export import LLAMA3_ROPE_KEYS, rope_fields
+from contracts.model_shape import DEFAULTS
 from stack.export.hf_tokenizer import model_ids
 from stack.model import names
 from stack.model.config import ModelConfig
@@ -142,8 +146,7 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
         "hidden_act": "silu",
         "max_position_embeddings": config.ctx,
         "rms_norm_eps": config.norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
-        "rope_theta": config.rope_theta,  # where transformers before 5.0 reads it
+        **rope_fields({**DEFAULTS, **config.model_dump()}),
         "tie_word_embeddings": config.tie_embeddings,
         "attention_dropout": 0.0,
         "initializer_range": config.init_std,
@@ -164,8 +167,8 @@ def _problems(hf: Any) -> list[str]:
     if hf.model_type == "llama" and (getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False)):
         problems.append("attention_bias or mlp_bias (a Llama's would bias o or the MLP too; only q/k/v can)")
     rope = dict(getattr(hf, "rope_parameters", None) or {})
-    if rope.get("rope_type", "default") != "default":
-        problems.append(f"rope_type={rope['rope_type']!r} from rope_scaling (only plain RoPE)")
+    if rope.get("rope_type", "default") not in ("default", "llama3"):
+        problems.append(f"rope_type={rope['rope_type']!r} from rope_scaling (plain RoPE or llama3's only)")
     if rope.get("partial_rotary_factor", 1.0) != 1.0:
         problems.append(f"partial_rotary_factor={rope['partial_rotary_factor']} (RoPE rotates whole heads)")
     if getattr(hf, "head_dim", None) not in (None, hf.hidden_size // hf.num_attention_heads):
@@ -224,6 +227,9 @@ def model_config_from_hf(hf: Any) -> dict[str, Any]:
             "not compute exactly: import a checkpoint without them"
         )
     rope = dict(getattr(hf, "rope_parameters", None) or {})
+    scaling: dict[str, Any] = {}
+    if rope.get("rope_type") == "llama3":  # Llama 3.1 and 3.2 (stack/model/rope_scaling.py)
+        scaling = {"rope_type": "llama3", **{key: rope[name] for key, name in LLAMA3_ROPE_KEYS.items()}}
     return {
         "vocab": hf.vocab_size,
         "d_model": hf.hidden_size,
@@ -237,4 +243,5 @@ def model_config_from_hf(hf: Any) -> dict[str, Any]:
         "tie_embeddings": bool(hf.tie_word_embeddings),
         "init_std": hf.initializer_range,
         "qkv_bias": hf.model_type == "qwen2",
+        **scaling,
     }

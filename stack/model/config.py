@@ -13,6 +13,9 @@ AttentionPath = Literal["naive", "sdpa", "triton"]
 
 # The keys that mean something only when moe_experts > 0.
 _MOE_KEYS = ("moe_top_k", "moe_shared_expert", "moe_balance_coef", "moe_z_coef")
+# The keys that mean something only when rope_type is "llama3" (stack/model/rope_scaling.py).
+_LLAMA3_KEYS = ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_ctx")
+RopeType = Literal["default", "llama3"]
 
 
 def _option(default: Any, description: str, **constraints: Any) -> Any:
@@ -69,6 +72,18 @@ class ModelConfig(BaseModel):
     mod_capacity: float = _option(
         0.125, "fraction C of each sequence's tokens a mixture-of-depths block computes (⌊C·T⌋)", gt=0, le=1
     )
+    # Llama 3.1's RoPE frequencies (the Llama 3.1 and 3.2 checkpoints): the defaults are Meta's.
+    rope_type: RopeType = _option(
+        "default", "RoPE frequencies: default θ^(-2i/D), or llama3 (long wavelengths stretched, Llama 3.1)"
+    )
+    rope_factor: float = _option(8.0, "llama3: how much the longest wavelengths are stretched", ge=1)
+    rope_low_freq_factor: float = _option(
+        1.0, "llama3: wavelengths above rope_original_ctx / this are stretched whole", gt=0
+    )
+    rope_high_freq_factor: float = _option(
+        4.0, "llama3: wavelengths below rope_original_ctx / this are kept; between, blended", gt=0
+    )
+    rope_original_ctx: int = _option(8192, "llama3: the context the frequencies were first trained at", ge=1)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
@@ -88,6 +103,19 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"{', '.join(changed)} only apply with moe_experts > 0")
         elif self.moe_top_k > self.moe_experts:
             raise ValueError(f"moe_top_k {self.moe_top_k} exceeds moe_experts {self.moe_experts}")
+        return self
+
+    @model_validator(mode="after")
+    def _rope_consistent(self) -> ModelConfig:
+        if self.rope_type == "default":
+            changed = [k for k in _LLAMA3_KEYS if getattr(self, k) != ModelConfig.model_fields[k].default]
+            if changed:
+                raise ValueError(f'{", ".join(changed)} only apply with rope_type = "llama3"')
+        elif self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            raise ValueError(
+                f"rope_high_freq_factor {self.rope_high_freq_factor:g} must exceed rope_low_freq_factor "
+                f"{self.rope_low_freq_factor:g}: between them the llama3 frequencies are blended"
+            )
         return self
 
     @model_validator(mode="after")

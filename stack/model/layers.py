@@ -17,6 +17,7 @@ from stack.model.feedforward import FeedForward, SwiGLU
 from stack.model.kv_cache import LayerCache
 from stack.model.moe import MoE
 from stack.model.projection import project
+from stack.model.rope_scaling import inverse_frequencies
 
 __all__ = ["Attention", "Block", "FeedForward", "RMSNorm", "SwiGLU", "apply_rope", "rope_angles"]
 
@@ -43,11 +44,11 @@ def rope_angles(
     `apply_rope` applies in one multiply-add.
 
     Computed once per forward (not per block) in at least fp32 rather than kept as a buffer, so
-    `model.to(bf16)` cannot round the angles and `model.double()` gets fp64 ones.
+    `model.to(bf16)` cannot round the angles and `model.double()` gets fp64 ones. The frequencies
+    are the `rope_type`'s (stack/model/rope_scaling.py).
     """
     dtype = torch.promote_types(dtype, torch.float32)
-    half = config.head_dim // 2
-    inv_freq = config.rope_theta ** (-torch.arange(half, device=device, dtype=dtype) / half)
+    inv_freq = inverse_frequencies(config, device, dtype)
     positions = torch.arange(start, start + length, device=device, dtype=dtype)
     angles = torch.outer(positions, inv_freq)
     cos, sin = angles.cos(), angles.sin()

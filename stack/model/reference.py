@@ -6,7 +6,8 @@ out here again), so a bug in any of them (RoPE left out or turned the wrong way,
 dropped, a norm without its gain, SwiGLU without its SiLU, a scaled embedding) makes the model's
 logits differ from these. The formulas are Llama's, which the HF import and export already hold
 the model to (GATE-EXPORT-001): pre-norm blocks x + attn(rms(x)), x + ffn(rms(x)); RoPE on halves
-with angles p · θ^(-2i/head_dim); query head h reads key/value head h // (n_heads / n_kv_heads);
+with angles p · θ^(-2i/head_dim), those frequencies rescaled as Llama 3.1 rescales them when the
+config's `rope_type` is llama3; query head h reads key/value head h // (n_heads / n_kv_heads);
 softmax(q kᵀ / sqrt(head_dim)) under a causal mask; down(silu(gate) · up); a final RMSNorm and
 the head (the embedding matrix when tied).
 
@@ -106,11 +107,29 @@ def _linear(x: torch.Tensor, linear: torch.nn.Module, adapters: Adapters | None)
     return y + adapters.scale * (x @ a.double().T @ b.double().T)
 
 
-def _rotate(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """x (B, H, T, D) with the halves (x1, x2) of each head turned by p · θ^(-2i/D) at position p."""
+def _frequency(i: int, dim: int, config: ModelConfig) -> float:
+    """Head position i's rotation frequency θ^(-2i/D), under llama3 by Meta's three cases: a
+    wavelength 2π/f shorter than original_ctx / high_freq_factor kept, one longer than
+    original_ctx / low_freq_factor divided by the factor, and between, the two blended by
+    s = (original_ctx / wavelength − low) / (high − low)."""
+    freq = config.rope_theta ** (-2.0 * i / dim)
+    if config.rope_type == "default":
+        return freq
+    wavelength = 2 * math.pi / freq
+    low, high = config.rope_low_freq_factor, config.rope_high_freq_factor
+    if wavelength < config.rope_original_ctx / high:
+        return freq
+    if wavelength > config.rope_original_ctx / low:
+        return freq / config.rope_factor
+    s = (config.rope_original_ctx / wavelength - low) / (high - low)
+    return (1 - s) * freq / config.rope_factor + s * freq
+
+
+def _rotate(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """x (B, H, T, D) with the halves (x1, x2) of each head turned by p · f_i at position p."""
     length, dim = x.shape[-2], x.shape[-1]
     half = dim // 2
-    freq = torch.tensor([theta ** (-2.0 * i / dim) for i in range(half)], dtype=torch.float64)
+    freq = torch.tensor([_frequency(i, dim, config) for i in range(half)], dtype=torch.float64)
     angle = torch.arange(length, dtype=torch.float64)[:, None] * freq[None, :]
     cos, sin = angle.cos().to(x.device), angle.sin().to(x.device)
     x1, x2 = x[..., :half], x[..., half:]
@@ -143,8 +162,8 @@ def _heads_out(
     def split(y: torch.Tensor, n: int) -> torch.Tensor:
         return y.reshape(batch, length, n, dim).permute(0, 2, 1, 3)
 
-    q = _rotate(split(_linear(x, getattr(attn, names[0]), adapters), heads), config.rope_theta)
-    k = _rotate(split(_linear(x, getattr(attn, names[1]), adapters), heads_kv), config.rope_theta)
+    q = _rotate(split(_linear(x, getattr(attn, names[0]), adapters), heads), config)
+    k = _rotate(split(_linear(x, getattr(attn, names[1]), adapters), heads_kv), config)
     v = split(_linear(x, attn.v, adapters), heads_kv)
     group = heads // heads_kv
     out = torch.empty(batch, heads, length, dim, dtype=torch.float64, device=x.device)

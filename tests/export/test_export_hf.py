@@ -42,6 +42,20 @@ CONFIGS = {
         "rope_theta": 500.0,
     },
     "mqa-large-logits": {"d_model": 64, "n_heads": 4, "n_kv_heads": 1, "ffn_hidden": 100, "init_std": 0.1},
+    # Llama 3.1's RoPE at head_dim 8 (wavelengths 6.3, 63, 628, 6283 positions): one frequency
+    # kept, one blended, two stretched.
+    "gqa-llama3-rope": {
+        "d_model": 48,
+        "n_heads": 6,
+        "n_kv_heads": 2,
+        "ffn_hidden": 72,
+        "n_layers": 2,
+        "rope_type": "llama3",
+        "rope_factor": 8.0,
+        "rope_low_freq_factor": 0.125,
+        "rope_high_freq_factor": 2.0,
+        "rope_original_ctx": 16,
+    },
 }
 
 
@@ -66,12 +80,13 @@ def test_transformers_reproduces_the_stacks_logits(name: str, tmp_path: Path) ->
 
 
 @pytest.mark.holds(GATE)
-@pytest.mark.parametrize("name", ["gqa-tied-2layers", "mha-untied-odd"])
+@pytest.mark.parametrize("name", ["gqa-tied-2layers", "mha-untied-odd", "gqa-llama3-rope"])
 def test_export_then_import_gives_identical_weights(name: str, tmp_path: Path) -> None:
     checkpoint = make_checkpoint(tmp_path, **CONFIGS[name])
     assert main(["export", str(checkpoint), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
     assert weight_differences(checkpoint, tmp_path / "back") == []
+    assert load_trained(tmp_path / "back").config.model == load_trained(checkpoint).config.model
 
 
 def weight_differences(a: Path, b: Path) -> list[str]:
@@ -176,6 +191,25 @@ def test_planted_config_bug_fails_the_check(
 ) -> None:
     checkpoint = make_checkpoint(tmp_path)
     plant_config(monkeypatch, tamper)
+    result = export_hf(checkpoint, tmp_path / "hf")
+    with pytest.raises(GateViolation) as fired:
+        exporters.certify(result)
+    assert fired.value.gate_id == GATE
+    assert fired.value.measured["max_abs_diff"] > load_spec().threshold(GATE, "logits_atol")
+
+
+def plain_rope(config: dict[str, Any], model: ModelConfig) -> None:
+    """Planted: a llama3 model's config.json written with the plain RoPE of its θ."""
+    config["rope_parameters"] = {"rope_type": "default", "rope_theta": model.rope_theta}
+    del config["rope_scaling"]
+
+
+@pytest.mark.gate(GATE)
+def test_an_export_that_leaves_out_the_llama3_rope_fails_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = make_checkpoint(tmp_path, **CONFIGS["gqa-llama3-rope"])
+    plant_config(monkeypatch, plain_rope)
     result = export_hf(checkpoint, tmp_path / "hf")
     with pytest.raises(GateViolation) as fired:
         exporters.certify(result)

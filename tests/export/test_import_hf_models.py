@@ -62,6 +62,23 @@ VARIANTS: dict[str, tuple[Callable[[Path], Path], str, str, bool, bool]] = {
         True,
     ),
     "qwen2-untied-fp32": (lambda d: qwen2_model(d, tie=False), "qwen2", "float32", False, False),
+    "llama31-rope-llama3": (
+        lambda d: llama_model(d, rope_parameters=LLAMA3_ROPE),
+        "llama",
+        "float32",
+        False,
+        False,
+    ),
+}
+# Llama 3.1's RoPE at the fixtures' head_dim 12 and θ 500,000 (wavelengths 6.3, 56, 498 … positions):
+# one frequency kept, one blended and four stretched, so each case of the rescaling moves the logits.
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 0.5,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 48,
 }
 # The two checkpoints the later tests use, one per family.
 USED = {"llama": "llama3-untied-fp32", "qwen2": "qwen2-tied-bf16-sharded"}
@@ -175,6 +192,43 @@ def test_a_converter_that_drops_one_bias_is_refused_and_writes_nothing(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_llama31_checkpoint_imports_with_its_rescaled_rope(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """Llama 3.1 and 3.2 state `rope_type` llama3: its four parameters become the model's, and an
+    export of the import states them again where transformers reads them."""
+    assert import_dir(sources["llama31-rope-llama3"], tmp_path / "run") == 0
+    config = load_trained(tmp_path / "run").config.model
+    read = (config.rope_type, config.rope_factor, config.rope_low_freq_factor, config.rope_high_freq_factor)
+    assert read == ("llama3", 8.0, 0.5, 4.0) and config.rope_original_ctx == 48
+    assert main(["export", str(tmp_path / "run"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    written = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert written["rope_parameters"] == written["rope_scaling"] == LLAMA3_ROPE
+
+
+@pytest.mark.gate(EXPORT_GATE)
+def test_an_import_that_drops_the_llama3_rope_is_refused_and_writes_nothing(
+    sources: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A reader that takes the base θ and leaves the rescaling out (the plain RoPE of the same θ):
+    only the logits show it."""
+    real = hf.model_config_from_hf
+
+    def plain_rope(config: Any) -> dict[str, Any]:
+        read = real(config)
+        return {
+            key: value for key, value in read.items() if key == "rope_theta" or not key.startswith("rope_")
+        }
+
+    monkeypatch.setattr(hf, "model_config_from_hf", plain_rope)
+    assert import_dir(sources["llama31-rope-llama3"], tmp_path / "out") == 3
+    assert f"gate fired: {EXPORT_GATE}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def edited_copy(source: Path, target: Path, **changes: Any) -> Path:
     """A copy of `source` whose config.json has `changes` applied (DROP removes a key)."""
     shutil.copytree(source, target)
@@ -192,18 +246,10 @@ REFUSED: dict[str, tuple[str, dict[str, Any], str]] = {
         {"rope_scaling": {"rope_type": "linear", "factor": 2.0}},
         "rope_type='linear' from rope_scaling",
     ),
-    "rope-scaling-llama3": (
+    "rope-scaling-yarn": (
         "llama",
-        {
-            "rope_scaling": {
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 32,
-            }
-        },
-        "rope_type='llama3'",
+        {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}},
+        "rope_type='yarn' from rope_scaling",
     ),
     "partial-rotary": ("llama", {"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5"),
     "head-dim": ("llama", {"head_dim": 16}, "head_dim=16 != hidden_size / num_attention_heads = 12"),
