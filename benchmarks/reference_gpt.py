@@ -50,8 +50,8 @@ def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
 class ReferenceGPT(nn.Module):
     def __init__(self, c: ModelConfig) -> None:
         super().__init__()
-        if c.moe or c.diff_attn or c.mod or c.qkv_bias or not c.tie_embeddings:
-            raise ValueError("the reference GPT is the dense, bias-free, tied-embedding model only")
+        if c.moe or c.diff_attn or c.mod or c.qkv_bias or not c.tie_embeddings or c.rope_type != "default":
+            raise ValueError("the reference GPT is the dense, bias-free, tied, plain-RoPE model only")
         self.embed = nn.Embedding(c.vocab, c.d_model)
         self.blocks = nn.ModuleList(ReferenceBlock(c) for _ in range(c.n_layers))
         self.norm = nn.RMSNorm(c.d_model, c.norm_eps)
