@@ -940,14 +940,14 @@ EVERY_POSITION_SCORED = (None, "distill")
 
 
 def window_len(config: dict[str, Any]) -> int | None:
-    """Tokens of input in one of the reader's windows, where the config decides it: the model's
-    context for pretraining, `distill.seq_len` (default the context) for a distillation. None for
-    `stack sft` and `stack dpo`, whose windows are the data's pack_len (the prepared data decides
-    it), and for an incomplete config."""
+    """Tokens of input in one of the reader's windows, where the config decides it: `train.seq_len`
+    (default the model's context) for pretraining, `distill.seq_len` (default the context) for a
+    distillation. None for `stack sft` and `stack dpo`, whose windows are the data's pack_len (the
+    prepared data decides it), and for an incomplete config."""
     train, model = config.get("train", {}), config.get("model", {})
     task = train.get("task")
     if task is None:
-        window = model.get("ctx")
+        window = train.get("seq_len") or model.get("ctx")
     elif task == "distill":
         window = config.get("distill", {}).get("seq_len") or model.get("ctx")
     else:

@@ -355,7 +355,7 @@ def describe(exc: BaseException) -> str | None:
 
 # The settings that size what each command holds in memory, for the line of one that ran out.
 MEMORY_SETTINGS = {
-    "stack train": "train.batch_size (train.grad_accum keeps the tokens per step) or model.ctx",
+    "stack train": "train.batch_size (train.grad_accum keeps the tokens per step) or train.seq_len",
     "stack sft": "train.batch_size (train.grad_accum keeps the tokens per step) or model.ctx",
     "stack dpo": "--batch-size",
     "stack distill": "--batch-size",

@@ -187,8 +187,8 @@ class Knobs:
     judged: bool
 
 
-# A training run's window is its model's context (train has no seq_len of its own).
-TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "model.ctx", judged=True)
+# A training run's window is train.seq_len, its model's context where unset.
+TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "train.seq_len", judged=True)
 
 
 @dataclass(frozen=True)

@@ -303,8 +303,8 @@ class TokenReader:
         if longest <= self.seq_len:
             raise BadInput(
                 f"context longer than the corpus: a window is seq_len+1 = {self.seq_len + 1} tokens but the "
-                f"longest {split} shard of {self.data_dir} has {longest}; shorten the window (model.ctx of "
-                "a training run, --seq-len where a command takes one) or prepare more text"
+                f"longest {split} shard of {self.data_dir} has {longest}; shorten the window (train.seq_len "
+                "of a training run, --seq-len where a command takes one) or prepare more text"
             )
         # Every table a batch is gathered from, by name (`split_tables`); the tokens' also numbers
         # the windows and their sources.
@@ -345,7 +345,8 @@ class TokenReader:
             raise BadInput(
                 f"one step needs {per_step} windows of {self.seq_len + 1} tokens (batch_size x world_size) "
                 f"but an epoch of the {self.split} split has {self._mixture.windows_per_epoch} with these "
-                "weights; lower batch_size or seq_len, or prepare more text"
+                "weights; lower the batch size or the window (train.seq_len of a training run), or prepare "
+                "more text"
             )
         self._plan_cache: tuple[int, np.ndarray] | None = None
         # The served checks' own plan (`defined_plan`): seed, epoch, the mixture it was drawn under.

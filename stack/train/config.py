@@ -32,6 +32,12 @@ Device = Literal["auto", "cpu", "cuda"]
 class TrainSection(Section):
     steps: int = Field(gt=0, description="optimizer steps to run")
     batch_size: int = Field(default=8, gt=0, description="sequences per micro-batch")
+    seq_len: int | None = Field(
+        default=None,
+        gt=0,
+        description="tokens of input per training window, at most model.ctx (pretraining and a run "
+        "started from a model on plain text); unset: model.ctx, and left out of the saved config",
+    )
     grad_accum: int = Field(default=1, gt=0, description="micro-batches per optimizer step")
     lr: float = Field(default=3e-3, gt=0, description="peak learning rate")
     min_lr: float = Field(default=3e-4, ge=0, description="learning rate at the end of the cosine")
@@ -416,7 +422,33 @@ def resolve(
         raise BadInput("no [train] section: pass --preset, --config FILE or --set train.steps=N")
     sections = {name: parse_section(cls, name, data.get(name, {})) for name, cls in SECTIONS.items()}
     optional = {name: parse_section(cls, name, data[name]) for name, cls in OPTIONAL.items() if name in data}
-    return RunConfig(model=parse_section(ModelConfig, "model", model), **sections, **optional)
+    config = RunConfig(model=parse_section(ModelConfig, "model", model), **sections, **optional)
+    _check_seq_len(config)
+    return config
+
+
+def training_window(config: RunConfig) -> int:
+    """Tokens of input in each window the reader serves a pretraining objective: `train.seq_len`,
+    else the model's context. Shorter than the context, a model made for long ones (an imported
+    Llama 3.2's 131,072) trains on windows a corpus and a device hold, and keeps its context.
+    The other tasks' windows are their data's (sft, dpo) or `distill.seq_len`: they get the
+    context, their bound (`_check_seq_len` refuses train.seq_len there)."""
+    return config.train.seq_len or config.model.ctx
+
+
+def _check_seq_len(config: RunConfig) -> None:
+    """Refuse a train.seq_len the run would not read, or one longer than the model's context."""
+    seq_len, task, ctx = config.train.seq_len, config.train.task, config.model.ctx
+    if seq_len is None:
+        return
+    if task is not None:
+        reads = "distill.seq_len (--seq-len)" if task == "distill" else "the data's pack length (--pack-len)"
+        raise BadInput(
+            f"train.seq_len is the window of pretraining's objective; train.task={task} reads windows of "
+            f"{reads}: drop train.seq_len"
+        )
+    if seq_len > ctx:
+        raise BadInput(f"train.seq_len {seq_len} is longer than model.ctx {ctx}: give at most {ctx}")
 
 
 def _check_task_sections(data: dict[str, Any]) -> None:

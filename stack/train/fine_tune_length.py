@@ -15,7 +15,7 @@ from pathlib import Path
 
 from contracts.errors import BadInput
 from stack.data.manifest import load_manifest
-from stack.train.config import RunConfig, parse_sets, read_toml
+from stack.train.config import RunConfig, parse_sets, read_toml, training_window
 from stack.train.presets import PRESETS
 from stack.train.tasks import objective_for
 
@@ -37,7 +37,7 @@ def no_length(config: RunConfig, data_dir: Path, world: int) -> BadInput:
     its settings resolved with any length): one pass over DATA_DIR's train split in steps of the
     run's batch on `world` processes, and the flag that sets the length."""
     train = config.train
-    window = objective_for(train.task).window(data_dir, config.model.ctx)
+    window = objective_for(train.task).window(data_dir, training_window(config))
     tokens = load_manifest(data_dir).totals["train"].tokens
     one_pass = max(1, math.ceil(tokens / (train.batch_size * train.grad_accum * window * world)))
     step = f"{train.batch_size} × {window} tokens"

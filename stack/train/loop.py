@@ -106,7 +106,7 @@ from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
 from stack.train.best_kept import BestWatch, check_best_kept
 from stack.train.coherence import CoherenceMonitor, check_scored
-from stack.train.config import DataSection, RunConfig
+from stack.train.config import DataSection, RunConfig, training_window
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
 from stack.train.consumption import Tally, check_consumed, check_logged, forward_loss
 from stack.train.dropout_reads import check_dropout, measure_dropout
@@ -420,7 +420,7 @@ class Trainer:
         self.objective.bind(config, self.data_dir, self.device)  # a frozen teacher, on this device
         # The chat format the data taught (stack.data.chat_jinja), which the checkpoints carry.
         self.chat_template = chat_jinja.data_template(self.data_dir)
-        seq_len = self.seq_len = self.objective.window(self.data_dir, config.model.ctx)
+        seq_len = self.seq_len = self.objective.window(self.data_dir, training_window(config))
         self.reader = self.objective.open_reader(
             self.data_dir,
             batch_size=train.batch_size,

@@ -21,7 +21,7 @@ import torch
 
 from contracts.errors import BadInput
 from stack.model.gpt import param_count_formula
-from stack.train.config import RunConfig
+from stack.train.config import RunConfig, training_window
 from stack.train.presets import ACTIVATION_BYTES, LOGIT_BYTES, STATE_BYTES_PER_PARAM, estimated_memory_bytes
 
 # The memory limit of this process's cgroup (v2), where the machine's RAM is not all it may use.
@@ -48,13 +48,18 @@ def _gigabytes(count: int) -> str:
 def check_fits(config: RunConfig, device: torch.device) -> None:
     """Refuse, before the model is built, a configuration whose training step's estimated memory is
     more than `device` has: one line naming the settings the largest term grows with."""
-    model, batch = config.model, config.train.batch_size
+    model, batch, window = config.model, config.train.batch_size, training_window(config)
     parameters = param_count_formula(model)
-    needed = estimated_memory_bytes(model, batch, parameters)
+    needed = estimated_memory_bytes(model, batch, window, parameters)
     available = device_memory_bytes(device)
     if needed <= available:
         return
-    tokens = batch * model.ctx
+    tokens = batch * window
+    # the setting the window is: train.seq_len where set, else the context (which a pretraining
+    # window, the only one train.seq_len sets, may be shorter than)
+    length = f"train.seq_len={window}" if config.train.seq_len else f"model.ctx={model.ctx}"
+    if config.train.seq_len is None and config.train.task is None:
+        length += " (or a shorter train.seq_len)"
     terms = {
         f"the training state of {parameters:,} parameters ({STATE_BYTES_PER_PARAM} bytes each)": (
             STATE_BYTES_PER_PARAM * parameters,
@@ -63,12 +68,12 @@ def check_fits(config: RunConfig, device: torch.device) -> None:
         ),
         f"the activations of {tokens:,} tokens through {model.n_layers} blocks": (
             ACTIVATION_BYTES * tokens * model.n_layers * model.d_model,
-            f"model.ctx={model.ctx}, train.batch_size={batch} (train.grad_accum keeps the tokens per "
+            f"{length}, train.batch_size={batch} (train.grad_accum keeps the tokens per "
             f"step), model.n_layers={model.n_layers} or model.d_model={model.d_model}",
         ),
         f"the logits of {tokens:,} tokens over a vocabulary of {model.vocab}": (
             LOGIT_BYTES * tokens * model.vocab,
-            f"model.ctx={model.ctx} or train.batch_size={batch} (train.grad_accum keeps the tokens per step)",
+            f"{length} or train.batch_size={batch} (train.grad_accum keeps the tokens per step)",
         ),
     }
     largest = max(terms, key=lambda name: terms[name][0])

@@ -130,15 +130,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def estimated_memory_bytes(model: ModelConfig, batch_size: int, n_params: int) -> int:
-    """GPU memory a training step of `batch_size` sequences of `model.ctx` tokens needs, estimated.
+def estimated_memory_bytes(model: ModelConfig, batch_size: int, seq_len: int, n_params: int) -> int:
+    """GPU memory a training step of `batch_size` sequences of `seq_len` tokens needs, estimated.
 
     The sum of three terms (the constants above say what each counts): the training state of
     every parameter, the activations every block keeps for the backward, and the loss's logits.
     It leaves out the CUDA context, the allocator's fragmentation and the compiler's workspaces,
     so a GPU should have room to spare; compare metrics.peak_memory_bytes of a real run.
     """
-    tokens = batch_size * model.ctx
+    tokens = batch_size * seq_len
     state = STATE_BYTES_PER_PARAM * n_params
     activations = ACTIVATION_BYTES * tokens * model.n_layers * model.d_model
     logits = LOGIT_BYTES * tokens * model.vocab

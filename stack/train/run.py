@@ -102,7 +102,14 @@ TASK_COMMANDS = ("sft", "dpo", "distill")
 # The commands whose loop options (stack.cli.tune_options) set train.steps by --steps, not --set.
 STEPS_OPTION_COMMANDS = ("dpo", "distill")
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
-FIXED_ON_RESUME = ("train.batch_size", "train.grad_accum", "train.seed", "train.task", "eval.batches")
+FIXED_ON_RESUME = (
+    "train.batch_size",
+    "train.grad_accum",
+    "train.seq_len",
+    "train.seed",
+    "train.task",
+    "eval.batches",
+)
 # The record's status for each way `Trainer.run` returns.
 FINAL_STATUS = {
     "completed": RunStatus.COMPLETED,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stack.model import param_count_formula
-from stack.train.config import resolve
+from stack.train.config import resolve, training_window
 from stack.train.presets import PRESETS, estimated_memory_bytes
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "training.md"
@@ -43,7 +43,7 @@ def test_the_batch_defaults_fit_one_80gb_gpu_with_room(name: str) -> None:
     """By the estimate, at a 50 k vocabulary, with half the GPU left for what it does not count."""
     config = resolve(name, None, [], vocab=50_257)
     estimate = estimated_memory_bytes(
-        config.model, config.train.batch_size, param_count_formula(config.model)
+        config.model, config.train.batch_size, training_window(config), param_count_formula(config.model)
     )
     assert estimate < GPU_BYTES / 2
     assert config.train.precision == "bf16" and set(PRESETS[name]) == {
