@@ -325,7 +325,7 @@ def test_verify_preflight_catches_a_context_longer_than_the_corpus(
     code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data), "--seq-len", "100000")
     assert code == EXIT_BAD_INPUT and "context longer than the corpus" in err
     # the window by the names a user sets it with: it said `lower seq_len`, a key no run has
-    assert "model.ctx of a training run, --seq-len where a command takes one" in err, err
+    assert "train.seq_len of a training run, --seq-len where a command takes one" in err, err
     heldout = load_manifest(data).totals["heldout"].tokens
     # 8 held-out windows, fewer than the 16 batches of a set: evaluated whole, not refused
     assert run_cli(capsys, "prepare", "--verify", "--out", str(data), "--seq-len", str(heldout // 8))[0] == 0

@@ -170,6 +170,12 @@ def flip_tie(config: dict[str, Any], model: ModelConfig) -> None:
     config["tie_word_embeddings"] = not model.tie_embeddings
 
 
+def plain_rope(config: dict[str, Any], model: ModelConfig) -> None:
+    """Planted: a llama3 model's config.json written with the plain RoPE of its θ."""
+    config["rope_parameters"] = {"rope_type": "default", "rope_theta": model.rope_theta}
+    del config["rope_scaling"]
+
+
 def plant_config(monkeypatch: pytest.MonkeyPatch, tamper: ConfigTamper) -> None:
     """The export's config.json made as ever, then `tamper`ed: the bug planted in what it writes."""
     real = hf.hf_config
@@ -184,32 +190,15 @@ def plant_config(monkeypatch: pytest.MonkeyPatch, tamper: ConfigTamper) -> None:
 
 @pytest.mark.gate(GATE)
 @pytest.mark.parametrize(
-    "tamper", [eps_times_ten, flip_tie], ids=["norm-eps-x10", "tied-head-declared-untied"]
+    ("tamper", "config"),
+    [(eps_times_ten, None), (flip_tie, None), (plain_rope, "gqa-llama3-rope")],
+    ids=["norm-eps-x10", "tied-head-declared-untied", "llama3-rope-written-plain"],
 )
 def test_planted_config_bug_fails_the_check(
-    tamper: ConfigTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tamper: ConfigTamper, config: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checkpoint = make_checkpoint(tmp_path)
+    checkpoint = make_checkpoint(tmp_path, **CONFIGS.get(config or "", {}))
     plant_config(monkeypatch, tamper)
-    result = export_hf(checkpoint, tmp_path / "hf")
-    with pytest.raises(GateViolation) as fired:
-        exporters.certify(result)
-    assert fired.value.gate_id == GATE
-    assert fired.value.measured["max_abs_diff"] > load_spec().threshold(GATE, "logits_atol")
-
-
-def plain_rope(config: dict[str, Any], model: ModelConfig) -> None:
-    """Planted: a llama3 model's config.json written with the plain RoPE of its θ."""
-    config["rope_parameters"] = {"rope_type": "default", "rope_theta": model.rope_theta}
-    del config["rope_scaling"]
-
-
-@pytest.mark.gate(GATE)
-def test_an_export_that_leaves_out_the_llama3_rope_fails_the_check(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    checkpoint = make_checkpoint(tmp_path, **CONFIGS["gqa-llama3-rope"])
-    plant_config(monkeypatch, plain_rope)
     result = export_hf(checkpoint, tmp_path / "hf")
     with pytest.raises(GateViolation) as fired:
         exporters.certify(result)
