@@ -345,8 +345,8 @@ class TokenReader:
             raise BadInput(
                 f"one step needs {per_step} windows of {self.seq_len + 1} tokens (batch_size x world_size) "
                 f"but an epoch of the {self.split} split has {self._mixture.windows_per_epoch} with these "
-                "weights; lower the batch size or the window (train.seq_len of a training run), or prepare "
-                "more text"
+                "weights; lower the batch size or the window (train.seq_len of a training run, --seq-len "
+                "where a command takes one), or prepare more text"
             )
         self._plan_cache: tuple[int, np.ndarray] | None = None
         # The served checks' own plan (`defined_plan`): seed, epoch, the mixture it was drawn under.

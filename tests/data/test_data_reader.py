@@ -482,7 +482,7 @@ def test_excluding_every_source_names_the_sources_not_the_batch_size(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`data.exclude=["main"]`, the only source, is refused naming the sources, not as an epoch of 0
-    windows, "lower batch_size or seq_len, or prepare more text"."""
+    windows, "lower the batch size or the window"."""
     assert train(smoke_args(data, tmp_path / "run", 'data.exclude=["main"]')) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
