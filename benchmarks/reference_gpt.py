@@ -21,7 +21,7 @@ from stack.model.gpt import GPT
 class ReferenceBlock(nn.Module):
     def __init__(self, c: ModelConfig) -> None:
         super().__init__()
-        self.c, kv = c, c.n_kv_heads * c.head_dim
+        self.c, kv = c, c.n_kv_heads * c.head_width
         self.norm1, self.norm2 = nn.RMSNorm(c.d_model, c.norm_eps), nn.RMSNorm(c.d_model, c.norm_eps)
         self.qkv = nn.Linear(c.d_model, c.d_model + 2 * kv, bias=False)
         self.o = nn.Linear(c.d_model, c.d_model, bias=False)
@@ -30,9 +30,9 @@ class ReferenceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         c, (b, t, _) = self.c, x.shape
-        q, k, v = self.qkv(self.norm1(x)).split([c.d_model, *[c.n_kv_heads * c.head_dim] * 2], dim=-1)
-        q, k = (rotate(z.view(b, t, -1, c.head_dim), rope).transpose(1, 2) for z in (q, k))
-        v = v.view(b, t, -1, c.head_dim).transpose(1, 2)
+        q, k, v = self.qkv(self.norm1(x)).split([c.d_model, *[c.n_kv_heads * c.head_width] * 2], dim=-1)
+        q, k = (rotate(z.view(b, t, -1, c.head_width), rope).transpose(1, 2) for z in (q, k))
+        v = v.view(b, t, -1, c.head_width).transpose(1, 2)
         gqa = c.n_heads != c.n_kv_heads
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         x = x + self.o(y.transpose(1, 2).reshape(b, t, c.d_model))
@@ -50,12 +50,16 @@ def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
 class ReferenceGPT(nn.Module):
     def __init__(self, c: ModelConfig) -> None:
         super().__init__()
-        if c.moe or c.diff_attn or c.mod or c.qkv_bias or not c.tie_embeddings or c.rope_type != "default":
-            raise ValueError("the reference GPT is the dense, bias-free, tied, plain-RoPE model only")
+        options = c.moe or c.diff_attn or c.mod or c.qkv_bias or c.qk_norm or c.head_dim is not None
+        if options or not c.tie_embeddings or c.rope_type != "default":
+            raise ValueError(
+                "the reference GPT is the dense, bias-free, tied, plain-RoPE model only, "
+                "its heads d_model / n_heads wide"
+            )
         self.embed = nn.Embedding(c.vocab, c.d_model)
         self.blocks = nn.ModuleList(ReferenceBlock(c) for _ in range(c.n_layers))
         self.norm = nn.RMSNorm(c.d_model, c.norm_eps)
-        half = c.head_dim // 2
+        half = c.head_width // 2
         inv_freq = c.rope_theta ** (-torch.arange(half, dtype=torch.float32) / half)
         angles = torch.outer(torch.arange(c.ctx, dtype=torch.float32), inv_freq)
         self.register_buffer("rope", torch.stack((angles.cos(), angles.sin()), dim=-1), persistent=False)

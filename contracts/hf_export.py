@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contracts.model_shape import DEFAULTS
+from contracts.model_shape import DEFAULTS, head_width
 
 # safetensors' dtype names → torch's (without the `torch.` prefix).
 SAFETENSORS_DTYPES = {
@@ -51,7 +51,7 @@ DTYPE_FIELDS = ("dtype", "torch_dtype")
 # this rule: a model made elsewhere keeps the bos, eos and pad its config.json named at import.
 SPECIAL_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # model_type → the class transformers builds for it.
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 # A llama3 RoPE's [model] keys → their names in config.json's `rope_parameters`.
 LLAMA3_ROPE_KEYS = {
     "rope_factor": "factor",
@@ -70,10 +70,11 @@ def stored_dtypes(header: Mapping[str, Any]) -> list[str]:
 
 
 def expected_fields(model: Mapping[str, Any], dtype: str) -> dict[str, Any]:
-    """Every field of a Llama's config.json (a Qwen2's, for a model with q/k/v biases) that computes
-    what the model a [model] table describes computes, with weights stored in `dtype`."""
+    """Every field of a Llama's config.json (a Qwen2's, for a model with q/k/v biases; a Qwen3's, for
+    one with q/k head norms) that computes what the model a [model] table describes computes, with
+    weights stored in `dtype`."""
     table = {**DEFAULTS, **model}
-    family = "qwen2" if table["qkv_bias"] else "llama"
+    family = "qwen2" if table["qkv_bias"] else "qwen3" if table["qk_norm"] else "llama"
     fields: dict[str, Any] = {
         "architectures": [ARCHITECTURES[family]],
         "model_type": family,
@@ -83,7 +84,7 @@ def expected_fields(model: Mapping[str, Any], dtype: str) -> dict[str, Any]:
         "num_hidden_layers": table["n_layers"],
         "num_attention_heads": table["n_heads"],
         "num_key_value_heads": table["n_kv_heads"],
-        "head_dim": table["d_model"] // table["n_heads"],
+        "head_dim": head_width(table),
         "hidden_act": "silu",
         "max_position_embeddings": table["ctx"],
         "rms_norm_eps": table["norm_eps"],
@@ -94,9 +95,17 @@ def expected_fields(model: Mapping[str, Any], dtype: str) -> dict[str, Any]:
         "dtype": dtype,
         "use_cache": True,
     }
-    if family == "qwen2":  # every layer attends to the whole context
-        return fields | {"use_sliding_window": False, "layer_types": ["full_attention"] * table["n_layers"]}
-    return fields | {"attention_bias": False, "mlp_bias": False}
+    return fields | family_fields(family, int(table["n_layers"]))
+
+
+def family_fields(family: str, n_layers: int) -> dict[str, Any]:
+    """The fields of one family's config.json beyond a Llama's common ones: a Qwen2's and a Qwen3's
+    say every layer attends to the whole context (and a Qwen3's that o carries no bias); a Llama's
+    that neither o nor the MLP does."""
+    if family == "llama":
+        return {"attention_bias": False, "mlp_bias": False}
+    windows = {"use_sliding_window": False, "layer_types": ["full_attention"] * n_layers}
+    return windows | ({"attention_bias": False} if family == "qwen3" else {})
 
 
 def rope_fields(table: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class Named:
 
 def named_initialisation(name: str, model: Mapping[str, Any]) -> Named:
     """What GPT's docstring names for the parameter `name` of the model a `[model]` table describes."""
-    if name.endswith("norm.weight"):  # attn_norm, ffn_norm, final_norm, a differential head_norm
+    if name.endswith("norm.weight"):  # attn_norm, ffn_norm, final_norm, q_norm, k_norm, head_norm
         return Named(value=1.0)
     if name.endswith(".bias"):
         return Named(value=0.0)

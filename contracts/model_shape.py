@@ -28,6 +28,8 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     "tie_embeddings": True,
     "qkv_bias": False,
+    "head_dim": None,
+    "qk_norm": False,
     "moe_experts": 0,
     "moe_shared_expert": False,
     "diff_attn": False,
@@ -74,6 +76,13 @@ def _get(model: Mapping[str, Any], key: str) -> Any:
     return model.get(key, DEFAULTS.get(key))
 
 
+def head_width(model: Mapping[str, Any]) -> int:
+    """The width of one attention head: `head_dim` where the table sets it, else d_model / n_heads
+    (stack.model.config.ModelConfig.head_width)."""
+    own = _get(model, "head_dim")
+    return int(own) if own is not None else int(model["d_model"]) // int(model["n_heads"])
+
+
 def routed_blocks(model: Mapping[str, Any]) -> list[int]:
     """The mixture-of-depths blocks: every mod_every-th (1, 3, 5, … for mod_every 2)."""
     every = int(_get(model, "mod_every"))
@@ -84,14 +93,15 @@ def parameter_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """Every parameter of the model a `[model]` table describes, by its state-dict name, with its
     shape, in the order the model registers them (a tied head once, as `embed.weight`)."""
     d, n_heads, n_kv = int(model["d_model"]), int(model["n_heads"]), int(model["n_kv_heads"])
-    head_dim, hidden, vocab = d // n_heads, int(model["ffn_hidden"]), int(model["vocab"])
-    kv_width = n_kv * head_dim
+    head_dim, hidden, vocab = head_width(model), int(model["ffn_hidden"]), int(model["vocab"])
+    q_width, kv_width = n_heads * head_dim, n_kv * head_dim
     bias, diff = bool(_get(model, "qkv_bias")), bool(_get(model, "diff_attn"))
     experts = int(_get(model, "moe_experts"))
     routed = set(routed_blocks(model))
-    projections = [("q", d), ("k", kv_width), ("v", kv_width), ("o", d)]
+    # (name, output rows, input columns): o maps the heads back onto the residual stream.
+    projections = [("q", q_width, d), ("k", kv_width, d), ("v", kv_width, d), ("o", d, q_width)]
     if diff:  # the second branch's q2 and k2, shaped as q and k
-        projections += [("q2", d), ("k2", kv_width)]
+        projections += [("q2", q_width, d), ("k2", kv_width, d)]
     feed_forwards = ["ffn."]
     if experts:  # E routed experts and the shared one, beside the router
         feed_forwards = [f"moe.expert{e}." for e in range(experts)]
@@ -102,10 +112,12 @@ def parameter_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         shapes[f"{block}attn_norm.weight"] = (d,)
         if diff:  # the attention's own λ vectors come before its projections
             shapes |= {f"{block}attn.lambda_{name}": (head_dim,) for name in ("q1", "k1", "q2", "k2")}
-        for name, width in projections:
-            shapes[f"{block}attn.{name}.weight"] = (width, d)
+        for name, rows, columns in projections:
+            shapes[f"{block}attn.{name}.weight"] = (rows, columns)
             if bias and name != "o":  # o never carries one
-                shapes[f"{block}attn.{name}.bias"] = (width,)
+                shapes[f"{block}attn.{name}.bias"] = (rows,)
+        if _get(model, "qk_norm"):  # one gain per head width, shared by the heads
+            shapes |= {f"{block}attn.{name}.weight": (head_dim,) for name in ("q_norm", "k_norm")}
         if diff:
             shapes[f"{block}attn.head_norm.weight"] = (head_dim,)
         shapes[f"{block}ffn_norm.weight"] = (d,)
@@ -187,12 +199,13 @@ def dense(model: Mapping[str, Any]) -> bool:
 def block_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     """(in, out) of each dense block matrix, by trace site."""
     d, hidden = int(model["d_model"]), int(model["ffn_hidden"])
-    kv_width = int(model["n_kv_heads"]) * (d // int(model["n_heads"]))
+    q_width = int(model["n_heads"]) * head_width(model)
+    kv_width = int(model["n_kv_heads"]) * head_width(model)
     return {
-        "q": (d, d),
+        "q": (d, q_width),
         "k": (d, kv_width),
         "v": (d, kv_width),
-        "attn_out": (d, d),
+        "attn_out": (q_width, d),
         "ffn_gate": (d, hidden),
         "ffn_up": (d, hidden),
         "ffn_out": (hidden, d),

@@ -293,11 +293,11 @@ def check_backend(
             f"{option} triton: the Triton kernel has no path for a model with {which}; "
             f"use {option} sdpa or {option} naive"
         )
-    if backend in runnable_paths(device, model.head_dim):
+    if backend in runnable_paths(device, model.head_width):
         return
     why = (
         f"cannot run on {device.type} here (the Triton kernel needs a CUDA device or TRITON_INTERPRET=1 "
-        f"set before triton is imported, and a head_dim it is built for; this model's is {model.head_dim})"
+        f"set before triton is imported, and a head_dim it is built for; this model's is {model.head_width})"
     )
     if own is not None and not given:
         raise BadInput(

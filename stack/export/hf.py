@@ -1,4 +1,4 @@
-"""The stack's GPT as a Hugging Face Llama or Qwen2: tensor names, config.json, and the way back.
+"""The stack's GPT as a Hugging Face Llama, Qwen2 or Qwen3: tensor names, config.json, and the way back.
 
 The models compute the same function, so the conversion is a renaming:
 
@@ -10,13 +10,17 @@ The models compute the same function, so the conversion is a renaming:
   falsifier of GATE-EXPORT-001 plants. Llama 3.1's rescaled frequencies (`rope_type` llama3 in
   `rope_parameters`) are the stack's `rope_type = "llama3"` with its four parameters; transformers'
   other rope types (linear, dynamic, yarn, longrope) are refused.
-- GQA. q has n_heads * head_dim rows, k and v n_kv_heads * head_dim, head-major in both.
+- GQA. q has n_heads * head_dim rows, k and v n_kv_heads * head_dim, head-major in both; a head's
+  width is `head_dim`, which need not be hidden_size / num_attention_heads (Qwen3-0.6B: 1024 wide,
+  16 heads of 128).
 - Tied embeddings. The stack stores one matrix; HF omits `lm_head.weight` and sets
   `tie_word_embeddings`. An untied model exports both.
 - RMSNorm. Both compute x * rsqrt(mean(x²) + eps) * weight in fp32; eps goes to `rms_norm_eps`.
 - Families. A Qwen2 is a Llama whose q, k and v projections carry biases (o and the MLP none):
-  the stack's `qkv_bias`. A model with them exports as Qwen2, one without as Llama, so no bias is
-  ever dropped on the way out.
+  the stack's `qkv_bias`. A Qwen3 is a Llama whose q and k heads are RMS-normed before RoPE
+  (`q_norm`, `k_norm`, one gain of head_dim each): the stack's `qk_norm`. A model with biases
+  exports as Qwen2, one with the head norms as Qwen3, one with neither as Llama, so no bias or
+  norm is ever dropped on the way out.
 
 What the stack's model cannot compute exactly is refused when a config.json is read
 (`model_config_from_hf`), one line naming every reason, rather than imported approximately.
@@ -28,7 +32,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
-from contracts.hf_export import LLAMA3_ROPE_KEYS, rope_fields
+from contracts.hf_export import ARCHITECTURES, LLAMA3_ROPE_KEYS, family_fields, rope_fields
 from contracts.model_shape import DEFAULTS
 from stack.export.hf_tokenizer import model_ids
 from stack.model import names
@@ -49,12 +53,13 @@ TOP_NAMES = {f"{m.module}.weight": f"{m.hf}.weight" for m in names.MODEL} | {
 }
 # The q/k/v biases of a `qkv_bias` model (Qwen2), named like the weights.
 BIAS_NAMES = {f"{m.module}.bias": f"{m.hf}.bias" for m in (names.block_matrix(site) for site in names.BIASED)}
+# The per-head q and k norms of a `qk_norm` model (Qwen3).
+HEAD_NORM_NAMES = {f"{ours}.weight": f"{theirs}.weight" for ours, theirs in names.HEAD_NORMS.items()}
 # Older transformers saved RoPE's inverse frequencies as a buffer; they are recomputed, not weights.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-# model_type → the class transformers builds for it; the stack writes these two only.
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-# What import-hf reads: those, and a Mistral, which is a Llama with a sliding window (the same
-# weights, names and arithmetic when the window covers the whole context; read as a Llama).
+# What import-hf reads: the families the stack writes (contracts.hf_export.ARCHITECTURES), and a
+# Mistral, which is a Llama with a sliding window (the same weights, names and arithmetic when the
+# window covers the whole context; read as a Llama).
 READ_TYPES = (*ARCHITECTURES, "mistral")
 # `swish` is transformers' other name for SiLU (both map to nn.SiLU).
 SILU_NAMES = ("silu", "swish")
@@ -66,7 +71,8 @@ EXPORT_WAY = "use --format onnx"
 
 
 def family(config: ModelConfig, way: str = EXPORT_WAY) -> str:
-    """The HF model_type that computes what `GPT(config)` computes: qwen2 with q/k/v biases, else llama.
+    """The HF model_type that computes what `GPT(config)` computes: qwen2 with q/k/v biases, qwen3
+    with q/k head norms, else llama.
 
     An architecture option neither family has (experts) is refused here, before anything is
     written, rather than exported as a model that computes something else; `way` is what the
@@ -83,13 +89,19 @@ def family(config: ModelConfig, way: str = EXPORT_WAY) -> str:
             f"a model with {option} cannot be exported as a Hugging Face Llama or Qwen2 (they have "
             f"no differential attention or depth routing); {way}"
         )
-    return "qwen2" if config.qkv_bias else "llama"
+    if config.qkv_bias and config.qk_norm:
+        raise BadInput(
+            "a model with both qkv_bias and qk_norm cannot be exported as a Hugging Face model (Qwen2 "
+            f"has the biases, Qwen3 the norms, none both); {way}"
+        )
+    return "qwen2" if config.qkv_bias else "qwen3" if config.qk_norm else "llama"
 
 
 def name_table(config: ModelConfig) -> dict[str, str]:
     """Every stack tensor name → its HF name, for a model of this shape (lm_head only when untied)."""
     table = {k: v for k, v in TOP_NAMES.items() if k != "lm_head.weight" or not config.tie_embeddings}
     block = BLOCK_NAMES | (BIAS_NAMES if config.qkv_bias else {})
+    block |= HEAD_NORM_NAMES if config.qk_norm else {}
     for i in range(config.n_layers):
         table |= {f"layers.{i}.{ours}": f"{names.HF_LAYERS}.{i}.{theirs}" for ours, theirs in block.items()}
     return table
@@ -130,8 +142,8 @@ def from_hf_tensors(tensors: dict[str, torch.Tensor], config: ModelConfig) -> di
 
 
 def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
-    """config.json of a `LlamaForCausalLM`, or a `Qwen2ForCausalLM` with q/k/v biases, that computes
-    what `GPT(config)` computes."""
+    """config.json of a `LlamaForCausalLM` (a `Qwen2ForCausalLM` with q/k/v biases, a
+    `Qwen3ForCausalLM` with q/k head norms) that computes what `GPT(config)` computes."""
     model_type = family(config)
     written: dict[str, Any] = {
         "architectures": [ARCHITECTURES[model_type]],
@@ -142,7 +154,7 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
         "num_key_value_heads": config.n_kv_heads,
-        "head_dim": config.head_dim,
+        "head_dim": config.head_width,
         "hidden_act": "silu",
         "max_position_embeddings": config.ctx,
         "rms_norm_eps": config.norm_eps,
@@ -154,28 +166,25 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
         "dtype": "float32",
         "use_cache": True,
     }
-    if model_type == "qwen2":  # every layer attends to the whole context, as the stack's do
-        return written | {"use_sliding_window": False, "layer_types": ["full_attention"] * config.n_layers}
-    return written | {"attention_bias": False, "mlp_bias": False}
+    return written | family_fields(model_type, config.n_layers)
 
 
 def _problems(hf: Any) -> list[str]:
-    """Everything in a Llama, Qwen2 or Mistral config that the stack's model would compute differently."""
+    """Everything in a Llama, Qwen2, Qwen3 or Mistral config that the stack's model would compute
+    differently."""
     problems = []
     if hf.hidden_act not in SILU_NAMES:
         problems.append(f"hidden_act={hf.hidden_act!r} (the feed-forward is SwiGLU: silu)")
-    if hf.model_type == "llama" and (getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False)):
-        problems.append("attention_bias or mlp_bias (a Llama's would bias o or the MLP too; only q/k/v can)")
+    biased = getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False)
+    if hf.model_type in ("llama", "qwen3") and biased:
+        problems.append(
+            f"attention_bias or mlp_bias (a {hf.model_type}'s would bias o or the MLP too; only q/k/v can)"
+        )
     rope = dict(getattr(hf, "rope_parameters", None) or {})
     if rope.get("rope_type", "default") not in ("default", "llama3"):
         problems.append(f"rope_type={rope['rope_type']!r} from rope_scaling (plain RoPE or llama3's only)")
     if rope.get("partial_rotary_factor", 1.0) != 1.0:
         problems.append(f"partial_rotary_factor={rope['partial_rotary_factor']} (RoPE rotates whole heads)")
-    if getattr(hf, "head_dim", None) not in (None, hf.hidden_size // hf.num_attention_heads):
-        problems.append(
-            f"head_dim={hf.head_dim} != hidden_size / num_attention_heads = "
-            f"{hf.hidden_size // hf.num_attention_heads}"
-        )
     window = _window_problem(hf)
     if window is not None:
         problems.append(window)
@@ -209,7 +218,8 @@ def _window_problem(hf: Any) -> str | None:
 
 
 def model_config_from_hf(hf: Any) -> dict[str, Any]:
-    """The stack's [model] section for a transformers `LlamaConfig`, `Qwen2Config` or `MistralConfig`.
+    """The stack's [model] section for a transformers `LlamaConfig`, `Qwen2Config`, `Qwen3Config` or
+    `MistralConfig`.
 
     Refuses, in one line naming every reason, a config whose model the stack would compute
     differently: the parity check would catch most of these too, but only after reading every
@@ -230,6 +240,9 @@ def model_config_from_hf(hf: Any) -> dict[str, Any]:
     scaling: dict[str, Any] = {}
     if rope.get("rope_type") == "llama3":  # Llama 3.1 and 3.2 (stack/model/rope_scaling.py)
         scaling = {"rope_type": "llama3", **{key: rope[name] for key, name in LLAMA3_ROPE_KEYS.items()}}
+    # A head width of its own is written only where it is one, so a Llama's section hashes as ever.
+    width = getattr(hf, "head_dim", None)
+    own_width = {"head_dim": width} if width not in (None, hf.hidden_size // hf.num_attention_heads) else {}
     return {
         "vocab": hf.vocab_size,
         "d_model": hf.hidden_size,
@@ -243,5 +256,7 @@ def model_config_from_hf(hf: Any) -> dict[str, Any]:
         "tie_embeddings": bool(hf.tie_word_embeddings),
         "init_std": hf.initializer_range,
         "qkv_bias": hf.model_type == "qwen2",
+        **({"qk_norm": True} if hf.model_type == "qwen3" else {}),
+        **own_width,
         **scaling,
     }

@@ -34,7 +34,7 @@ from stack.model.depth_router import depth_routed_blocks
 from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
-from stack.model.layers import Attention, apply_rope, rope_angles
+from stack.model.layers import Attention, RMSNorm, apply_rope, rope_angles
 from stack.model.reference import Adapters, Routing, reference_logits
 
 PROBE_BATCH = 2
@@ -72,6 +72,12 @@ def _project(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
     return y if linear.bias is None else y + linear.bias.double()
 
 
+def _head_rms(heads: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
+    """float64 heads (B, H, T, head_dim) each RMS-normed over its width with `norm`'s gain."""
+    rms = torch.rsqrt(heads.pow(2).mean(-1, keepdim=True) + norm.eps)
+    return heads * rms * norm.weight.double()
+
+
 def reference_heads(
     attn: Attention,
     x: torch.Tensor,
@@ -87,6 +93,8 @@ def reference_heads(
     x = x.double()
     q = _project(x, q_proj).view(batch, length, heads, dim).transpose(1, 2)
     k = _project(x, k_proj).view(batch, length, heads_kv, dim).transpose(1, 2)
+    if attn.q_norm is not None and attn.k_norm is not None:  # qk_norm: each head normed over its width
+        q, k = _head_rms(q, attn.q_norm), _head_rms(k, attn.k_norm)
     v = _project(x, attn.v).view(batch, length, heads_kv, dim).transpose(1, 2)
     q, k = apply_rope(q, cos.double(), sin.double()), apply_rope(k, cos.double(), sin.double())
     k = k.repeat_interleave(heads // heads_kv, dim=1)
@@ -107,15 +115,15 @@ def reference_attention(
 ) -> torch.Tensor:
     """attn's output on x in float64: o(softmax(q kᵀ / sqrt(head_dim) + causal mask) v), spelled out.
 
-    q, k and v include their biases when the model has them (`qkv_bias`).
+    q, k and v include their biases when the model has them (`qkv_bias`), q and k their head norms
+    (`qk_norm`).
     """
     return reference_output(attn, reference_heads(attn, x, cos, sin, attn.q, attn.k))
 
 
 def reference_head_norm(attn: DiffAttention, heads: torch.Tensor) -> torch.Tensor:
     """(1 − λ_init) · RMSNorm(heads) over head_dim with head_norm's weight, in float64."""
-    rms = torch.rsqrt(heads.pow(2).mean(-1, keepdim=True) + attn.head_norm.eps)
-    return heads * rms * attn.head_norm.weight.double() * (1.0 - attn.lambda_init)
+    return _head_rms(heads, attn.head_norm) * (1.0 - attn.lambda_init)
 
 
 def reference_diff_attention(
@@ -191,7 +199,7 @@ def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:
     config, device = model.config, model.embed.weight.device
     generator = torch.Generator().manual_seed(seed)
     length = min(config.ctx, PROBE_LEN)
-    paths = runnable_paths(device, config.head_dim)
+    paths = runnable_paths(device, config.head_width)
     if config.diff_attn or config.mod:  # options the Triton kernel cannot run (the config refuses it)
         paths = tuple(p for p in paths if p != "triton")
     compared: dict[str, dict[str, float]] = {}
@@ -205,6 +213,9 @@ def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:
                 torch.nn.init.normal_(linear.bias, std=1.0, generator=generator)
         if isinstance(probe, DiffAttention):  # likewise: the second branch and λ, after the rest
             draw_diff_probe(probe, generator)
+        for norm in (probe.q_norm, probe.k_norm):  # likewise: head norms' gains off 1, so both show
+            if norm is not None:
+                torch.nn.init.uniform_(norm.weight, 0.5, 1.5, generator=generator)
         probe = probe.to(device=device, dtype=torch.float32)
         x = torch.randn(PROBE_BATCH, length, config.d_model, generator=generator).to(device)
         cos, sin = rope_angles(config, 0, length, device, torch.float32)

@@ -43,6 +43,14 @@ class ModelConfig(BaseModel):
     # Left out of the saved configuration while off, so every configuration (and its sha256) from
     # before the option existed reads back unchanged.
     qkv_bias: bool = _option(False, "q, k and v projections carry biases (the Qwen2 family); o never does")
+    # Qwen3's attention: heads of their own width (q is n_heads · head_dim wide, not d_model) and
+    # each head of q and k RMS-normed over its width before RoPE.
+    head_dim: int | None = _option(
+        None, "width of one attention head; unset: d_model / n_heads (Qwen3 sets its own)", ge=2
+    )
+    qk_norm: bool = _option(
+        False, "each head of q and k RMS-normed with a gain before RoPE (the Qwen3 family)"
+    )
     init_std: float = Field(
         default=0.02, gt=0, description="std of weight init; o and down use init_std / sqrt(2 n_layers)"
     )
@@ -87,12 +95,15 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.head_dim is None and self.d_model % self.n_heads != 0:
+            raise ValueError(
+                f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}; "
+                "set head_dim to give the heads a width of their own"
+            )
         if self.n_heads % self.n_kv_heads != 0:
             raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
-        if self.head_dim % 2 != 0:
-            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        if self.head_width % 2 != 0:
+            raise ValueError(f"head_dim {self.head_width} must be even for RoPE")
         return self
 
     @model_validator(mode="after")
@@ -133,6 +144,8 @@ class ModelConfig(BaseModel):
                 f"mod_every {self.mod_every} exceeds n_layers {self.n_layers}: no block would route; "
                 "lower mod_every (2 routes every other block)"
             )
+        if self.qk_norm and self.diff_attn:
+            raise ValueError("qk_norm is not built for diff_attn's two branches; turn one of them off")
         if self.attention == "triton" and (self.diff_attn or self.mod_every):
             option = "diff_attn" if self.diff_attn else "mod_every"
             raise ValueError(
@@ -155,9 +168,9 @@ class ModelConfig(BaseModel):
         return self.moe_experts > 0
 
     @property
-    def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.d_model // self.n_heads
+    def head_width(self) -> int:
+        """Width of one attention head: `head_dim` where the config sets it, else d_model / n_heads."""
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -42,9 +42,9 @@ class GPT(nn.Module):
 
     Initialisation: every weight matrix ~ N(0, init_std²), except the two projections that
     write into the residual stream (attn.o and ffn.down), whose std is init_std / sqrt(2 n_layers)
-    so the stream's variance does not grow with depth; norm weights start at 1 and q/k/v biases
-    (`qkv_bias`) at 0, so a fresh model with biases computes what one without them does. With `seed`
-    the initialisation is drawn from its own generator, bitwise reproducible on CPU.
+    so the stream's variance does not grow with depth; norm weights (qk_norm's too) start at 1 and
+    q/k/v biases (`qkv_bias`) at 0, so a fresh model with biases computes what one without them
+    does. With `seed` the initialisation is drawn from its own generator, bitwise reproducible on CPU.
     """
 
     def __init__(self, config: ModelConfig, *, seed: int | None = None) -> None:
@@ -76,8 +76,9 @@ class GPT(nn.Module):
             if self.config.qkv_bias:
                 for linear in (layer.attn.q, layer.attn.k, layer.attn.v):
                     nn.init.zeros_(linear.bias)
-            nn.init.ones_(layer.attn_norm.weight)
-            nn.init.ones_(layer.ffn_norm.weight)
+            for norm in (layer.attn_norm, layer.ffn_norm, layer.attn.q_norm, layer.attn.k_norm):
+                if norm is not None:  # q_norm and k_norm exist with qk_norm only
+                    nn.init.ones_(norm.weight)
             # The options' tensors are drawn after everything a plain block draws, so what a model
             # without them draws from the generator does not depend on which options exist.
             if isinstance(layer.attn, DiffAttention):

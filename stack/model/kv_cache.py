@@ -47,7 +47,7 @@ class KVCache:
         key_heads = config.n_kv_heads * (2 if config.diff_attn else 1)
 
         def buffer(heads: int) -> torch.Tensor:
-            return torch.zeros((batch, heads, length, config.head_dim), device=device, dtype=dtype)
+            return torch.zeros((batch, heads, length, config.head_width), device=device, dtype=dtype)
 
         self.layers = [
             LayerCache(buffer(key_heads), buffer(config.n_kv_heads)) for _ in range(config.n_layers)

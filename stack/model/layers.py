@@ -19,7 +19,7 @@ from stack.model.moe import MoE
 from stack.model.projection import project
 from stack.model.rope_scaling import inverse_frequencies
 
-__all__ = ["Attention", "Block", "FeedForward", "RMSNorm", "SwiGLU", "apply_rope", "rope_angles"]
+__all__ = ["Attention", "Block", "FeedForward", "HeadNorm", "RMSNorm", "SwiGLU", "apply_rope", "rope_angles"]
 
 
 class RMSNorm(nn.Module):
@@ -34,6 +34,17 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+class HeadNorm(RMSNorm):
+    """Each head of a projection's output RMS-normed over its width with one gain the heads share:
+    Qwen3's q_norm and k_norm. It takes and returns the projection's (…, heads · head_dim) rows, so
+    the `q_norm` and `k_norm` trace sites have the rows of `q` and `k` and are checked row by row as
+    they are (stack.trace.site_identity)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.weight.shape[0]
+        return super().forward(x.unflatten(-1, (-1, width))).flatten(-2)
 
 
 def rope_angles(
@@ -70,17 +81,20 @@ class Attention(nn.Module):
     """Causal grouped-query self-attention: n_heads query heads share n_kv_heads key/value heads.
 
     With `qkv_bias` the q, k and v projections add a bias, as Qwen2's do; the bias is part of what
-    the `q`, `k` and `v` trace sites observe, because it is part of those modules' outputs.
+    the `q`, `k` and `v` trace sites observe, because it is part of those modules' outputs. With
+    `qk_norm` each head of q and k is RMS-normed before RoPE (`q_norm`, `k_norm`), as Qwen3's are.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_width
         bias = config.qkv_bias
         self.q = nn.Linear(config.d_model, self.n_heads * self.head_dim, bias=bias)
         self.k = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=bias)
         self.v = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=bias)
         self.o = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=False)
+        self.q_norm = HeadNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
+        self.k_norm = HeadNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
         self.path = config.attention
 
     def forward(
@@ -94,6 +108,8 @@ class Attention(nn.Module):
         key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         q, k, v = project(x, (self.q, self.k, self.v))
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(self.heads(q, self.n_heads), cos, sin)
         k = apply_rope(self.heads(k, self.n_kv_heads), cos, sin)
         v = self.heads(v, self.n_kv_heads)

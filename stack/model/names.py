@@ -53,6 +53,8 @@ MODEL = (Matrix("embed", "embed", "model.embed_tokens"), Matrix("logits", "lm_he
 # The block's and the model's norms: no trace-site name of their own, only the two module names.
 BLOCK_NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
 MODEL_NORMS = {"final_norm": "model.norm"}
+# The per-head norms of q and k in a `qk_norm` model (a Qwen3), by module, and their HF modules.
+HEAD_NORMS = {"attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm"}
 # The projections that carry a bias in a `qkv_bias` model (a Qwen2).
 BIASED = ("q", "k", "v")
 

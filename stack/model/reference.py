@@ -7,7 +7,8 @@ dropped, a norm without its gain, SwiGLU without its SiLU, a scaled embedding) m
 logits differ from these. The formulas are Llama's, which the HF import and export already hold
 the model to (GATE-EXPORT-001): pre-norm blocks x + attn(rms(x)), x + ffn(rms(x)); RoPE on halves
 with angles p · θ^(-2i/head_dim), those frequencies rescaled as Llama 3.1 rescales them when the
-config's `rope_type` is llama3; query head h reads key/value head h // (n_heads / n_kv_heads);
+config's `rope_type` is llama3, after each head of q and k is RMS-normed with its gain under
+`qk_norm` (Qwen3's); query head h reads key/value head h // (n_heads / n_kv_heads);
 softmax(q kᵀ / sqrt(head_dim)) under a causal mask; down(silu(gate) · up); a final RMSNorm and
 the head (the embedding matrix when tied).
 
@@ -157,13 +158,16 @@ def _heads_out(
 ) -> torch.Tensor:
     """softmax(q kᵀ / sqrt(head_dim)) v per query head (B, H, T, D), q and k the projections `names`."""
     (batch, length, _), heads, heads_kv = x.shape, config.n_heads, config.n_kv_heads
-    dim = config.head_dim
+    dim = config.head_width
 
     def split(y: torch.Tensor, n: int) -> torch.Tensor:
         return y.reshape(batch, length, n, dim).permute(0, 2, 1, 3)
 
-    q = _rotate(split(_linear(x, getattr(attn, names[0]), adapters), heads), config)
-    k = _rotate(split(_linear(x, getattr(attn, names[1]), adapters), heads_kv), config)
+    q = split(_linear(x, getattr(attn, names[0]), adapters), heads)
+    k = split(_linear(x, getattr(attn, names[1]), adapters), heads_kv)
+    if config.qk_norm:  # Qwen3: each head of q and k normed over its width, then rotated
+        q, k = _rms(q, attn.q_norm.weight, config.norm_eps), _rms(k, attn.k_norm.weight, config.norm_eps)
+    q, k = _rotate(q, config), _rotate(k, config)
     v = split(_linear(x, attn.v, adapters), heads_kv)
     group = heads // heads_kv
     out = torch.empty(batch, heads, length, dim, dtype=torch.float64, device=x.device)

@@ -23,7 +23,7 @@ from stack.model.config import ModelConfig
 def inverse_frequencies(config: ModelConfig, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The head_dim / 2 rotation frequencies f_i = θ^(-2i/D) of `config`'s RoPE, rescaled when
     `rope_type` is llama3, in `dtype` (at least fp32: `stack.model.layers.rope_angles`)."""
-    half = config.head_dim // 2
+    half = config.head_width // 2
     plain = config.rope_theta ** (-torch.arange(half, device=device, dtype=dtype) / half)
     if config.rope_type == "default":
         return plain

@@ -17,8 +17,9 @@ replace the stream, so a substitute there is refused.
 The architecture options show the sites of their layout (stack.trace.sites): a mixture of
 experts (stack/model/moe.py) its router's output, each expert's input (observed only, like the
 residual stream) and output, the shared expert's output and the mixture's output as `moe_out`,
-in place of the ffn sites; differential attention its `q2`, `k2` and `head_norm` outputs; a
-mixture-of-depths block its router's output.
+in place of the ffn sites; differential attention its `q2`, `k2` and `head_norm` outputs; q/k
+head norms (`qk_norm`) their `q_norm` and `k_norm` outputs; a mixture-of-depths block its router's
+output.
 
 `feed` implements shadow mode: block i (and final_norm) receive the given tensor as input
 instead of the previous block's output.
@@ -77,6 +78,10 @@ class SiteHooks:
             self._output(layer.attn.q, prefix + "q")
             self._output(layer.attn.k, prefix + "k")
             self._output(layer.attn.v, prefix + "v")
+            for kind in ("q_norm", "k_norm"):
+                norm = getattr(layer.attn, kind, None)
+                if norm is not None:
+                    self._output(norm, prefix + kind)
             if isinstance(layer.attn, DiffAttention):
                 self._output(layer.attn.q2, prefix + "q2")
                 self._output(layer.attn.k2, prefix + "k2")

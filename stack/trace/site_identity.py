@@ -7,7 +7,8 @@ are made alike), so completeness alone cannot see it.
 
 Most sites are a module's output on another site's tensor, which the site layout names
 (stack.trace.sites): `q`, `k` and `v` (and a differential attention's `q2`, `k2`) are the
-block's own projections of `attn_norm`, `attn_norm` its norm of the block's input, `ffn_norm`
+block's own projections of `attn_norm`, `q_norm` and `k_norm` its head norms of `q` and `k`,
+`attn_norm` its norm of the block's input, `ffn_norm`
 its norm of `attn_residual`, `ffn_gate` and `ffn_up` the feed-forward's projections of
 `ffn_norm`, `ffn_swiglu` its product module on `ffn_gate` and `ffn_up`, `ffn_out` its down
 projection of `ffn_swiglu`; a mixture's router and shared expert read `ffn_norm`, each expert
@@ -128,6 +129,9 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
     for kind in ("q", "k", "v", "q2", "k2"):
         if kind in kinds:
             found[site(kind)] = _module(normed, getattr(layer.attn, kind))
+    for kind in ("q_norm", "k_norm"):  # a head norm reads its projection's rows
+        if kind in kinds:
+            found[site(kind)] = _module((site(kind[0]),), getattr(layer.attn, kind))
     if isinstance(layer, DepthRoutedBlock):
         found[site("router")] = _module((block_input(index),), layer.router)
     found[site("ffn_norm")] = Identity((site("attn_residual"),), layer.ffn_norm.forward)

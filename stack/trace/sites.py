@@ -17,6 +17,8 @@ trace reads the same whichever options exist:
   the stream, in place of the ffn kinds;
 * differential attention (stack/model/diff_attention.py): `q2` and `k2`, the second branch's
   projections, and `attn_head_norm`, the per-head norm of (A₁ − λA₂)V before `o`;
+* q/k head norms (`qk_norm`, Qwen3's): `q_norm` and `k_norm` after `q` and `k`, each head of those
+  rows RMS-normed (stack.model.layers.HeadNorm), what RoPE then rotates;
 * mixture of depths (stack/model/depth_router.py): `router` first, the block's token scores;
   from `attn_residual` on, the block's FFN sees only the routed tokens' rows.
 """
@@ -60,7 +62,7 @@ STATS = ("count", "mean", "std", "min", "max", "absmax", "nan", "inf", "zero", "
 _NAME_RE = re.compile(r"^layers\.(\d+)\.([a-z_][a-z0-9_.]*)$")
 # The kinds of the optional parts of a block (see the module docstring), beyond LAYER_SITES.
 _OPTION_KIND_RE = re.compile(
-    r"router|q2|k2|attn_head_norm|moe\.router|moe\.expert\d+(\.input)?|moe\.shared|moe_out"
+    r"router|q2|k2|q_norm|k_norm|attn_head_norm|moe\.router|moe\.expert\d+(\.input)?|moe\.shared|moe_out"
 )
 
 
@@ -99,7 +101,12 @@ class BlockLayout:
 
 
 def block_layout(
-    *, diff_attn: bool = False, experts: int = 0, shared: bool = False, routed_depth: bool = False
+    *,
+    diff_attn: bool = False,
+    experts: int = 0,
+    shared: bool = False,
+    routed_depth: bool = False,
+    qk_norm: bool = False,
 ) -> BlockLayout:
     """The sites of a block with these options, in the order its forward computes them."""
     kinds: list[str] = []
@@ -119,11 +126,16 @@ def block_layout(
     if diff_attn:
         site("k2", "attn_norm")
     site("v", "attn_norm")
+    queries, keys = ("q", "k")
+    if qk_norm:  # computed after v (the three projections are one product), before RoPE
+        site("q_norm", "q")
+        site("k_norm", "k")
+        queries, keys = ("q_norm", "k_norm")
     if diff_attn:
         site("attn_head_norm", "q", "q2", "k", "k2", "v")
         site("attn_out", "attn_head_norm")
     else:
-        site("attn_out", "q", "k", "v")
+        site("attn_out", queries, keys, "v")
     site("attn_residual", "<input>", "attn_out")
     site("ffn_norm", "attn_residual")
     observe_only = {"attn_residual"}
@@ -200,6 +212,7 @@ def layout_for(config: ModelConfig) -> Layout:
             experts=config.moe_experts,
             shared=config.moe_shared_expert,
             routed_depth=config.mod_block(i),
+            qk_norm=config.qk_norm,
         )
         for i in range(config.n_layers)
     )

@@ -33,7 +33,7 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
 
 def flops_per_token(config: ModelConfig) -> float:
     """Model FLOPs (forward + backward) of one trained token at context `config.ctx`."""
-    d, hd = config.d_model, config.head_dim
+    d, hd = config.d_model, config.head_width
     attention = d * config.n_heads * hd * 2 + d * config.n_kv_heads * hd * 2  # q, o; k, v
     scores = 12 * config.n_heads * hd * config.ctx  # q·kᵀ and p·v, per block
     if config.diff_attn:  # a second q and k, and a second q·kᵀ map: three score matmuls, not two

@@ -382,7 +382,7 @@ class Trainer:
         self.model = GPT(config.model, seed=train.seed).to(self.device)
         check_initialisation(self.model)  # as drawn, before any checkpoint is loaded over it
         check_attention_paths(self.model)
-        check_runnable(config.model.attention, self.device, config.model.head_dim, train.task)
+        check_runnable(config.model.attention, self.device, config.model.head_width, train.task)
         if config.model.moe:
             check_mixtures(config.model)
         if config.model.diff_attn:

@@ -134,7 +134,7 @@ def runnable_attention(config: RunConfig, device: str | torch.device, where: Pat
     said in one line on stderr (the config keeps the path it was trained with)."""
     own = config.model.attention
     device = torch.device(device)
-    if own in runnable_paths(device, config.model.head_dim):
+    if own in runnable_paths(device, config.model.head_width):
         return None
     print(
         f"{_speaker()}: note: {where} was trained with attention='{own}', which cannot run on {device.type} "

@@ -192,9 +192,9 @@ def test_generation_stacks_each_group_once_and_keeps_nothing_after_it() -> None:
 @given(st.integers(0, 2**16))
 def test_rope_in_four_ops_is_the_half_rotation_bit_for_bit(seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 3, 7, CONFIG.head_dim, generator=generator).to(torch.bfloat16)
+    x = torch.randn(2, 3, 7, CONFIG.head_width, generator=generator).to(torch.bfloat16)
     cos, sin = rope_angles(CONFIG, 5, 7, x.device, torch.float32)
-    half = CONFIG.head_dim // 2
+    half = CONFIG.head_width // 2
     c, s = cos[:, :half], sin[:, half:]  # the tables hold [cos, cos] and [-sin, sin]
     x1, x2 = x.float().chunk(2, dim=-1)
     rotated = torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).to(x.dtype)
@@ -215,7 +215,7 @@ def test_the_stack_gpt_computes_what_the_reference_gpt_computes(n_kv_heads: int)
     ref_loss.backward()
     torch.testing.assert_close(
         model.layers[0].attn.k.weight.grad,
-        reference.blocks[0].qkv.weight.grad[config.d_model : config.d_model + n_kv_heads * config.head_dim],
+        reference.blocks[0].qkv.weight.grad[config.d_model : config.d_model + n_kv_heads * config.head_width],
         rtol=1e-4,
         atol=1e-6,
     )

@@ -56,6 +56,16 @@ CONFIGS = {
         "rope_high_freq_factor": 2.0,
         "rope_original_ctx": 16,
     },
+    # Qwen3's attention: heads of their own width (16, where 48 / 6 is 8), each of q and k normed.
+    "qwen3-head-dim": {
+        "d_model": 48,
+        "n_heads": 6,
+        "n_kv_heads": 2,
+        "ffn_hidden": 72,
+        "n_layers": 2,
+        "head_dim": 16,
+        "qk_norm": True,
+    },
 }
 
 
@@ -73,14 +83,15 @@ def test_transformers_reproduces_the_stacks_logits(name: str, tmp_path: Path) ->
     assert check["ok"] and check["max_abs_diff"] <= load_spec().threshold(GATE, "logits_atol")
     assert check["positions"] == 8 * 32
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForCausalLM"]
+    family = "Qwen3ForCausalLM" if CONFIGS[name].get("qk_norm") else "LlamaForCausalLM"
+    assert config["architectures"] == [family]
     assert ("lm_head.weight" in load_file(tmp_path / "hf" / "model.safetensors")) != config[
         "tie_word_embeddings"
     ]
 
 
 @pytest.mark.holds(GATE)
-@pytest.mark.parametrize("name", ["gqa-tied-2layers", "mha-untied-odd", "gqa-llama3-rope"])
+@pytest.mark.parametrize("name", ["gqa-tied-2layers", "mha-untied-odd", "gqa-llama3-rope", "qwen3-head-dim"])
 def test_export_then_import_gives_identical_weights(name: str, tmp_path: Path) -> None:
     checkpoint = make_checkpoint(tmp_path, **CONFIGS[name])
     assert main(["export", str(checkpoint), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
@@ -176,6 +187,11 @@ def plain_rope(config: dict[str, Any], model: ModelConfig) -> None:
     del config["rope_scaling"]
 
 
+def as_llama(config: dict[str, Any], _model: ModelConfig) -> None:
+    """Planted: a qk_norm model's config.json written as a Llama's, which has no head norms."""
+    config |= {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "mlp_bias": False}
+
+
 def plant_config(monkeypatch: pytest.MonkeyPatch, tamper: ConfigTamper) -> None:
     """The export's config.json made as ever, then `tamper`ed: the bug planted in what it writes."""
     real = hf.hf_config
@@ -191,8 +207,8 @@ def plant_config(monkeypatch: pytest.MonkeyPatch, tamper: ConfigTamper) -> None:
 @pytest.mark.gate(GATE)
 @pytest.mark.parametrize(
     ("tamper", "config"),
-    [(eps_times_ten, None), (flip_tie, None), (plain_rope, "gqa-llama3-rope")],
-    ids=["norm-eps-x10", "tied-head-declared-untied", "llama3-rope-written-plain"],
+    [(eps_times_ten, None), (flip_tie, None), (plain_rope, "gqa-llama3-rope"), (as_llama, "qwen3-head-dim")],
+    ids=["norm-eps-x10", "tied-head-declared-untied", "llama3-rope-written-plain", "qwen3-written-as-llama"],
 )
 def test_planted_config_bug_fails_the_check(
     tamper: ConfigTamper, config: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -1,4 +1,4 @@
-"""Checkpoints made elsewhere: Llama- and Qwen2-style directories, written by transformers itself
+"""Checkpoints made elsewhere: Llama-, Qwen2- and Qwen3-style directories, written by transformers itself
 with their own tokenizers (tests/support/hf_fixtures.py), import, match transformers' logits
 (GATE-EXPORT-001), and are then traced, bisected, scored and fine-tuned like any run. Data made by
 another tokenizer is refused in GATE-DATA-007's name.
@@ -37,6 +37,7 @@ from tests.support.hf_fixtures import (
     llama3_chat_tokenizer,
     llama_model,
     qwen2_model,
+    qwen3_model,
 )
 from tests.support.train_support import evidence, smoke_args, train, unjudged, verdicts, write_corpus
 from tools.integrity.record_checks import check_record_truth
@@ -62,6 +63,13 @@ VARIANTS: dict[str, tuple[Callable[[Path], Path], str, str, bool, bool]] = {
         True,
     ),
     "qwen2-untied-fp32": (lambda d: qwen2_model(d, tie=False), "qwen2", "float32", False, False),
+    "qwen3-tied-bf16-head-dim-16": (
+        lambda d: qwen3_model(d, dtype="bfloat16"),
+        "qwen3",
+        "bfloat16",
+        True,
+        False,
+    ),
     "llama31-rope-llama3": (
         lambda d: llama_model(d, rope_parameters=LLAMA3_ROPE),
         "llama",
@@ -80,8 +88,12 @@ LLAMA3_ROPE = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 48,
 }
-# The two checkpoints the later tests use, one per family.
-USED = {"llama": "llama3-untied-fp32", "qwen2": "qwen2-tied-bf16-sharded"}
+# The checkpoints the later tests use, one per family.
+USED = {
+    "llama": "llama3-untied-fp32",
+    "qwen2": "qwen2-tied-bf16-sharded",
+    "qwen3": "qwen3-tied-bf16-head-dim-16",
+}
 DROP = object()  # edit_config: remove the key
 
 
@@ -156,6 +168,7 @@ def test_a_checkpoint_imports_with_its_own_tokenizer_and_computes_transformers_l
     assert record["family"] == family and record["weights"]["source_dtypes"] == [dtype]
     assert (len(record["weights"]["files"]) > 1) == sharded
     assert config.qkv_bias == (family == "qwen2") and config.tie_embeddings == tied
+    assert config.qk_norm == (family == "qwen3") and (config.head_dim is not None) == (family == "qwen3")
     assert trained.tokenizer.name == "hf" and trained.tokenizer.sha256 == tokenizer_sha(source)
     assert config.vocab == trained.tokenizer.vocab_size + VOCAB_PADDING == record["model_vocab"]
     # Every weight is the stored one, upcast: bf16 and fp16 widen to fp32 exactly.
@@ -172,22 +185,30 @@ def test_a_checkpoint_imports_with_its_own_tokenizer_and_computes_transformers_l
     assert float(difference.max()) <= load_spec().threshold(EXPORT_GATE, "logits_atol")
 
 
+# family → (a tensor a careless converter leaves at its initial value, that value)
+DROPPED = {"qwen2": ("layers.1.attn.k.bias", 0.0), "qwen3": ("layers.1.attn.q_norm.weight", 1.0)}
+
+
 @pytest.mark.gate(EXPORT_GATE)
-def test_a_converter_that_drops_one_bias_is_refused_and_writes_nothing(
+@pytest.mark.parametrize("family", sorted(DROPPED))
+def test_a_converter_that_drops_one_tensor_of_its_family_is_refused_and_writes_nothing(
+    family: str,
     sources: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """A Qwen2's k bias left at zero, a Qwen3's q norm gain at one: only the logits show it."""
     real = hf.from_hf_tensors
+    name, fresh = DROPPED[family]
 
     def dropped(tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
         state = real(tensors, config)
-        state["layers.1.attn.k.bias"] = torch.zeros_like(state["layers.1.attn.k.bias"])  # planted
+        state[name] = torch.full_like(state[name], fresh)  # planted
         return state
 
     monkeypatch.setattr(hf, "from_hf_tensors", dropped)
-    assert import_dir(sources[USED["qwen2"]], tmp_path / "out") == 3
+    assert import_dir(sources[USED[family]], tmp_path / "out") == 3
     assert f"gate fired: {EXPORT_GATE}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -252,7 +273,7 @@ REFUSED: dict[str, tuple[str, dict[str, Any], str]] = {
         "rope_type='yarn' from rope_scaling",
     ),
     "partial-rotary": ("llama", {"partial_rotary_factor": 0.5}, "partial_rotary_factor=0.5"),
-    "head-dim": ("llama", {"head_dim": 16}, "head_dim=16 != hidden_size / num_attention_heads = 12"),
+    "qwen3-attention-bias": ("qwen3", {"attention_bias": True}, "attention_bias or mlp_bias (a qwen3's"),
     "gelu": ("llama", {"hidden_act": "gelu"}, "hidden_act='gelu'"),
     "llama-attention-bias": ("llama", {"attention_bias": True}, "attention_bias or mlp_bias"),
     "llama-mlp-bias": ("llama", {"mlp_bias": True}, "attention_bias or mlp_bias"),
@@ -423,8 +444,16 @@ def shift_k_bias(model: GPT) -> None:
     model.layers[1].attn.k.bias[:6] += 0.5
 
 
+def scale_q_norm_gain(model: GPT) -> None:
+    model.layers[1].attn.q_norm.weight[:4] *= 1.5
+
+
 # family → (what is planted in layer 1, the site the bisection must name)
-PLANTS = {"llama": (scale_ffn_up_rows, "layers.1.ffn_up"), "qwen2": (shift_k_bias, "layers.1.k")}
+PLANTS = {
+    "llama": (scale_ffn_up_rows, "layers.1.ffn_up"),
+    "qwen2": (shift_k_bias, "layers.1.k"),
+    "qwen3": (scale_q_norm_gain, "layers.1.q_norm"),
+}
 
 
 @pytest.mark.parametrize("family", sorted(USED))

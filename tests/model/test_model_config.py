@@ -13,7 +13,7 @@ TINY = {"vocab": 32, "d_model": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2
 
 def test_defaults_and_head_dim() -> None:
     config = ModelConfig(**TINY)
-    assert config.head_dim == 8
+    assert config.head_width == 8
     assert config.attention == "sdpa"
     assert config.init_std == 0.02
     assert config.tie_embeddings

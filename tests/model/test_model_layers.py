@@ -25,7 +25,7 @@ def test_every_layer_keeps_the_residual_shape() -> None:
 
 def test_projection_shapes_follow_grouped_query_heads() -> None:
     attn, ffn = Attention(CONFIG), FeedForward(CONFIG)
-    kv_width = CONFIG.n_kv_heads * CONFIG.head_dim
+    kv_width = CONFIG.n_kv_heads * CONFIG.head_width
     assert attn.q.weight.shape == (CONFIG.d_model, CONFIG.d_model)
     assert attn.k.weight.shape == attn.v.weight.shape == (kv_width, CONFIG.d_model)
     assert attn.o.weight.shape == (CONFIG.d_model, CONFIG.d_model)
@@ -63,8 +63,8 @@ def test_rmsnorm_output_has_unit_rms_whatever_the_input_scale(scale: float, widt
 def test_rope_scores_depend_only_on_relative_position(start: int, shift: int) -> None:
     """<rope(q, m), rope(k, n)> is a function of m - n: shifting both positions changes nothing."""
     generator = torch.Generator().manual_seed(start * 10 + shift)
-    q = torch.randn(1, 1, 8, CONFIG.head_dim, generator=generator, dtype=torch.float64)
-    k = torch.randn(1, 1, 8, CONFIG.head_dim, generator=generator, dtype=torch.float64)
+    q = torch.randn(1, 1, 8, CONFIG.head_width, generator=generator, dtype=torch.float64)
+    k = torch.randn(1, 1, 8, CONFIG.head_width, generator=generator, dtype=torch.float64)
 
     def scores(offset: int) -> torch.Tensor:
         cos, sin = rope_angles(CONFIG, offset, 8, q.device, q.dtype)

@@ -54,7 +54,7 @@ def test_off_by_default_and_absent_from_the_saved_config() -> None:
 def test_the_parameter_formula_counts_the_biases(tie: bool) -> None:
     config = ModelConfig(**SHAPE, qkv_bias=True, tie_embeddings=tie)
     plain = config.model_copy(update={"qkv_bias": False})
-    kv_width = config.n_kv_heads * config.head_dim
+    kv_width = config.n_kv_heads * config.head_width
     assert param_count_formula(config) == GPT(config).num_params()
     assert param_count_formula(config) - param_count_formula(plain) == config.n_layers * (
         config.d_model + 2 * kv_width

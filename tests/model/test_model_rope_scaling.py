@@ -201,5 +201,5 @@ def test_the_longest_wavelength_is_stretched_by_the_factor() -> None:
     """The identity Llama 3.1's extension rests on: below the low band's edge, wavelength × factor."""
     config = CONFIG.model_copy(update=LLAMA3)
     last = float(rope_scaling.inverse_frequencies(config, CPU, torch.float64)[-1])
-    plain = CONFIG.rope_theta ** (-(CONFIG.head_dim // 2 - 1) / (CONFIG.head_dim // 2))
+    plain = CONFIG.rope_theta ** (-(CONFIG.head_width // 2 - 1) / (CONFIG.head_width // 2))
     assert math.isclose(2 * math.pi / last, 8.0 * 2 * math.pi / plain, rel_tol=1e-12)

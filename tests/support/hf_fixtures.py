@@ -269,6 +269,33 @@ def qwen2_model(
     return _save_model(directory, Qwen2Config, Qwen2ForCausalLM, config, dtype, max_shard_size, seed)
 
 
+def qwen3_model(
+    directory: Path,
+    tokenizer: Callable[[Path], Path] = qwen2_tokenizer,
+    *,
+    tie: bool = True,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    seed: int = 0,
+    **config: Any,
+) -> Path:
+    """A Qwen3 checkpoint directory (Qwen3ForCausalLM: q/k head norms, and heads of their own width,
+    16 where SHAPE's hidden_size / num_attention_heads is 12, as Qwen3-0.6B's 128 is not its 64)
+    with Qwen's tokenizer."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer(directory)
+    rope = {"rope_type": "default", "rope_theta": 1000000.0}
+    config = {
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": rope,
+        "tie_word_embeddings": tie,
+        "head_dim": 16,
+        **config,
+    }
+    return _save_model(directory, Qwen3Config, Qwen3ForCausalLM, config, dtype, max_shard_size, seed)
+
+
 def tiny_chatml_qwen2(directory: Path) -> Path:
     """A one-layer Qwen2 whose tokenizer writes ChatML (<|im_start|>, <|im_end|> special tokens): a
     chat model small enough to import, sample and trace in a test."""

@@ -2,10 +2,11 @@
 
 A block with experts is traced as its layout (stack.trace.sites.block_layout) says: the router's
 logits, each expert's routed input and its output, the shared expert, the mixture's output;
-differential attention adds q2, k2 and the head norm; a mixture-of-depths block its router, in
-the routed blocks only. The trace gates hold there as they do for a dense model
-(GATE-TRACE-001, -002), and bisection names the expert or branch a planted bug lives in
-(GATE-TRACE-003). Dense names are untouched (the other trace tests run unchanged).
+differential attention adds q2, k2 and the head norm; Qwen3's q/k head norms `q_norm` and
+`k_norm`; a mixture-of-depths block its router, in the routed blocks only. The trace gates hold
+there as they do for a dense model (GATE-TRACE-001, -002), and bisection names the expert, branch
+or norm a planted bug lives in (GATE-TRACE-003). Dense names are untouched (the other trace tests
+run unchanged).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ OPTIONS: dict[str, dict[str, object]] = {
     "moe": {"moe_experts": EXPERTS},
     "moe-shared-top1": {"moe_experts": EXPERTS, "moe_shared_expert": True, "moe_top_k": 1},
     "diff-attn": {"diff_attn": True},
+    "qk-norm": {"qk_norm": True, "head_dim": 24},
     "mod": {"mod_every": 2, "mod_capacity": 0.5},
     "all": {"moe_experts": EXPERTS, "diff_attn": True, "mod_every": 1, "mod_capacity": 0.5},
 }
@@ -104,7 +106,48 @@ def test_differential_attention_sites_observe_its_second_branch() -> None:
     with torch.no_grad():
         assert torch.equal(v["layers.1.q2"], attn.q2(v["layers.1.attn_norm"]))
         assert torch.equal(v["layers.1.k2"], attn.k2(v["layers.1.attn_norm"]))
-    assert trace.sites["layers.1.attn_head_norm"].shape == (1, CONFIG.n_heads, 12, CONFIG.head_dim)
+    assert trace.sites["layers.1.attn_head_norm"].shape == (1, CONFIG.n_heads, 12, CONFIG.head_width)
+
+
+def test_head_norm_sites_observe_each_head_of_q_and_k_normed() -> None:
+    """q_norm and k_norm come after v (the projections are one product) and hold their module's
+    output on q and k: rows as wide as q's and k's, heads of 24 where d_model / n_heads is 16."""
+    model, idx = tiny_model(**OPTIONS["qk-norm"]), tokens()
+    trace, _ = trace_forward(model, idx, keep=True)
+    v, attn = trace.values, model.layers[1].attn
+    kinds = ("attn_norm", "q", "k", "v", "q_norm", "k_norm", "attn_out")
+    assert list(trace.sites)[1:8] == [f"layers.0.{k}" for k in kinds]
+    with torch.no_grad():
+        assert torch.equal(v["layers.1.q_norm"], attn.q_norm(v["layers.1.q"]))
+        assert torch.equal(v["layers.1.k_norm"], attn.k_norm(v["layers.1.k"]))
+    assert trace.sites["layers.1.q_norm"].shape == (1, 12, CONFIG.n_heads * 24)
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+def test_a_tracer_that_swaps_the_head_norms_fails_the_identity_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: attn.k_norm's output recorded as `q_norm` and attn.q_norm's as `k_norm`, with as
+    many key as query heads, so the two are alike in shape and scale and only their values differ."""
+    output_hook = tracer_module.SiteHooks._output
+    swap = {"q_norm": "k_norm", "k_norm": "q_norm"}
+
+    def swapped(self: tracer_module.SiteHooks, module: torch.nn.Module, name: str) -> None:
+        layer, _, kind = name.rpartition(".")
+        output_hook(self, module, f"{layer}.{swap.get(kind, kind)}" if layer else name)
+
+    monkeypatch.setattr(tracer_module.SiteHooks, "_output", swapped)
+    model = tiny_model(**OPTIONS["qk-norm"], n_kv_heads=CONFIG.n_heads)
+    with pytest.raises(GateViolation, match=r"GATE-TRACE-002.*layers\.0\.q_norm"):
+        trace_forward(model, tokens())
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_bisection_names_the_head_norm_with_the_planted_gain() -> None:
+    model, idx = tiny_model(**OPTIONS["qk-norm"]), tokens()
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.layers[1].attn.k_norm.weight[:3] *= 1.5
+    a, b = TracePath(model, "sdpa", "fp32", "A"), TracePath(broken, "sdpa", "fp32", "B")
+    assert two_paths(a, b, idx, names(model), [], False, False).first == "layers.1.k_norm"
 
 
 def test_only_the_routed_blocks_have_a_depth_router() -> None:

@@ -101,7 +101,7 @@ def test_every_site_is_recorded_in_forward_order_with_every_statistic() -> None:
     assert list(trace.sites) == site_names(CONFIG.n_layers)
     assert all(set(r.stats) == set(STATS) for r in trace.sites.values())
     assert trace.sites["layers.2.ffn_swiglu"].shape == (1, 12, CONFIG.ffn_hidden)
-    assert trace.sites["layers.0.k"].shape == (1, 12, CONFIG.n_kv_heads * CONFIG.head_dim)
+    assert trace.sites["layers.0.k"].shape == (1, 12, CONFIG.n_kv_heads * CONFIG.head_width)
     assert trace.completeness().ok
 
 

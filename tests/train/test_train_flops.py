@@ -48,7 +48,7 @@ def test_dense_count_is_six_per_weight_plus_attention_scores(layers, heads, ffn,
         n_layers=layers, n_heads=heads[0], n_kv_heads=heads[1], ffn_hidden=ffn, ctx=ctx, tie_embeddings=tied
     )
     model = GPT(config, seed=0)
-    scores = 12 * layers * config.n_heads * config.head_dim * ctx
+    scores = 12 * layers * config.n_heads * config.head_width * ctx
     assert flops_per_token(config) == 6 * _linear_weights(model) + scores
 
 
@@ -56,7 +56,7 @@ def test_experts_count_only_the_routed_ones():
     config = _config(moe_experts=4, moe_top_k=2)
     model = GPT(config, seed=0)
     assert any(isinstance(m, MoE) for m in model.modules())
-    scores = 12 * config.n_layers * config.n_heads * config.head_dim * config.ctx
+    scores = 12 * config.n_layers * config.n_heads * config.head_width * config.ctx
     assert flops_per_token(config) == 6 * _linear_weights(model, routed_share=2 / 4) + scores
 
 
@@ -64,14 +64,14 @@ def test_differential_attention_counts_its_second_branch():
     config = _config(diff_attn=True)
     model = GPT(config, seed=0)
     # three score matmuls (two q·kᵀ maps and p·v) instead of two
-    scores = 12 * config.n_layers * config.n_heads * config.head_dim * config.ctx * 3 / 2
+    scores = 12 * config.n_layers * config.n_heads * config.head_width * config.ctx * 3 / 2
     assert flops_per_token(config) == 6 * _linear_weights(model) + scores
 
 
 def test_a_routed_block_counts_its_capacity_of_tokens_and_keys():
     config = _config(mod_every=2, mod_capacity=0.25)  # block 1 of 2 routes a quarter of the tokens
     model = GPT(config, seed=0)
-    per_block = 12 * config.n_heads * config.head_dim * config.ctx
+    per_block = 12 * config.n_heads * config.head_width * config.ctx
     scores = per_block + 0.25 * 0.25 * per_block
     assert flops_per_token(config) == pytest.approx(6 * _linear_weights(model, block_share=0.25) + scores)
 
