@@ -800,6 +800,13 @@ def _template_line(args: argparse.Namespace, sft: SftEntry) -> str:
             "replaces: fine-tuning the model on this data is refused unless accepted on record with "
             '--set data.chat_template_change="why"; leave out --template to render with the model\'s own'
         )
+    if sft.history_turns:
+        every = sft.assistant_turns + sft.history_turns
+        line += (
+            f"\n  note: {sft.history_turns:,} of {every:,} assistant turns read as context, not trained: the "
+            "template writes them otherwise once a later turn follows (as Qwen3's drops an earlier turn's "
+            "reasoning); each example's later turns train as the model generates them"
+        )
     return line
 
 

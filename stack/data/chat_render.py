@@ -10,11 +10,19 @@ are rendered by that template (`ModelTemplate`), unless `--template` names anoth
 How an example becomes ids and a supervision mask, for any template (`render_model`): the
 conversation is rendered whole, and again up to each assistant message with the generation prompt
 (its prompt, `P_k`) and through it (`F_k`), by transformers' own renderer
-(stack.data.chat_jinja.render_jinja). Each must begin the next: a template that writes the earlier
-turns otherwise once later ones follow cannot be masked turn by turn, and the example is left out
-as unrenderable. The text from the end of the previous assistant message to `P_k` is the turn's
-prompt (unsupervised); from `P_k` to `F_k` its completion, the message and whatever the template
-ends the turn with (supervised). The two are tokenized apart, so their boundary is a token
+(stack.data.chat_jinja.render_jinja). Each must begin the next, for the turn to be supervised: then
+the whole conversation's text through the turn is what the model reads and writes when it generates
+that turn, its prompt as the template writes it and then the message. Some templates write an
+earlier assistant turn otherwise once a later user turn follows: Qwen3's (and DeepSeek-R1's) drop
+an earlier turn's reasoning block, so the turn the model generated behind `<think>…</think>` stands
+in the history without it. Such a turn is not supervised (the model never writes it as the history
+shows it, and training it there would teach it to answer without the block where it opens one); it
+is read as context, part of the next supervised turn's prompt, and counted (`history_turns`, which
+the manifest keeps and `stack prepare` reports). A conversation with no turn the template writes as
+generated, or whose generation prompt does not begin the turn, is left out as unrenderable. The
+text from the end of the previous supervised turn to `P_k` is the turn's prompt (unsupervised);
+from `P_k` to `F_k` its completion, the message and whatever the template ends the turn with
+(supervised). The two are tokenized apart, so their boundary is a token
 boundary as generation meets it: the model continues its prompt's own ids. Where the template
 writes a message's content (found by rendering the conversation with a stand-in for each) the
 content is encoded as text; the template's own text has its special tokens read as their ids
@@ -79,11 +87,14 @@ class ModelTemplate:
 
 @dataclass(frozen=True)
 class ModelTurn:
-    """One assistant turn as the template writes it: its prompt's pieces (everything since the
-    previous turn's completion) and its completion's, each piece (text, written by the template)."""
+    """One supervised assistant turn as the template writes it: its prompt's pieces (everything since
+    the previous supervised turn's completion) and its completion's, each piece (text, written by
+    the template); `history` counts the assistant messages its prompt holds as context, which the
+    template writes otherwise once this turn follows (the module docstring)."""
 
     prompt: list[Segment]
     completion: list[Segment]
+    history: int = 0
 
 
 def _unrenderable(where: str, why: str) -> LeftOut:
@@ -141,23 +152,31 @@ def _cut(pieces: list[Segment], start: int, end: int) -> list[Segment]:
 
 
 def model_turns(template: ModelTemplate, messages: list[dict[str, Any]], where: str) -> list[ModelTurn]:
-    """Each assistant turn of a conversation as the template writes it (the module docstring)."""
+    """Each supervised assistant turn of a conversation as the template writes it, the others
+    counted as history (the module docstring)."""
     whole = _rendered(template, messages, where)
     pieces = _pieces(template, messages, whole, where)
-    turns, done = [], 0
+    turns: list[ModelTurn] = []
+    done = history = 0
     for k, message in enumerate(messages):
         if message["role"] != ASSISTANT:
             continue
         prompt = _rendered(template, messages[:k], where, prompt=True)
         through = _rendered(template, messages[: k + 1], where)
-        if not (whole.startswith(through) and through.startswith(prompt) and prompt[:done] == whole[:done]):
+        if not (through.startswith(prompt) and whole.startswith(prompt) and len(prompt) >= done):
             raise _unrenderable(
                 where, f"{template.name} writes the turns before messages[{k}] otherwise once it follows"
             )
         if len(through) == len(prompt):
             raise _unrenderable(where, f"{template.name} writes nothing of messages[{k}]: {excerpt(message)}")
-        turns.append(ModelTurn(_cut(pieces, done, len(prompt)), _cut(pieces, len(prompt), len(through))))
-        done = len(through)
+        if not whole.startswith(through):  # written otherwise once a later turn follows: context
+            history += 1
+            continue
+        prompted = _cut(pieces, done, len(prompt))
+        turns.append(ModelTurn(prompted, _cut(pieces, len(prompt), len(through)), history))
+        done, history = len(through), 0
+    if history or not turns:  # an assistant turn no supervised one follows would be lost
+        raise _unrenderable(where, f"{template.name} writes the last assistant turn otherwise than generated")
     return turns
 
 
@@ -182,6 +201,7 @@ def render_model(turns: list[ModelTurn], tokenizer: Tokenizer) -> Rendered:
         mask=np.asarray(mask, dtype=np.uint8),
         assistant_turns=len(turns),
         markers_missing=0,
+        history_turns=sum(turn.history for turn in turns),
     )
 
 

@@ -169,6 +169,10 @@ class SftEntry(Strict):
     supervised_tokens: dict[Split, int]
     assistant_turns: int = Field(ge=0)
     markers_missing: int = Field(ge=0)
+    # Assistant turns read as context, not supervised: the model's own template writes them
+    # otherwise once a later turn follows (Qwen3's drops their reasoning; stack.data.chat_render).
+    # Left out of the manifest while 0, so data prepared before the count existed reads the same.
+    history_turns: int = Field(default=0, ge=0, exclude_if=lambda count: count == 0)
     labels: list[LabelFile]
     # examples left out by rule (empty, too_long, and as read unanswered, tie, diverged:
     # stack.data.sft_prepare), the tokens the longest too-long one needs, and per rule where its

@@ -404,13 +404,15 @@ def _empty(fmt: str, turns: list[tuple[str, str]]) -> bool:
 
 def _render_all(
     examples: list[_Example], renderer: Renderer, tok: Tokenizer, plan: SftPlan, dropped: Dropped
-) -> tuple[dict[Split, _Split], np.ndarray, int, int]:
+) -> tuple[dict[Split, _Split], np.ndarray, Counter[str]]:
     """Render, split and index every example; leave out (and count in `dropped`) the blank and the
-    too long; hold each chat or prompt-completion example's text to its record's fields (`dropped.fields`)."""
+    too long; hold each chat or prompt-completion example's text to its record's fields
+    (`dropped.fields`). Also returns the examples' assistant turns counted: supervised
+    (`assistant_turns`), without their marker (`markers_missing`) and read as history (`history_turns`)."""
     splits: dict[Split, _Split] = {"train": _Split(), "heldout": _Split()}
     shas, heldout = [], []
     assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, example by example
-    turns_total = missing_total = 0
+    counted: Counter[str] = Counter()
     for i, example in enumerate(examples):
         turns, where = example.turns, example.where
         if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
@@ -447,12 +449,13 @@ def _render_all(
         splits[which].keys.add(doc)
         shas.append(doc)
         heldout.append(held)
-        turns_total += rendered.assistant_turns
-        missing_total += rendered.markers_missing
+        counted["assistant_turns"] += rendered.assistant_turns
+        counted["markers_missing"] += rendered.markers_missing
+        counted["history_turns"] += rendered.history_turns
     splitting.check_assigned(assigned)
     index = np.empty(len(shas), dtype=splitting.INDEX_DTYPE)
     index["doc"], index["heldout"] = shas, heldout
-    return splits, index, turns_total, missing_total
+    return splits, index, counted
 
 
 def _rendered(example: _Example, i: int, renderer: Renderer, tok: Tokenizer, plan: SftPlan) -> Rendered:
@@ -684,10 +687,10 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for example in kept for _, c in example.turns])
     plan = _settled(plan, kept, renderer, tok)
-    splits, index, turns, missing = _render_all(kept, renderer, tok, plan, dropped)
+    splits, index, turns = _render_all(kept, renderer, tok, plan, dropped)
     if not splits["train"].examples and not splits["heldout"].examples:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
-    check_markers(turns, missing)
+    check_markers(turns["assistant_turns"], turns["markers_missing"])
     check_accounts(dropped.books)
     check_files_read(dropped.files)
     if plan.fmt in FORMATS:
@@ -755,8 +758,9 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             longest_dropped=dropped.longest or None,
             first_dropped=dict(sorted(dropped.first.items())),
             supervised_tokens=supervised,
-            assistant_turns=turns,
-            markers_missing=missing,
+            assistant_turns=turns["assistant_turns"],
+            markers_missing=turns["markers_missing"],
+            history_turns=turns["history_turns"],
             labels=label_files,
         ),
     )

@@ -100,6 +100,9 @@ class Rendered:
     markers_missing: int
     # Positions that are padding inside the example (a preference pair's rows): packed as example 0.
     padding: np.ndarray | None = None
+    # Assistant turns read as context, not supervised: a model's template writes them otherwise
+    # once a later turn follows (stack.data.chat_render)
+    history_turns: int = 0
 
 
 def template_path(name_or_file: str | None) -> Path:

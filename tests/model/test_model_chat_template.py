@@ -1,5 +1,7 @@
 """Chat data for a model that ships its own chat template is rendered by it; tool calls are rendered
-where that template writes them and dropped, counted, where the template cannot write them.
+where that template writes them and dropped, counted, where the template cannot write them; a turn
+the template writes otherwise once a later one follows (Qwen3's reasoning dropped from history) is
+read as context and counted, and the later turns train as the model generates them.
 
 Chat data prepared with `--tokenizer` of an imported Llama was rendered with the
 stack's `User:/Assistant:` template, and `stack sft` then replaced the model's own template unsaid.
@@ -28,9 +30,11 @@ from stack.data.shards import open_split
 from stack.data.tokenizer import ByteTokenizer, load_tokenizer
 from tests.support.hf_fixtures import (
     CHATML_TOOLS_TEMPLATE,
+    REASONING_TEMPLATE,
     chatml_instruct_tokenizer,
     llama3_chat_tokenizer,
     llama_model,
+    qwen3_model,
 )
 
 GATE = "GATE-SFT-001"
@@ -313,3 +317,68 @@ def test_a_stack_model_s_own_template_is_rendered_the_stack_s_way() -> None:
     assert isinstance(other, chat_render.ModelTemplate) and other.special_tokens == {
         "eos_token": "<|endoftext|>"
     }
+
+
+# -- a template that rewrites the history: Qwen3's reasoning block --------------------------------
+
+
+@pytest.fixture(scope="module")
+def reasoning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A Qwen3 whose template drops an earlier turn's reasoning block (REASONING_TEMPLATE), and its
+    import; a context of 256, so that two exchanges fit a window."""
+    root = tmp_path_factory.mktemp("qwen3")
+    tokenizer = lambda d: chatml_instruct_tokenizer(d, chat_template=REASONING_TEMPLATE)  # noqa: E731
+    source = qwen3_model(root / "src", tokenizer, max_position_embeddings=256)
+    assert main(["import-hf", str(source), "--out", str(root / "imported")]) == 0
+    return source, root / "imported"
+
+
+@pytest.mark.holds(GATE)
+def test_turns_a_template_rewrites_once_the_next_follows_are_context_and_the_last_trains_as_generated(
+    reasoning: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every conversation of two exchanges is kept (each was left out whole as unrenderable): its
+    ids are transformers' rendering of the whole conversation, the first answer there without its
+    reasoning block and unsupervised, and the supervised text is the last answer exactly as the
+    model writes it after apply_chat_template's generation prompt. The manifest and the report
+    count the first answers as history."""
+    from transformers import AutoTokenizer
+
+    source, imported = reasoning
+    records = [chat(i, turns=2) for i in range(40)]
+    assert prepare(write(tmp_path / "chats.jsonl", records), tmp_path / "d", str(imported)) == 0
+    assert "note: 40 of 80 assistant turns read as context, not trained" in capsys.readouterr().out
+    sft = load_manifest(tmp_path / "d").sft
+    assert sft is not None and (sft.assistant_turns, sft.history_turns) == (40, 40)
+    assert sum(sft.examples.values()) == 40 and not sft.dropped
+    users = AutoTokenizer.from_pretrained(str(source))
+    ids, supervised = first_example(tmp_path / "d")
+    shown = [i for i, record in enumerate(records) if users.decode(ids).startswith(_rendered(users, record))]
+    (messages,) = (records[i]["messages"] for i in shown)
+    prompt = users.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    assert users.decode(ids) == _rendered(users, {"messages": messages})
+    assert messages[1]["content"] in prompt and "<think>" not in prompt  # the first answer, as history
+    written = users.decode([t for t, s in zip(ids, supervised, strict=True) if s])
+    assert written == f"<think>\n\n</think>\n\n{messages[-1]['content']}<|im_end|>\n"
+    assert users.decode([t for t, s in zip(ids, supervised, strict=True) if not s]) == prompt
+    # GATE-SFT-001 holds it again as a run reads it.
+    assert (
+        main(
+            [
+                "sft",
+                "--data",
+                str(tmp_path / "d"),
+                "--init-from",
+                str(imported),
+                "--out",
+                str(tmp_path / "run"),
+                *SHORT_RUN,
+            ]
+        )
+        == 0
+    )
+
+
+def _rendered(users: Any, record: dict[str, Any]) -> str:
+    """A record's whole conversation as transformers renders it."""
+    return users.apply_chat_template(record["messages"], tokenize=False)

@@ -50,6 +50,21 @@ CHATML_TEMPLATE = (
     "'<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# A template written for these tests with what Qwen3's (and DeepSeek-R1's) does to history: the
+# assistant turns after the last user turn open with a reasoning block (here empty, as a model
+# answering without thinking writes it), the earlier ones stand without it, so a turn is written
+# otherwise once a later user turn follows.
+REASONING_TEMPLATE = (
+    "{%- set ns = namespace(last_user=-1) -%}"
+    "{%- for m in messages -%}{%- if m.role == 'user' -%}{%- set ns.last_user = loop.index0 -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- for m in messages -%}"
+    "{%- if m.role == 'assistant' and loop.index0 > ns.last_user -%}"
+    "{{- '<|im_start|>assistant\n<think>\n\n</think>\n\n' + m.content + '<|im_end|>\n' -}}"
+    "{%- else -%}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+)
 LLAMA3_CHAT_MARKERS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 # Qwen2.5's way with OpenAI tool calls: an assistant's call as <tool_call> JSON in its turn, a tool's
 # answer as <tool_response> in a user turn.
