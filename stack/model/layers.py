@@ -1,7 +1,7 @@
 """The parts of a block: RMSNorm, RoPE, grouped-query attention, the feed-forward (feedforward.py, moe.py).
 
-Module names are the trace sites: `attn_norm`, `attn.{q,k,v,o}`, `ffn_norm`,
-`ffn.{gate,up,down}` and `ffn.swiglu` (silu(gate) * up), so a forward hook on
+Module names are the trace sites: `attn_norm`, `attn.{q,k,v,o}` (and Qwen3's `attn.{q,k}_norm`),
+`ffn_norm`, `ffn.{gate,up,down}` and `ffn.swiglu` (silu(gate) * up), so a forward hook on
 `layers.3.ffn.swiglu` sees exactly what the code calls that product.
 """
 

@@ -17,8 +17,9 @@ trace reads the same whichever options exist:
   the stream, in place of the ffn kinds;
 * differential attention (stack/model/diff_attention.py): `q2` and `k2`, the second branch's
   projections, and `attn_head_norm`, the per-head norm of (A₁ − λA₂)V before `o`;
-* q/k head norms (`qk_norm`, Qwen3's): `q_norm` and `k_norm` after `q` and `k`, each head of those
-  rows RMS-normed (stack.model.layers.HeadNorm), what RoPE then rotates;
+* q/k head norms (`qk_norm`, Qwen3's): `q_norm` and `k_norm` after `v` (the three projections are
+  one product), each head of the rows of `q` and `k` RMS-normed (stack.model.layers.HeadNorm), what
+  RoPE then rotates;
 * mixture of depths (stack/model/depth_router.py): `router` first, the block's token scores;
   from `attn_residual` on, the block's FFN sees only the routed tokens' rows.
 """
@@ -127,7 +128,7 @@ def block_layout(
         site("k2", "attn_norm")
     site("v", "attn_norm")
     queries, keys = ("q", "k")
-    if qk_norm:  # computed after v (the three projections are one product), before RoPE
+    if qk_norm:
         site("q_norm", "q")
         site("k_norm", "k")
         queries, keys = ("q_norm", "k_norm")

@@ -26,20 +26,32 @@ CONFIG = ModelConfig(vocab=97, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, 
     n_layers=st.integers(1, 3),
     ffn_hidden=st.integers(1, 100),
     tie=st.booleans(),
+    own_half=st.one_of(st.none(), st.integers(1, 8)),
 )
 def test_param_count_matches_its_formula(
-    vocab: int, heads_kv: int, group: int, head_half: int, n_layers: int, ffn_hidden: int, tie: bool
+    vocab: int,
+    heads_kv: int,
+    group: int,
+    head_half: int,
+    n_layers: int,
+    ffn_hidden: int,
+    tie: bool,
+    own_half: int | None,
 ) -> None:
+    """`own_half`: Qwen3's attention, heads of their own width (2·own_half, over a residual stream
+    one wider than the heads would split) with q/k head norms."""
     heads = heads_kv * group
+    qwen3 = {} if own_half is None else {"head_dim": 2 * own_half, "qk_norm": True}
     config = ModelConfig(
         vocab=vocab,
-        d_model=heads * 2 * head_half,
+        d_model=heads * 2 * head_half + (own_half is not None),
         n_layers=n_layers,
         n_heads=heads,
         n_kv_heads=heads_kv,
         ffn_hidden=ffn_hidden,
         ctx=8,
         tie_embeddings=tie,
+        **qwen3,
     )
     assert GPT(config).num_params() == param_count_formula(config)
 
