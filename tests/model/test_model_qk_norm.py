@@ -32,7 +32,7 @@ GATE = "GATE-MODEL-003"
 QWEN3 = {"n_heads": 4, "n_kv_heads": 2, "head_dim": 16, "qk_norm": True}
 
 
-def qwen3_model(seed: int = 0, **changes: Any) -> GPT:
+def qk_norm_model(seed: int = 0, **changes: Any) -> GPT:
     return GPT(CONFIG.model_copy(update={**QWEN3, **changes}), seed=seed)
 
 
@@ -78,14 +78,14 @@ def test_a_head_norm_is_an_rms_norm_of_each_head_alone(heads: int, width: int, r
 
 
 def test_a_fresh_model_s_gains_are_one_and_every_form_computes_the_written_out_architecture() -> None:
-    model = qwen3_model()
+    model = qk_norm_model()
     assert all(bool((layer.attn.q_norm.weight == 1).all()) for layer in model.layers)
     parity = check_architecture(model, seed=3)  # fires GATE-MODEL-003 otherwise
     assert set(parity.forms) == {"train", "eval", "train packed", "eval packed", "cached"}
 
 
 def test_every_attention_path_agrees_with_the_float64_attention_of_the_head_norms() -> None:
-    paths = check_attention_paths(qwen3_model()).errors("attention")
+    paths = check_attention_paths(qk_norm_model()).errors("attention")
     assert {"naive", "sdpa"} <= paths.keys()  # and triton, interpreted, wherever it can run
 
 
@@ -137,7 +137,7 @@ def test_a_mistake_in_the_head_norms_is_caught_by_the_written_out_architecture(
 ) -> None:
     MUTANTS[mutant](monkeypatch)
     with pytest.raises(GateViolation) as caught:
-        check_architecture(qwen3_model(), seed=3)
+        check_architecture(qk_norm_model(), seed=3)
     assert caught.value.gate_id == GATE
 
 

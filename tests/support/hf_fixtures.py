@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,69 +248,80 @@ def _save_model(
     return directory
 
 
-def llama_model(
+@dataclass(frozen=True)
+class Family:
+    """A model family the fixtures write: transformers' config and model classes (by name, imported
+    where a checkpoint is written), the tokenizer it ships, and the config.json settings it takes
+    beyond SHAPE."""
+
+    config_class: str
+    model_class: str
+    tokenizer: Callable[[Path], Path]
+    settings: dict[str, Any]
+
+
+def _rope(theta: float) -> dict[str, Any]:
+    return {"rope_type": "default", "rope_theta": theta}
+
+
+FAMILIES = {
+    "llama": Family(
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        llama3_tokenizer,
+        {"rms_norm_eps": 1e-5, "rope_parameters": _rope(500000.0), "tie_word_embeddings": False},
+    ),
+    # q/k/v biases
+    "qwen2": Family(
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        qwen2_tokenizer,
+        {"rms_norm_eps": 1e-6, "rope_parameters": _rope(1000000.0), "tie_word_embeddings": True},
+    ),
+    # q/k head norms, and heads of their own width: 16 where SHAPE's hidden_size /
+    # num_attention_heads is 12, as Qwen3-0.6B's 128 is not its 1,024 / 16
+    "qwen3": Family(
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        qwen2_tokenizer,
+        {
+            "rms_norm_eps": 1e-6,
+            "rope_parameters": _rope(1000000.0),
+            "tie_word_embeddings": True,
+            "head_dim": 16,
+        },
+    ),
+}
+
+
+def hf_model(
     directory: Path,
-    tokenizer: Callable[[Path], Path] = llama3_tokenizer,
+    tokenizer: Callable[[Path], Path] | None = None,
     *,
-    tie: bool = False,
+    family: str,
+    tie: bool | None = None,
     dtype: str = "float32",
     max_shard_size: str | None = None,
     seed: int = 0,
     **config: Any,
 ) -> Path:
-    """A Llama checkpoint directory (LlamaForCausalLM) with its own tokenizer; `config` overrides."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A checkpoint directory of `family` (FAMILIES) with its own tokenizer (`tokenizer`, else the
+    family's), written by transformers; `tie` and `config` override the family's settings."""
+    import transformers
 
-    tokenizer(directory)
-    rope = {"rope_type": "default", "rope_theta": 500000.0}
-    config = {"rms_norm_eps": 1e-5, "rope_parameters": rope, "tie_word_embeddings": tie, **config}
-    return _save_model(directory, LlamaConfig, LlamaForCausalLM, config, dtype, max_shard_size, seed)
-
-
-def qwen2_model(
-    directory: Path,
-    tokenizer: Callable[[Path], Path] = qwen2_tokenizer,
-    *,
-    tie: bool = True,
-    dtype: str = "float32",
-    max_shard_size: str | None = None,
-    seed: int = 0,
-    **config: Any,
-) -> Path:
-    """A Qwen2 checkpoint directory (Qwen2ForCausalLM: q/k/v biases) with its own tokenizer."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer(directory)
-    rope = {"rope_type": "default", "rope_theta": 1000000.0}
-    config = {"rms_norm_eps": 1e-6, "rope_parameters": rope, "tie_word_embeddings": tie, **config}
-    return _save_model(directory, Qwen2Config, Qwen2ForCausalLM, config, dtype, max_shard_size, seed)
+    made = FAMILIES[family]
+    (tokenizer or made.tokenizer)(directory)
+    tied = {} if tie is None else {"tie_word_embeddings": tie}
+    config_class, model_class = (
+        getattr(transformers, name) for name in (made.config_class, made.model_class)
+    )
+    settings = {**made.settings, **tied, **config}
+    return _save_model(directory, config_class, model_class, settings, dtype, max_shard_size, seed)
 
 
-def qwen3_model(
-    directory: Path,
-    tokenizer: Callable[[Path], Path] = qwen2_tokenizer,
-    *,
-    tie: bool = True,
-    dtype: str = "float32",
-    max_shard_size: str | None = None,
-    seed: int = 0,
-    **config: Any,
-) -> Path:
-    """A Qwen3 checkpoint directory (Qwen3ForCausalLM: q/k head norms, and heads of their own width,
-    16 where SHAPE's hidden_size / num_attention_heads is 12, as Qwen3-0.6B's 128 is not its 64)
-    with Qwen's tokenizer."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    tokenizer(directory)
-    rope = {"rope_type": "default", "rope_theta": 1000000.0}
-    config = {
-        "rms_norm_eps": 1e-6,
-        "rope_parameters": rope,
-        "tie_word_embeddings": tie,
-        "head_dim": 16,
-        **config,
-    }
-    return _save_model(directory, Qwen3Config, Qwen3ForCausalLM, config, dtype, max_shard_size, seed)
+llama_model = partial(hf_model, family="llama")
+qwen2_model = partial(hf_model, family="qwen2")
+qwen3_model = partial(hf_model, family="qwen3")
 
 
 def tiny_chatml_qwen2(directory: Path) -> Path:

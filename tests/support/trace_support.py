@@ -12,6 +12,7 @@ from stack.data.tokenizer import ByteTokenizer, Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.model import GPT, ModelConfig
 from stack.trace import tracer as tracer_module
+from stack.trace.hooks import SiteHooks
 from stack.train.checkpoint import save_checkpoint
 from stack.train.config import RunConfig, TrainSection
 
@@ -76,3 +77,15 @@ def seen_as(monkeypatch: pytest.MonkeyPatch, site: str, plant: Any) -> None:
         self._handles.append(module.register_forward_hook(hook))
 
     monkeypatch.setattr(tracer_module.SiteHooks, "_output", planted)
+
+
+def swap_sites(monkeypatch: pytest.MonkeyPatch, swap: dict[str, str]) -> None:
+    """Planted: the hook table registers the output of each module whose site kind `swap` names
+    under its partner's name (`{"q": "k", "k": "q"}`: attn.k's output as `q`, attn.q's as `k`)."""
+    output_hook = SiteHooks._output
+
+    def swapped(self: SiteHooks, module: torch.nn.Module, name: str) -> None:
+        layer, _, kind = name.rpartition(".")
+        output_hook(self, module, f"{layer}.{swap.get(kind, kind)}" if layer else name)
+
+    monkeypatch.setattr(SiteHooks, "_output", swapped)

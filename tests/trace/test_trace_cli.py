@@ -23,7 +23,7 @@ from stack.trace.anomaly import is_anomaly, judged_sites, site_stats
 from stack.trace.sites import TRACE_SCHEMA_VERSION, layout_for
 from stack.trace.tracer import Trace
 from tests.support.ledger_support import assert_caught, edited, gate
-from tests.support.trace_support import save_run, tiny_model
+from tests.support.trace_support import save_run, swap_sites, tiny_model
 from tools.integrity.models.trace_tokens import trace_token_problems
 
 PROMPT = "the gate fired at layer one"
@@ -88,16 +88,7 @@ def test_a_trace_with_the_q_and_k_sites_swapped_exits_3_with_a_halted_record(
 ) -> None:
     """Planted: the hook table registers attn.k's output as `q` and attn.q's as `k`; the
     trace is complete and plausible, and each of the two is off its own projection of attn_norm."""
-    from stack.trace import hooks
-
-    output_hook = hooks.SiteHooks._output
-    swap = {"q": "k", "k": "q"}
-
-    def swapped(self: hooks.SiteHooks, module: torch.nn.Module, name: str) -> None:
-        layer, _, kind = name.rpartition(".")
-        output_hook(self, module, f"{layer}.{swap.get(kind, kind)}" if layer else name)
-
-    monkeypatch.setattr(hooks.SiteHooks, "_output", swapped)
+    swap_sites(monkeypatch, {"q": "k", "k": "q"})
     before = len(records(runs["good"]))
     assert trace(runs["good"], "--prompt", PROMPT) == 3
     assert "gate fired: GATE-TRACE-002" in capsys.readouterr().err

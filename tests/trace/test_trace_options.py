@@ -33,7 +33,7 @@ from stack.trace.modes import two_paths
 from stack.trace.patch import check_sites, sweep_sites
 from stack.trace.sites import DENSE, LAYER_SITES, block_layout, layout_for, site_names
 from stack.trace.tracer import trace_forward, unchanged_outcome
-from tests.support.trace_support import CONFIG, save_run, tiny_model, tokens
+from tests.support.trace_support import CONFIG, save_run, swap_sites, tiny_model, tokens
 
 EXPERTS = 4
 
@@ -127,14 +127,7 @@ def test_head_norm_sites_observe_each_head_of_q_and_k_normed() -> None:
 def test_a_tracer_that_swaps_the_head_norms_fails_the_identity_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted: attn.k_norm's output recorded as `q_norm` and attn.q_norm's as `k_norm`, with as
     many key as query heads, so the two are alike in shape and scale and only their values differ."""
-    output_hook = tracer_module.SiteHooks._output
-    swap = {"q_norm": "k_norm", "k_norm": "q_norm"}
-
-    def swapped(self: tracer_module.SiteHooks, module: torch.nn.Module, name: str) -> None:
-        layer, _, kind = name.rpartition(".")
-        output_hook(self, module, f"{layer}.{swap.get(kind, kind)}" if layer else name)
-
-    monkeypatch.setattr(tracer_module.SiteHooks, "_output", swapped)
+    swap_sites(monkeypatch, {"q_norm": "k_norm", "k_norm": "q_norm"})
     model = tiny_model(**OPTIONS["qk-norm"], n_kv_heads=CONFIG.n_heads)
     with pytest.raises(GateViolation, match=r"GATE-TRACE-002.*layers\.0\.q_norm"):
         trace_forward(model, tokens())
