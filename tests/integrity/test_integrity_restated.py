@@ -319,8 +319,9 @@ def test_a_checkpoint_file_of_the_size_its_tensors_take_stands(tmp_path: Path, n
         {"qkv_bias": True, "tie_embeddings": False},
         {"moe_experts": 3},
         {"diff_attn": True, "mod_every": 2},
+        {"qk_norm": True, "head_dim": 12},
     ],
-    ids=["dense", "biased-untied", "experts", "differential-depth-routed"],
+    ids=["dense", "biased-untied", "experts", "differential-depth-routed", "qwen3-heads"],
 )
 def test_files_a_model_and_its_optimizer_save_have_the_sizes_the_check_derives(
     tmp_path: Path, options: dict[str, Any]
