@@ -35,7 +35,7 @@ from contracts.errors import BadInput
 from contracts.pair_rows import PAIR_ROLES
 from stack.data.chat_render import ModelTemplate, model_prompt
 from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, explicit_pair
-from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn
+from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn, template_text
 from stack.data.tokenizer import Tokenizer
 
 PREFS_FORMAT = "prefs"
@@ -144,13 +144,16 @@ def pair_ids(tokenizer: Tokenizer, turns: list[tuple[str, str]]) -> PairIds:
     return PairIds(encode_turn(tokenizer, [(prompt, True)]), completions)
 
 
-def pair_text(turns: list[tuple[str, str]]) -> ExampleText:
+def pair_text(tokenizer: Tokenizer, turns: list[tuple[str, str]]) -> ExampleText:
     """A pair as text, written from its prompt and completions alone: its chosen row, then its
-    rejected row, each the prompt then the completion (their end-of-text and padding are no text).
+    rejected row, each the prompt then the completion (their end-of-text and padding are no text;
+    the prompt's special tokens, which `pair_ids` makes ids, as they decode: an instruct model's
+    end of turn that is its EOS, Qwen's `<|im_end|>`, to nothing, as an EOS does everywhere).
     What GATE-SFT-001 reads each packed pair back against: rows swapped, a prompt left out of one
     row, or a completion cut, shows there, whatever `render_pair` did."""
     (_, prompt), (_, chosen), (_, rejected) = turns
-    return prompt + chosen + prompt + rejected, (prompt, chosen, prompt, rejected)
+    written = template_text(tokenizer, prompt)
+    return written + chosen + written + rejected, (written, chosen, written, rejected)
 
 
 def render_pair(pair: PairIds, width: int, eot: int) -> Rendered:

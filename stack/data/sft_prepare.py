@@ -423,7 +423,7 @@ def _render_all(
                 continue
             length = pair.length
             rendered = render_pair(pair, limit, tok.eot_id) if length <= limit else None
-            whole = pair_text(turns)
+            whole = pair_text(tok, turns)
         elif _empty(plan.fmt, turns):
             dropped.add("empty", f"{where}: every assistant turn is blank")
             dropped.books.document(plan.source, "empty", turns_bytes(turns))

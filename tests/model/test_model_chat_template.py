@@ -152,6 +152,44 @@ def test_an_instruct_template_ending_every_turn_with_the_eos_prepares(tmp_path: 
     assert ids[-1] != eos  # the template's turn ends "<|im_end|>\n": no EOS is added after it
 
 
+@pytest.mark.holds(GATE)
+def test_preference_pairs_for_an_instruct_template_ending_every_turn_with_the_eos_prepare(
+    tmp_path: Path,
+) -> None:
+    """The same template renders a pair's prompt: its <|im_end|> ids decode to nothing, as the EOS
+    does, so the pair reads back as its prompt and answers (each pair was misrendered, exit 3, while
+    the expected text kept <|im_end|> as written); each row is transformers' generation prompt, the
+    answer and the EOS, which alone is scored."""
+    from transformers import AutoTokenizer
+
+    directory = chatml_instruct_tokenizer(tmp_path / "tok")
+    pairs = [
+        {
+            "prompt": chat(i)["messages"][:-1],
+            "chosen": [{"role": "assistant", "content": f"It holds {i}."}],
+            "rejected": [{"role": "assistant", "content": f"It drops {i}."}],
+        }
+        for i in range(30)
+    ]
+    argv = ["prepare", str(write(tmp_path / "prefs.jsonl", pairs)), "--format", "prefs"]
+    assert main([*argv, "--tokenizer", f"hf:{directory}", "--out", str(tmp_path / "d")]) == 0
+    ids, supervised = first_example(tmp_path / "d")
+    users = AutoTokenizer.from_pretrained(str(directory))
+    prompts = {
+        tuple(users.apply_chat_template(p["prompt"], add_generation_prompt=True, return_dict=False))
+        for p in pairs
+    }
+    (prompt,) = [list(p) for p in prompts if ids[: len(p)] == list(p)]
+    first_scored = supervised.index(1)
+    second = supervised.index(0, first_scored)  # the rejected row starts where the chosen one's run ends
+    assert first_scored == len(prompt) and ids[second : second + len(prompt)] == prompt
+    chosen, rejected = ids[first_scored:second], ids[second + len(prompt) :]
+    assert chosen[-1] == rejected[-1] == users.eos_token_id and all(supervised[first_scored:second])
+    assert users.decode(chosen[:-1]).startswith("It holds ") and users.decode(rejected[:-1]).startswith(
+        "It drops "
+    )
+
+
 def test_another_template_is_said_and_training_the_model_on_it_is_refused_unless_accepted(
     llama: tuple[Path, Path], chats: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
