@@ -78,7 +78,7 @@ def _get(model: Mapping[str, Any], key: str) -> Any:
 
 def head_width(model: Mapping[str, Any]) -> int:
     """The width of one attention head: `head_dim` where the table sets it, else d_model / n_heads
-    (stack.model.config.ModelConfig.head_width)."""
+    (what stack.model.config.ModelConfig.head_width reads)."""
     own = _get(model, "head_dim")
     return int(own) if own is not None else int(model["d_model"]) // int(model["n_heads"])
 

@@ -18,8 +18,9 @@ an earlier turn's reasoning block, so the turn the model generated behind `<thin
 in the history without it. Such a turn is not supervised (the model never writes it as the history
 shows it, and training it there would teach it to answer without the block where it opens one); it
 is read as context, part of the next supervised turn's prompt, and counted (`history_turns`, which
-the manifest keeps and `stack prepare` reports). A conversation with no turn the template writes as
-generated, or whose generation prompt does not begin the turn, is left out as unrenderable. The
+the manifest keeps and `stack prepare` reports). The last assistant turn, which ends every example
+(stack.data.chat_shapes), is the whole conversation's end, so it is always supervised; a
+conversation whose generation prompt does not begin a turn is left out as unrenderable. The
 text from the end of the previous supervised turn to `P_k` is the turn's prompt (unsupervised);
 from `P_k` to `F_k` its completion, the message and whatever the template ends the turn with
 (supervised). The two are tokenized apart, so their boundary is a token
@@ -175,8 +176,6 @@ def model_turns(template: ModelTemplate, messages: list[dict[str, Any]], where: 
         prompted = _cut(pieces, done, len(prompt))
         turns.append(ModelTurn(prompted, _cut(pieces, len(prompt), len(through)), history))
         done, history = len(through), 0
-    if history or not turns:  # an assistant turn no supervised one follows would be lost
-        raise _unrenderable(where, f"{template.name} writes the last assistant turn otherwise than generated")
     return turns
 
 

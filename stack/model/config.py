@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.model_shape import head_width
 from stack.config import parse_section
 
 AttentionPath = Literal["naive", "sdpa", "triton"]
@@ -169,8 +170,9 @@ class ModelConfig(BaseModel):
 
     @property
     def head_width(self) -> int:
-        """Width of one attention head: `head_dim` where the config sets it, else d_model / n_heads."""
-        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
+        """Width of one attention head: `head_dim` where the config sets it, else d_model / n_heads
+        (contracts.model_shape.head_width, the rule the checker derives shapes by)."""
+        return head_width({"head_dim": self.head_dim, "d_model": self.d_model, "n_heads": self.n_heads})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
