@@ -184,6 +184,36 @@ def model_prompt(template: ModelTemplate, messages: list[dict[str, Any]], where:
     return _rendered(template, messages, where, prompt=True)
 
 
+def model_answer(
+    template: ModelTemplate, messages: list[dict[str, Any]], answer: dict[str, Any], where: str
+) -> str:
+    """A pair's completion as the template writes `answer` after the prompt `messages`: the text from
+    its generation prompt to the end of sequence the template ends the turn with (left out: the
+    stack writes it, as every pair's last scored token; what follows it is never generated), or to
+    the turn's end where it writes none. It is what the model generates when asked the prompt:
+    Qwen3's template opens a non-thinking answer with an empty `<think>\\n\\n</think>\\n\\n`, which
+    a preference learnt on the bare message would score the model without. A template that writes
+    the prompt otherwise once the answer follows, or the answer's content nowhere before that end,
+    leaves the pair out as unrenderable."""
+    prompt = model_prompt(template, messages, where)
+    conversation = [*messages, answer]
+    whole = _rendered(template, conversation, where)
+    if not whole.startswith(prompt):
+        raise _unrenderable(where, f"{template.name} writes the prompt otherwise once its answer follows")
+    if len(whole) == len(prompt):
+        raise _unrenderable(where, f"{template.name} writes nothing of the answer: {excerpt(answer)}")
+    eos = template.special_tokens.get("eos_token") or None
+    written, said = "", False
+    for text, by_template in _cut(_pieces(template, conversation, whole, where), len(prompt), len(whole)):
+        if by_template and eos is not None and eos in text:
+            written += text[: text.index(eos)]
+            break
+        written, said = written + text, said or not by_template
+    if answer.get("content") and not said:
+        raise _unrenderable(where, f"{template.name} ends the turn before the answer: {excerpt(answer)}")
+    return written
+
+
 def render_model(turns: list[ModelTurn], tokenizer: Tokenizer) -> Rendered:
     """Token ids and supervision mask of an example's turns (the module docstring)."""
     ids: list[int] = []

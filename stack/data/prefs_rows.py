@@ -16,12 +16,15 @@ A line is `{"prompt": str, "chosen": str, "rejected": str}`, or the chat form, w
 list of `{"role", "content"}` messages and `chosen`/`rejected` each one assistant message (a list of
 one, or the message itself). Chat messages are rendered with the SFT chat template
 (stack/data/templates/, `--template`, or the model's own, stack.data.chat_render), the assistant's
-prefix ending the prompt, so the completion is only what the assistant said. The prompt is chat-
-format text, so the tokenizer's special tokens written in it become their ids, as a Hugging Face
-tokenizer reads a prompt rendered by its chat template (stack.data.sft_template.encode_turn); the
-completions are text, so a special token's string in one stays text. A pair whose longer row does
-not fit L is left out (and counted, stack.data.sft_prepare), never cut: a cut completion changes
-what is preferred.
+prefix ending the prompt. The prompt is chat-format text, so the tokenizer's special tokens written
+in it become their ids, as a Hugging Face tokenizer reads a prompt rendered by its chat template
+(stack.data.sft_template.encode_turn). Under the stack's templates the completion is only what
+the assistant said, as text (a special token's string in one stays text). Under a model's own
+template it is the answer as that template writes it after its generation prompt, up to the end
+of sequence it ends the turn with (stack.data.chat_render.model_answer: Qwen3's empty reasoning
+block included), chat-format text as the prompt is (`Pair.templated`): what the model generates
+when asked, so what DPO scores. A pair whose longer row does not fit L is left out (and counted,
+stack.data.sft_prepare), never cut: a cut completion changes what is preferred.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.pair_rows import PAIR_ROLES
-from stack.data.chat_render import ModelTemplate, model_prompt
+from stack.data.chat_render import ModelTemplate, model_answer, model_prompt
 from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, explicit_pair
 from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn, template_text
 from stack.data.tokenizer import Tokenizer
@@ -44,11 +47,20 @@ ASSISTANT = "assistant"
 
 @dataclass(frozen=True)
 class Pair:
-    """One preference: a prompt and two completions, the first preferred."""
+    """One preference: a prompt and two completions, the first preferred; `templated` when the
+    completions are a model's own template's text (chat-format, as the prompt), not only the
+    assistant's words."""
 
     prompt: str
     chosen: str
     rejected: str
+    templated: bool = False
+
+    @property
+    def turns(self) -> list[tuple[str, str]]:
+        """(role, text) of the prompt, the chosen and the rejected completion: what the pair is
+        filtered by and its identity hashed from."""
+        return list(zip(PAIR_ROLES, (self.prompt, self.chosen, self.rejected), strict=True))
 
 
 def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate | ModelTemplate, where: str) -> str:
@@ -76,37 +88,36 @@ def _message(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _completion(value: Any, where: str) -> str:
-    """A completion: a string, an assistant message, or a list of exactly one."""
+def _completion(value: Any, where: str) -> dict[str, Any]:
+    """A completion as the assistant's message: given as a string, a message, or a list of exactly one."""
     if isinstance(value, str):
-        return value
+        return {"role": ASSISTANT, "content": value}
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     message = _message(value, where)
     if message["role"] != ASSISTANT:
         raise BadInput(f"{where}: a completion must be the assistant's message, not {message['role']!r}")
-    return str(message["content"])
+    return message
 
 
 def parse_pair(record: Any, where: str, template: ChatTemplate | ModelTemplate) -> Pair:
     """A pair from one decoded JSONL line, in plain or chat form, its prompt stated or shared by the
-    two conversations (stack.data.chat_shapes)."""
+    two conversations (stack.data.chat_shapes); a chat prompt's completions as a model's own
+    template writes them (the module docstring)."""
     record = explicit_pair(record, where)
     prompt = record["prompt"]
+    chosen, rejected = _completion(record["chosen"], where), _completion(record["rejected"], where)
+    if chosen["content"] == rejected["content"]:
+        raise LeftOut("tie", where, "'chosen' and 'rejected' are the same text; there is nothing to prefer")
     if isinstance(prompt, list):
-        prompt = render_prompt([_message(m, where) for m in prompt], template, where)
+        messages = [_message(m, where) for m in prompt]
+        if isinstance(template, ModelTemplate):
+            answers = (model_answer(template, messages, answer, where) for answer in (chosen, rejected))
+            return Pair(model_prompt(template, messages, where), *answers, templated=True)
+        prompt = render_prompt(messages, template, where)
     if not isinstance(prompt, str) or not prompt:
         raise BadInput(f"{where}: 'prompt' must be non-empty text or a list of chat messages")
-    chosen, rejected = _completion(record["chosen"], where), _completion(record["rejected"], where)
-    if chosen == rejected:
-        raise LeftOut("tie", where, "'chosen' and 'rejected' are the same text; there is nothing to prefer")
-    return Pair(prompt, chosen, rejected)
-
-
-def pair_turns(record: Any, where: str, template: ChatTemplate | ModelTemplate) -> list[tuple[str, str]]:
-    """(role, text) of one JSONL pair: the rendered prompt, the chosen and the rejected completion."""
-    pair = parse_pair(record, where, template)
-    return list(zip(PAIR_ROLES, (pair.prompt, pair.chosen, pair.rejected), strict=True))
+    return Pair(prompt, chosen["content"], rejected["content"])
 
 
 def _row(
@@ -135,24 +146,29 @@ class PairIds:
         return len(self.prompt) + max(len(c) for c in self.completions)
 
 
-def pair_ids(tokenizer: Tokenizer, turns: list[tuple[str, str]]) -> PairIds:
+def pair_ids(tokenizer: Tokenizer, turns: list[tuple[str, str]], templated: bool = False) -> PairIds:
     """The ids of one pair's prompt (chat-format text: special tokens become their ids) and of its
-    completions (text)."""
+    completions, each with the end-of-text: text, or chat-format text when `templated`."""
     (_, prompt), (_, chosen), (_, rejected) = turns
+
+    def encoded(text: str) -> list[int]:
+        return encode_turn(tokenizer, [(text, True)]) if templated else tokenizer.encode(text)
+
     eot = tokenizer.eot_id
-    completions = ([*tokenizer.encode(chosen), eot], [*tokenizer.encode(rejected), eot])
+    completions = ([*encoded(chosen), eot], [*encoded(rejected), eot])
     return PairIds(encode_turn(tokenizer, [(prompt, True)]), completions)
 
 
-def pair_text(tokenizer: Tokenizer, turns: list[tuple[str, str]]) -> ExampleText:
+def pair_text(tokenizer: Tokenizer, turns: list[tuple[str, str]], templated: bool = False) -> ExampleText:
     """A pair as text, written from its prompt and completions alone: its chosen row, then its
     rejected row, each the prompt then the completion (their end-of-text and padding are no text;
-    the prompt's special tokens, which `pair_ids` makes ids, as they decode: an instruct model's
-    end of turn that is its EOS, Qwen's `<|im_end|>`, to nothing, as an EOS does everywhere).
-    What GATE-SFT-001 reads each packed pair back against: rows swapped, a prompt left out of one
-    row, or a completion cut, shows there, whatever `render_pair` did."""
-    (_, prompt), (_, chosen), (_, rejected) = turns
-    written = template_text(tokenizer, prompt)
+    the special tokens `pair_ids` makes ids as they decode: an instruct model's end of turn that is
+    its EOS, Qwen's `<|im_end|>`, to nothing, as an EOS does everywhere). What GATE-SFT-001 reads
+    each packed pair back against: rows swapped, a prompt left out of one row, or a completion
+    cut, shows there, whatever `render_pair` did."""
+    written, chosen, rejected = (
+        template_text(tokenizer, text) if templated or role == PAIR_ROLES[0] else text for role, text in turns
+    )
     return written + chosen + written + rejected, (written, chosen, written, rejected)
 
 

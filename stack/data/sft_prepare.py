@@ -94,7 +94,7 @@ from stack.data.manifest import (
     normalised_input,
     write_manifest,
 )
-from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_text, pair_turns, render_pair
+from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_text, parse_pair, render_pair
 from stack.data.prepare import UNPACKED_DIR, write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.record_input import holds_array
@@ -216,19 +216,22 @@ class _Example:
     its identity is hashed from; where it was read; and, for a model's own template, its assistant
     turns as that template writes them (stack.data.chat_render). And the record's text fields as the
     contracts declare them apart from the shape reader (contracts.record_fields), which its rendered
-    text must hold (GATE-DATA-014's check `fields`); none for a preference pair."""
+    text must hold (GATE-DATA-014's check `fields`); none for a preference pair, whose completions
+    are the model's template's text when `templated` (stack.data.prefs_rows.Pair)."""
 
     turns: list[tuple[str, str]]
     where: str
     written: list[ModelTurn] | None = None
     said: list[tuple[str, str]] = field(default_factory=list)
+    templated: bool = False
 
 
 def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _Example:
     """One record's example, in the format's shapes (stack.data.chat_shapes); a record the renderer
     cannot write is LeftOut as unrenderable."""
     if plan.fmt == PREFS_FORMAT:
-        return _Example(pair_turns(record, where, renderer), where)
+        pair = parse_pair(record, where, renderer)
+        return _Example(pair.turns, where, templated=pair.templated)
     if plan.fmt == PROMPT_COMPLETION:
         messages = [{"role": role, "content": text} for role, text in prompt_completion_turns(record, where)]
     else:
@@ -416,14 +419,14 @@ def _render_all(
     for i, example in enumerate(examples):
         turns, where = example.turns, example.where
         if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
-            pair, limit = pair_ids(tok, turns), plan.pack_len // 2
+            pair, limit = pair_ids(tok, turns, example.templated), plan.pack_len // 2
             if not pair.prompt:
                 dropped.add("empty", f"{where}: the prompt is empty")
                 dropped.books.document(plan.source, "empty", turns_bytes(turns))
                 continue
             length = pair.length
             rendered = render_pair(pair, limit, tok.eot_id) if length <= limit else None
-            whole = pair_text(tok, turns)
+            whole = pair_text(tok, turns, example.templated)
         elif _empty(plan.fmt, turns):
             dropped.add("empty", f"{where}: every assistant turn is blank")
             dropped.books.document(plan.source, "empty", turns_bytes(turns))
@@ -474,7 +477,7 @@ def _length(example: _Example, i: int, renderer: Renderer, tok: Tokenizer, plan:
     """The tokens an example needs of a window (a pair: of each of its two rows), as `_render_all`
     measures it; None for one it drops as empty whatever the length."""
     if plan.fmt == PREFS_FORMAT:
-        pair = pair_ids(tok, example.turns)
+        pair = pair_ids(tok, example.turns, example.templated)
         return pair.length if pair.prompt else None
     if _empty(plan.fmt, example.turns):
         return None

@@ -420,3 +420,46 @@ def test_turns_a_template_rewrites_once_the_next_follows_are_context_and_the_las
 def _rendered(users: Any, record: dict[str, Any]) -> str:
     """A record's whole conversation as transformers renders it."""
     return users.apply_chat_template(record["messages"], tokenize=False)
+
+
+@pytest.mark.holds(GATE)
+def test_preference_completions_are_the_answers_as_the_template_writes_them_after_its_prompt(
+    reasoning: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A pair's rows for a model whose template opens every answer with an empty reasoning block: each
+    row is transformers' rendering of the prompt and that answer, through the <|im_end|> that ends it
+    (the block was left out, so DPO scored answers the model never writes), only the answer scored;
+    and `stack dpo` reads the pairs back at their masks as it trains."""
+    from transformers import AutoTokenizer
+
+    source, imported = reasoning
+    pairs = [
+        {
+            "prompt": chat(i)["messages"][:-1],
+            "chosen": [{"role": "assistant", "content": f"It holds {i}."}],
+            "rejected": [{"role": "assistant", "content": f"It drops {i}."}],
+        }
+        for i in range(30)
+    ]
+    argv = ["prepare", str(write(tmp_path / "prefs.jsonl", pairs)), "--format", "prefs"]
+    assert main([*argv, "--tokenizer", str(imported), "--out", str(tmp_path / "d")]) == 0
+    ids, supervised = first_example(tmp_path / "d")
+    users = AutoTokenizer.from_pretrained(str(source))
+    first_scored = supervised.index(1)
+    second = supervised.index(0, first_scored)
+    chosen_row = users.decode(ids[:second])
+    (pair,) = [p for p in pairs if chosen_row.startswith(_through_answer(users, p, "chosen"))]
+    assert ids[:second] == users(_through_answer(users, pair, "chosen"))["input_ids"]
+    rejected = users(_through_answer(users, pair, "rejected"))["input_ids"]
+    assert ids[second : second + len(rejected)] == rejected
+    written = users.decode(ids[first_scored:second])
+    assert written == f"<think>\n\n</think>\n\n{pair['chosen'][0]['content']}<|im_end|>"
+    assert all(supervised[first_scored:second]) and not any(supervised[:first_scored])
+    run = ["dpo", str(imported), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "run")]
+    assert main([*run, "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
+
+
+def _through_answer(users: Any, pair: dict[str, Any], side: str) -> str:
+    """A pair's prompt and one answer as transformers renders them, through the <|im_end|> ending it."""
+    whole = users.apply_chat_template(pair["prompt"] + pair[side], tokenize=False)
+    return whole[: whole.rindex("<|im_end|>") + len("<|im_end|>")]

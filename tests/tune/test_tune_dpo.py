@@ -27,7 +27,7 @@ from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.data.prefs_rows import pair_ids, pair_turns, parse_pair, render_pair
+from stack.data.prefs_rows import pair_ids, parse_pair, render_pair
 from stack.data.sft_reader import SftBatch
 from stack.data.sft_template import load_template
 from stack.data.tokenizer import ByteTokenizer
@@ -70,7 +70,7 @@ def _steps(out: Path) -> list[dict[str, float]]:
 def _window(text: dict[str, str], width: int = ROW) -> SftBatch:
     """One pair's window as the reader serves it (2·width tokens and one read past), by prepare's code."""
     tokenizer = ByteTokenizer()
-    pair = pair_ids(tokenizer, pair_turns(text, "test", load_template(None)))
+    pair = pair_ids(tokenizer, parse_pair(text, "test", load_template(None)).turns)
     rendered = render_pair(pair, width, tokenizer.eot_id)
     labels = np.where(rendered.padding, 0, 2 + rendered.mask.astype(np.int64))
     tokens = np.append(rendered.ids, tokenizer.eot_id)
