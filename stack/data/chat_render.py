@@ -33,7 +33,10 @@ it: every example ends where a document ends.
 
 A conversation the template cannot render (it raises, or leaves a message's content out, or
 writes it changed) is left out as unrenderable (stack.data.chat_shapes.UNRENDERABLE), never
-rendered another way.
+rendered another way. A template whose own text depends on a message's (Qwen3's writes the
+reasoning block an answer's content holds, `<think>…</think>`, where it writes an empty one for
+other answers) has each content found where it stands in the rendered text (`_pieces`), so
+reasoning traces train as the model writes them; one an earlier turn's rewrite drops is left out.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class ModelTemplate:
 
     jinja: str
     special_tokens: dict[str, str]
+    # The text of every special token of the tokenizer (`<|im_start|>`, ...), named or not.
+    specials: frozenset[str] = frozenset()
 
     @property
     def sha256(self) -> str:
@@ -116,29 +121,48 @@ def _rendered(
 
 
 def _pieces(template: ModelTemplate, messages: list[dict[str, Any]], whole: str, where: str) -> list[Segment]:
-    """`whole`, the template's text of `messages`, as pieces: each message's content (found where a
-    stand-in for it renders) and the template's text between them. A template that leaves a content
-    out, or writes it otherwise than as it is (or stripped, as a `| trim` does), leaves the example out."""
+    """`whole`, the template's text of `messages`, as pieces: each message's content and the template's
+    text between them. A content is placed where a stand-in for it renders; where the template's own
+    text depends on the content, so that the stand-ins render otherwise (Qwen3's opens an answer with
+    the reasoning block its content holds, or an empty one), each content is found in `whole` in
+    order instead, unless one holds a special token's text (whose place decides whether it is the
+    special's id or text: stand-ins alone can tell). A template that leaves a content out, or
+    writes it otherwise than as it is (or stripped, as a `| trim` does), leaves the example out."""
     stood = [
         {**m, "content": STAND_IN.format(i)} if isinstance(m.get("content"), str) else m
         for i, m in enumerate(messages)
     ]
     marked = _rendered(template, stood, where)
+    contents = [(i, m["content"]) for i, m in enumerate(messages) if isinstance(m.get("content"), str)]
     for strip in (False, True):
-        pieces: list[Segment] = []
-        rest = marked
-        for i, message in enumerate(messages):
-            if not isinstance(message.get("content"), str):
-                continue
-            head, found, rest = rest.partition(STAND_IN.format(i))
-            if not found:
-                raise _unrenderable(where, f"{template.name} leaves out messages[{i}]: {excerpt(message)}")
-            content = message["content"].strip() if strip else message["content"]
-            pieces += [(head, True), (content, False)]
-        pieces.append((rest, True))
+        said = [(i, text.strip() if strip else text) for i, text in contents]
+        pieces = _split(marked, [(STAND_IN.format(i), text) for i, text in said])
+        if isinstance(pieces, int):
+            i = said[pieces][0]
+            raise _unrenderable(where, f"{template.name} leaves out messages[{i}]: {excerpt(messages[i])}")
         if "".join(text for text, _ in pieces) == whole:
             return [piece for piece in pieces if piece[0]]
+    if not any(special in text for _, text in contents for special in template.specials):
+        for strip in (False, True):
+            said = [(i, text.strip() if strip else text) for i, text in contents]
+            found = _split(whole, [(text, text) for _, text in said if text])
+            if not isinstance(found, int):
+                return [piece for piece in found if piece[0]]
     raise _unrenderable(where, f"{template.name} writes a message's text otherwise than it is")
+
+
+def _split(rendered: str, marks: list[tuple[str, str]]) -> list[Segment] | int:
+    """`rendered` cut at each (mark, content) of `marks` in order, as pieces: the template's text
+    before each mark, then the content in its place, and the text after the last; or the index of
+    the first mark not found."""
+    pieces: list[Segment] = []
+    rest = rendered
+    for index, (mark, content) in enumerate(marks):
+        head, found, rest = rest.partition(mark)
+        if not found:
+            return index
+        pieces += [(head, True), (content, False)]
+    return [*pieces, (rest, True)]
 
 
 def _cut(pieces: list[Segment], start: int, end: int) -> list[Segment]:

@@ -641,7 +641,10 @@ def chosen_renderer(template: str | None, model_template: str | None, tokenizer:
     same text, tokenized as the model was tuned); else the stack's default
     (stack/data/templates/chat.yaml)."""
     if template is None and model_template is not None and isinstance(tokenizer, Tokenizer):
-        return shipped_template(model_template) or ModelTemplate(model_template, named_tokens(tokenizer))
+        specials = frozenset(tokenizer.special_tokens)
+        return shipped_template(model_template) or ModelTemplate(
+            model_template, named_tokens(tokenizer), specials
+        )
     return load_template(template)
 
 

@@ -21,6 +21,7 @@ import pytest
 from stack.cli import main
 from stack.data import chat_render, sft_template
 from stack.data.chat_jinja import jinja_of
+from stack.data.chat_shapes import LeftOut
 from stack.data.filters.droplog import DROP_LOG_FILE
 from stack.data.manifest import load_manifest
 from stack.data.sft_prepare import chosen_renderer
@@ -415,6 +416,53 @@ def test_turns_a_template_rewrites_once_the_next_follows_are_context_and_the_las
         )
         == 0
     )
+
+
+def thinking(i: int, turns: int = 1, first_thinks: bool = False) -> dict[str, Any]:
+    """Conversation i (`chat`) whose last answer holds its reasoning as reasoning traces ship it,
+    `<think>…</think>` before the answer in the content (and the first answer too, `first_thinks`)."""
+    record = chat(i, turns=turns)
+    answers = [m for m in record["messages"] if m["role"] == "assistant"]
+    for answer in answers[:1] if first_thinks else answers[-1:]:
+        answer["content"] = f"<think>\nweighing {WORDS[i % len(WORDS)]}\n</think>\n\n{answer['content']}"
+    return record
+
+
+@pytest.mark.holds(GATE)
+def test_an_answer_holding_its_reasoning_trains_as_the_template_writes_it(
+    reasoning: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Reasoning traces for a Qwen3 (each last answer's content `<think>\n…\n</think>\n\n` then
+    the answer) prepare, every one (each was left out as unrenderable: the template writes the
+    block its content holds where a stand-in gets an empty one), and train: the example's ids are
+    transformers' rendering of the conversation, the supervised text the answer with its reasoning
+    as the model writes it after the generation prompt. A conversation whose earlier answer holds
+    reasoning, which the template drops from the history, is still left out: that text is trained
+    nowhere."""
+    from transformers import AutoTokenizer
+
+    source, imported = reasoning
+    records = [thinking(i, turns=1 + i % 2) for i in range(40)]
+    assert prepare(write(tmp_path / "chats.jsonl", records), tmp_path / "d", str(imported)) == 0
+    sft = load_manifest(tmp_path / "d").sft
+    assert sft is not None and sum(sft.examples.values()) == 40 and not sft.dropped
+    users = AutoTokenizer.from_pretrained(str(source))
+    ids, supervised = first_example(tmp_path / "d")
+    (record,) = [r for r in records if users.decode(ids) == _rendered(users, r)]
+    assert ids == users(_rendered(users, record))["input_ids"]
+    last = record["messages"][-1]["content"]
+    written = users.decode([t for t, s in zip(ids, supervised, strict=True) if s])
+    assert written.endswith(f"{last}<|im_end|>\n") and written.startswith("<think>\nweighing ")
+    template = chosen_renderer(None, REASONING_TEMPLATE, load_tokenizer(tmp_path / "d"))
+    assert isinstance(template, chat_render.ModelTemplate)
+    with pytest.raises(LeftOut, match="writes a message's text otherwise"):
+        chat_render.model_turns(template, thinking(0, turns=2, first_thinks=True)["messages"], "x")
+    special = thinking(1)  # found by its text, a special token's string could be taken for the template's
+    special["messages"][-1]["content"] += " <|im_start|>"
+    with pytest.raises(LeftOut, match="writes a message's text otherwise"):
+        chat_render.model_turns(template, special["messages"], "x")
+    run = ["sft", "--data", str(tmp_path / "d"), "--init-from", str(imported), "--out", str(tmp_path / "run")]
+    assert main([*run, *SHORT_RUN]) == 0
 
 
 def _rendered(users: Any, record: dict[str, Any]) -> str:

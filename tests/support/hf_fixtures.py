@@ -52,17 +52,26 @@ CHATML_TEMPLATE = (
     "'<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-# A template written for these tests with what Qwen3's (and DeepSeek-R1's) does to history: the
-# assistant turns after the last user turn open with a reasoning block (here empty, as a model
-# answering without thinking writes it), the earlier ones stand without it, so a turn is written
-# otherwise once a later user turn follows.
+# A template written for these tests with what Qwen3's (and DeepSeek-R1's) does with reasoning: an
+# answer's content that holds a reasoning block (`<think>…</think>`, then the answer) is split there;
+# the last answer, and one after the last user turn with reasoning, opens with its block (empty when
+# it has none, as a model answering without thinking writes it); the earlier answers stand without
+# it, so a turn is written otherwise once a later user turn follows.
 REASONING_TEMPLATE = (
     "{%- set ns = namespace(last_user=-1) -%}"
     "{%- for m in messages -%}{%- if m.role == 'user' -%}{%- set ns.last_user = loop.index0 -%}"
     "{%- endif -%}{%- endfor -%}"
     "{%- for m in messages -%}"
-    "{%- if m.role == 'assistant' and loop.index0 > ns.last_user -%}"
-    "{{- '<|im_start|>assistant\n<think>\n\n</think>\n\n' + m.content + '<|im_end|>\n' -}}"
+    "{%- if m.role == 'assistant' -%}"
+    "{%- set content = m.content -%}{%- set reasoning = '' -%}"
+    "{%- if '</think>' in content -%}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') -%}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\n') -%}"
+    "{%- endif -%}"
+    "{%- if loop.index0 > ns.last_user and (loop.last or reasoning) -%}"
+    "{{- '<|im_start|>assistant\n<think>\n' + reasoning.strip('\n') + '\n</think>\n\n' -}}"
+    "{{- content + '<|im_end|>\n' -}}"
+    "{%- else -%}{{- '<|im_start|>assistant\n' + content + '<|im_end|>\n' -}}{%- endif -%}"
     "{%- else -%}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' -}}{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
