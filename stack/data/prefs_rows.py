@@ -106,17 +106,18 @@ def parse_pair(record: Any, where: str, template: ChatTemplate | ModelTemplate) 
     template writes them (the module docstring)."""
     record = explicit_pair(record, where)
     prompt = record["prompt"]
+    messages = [_message(m, where) for m in prompt] if isinstance(prompt, list) else None
+    templated = messages is not None and isinstance(template, ModelTemplate)
+    if messages is not None and not templated:
+        prompt = render_prompt(messages, template, where)
+    if not templated and (not isinstance(prompt, str) or not prompt):
+        raise BadInput(f"{where}: 'prompt' must be non-empty text or a list of chat messages")
     chosen, rejected = _completion(record["chosen"], where), _completion(record["rejected"], where)
     if chosen["content"] == rejected["content"]:
         raise LeftOut("tie", where, "'chosen' and 'rejected' are the same text; there is nothing to prefer")
-    if isinstance(prompt, list):
-        messages = [_message(m, where) for m in prompt]
-        if isinstance(template, ModelTemplate):
-            answers = (model_answer(template, messages, answer, where) for answer in (chosen, rejected))
-            return Pair(model_prompt(template, messages, where), *answers, templated=True)
-        prompt = render_prompt(messages, template, where)
-    if not isinstance(prompt, str) or not prompt:
-        raise BadInput(f"{where}: 'prompt' must be non-empty text or a list of chat messages")
+    if messages is not None and isinstance(template, ModelTemplate):
+        answers = (model_answer(template, messages, answer, where) for answer in (chosen, rejected))
+        return Pair(model_prompt(template, messages, where), *answers, templated=True)
     return Pair(prompt, chosen["content"], rejected["content"])
 
 
