@@ -4,7 +4,9 @@ renders to, apart from the shape reader that made its turns (stack.data.chat_sha
 
 Each shape declares its text fields:
 
-- chat, OpenAI: every message's `content` (a string, or each text part's `text`);
+- chat, OpenAI: every message's `content` (a string, or each text part's `text`), and its
+  reasoning where a message states it apart from the answer (REASONING_FIELDS: `reasoning_content`
+  as Qwen3's and DeepSeek-R1's templates read it, `thinking` as gpt-oss's does);
 - chat, ShareGPT: every conversation turn's `value`;
 - chat, Alpaca: `instruction`, `input` and `output`;
 - prompt-completion: `prompt` and `completion` as text, or each message's content in TRL's
@@ -21,17 +23,22 @@ from __future__ import annotations
 from typing import Any
 
 CHAT, PROMPT_COMPLETION = "chat", "prompt-completion"
+# The keys under which a message states its reasoning apart from its content (the answer).
+REASONING_FIELDS = ("reasoning_content", "thinking")
 # The shapes whose fields are declared here: the fine-tuning formats whose example is one text.
 FORMATS = (CHAT, PROMPT_COMPLETION)
 
 
 def _contents(messages: Any, name: str) -> list[tuple[str, Any]]:
-    """The content of each message of a list (each text part of a list of parts), by its field's name."""
+    """The reasoning and content of each message of a list (each text part of a list of parts), by
+    its field's name."""
     if not isinstance(messages, list):
         return []
     fields: list[tuple[str, Any]] = []
     for i, message in enumerate(messages):
         content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(message, dict):
+            fields += [(f"{name}[{i}].{key}", message[key]) for key in REASONING_FIELDS if key in message]
         if isinstance(content, list):
             for j, part in enumerate(content):
                 text = part.get("text") if isinstance(part, dict) else None

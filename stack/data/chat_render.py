@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from contracts.record_fields import REASONING_FIELDS
 from stack.data.chat_jinja import render_jinja
 from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, excerpt
 from stack.data.sft_template import ExampleText, Rendered, Segment, TurnText, encode_turn, template_text
@@ -120,35 +121,56 @@ def _rendered(
         ) from None
 
 
-def _pieces(template: ModelTemplate, messages: list[dict[str, Any]], whole: str, where: str) -> list[Segment]:
-    """`whole`, the template's text of `messages`, as pieces: each message's content and the template's
-    text between them. A content is placed where a stand-in for it renders; where the template's own
-    text depends on the content, so that the stand-ins render otherwise (Qwen3's opens an answer with
-    the reasoning block its content holds, or an empty one), each content is found in `whole` in
-    order instead, unless one holds a special token's text (whose place decides whether it is the
-    special's id or text: stand-ins alone can tell). A template that leaves a content out, or
-    writes it otherwise than as it is (or stripped, as a `| trim` does), leaves the example out."""
-    stood = [
-        {**m, "content": STAND_IN.format(i)} if isinstance(m.get("content"), str) else m
-        for i, m in enumerate(messages)
+def _fields(messages: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    """(message, key, text) of each text a template writes of a message, in message order: its
+    reasoning stated apart (contracts.record_fields.REASONING_FIELDS, where it says anything), then
+    its content."""
+    return [
+        (i, key, message[key])
+        for i, message in enumerate(messages)
+        for key in (*REASONING_FIELDS, "content")
+        if isinstance(message.get(key), str) and (key == "content" or message[key].strip())
     ]
+
+
+def _pieces(template: ModelTemplate, messages: list[dict[str, Any]], whole: str, where: str) -> list[Segment]:
+    """`whole`, the template's text of `messages`, as pieces: each message's content (and reasoning,
+    `_fields`) and the template's text between them. A text is placed where a stand-in for it
+    renders; where the template's own text depends on the message, so that the stand-ins render
+    otherwise (Qwen3's opens an answer with the reasoning block its content holds, or an empty one),
+    each text is found in `whole` in order instead, unless one holds a special token's text (whose
+    place decides whether it is the special's id or text: stand-ins alone can tell). A template that
+    leaves a text out (an earlier turn's reasoning, as Qwen3's drops it), or writes it otherwise than
+    as it is (or stripped, as a `| trim` does), leaves the example out."""
+    fields = _fields(messages)
+    stood = [dict(message) for message in messages]
+    for i, key, _ in fields:
+        stood[i][key] = STAND_IN.format(f"{i}.{key}")
     marked = _rendered(template, stood, where)
-    contents = [(i, m["content"]) for i, m in enumerate(messages) if isinstance(m.get("content"), str)]
+    placed = sorted((marked.find(STAND_IN.format(f"{i}.{key}")), i, key, text) for i, key, text in fields)
+    for at, i, key, _ in placed:
+        if at < 0:
+            raise _unrenderable(
+                where, f"{template.name} leaves out messages[{i}]'s {key}: {excerpt(messages[i])}"
+            )
     for strip in (False, True):
-        said = [(i, text.strip() if strip else text) for i, text in contents]
-        pieces = _split(marked, [(STAND_IN.format(i), text) for i, text in said])
-        if isinstance(pieces, int):
-            i = said[pieces][0]
-            raise _unrenderable(where, f"{template.name} leaves out messages[{i}]: {excerpt(messages[i])}")
-        if "".join(text for text, _ in pieces) == whole:
+        pieces = _split(
+            marked, [(STAND_IN.format(f"{i}.{key}"), _said(text, strip)) for _, i, key, text in placed]
+        )
+        if not isinstance(pieces, int) and "".join(text for text, _ in pieces) == whole:
             return [piece for piece in pieces if piece[0]]
-    if not any(special in text for _, text in contents for special in template.specials):
+    if not any(special in text for _, _, text in fields for special in template.specials):
         for strip in (False, True):
-            said = [(i, text.strip() if strip else text) for i, text in contents]
-            found = _split(whole, [(text, text) for _, text in said if text])
+            said = [_said(text, strip) for _, _, text in fields]
+            found = _split(whole, [(text, text) for text in said if text])
             if not isinstance(found, int):
                 return [piece for piece in found if piece[0]]
     raise _unrenderable(where, f"{template.name} writes a message's text otherwise than it is")
+
+
+def _said(text: str, strip: bool) -> str:
+    """A message's text as a template may write it: as it is, or stripped."""
+    return text.strip() if strip else text
 
 
 def _split(rendered: str, marks: list[tuple[str, str]]) -> list[Segment] | int:

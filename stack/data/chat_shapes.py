@@ -39,6 +39,7 @@ import json
 from typing import Any
 
 from contracts.errors import BadInput
+from contracts.record_fields import REASONING_FIELDS
 
 ROLES = ("system", "user", "assistant")
 # ShareGPT's speakers, by the role each stands for.
@@ -149,21 +150,44 @@ def openai_message(message: Any, where: str) -> dict[str, Any]:
             f"{where} has weight {weight!r}: a turn left out of training is not something prepare "
             "can mask; drop the turn (or its example) from the file, or give it weight 1"
         )
+    for key in REASONING_FIELDS:
+        if message.get(key) is not None and not isinstance(message[key], str):
+            raise BadInput(
+                f"{where} has a {key} that is no text: {excerpt(message)}; give the reasoning as a string"
+            )
     text = _content(message.get("content"), where)
     return message if text is None else {**message, "content": text}
+
+
+def reasoning_of(message: dict[str, Any]) -> str:
+    """The reasoning a message states apart from its content (REASONING_FIELDS), joined; "" for none."""
+    return "".join(message[key] for key in REASONING_FIELDS if isinstance(message.get(key), str))
+
+
+def states_reasoning(message: dict[str, Any]) -> bool:
+    """Whether a message states reasoning apart from its content: a REASONING_FIELDS key holding
+    anything but null or blank text. The stack's templates write a message's content alone, so such
+    a message is one they cannot write without losing it."""
+    return any(
+        message.get(key) is not None and not (isinstance(message[key], str) and not message[key].strip())
+        for key in REASONING_FIELDS
+    )
 
 
 def turn_of(message: dict[str, Any], roles: tuple[str, ...], where: str) -> tuple[str, str]:
     """(role, text) of a message a template of `roles` writes as a turn; one it cannot write (a
     tool call, a tool's answer, another role, a content that is no text) is left out as unrenderable."""
     role, content = message["role"], message.get("content")
-    if message.get("tool_calls") or role not in roles or not isinstance(content, str):
+    reasoning = states_reasoning(message)
+    if message.get("tool_calls") or role not in roles or not isinstance(content, str) or reasoning:
         what = (
             "a tool call"
             if message.get("tool_calls")
             else f"role {role!r}"
             if role not in roles
             else "a content that is no text"
+            if not isinstance(content, str)
+            else "reasoning stated apart from the answer (`reasoning_content`)"
         )
         raise LeftOut(
             UNRENDERABLE,
@@ -229,10 +253,12 @@ def chat_turns(record: Any, where: str) -> list[tuple[str, str]]:
 
 
 def message_text(message: dict[str, Any]) -> str:
-    """All a message says, as one text: its content, and its tool calls as JSON. What the filters
-    judge and an example's identity is hashed from, whatever the template writes of it."""
+    """All a message says, as one text: its reasoning (`reasoning_of`), its content, and its tool
+    calls as JSON. What the filters judge and an example's identity is hashed from, whatever the
+    template writes of it."""
     content = message.get("content")
     text = content if isinstance(content, str) else "" if content is None else json.dumps(content)
+    text = reasoning_of(message) + text
     calls = message.get("tool_calls")
     return text if not calls else text + json.dumps(calls, ensure_ascii=False, sort_keys=True)
 

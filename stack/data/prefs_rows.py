@@ -37,7 +37,7 @@ import numpy as np
 from contracts.errors import BadInput
 from contracts.pair_rows import PAIR_ROLES
 from stack.data.chat_render import ModelTemplate, model_answer, model_prompt
-from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, explicit_pair
+from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, explicit_pair, states_reasoning
 from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn, template_text
 from stack.data.tokenizer import Tokenizer
 
@@ -75,6 +75,7 @@ def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate | Model
             turns = ", ".join(r for r in roles if r != ASSISTANT)
             reason = f"prompt[{i}] has role {message['role']!r}; the template writes {turns} turns before it"
             raise LeftOut(UNRENDERABLE, where, f"{reason}; {UNRENDERABLE_FIX}")
+        _written_whole(message, f"prompt[{i}]", where)
     text = "".join(roles[m["role"]].prefix + m["content"] + roles[m["role"]].suffix for m in messages)
     return text + roles[ASSISTANT].prefix
 
@@ -118,7 +119,17 @@ def parse_pair(record: Any, where: str, template: ChatTemplate | ModelTemplate) 
     if messages is not None and isinstance(template, ModelTemplate):
         answers = (model_answer(template, messages, answer, where) for answer in (chosen, rejected))
         return Pair(model_prompt(template, messages, where), *answers, templated=True)
+    for side, answer in (("chosen", chosen), ("rejected", rejected)):
+        _written_whole(answer, side, where)
     return Pair(prompt, chosen["content"], rejected["content"])
+
+
+def _written_whole(message: dict[str, Any], what: str, where: str) -> None:
+    """Leave a pair out as unrenderable where a message it holds states reasoning apart from its
+    content: the stack's templates write the content alone, and the reasoning would be lost unsaid."""
+    if states_reasoning(message):
+        reason = f"{what} states reasoning apart from its content (`reasoning_content`), which the template "
+        raise LeftOut(UNRENDERABLE, where, f"{reason}cannot write; {UNRENDERABLE_FIX}")
 
 
 def _row(

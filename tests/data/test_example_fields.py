@@ -129,6 +129,46 @@ def test_an_openai_system_message_lost_stops_stack_prepare(
     assert code == 3 and "GATE-DATA-014" in err and "messages[0].content" in err, err
 
 
+def _reasoned(tmp_path: Path) -> Path:
+    """OpenAI chats, every other answer stating its reasoning apart (`reasoning_content`)."""
+    rows = []
+    for i in range(12):
+        answer: dict[str, Any] = {"role": "assistant", "content": f"It is {i + 2}."}
+        if i % 2:
+            answer["reasoning_content"] = f"{i} and 2 make {i + 2}"
+        rows.append({"messages": [{"role": "user", "content": f"{i} + 2?"}, answer]})
+    source = tmp_path / "reasoned.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return source
+
+
+@pytest.mark.parametrize(
+    "plant, code",
+    [
+        pytest.param(True, 3, marks=pytest.mark.gate("GATE-DATA-014")),
+        pytest.param(False, 0, marks=pytest.mark.holds("GATE-DATA-014")),
+    ],
+)
+def test_reasoning_a_template_does_not_write_is_never_trained_without_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    plant: bool,
+    code: int,
+) -> None:
+    """The stack's template writes a message's content alone. Planted: a reader that takes a message
+    stating its reasoning apart for one it can write, so its example trains on the answer without
+    the reasoning: GATE-DATA-014 names the field lost. Unplanted, those records are left out."""
+    if plant:
+        monkeypatch.setattr(chat_shapes, "states_reasoning", lambda _message: False)
+    out = tmp_path / "data"
+    assert _prepare(_reasoned(tmp_path), out) == code
+    err = capsys.readouterr().err
+    assert ("GATE-DATA-014" in err and "reasoned.jsonl:2: messages[1].reasoning_content" in err) is plant, err
+    if not plant:
+        assert load_manifest(out).filters["main"].dropped == {"unrenderable": 6}
+
+
 def test_the_judge_names_each_lost_field_and_passes_none() -> None:
     fields = Fields()
     fields.rendered([("instruction", "Add."), ("input", "2 and 2")], "User: Add.\nAssistant: 4.", "a:1")

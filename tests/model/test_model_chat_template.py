@@ -507,6 +507,43 @@ def test_preference_completions_are_the_answers_as_the_template_writes_them_afte
     assert main([*run, "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
 
 
+def reasoned(i: int) -> dict[str, Any]:
+    """Conversation i (`chat`) whose answer states its reasoning apart, as `reasoning_content`."""
+    record = chat(i)
+    record["messages"][-1]["reasoning_content"] = f"weighing {WORDS[i % len(WORDS)]} against {i}"
+    return record
+
+
+@pytest.mark.holds(GATE)
+def test_reasoning_stated_apart_trains_where_the_template_writes_it_and_is_never_dropped_unsaid(
+    reasoning: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An answer's `reasoning_content`: Qwen3's template writes it as the answer's reasoning block, and
+    the example trains on it as transformers renders the conversation. The stack's template writes a
+    message's content alone: such a record is left out as unrenderable, counted and said, where it
+    trained on the answer alone with its reasoning dropped unsaid."""
+    from transformers import AutoTokenizer
+
+    source, imported = reasoning
+    records = [reasoned(i) if i % 3 == 0 else chat(i) for i in range(30)]
+    chats = write(tmp_path / "chats.jsonl", records)
+    assert prepare(chats, tmp_path / "d", str(imported)) == 0
+    users = AutoTokenizer.from_pretrained(str(source))
+    ids, supervised = first_example(tmp_path / "d")
+    (record,) = [r for r in records if users.decode(ids) == _rendered(users, r)]
+    assert ids == users(_rendered(users, record))["input_ids"]
+    message = record["messages"][-1]
+    thought = message.get("reasoning_content", "")
+    written = users.decode([t for t, s in zip(ids, supervised, strict=True) if s])
+    assert written == f"<think>\n{thought}\n</think>\n\n{message['content']}<|im_end|>\n"
+    assert sum(load_manifest(tmp_path / "d").sft.examples.values()) == 30
+    capsys.readouterr()
+    assert prepare(chats, tmp_path / "stack", str(imported), "--template", "chat") == 0
+    report = load_manifest(tmp_path / "stack").filters["main"]
+    assert report.dropped == {"unrenderable": 10} and report.documents_out == 20
+    assert "reasoning stated apart from the answer" in capsys.readouterr().out
+
+
 def _through_answer(users: Any, pair: dict[str, Any], side: str) -> str:
     """A pair's prompt and one answer as transformers renders them, through the <|im_end|> ending it."""
     whole = users.apply_chat_template(pair["prompt"] + pair[side], tokenize=False)

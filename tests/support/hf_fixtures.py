@@ -53,7 +53,8 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 # A template written for these tests with what Qwen3's (and DeepSeek-R1's) does with reasoning: an
-# answer's content that holds a reasoning block (`<think>…</think>`, then the answer) is split there;
+# answer's `reasoning_content` is its reasoning, else a content that holds a reasoning block
+# (`<think>…</think>`, then the answer) is split there;
 # the last answer, and one after the last user turn with reasoning, opens with its block (empty when
 # it has none, as a model answering without thinking writes it); the earlier answers stand without
 # it, so a turn is written otherwise once a later user turn follows.
@@ -64,7 +65,9 @@ REASONING_TEMPLATE = (
     "{%- for m in messages -%}"
     "{%- if m.role == 'assistant' -%}"
     "{%- set content = m.content -%}{%- set reasoning = '' -%}"
-    "{%- if '</think>' in content -%}"
+    "{%- if m.reasoning_content is defined and m.reasoning_content is not none -%}"
+    "{%- set reasoning = m.reasoning_content -%}"
+    "{%- elif '</think>' in content -%}"
     "{%- set reasoning = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') -%}"
     "{%- set content = content.split('</think>')[-1].lstrip('\n') -%}"
     "{%- endif -%}"
