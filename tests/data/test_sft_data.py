@@ -24,6 +24,7 @@ from contracts.packing import greedy_packing
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import sft_prepare
+from stack.data.chat_shapes import LeftOut
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import Pair, parse_pair
 from stack.data.sft_gates import check_supervision, packing_outcome, supervision_outcome
@@ -703,6 +704,24 @@ def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() ->
         parse_pair(
             {"chosen": [user, good], "rejected": [{"role": "user", "content": "3+3?"}, bad]}, "x", template
         )
+
+
+@pytest.mark.parametrize("where", ["chosen", "prompt"])
+def test_a_pair_stating_reasoning_the_template_cannot_write_is_left_out_not_scored_without_it(
+    where: str,
+) -> None:
+    """The stack's templates write a message's content alone: a pair whose answer (or prompt message)
+    states its reasoning apart is left out as unrenderable, where it was scored without it."""
+    thought = {"reasoning_content": "2 and 2 make 4"}
+    user = {"role": "user", "content": "2+2?", **(thought if where == "prompt" else {})}
+    good = {"role": "assistant", "content": "4.", **(thought if where == "chosen" else {})}
+    record = {"prompt": [user], "chosen": [good], "rejected": "5."}
+    with pytest.raises(LeftOut, match="states reasoning apart") as left:
+        parse_pair(record, "x", load_template(None))
+    assert left.value.rule == "unrenderable"
+    assert parse_pair(
+        {**record, "prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4."}, "x", load_template(None)
+    )
 
 
 @pytest.mark.parametrize(
