@@ -124,9 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "text", "jsonl", "parquet", "csv", "chat", "prompt-completion", "prefs"),
         default="auto",
         help="how input files are read (default auto: .jsonl/.ndjson are JSONL, .parquet Parquet, "
-        ".csv/.tsv with the text column CSV, the rest text); chat and prompt-completion read JSONL "
-        "fine-tuning examples (docs/finetuning.md), prefs JSONL preference pairs for `stack dpo` "
-        "(docs/preferences.md)",
+        ".csv/.tsv with the text column CSV, the rest text); chat and prompt-completion read JSONL or "
+        "Parquet fine-tuning examples (docs/finetuning.md), prefs JSONL or Parquet preference pairs for "
+        "`stack dpo` (docs/preferences.md)",
     )
     parser.add_argument(
         "--template",
@@ -247,8 +247,8 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
     )
     if given:
         raise BadInput(
-            f"--format {args.format} reads the JSONL files given as INPUT, whose fields it knows; drop "
-            f"{' and '.join(given)}"
+            f"--format {args.format} reads the JSONL or Parquet files given as INPUT, whose fields it "
+            f"knows; drop {' and '.join(given)}"
         )
     check_inputs("prepare", args)
     waivers = _waivers(args)

@@ -97,7 +97,7 @@ def _brief(value: Any) -> str:
         return f"[{len(value)} item{'s' * (len(value) != 1)}]"
     if isinstance(value, dict):
         return "{" + ", ".join(sorted(value))[:EXCERPT_TEXT] + "}"
-    return json.dumps(value)
+    return json.dumps(value, default=str)  # a Parquet row's timestamp or bytes, as text
 
 
 def excerpt(value: Any) -> str:
@@ -144,8 +144,8 @@ def openai_message(message: Any, where: str) -> dict[str, Any]:
             f'{where} is not a message: {excerpt(message)}; a message is {{"role": "user", "content": '
             '"..."}} (roles system, user, assistant, or a tool\'s)'
         )
-    weight = message.get("weight", 1)
-    if weight != 1:
+    weight = message.get("weight")
+    if weight not in (None, 1):  # null: no weight, as a Parquet row's message without one holds it
         raise BadInput(
             f"{where} has weight {weight!r}: a turn left out of training is not something prepare "
             "can mask; drop the turn (or its example) from the file, or give it weight 1"
@@ -257,10 +257,12 @@ def message_text(message: dict[str, Any]) -> str:
     calls as JSON. What the filters judge and an example's identity is hashed from, whatever the
     template writes of it."""
     content = message.get("content")
-    text = content if isinstance(content, str) else "" if content is None else json.dumps(content)
+    text = (
+        content if isinstance(content, str) else "" if content is None else json.dumps(content, default=str)
+    )
     text = reasoning_of(message) + text
     calls = message.get("tool_calls")
-    return text if not calls else text + json.dumps(calls, ensure_ascii=False, sort_keys=True)
+    return text if not calls else text + json.dumps(calls, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _alpaca_turns(record: dict[str, Any], where: str) -> list[tuple[str, str]]:

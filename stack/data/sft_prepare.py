@@ -94,6 +94,7 @@ from stack.data.manifest import (
     normalised_input,
     write_manifest,
 )
+from stack.data.parquet_records import is_parquet, parquet_records
 from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_text, parse_pair, render_pair
 from stack.data.prepare import UNPACKED_DIR, write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
@@ -291,14 +292,15 @@ def _read_examples(
         if given.is_dir():
             raise BadInput(
                 f"{given} is a directory; name its files (`{given}/*.jsonl`): {plan.fmt} data is read "
-                "from the JSONL files given"
+                "from the JSONL or Parquet files given"
             )
         if not given.is_file():
-            raise BadInput(f"{given} is not a file; give JSONL files of {plan.fmt} records")
+            raise BadInput(f"{given} is not a file; give JSONL or Parquet files of {plan.fmt} records")
         counts["files"] += 1
         refuse_table(given, plan.fmt)
-        path = readable(InputFile("main", given, given.name), scratch, number).path
-        for at, record in _records(path, given, plan.fmt, counts):
+        parquet = is_parquet(given)
+        path = given if parquet else readable(InputFile("main", given, given.name), scratch, number).path
+        for at, record in _records(path, given, plan.fmt, counts, parquet):
             where = f"{name_text(given.name)}{at}"
             try:
                 examples.append(_example(record, plan, renderer, f"{given}{at}"))
@@ -309,7 +311,7 @@ def _read_examples(
                     dropped.add(out.rule, f"{where}: {out.reason}")
                     continue
                 sha = document_identity(
-                    json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+                    json.dumps(record, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
                 )
                 # The books' example of the rule is its first record with the whole reason and fix.
                 plan.filters.report(plan.source).examples.setdefault(UNRENDERABLE, f"{where}: {out.reason}")
@@ -334,30 +336,34 @@ JSONL_EXAMPLES = {
 
 
 def refuse_table(given: Path, fmt: str) -> None:
-    """A CSV/TSV or Parquet table given to a fine-tuning format, refused by what it is before its
-    bytes are misread as JSON lines ("not JSON", "not UTF-8 text"): the fine-tuning formats read JSONL
-    (or a JSON array) only, and the fix is converting the table to one object a line."""
-    with open(given, "rb") as handle:
-        parquet = handle.read(4) == b"PAR1"
+    """A CSV/TSV table given to a fine-tuning format, refused by what it is before its bytes are
+    misread as JSON lines ("not JSON"): the fine-tuning formats read JSONL, a JSON array or Parquet,
+    whose records have nested messages a flat table cannot hold, and the fix is converting the
+    table to one object a line."""
     name = given.name.removesuffix(".gz")
     tabbed = name.lower().endswith(TAB_SUFFIXES)
-    table = "a TSV table" if tabbed else "a CSV table" if name.lower().endswith(TABLE_SUFFIXES) else None
-    kind = "a Parquet file" if parquet else table
-    if kind is None:
+    if not name.lower().endswith(TABLE_SUFFIXES):
         return
     tabs = ", sep='\\t'" if tabbed else ""
-    read = f"read_parquet('{given}')" if parquet else f"read_csv('{given}'{tabs})"
     raise BadInput(
-        f"--format {fmt} reads JSONL files; {given} is {kind}: convert it to JSONL with one object per "
-        f'line, e.g. {JSONL_EXAMPLES[fmt]} (python -c "import pandas as pd; pd.{read}'
-        f".to_json('{Path(name).stem}.jsonl', orient='records', lines=True, force_ascii=False)\")"
+        f"--format {fmt} reads JSONL or Parquet files; {given} is {'a TSV' if tabbed else 'a CSV'} table: "
+        f'convert it to JSONL with one object per line, e.g. {JSONL_EXAMPLES[fmt]} (python -c "import '
+        f"pandas as pd; pd.read_csv('{given}'{tabs}).to_json('{Path(name).stem}.jsonl', orient='records', "
+        'lines=True, force_ascii=False)")'
     )
 
 
-def _records(path: Path, given: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, object]]:
-    """(where in the file, record) of each record of a JSONL file (`:line`) or of a file holding one
-    JSON array of records (`[element]`, stack.data.json_array): `path` read, `given` named (the
-    file the user gave, of which `path` may be a UTF-8 copy)."""
+def _records(
+    path: Path, given: Path, fmt: str, counts: Counter[str], parquet: bool = False
+) -> Iterator[tuple[str, object]]:
+    """(where in the file, record) of each record of a JSONL file (`:line`), of a file holding one
+    JSON array of records (`[element]`, stack.data.json_array) or of a Parquet file (` row N`, from
+    0, stack.data.parquet_records): `path` read, `given` named (the file the user gave, of which
+    `path` may be a UTF-8 copy)."""
+    if parquet:
+        for row, record in parquet_records(path, given):
+            yield f" row {row}", record
+        return
     what = f"a JSONL file of {fmt} records"
     if holds_array(path):
         for index, record, invalid in array_elements(path, str(given), lambda _n: None):

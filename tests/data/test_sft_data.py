@@ -510,29 +510,67 @@ def test_a_record_that_is_not_a_chat_is_named(tmp_path: Path, capsys: pytest.Cap
         ("pc.csv", "prompt-completion"),
         ("pr.csv", "prefs"),
         ("chat.tsv", "chat"),
-        ("pc.parquet", "prompt-completion"),
     ],
 )
 def test_a_table_given_to_a_fine_tuning_format_is_named_with_the_conversion(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, fmt: str
 ) -> None:
-    """A CSV/TSV or Parquet table (the shape of TRL datasets on the hub) given to --format
-    prompt-completion, prefs or chat is refused in one line saying it is a table, that the format
-    reads JSONL, and how to convert it, not "not JSON" or "not UTF-8 text"."""
+    """A CSV/TSV table given to --format prompt-completion, prefs or chat is refused in one line
+    saying it is a table, that the format reads JSONL or Parquet, and how to convert it, not "not
+    JSON"."""
+    table = tmp_path / name
+    table.write_text("prompt,completion\nWhat is 1+1?, 2\n")
+    code = main(["prepare", str(table), "--format", fmt, "--out", str(tmp_path / "data")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    kind = "a TSV table" if name.endswith(".tsv") else "a CSV table"
+    assert code == 2 and f"--format {fmt} reads JSONL or Parquet files; {table} is {kind}: convert it" in line
+    assert sft_prepare.JSONL_EXAMPLES[fmt] in line and "not JSON" not in line and "UTF-8" not in line
+    assert not (tmp_path / "data").exists()
+
+
+def _ultrafeedback(i: int) -> dict[str, Any]:
+    """Pair i in UltraFeedback binarized's shape: its prompt, and chosen and rejected as whole
+    conversations, with their scores."""
+    ask = {"role": "user", "content": f"What is {i} + {i}?"}
+    return {
+        "prompt": ask["content"],
+        "chosen": [ask, {"role": "assistant", "content": f"{2 * i}."}],
+        "rejected": [ask, {"role": "assistant", "content": f"{2 * i + 1}, I think."}],
+        "score_chosen": 8.0,
+        "score_rejected": 3.0,
+    }
+
+
+@pytest.mark.parametrize("fmt", ["chat", "prompt-completion", "prefs"])
+def test_a_parquet_file_of_records_prepares_as_its_jsonl_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """The Hub's fine-tuning sets are Parquet (nested messages as lists of structs): each row is read
+    as the record its JSONL line is, so the DATA_DIR holds the same tokens. A struct field one
+    message states is null in every other (a `weight`, a `tool_calls`), as `datasets` hands such
+    rows to transformers, and reads as no value. Such files were refused with a conversion."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = tmp_path / name
-    if name.endswith(".parquet"):
-        pq.write_table(pa.table({"prompt": ["What is 1+1?"], "completion": [" 2"]}), table)
+    if fmt == "prefs":  # UltraFeedback binarized's shape: whole conversations sharing their prompt
+        records = [_ultrafeedback(i) for i in range(24)]
     else:
-        table.write_text("prompt,completion\nWhat is 1+1?, 2\n")
-    code = main(["prepare", str(table), "--format", fmt, "--out", str(tmp_path / "data")])
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    kind = {"parquet": "a Parquet file", "tsv": "a TSV table"}.get(name.split(".")[-1], "a CSV table")
-    assert code == 2 and f"--format {fmt} reads JSONL files; {table} is {kind}: convert it to JSONL" in line
-    assert sft_prepare.JSONL_EXAMPLES[fmt] in line and "not JSON" not in line and "UTF-8" not in line
-    assert not (tmp_path / "data").exists()
+        source = CHAT if fmt == "chat" else PROMPT_COMPLETION
+        records = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    if fmt == "chat":  # one message states a weight of 1: every other holds a null one
+        records[0]["messages"][0]["weight"] = 1
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    parquet = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(records), parquet)
+    argv = ["prepare", "--format", fmt, "--val-fraction", "0.3", "--pack-len", "256"]
+    assert main([*argv, str(jsonl), "--out", str(tmp_path / "from-jsonl")]) == 0
+    assert main([*argv, str(parquet), "--out", str(tmp_path / "from-parquet")]) == 0, capsys.readouterr().err
+    shards = [
+        [(s.split, s.tokens, s.sha256) for s in load_manifest(tmp_path / d).shards]
+        for d in ("from-jsonl", "from-parquet")
+    ]
+    assert shards[0] == shards[1] and shards[0]
 
 
 def test_a_chat_file_whose_name_is_not_utf8_is_named_with_its_bytes_escaped(
