@@ -72,6 +72,18 @@ def chat(i: int, tool: bool = False, turns: int = 1) -> dict[str, Any]:
     return {"messages": messages}
 
 
+def preference_pairs(count: int = 30) -> list[dict[str, Any]]:
+    """Pairs in the chat form: conversation i's prompt (`chat`), a holding and a dropping answer."""
+    return [
+        {
+            "prompt": chat(i)["messages"][:-1],
+            "chosen": [{"role": "assistant", "content": f"It holds {i}."}],
+            "rejected": [{"role": "assistant", "content": f"It drops {i}."}],
+        }
+        for i in range(count)
+    ]
+
+
 def write(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
@@ -164,14 +176,7 @@ def test_preference_pairs_for_an_instruct_template_ending_every_turn_with_the_eo
     from transformers import AutoTokenizer
 
     directory = chatml_instruct_tokenizer(tmp_path / "tok")
-    pairs = [
-        {
-            "prompt": chat(i)["messages"][:-1],
-            "chosen": [{"role": "assistant", "content": f"It holds {i}."}],
-            "rejected": [{"role": "assistant", "content": f"It drops {i}."}],
-        }
-        for i in range(30)
-    ]
+    pairs = preference_pairs()
     argv = ["prepare", str(write(tmp_path / "prefs.jsonl", pairs)), "--format", "prefs"]
     assert main([*argv, "--tokenizer", f"hf:{directory}", "--out", str(tmp_path / "d")]) == 0
     ids, supervised = first_example(tmp_path / "d")
@@ -481,14 +486,7 @@ def test_preference_completions_are_the_answers_as_the_template_writes_them_afte
     from transformers import AutoTokenizer
 
     source, imported = reasoning
-    pairs = [
-        {
-            "prompt": chat(i)["messages"][:-1],
-            "chosen": [{"role": "assistant", "content": f"It holds {i}."}],
-            "rejected": [{"role": "assistant", "content": f"It drops {i}."}],
-        }
-        for i in range(30)
-    ]
+    pairs = preference_pairs()
     argv = ["prepare", str(write(tmp_path / "prefs.jsonl", pairs)), "--format", "prefs"]
     assert main([*argv, "--tokenizer", str(imported), "--out", str(tmp_path / "d")]) == 0
     ids, supervised = first_example(tmp_path / "d")
