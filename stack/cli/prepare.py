@@ -790,7 +790,7 @@ def _template_line(args: argparse.Namespace, sft: SftEntry) -> str:
     another, that training the model on them replaces its own (and how that is accepted)."""
     from stack.data.sft_prepare import PROMPT_COMPLETION
 
-    if sft.format == PROMPT_COMPLETION and sft.join == "concatenate":
+    if sft.format == PROMPT_COMPLETION and sft.chat_template is None:
         return "  chat template: none (prompt and completion joined as TRL joins them)"
     line = f"  chat template: {sft.template} (sha256 {sft.template_sha256[:12]})"
     shipped = _model_template(args) if args.template is not None else None

@@ -225,6 +225,9 @@ class _Example:
     written: list[ModelTurn] | None = None
     said: list[tuple[str, str]] = field(default_factory=list)
     templated: bool = False
+    # A text prompt-completion record under --join concatenate: prompt and completion joined as TRL
+    # joins them, no template writing either.
+    joined: bool = False
 
 
 def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _Example:
@@ -237,12 +240,18 @@ def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _
         messages = [{"role": role, "content": text} for role, text in prompt_completion_turns(record, where)]
     else:
         messages = chat_messages(record, where)
-    if plan.join == "concatenate":  # joined as TRL joins them: no template writes them
-        return _Example([(m["role"], m["content"]) for m in messages], where)
+    if plan.join == "concatenate" and not conversational(record):  # joined as TRL joins text
+        return _Example([(m["role"], m["content"]) for m in messages], where, joined=True)
     if isinstance(renderer, ModelTemplate):
         turns = [(str(m["role"]), message_text(m)) for m in messages]
         return _Example(turns, where, model_turns(renderer, messages, where))
     return _Example(turns_of(messages, tuple(renderer.spec.roles), where), where)
+
+
+def conversational(record: object) -> bool:
+    """Whether a prompt-completion record or a pair is in the conversational form, its prompt a list
+    of chat messages: a chat, which the chat template renders, as TRL renders one."""
+    return isinstance(record, dict) and isinstance(record.get("prompt"), list)
 
 
 def turns_bytes(turns: Sequence[tuple[str, str]]) -> int:
@@ -321,8 +330,8 @@ def _read_examples(
                 dropped.books.document(plan.source, UNRENDERABLE, size)
                 continue
             dropped.books.read(plan.source, TURNS, turns_bytes(examples[-1].turns))
-            if plan.fmt == PREFS_FORMAT:
-                counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
+            if plan.fmt in (PREFS_FORMAT, PROMPT_COMPLETION):
+                counts["chat_prompts"] += conversational(record)
         dropped.files.ended(name_text(given.name), below=False)  # an input itself: no --glob applies
     return examples, counts
 
@@ -471,7 +480,7 @@ def _rendered(example: _Example, i: int, renderer: Renderer, tok: Tokenizer, pla
     """A chat or prompt-completion example's ids and mask: a prompt and completion joined as TRL
     joins them, or rendered by the model's own template (stack.data.chat_render), or by the stack's."""
     turns = example.turns
-    if plan.join == "concatenate":
+    if example.joined:
         return render_concatenated(tok, turns[0][1], turns[1][1], f"example {i + 1}")
     if example.written is not None:
         return render_model(example.written, tok)
@@ -529,7 +538,7 @@ def _texts(
     """An example's assistant turns as text and the example whole as text, written from its messages
     and its template alone, never from its ids: what GATE-SFT-001 reads the packed tables back against."""
     turns = example.turns
-    if plan.join == "concatenate":
+    if example.joined:
         return [(turns[0][1], turns[1][1], True)], concatenated_text(turns[0][1], turns[1][1])
     if example.written is not None:
         return model_texts(example.written, tok), model_example_text(example.written, tok)
@@ -660,11 +669,12 @@ def _jinja(renderer: Renderer) -> str:
 
 
 def _templated(plan: SftPlan, counts: Counter[str]) -> bool:
-    """Whether the chat template rendered the examples: chats, prompt-completion read as chat turns,
-    and pairs whose prompts are chat messages. Only then does the data's model learn its format."""
-    if plan.fmt == PREFS_FORMAT:
+    """Whether the chat template rendered the examples: chats, prompt-completion read as chat turns
+    (every record under --join chat-turns, the conversational ones under concatenate), and pairs
+    whose prompts are chat messages. Only then does the data's model learn its format."""
+    if plan.fmt == PREFS_FORMAT or plan.join == "concatenate":
         return counts["chat_prompts"] > 0
-    return plan.join != "concatenate"
+    return True
 
 
 def _build(staging: Path, plan: SftPlan) -> Manifest:

@@ -528,6 +528,34 @@ def test_a_table_given_to_a_fine_tuning_format_is_named_with_the_conversion(
     assert not (tmp_path / "data").exists()
 
 
+def _trl_conversational(i: int, system: bool) -> dict[str, Any]:
+    """Record i in TRL's conversational prompt-completion form, its prompt opening with a system
+    message when `system`."""
+    asked = [{"role": "user", "content": f"What is {i} times 3?"}]
+    if system:
+        asked.insert(0, {"role": "system", "content": "Answer with the number."})
+    return {"prompt": asked, "completion": [{"role": "assistant", "content": f"{3 * i}."}]}
+
+
+@pytest.mark.parametrize("system", [False, True])
+def test_conversational_prompt_completion_records_are_chats_whatever_the_join(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], system: bool
+) -> None:
+    """TRL renders a conversational prompt-completion record with the chat template; under the default
+    --join concatenate such records joined the first two messages' texts: a prompt with a system
+    message lost its completion (GATE-DATA-014, exit 3) and one without trained with no template.
+    They are chats now, rendered as --join chat-turns renders them, and the template is the data's."""
+    source = tmp_path / "pc.jsonl"
+    source.write_text("".join(json.dumps(_trl_conversational(i, system)) + "\n" for i in range(40)))
+    argv = ["prepare", str(source), "--format", "prompt-completion", "--pack-len", "128"]
+    assert main([*argv, "--out", str(tmp_path / "default")]) == 0, capsys.readouterr().err
+    assert main([*argv, "--join", "chat-turns", "--out", str(tmp_path / "turns")]) == 0
+    made = [load_manifest(tmp_path / d) for d in ("default", "turns")]
+    assert [(s.split, s.sha256) for s in made[0].shards] == [(s.split, s.sha256) for s in made[1].shards]
+    assert made[0].sft is not None and made[0].sft.chat_template is not None
+    assert "chat template: gatestack-chat" in capsys.readouterr().out
+
+
 def _ultrafeedback(i: int) -> dict[str, Any]:
     """Pair i in UltraFeedback binarized's shape: its prompt, and chosen and rejected as whole
     conversations, with their scores."""
