@@ -198,11 +198,6 @@ def turn_of(message: dict[str, Any], roles: tuple[str, ...], where: str) -> tupl
     return role, content
 
 
-def message_turn(message: Any, where: str) -> tuple[str, str]:
-    """(role, content) of one OpenAI-shaped message as a turn of the stack's templates."""
-    return turn_of(openai_message(message, where), ROLES, where)
-
-
 def _sharegpt_turn(message: Any, where: str) -> tuple[str, str]:
     speaker = message.get("from") if isinstance(message, dict) else None
     value = message.get("value") if isinstance(message, dict) else None
@@ -272,8 +267,10 @@ def _alpaca_turns(record: dict[str, Any], where: str) -> list[tuple[str, str]]:
     return [("user", f"{instruction}\n\n{given}" if given else instruction), ("assistant", output)]
 
 
-def prompt_completion_turns(record: Any, where: str) -> list[tuple[str, str]]:
-    """The turns of one `--format prompt-completion` record: text, or TRL's conversational form."""
+def prompt_completion_messages(record: Any, where: str) -> list[dict[str, Any]]:
+    """The messages of one `--format prompt-completion` record as OpenAI messages: text as the user's
+    and the assistant's, or TRL's conversational form as its messages are (a model's own template
+    writes what they hold, tool calls and reasoning included)."""
     _require(
         record,
         {"prompt", "completion"},
@@ -282,16 +279,25 @@ def prompt_completion_turns(record: Any, where: str) -> list[tuple[str, str]]:
     )
     prompt, completion = record["prompt"], record["completion"]
     if isinstance(prompt, str) and isinstance(completion, str):
-        return [("user", prompt), ("assistant", completion)]
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
     if isinstance(prompt, list) and isinstance(completion, list) and len(completion) == 1:
-        turns = [message_turn(m, f"{where}: prompt[{i}]") for i, m in enumerate(prompt)]
-        answer = message_turn(completion[0], f"{where}: completion[0]")
-        if answer[0] == "assistant" and turns and all(role != "assistant" for role, _ in turns[-1:]):
-            return [*turns, answer]
+        asked = [openai_message(m, f"{where}: prompt[{i}]") for i, m in enumerate(prompt)]
+        answer = openai_message(completion[0], f"{where}: completion[0]")
+        if answer["role"] == "assistant" and asked and asked[-1]["role"] != "assistant":
+            return [*asked, answer]
     raise BadInput(
         f"{where}: prompt and completion must both be text, or a list of messages and a list of one "
         "assistant message"
     )
+
+
+def prompt_completion_turns(record: Any, where: str) -> list[tuple[str, str]]:
+    """The turns of one `--format prompt-completion` record for the stack's templates (`turn_of`)."""
+    messages = prompt_completion_messages(record, where)
+    if isinstance(record["prompt"], str):
+        return [(m["role"], m["content"]) for m in messages]
+    prompt = [turn_of(m, ROLES, f"{where}: prompt[{i}]") for i, m in enumerate(messages[:-1])]
+    return [*prompt, turn_of(messages[-1], ROLES, f"{where}: completion[0]")]
 
 
 def explicit_pair(record: Any, where: str) -> dict[str, Any]:

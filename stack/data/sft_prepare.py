@@ -65,7 +65,7 @@ from stack.data.chat_shapes import (
     chat_messages,
     explicit_pair,
     message_text,
-    prompt_completion_turns,
+    prompt_completion_messages,
     turns_of,
 )
 from stack.data.corpus import InputFile, check_source_name, name_text
@@ -237,7 +237,7 @@ def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _
         pair = parse_pair(record, where, renderer)
         return _Example(pair.turns, where, templated=pair.templated)
     if plan.fmt == PROMPT_COMPLETION:
-        messages = [{"role": role, "content": text} for role, text in prompt_completion_turns(record, where)]
+        messages = prompt_completion_messages(record, where)
     else:
         messages = chat_messages(record, where)
     if plan.join == "concatenate" and not conversational(record):  # joined as TRL joins text

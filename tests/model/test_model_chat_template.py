@@ -540,6 +540,14 @@ def test_reasoning_stated_apart_trains_where_the_template_writes_it_and_is_never
     report = load_manifest(tmp_path / "stack").filters["main"]
     assert report.dropped == {"unrenderable": 10} and report.documents_out == 20
     assert "reasoning stated apart from the answer" in capsys.readouterr().out
+    # TRL's conversational prompt-completion form hands the template its messages as they are too.
+    asked = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records]
+    argv = ["prepare", str(write(tmp_path / "pc.jsonl", asked)), "--format", "prompt-completion"]
+    assert (
+        main([*argv, "--tokenizer", str(imported), "--out", str(tmp_path / "pc"), "--val-fraction", "0.4"])
+        == 0
+    )
+    assert load_manifest(tmp_path / "pc").shards == load_manifest(tmp_path / "d").shards
 
 
 def _through_answer(users: Any, pair: dict[str, Any], side: str) -> str:
