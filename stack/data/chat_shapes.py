@@ -24,9 +24,10 @@ refuse the file; a record of no shape refuses the file, since then the file is n
 to be. So is a record whose messages the chat template cannot write (`UNRENDERABLE`): an OpenAI
 tool call (an assistant message with `tool_calls`, a `tool` message), a content that is no text, or
 reasoning stated apart from the answer (`reasoning_content`, `thinking`:
-contracts.record_fields.REASONING_FIELDS), for a template without them. `chat_messages` reads a record's messages as they are, for a model's
-own template to render what it can (stack.data.chat_render); `turns_of` makes them the (role,
-text) turns of the stack's templates, which have a system, a user and an assistant turn only.
+contracts.record_fields.REASONING_FIELDS), for a template without them. `chat_messages` reads a
+record's messages as they are, for a model's own template to render what it can
+(stack.data.chat_render); `turns_of` makes them the (role, text) turns of the stack's templates,
+which have a system, a user and an assistant turn only.
 Messages quote a record by `excerpt`, one short line whatever the record holds.
 
 A message's `weight` (OpenAI's way to leave a turn out of training) is refused unless it is 1 or
