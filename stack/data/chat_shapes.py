@@ -56,6 +56,9 @@ SHAREGPT_ROLES = {
     "bing": "assistant",
     "model": "assistant",
 }
+# ShareGPT's tool-use speakers (LLaMA-Factory's and Glaive's exports): a call and its result, which
+# no ShareGPT record says how to write as a template's tool turns.
+SHAREGPT_TOOL_SPEAKERS = ("function_call", "observation", "tool", "function")
 # Anthropic HH's marker of the assistant's turn in a transcript held as one string.
 HH_ASSISTANT = "\n\nAssistant:"
 # The rule of a record the chat template cannot write, and what to do about one.
@@ -203,6 +206,14 @@ def turn_of(message: dict[str, Any], roles: tuple[str, ...], where: str) -> tupl
 def _sharegpt_turn(message: Any, where: str) -> tuple[str, str]:
     speaker = message.get("from") if isinstance(message, dict) else None
     value = message.get("value") if isinstance(message, dict) else None
+    if speaker in SHAREGPT_TOOL_SPEAKERS:  # one tool-use record must not refuse a public dataset
+        raise LeftOut(
+            UNRENDERABLE,
+            where,
+            f"a ShareGPT {speaker!r} turn (tool use), which no chat template is told how to write: "
+            f"{excerpt(message)}; give tool use as OpenAI messages (an assistant's tool_calls, a tool "
+            "message) for a template that writes them, or leave such records out of the file",
+        )
     if speaker not in SHAREGPT_ROLES or not isinstance(value, str):
         raise BadInput(
             f"{where} must be {{from: {'|'.join(SHAREGPT_ROLES)}, value: text}}, got {excerpt(message)}"

@@ -273,12 +273,16 @@ def _said(value: object) -> str:
 def _unrendered_bytes(record: object, plan: SftPlan, where: str) -> int:
     """The UTF-8 bytes of what a record the renderer cannot write says (its messages' text, a pair's
     prompt, chosen and rejected), booked as read and dropped as unrenderable so GATE-DATA-014's books
-    balance (stack.data.accounting); the record was parsed once already, so this cannot refuse it."""
+    balance (stack.data.accounting); the record was parsed once already, so this cannot refuse it
+    (a ShareGPT record's turns are its values, read as they stand: its tool turns are no messages)."""
+    turns = record.get("conversations") if isinstance(record, dict) else None
     if plan.fmt == PREFS_FORMAT:
         pair = explicit_pair(record, where)
         parts: list[object] = [pair["prompt"], pair["chosen"], pair["rejected"]]
     elif plan.fmt == PROMPT_COMPLETION:
         parts = [record["prompt"], record["completion"]] if isinstance(record, dict) else []
+    elif isinstance(turns, list):
+        parts = [turn.get("value") for turn in turns if isinstance(turn, dict)]
     else:
         parts = list(chat_messages(record, where))
     return sum(len(_said(part).encode("utf-8")) for part in parts)
@@ -287,8 +291,9 @@ def _unrendered_bytes(record: object, plan: SftPlan, where: str) -> int:
 def _read_examples(
     plan: SftPlan, renderer: Renderer, scratch: Path, dropped: Dropped
 ) -> tuple[list[_Example], Counter[str]]:
-    """Every record's example (`_example`) in file order, each where it was read (file:line, or
-    file[element] in a JSON array) and its turns' bytes booked as read (stack.data.accounting);
+    """Every record's example (`_example`) in file order, each where it was read (file:line,
+    file[element] in a JSON array, or file row N of Parquet) and its turns' bytes booked as read
+    (stack.data.accounting);
     blank lines are skipped, and a byte-order mark or CRLF line ends counted (stack.data.line_ends).
     A record with nothing to learn from is left out into `dropped` (stack.data.chat_shapes.LeftOut);
     one the renderer cannot write is dropped as unrenderable into the filters' books (the drop log

@@ -715,6 +715,25 @@ def test_a_conversation_reads_the_same_in_every_shape_it_is_exported_in(shape: s
     assert [s.sha256 for s in made["openai"].shards] == [s.sha256 for s in made[shape].shards]
 
 
+def test_a_sharegpt_tool_turn_leaves_its_record_out_not_the_file(tmp_path: Path) -> None:
+    """LLaMA-Factory's and Glaive's ShareGPT exports speak tool use as `function_call` and
+    `observation` turns: such a record is left out as unrenderable and counted, the others kept,
+    where the whole file was refused as of no shape."""
+    calling = [
+        {"from": "human", "value": "Weather in Oslo?"},
+        {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+        {"from": "observation", "value": '{"temperature": 3}'},
+        {"from": "gpt", "value": "It is 3 degrees."},
+    ]
+    records = [SAME_CHAT["sharegpt"]] * 9 + [{"conversations": calling}]
+    path = tmp_path / "sharegpt.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    made = prepare_sft([path], tmp_path / "data", fmt="chat", pack_len=64, val_fraction=0)
+    report = made.filters["sft"]
+    assert report.dropped == {"unrenderable": 1} and report.documents_out == 9
+    assert "'function_call' turn (tool use)" in report.examples["unrenderable"]
+
+
 def test_alpaca_and_trl_records_are_a_user_turn_and_an_assistant_turn() -> None:
     alpaca = {"instruction": "Add the numbers.", "input": "2 and 2", "output": "4."}
     assert example_turns(alpaca, "chat", "x") == [
