@@ -226,9 +226,9 @@ def export(request: ExportRequest) -> ExportResult:
     trained = load_measured(request.checkpoint, attention="sdpa")
     if request.fmt == "hf" and has_lora(trained.model):
         raise BadInput(
-            f"{trained.checkpoint.path} holds unmerged LoRA adapters, which a Hugging Face Llama has no "
-            "place for; merge them first (stack lora merge RUN_DIR --out MERGED, then export MERGED), or "
-            "export the adapter for peft with its base: stack lora export RUN_DIR --out DIR"
+            f"{trained.checkpoint.path} holds unmerged LoRA adapters, which a Hugging Face checkpoint "
+            "(Llama, Qwen) has no place for; merge them first (stack lora merge RUN_DIR --out MERGED, then "
+            "export MERGED), or export the adapter for peft with its base: stack lora export RUN_DIR --out DIR"
         )
     model_config = trained.config.model
     sample = resolve_sample(trained.tokenizer, model_config.ctx, request.sample_text, trained.checkpoint.path)
