@@ -228,7 +228,8 @@ def export(request: ExportRequest) -> ExportResult:
         raise BadInput(
             f"{trained.checkpoint.path} holds unmerged LoRA adapters, which a Hugging Face checkpoint "
             "(Llama, Qwen) has no place for; merge them first (stack lora merge RUN_DIR --out MERGED, then "
-            "export MERGED), or export the adapter for peft with its base: stack lora export RUN_DIR --out DIR"
+            "export MERGED), or export the adapter for peft with its base: stack lora export RUN_DIR "
+            "--out DIR"
         )
     model_config = trained.config.model
     sample = resolve_sample(trained.tokenizer, model_config.ctx, request.sample_text, trained.checkpoint.path)
