@@ -246,10 +246,27 @@ def _outliving_a_closed_pipe(makes_work: bool) -> Iterator[None]:
         sys.stdout, sys.stderr = streams
 
 
+# The longest measured values a gate's line quotes: a trace's GATE-TRACE-002 measures every site,
+# kilobytes that would bury the judge's message, which names what fired.
+FIRED_DETAIL_CHARS = 400
+
+
+def fired_line(exc: GateViolation) -> str:
+    """A fired gate as its line says it: the gate, its revision and the judge's message, and what it
+    measured and its thresholds where they are short enough to read there."""
+    text = str(exc)
+    if len(text) - len(f"{exc.gate_id} rev {exc.revision}: {exc.message}") <= FIRED_DETAIL_CHARS:
+        return text
+    count = len(exc.measured) if isinstance(exc.measured, dict) else 1
+    return (
+        f"{exc.gate_id} rev {exc.revision}: {exc.message} ({count} measured value(s), too long for this line)"
+    )
+
+
 def report_failure(command: str, argv: list[str], exc: BaseException) -> int:
     """Print the one line for `exc` and return its exit code; unexpected ones leave a crash file."""
     if isinstance(exc, GateViolation):
-        return _end(f"{command}: gate fired: {exc}", EXIT_GATE)
+        return _end(f"{command}: gate fired: {fired_line(exc)}", EXIT_GATE)
     problem = out_of_memory(command, exc) or describe(exc)
     if problem is not None:
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:

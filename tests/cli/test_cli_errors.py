@@ -631,3 +631,20 @@ def test_a_recursion_error_outside_a_reader_stays_an_internal_error() -> None:
     with pytest.raises(RecursionError) as caught:
         recurse(0)
     assert describe(caught.value) is None
+
+
+@pytest.mark.parametrize("sites", [2, 200])
+def test_a_fired_gate_is_one_readable_line_whatever_it_measured(sites: int) -> None:
+    """A fired gate's line names the gate, its revision and the judge's message; its measured values
+    follow while they are short, and are counted where they would run to kilobytes (a trace's
+    GATE-TRACE-002 measures every site) and bury the message."""
+    from contracts.errors import GateViolation
+    from stack.cli import FIRED_DETAIL_CHARS, fired_line
+
+    measured = {f"layers.{i}.q": {"max_abs_diff": 0.5, "ref_absmax": 1.0} for i in range(sites)}
+    line = fired_line(GateViolation("GATE-TRACE-002", 13, "layers.1.q is not q", measured, {"rtol": 1e-3}))
+    assert line.startswith("GATE-TRACE-002 rev 13: layers.1.q is not q (")
+    assert ("layers.0.q" in line) is (sites == 2) and len(line) < 200 + FIRED_DETAIL_CHARS
+    assert line.endswith(
+        "threshold {'rtol': 0.001})" if sites == 2 else "(200 measured value(s), too long for this line)"
+    )
