@@ -14,7 +14,8 @@ shapes taken:
 - prefs: `{"prompt", "chosen", "rejected"}`, the prompt text or messages and each completion
   text or one assistant message; chosen and rejected as whole conversations that share every
   message but the last (UltraFeedback binarized, TRL's implicit prompt: the shared messages are
-  the prompt); Anthropic HH's transcripts `{"chosen": "\n\nHuman: ... \n\nAssistant: ...",
+  the prompt); OpenAI's preference line `{"input": {"messages"}, "preferred_output",
+  "non_preferred_output"}`; Anthropic HH's transcripts `{"chosen": "\n\nHuman: ... \n\nAssistant: ...",
   "rejected": ...}` (the shared text through the last `Assistant:` is the prompt).
 
 A record of the right shape with nothing to learn from (a chat that ends before the assistant
@@ -317,6 +318,8 @@ def explicit_pair(record: Any, where: str) -> dict[str, Any]:
     """A preference record with its prompt stated: the record itself when it states one, else its
     prompt taken out of chosen and rejected where they share it (module table); a record of no
     shape is refused naming its fields."""
+    if isinstance(record, dict) and {"preferred_output", "non_preferred_output"} <= record.keys():
+        return _openai_pair(record, where)
     _require(
         record,
         {"chosen", "rejected"},
@@ -334,6 +337,27 @@ def explicit_pair(record: Any, where: str) -> dict[str, Any]:
     raise BadInput(
         f"{where}: a preference record without 'prompt' must give chosen and rejected as whole conversations"
     )
+
+
+def _openai_pair(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """OpenAI's preference fine-tuning line (Together's and Fireworks' too): `input.messages` the
+    prompt, `preferred_output` and `non_preferred_output` each a list of one assistant message. The
+    `input`'s tools are the API's to call, which a template writes only given them: a line that
+    offers tools is left out as unrenderable, not trained without them."""
+    given = record.get("input")
+    messages = given.get("messages") if isinstance(given, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise BadInput(
+            f"{where}: an OpenAI preference line's 'input' must hold a non-empty list of 'messages'"
+        )
+    if given.get("tools"):
+        reason = f"it offers tools ({len(given['tools'])}), which the chat template is not given"
+        raise LeftOut(UNRENDERABLE, where, f"{reason}; {UNRENDERABLE_FIX}")
+    return {
+        "prompt": messages,
+        "chosen": record["preferred_output"],
+        "rejected": record["non_preferred_output"],
+    }
 
 
 def _shared_messages(

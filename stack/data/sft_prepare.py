@@ -274,11 +274,16 @@ def _unrendered_bytes(record: object, plan: SftPlan, where: str) -> int:
     """The UTF-8 bytes of what a record the renderer cannot write says (its messages' text, a pair's
     prompt, chosen and rejected), booked as read and dropped as unrenderable so GATE-DATA-014's books
     balance (stack.data.accounting); the record was parsed once already, so this cannot refuse it
-    (a ShareGPT record's turns are its values, read as they stand: its tool turns are no messages)."""
+    (a ShareGPT record's turns are its values, read as they stand: its tool turns are no messages; an
+    OpenAI preference line's its input messages and outputs, whatever tools it offers)."""
     turns = record.get("conversations") if isinstance(record, dict) else None
-    if plan.fmt == PREFS_FORMAT:
+    given = record.get("input") if isinstance(record, dict) else None
+    if plan.fmt == PREFS_FORMAT and isinstance(given, dict):  # OpenAI's line, which may offer tools
+        outputs = [record.get(key) for key in ("preferred_output", "non_preferred_output")]
+        parts: list[object] = [given.get("messages"), *outputs]
+    elif plan.fmt == PREFS_FORMAT:
         pair = explicit_pair(record, where)
-        parts: list[object] = [pair["prompt"], pair["chosen"], pair["rejected"]]
+        parts = [pair["prompt"], pair["chosen"], pair["rejected"]]
     elif plan.fmt == PROMPT_COMPLETION:
         parts = [record["prompt"], record["completion"]] if isinstance(record, dict) else []
     elif isinstance(turns, list):

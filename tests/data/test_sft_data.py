@@ -773,8 +773,10 @@ def test_a_chat_record_of_no_shape_or_with_a_turn_not_to_train_is_refused(record
 
 
 def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() -> None:
-    """UltraFeedback's and TRL's implicit prompt (whole conversations sharing their prompt) and
-    Anthropic HH's transcripts are the prompt and two completions of the explicit form."""
+    """UltraFeedback's and TRL's implicit prompt (whole conversations sharing their prompt), OpenAI's
+    preference line (`input.messages`, `preferred_output`, `non_preferred_output`; one that offers
+    tools left out, as the template is not given them) and Anthropic HH's transcripts are the prompt
+    and two completions of the explicit form."""
     template = load_template(None)
     user = {"role": "user", "content": "2+2?"}
     explicit = {"prompt": [user], "chosen": [{"role": "assistant", "content": "4."}], "rejected": "5."}
@@ -783,12 +785,43 @@ def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() ->
     implicit = {"chosen": [user, good], "rejected": [user, bad]}
     expected = parse_pair(explicit, "x", template)
     assert parse_pair(ultra, "x", template) == parse_pair(implicit, "x", template) == expected
+    openai = {
+        "input": {"messages": [user], "tools": []},
+        "preferred_output": [good],
+        "non_preferred_output": [bad],
+    }
+    assert parse_pair(openai, "x", template) == Pair(expected.prompt, expected.chosen, "5.")
+    with pytest.raises(LeftOut, match="offers tools"):
+        parse_pair({**openai, "input": {"messages": [user], "tools": [{"type": "function"}]}}, "x", template)
     hh = {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4.", "rejected": "\n\nHuman: 2+2?\n\nAssistant: 5."}
     assert parse_pair(hh, "x", template) == Pair("\n\nHuman: 2+2?\n\nAssistant:", " 4.", " 5.")
     with pytest.raises(BadInput, match="must share every message but their last"):
         parse_pair(
             {"chosen": [user, good], "rejected": [{"role": "user", "content": "3+3?"}, bad]}, "x", template
         )
+
+
+def test_openai_preference_lines_prepare_and_one_offering_tools_is_left_out_and_booked(
+    tmp_path: Path,
+) -> None:
+    """A file of OpenAI's preference lines prepares as pairs; a line whose input offers tools is left
+    out as unrenderable, its bytes read and dropped, so GATE-DATA-014's books balance."""
+    lines = []
+    for i in range(12):
+        ask = {"role": "user", "content": f"What is {i} + 1?"}
+        line = {
+            "input": {"messages": [ask], "tools": [{"type": "function"}] if i == 3 else []},
+            "preferred_output": [{"role": "assistant", "content": f"{i + 1}."}],
+            "non_preferred_output": [{"role": "assistant", "content": f"{i + 2}, roughly."}],
+        }
+        lines.append(json.dumps(line))
+    path = tmp_path / "openai.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    made = prepare_sft([path], tmp_path / "data", fmt="prefs", pack_len=64, val_fraction=0)
+    assert made.filters["sft"].dropped == {"unrenderable": 1} and made.filters["sft"].documents_out == 11
+    books = made.accounting["sft"]
+    assert books.dropped_bytes["unrenderable"] == len("What is 3 + 1?4.5, roughly.")
+    assert sum(books.input_bytes.values()) == books.kept_bytes + sum(books.dropped_bytes.values())
 
 
 @pytest.mark.parametrize("where", ["chosen", "prompt"])
