@@ -42,7 +42,7 @@ reasoning traces train as the model writes them; one an earlier turn's rewrite d
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -72,12 +72,19 @@ def named_tokens(tokenizer: Tokenizer) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ModelTemplate:
-    """A model's own Jinja chat template, and the named special tokens it is rendered with."""
+    """A model's own Jinja chat template, and the named special tokens it is rendered with; `tools`,
+    the tool definitions one record offers (`offering`), which the template writes where it writes
+    them (Qwen's into the system turn), as `apply_chat_template(messages, tools=...)` does."""
 
     jinja: str
     special_tokens: dict[str, str]
     # The text of every special token of the tokenizer (`<|im_start|>`, ...), named or not.
     specials: frozenset[str] = frozenset()
+    tools: list[dict[str, Any]] | None = field(default=None, compare=False, hash=False)
+
+    def offering(self, tools: list[dict[str, Any]] | None) -> ModelTemplate:
+        """The template as one record's conversation is rendered: with the tools it offers."""
+        return replace(self, tools=tools or None)
 
     @property
     def sha256(self) -> str:
@@ -89,7 +96,7 @@ class ModelTemplate:
         return "the model's own chat template"
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
-        return render_jinja(self.jinja, messages, self.special_tokens, add_generation_prompt)
+        return render_jinja(self.jinja, messages, self.special_tokens, add_generation_prompt, self.tools)
 
 
 @dataclass(frozen=True)

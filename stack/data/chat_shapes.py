@@ -341,23 +341,40 @@ def explicit_pair(record: Any, where: str) -> dict[str, Any]:
 
 def _openai_pair(record: dict[str, Any], where: str) -> dict[str, Any]:
     """OpenAI's preference fine-tuning line (Together's and Fireworks' too): `input.messages` the
-    prompt, `preferred_output` and `non_preferred_output` each a list of one assistant message. The
-    `input`'s tools are the API's to call, which a template writes only given them: a line that
-    offers tools is left out as unrenderable, not trained without them."""
+    prompt, `preferred_output` and `non_preferred_output` each a list of one assistant message, and
+    the `input`'s tools the pair's (`record_tools`)."""
     given = record.get("input")
     messages = given.get("messages") if isinstance(given, dict) else None
     if not isinstance(messages, list) or not messages:
         raise BadInput(
             f"{where}: an OpenAI preference line's 'input' must hold a non-empty list of 'messages'"
         )
-    if given.get("tools"):
-        reason = f"it offers tools ({len(given['tools'])}), which the chat template is not given"
-        raise LeftOut(UNRENDERABLE, where, f"{reason}; {UNRENDERABLE_FIX}")
-    return {
+    pair = {
         "prompt": messages,
         "chosen": record["preferred_output"],
         "rejected": record["non_preferred_output"],
     }
+    return pair | ({"tools": given["tools"]} if "tools" in given else {})
+
+
+def record_tools(record: Any, where: str) -> list[dict[str, Any]] | None:
+    """The tool definitions a conversation offers (OpenAI's `tools`, a list of objects), or None for
+    none: what a model's own template writes where the model reads them (`apply_chat_template`'s
+    `tools`). The stack's templates have no place for them, so a record offering tools is
+    unrenderable there (`refuse_tools`), never trained as if none were offered."""
+    tools = record.get("tools") if isinstance(record, dict) else None
+    if tools is None or tools == []:
+        return None
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise BadInput(f"{where}: 'tools' must be a list of tool definitions (objects), as OpenAI's are")
+    return tools
+
+
+def refuse_tools(tools: list[dict[str, Any]] | None, where: str) -> None:
+    """Leave a record out as unrenderable where it offers tools, for a template that cannot write them."""
+    if tools:
+        reason = f"it offers tools ({len(tools)}), which the chat template has no place for"
+        raise LeftOut(UNRENDERABLE, where, f"{reason}; {UNRENDERABLE_FIX}")
 
 
 def _shared_messages(
@@ -374,7 +391,8 @@ def _shared_messages(
         users = [m.get("content") for m in before if isinstance(m, dict) and m.get("role") == "user"]
         if users[-1:] != [prompt]:
             raise BadInput(f"{where}: 'prompt' is not the user's message the conversations hold")
-    return {"prompt": before, "chosen": chosen[-1], "rejected": rejected[-1]}
+    tools = {"tools": record["tools"]} if "tools" in record else {}
+    return {"prompt": before, "chosen": chosen[-1], "rejected": rejected[-1], **tools}
 
 
 def _hh_pair(chosen: str, rejected: str, where: str) -> dict[str, Any]:

@@ -37,7 +37,15 @@ import numpy as np
 from contracts.errors import BadInput
 from contracts.pair_rows import PAIR_ROLES
 from stack.data.chat_render import ModelTemplate, model_answer, model_prompt
-from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, explicit_pair, states_reasoning
+from stack.data.chat_shapes import (
+    UNRENDERABLE,
+    UNRENDERABLE_FIX,
+    LeftOut,
+    explicit_pair,
+    record_tools,
+    refuse_tools,
+    states_reasoning,
+)
 from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn, template_text
 from stack.data.tokenizer import Tokenizer
 
@@ -106,9 +114,11 @@ def parse_pair(record: Any, where: str, template: ChatTemplate | ModelTemplate) 
     two conversations (stack.data.chat_shapes); a chat prompt's completions as a model's own
     template writes them (the module docstring)."""
     record = explicit_pair(record, where)
-    prompt = record["prompt"]
+    prompt, tools = record["prompt"], record_tools(record, where)
     messages = [_message(m, where) for m in prompt] if isinstance(prompt, list) else None
     templated = messages is not None and isinstance(template, ModelTemplate)
+    if not templated:
+        refuse_tools(tools, where)
     if messages is not None and not templated:
         prompt = render_prompt(messages, template, where)
     if not templated and (not isinstance(prompt, str) or not prompt):
@@ -117,8 +127,9 @@ def parse_pair(record: Any, where: str, template: ChatTemplate | ModelTemplate) 
     if chosen["content"] == rejected["content"]:
         raise LeftOut("tie", where, "'chosen' and 'rejected' are the same text; there is nothing to prefer")
     if messages is not None and isinstance(template, ModelTemplate):
-        answers = (model_answer(template, messages, answer, where) for answer in (chosen, rejected))
-        return Pair(model_prompt(template, messages, where), *answers, templated=True)
+        offered = template.offering(tools)
+        answers = (model_answer(offered, messages, answer, where) for answer in (chosen, rejected))
+        return Pair(model_prompt(offered, messages, where), *answers, templated=True)
     for side, answer in (("chosen", chosen), ("rejected", rejected)):
         _written_whole(answer, side, where)
     return Pair(prompt, chosen["content"], rejected["content"])

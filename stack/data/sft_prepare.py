@@ -66,6 +66,8 @@ from stack.data.chat_shapes import (
     explicit_pair,
     message_text,
     prompt_completion_messages,
+    record_tools,
+    refuse_tools,
     turns_of,
 )
 from stack.data.corpus import InputFile, check_source_name, name_text
@@ -242,9 +244,11 @@ def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _
         messages = chat_messages(record, where)
     if plan.join == "concatenate" and not conversational(record):  # joined as TRL joins text
         return _Example([(m["role"], m["content"]) for m in messages], where, joined=True)
+    tools = record_tools(record, where)
     if isinstance(renderer, ModelTemplate):
         turns = [(str(m["role"]), message_text(m)) for m in messages]
-        return _Example(turns, where, model_turns(renderer, messages, where))
+        return _Example(turns, where, model_turns(renderer.offering(tools), messages, where))
+    refuse_tools(tools, where)
     return _Example(turns_of(messages, tuple(renderer.spec.roles), where), where)
 
 

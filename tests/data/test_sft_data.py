@@ -775,7 +775,8 @@ def test_a_chat_record_of_no_shape_or_with_a_turn_not_to_train_is_refused(record
 def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() -> None:
     """UltraFeedback's and TRL's implicit prompt (whole conversations sharing their prompt), OpenAI's
     preference line (`input.messages`, `preferred_output`, `non_preferred_output`; one that offers
-    tools left out, as the template is not given them) and Anthropic HH's transcripts are the prompt
+    tools left out by the stack's template, which has no place for them) and Anthropic HH's
+    transcripts are the prompt
     and two completions of the explicit form."""
     template = load_template(None)
     user = {"role": "user", "content": "2+2?"}
@@ -805,7 +806,8 @@ def test_openai_preference_lines_prepare_and_one_offering_tools_is_left_out_and_
     tmp_path: Path,
 ) -> None:
     """A file of OpenAI's preference lines prepares as pairs; a line whose input offers tools is left
-    out as unrenderable, its bytes read and dropped, so GATE-DATA-014's books balance."""
+    out as unrenderable by the stack's template, its bytes read and dropped, so GATE-DATA-014's books
+    balance."""
     lines = []
     for i in range(12):
         ask = {"role": "user", "content": f"What is {i} + 1?"}

@@ -24,6 +24,7 @@ from stack.data.chat_jinja import jinja_of
 from stack.data.chat_shapes import LeftOut
 from stack.data.filters.droplog import DROP_LOG_FILE
 from stack.data.manifest import load_manifest
+from stack.data.prefs_rows import parse_pair
 from stack.data.sft_prepare import chosen_renderer
 from stack.data.sft_reader import open_labels
 from stack.data.sft_template import load_template
@@ -292,6 +293,45 @@ def test_tool_calls_a_model_s_template_writes_are_rendered_and_learnt(tmp_path: 
     learnt = tokenizer.decode([i for i, s in zip(ids, supervised, strict=True) if s])
     assert '<tool_call>\n{"name": "lookup", "arguments": {"q": "x"}}\n</tool_call>' in learnt
     assert "found" not in learnt and "<tool_response>" in tokenizer.decode(ids)
+
+
+LOOKUP_TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "description": "Look a word up.", "parameters": {"type": "object"}},
+}
+
+
+def test_the_tools_a_conversation_offers_are_written_where_the_template_writes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record's OpenAI `tools` reach the model's template as `apply_chat_template(..., tools=...)`
+    hands them: each example's ids are transformers' rendering with the tool list in its system turn,
+    where they were trained as if no tool were offered. The stack's template has no place for them:
+    such records are left out as unrenderable there, counted, not trained without them."""
+    from transformers import AutoTokenizer
+
+    directory = chatml_instruct_tokenizer(tmp_path / "tok", chat_template=CHATML_TOOLS_TEMPLATE)
+    records = [{**chat(i, tool=True), "tools": [LOOKUP_TOOL]} for i in range(20)]
+    path = write(tmp_path / "tools.jsonl", records)
+    assert prepare(path, tmp_path / "d", f"hf:{directory}", "--pack-len", "512") == 0
+    ids, _ = first_example(tmp_path / "d")
+    users = AutoTokenizer.from_pretrained(str(directory))
+    rendered = [users.apply_chat_template(r["messages"], tools=r["tools"], tokenize=False) for r in records]
+    (whole,) = [text for text in rendered if users.decode(ids) == text]
+    assert ids == users(whole)["input_ids"] and '<tools>\n{"type": "function"' in whole
+    assert prepare(path, tmp_path / "stack", f"hf:{directory}", "--template", "chat") == 2
+    assert "offers tools (1), which the chat template has no place for" in capsys.readouterr().err
+    # An OpenAI preference line's input tools reach its prompt the same way.
+    line = {
+        "input": {"messages": records[0]["messages"][1:2], "tools": [LOOKUP_TOOL]},
+        "preferred_output": [{"role": "assistant", "content": "It holds."}],
+        "non_preferred_output": [{"role": "assistant", "content": "It drops."}],
+    }
+    template = chosen_renderer(None, CHATML_TOOLS_TEMPLATE, load_tokenizer(tmp_path / "d"))
+    asked = users.apply_chat_template(
+        line["input"]["messages"], tools=[LOOKUP_TOOL], add_generation_prompt=True, tokenize=False
+    )
+    assert parse_pair(line, "x", template).prompt == asked
 
 
 # -- GATE-SFT-001 rev 7 ------------------------------------------------------------------------

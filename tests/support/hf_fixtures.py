@@ -80,9 +80,12 @@ REASONING_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
 LLAMA3_CHAT_MARKERS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-# Qwen2.5's way with OpenAI tool calls: an assistant's call as <tool_call> JSON in its turn, a tool's
-# answer as <tool_response> in a user turn.
+# Qwen2.5's way with OpenAI tool calls: the tools offered as JSON in a system turn of their own, an
+# assistant's call as <tool_call> JSON in its turn, a tool's answer as <tool_response> in a user turn.
 CHATML_TOOLS_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\n# Tools\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\n' + tool | tojson }}{%- endfor %}"
+    "{{- '\n</tools><|im_end|>\n' }}{%- endif %}"
     "{%- for message in messages %}"
     "{%- if message.role in ['system', 'user'] or (message.role == 'assistant' and not message.tool_calls) %}"
     "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
