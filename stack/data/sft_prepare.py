@@ -313,9 +313,11 @@ def _read_examples(
     examples, counts = [], Counter[str]()
     for number, given in enumerate(plan.files):
         if given.is_dir():
+            # a Hub dataset's directory holds Parquet shards (train-00000-of-00002.parquet, ...)
+            shards = any(given.glob("*.parquet")) and not any(given.glob("*.jsonl"))
             raise BadInput(
-                f"{given} is a directory; name its files (`{given}/*.jsonl`): {plan.fmt} data is read "
-                "from the JSONL or Parquet files given"
+                f"{given} is a directory; name its files (`{given}/*.{'parquet' if shards else 'jsonl'}`): "
+                f"{plan.fmt} data is read from the JSONL or Parquet files given"
             )
         if not given.is_file():
             raise BadInput(f"{given} is not a file; give JSONL or Parquet files of {plan.fmt} records")

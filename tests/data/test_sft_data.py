@@ -881,3 +881,8 @@ def test_prepare_says_how_many_examples_each_split_holds_and_how_to_give_a_direc
     assert f"in {examples['train']:,} examples; " in said and f"in {examples['heldout']:,} examples; " in said
     assert main(["prepare", str(CHAT.parent), "--format", "chat", "--out", str(tmp_path / "e")]) == 2
     assert f"name its files (`{CHAT.parent}/*.jsonl`)" in capsys.readouterr().err
+    hub = tmp_path / "hub"  # a Hub dataset's directory of Parquet shards
+    hub.mkdir()
+    (hub / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+    assert main(["prepare", str(hub), "--format", "chat", "--out", str(tmp_path / "f")]) == 2
+    assert f"name its files (`{hub}/*.parquet`)" in capsys.readouterr().err
