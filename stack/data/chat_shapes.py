@@ -31,9 +31,10 @@ record's messages as they are, for a model's own template to render what it can
 which have a system, a user and an assistant turn only.
 Messages quote a record by `excerpt`, one short line whatever the record holds.
 
-A message's `weight` (OpenAI's way to leave a turn out of training) is refused unless it is 1 or
-null (none stated, as a Parquet row holds a field its message leaves out): supervising a turn its
-data says not to train on would be silent, and leaving it out is a mask the stack does not make.
+A message's or a ShareGPT turn's `weight` (a way to leave a turn out of training) is refused unless
+it is 1 or null (none stated, as a Parquet row holds a field its message leaves out): supervising a
+turn its data says not to train on would be silent, and leaving it out is a mask the stack does not
+make.
 """
 
 from __future__ import annotations
@@ -142,6 +143,17 @@ def _content(value: Any, where: str) -> str | None:
     return None
 
 
+def weighed(message: dict[str, Any], where: str) -> None:
+    """Refuse a turn whose `weight` (OpenAI's and ShareGPT exports' way to leave it out of training)
+    is other than 1 or null (none stated, as a Parquet row holds a field its message leaves out)."""
+    weight = message.get("weight")
+    if weight not in (None, 1):
+        raise BadInput(
+            f"{where} has weight {weight!r}: a turn left out of training is not something prepare "
+            "can mask; drop the turn (or its example) from the file, or give it weight 1"
+        )
+
+
 def openai_message(message: Any, where: str) -> dict[str, Any]:
     """One OpenAI-shaped message as it is (a content of text parts joined into its text), refused in
     one line when it is no message at all: not an object with a string role."""
@@ -150,12 +162,7 @@ def openai_message(message: Any, where: str) -> dict[str, Any]:
             f'{where} is not a message: {excerpt(message)}; a message is {{"role": "user", "content": '
             '"..."}} (roles system, user, assistant, or a tool\'s)'
         )
-    weight = message.get("weight")
-    if weight not in (None, 1):  # null: no weight, as a Parquet row's message without one holds it
-        raise BadInput(
-            f"{where} has weight {weight!r}: a turn left out of training is not something prepare "
-            "can mask; drop the turn (or its example) from the file, or give it weight 1"
-        )
+    weighed(message, where)
     for key in REASONING_FIELDS:
         if message.get(key) is not None and not isinstance(message[key], str):
             raise BadInput(
@@ -215,6 +222,8 @@ def _sharegpt_turn(message: Any, where: str) -> tuple[str, str]:
             f"{excerpt(message)}; give tool use as OpenAI messages (an assistant's tool_calls, a tool "
             "message) for a template that writes them, or leave such records out of the file",
         )
+    if isinstance(message, dict):
+        weighed(message, where)
     if speaker not in SHAREGPT_ROLES or not isinstance(value, str):
         raise BadInput(
             f"{where} must be {{from: {'|'.join(SHAREGPT_ROLES)}, value: text}}, got {excerpt(message)}"

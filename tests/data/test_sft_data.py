@@ -760,14 +760,23 @@ def test_alpaca_and_trl_records_are_a_user_turn_and_an_assistant_turn() -> None:
             },
             "x: messages[1] has weight 0: a turn left out of training is not something prepare can mask",
         ),
+        (
+            {
+                "conversations": [
+                    {"from": "human", "value": "hi"},
+                    {"from": "gpt", "value": "no", "weight": 0.0},
+                ]
+            },
+            "x: conversations[1] has weight 0.0: a turn left out of training",
+        ),
         ({"text": "a", "label": 1}, 'x: a chat record is {"messages"'),
         ({"conversations": [{"from": "narrator", "value": "hi"}]}, "x: conversations[0] must be {from:"),
     ],
-    ids=["weight-zero", "no-shape", "unknown-speaker"],
+    ids=["weight-zero", "sharegpt-weight-zero", "no-shape", "unknown-speaker"],
 )
 def test_a_chat_record_of_no_shape_or_with_a_turn_not_to_train_is_refused(record: dict, message: str) -> None:
-    """A turn its data says not to train on (OpenAI's weight 0) was supervised in silence; a record of
-    no known shape names its fields and the shapes taken."""
+    """A turn its data says not to train on (OpenAI's or a ShareGPT export's weight 0) was supervised
+    in silence; a record of no known shape names its fields and the shapes taken."""
     with pytest.raises(BadInput, match=re.escape(message)):
         example_turns(record, "chat", "x")
 
@@ -776,8 +785,7 @@ def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() ->
     """UltraFeedback's and TRL's implicit prompt (whole conversations sharing their prompt), OpenAI's
     preference line (`input.messages`, `preferred_output`, `non_preferred_output`; one that offers
     tools left out by the stack's template, which has no place for them) and Anthropic HH's
-    transcripts are the prompt
-    and two completions of the explicit form."""
+    transcripts are the prompt and two completions of the explicit form."""
     template = load_template(None)
     user = {"role": "user", "content": "2+2?"}
     explicit = {"prompt": [user], "chosen": [{"role": "assistant", "content": "4."}], "rejected": "5."}
