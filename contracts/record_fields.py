@@ -8,7 +8,8 @@ Each shape declares its text fields:
   reasoning where a message states it apart from the answer (REASONING_FIELDS: `reasoning_content`
   as Qwen3's and DeepSeek-R1's templates read it, `thinking` as gpt-oss's does);
 - chat, ShareGPT: every conversation turn's `value`;
-- chat, Alpaca: `instruction`, `input` and `output`;
+- chat, Alpaca: `instruction`, `input` and `output`, and LLaMA-Factory's `system` and each text of
+  its `history` ([instruction, response] pairs of earlier rounds);
 - prompt-completion: `prompt` and `completion` as text, or each message's content in TRL's
   conversational form.
 
@@ -65,7 +66,13 @@ def _declared(record: Any, fmt: str) -> list[tuple[str, Any]]:
             (f"conversations[{i}].value", t.get("value") if isinstance(t, dict) else None)
             for i, t in enumerate(turns)
         ]
-    return [(key, record.get(key)) for key in ("instruction", "input", "output")]
+    history = record.get("history")
+    earlier = [
+        (f"history[{i}][{j}]", text)
+        for i, pair in enumerate(history if isinstance(history, list) else [])
+        for j, text in enumerate(pair if isinstance(pair, list) else [])
+    ]
+    return [(key, record.get(key)) for key in ("system", "instruction", "input", "output")] + earlier
 
 
 def record_texts(record: Any, fmt: str) -> list[tuple[str, str]]:

@@ -7,7 +7,8 @@ shapes taken:
 
 - chat: OpenAI `{"messages": [{"role", "content"}]}`, a content a string or a list of text
   parts (joined); ShareGPT `{"conversations": [{"from", "value"}]}` (human or user, gpt or
-  assistant, system); Alpaca `{"instruction", "input", "output"}` (the instruction, and the
+  assistant, system); Alpaca `{"instruction", "input", "output"}` (and LLaMA-Factory's `system`
+  and `history` of earlier [instruction, response] pairs, as turns before it; the instruction, and the
   input after a blank line, as the user's turn; the output as the assistant's).
 - prompt-completion: `{"prompt": text, "completion": text}`, or TRL's conversational form, a
   list of messages and a list of one assistant message.
@@ -284,10 +285,25 @@ def message_text(message: dict[str, Any]) -> str:
 
 
 def _alpaca_turns(record: dict[str, Any], where: str) -> list[tuple[str, str]]:
+    """An Alpaca record's turns: its `system` (LLaMA-Factory's), the exchanges of its `history` (a
+    list of [instruction, response] pairs, LLaMA-Factory's earlier rounds), then the instruction with
+    its input as the user's turn and the output as the assistant's."""
     instruction, given, output = record["instruction"], record.get("input") or "", record["output"]
-    if not all(isinstance(v, str) for v in (instruction, given, output)):
-        raise BadInput(f"{where}: an Alpaca record's instruction, input and output must be text")
-    return [("user", f"{instruction}\n\n{given}" if given else instruction), ("assistant", output)]
+    system, history = record.get("system") or "", record.get("history") or []
+    if not all(isinstance(v, str) for v in (instruction, given, output, system)):
+        raise BadInput(f"{where}: an Alpaca record's instruction, input, output and system must be text")
+    exchanges = history if isinstance(history, list) else None
+    if exchanges is None or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)
+        for pair in exchanges
+    ):
+        raise BadInput(
+            f"{where}: an Alpaca record's history must be a list of [instruction, response] pairs of text"
+        )
+    turns = [("system", system)] if system.strip() else []
+    for asked, answered in exchanges:
+        turns += [("user", asked), ("assistant", answered)]
+    return [*turns, ("user", f"{instruction}\n\n{given}" if given else instruction), ("assistant", output)]
 
 
 def prompt_completion_messages(record: Any, where: str) -> list[dict[str, Any]]:

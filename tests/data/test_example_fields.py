@@ -169,6 +169,24 @@ def test_reasoning_a_template_does_not_write_is_never_trained_without_it(
         assert load_manifest(out).filters["main"].dropped == {"unrenderable": 6}
 
 
+@pytest.mark.gate("GATE-DATA-014")
+def test_an_alpaca_reader_that_drops_llama_factory_s_history_stops_stack_prepare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LLaMA-Factory's Alpaca records hold earlier rounds in `history`; a reader that keeps only the
+    last round trains each example without its context: GATE-DATA-014 names the texts lost."""
+    rows = [
+        {"history": [[f"Say {i}.", f"{i}."]], "instruction": "Say it again.", "input": "", "output": f"{i}."}
+        for i in range(8)
+    ]
+    source = tmp_path / "llama_factory.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    monkeypatch.setattr(chat_shapes, "_alpaca_turns", _dropping_input)
+    assert _prepare(source, tmp_path / "data") == 3
+    err = capsys.readouterr().err
+    assert "GATE-DATA-014" in err and "llama_factory.jsonl:1: history[0][0]" in err, err
+
+
 def test_the_judge_names_each_lost_field_and_passes_none() -> None:
     fields = Fields()
     fields.rendered([("instruction", "Add."), ("input", "2 and 2")], "User: Add.\nAssistant: 4.", "a:1")

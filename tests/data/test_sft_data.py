@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from contracts.errors import BadInput, GateViolation
 from contracts.packing import greedy_packing
+from contracts.record_fields import fields_missing, record_texts
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import sft_prepare
@@ -746,6 +747,37 @@ def test_alpaca_and_trl_records_are_a_user_turn_and_an_assistant_turn() -> None:
         "completion": [{"role": "assistant", "content": "4."}],
     }
     assert example_turns(trl, "prompt-completion", "x") == [("user", "2+2?"), ("assistant", "4.")]
+
+
+def test_a_llama_factory_alpaca_record_keeps_its_system_and_history_as_turns() -> None:
+    """LLaMA-Factory's Alpaca records carry a `system` and a `history` of earlier [instruction,
+    response] rounds, which the reader dropped unsaid (GATE-DATA-014 declares them now): they are
+    turns before the instruction, and the rendered example holds every field."""
+    record = {
+        "system": "Answer in French.",
+        "history": [["Name a colour.", "Rouge."]],
+        "instruction": "Name a fruit.",
+        "input": "",
+        "output": "Pomme.",
+    }
+    turns = example_turns(record, "chat", "x")
+    assert turns == [
+        ("system", "Answer in French."),
+        ("user", "Name a colour."),
+        ("assistant", "Rouge."),
+        ("user", "Name a fruit."),
+        ("assistant", "Pomme."),
+    ]
+    assert fields_missing(record_texts(record, "chat"), "\n".join(t for _, t in turns)) == []
+    assert [name for name, _ in record_texts(record, "chat")] == [
+        "system",
+        "instruction",
+        "output",
+        "history[0][0]",
+        "history[0][1]",
+    ]
+    with pytest.raises(BadInput, match="history must be a list of"):
+        example_turns({**record, "history": ["Name a colour."]}, "chat", "x")
 
 
 @pytest.mark.parametrize(
