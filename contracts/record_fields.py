@@ -7,7 +7,7 @@ Each shape declares its text fields:
 - chat, OpenAI: every message's `content` (a string, or each text part's `text`), and its
   reasoning where a message states it apart from the answer (REASONING_FIELDS: `reasoning_content`
   as Qwen3's and DeepSeek-R1's templates read it, `thinking` as gpt-oss's does);
-- chat, ShareGPT: every conversation turn's `value`;
+- chat, ShareGPT: every conversation turn's `value`, and LLaMA-Factory's `system` stated apart;
 - chat, Alpaca: `instruction`, `input` and `output`, and LLaMA-Factory's `system` and each text of
   its `history` ([instruction, response] pairs of earlier rounds);
 - prompt-completion: `prompt` and `completion` as text, or each message's content in TRL's
@@ -62,7 +62,7 @@ def _declared(record: Any, fmt: str) -> list[tuple[str, Any]]:
         return _contents(record["messages"], "messages")
     if "conversations" in record:
         turns = record["conversations"] if isinstance(record["conversations"], list) else []
-        return [
+        return [("system", record.get("system"))] + [
             (f"conversations[{i}].value", t.get("value") if isinstance(t, dict) else None)
             for i, t in enumerate(turns)
         ]

@@ -7,9 +7,11 @@ shapes taken:
 
 - chat: OpenAI `{"messages": [{"role", "content"}]}`, a content a string or a list of text
   parts (joined); ShareGPT `{"conversations": [{"from", "value"}]}` (human or user, gpt or
-  assistant, system); Alpaca `{"instruction", "input", "output"}` (and LLaMA-Factory's `system`
-  and `history` of earlier [instruction, response] pairs, as turns before it; the instruction, and the
-  input after a blank line, as the user's turn; the output as the assistant's).
+  assistant, system; LLaMA-Factory's `system` stated apart, as the first turn); Alpaca
+  `{"instruction", "input", "output"}` (the instruction, and the input after a blank line, as the
+  user's turn; the output as the assistant's; LLaMA-Factory's `system` and `history` of earlier
+  [instruction, response] pairs as turns before them). A record's OpenAI `tools` (LLaMA-Factory's
+  as JSON text) are read by `record_tools`.
 - prompt-completion: `{"prompt": text, "completion": text}`, or TRL's conversational form, a
   list of messages and a list of one assistant message.
 - prefs: `{"prompt", "chosen", "rejected"}`, the prompt text or messages and each completion
@@ -250,6 +252,10 @@ def chat_messages(record: Any, where: str) -> list[dict[str, Any]]:
     elif "conversations" in record:
         listed = _listed(record, "conversations", where)
         turns = [_sharegpt_turn(m, f"{where}: conversations[{i}]") for i, m in enumerate(listed)]
+        system = record.get("system")  # LLaMA-Factory's ShareGPT states the system prompt apart
+        if system is not None and not isinstance(system, str):
+            raise BadInput(f"{where}: a ShareGPT record's system must be text")
+        turns = ([("system", system)] if system and system.strip() else []) + turns
         messages = [{"role": role, "content": content} for role, content in turns]
     elif {"instruction", "output"} <= record.keys():
         messages = [{"role": role, "content": content} for role, content in _alpaca_turns(record, where)]
@@ -388,7 +394,12 @@ def record_tools(record: Any, where: str) -> list[dict[str, Any]] | None:
     `tools`). The stack's templates have no place for them, so a record offering tools is
     unrenderable there (`refuse_tools`), never trained as if none were offered."""
     tools = record.get("tools") if isinstance(record, dict) else None
-    if tools is None or tools == []:
+    if isinstance(tools, str) and tools.strip():  # LLaMA-Factory's ShareGPT: the list as JSON text
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError:
+            raise BadInput(f"{where}: 'tools' is text that is no JSON list of tool definitions") from None
+    if tools is None or tools == [] or tools == "":
         return None
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise BadInput(f"{where}: 'tools' must be a list of tool definitions (objects), as OpenAI's are")

@@ -25,7 +25,7 @@ from contracts.record_fields import fields_missing, record_texts
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import sft_prepare
-from stack.data.chat_shapes import LeftOut
+from stack.data.chat_shapes import LeftOut, record_tools
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import Pair, parse_pair
 from stack.data.sft_gates import check_supervision, packing_outcome, supervision_outcome
@@ -747,6 +747,20 @@ def test_alpaca_and_trl_records_are_a_user_turn_and_an_assistant_turn() -> None:
         "completion": [{"role": "assistant", "content": "4."}],
     }
     assert example_turns(trl, "prompt-completion", "x") == [("user", "2+2?"), ("assistant", "4.")]
+
+
+def test_a_llama_factory_sharegpt_record_keeps_its_system_and_reads_its_tools() -> None:
+    """LLaMA-Factory's ShareGPT records state the system prompt apart (`system`), which the reader
+    dropped unsaid, and their tools as JSON text: the system is the first turn, the tools a list
+    (which the stack's template, with no place for them, leaves out as unrenderable)."""
+    record = {"system": "Be brief.", "conversations": SAME_CHAT["sharegpt"]["conversations"][1:]}
+    assert example_turns(record, "chat", "x") == example_turns(OPENAI, "chat", "x")
+    assert record_texts(record, "chat")[0] == ("system", "Be brief.")
+    tools = json.dumps([{"type": "function", "function": {"name": "lookup"}}])
+    assert record_tools({**record, "tools": tools}, "x") == json.loads(tools)
+    assert record_tools({**record, "tools": ""}, "x") is None
+    with pytest.raises(BadInput, match="no JSON list"):
+        record_tools({**record, "tools": "lookup"}, "x")
 
 
 def test_a_llama_factory_alpaca_record_keeps_its_system_and_history_as_turns() -> None:
