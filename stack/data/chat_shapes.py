@@ -18,8 +18,10 @@ shapes taken:
   text or one assistant message; chosen and rejected as whole conversations that share every
   message but the last (UltraFeedback binarized, TRL's implicit prompt: the shared messages are
   the prompt); OpenAI's preference line `{"input": {"messages"}, "preferred_output",
-  "non_preferred_output"}`; Anthropic HH's transcripts `{"chosen": "\n\nHuman: ... \n\nAssistant: ...",
-  "rejected": ...}` (the shared text through the last `Assistant:` is the prompt).
+  "non_preferred_output"}`; LLaMA-Factory's ShareGPT and Alpaca pairs (the prompt as that chat
+  shape, `chosen` and `rejected` one answer each); Anthropic HH's transcripts `{"chosen":
+  "\n\nHuman: ... \n\nAssistant: ...", "rejected": ...}` (the shared text through the last
+  `Assistant:` is the prompt).
 
 A record of the right shape with nothing to learn from (a chat that ends before the assistant
 answers, a pair whose two sides differ before the answers or prefer a text to itself) is
@@ -363,11 +365,37 @@ def explicit_pair(record: Any, where: str) -> dict[str, Any]:
         return _shared_messages(record, chosen, rejected, where)
     if "prompt" in record:
         return record
+    if "conversations" in record or "instruction" in record:
+        return _llama_factory_pair(record, where)
     if isinstance(chosen, str) and isinstance(rejected, str):
         return _hh_pair(chosen, rejected, where)
     raise BadInput(
         f"{where}: a preference record without 'prompt' must give chosen and rejected as whole conversations"
     )
+
+
+def _llama_factory_pair(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """LLaMA-Factory's preference records: ShareGPT's, the prompt as `conversations` (and `system`)
+    and each answer one `{"from": "gpt", "value"}` turn; Alpaca's, the prompt as `instruction` (and
+    `input`, `system`, `history`) and each answer text. The prompt is read as the chat shape of the
+    same record is (`chat_messages`, with an empty answer it drops), the answers as the assistant's
+    messages."""
+    if "conversations" in record:
+        answers = [_sharegpt_turn(record[side], f"{where}: {side}") for side in ("chosen", "rejected")]
+        if any(role != "assistant" for role, _ in answers):
+            raise BadInput(
+                f"{where}: a ShareGPT pair's chosen and rejected must each be the assistant's turn"
+            )
+        turns = [*_listed(record, "conversations", where), {"from": "gpt", "value": ""}]
+        asked: dict[str, Any] = {"conversations": turns, "system": record.get("system")}
+        texts = [text for _, text in answers]
+    else:
+        texts = [record["chosen"], record["rejected"]]
+        if not all(isinstance(text, str) for text in texts):
+            raise BadInput(f"{where}: an Alpaca pair's chosen and rejected must be text")
+        asked = {**record, "output": ""}
+    chosen, rejected = ({"role": "assistant", "content": text} for text in texts)
+    return {"prompt": chat_messages(asked, where)[:-1], "chosen": chosen, "rejected": rejected}
 
 
 def _openai_pair(record: dict[str, Any], where: str) -> dict[str, Any]:

@@ -277,9 +277,28 @@ def _said(value: object) -> str:
 def _unrendered_bytes(record: object, plan: SftPlan, where: str) -> int:
     """The UTF-8 bytes of what a record the renderer cannot write says (its messages' text, a pair's
     prompt, chosen and rejected), booked as read and dropped as unrenderable so GATE-DATA-014's books
-    balance (stack.data.accounting); the record was parsed once already, so this cannot refuse it
-    (a ShareGPT record's turns are its values, read as they stand: its tool turns are no messages; an
-    OpenAI preference line's its input messages and outputs, whatever tools it offers)."""
+    balance (stack.data.accounting). The record was parsed once already: where reading it again as
+    its shape leaves it out once more (a pair whose prompt holds a ShareGPT tool turn), every text
+    it holds is counted instead (`_strings`), the same on both sides of the books."""
+    try:
+        return _said_bytes(record, plan, where)
+    except LeftOut:
+        return sum(len(text.encode("utf-8")) for text in _strings(record))
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string a JSON value holds, at any depth."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _strings(item)
+
+
+def _said_bytes(record: object, plan: SftPlan, where: str) -> int:
+    """`_unrendered_bytes` read by the record's shape (a ShareGPT record's turns are its values, read
+    as they stand: its tool turns are no messages; an OpenAI preference line's its input messages
+    and outputs, whatever tools it offers)."""
     turns = record.get("conversations") if isinstance(record, dict) else None
     given = record.get("input") if isinstance(record, dict) else None
     if plan.fmt == PREFS_FORMAT and isinstance(given, dict):  # OpenAI's line, which may offer tools

@@ -830,8 +830,9 @@ def test_a_chat_record_of_no_shape_or_with_a_turn_not_to_train_is_refused(record
 def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() -> None:
     """UltraFeedback's and TRL's implicit prompt (whole conversations sharing their prompt), OpenAI's
     preference line (`input.messages`, `preferred_output`, `non_preferred_output`; one that offers
-    tools left out by the stack's template, which has no place for them) and Anthropic HH's
-    transcripts are the prompt and two completions of the explicit form."""
+    tools left out by the stack's template, which has no place for them), LLaMA-Factory's ShareGPT
+    and Alpaca pairs (refused as of no shape before) and Anthropic HH's transcripts are the prompt
+    and two completions of the explicit form."""
     template = load_template(None)
     user = {"role": "user", "content": "2+2?"}
     explicit = {"prompt": [user], "chosen": [{"role": "assistant", "content": "4."}], "rejected": "5."}
@@ -848,6 +849,13 @@ def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() ->
     assert parse_pair(openai, "x", template) == Pair(expected.prompt, expected.chosen, "5.")
     with pytest.raises(LeftOut, match="offers tools"):
         parse_pair({**openai, "input": {"messages": [user], "tools": [{"type": "function"}]}}, "x", template)
+    sharegpt = {
+        "conversations": [{"from": "human", "value": "2+2?"}],
+        "chosen": {"from": "gpt", "value": "4."},
+        "rejected": {"from": "gpt", "value": "5."},
+    }
+    alpaca = {"instruction": "2+2?", "input": "", "chosen": "4.", "rejected": "5."}
+    assert parse_pair(sharegpt, "x", template) == parse_pair(alpaca, "x", template) == expected
     hh = {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4.", "rejected": "\n\nHuman: 2+2?\n\nAssistant: 5."}
     assert parse_pair(hh, "x", template) == Pair("\n\nHuman: 2+2?\n\nAssistant:", " 4.", " 5.")
     with pytest.raises(BadInput, match="must share every message but their last"):
@@ -877,6 +885,27 @@ def test_openai_preference_lines_prepare_and_one_offering_tools_is_left_out_and_
     assert made.filters["sft"].dropped == {"unrenderable": 1} and made.filters["sft"].documents_out == 11
     books = made.accounting["sft"]
     assert books.dropped_bytes["unrenderable"] == len("What is 3 + 1?4.5, roughly.")
+    assert sum(books.input_bytes.values()) == books.kept_bytes + sum(books.dropped_bytes.values())
+
+
+def test_llama_factory_sharegpt_pairs_prepare_and_one_with_a_tool_turn_is_left_out_and_booked(
+    tmp_path: Path,
+) -> None:
+    """LLaMA-Factory's ShareGPT preference records prepare as pairs; one whose prompt holds a tool
+    turn is left out as unrenderable, its text read and dropped, so GATE-DATA-014's books balance."""
+    lines = []
+    for i in range(12):
+        asked = [{"from": "human", "value": f"What is {i} + 1?"}]
+        if i == 5:
+            asked += [{"from": "function_call", "value": "{}"}, {"from": "observation", "value": "6"}]
+        answers = {"chosen": {"from": "gpt", "value": f"{i + 1}."}, "rejected": {"from": "gpt", "value": "?"}}
+        lines.append(json.dumps({"conversations": asked, **answers}))
+    path = tmp_path / "lf.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    made = prepare_sft([path], tmp_path / "data", fmt="prefs", pack_len=64, val_fraction=0)
+    assert made.filters["sft"].dropped == {"unrenderable": 1} and made.filters["sft"].documents_out == 11
+    books = made.accounting["sft"]
+    assert books.dropped_bytes["unrenderable"] > 0
     assert sum(books.input_bytes.values()) == books.kept_bytes + sum(books.dropped_bytes.values())
 
 
