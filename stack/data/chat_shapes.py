@@ -194,7 +194,8 @@ def states_reasoning(message: dict[str, Any]) -> bool:
 
 def turn_of(message: dict[str, Any], roles: tuple[str, ...], where: str) -> tuple[str, str]:
     """(role, text) of a message a template of `roles` writes as a turn; one it cannot write (a
-    tool call, a tool's answer, another role, a content that is no text) is left out as unrenderable."""
+    tool call, a tool's answer, another role, a content that is no text, reasoning stated apart from
+    the content) is left out as unrenderable."""
     role, content = message["role"], message.get("content")
     reasoning = states_reasoning(message)
     if message.get("tool_calls") or role not in roles or not isinstance(content, str) or reasoning:
