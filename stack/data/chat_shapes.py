@@ -435,6 +435,14 @@ def record_tools(record: Any, where: str) -> list[dict[str, Any]] | None:
     return tools
 
 
+def refuse_reasoning(message: dict[str, Any], what: str, where: str) -> None:
+    """Leave a record out as unrenderable where `what`, one of its messages, states reasoning apart
+    from its content (`states_reasoning`), for a template that writes the content alone."""
+    if states_reasoning(message):
+        reason = f"{what} states reasoning apart from its content (`reasoning_content`), which the template"
+        raise LeftOut(UNRENDERABLE, where, f"{reason} cannot write; {UNRENDERABLE_FIX}")
+
+
 def refuse_tools(tools: list[dict[str, Any]] | None, where: str) -> None:
     """Leave a record out as unrenderable where it offers tools, for a template that cannot write them."""
     if tools:

@@ -43,8 +43,8 @@ from stack.data.chat_shapes import (
     LeftOut,
     explicit_pair,
     record_tools,
+    refuse_reasoning,
     refuse_tools,
-    states_reasoning,
 )
 from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn, template_text
 from stack.data.tokenizer import Tokenizer
@@ -83,7 +83,7 @@ def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate | Model
             turns = ", ".join(r for r in roles if r != ASSISTANT)
             reason = f"prompt[{i}] has role {message['role']!r}; the template writes {turns} turns before it"
             raise LeftOut(UNRENDERABLE, where, f"{reason}; {UNRENDERABLE_FIX}")
-        _written_whole(message, f"prompt[{i}]", where)
+        refuse_reasoning(message, f"prompt[{i}]", where)
     text = "".join(roles[m["role"]].prefix + m["content"] + roles[m["role"]].suffix for m in messages)
     return text + roles[ASSISTANT].prefix
 
@@ -126,21 +126,13 @@ def parse_pair(record: Any, where: str, template: ChatTemplate | ModelTemplate) 
     chosen, rejected = _completion(record["chosen"], where), _completion(record["rejected"], where)
     if chosen["content"] == rejected["content"]:
         raise LeftOut("tie", where, "'chosen' and 'rejected' are the same text; there is nothing to prefer")
-    if messages is not None and isinstance(template, ModelTemplate):
+    if templated:
         offered = template.offering(tools)
         answers = (model_answer(offered, messages, answer, where) for answer in (chosen, rejected))
         return Pair(model_prompt(offered, messages, where), *answers, templated=True)
     for side, answer in (("chosen", chosen), ("rejected", rejected)):
-        _written_whole(answer, side, where)
+        refuse_reasoning(answer, side, where)
     return Pair(prompt, chosen["content"], rejected["content"])
-
-
-def _written_whole(message: dict[str, Any], what: str, where: str) -> None:
-    """Leave a pair out as unrenderable where a message it holds states reasoning apart from its
-    content: the stack's templates write the content alone, and the reasoning would be lost unsaid."""
-    if states_reasoning(message):
-        reason = f"{what} states reasoning apart from its content (`reasoning_content`), which the template "
-        raise LeftOut(UNRENDERABLE, where, f"{reason}cannot write; {UNRENDERABLE_FIX}")
 
 
 def _row(
