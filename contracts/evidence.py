@@ -231,8 +231,11 @@ def plain(value: Any) -> Any:
     """`value` as strict JSON data: NaN and ±Inf become the strings "nan", "inf", "-inf", which
     the judges read back as those floats (contracts.judges.base.number); JSON has neither, and a
     writer that turned them into null would leave a record whose verdict no judge can give again."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # most leaves: taken as they are
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

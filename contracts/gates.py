@@ -31,7 +31,7 @@ import icontract
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
 from contracts.judges import judge
-from contracts.ledger import Ledger, Outcome, active_ledger
+from contracts.ledger import Outcome, active_ledger, alone
 from contracts.spec import load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,8 +128,9 @@ def _condition(gate_id: str, check: Callable[..., Outcome], level: Level) -> Cal
         if not _runs(level):
             return True
         outcome = check(**kwargs)
-        ledger = active_ledger() or Ledger()
-        verdict = ledger.record_outcome(gate_id, outcome)
+        ledger = active_ledger()
+        # Outside a run there is nothing to record the outcome in: its verdict alone is a new ledger's.
+        verdict = alone(gate_id, outcome) if ledger is None else ledger.record_outcome(gate_id, outcome)
         if verdict is Verdict.FAIL:
             _failed.outcome = outcome
             return False

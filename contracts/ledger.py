@@ -55,6 +55,16 @@ def verdict_of(spec: Spec, gate_id: str, holds: bool, waived: bool) -> Verdict:
     return Verdict.WARN if spec.gate(gate_id).severity is Severity.WARNING else Verdict.FAIL
 
 
+def alone(gate_id: str, outcome: Outcome) -> Verdict:
+    """The verdict a new ledger would give `outcome`, without the result it would keep: outside a
+    run a gate binding's outcome is recorded nowhere, and a traced forward's hundreds of values
+    were copied into that result (evidence.plain) only to be dropped."""
+    spec, problems = load_spec(), outcome.problems
+    if problems is None:
+        problems = tuple(judge(gate_id, outcome.measured, spec.gate(gate_id).threshold_values))
+    return verdict_of(spec, gate_id, not problems, waived=False)
+
+
 def judged_message(problems: list[str]) -> str | None:
     """A gate result's message: its judge's problems, joined (None when it holds). The one rule,
     for the ledger at run time and the integrity check re-judging a record."""

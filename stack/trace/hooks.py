@@ -34,14 +34,87 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.moe import MoE
 from stack.trace.sites import block_input
+from stack.trace.structure import kept
 
 Visitor = Callable[[str, torch.Tensor], torch.Tensor | None]
+# Where a site is read: the SiteHooks method that places its hook (`_output`, `_input`, or `_feed`
+# for a block input under shadow mode), the module and the site's name.
+Place = tuple[str, nn.Module, str]
+
+
+class _Placed:
+    """One hook put straight into a module's table of forward hooks or pre-hooks, under the next
+    key of torch's own handles (so no handle of torch's can take it), and taken out by `remove`.
+    What Module.register_forward_hook does, without the handle of weak references it makes for
+    each: a traced forward places and removes about eighty hooks, and those handles were more than
+    the placing itself."""
+
+    __slots__ = ("hooks", "key")
+
+    def __init__(self, hooks: dict[int, Callable[..., Any]], hook: Callable[..., Any]) -> None:
+        self.hooks, self.key = hooks, RemovableHandle.next_id
+        RemovableHandle.next_id += 1
+        hooks[self.key] = hook
+
+    def remove(self) -> None:
+        self.hooks.pop(self.key, None)
+
+
+def _sites(model: GPT) -> list[Place]:
+    """Every site of `model` in forward order, where its hook goes (kept per model structure:
+    stack.trace.structure)."""
+    places: list[Place] = [("_output", model.embed, "embed")]
+    for i, layer in enumerate(model.layers):
+        prefix = f"layers.{i}."
+        places.append(("_feed", layer, block_input(i)))
+        places += [("_output", layer.attn_norm, prefix + "attn_norm")]
+        places += [("_output", getattr(layer.attn, kind), prefix + kind) for kind in ("q", "k", "v")]
+        for kind in ("q_norm", "k_norm"):
+            norm = getattr(layer.attn, kind, None)
+            if norm is not None:
+                places.append(("_output", norm, prefix + kind))
+        if isinstance(layer.attn, DiffAttention):
+            places.append(("_output", layer.attn.q2, prefix + "q2"))
+            places.append(("_output", layer.attn.k2, prefix + "k2"))
+            places.append(("_output", layer.attn.head_norm, prefix + "attn_head_norm"))
+        if isinstance(layer, DepthRoutedBlock):
+            places.append(("_output", layer.router, prefix + "router"))
+        places.append(("_output", layer.attn, prefix + "attn_out"))
+        places.append(("_input", layer.ffn_norm, prefix + "attn_residual"))
+        places.append(("_output", layer.ffn_norm, prefix + "ffn_norm"))
+        if isinstance(layer.feed_forward, MoE):
+            places += _mixture(layer.feed_forward, prefix)
+        else:
+            ffn = layer.ffn
+            places.append(("_output", ffn.gate, prefix + "ffn_gate"))
+            places.append(("_output", ffn.up, prefix + "ffn_up"))
+            places.append(("_output", ffn.swiglu.act, prefix + "ffn_silu"))
+            places.append(("_output", ffn.swiglu, prefix + "ffn_swiglu"))
+            places.append(("_output", ffn, prefix + "ffn_out"))
+        places.append(("_output", layer, prefix + "output"))
+    places.append(("_feed", model.final_norm, block_input(len(model.layers))))
+    places.append(("_output", model.final_norm, "final_norm"))
+    places.append(("_output", model.lm_head, "logits"))
+    return places
+
+
+def _mixture(moe: MoE, prefix: str) -> list[Place]:
+    """The sites of a mixture-of-experts feed-forward, in the order its forward computes them."""
+    places: list[Place] = [("_output", moe.router, prefix + "moe.router")]
+    for e, expert in enumerate(moe.experts):
+        places.append(("_input", expert, f"{prefix}moe.expert{e}.input"))
+        places.append(("_output", expert, f"{prefix}moe.expert{e}"))
+    if moe.shared is not None:
+        places.append(("_output", moe.shared, prefix + "moe.shared"))
+    places.append(("_output", moe, prefix + "moe_out"))
+    return places
 
 
 @dataclass(frozen=True)
@@ -59,7 +132,7 @@ class SiteHooks:
     def __init__(self, model: GPT, visit: Visitor, feed: Mapping[str, torch.Tensor] | None = None) -> None:
         self.model, self._visitor, self.feed = model, visit, feed
         self.replaced: list[Replacement] = []
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._handles: list[_Placed | RemovableHandle] = []
 
     def visit(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         """The visitor's answer for a site, each replacement kept with what it replaced."""
@@ -69,40 +142,8 @@ class SiteHooks:
         return replacement
 
     def __enter__(self) -> SiteHooks:
-        model = self.model
-        self._output(model.embed, "embed")
-        for i, layer in enumerate(model.layers):
-            prefix = f"layers.{i}."
-            self._feed(layer, block_input(i))
-            self._output(layer.attn_norm, prefix + "attn_norm")
-            self._output(layer.attn.q, prefix + "q")
-            self._output(layer.attn.k, prefix + "k")
-            self._output(layer.attn.v, prefix + "v")
-            for kind in ("q_norm", "k_norm"):
-                norm = getattr(layer.attn, kind, None)
-                if norm is not None:
-                    self._output(norm, prefix + kind)
-            if isinstance(layer.attn, DiffAttention):
-                self._output(layer.attn.q2, prefix + "q2")
-                self._output(layer.attn.k2, prefix + "k2")
-                self._output(layer.attn.head_norm, prefix + "attn_head_norm")
-            if isinstance(layer, DepthRoutedBlock):
-                self._output(layer.router, prefix + "router")
-            self._output(layer.attn, prefix + "attn_out")
-            self._input(layer.ffn_norm, prefix + "attn_residual")
-            self._output(layer.ffn_norm, prefix + "ffn_norm")
-            if isinstance(layer.feed_forward, MoE):
-                self._mixture(layer.feed_forward, prefix)
-            else:
-                self._output(layer.ffn.gate, prefix + "ffn_gate")
-                self._output(layer.ffn.up, prefix + "ffn_up")
-                self._output(layer.ffn.swiglu.act, prefix + "ffn_silu")
-                self._output(layer.ffn.swiglu, prefix + "ffn_swiglu")
-                self._output(layer.ffn, prefix + "ffn_out")
-            self._output(layer, prefix + "output")
-        self._feed(model.final_norm, block_input(len(model.layers)))
-        self._output(model.final_norm, "final_norm")
-        self._output(model.lm_head, "logits")
+        for place, module, name in kept(self.model, "sites", lambda: _sites(self.model)):
+            getattr(self, place)(module, name)  # by name: a test that plants a fault replaces one
         return self
 
     def __exit__(
@@ -112,28 +153,18 @@ class SiteHooks:
             handle.remove()
         self._handles.clear()
 
-    def _mixture(self, moe: MoE, prefix: str) -> None:
-        """The sites of a mixture-of-experts feed-forward, in the order its forward computes them."""
-        self._output(moe.router, prefix + "moe.router")
-        for e, expert in enumerate(moe.experts):
-            self._input(expert, f"{prefix}moe.expert{e}.input")
-            self._output(expert, f"{prefix}moe.expert{e}")
-        if moe.shared is not None:
-            self._output(moe.shared, prefix + "moe.shared")
-        self._output(moe, prefix + "moe_out")
-
     def _output(self, module: nn.Module, name: str) -> None:
         def hook(_module: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
             return self.visit(name, output)
 
-        self._handles.append(module.register_forward_hook(hook))
+        self._handles.append(_Placed(module._forward_hooks, hook))
 
     def _input(self, module: nn.Module, name: str) -> None:
         def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
             if self.visit(name, args[0]) is not None:
                 raise ValueError(f"{name} can be observed but not replaced")
 
-        self._handles.append(module.register_forward_pre_hook(hook))
+        self._handles.append(_Placed(module._forward_pre_hooks, hook))
 
     def _feed(self, module: nn.Module, source: str) -> None:
         if self.feed is None:
@@ -142,4 +173,4 @@ class SiteHooks:
         def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             return (self.feed[source].to(args[0].dtype), *args[1:])  # type: ignore[index]
 
-        self._handles.append(module.register_forward_pre_hook(hook))
+        self._handles.append(_Placed(module._forward_pre_hooks, hook))

@@ -78,6 +78,7 @@ from stack.model.moe import MoE
 from stack.trace.scratch import Scratch
 from stack.trace.sites import Layout, block_input
 from stack.trace.stats import on_host
+from stack.trace.structure import kept
 
 # A module whose output is an affine map of its input row, y = x·Mᵀ + b, with M and b its own:
 # a plain projection (M = W) or a LoRA-wrapped one (M = W + s·B·A, or W with Δ merged into it).
@@ -110,7 +111,13 @@ class Identity:
 
 def _module(reads: tuple[str, ...], module: nn.Module) -> Identity:
     """`module`'s identity on `reads`, product-checkable when it is `affine`."""
-    return Identity(reads, module.forward, affine(module))
+    return Identity(reads, _forward(module), affine(module))
+
+
+def _forward(module: nn.Module) -> Callable[..., torch.Tensor]:
+    """`module`'s forward as it is when called: a table of identities is kept across forwards
+    (`identities`), and a forward replaced since must be the one that recomputes."""
+    return lambda *tensors: module.forward(*tensors)
 
 
 def _flat(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -125,7 +132,7 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
         return f"layers.{index}.{kind}"
 
     normed = (site("attn_norm"),)
-    found = {site("attn_norm"): Identity((block_input(index),), layer.attn_norm.forward)}
+    found = {site("attn_norm"): Identity((block_input(index),), _forward(layer.attn_norm))}
     for kind in ("q", "k", "v", "q2", "k2"):
         if kind in kinds:
             found[site(kind)] = _module(normed, getattr(layer.attn, kind))
@@ -134,7 +141,7 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
             found[site(kind)] = _module((site(kind[0]),), getattr(layer.attn, kind))
     if isinstance(layer, DepthRoutedBlock):
         found[site("router")] = _module((block_input(index),), layer.router)
-    found[site("ffn_norm")] = Identity((site("attn_residual"),), layer.ffn_norm.forward)
+    found[site("ffn_norm")] = Identity((site("attn_residual"),), _forward(layer.ffn_norm))
     ffn_input = (site("ffn_norm"),)
     feed_forward = layer.feed_forward
     if isinstance(feed_forward, MoE):
@@ -142,7 +149,7 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
         found[site("moe.router")] = Identity(ffn_input, _flat(router), affine(router))
         for e, expert in enumerate(feed_forward.experts):
             found[site(f"moe.expert{e}")] = Identity(
-                (site(f"moe.expert{e}.input"),), expert.forward, parts=expert
+                (site(f"moe.expert{e}.input"),), _forward(expert), parts=expert
             )
         shared = feed_forward.shared
         if shared is not None:
@@ -150,18 +157,23 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
         return found
     found[site("ffn_gate")] = _module(ffn_input, feed_forward.gate)
     found[site("ffn_up")] = _module(ffn_input, feed_forward.up)
-    found[site("ffn_swiglu")] = Identity((site("ffn_gate"), site("ffn_up")), feed_forward.swiglu.forward)
+    found[site("ffn_swiglu")] = Identity((site("ffn_gate"), site("ffn_up")), _forward(feed_forward.swiglu))
     found[site("ffn_out")] = _module((site("ffn_swiglu"),), feed_forward.down)
     return found
 
 
 def identities(model: GPT, layout: Layout) -> dict[str, Identity]:
-    """Every site of `model` that is a module's output, by name: the sites it reads and the module."""
+    """Every site of `model` that is a module's output, by name: the sites it reads and the module
+    (kept per model structure and layout: stack.trace.structure)."""
+    return kept(model, ("identities", layout), lambda: _identities(model, layout))
+
+
+def _identities(model: GPT, layout: Layout) -> dict[str, Identity]:
     found: dict[str, Identity] = {}
     for index, layer in enumerate(model.layers):
         found |= _block_identities(index, layer, layout.block(index).kinds)
     last = block_input(len(model.layers))
-    found["final_norm"] = Identity((last,), model.final_norm.forward)
+    found["final_norm"] = Identity((last,), _forward(model.final_norm))
     found["logits"] = _module(("final_norm",), model.lm_head)
     return found
 
