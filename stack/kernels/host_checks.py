@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -107,30 +108,31 @@ def _array(kind: type, values: Sequence[int]) -> ctypes.Array:
     return _array_type(kind, len(values))(*values)
 
 
-def _measure(
-    library: ctypes.CDLL,
-    portable: bool,
-    a: Sequence[int],
-    a_bf16: Sequence[int],
-    b: Sequence[int],
-    b_bf16: Sequence[int],
-    sizes: Sequence[int],
-) -> tuple[torch.Tensor, list[bool]]:
-    """gs_deviations over pairs given by their addresses: (rows, finite)."""
-    count = len(sizes)
-    out = torch.zeros(count, DEVIATION_WIDTH, dtype=torch.float64)
-    finite = _array_type(ctypes.c_int8, count)()
-    deviations = library.gs_deviations_portable if portable else library.gs_deviations
-    deviations(
-        count,
+# gs_deviations' pairs as it reads them: the addresses of the a sides, their bfloat16 flags, the b
+# sides', theirs, and the pairs' lengths.
+Pairs = tuple[ctypes.Array, ctypes.Array, ctypes.Array, ctypes.Array, ctypes.Array]
+
+
+def _pairs(
+    a: Sequence[int], a_bf16: Sequence[int], b: Sequence[int], b_bf16: Sequence[int], sizes: Sequence[int]
+) -> Pairs:
+    """Pairs given by their addresses, flags and lengths, as gs_deviations reads them."""
+    return (
         _array(ctypes.c_void_p, a),
         _array(ctypes.c_int, a_bf16),
         _array(ctypes.c_void_p, b),
         _array(ctypes.c_int, b_bf16),
         _array(ctypes.c_int64, sizes),
-        out.data_ptr(),
-        ctypes.addressof(finite),
     )
+
+
+def _measure(library: ctypes.CDLL, portable: bool, pairs: Pairs) -> tuple[torch.Tensor, list[bool]]:
+    """gs_deviations over `pairs`: (rows, finite)."""
+    count = len(pairs[-1])
+    out = torch.zeros(count, DEVIATION_WIDTH, dtype=torch.float64)
+    finite = _array_type(ctypes.c_int8, count)()
+    deviations = library.gs_deviations_portable if portable else library.gs_deviations
+    deviations(count, *pairs, out.data_ptr(), ctypes.addressof(finite))
     return out, [bool(flag) for flag in finite]
 
 
@@ -149,15 +151,14 @@ def host_deviations(
     if sides is None:
         return None
     traced, recomputed = sides[0::2], sides[1::2]
-    return _measure(
-        library,
-        portable,
+    pairs = _pairs(
         [t.data_ptr() for t in traced],
         [_BF16_FLAG[t.dtype] for t in traced],
         [r.data_ptr() for r in recomputed],
         [_BF16_FLAG[r.dtype] for r in recomputed],
         [t.numel() for t in traced],
     )
+    return _measure(library, portable, pairs)
 
 
 # One product check: the probes' output rows R (k, out), input rows WᵀR (k, in) and offsets b·R
@@ -177,6 +178,49 @@ def host_product_deviations(
     library = _kernel()
     if library is None or not products or projected.dtype != torch.float32:
         return None
+    tensors = (*(t for product in products for t in product), projected, recomputed)
+    key = (portable, *map(id, tensors))
+    call = _PREPARED.get(key)
+    if call is None:
+        call = _prepared(library, products, projected, recomputed, portable)
+        if call is None:
+            return None
+        if len(_PREPARED) >= _PREPARED_KEPT:
+            del _PREPARED[next(iter(_PREPARED))]
+        _PREPARED[key] = call
+    call.projections(*call.arguments)
+    return _measure(library, portable, call.deviations)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One set of product checks as the kernel is called on it: the tensors it reads (kept, so that
+    none is freed and another takes its address), the projections' arguments and the deviations'."""
+
+    tensors: tuple[torch.Tensor, ...]
+    projections: Callable[..., None]
+    arguments: tuple[object, ...]
+    deviations: Pairs
+
+
+# The calls prepared for the last few sets of product checks, by the identities of the tensors they
+# read. A traced forward checks the same tensors as the one before it (its rows are the views of a
+# scratch kept between forwards, its probes kept per version of each weight), and preparing the
+# call (checking and gathering some two hundred tensors' addresses and shapes) cost more than the
+# kernel's arithmetic on a `small` model.
+_PREPARED: dict[tuple[object, ...], _Prepared] = {}
+_PREPARED_KEPT = 8
+
+
+def _prepared(
+    library: ctypes.CDLL,
+    products: Sequence[Product],
+    projected: torch.Tensor,
+    recomputed: torch.Tensor,
+    portable: bool,
+) -> _Prepared | None:
+    """The call of the kernel on `products`, checked against the shapes it reads them by; None where
+    a side is not one it reads."""
     flat = _readable([t for product in products for t in product])
     if flat is None or not (projected.is_contiguous() and recomputed.is_contiguous()):
         return None
@@ -195,8 +239,7 @@ def host_product_deviations(
             raise ValueError("a product's probes, traced rows and read rows do not fit together")
     if projected.shape != (count, probes * rows) or recomputed.shape != projected.shape:
         raise ValueError(f"the projections need two ({count}, {probes * rows}) matrices")
-    projections = library.gs_projections_portable if portable else library.gs_projections
-    projections(
+    arguments = (
         count,
         rows,
         probes,
@@ -216,4 +259,9 @@ def host_product_deviations(
     step = width * projected.element_size()
     sides = [projected.data_ptr() + p * step for p in range(count)]
     again = [recomputed.data_ptr() + p * step for p in range(count)]
-    return _measure(library, portable, sides, [0] * count, again, [0] * count, [width] * count)
+    return _Prepared(
+        (*flat, projected, recomputed),
+        library.gs_projections_portable if portable else library.gs_projections,
+        arguments,
+        _pairs(sides, [0] * count, again, [0] * count, [width] * count),
+    )
