@@ -19,6 +19,10 @@
  *     subtraction are exact functions of the values); finite[p] says whether every element of
  *     both was finite.
  *
+ * Built with OpenMP, the products are dealt to the threads one at a time (the head's is several
+ * times a block's); each is summed by one thread alone, so the results are the same bits however
+ * many threads ran.
+ *
  * The lanes are GCC's and clang's vector extensions, so one source gives both builds: AVX-512 (one
  * register a vector), chosen when the library loads (__builtin_cpu_supports) as in host_stats.c,
  * and the portable one (SSE on any x86-64). Both do the same arithmetic in the same order, each
@@ -216,6 +220,7 @@ static inline __attribute__((always_inline)) int deviation(const void *a, int a_
 }
 
 #define PROJECTIONS_BODY                                                                                        \
+    _Pragma("omp parallel for schedule(dynamic)")                                                              \
     for (int64_t p = 0; p < n; p++) {                                                                          \
         float *traced = projected + p * k * rows, *read = recomputed + p * k * rows;                           \
         project(outputs[p], k, y[p], y_bf16[p], rows, out_width[p], NULL, traced);                             \
@@ -266,5 +271,13 @@ void gs_deviations(DEVIATIONS_ARGS) { deviations_span(n, a, a_bf16, b, b_bf16, l
 
 void gs_deviations_portable(DEVIATIONS_ARGS) { deviations_portable(n, a, a_bf16, b, b_bf16, len, out, finite); }
 
-/* Which build runs: "avx512" or "portable". */
-const char *gs_checks_build(void) { return projections_span == projections_portable ? "portable" : "avx512"; }
+#ifdef _OPENMP
+#define THREADING " openmp"
+#else
+#define THREADING ""
+#endif
+
+/* Which build runs, and whether it was built with OpenMP: "avx512 openmp", "portable". */
+const char *gs_checks_build(void) {
+    return projections_span == projections_portable ? "portable" THREADING : "avx512" THREADING;
+}
