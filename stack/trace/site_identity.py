@@ -448,9 +448,6 @@ def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[s
     return {name: tensor for name, tensor in feed.items() if name in sources}
 
 
-# A site shown whose identity is still to be checked (SiteIdentities._checked).
-Queued = tuple[str, torch.Tensor | None, torch.device, Identity, list[torch.Tensor | None]]
-
 # A site set aside for its product check: (name, its sampled rows, its read's same rows, the module).
 ProductCheck = tuple[str, torch.Tensor, torch.Tensor, Linear]
 
@@ -505,10 +502,6 @@ class SiteIdentities:
             if name not in ablated:
                 self._roles[name] = (identity, name in reads)
         self._seen: dict[str, torch.Tensor] = {}
-        # The sites shown whose identity is still to be checked (`_checked`): their name, tensor
-        # (None once its sampled rows are copied), device, identity, and the tensors its reads were
-        # when the site was shown (None: not yet shown).
-        self._queued: list[Queued] = []
         # The sampled rows of each site read or checked so far in this block, copied when the site
         # is shown (before anything can write into it), so that q, k and v, which read one site,
         # and a checked site's readers share one copy: (the rows chosen, their copy).
@@ -586,49 +579,29 @@ class SiteIdentities:
             self._seen[name] = tensor
         if identity is not None:
             reads = [self._read(read) for read in identity.reads]
-            # A site whose rows were copied is checked on the copy: the tensor is let go with the
-            # forward's, as in the plain forward.
-            self._queued.append((name, tensor if rows is None else None, tensor.device, identity, reads))
+            if any(read is None for read in reads):  # shown before what it is computed from
+                self.rows[name] = self._counted(0, 0, _UNMATCHED.to(tensor.device))
+            else:
+                self.rows[name] = self._check(name, tensor, identity, reads)
         if name.endswith(".output"):  # the next block's input, the one site any later identity reads
-            self._checked()
             self._seen = {name: tensor}
             self._site_rows = {name: rows} if rows is not None else {}
         return rows if copies else None
 
-    def _checked(self) -> None:
-        """The checks of the sites `visit` queued, in the order they were shown: one block's at its
-        output (before what its sites read is let go), the rest before `deviations`. Taken together
-        rather than as each site is shown, the same few functions run back to back instead of once
-        between each of the forward's operations, whose data evicts theirs (on a CPU a check run
-        between them cost several times one run after another)."""
-        queued, self._queued = self._queued, []
-        for name, tensor, device, identity, reads in queued:
-            if any(read is None for read in reads):  # shown before what it is computed from
-                self.rows[name] = self._counted(0, 0, _UNMATCHED.to(device))
-            else:
-                self.rows[name] = self._check(name, tensor, device, identity, reads)
-
     def _check(
-        self,
-        name: str,
-        tensor: torch.Tensor | None,
-        device: torch.device,
-        identity: Identity,
-        reads: list[torch.Tensor],
+        self, name: str, tensor: torch.Tensor, identity: Identity, reads: list[torch.Tensor]
     ) -> torch.Tensor | None:
         """The DEVIATION of one site from its module on the reads over every row, or (None) its
         sampled rows and their recomputation set aside for `deviations`; the counts go to
         `counted`. A site with another number of rows than its reads is unmatched: it observes
-        another tensor. `tensor` is None for a site whose sampled rows were copied as it was shown."""
+        another tensor."""
         rows = row_count(reads[0])
-        chosen = self._sampled(rows, device)
+        chosen = self._sampled(rows, tensor.device)
         if chosen is None:
-            if tensor is None:  # rows of its own copied, none in its read: another tensor
-                return self._counted(rows, rows, _UNMATCHED.to(device))
             return self._counted(rows, rows, site_deviation(tensor, identity.compute(*reads)))
         kept = self._site_rows.get(name)
         if kept is None or kept[0] is not chosen:  # another number of rows than its reads
-            return self._counted(rows, 0, _UNMATCHED.to(device))
+            return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
         sampled = kept[1]
         read_rows = [
             self._rows_of(read_name, read, chosen)
@@ -706,7 +679,6 @@ class SiteIdentities:
         """Every checked site's DEVIATION, in forward order: the sampled ones measured together, in a
         few reductions over all their rows instead of a dozen small ones per site (no graph: a
         measurement, never differentiated)."""
-        self._checked()
         self._measure_products()
         self._recompute()
         if self._pending:
