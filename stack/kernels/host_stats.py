@@ -120,28 +120,30 @@ def host_site_stats(
     forward copies a few rows of most sites for GATE-TRACE-002's identities, and one visit of the
     library that reads the site costs a fraction of a torch.index_select, whose dispatch runs cold
     between the forward's products (the interpreter's and the dispatcher's data evicted by them)."""
-    library = None if tensor.dtype == torch.float64 or not tensor.is_cpu else _library()
-    if library is None or isinstance(library, str):
+    library = _library() if tensor.is_cpu else "not on the host"
+    if isinstance(library, str) or tensor.dtype == torch.float64:
         if rows is not None:
             copy_rows(tensor, *rows)
         return None
-    x = tensor if tensor.dtype in (torch.float32, torch.bfloat16) else tensor.detach().float()
     if span is not None and span not in spans():
         raise ValueError(f"this CPU runs the statistics kernel's paths {spans()}, not {span!r}")
-    function = _entry_points(library)[x.dtype]
+    functions = _entry_points(library)
+    x, function = tensor, functions.get(tensor.dtype)
+    if function is None:  # fp16: read from a float32 copy
+        x, function = tensor.detach().float(), functions[torch.float32]
     layout = rows_of(x)
     if layout is None:
         x = x.contiguous()
         layout = 1, x.numel(), x.numel()
     if out is None:
         out = torch.empty(STATS_LEN, dtype=torch.float64)
-    count = torch.get_num_threads() if threads is None else threads
     gather = _NO_ROWS
     if rows is not None and x.dtype == tensor.dtype:  # the kernel copies them as it reads the site
         at, into = rows
         gather = at.data_ptr(), at.numel(), x.shape[-1], into.data_ptr()
-    elif rows is not None:  # a widened copy: its rows are not the site's
+    elif rows is not None:
         copy_rows(tensor, *rows)
+    count = torch.get_num_threads() if threads is None else threads
     found = function(span and span.encode(), x.data_ptr(), *layout, count, out.data_ptr(), *gather)
     return None if found != 0 else out  # non-zero: a non-finite sum, which the torch path counts
 

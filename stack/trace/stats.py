@@ -55,10 +55,22 @@ def site_stats(
     well, in the C kernel's visit of the site where it runs (host_site_stats says why). `pending`,
     a list a traced forward keeps: where the CUDA kernels queue the site's merge, so that `out` is
     written when `finish(pending)` merges the forward's sites together."""
-    row = _site_stats(tensor, out, rows, pending)
-    if out is None or row is out:
-        return row
-    return out.copy_(row)
+    if fused(tensor):
+        from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
+
+        return _written(site_stats_fused(tensor, out=out, rows=rows, pending=pending), out)  # copies rows
+    if on_host(tensor) and tensor.numel():
+        row = host_site_stats(tensor, out=out, rows=rows)  # copies the rows in every case
+        if row is not None:  # the C kernel's: written into `out` when it is given
+            return row
+    elif rows is not None:
+        copy_rows(tensor, *rows)
+    return _written(_by_ops(tensor), out)
+
+
+def _written(row: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """`row`, or `out` with `row` written into it when it is given."""
+    return row if out is None or row is out else out.copy_(row)
 
 
 def finish(pending: list) -> None:
@@ -77,23 +89,8 @@ def fused(tensor: torch.Tensor) -> bool:
     return tensor.is_cuda and tensor.dtype != torch.float64
 
 
-def _site_stats(
-    tensor: torch.Tensor,
-    out: torch.Tensor | None,
-    rows: tuple[torch.Tensor, torch.Tensor] | None,
-    pending: list | None,
-) -> torch.Tensor:
-    """The row, from the fastest path that holds for `tensor`: the C kernel writes into `out`."""
-    if fused(tensor):
-        from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
-
-        return site_stats_fused(tensor, out=out, rows=rows, pending=pending)  # copies the rows too
-    if on_host(tensor) and tensor.numel():
-        row = host_site_stats(tensor, out=out, rows=rows)  # copies the rows in every case
-        if row is not None:
-            return row
-    elif rows is not None:
-        copy_rows(tensor, *rows)
+def _by_ops(tensor: torch.Tensor) -> torch.Tensor:
+    """The row by torch's ops: the reference path, and where neither fused kernel reads the site."""
     x = tensor.detach().reshape(-1)
     # bf16/fp16 would lose the sums; fp32 keeps them, and its reductions are the fast ones on CPU.
     if x.dtype not in (torch.float32, torch.float64):
