@@ -101,6 +101,24 @@ def test_the_kernels_projections_are_the_torch_products_within_rounding(
     assert torch.equal(sides[2], sides[0]) and torch.equal(sides[3], sides[1])
 
 
+def test_a_call_made_again_on_the_same_tensors_reads_their_values_now() -> None:
+    """The kernel's call is prepared once per set of tensors and made again on them: a second call
+    after the rows changed in place measures the new rows, the same bits as a first call on copies
+    of them, and the call on other tensors is its own."""
+    products = _products(torch.float32, 16, seed=4)
+    made = [probes(linear, 8) for linear, _, _ in products]
+    checks = [(p.outputs, p.inputs, p.offset, y, x) for p, (_, y, x) in zip(made, products, strict=True)]
+    sides = [torch.empty(len(products), 8 * 16) for _ in range(2)]
+    first = host_checks.host_product_deviations(checks, *sides)
+    assert first is not None and first[0][:, 0].max() < 1e-3 * first[0][:, 1].min()  # the identities hold
+    products[1][1].mul_(3.0)  # a site's rows, changed where they lie
+    again = host_checks.host_product_deviations(checks, *sides)
+    assert again is not None and again[0][1, 0] > 0.5 * again[0][1, 1]  # now off by twice its size
+    copies = [tuple(t.clone() for t in check) for check in checks]
+    fresh = host_checks.host_product_deviations(copies, *(side.clone() for side in sides))
+    assert fresh is not None and torch.equal(fresh[0], again[0]) and fresh[1] == again[1]
+
+
 def test_a_product_with_a_nan_in_its_rows_is_not_finite() -> None:
     """A NaN in one traced row makes that product's projections not finite, and says so; the
     others stand."""
