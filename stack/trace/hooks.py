@@ -74,7 +74,7 @@ def _sites(model: GPT) -> list[Place]:
     for i, layer in enumerate(model.layers):
         prefix = f"layers.{i}."
         places.append(("_feed", layer, block_input(i)))
-        places += [("_output", layer.attn_norm, prefix + "attn_norm")]
+        places.append(("_output", layer.attn_norm, prefix + "attn_norm"))
         places += [("_output", getattr(layer.attn, kind), prefix + kind) for kind in ("q", "k", "v")]
         for kind in ("q_norm", "k_norm"):
             norm = getattr(layer.attn, kind, None)

@@ -164,11 +164,12 @@ def _block_identities(index: int, layer: nn.Module, kinds: tuple[str, ...]) -> d
 
 def identities(model: GPT, layout: Layout) -> dict[str, Identity]:
     """Every site of `model` that is a module's output, by name: the sites it reads and the module
-    (kept per model structure and layout: stack.trace.structure)."""
+    (kept per model structure and layout, stack.trace.structure: a table to read, not to change)."""
     return kept(model, ("identities", layout), lambda: _identities(model, layout))
 
 
 def _identities(model: GPT, layout: Layout) -> dict[str, Identity]:
+    """`identities`, derived from the model's modules."""
     found: dict[str, Identity] = {}
     for index, layer in enumerate(model.layers):
         found |= _block_identities(index, layer, layout.block(index).kinds)
