@@ -29,6 +29,7 @@ from contracts.judges.arch import cell_verdicts
 from contracts.spec import default_spec_dir, load_spec
 from stack.cli import main
 from stack.model.config import ModelConfig
+from stack.model.moe import MoE
 from stack.options_matrix import (
     COMMAND_ARGV,
     Cell,
@@ -45,7 +46,7 @@ from stack.options_matrix import (
     settle,
     trained_layers,
 )
-from stack.trace.hooks import SiteHooks
+from stack.trace import hooks
 from tests.support.ledger_support import findings
 from tests.support.train_support import prepared
 from tools.records.scratch import make_repo
@@ -240,14 +241,14 @@ def test_a_command_that_crashes_fails_its_cell(
     fast: tuple[Path, Cells], data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The tracer cannot walk four experts (a bug planted here): exactly that cell fails."""
-    mixture = SiteHooks._mixture
+    mixture = hooks._mixture
 
-    def crashing(self: SiteHooks, moe: object, prefix: str) -> None:
-        if getattr(moe, "n_experts", 0) == 4:
+    def crashing(moe: MoE, prefix: str) -> list[hooks.Place]:
+        if moe.n_experts == 4:
             raise RuntimeError("planted: the tracer cannot walk four experts")
-        mixture(self, moe, prefix)  # type: ignore[arg-type]
+        return mixture(moe, prefix)
 
-    monkeypatch.setattr(SiteHooks, "_mixture", crashing)
+    monkeypatch.setattr(hooks, "_mixture", crashing)
     place = _place(fast, data)
     shutil.rmtree(place.work / "trace", ignore_errors=True)
     cell = run_cell(main, COMMAND_ARGV["trace"](place))
