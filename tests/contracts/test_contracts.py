@@ -16,7 +16,7 @@ from contracts import gates as gates_module
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, Waiver
 from contracts.gates import BINDINGS, Outcome, contract_mode, gate_ensure, gate_require, measure
-from contracts.ledger import Ledger, recording
+from contracts.ledger import Ledger, alone, recording
 from contracts.spec import load_spec
 from tools.integrity.audit import scan_bindings
 
@@ -97,6 +97,29 @@ def test_warning_gate_records_warn_and_goes_on() -> None:
     with recording(ledger):
         assert _small(50.0) == 50.0
     assert ledger.results[WARNING].verdict is Verdict.WARN
+
+
+@pytest.mark.parametrize(
+    ("gate", "outcome"),
+    [
+        (BLOCKING, measure(BLOCKING, {"loss": 1.0, "grad_norm": 1.0})),
+        (BLOCKING, measure(BLOCKING, {"loss": NAN, "grad_norm": 1.0})),
+        (WARNING, measure(WARNING, {"repeats": 50.0, "tokens_per_parameter": 1e9})),
+        (BLOCKING, Outcome(True, "made by hand", {"loss": NAN, "grad_norm": 1.0})),  # judged from its values
+        (BLOCKING, Outcome(False, "made by hand", {"loss": 1.0, "grad_norm": 1.0})),
+    ],
+    ids=["pass", "fail", "warn", "unjudged-fail", "unjudged-pass"],
+)
+def test_outside_a_run_an_outcome_gets_the_verdict_a_new_ledger_gives_it(gate: str, outcome: Outcome) -> None:
+    """A binding called outside a run records its outcome nowhere: its verdict is a new ledger's,
+    judged from the values where the outcome does not carry the judge's problems."""
+    assert alone(gate, outcome) is Ledger().record_outcome(gate, outcome)
+
+
+def test_outside_a_run_a_warning_goes_on_and_a_failure_stops_the_call() -> None:
+    assert _small(50.0) == 50.0
+    with pytest.raises(GateViolation, match=BLOCKING):
+        _needs_finite(math.inf)
 
 
 def test_waiver_turns_failure_into_waived() -> None:
