@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,16 +188,19 @@ def host_product_deviations(
         call = _prepared(library, products, projected, recomputed, portable)
         if call is None:
             return None
-        if len(_PREPARED) >= _PREPARED_KEPT:
-            del _PREPARED[next(iter(_PREPARED))]
-        _PREPARED[key] = call
+        # Kept only where it reads every tensor where it lies: a contiguous copy made for it would
+        # not hold the values a later call's tensors hold.
+        if all(map(operator.is_, call.tensors, tensors)):
+            if len(_PREPARED) >= _PREPARED_KEPT:
+                del _PREPARED[next(iter(_PREPARED))]
+            _PREPARED[key] = call
     call.projections(*call.arguments)
     return _measure(library, portable, call.deviations)
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    """One set of product checks as the kernel is called on it: the tensors it reads (kept, so that
+    """One set of product checks as the kernel is called on it: the tensors it reads (held, so that
     none is freed and another takes its address), the projections' arguments and the deviations'."""
 
     tensors: tuple[torch.Tensor, ...]

@@ -119,6 +119,23 @@ def test_a_call_made_again_on_the_same_tensors_reads_their_values_now() -> None:
     assert fresh is not None and torch.equal(fresh[0], again[0]) and fresh[1] == again[1]
 
 
+def test_a_call_on_rows_not_laid_out_in_a_row_reads_their_values_now() -> None:
+    """Rows the kernel reads from a contiguous copy (a column-major view, say): a second call on the
+    same view, after its values changed in place, measures the new values, not the first call's copy."""
+    products = _products(torch.float32, 16, seed=5)
+    made = [probes(linear, 8) for linear, _, _ in products]
+    strided = [y.t().contiguous().t() for _, y, _ in products]  # the same values, column-major
+    checks = [
+        (p.outputs, p.inputs, p.offset, y, x) for p, y, (_, _, x) in zip(made, strided, products, strict=True)
+    ]
+    sides = [torch.empty(len(products), 8 * 16) for _ in range(2)]
+    first = host_checks.host_product_deviations(checks, *sides)
+    assert first is not None and first[0][:, 0].max() < 1e-3 * first[0][:, 1].min()
+    strided[1].mul_(3.0)
+    again = host_checks.host_product_deviations(checks, *sides)
+    assert again is not None and again[0][1, 0] > 0.5 * again[0][1, 1]
+
+
 def test_a_product_with_a_nan_in_its_rows_is_not_finite() -> None:
     """A NaN in one traced row makes that product's projections not finite, and says so; the
     others stand."""
