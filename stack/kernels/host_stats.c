@@ -156,12 +156,12 @@ PORTABLE_SPAN(span_portable_bf16, uint16_t, from_bf16)
  * 0.23 with the prefetches (one EPYC core; one row ahead alone, 0.32).
  *
  * The last piece (the only one of a contiguous site) is asked for FETCH_AHEAD bytes ahead of each
- * step instead, into the next block, which the same thread reads next (a prefetch never faults, so
- * one past the site's last block costs nothing). A site is read just after
- * the operation that wrote it, and the hardware's prefetcher alone did not keep up with a stream
- * of several MB: at GPT-2 small's shape, one Xeon core (AVX-512 with AMX, 2.6 GHz), a traced
- * forward's statistics took 74 ms in fp32 and 51 under bf16 autocast, and 54 and 41 with it (at
- * `small`, 4.6 and 3.8 ms, and 4.1 to 4.3 and 3.9). */
+ * step instead, into the next block, which the same thread reads next (a prefetch never faults,
+ * so one past the site's last block costs nothing). A site is read just after the operation that
+ * wrote it, and the hardware's prefetcher alone did not keep up with a stream of several MB: at
+ * GPT-2 small's shape, on one Xeon core (AVX-512 with AMX, 2.6 GHz), a traced forward's
+ * statistics took 74 ms in fp32 and 51 under bf16 autocast, and 54 and 41 with it (at `small`,
+ * 4.6 and 3.8 ms, and 4.1 to 4.3 and 3.9). */
 __attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
 span_avx512(const char *x, int64_t len, int64_t first, int64_t cols, int64_t gap, Lanes *a, int bf16) {
     __m512 low = _mm512_loadu_ps(a->low), high = _mm512_loadu_ps(a->high);
