@@ -164,8 +164,9 @@ def test_a_refusal_under_nproc_is_one_line_and_its_own_exit_code(
     temporary.mkdir()
     monkeypatch.setenv("TMPDIR", str(temporary))
     proc = run_train(*smoke(data, tmp_path / "run", 2, "--nproc", "2", *extra), expect=code)
-    (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(said) and "Traceback" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # what else was printed, should a launch ever say more
+    assert lines[0].startswith(said) and "Traceback" not in proc.stdout
     assert list(temporary.iterdir()) == []
 
 
