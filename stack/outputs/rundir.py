@@ -140,13 +140,16 @@ def opened(
 ) -> Iterator[RunDir]:
     """Open `out` for `writer` (module docstring); commit on the yielded RunDir once set-up passed.
 
-    `main` False: another rank of a torchrun launch, which neither locks nor writes.
+    `main` False: another rank of a torchrun launch, which neither judges, locks nor writes `out`.
+    Rank 0 judges and opens it for the run; what another rank would read of it races with that (the
+    lock rank 0 took, the directory rank 0 removes again when it refuses the run), and a rank that
+    failed on a directory removed while it read it would add its own line to rank 0's refusal.
     """
     out = Path(out)
-    check(out, writer, resume, force, option)
     if not main:
         yield RunDir(out, out, lambda: None)
         return
+    check(out, writer, resume, force, option)
     absolute = out.absolute()
     created = [p for p in (absolute, *absolute.parents) if not p.exists()]  # innermost first
     opening = (

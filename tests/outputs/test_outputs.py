@@ -113,6 +113,27 @@ def test_a_committed_directory_holds_what_was_written(kind: str, tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging left beside
 
 
+@pytest.mark.parametrize("state", ["filled", "locked", "removed"])
+def test_another_rank_of_a_launch_never_judges_the_directory_rank_0_opens(state: str, tmp_path: Path) -> None:
+    """Another rank reads the directory while rank 0 opens it: under rank 0's lock, removed again
+    after rank 0 refused the run, or holding what is there. Rank 0 alone judges and opens it; another
+    rank goes on (and on a refusal of rank 0's is stopped by torchrun), never adding a refusal or a
+    failure of its own to rank 0's line, and touches nothing. Rank 0 on a directory that holds
+    something is refused as ever."""
+    out = tmp_path / "run"
+    if state != "removed":
+        out.mkdir()
+        (out / (LOCK_FILE if state == "locked" else "config.toml")).write_text("rank 0's")
+    before = snapshot(tmp_path)
+    with rundir.opened(out, WRITERS["in place"], main=False) as opened:
+        assert opened.where == out
+    assert snapshot(tmp_path) == before
+    if state == "filled":
+        refused = pytest.raises(BadInput, match="already exists and is not empty")
+        with refused, rundir.opened(out, WRITERS["in place"]):
+            pass
+
+
 def test_a_resumed_directory_refused_in_set_up_is_byte_for_byte_as_it_was(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
